@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers (dependencies point down only), see docs/design.md:
+//   kiln (CLI) -> KilnEngine -> KilnModels, KilnTokenizer, KilnTemplates, KilnCPU, KilnCUDA
+//   KilnCUDA -> KilnKernels -> KilnGPU (driver + NVRTC through dlopen) ; everything -> KilnCore
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v5), .unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Kiln",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "kiln", targets: ["kiln"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(name: "KilnCore", swiftSettings: swiftSettings),
+        .target(name: "KilnModels", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
+        .target(name: "KilnTokenizer", dependencies: ["KilnCore", "KilnModels"], swiftSettings: swiftSettings),
+        .target(name: "KilnTemplates", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
+        .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: swiftSettings),
+        .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
+        .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], swiftSettings: swiftSettings),
+        .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCPU"], swiftSettings: swiftSettings),
+        .target(name: "KilnEngine", dependencies: [
+            "KilnCore", "KilnModels", "KilnTokenizer", "KilnTemplates", "KilnCPU", "KilnCUDA",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "kiln", dependencies: [
+            "KilnEngine",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
+        .testTarget(name: "KilnModelsTests", dependencies: ["KilnModels"]),
+        .testTarget(name: "KilnTokenizerTests", dependencies: ["KilnTokenizer", "KilnModels"]),
+        .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
+        .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "KilnModels"]),
+        .testTarget(name: "KilnEngineTests", dependencies: ["KilnEngine"]),
+        .testTarget(name: "KilnGPUTests", dependencies: ["KilnGPU", "KilnKernels", "KilnCUDA"]),
+    ]
+)
