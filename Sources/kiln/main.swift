@@ -1,10 +1,15 @@
-import KilnModels
+import ArgumentParser
 import Foundation
-for p in CommandLine.arguments.dropFirst() {
-    do {
-        let g = try GGUFFile(path: p)
-        print(p, g.version, g.tensors.count, g.metadata.count, g.architecture ?? "-")
-        for k in g.metadataKeys where !k.hasPrefix("tokenizer.ggml.") || true { print("  ", k, g.metadata[k]!) }
-        for t in g.tensors.prefix(12) { print("  ", t.name, t.shape, t.typeName) }
-    } catch { print("error:", error) }
+
+// Unbuffered stdout: generated text streams as it is produced, and nothing is lost on a fatal error.
+setvbuf(stdout, nil, _IONBF, 0)
+
+struct Kiln: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiln",
+        abstract: "Run Llama-family language models on the CPU or on NVIDIA GPUs with Kiln's own kernels.",
+        subcommands: [RunCommand.self, InfoCommand.self, TokenizeCommand.self, PerplexityCommand.self,
+                      BenchCommand.self, CheckCommand.self, DoctorCommand.self])
 }
+
+Kiln.main()

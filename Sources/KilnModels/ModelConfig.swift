@@ -1,0 +1,119 @@
+import Foundation
+import KilnCore
+
+/// Architectures Kiln runs. Chosen from `architectures`/`model_type` (HF) or `general.architecture` (GGUF).
+public enum Architecture: String, Sendable, CaseIterable {
+    case llama, granite, qwen2
+}
+
+/// Llama 3.1 `rope_scaling` of type `llama3`.
+public struct Llama3RopeScaling: Equatable, Sendable {
+    public var factor: Double
+    public var lowFreqFactor: Double
+    public var highFreqFactor: Double
+    public var originalMaxPositionEmbeddings: Int
+    public init(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositionEmbeddings: Int) {
+        self.factor = factor; self.lowFreqFactor = lowFreqFactor; self.highFreqFactor = highFreqFactor
+        self.originalMaxPositionEmbeddings = originalMaxPositionEmbeddings
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+/// - `interleaved`: pairs (x[2i], x[2i+1]) — llama.cpp's GGUF llama/granite (Q/K rows were permuted by the converter).
+/// - `halves`: pairs (x[i], x[i + d/2]) — Hugging Face checkpoints (`rotate_half`), and GGUF qwen2 (NeoX style).
+public enum RopeStyle: String, Sendable { case interleaved, halves }
+
+/// Everything a backend needs to know about a model's shape, independent of the file it came from.
+public struct ModelConfig: Equatable, Sendable {
+    public var architecture: Architecture
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numLayers: Int
+    public var numHeads: Int
+    public var numKVHeads: Int
+    public var headDim: Int
+    public var contextLength: Int
+    public var rmsNormEps: Float
+    public var ropeTheta: Float
+    public var ropeScaling: Llama3RopeScaling?
+    public var ropeStyle: RopeStyle
+    public var tieWordEmbeddings: Bool
+    /// Q/K/V projections carry biases (qwen2).
+    public var attentionBias: Bool
+    /// Granite: embeddings are multiplied by this.
+    public var embeddingMultiplier: Float
+    /// Attention score scale; nil means 1/sqrt(headDim). Granite sets it explicitly.
+    public var attentionMultiplier: Float?
+    /// Granite: each residual branch is multiplied by this before it is added.
+    public var residualMultiplier: Float
+    /// Granite: logits are divided by this.
+    public var logitsScaling: Float
+
+    public init(architecture: Architecture, vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numLayers: Int,
+                numHeads: Int, numKVHeads: Int, headDim: Int? = nil, contextLength: Int, rmsNormEps: Float, ropeTheta: Float,
+                ropeScaling: Llama3RopeScaling? = nil, ropeStyle: RopeStyle = .halves, tieWordEmbeddings: Bool = false,
+                attentionBias: Bool = false, embeddingMultiplier: Float = 1, attentionMultiplier: Float? = nil,
+                residualMultiplier: Float = 1, logitsScaling: Float = 1) {
+        self.architecture = architecture; self.vocabSize = vocabSize; self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize; self.numLayers = numLayers; self.numHeads = numHeads
+        self.numKVHeads = numKVHeads; self.headDim = headDim ?? (hiddenSize / max(numHeads, 1))
+        self.contextLength = contextLength; self.rmsNormEps = rmsNormEps; self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling; self.ropeStyle = ropeStyle; self.tieWordEmbeddings = tieWordEmbeddings
+        self.attentionBias = attentionBias; self.embeddingMultiplier = embeddingMultiplier
+        self.attentionMultiplier = attentionMultiplier; self.residualMultiplier = residualMultiplier
+        self.logitsScaling = logitsScaling
+    }
+
+    public var attentionScale: Float { attentionMultiplier ?? 1 / Float(headDim).squareRoot() }
+    public var qDim: Int { numHeads * headDim }
+    public var kvDim: Int { numKVHeads * headDim }
+
+    /// Checks the numbers make sense together; `source` names the file in the error.
+    public func validate(source: String) throws {
+        func bad(_ what: String) -> KilnError { KilnError("\(source): invalid config: \(what)") }
+        for (name, v) in [("vocab size", vocabSize), ("hidden size", hiddenSize), ("intermediate size", intermediateSize),
+                          ("layer count", numLayers), ("head count", numHeads), ("kv head count", numKVHeads),
+                          ("head dim", headDim), ("context length", contextLength)] {
+            if v <= 0 || v > 1 << 24 { throw bad("\(name) = \(v)") }
+        }
+        if numHeads % numKVHeads != 0 { throw bad("head count \(numHeads) is not a multiple of kv head count \(numKVHeads)") }
+        if headDim % 2 != 0 { throw bad("head dim \(headDim) is odd") }
+        if !(rmsNormEps > 0) { throw bad("rms_norm_eps = \(rmsNormEps)") }
+        if !(ropeTheta > 0) { throw bad("rope theta = \(ropeTheta)") }
+    }
+}
+
+/// One weight tensor as a backend sees it: row-major with `shape = [rows, cols]` for matrices
+/// (`rows` = output features, `cols` = input features, contiguous), `[n]` for vectors.
+/// Quantized types store each row as whole blocks.
+public struct WeightTensor {
+    public var name: String
+    public var shape: [Int]
+    public var dtype: DType
+    public var data: UnsafeRawBufferPointer
+    public init(name: String, shape: [Int], dtype: DType, data: UnsafeRawBufferPointer) {
+        self.name = name; self.shape = shape; self.dtype = dtype; self.data = data
+    }
+    public var rows: Int { shape.count == 2 ? shape[0] : 1 }
+    public var cols: Int { shape.last ?? 0 }
+    /// Bytes per row (a whole number of blocks).
+    public var rowBytes: Int { dtype.byteCount(elements: cols)! }
+}
+
+/// A loaded model file: its config, tokenizer metadata and weights under canonical names.
+///
+/// Canonical names are llama.cpp's: `token_embd.weight`, `output_norm.weight`, `output.weight`,
+/// `blk.N.attn_norm.weight`, `blk.N.attn_q.weight` / `attn_k` / `attn_v` (+ `.bias` for qwen2), `blk.N.attn_output.weight`,
+/// `blk.N.ffn_norm.weight`, `blk.N.ffn_gate.weight`, `blk.N.ffn_up.weight`, `blk.N.ffn_down.weight`.
+public protocol WeightSource: AnyObject {
+    var config: ModelConfig { get }
+    /// File or folder the weights come from, for error messages.
+    var sourcePath: String { get }
+    /// A tensor by canonical name, checked against `shape` (row-major); the error names the tensor and both shapes.
+    func tensor(_ name: String, shape: [Int]) throws -> WeightTensor
+    /// Whether a tensor exists (for optional tensors such as `output.weight` with tied embeddings).
+    func has(_ name: String) -> Bool
+    /// Throws, naming them, if some tensors of the file were never asked for (strict loading).
+    func checkAllUsed() throws
+}
