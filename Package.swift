@@ -5,6 +5,8 @@ import PackageDescription
 //   kiln (CLI) -> KilnEngine -> KilnModels, KilnTokenizer, KilnTemplates, KilnCPU, KilnCUDA
 //   KilnCUDA -> KilnKernels -> KilnGPU (driver + NVRTC through dlopen) ; everything -> KilnCore
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v5), .unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+// The numeric inner loops are optimised in debug builds too, so `swift test` runs real models in reasonable time.
+let hotSettings: [SwiftSetting] = swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "Kiln",
@@ -17,11 +19,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        .target(name: "KilnCore", swiftSettings: swiftSettings),
+        .target(name: "KilnCore", swiftSettings: hotSettings),
         .target(name: "KilnModels", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
         .target(name: "KilnTokenizer", dependencies: ["KilnCore", "KilnModels"], swiftSettings: swiftSettings),
         .target(name: "KilnTemplates", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
-        .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: swiftSettings),
+        .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
         .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
         .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], swiftSettings: swiftSettings),
         .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCPU"], swiftSettings: swiftSettings),

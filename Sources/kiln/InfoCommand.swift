@@ -1,8 +1,19 @@
 import ArgumentParser
+import Foundation
 import KilnCore
+import KilnModels
 
-// Placeholder until the owning work lands.
+/// `kiln info`: what a model file is, without running it.
 struct InfoCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "info", abstract: "(not yet implemented)")
-    func run() throws { throw KilnError("kiln info is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "info", abstract: "Show a model's architecture, size, tensor types, context, vocabulary and special tokens.")
+
+    @Option(name: .shortAndLong, help: "Model: a GGUF file or a Hugging Face folder (default: SmolLM2-135M-Instruct, fetched on first use).")
+    var model: String?
+
+    func run() throws {
+        let path = try model ?? ModelStore.defaultModelPath()
+        let summary = try ModelSummary(path: path)
+        print(summary.render())
+    }
 }
