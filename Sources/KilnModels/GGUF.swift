@@ -277,7 +277,8 @@ public final class GGUFFile {
                 throw KilnError("\(c.file.path): metadata \(key) claims \(n) array items, more than the file can hold")
             }
             var items: [GGUFValue] = []
-            items.reserveCapacity(Int(n))
+            // Bounded by the file size above, but a GGUFValue is ~40x a byte: reserve modestly, grow as items really parse.
+            items.reserveCapacity(min(Int(n), 1 << 16))
             for _ in 0..<Int(n) { items.append(try readValue(&c, type: et, key: key, depth: depth + 1)) }
             return .array(items, elementType: et)
         case 10: return .uint(try c.read(UInt64.self, key), type: type)

@@ -1,0 +1,202 @@
+import Foundation
+import KilnCore
+
+extension ModelConfig {
+    /// Every tensor a model of this config has, by canonical name, with its row-major shape
+    /// (`output.weight` only when embeddings are not tied; Q/K/V biases only with `attentionBias`).
+    public var canonicalTensorShapes: [(name: String, shape: [Int])] {
+        var out: [(String, [Int])] = [("token_embd.weight", [vocabSize, hiddenSize])]
+        for l in 0..<numLayers {
+            let p = "blk.\(l)."
+            out.append((p + "attn_norm.weight", [hiddenSize]))
+            out.append((p + "attn_q.weight", [qDim, hiddenSize]))
+            out.append((p + "attn_k.weight", [kvDim, hiddenSize]))
+            out.append((p + "attn_v.weight", [kvDim, hiddenSize]))
+            if attentionBias {
+                out.append((p + "attn_q.bias", [qDim]))
+                out.append((p + "attn_k.bias", [kvDim]))
+                out.append((p + "attn_v.bias", [kvDim]))
+            }
+            out.append((p + "attn_output.weight", [hiddenSize, qDim]))
+            out.append((p + "ffn_norm.weight", [hiddenSize]))
+            out.append((p + "ffn_gate.weight", [intermediateSize, hiddenSize]))
+            out.append((p + "ffn_up.weight", [intermediateSize, hiddenSize]))
+            out.append((p + "ffn_down.weight", [hiddenSize, intermediateSize]))
+        }
+        out.append(("output_norm.weight", [hiddenSize]))
+        if !tieWordEmbeddings { out.append(("output.weight", [vocabSize, hiddenSize])) }
+        return out
+    }
+}
+
+/// Small random-weight checkpoints for tests and `kiln` self-checks: a Hugging Face folder
+/// (config.json + safetensors, optionally sharded) or a GGUF file. No tokenizer files are written.
+public enum TinyCheckpoint {
+    /// Shape and storage of a tiny model. Defaults give a 2-layer GQA llama (4 heads, 2 KV heads, head dim 16).
+    public struct Options {
+        public var architecture: Architecture = .llama
+        public var vocabSize = 96
+        public var hiddenSize = 64
+        public var intermediateSize = 96
+        public var numLayers = 2
+        public var numHeads = 4
+        public var numKVHeads = 2
+        public var headDim: Int? = nil
+        public var contextLength = 256
+        public var tieWordEmbeddings = false
+        /// Safetensors element type (F32, F16 or BF16).
+        public var dtype: DType = .bf16
+        /// Number of safetensors shards; more than one writes `model.safetensors.index.json`.
+        public var shards = 1
+        /// GGUF tensor types for matrices, used round-robin (norms and biases are always F32).
+        public var ggufMatrixTypes: [DType] = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+        public var seed: UInt64 = 1
+        /// Extra or replacing `config.json` entries (JSON values); `NSNull()` removes a key.
+        public var configOverrides: [String: Any] = [:]
+        public init() {}
+    }
+
+    /// The config as `HFConfig.modelConfig` should read it back.
+    public static func modelConfig(_ o: Options) -> ModelConfig {
+        ModelConfig(architecture: o.architecture, vocabSize: o.vocabSize, hiddenSize: o.hiddenSize,
+                    intermediateSize: o.intermediateSize, numLayers: o.numLayers, numHeads: o.numHeads,
+                    numKVHeads: o.numKVHeads, headDim: o.headDim, contextLength: o.contextLength, rmsNormEps: 1e-5,
+                    ropeTheta: 10000, ropeStyle: .halves, tieWordEmbeddings: o.tieWordEmbeddings,
+                    attentionBias: o.architecture == .qwen2)
+    }
+
+    /// The `config.json` object for `o` (with overrides applied).
+    public static func configJSON(_ o: Options) -> [String: Any] {
+        let cls = HFConfig.supportedClasses.first { $0.value == o.architecture }?.key ?? "LlamaForCausalLM"
+        var j: [String: Any] = [
+            "architectures": [cls], "model_type": o.architecture.rawValue, "vocab_size": o.vocabSize,
+            "hidden_size": o.hiddenSize, "intermediate_size": o.intermediateSize, "num_hidden_layers": o.numLayers,
+            "num_attention_heads": o.numHeads, "num_key_value_heads": o.numKVHeads,
+            "max_position_embeddings": o.contextLength, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "tie_word_embeddings": o.tieWordEmbeddings, "hidden_act": "silu", "torch_dtype": "bfloat16",
+            "bos_token_id": 1, "eos_token_id": 2,
+        ]
+        if let hd = o.headDim { j["head_dim"] = hd }
+        for (k, v) in o.configOverrides { j[k] = v is NSNull ? nil : v }
+        return j
+    }
+
+    /// Random non-zero weights by canonical name: matrices uniform in ±[0.02, 0.1], norms in [0.9, 1.1].
+    public static func weights(_ o: Options) -> [(name: String, shape: [Int], values: [Float])] {
+        var rng = SplitMix64(seed: o.seed)
+        return modelConfig(o).canonicalTensorShapes.map { t in
+            let n = t.shape.reduce(1, *)
+            let isNorm = t.name.hasSuffix("norm.weight")
+            let values = (0..<n).map { _ -> Float in
+                let u = rng.unit()
+                if isNorm { return 0.9 + 0.2 * u }
+                let mag = 0.02 + 0.08 * rng.unit()
+                return u < 0.5 ? -mag : mag
+            }
+            return (t.name, t.shape, values)
+        }
+    }
+
+    /// Writes a Hugging Face folder (created if needed) and returns the weights by HF name, as stored
+    /// (rounded to `o.dtype`).
+    @discardableResult
+    public static func writeHF(folder: String, options o: Options) throws -> [String: [Float]] {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let json = try JSONSerialization.data(withJSONObject: configJSON(o), options: [.prettyPrinted, .sortedKeys])
+        guard FileManager.default.createFile(atPath: folder + "/config.json", contents: json) else {
+            throw KilnError("\(folder)/config.json: cannot write")
+        }
+        let shards = max(1, o.shards)
+        var writers = [SafetensorsWriter](repeating: SafetensorsWriter(), count: shards)
+        var stored: [String: [Float]] = [:]
+        var weightMap: [String: String] = [:]
+        func shardName(_ i: Int) -> String {
+            shards == 1 ? SafetensorsCheckpoint.singleFileName : String(format: "model-%05d-of-%05d.safetensors", i + 1, shards)
+        }
+        for (i, w) in weights(o).enumerated() {
+            guard let hf = HFModel.hfName(canonical: w.name) else { continue }
+            try writers[i % shards].add(hf, shape: w.shape, dtype: o.dtype, values: w.values)
+            stored[hf] = w.values.map { roundTrip($0, o.dtype) }
+            weightMap[hf] = shardName(i % shards)
+        }
+        for (i, w) in writers.enumerated() { try w.write(to: folder + "/" + shardName(i)) }
+        if shards > 1 {
+            let index: [String: Any] = ["metadata": ["total_size": 0], "weight_map": weightMap]
+            let data = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
+            guard FileManager.default.createFile(atPath: folder + "/" + SafetensorsCheckpoint.indexFileName, contents: data) else {
+                throw KilnError("\(folder): cannot write index")
+            }
+        }
+        return stored
+    }
+
+    /// Convenience form of `writeHF(folder:options:)`.
+    @discardableResult
+    public static func writeHF(folder: String, architecture: Architecture = .llama, dtype: DType = .bf16, shards: Int = 1,
+                               tieWordEmbeddings: Bool = false, configOverrides: [String: Any] = [:], seed: UInt64 = 1) throws -> [String: [Float]] {
+        var o = Options()
+        o.architecture = architecture; o.dtype = dtype; o.shards = shards; o.tieWordEmbeddings = tieWordEmbeddings
+        o.configOverrides = configOverrides; o.seed = seed
+        return try writeHF(folder: folder, options: o)
+    }
+
+    /// The writer for a GGUF fixture (metadata of `o.architecture`, tensors by canonical name), so tests
+    /// can add, drop or corrupt entries before writing. Returns the unquantized weights by canonical name.
+    public static func ggufWriter(_ o: Options) throws -> (writer: GGUFWriter, weights: [String: [Float]]) {
+        let cfg = modelConfig(o)
+        let a = o.architecture.rawValue
+        var w = GGUFWriter()
+        w.set("general.architecture", a)
+        w.set("general.name", "kiln-tiny-\(a)")
+        w.set("\(a).vocab_size", uint32: UInt32(cfg.vocabSize))
+        w.set("\(a).context_length", uint32: UInt32(cfg.contextLength))
+        w.set("\(a).embedding_length", uint32: UInt32(cfg.hiddenSize))
+        w.set("\(a).feed_forward_length", uint32: UInt32(cfg.intermediateSize))
+        w.set("\(a).block_count", uint32: UInt32(cfg.numLayers))
+        w.set("\(a).attention.head_count", uint32: UInt32(cfg.numHeads))
+        w.set("\(a).attention.head_count_kv", uint32: UInt32(cfg.numKVHeads))
+        w.set("\(a).attention.layer_norm_rms_epsilon", float32: cfg.rmsNormEps)
+        w.set("\(a).rope.freq_base", float32: cfg.ropeTheta)
+        var byName: [String: [Float]] = [:]
+        var matrixIndex = 0
+        let types = o.ggufMatrixTypes.isEmpty ? [DType.f32] : o.ggufMatrixTypes
+        for t in weights(o) {
+            var type = DType.f32
+            if t.shape.count == 2 { type = types[matrixIndex % types.count]; matrixIndex += 1 }
+            try w.addTensor(t.name, shape: t.shape, type: type, values: t.values)
+            byName[t.name] = t.values
+        }
+        return (w, byName)
+    }
+
+    /// Writes a GGUF file with all five tensor types (by default) and llama-style metadata; no tokenizer.
+    @discardableResult
+    public static func writeGGUF(path: String, options o: Options = Options()) throws -> [String: [Float]] {
+        let (w, weights) = try ggufWriter(o)
+        try w.write(to: path)
+        return weights
+    }
+
+    static func roundTrip(_ v: Float, _ t: DType) -> Float {
+        switch t {
+        case .f16: return halfToFloat(floatToHalf(v))
+        case .bf16: return bf16ToFloat(floatToBF16(v))
+        default: return v
+        }
+    }
+}
+
+/// Deterministic generator so a seed always gives the same fixture (SplitMix64).
+public struct SplitMix64 {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    public mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
+}
