@@ -20,6 +20,19 @@ public enum JSONFile {
         return try decode(type, from: data, path: path)
     }
 
+    /// Reads `path` as a JSON object (for files read loosely, such as tokenizer.json); failures name the file.
+    public static func object(path: String) throws -> [String: Any] {
+        let file = try MappedFile(path: path)
+        guard file.size <= maxBytes else {
+            throw KilnError("\(path): JSON file of \(file.size) bytes is larger than the \(maxBytes >> 20) MB limit")
+        }
+        let any: Any
+        do { any = try JSONSerialization.jsonObject(with: Data(bytes: file.base, count: file.size)) }
+        catch { throw KilnError("\(path): invalid JSON (\(oneLine(error.localizedDescription)))") }
+        guard let obj = any as? [String: Any] else { throw KilnError("\(path): expected a JSON object at the top level") }
+        return obj
+    }
+
     /// Decodes `data` (the contents of `path`, or part of it) as `T`.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
         do {

@@ -16,14 +16,15 @@ public struct ModelSummary {
     public var hasChatTemplate: Bool
 
     public init(path: String) throws {
-        self.path = path
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw KilnError("\(path): no such file or directory")
         }
-        if isDir.boolValue {
-            throw KilnError("\(path): Hugging Face folders are not supported by kiln info yet")
-        }
+        if isDir.boolValue { self = try ModelSummary(huggingFaceFolder: path) } else { self = try ModelSummary(ggufPath: path) }
+    }
+
+    init(ggufPath path: String) throws {
+        self.path = path
         let g = try GGUFFile(path: path)
         format = "GGUF v\(g.version)"
         architectureName = g.architecture ?? "unknown"
@@ -45,6 +46,41 @@ public struct ModelSummary {
         }
         specialTokens = specials
         hasChatTemplate = g["tokenizer.chat_template"]?.string != nil
+    }
+
+    /// A Hugging Face folder: config.json, safetensors, tokenizer.json, tokenizer_config.json, generation_config.json.
+    init(huggingFaceFolder path: String) throws {
+        self.path = path
+        let files = try ModelFiles.locate(path)
+        let model = try HFModel(folder: path)
+        format = "Hugging Face safetensors (\(model.checkpoint.files.count) file\(model.checkpoint.files.count == 1 ? "" : "s"))"
+        config = model.config
+        architectureName = model.config.architecture.rawValue
+        parameterCount = model.checkpoint.tensors.values.reduce(0) { $0 + $1.info.elementCount }
+        var counts: [String: Int] = [:]
+        for t in model.checkpoint.tensors.values { counts[t.info.dtype.rawValue.uppercased(), default: 0] += 1 }
+        tensorTypes = counts.sorted { $0.value > $1.value }.map { ($0.key, $0.value) }
+        // Vocabulary and special tokens come from tokenizer.json when present.
+        var vocab: [String: Int] = [:]
+        tokenizerModel = nil
+        if let tj = files.tokenizerJSONPath {
+            let root = try JSONFile.object(path: tj)
+            if let model = root["model"] as? [String: Any] {
+                tokenizerModel = (model["type"] as? String).map { "\($0) (tokenizer.json)" }
+                for (k, v) in (model["vocab"] as? [String: Any]) ?? [:] { if let i = v as? Int { vocab[k] = i } }
+            }
+            for t in (root["added_tokens"] as? [[String: Any]]) ?? [] {
+                if let c = t["content"] as? String, let i = t["id"] as? Int { vocab[c] = i }
+            }
+        }
+        vocabularySize = vocab.isEmpty ? nil : (vocab.values.max() ?? 0) + 1
+        let tc = try files.loadTokenizerConfig()
+        var specials: [(String, Int, String)] = []
+        for (role, text) in [("BOS", tc?.bosToken), ("EOS", tc?.eosToken), ("UNK", tc?.unkToken), ("PAD", tc?.padToken)] {
+            if let text { specials.append((role, vocab[text] ?? -1, text)) }
+        }
+        specialTokens = specials
+        hasChatTemplate = tc?.chatTemplate != nil || !(tc?.chatTemplates.isEmpty ?? true)
     }
 
     public func render() -> String {

@@ -1,0 +1,96 @@
+import XCTest
+import KilnTemplates
+
+/// Language features, each checked against jinja2 (configured as in ChatTemplateModelTests).
+final class JinjaFeatureTests: XCTestCase {
+    /// The context every case renders with (plus bos_token="<s>", eos_token="</s>"; `u` is undefined).
+    static let context = "{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}], \"d\": {\"b\": 2, \"a\": [1, 2.5, null, true, \"x'y\"], \"c\": {\"k\": \"v\"}}, \"s\": \"  Hello, World  \", \"n\": 7, \"f\": 2.0, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}"
+
+    /// (template, expected): python3: render(template, **json.loads(context))
+    static let cases: [(String, String)] = [
+        ("{% for m in messages %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.revindex }}{{ loop.revindex0 }}|{% endfor %}",
+         "10TrueFalse332|21FalseFalse321|32FalseTrue310|"),
+        ("{% for m in messages if m.role != 'system' %}{{ loop.index }}/{{ loop.length }}:{{ m['role'] }} {% endfor %}",
+         "1/2:user 2/2:assistant "),
+        ("{% for x in [] %}a{% else %}empty{% endfor %}{% for x in [1] if false %}a{% else %}filtered{% endfor %}",
+         "emptyfiltered"),
+        ("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}{% for k, v in d | items %}{{ k }},{% endfor %}{% for k in d %}{{ k }}{% endfor %}",
+         "b=2;a=[1, 2.5, None, True, \"x'y\"];c={'k': 'v'};b,a,c,bac"),
+        ("{% for a, b in [[1, 2], (3, 4)] %}{{ a + b }} {% endfor %}{% for c in 'abc' %}{{ c }}.{% endfor %}",
+         "3 7 a.b.c."),
+        ("{% for m in messages %}{{ loop.previtem.role if loop.previtem is defined else '-' }}>{{ loop.nextitem.role if not loop.last else '-' }} {{ loop.cycle('odd', 'even') }} {% endfor %}",
+         "->user odd system>assistant even user>- odd "),
+        ("{% for i in range(10) %}{% if i == 2 %}{% continue %}{% endif %}{% if i > 4 %}{% break %}{% endif %}{{ i }}{% endfor %}",
+         "0134"),
+        ("{% for i in range(3) %}{% for j in range(2) %}{{ loop.index }}{% endfor %}{{ loop.index }};{% endfor %}",
+         "121;122;123;"),
+        ("{% set x = 1 %}{% for i in [1, 2] %}{% set x = x + i %}{{ x }}{% endfor %}{{ x }}{% if true %}{% set y = 5 %}{% endif %}{{ y }}",
+         "2315"),
+        ("{% set ns = namespace(found=false, count=0) %}{% for m in messages %}{% if m.role == 'user' %}{% set ns.found = true %}{% endif %}{% set ns.count = ns.count + 1 %}{% endfor %}{{ ns.found }} {{ ns.count }}",
+         "True 3"),
+        ("{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set t = (1, 2) %}{{ t | length }}{% set block %}[{{ n }}]{% endset %}{{ block }}{{ block }}",
+         "122[7][7]"),
+        ("{{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 6 / 3 }} {{ 2 ** 10 }} {{ 2 ** -1 }} {{ 1.5 + 1 }} {{ -n }} {{ 10 - 2 - 3 }}",
+         "7 9 3 -4 1 2 3.5 2.0 1024 0.5 2.5 -7 5"),
+        ("{{ 'a' ~ 1 ~ none ~ true }} {{ 'ab' * 3 }} {{ [1] + [2] }} {{ 'x' + 'y' }} {{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1.5e-7 }} {{ 100.0 }} {{ 1e15 }} {{ 123456789.125 }} {{ f }}",
+         "a1NoneTrue ababab [1, 2] xy 0.30000000000000004 1e+20 1.5e-07 100.0 1000000000000000.0 123456789.125 2.0"),
+        ("{{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 1 == 1.0 }} {{ true == 1 }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }} {{ none == none }} {{ 'a' != 'a' }} {{ 2 >= 2 }} {{ u == none }}",
+         "True False True True True True True False True False"),
+        ("{{ 'ell' in 'hello' }} {{ 'x' not in 'hello' }} {{ 2 in [1, 2] }} {{ 'b' in d }} {{ 'z' in d }} {{ 'x' in u }} {{ not 0 }} {{ not not 'a' }}",
+         "True True True True False False True True"),
+        ("{{ 0 or 'b' }}|{{ 'a' and 'b' }}|{{ '' and 'b' }}|{{ none or [] }}|{{ 'y' if n > 5 else 'n' }}|{{ 'y' if n > 50 }}|{{ 1 if false else 2 if false else 3 }}",
+         "b|b||[]|y||3"),
+        ("{{ [1, 'two', none, true, 2.5, {'k': \"it's\"}, [\"a\\nb\"]] }} {{ {'a': 1, 'b': [1, 2]} }} {{ d }} {{ none }} {{ true }} {{ u }}",
+         "[1, 'two', None, True, 2.5, {'k': \"it's\"}, ['a\\nb']] {'a': 1, 'b': [1, 2]} {'b': 2, 'a': [1, 2.5, None, True, \"x'y\"], 'c': {'k': 'v'}} None True "),
+        ("{{ 'a\\tb\\\\c\\'d\"e\\x41\\u00e9\\n' }}{{ \"double 'quoted'\" }}{{ 'con' 'cat' }}",
+         "a\tb\\c'd\"eAé\ndouble 'quoted'concat"),
+        ("{{ messages[0]['role'] }} {{ messages[-1].content }} {{ messages[1:] | length }} {{ messages[:1][0].role }} {{ messages[::-1][0].role }} {{ 'hello'[::-1] }} {{ 'hello'[1:3] }} {{ 'hello'[-2:] }} {{ [1,2,3,4,5][::2] }} {{ [1,2,3,4,5][4:0:-2] }} {{ 'abc'[10] }}|{{ d.a[1] }} {{ d['c'].k }} {{ d.a.0 }}",
+         "system yo 2 system assistant olleh el lo [1, 3, 5] [5, 3] |2.5 v 1"),
+        ("{{ d.missing }}|{{ d.missing is defined }}|{{ d.c.k is defined }}|{{ messages[9] is defined }}|{{ n.foo is defined }}|{{ none.foo }}",
+         "|False|True|False|False|"),
+        ("[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ 'xxhixx'.strip('x') }}]{{ s.split(',') }}{{ s.split() }}{{ 'a,b,c'.split(',', 1) }}{{ 'HeLLo'.upper() }}{{ 'HeLLo'.lower() }}",
+         "[Hello, World][Hello, World  ][  Hello, World][hi]['  Hello', ' World  ']['Hello,', 'World']['a', 'b,c']HELLOhello"),
+        ("{{ 'hello world'.title() }} {{ \"they're 1st\".title() }} {{ 'hELLO'.capitalize() }} {{ 'aaa'.replace('a', 'b') }} {{ 'aaa'.replace('a', 'b', 2) }} {{ s.startswith('  He') }} {{ s.endswith(('x', '  ')) }} {{ 'abc'.find('c') }} {{ '-'.join(['a', 'b']) }}",
+         "Hello World They'Re 1St Hello bbb bba True True 2 a-b"),
+        ("{{ d.get('b') }} {{ d.get('zz') }} {{ d.get('zz', 'dflt') }} {{ d.keys() | list }} {{ d.values() | list | length }} {{ (d.items() | list | first)[0] }} {{ d.items() | list | length }}",
+         "2 None dflt ['b', 'a', 'c'] 3 b 3"),
+        ("[{{ s | trim }}] {{ s | length }} {{ messages | length }} {{ d | length }} {{ s | upper }} {{ s | lower }} {{ 'hello WORLD' | capitalize }} {{ 'hello world-wide (x' | title }}",
+         "[Hello, World] 16 3 3   HELLO, WORLD     hello, world   Hello world Hello World-Wide (X"),
+        ("{{ u | default('dflt') }} {{ '' | default('dflt') }} {{ '' | default('dflt', true) }} {{ none | d('x') }} {{ [1, 2, 3] | join(', ') }} {{ messages | map(attribute='role') | join('/') }} {{ [1, 2] | join }}",
+         "dflt  dflt None 1, 2, 3 system/user/assistant 12"),
+        ("{{ [3, 1, 2] | first }} {{ [3, 1, 2] | last }} {{ 'abc' | first }} {{ 'a-b' | replace('-', '+') }} {{ 42 | string + '!' }} {{ '12' | int + 1 }} {{ '3.9' | int }} {{ 'x' | int }} {{ 3.9 | int }} {{ '2.5' | float }} {{ 'ab' | list }}",
+         "3 2 a a+b 42! 13 3 0 3 2.5 ['a', 'b']"),
+        ("{{ messages | selectattr('role', 'equalto', 'user') | list | length }} {{ messages | rejectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }} {{ [0, 1, 2, 3] | select('odd') | list }} {{ [0, 1, '', 'a'] | select | list }} {{ [1, 2, 3] | reject('even') | list }} {{ ['a', 'code_interpreter'] | reject('equalto', 'code_interpreter') | join(', ') }}",
+         "1 sys,yo [1, 3] [1, 'a'] [1, 3] a"),
+        ("{{ d | tojson }}|{{ d | tojson(indent=2) }}|{{ 'é\"\\n' | tojson }}|{{ [] | tojson(indent=4) }}|{{ {} | tojson }}|{{ d.c | tojson(indent=4) }}|{{ 1.0 | tojson }}|{{ none | tojson }}",
+         "{\"b\": 2, \"a\": [1, 2.5, null, true, \"x'y\"], \"c\": {\"k\": \"v\"}}|{\n  \"b\": 2,\n  \"a\": [\n    1,\n    2.5,\n    null,\n    true,\n    \"x'y\"\n  ],\n  \"c\": {\n    \"k\": \"v\"\n  }\n}|\"é\\\"\\n\"|[]|{}|{\n    \"k\": \"v\"\n}|1.0|null"),
+        ("{{ ['b', 'A', 'c'] | sort | join }} {{ [3, 1, 2] | sort(reverse=true) | join }} {{ [1, 2, 3] | reverse | join }} {{ [1, 2, 3] | sum }} {{ -3 | abs }} {{ 2.567 | round(2) }} {{ [1, 1, 2] | unique | list }} {{ ['x', 'y'] | map('upper') | join }}",
+         "Abc 321 321 6 3 2.57 [1, 2] XY"),
+        ("{{ 'a\\nb' | indent(2) }}|{{ 'a\\n\\nb' | indent(2, true) }}|{{ '<a>' | e }}",
+         "a\n  b|  a\n\n  b|&lt;a&gt;"),
+        ("{{ 's' is string }} {{ 1 is string }} {{ 1 is number }} {{ 1.5 is float }} {{ 1 is integer }} {{ true is boolean }} {{ none is none }} {{ n is not none }} {{ d is mapping }} {{ messages is iterable }} {{ 's' is iterable }} {{ u is iterable }} {{ n is iterable }} {{ d is sequence }}",
+         "True False True True True True True True True True True True False True"),
+        ("{{ u is defined }} {{ u is undefined }} {{ n is defined }} {{ 4 is divisibleby 2 }} {{ 4 is divisibleby(3) }} {{ 3 is odd }} {{ 3 is even }} {{ 1 is equalto 1 }} {{ 'abc' is lower }} {{ 'ABC' is upper }} {{ 2 is in [1, 2] }} {{ raise_exception is callable }} {{ true is true }} {{ 1 is sameas 1 }} {{ 3 is gt 2 }}",
+         "False True True True False True False True True True True True True True True"),
+        ("a\n  {% if true %}\n  b\n  {% endif %}\n  {# comment #}\n  c {{ n }}\n  {{ n }}  \nend",
+         "a\n  b\n  c 7\n  7  \nend"),
+        ("a  {%- if true -%}  b  {%- endif -%}  c\n{{- '  x  ' -}}\n  y\n  {{- n }}\n{#- note -#}\n  z",
+         "abc  x  y7z"),
+        ("{% for m in messages %}\n    {{ m.role }}\n{% endfor %}\n{%+ if true %}keep{% endif %}\n    {%+ if true %}plus{% endif %}",
+         "    system\n    user\n    assistant\nkeep    plus"),
+        ("line1\n{% if true %}   \ttext{% endif %}  {% if true %}x{% endif %}\n  {% set q = 1 %}  after\n{% raw %}{{ not parsed }} {% if %}{% endraw %}\nlast\n",
+         "line1\n   \ttext  x  after\n{{ not parsed }} {% if %}last"),
+        ("{% macro greet(name, punct='!') %}Hello {{ name }}{{ punct }}{% endmacro %}{{ greet('Ann') }} {{ greet('Bob', punct='?') }} {{ greet(name='Cy') }}",
+         "Hello Ann! Hello Bob? Hello Cy!"),
+        ("{% macro tree(k) %}{% if k > 0 %}({{ tree(k - 1) }}){% endif %}{% endmacro %}{{ tree(4) }}{% filter upper %}shout {{ n }}{% endfilter %}",
+         "(((())))SHOUT 7"),
+        ("{{ strftime_now('%Y-%m-%d %B %b %d %A %H:%M') }} {{ strftime_now is defined }} {{ bos_token }}{{ eos_token }}",
+         "2025-03-14 March Mar 14 Friday 09:30 True <s></s>"),
+    ]
+
+    func testFeaturesMatchJinja2() throws {
+        for (index, (source, expected)) in Self.cases.enumerated() {
+            XCTAssertEqual(try renderReference(source, name: "feature\(index)", json: Self.context), expected, "case \(index): \(source)")
+        }
+    }
+}
