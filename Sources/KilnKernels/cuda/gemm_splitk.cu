@@ -1,0 +1,514 @@
+// gemm_splitk.cu — Kiln's decode GEMM: Y[M,N] = X[M,K] · W[N,K]^T for tiny M (1…16 tokens).
+//
+// Decode is memory-bound: each call streams the N×K bf16 weight matrix once, so the floor is
+// N·K·2 bytes ÷ DRAM bandwidth. The kernel is built so that every weight byte is loaded once, with
+// 16-byte loads and many loads in flight, and the arithmetic never gets in the way:
+//
+//  * Tensor cores with the operands swapped: Y^T[N,M] = W[N,K] · X^T[K,M] as mma.m16n8k16
+//    (A = 16 weight rows × 16 k, B = 16 k × 8 tokens, fp32 accumulators). The weight tile is the
+//    16-row "A" operand, so tokens pad only the 8-wide B side; M ≤ 8 needs one mma per 16 k,
+//    M ≤ 16 two (template parameter NT = 1 or 2).
+//  * No ldmatrix, no shuffles: a dot product may visit k in any order, as long as A
+//    and B visit it in the same order. Lane (g = lane/4, t = lane%4) loads one uint4 (8 bf16) of
+//    weight row g and one of row g+8 at k = base + 8t, and one uint4 of X row (token) g at the
+//    same k. Those 8 k values fill the lane's A and B slots of two mmas (k-slots 2t,2t+1,2t+8,2t+9
+//    <-> k = base+8t+{0,1,2,3} for the first, +{4..7} for the second). A warp step covers
+//    16 rows × 32 k; UNROLL steps (contiguous in k) are loaded before any mma.
+//  * X (≤ 16 × K bf16, L2-resident) is read with L1-cached loads; warps of a block that share the
+//    same k range (WARPS_N > 1) reuse it from L1. Weights are read with L1::no_allocate and a
+//    256-byte L2 prefetch hint.
+//
+// Work decomposition (grid / block sizing rule):
+//   block  = 32 · WARPS_N · WARPS_K threads
+//   grid.x = ceil(N / (16 · TILES · WARPS_N))   — each block owns 16·TILES·WARPS_N output rows
+//   grid.y = splitK (runtime, ≥ 1)              — each block owns one K chunk of ceil(K/splitK)
+//                                                 rounded up to a multiple of 8
+//   Warp (wn, wk) owns TILES 16-row tiles (rows wn·16·TILES …) and walks the block's K chunk in
+//   super-steps of UNROLL·32 k, interleaved over the WARPS_K warps. Warp partials over wk are
+//   summed through shared memory in a fixed order.
+//
+// Split-K reduction (grid.y > 1): "last block reduces", no second launch and no memset per call.
+//   Each block writes its fp32 partial to workspace[split][m][n], fences, and bumps
+//   counters[blockIdx.x]; the block that sees splitK-1 sums the splitK partials in split order
+//   (deterministic: the result is bitwise reproducible, unlike fp32 atomics), writes Y and resets
+//   its counter to 0. Cost: splitK·M·N·4 bytes written and read back (mostly L2 hits), e.g.
+//   0.13 MB for N=4096, M=1, splitK=8 against 33.5 MB of weights.
+//   Required scratch (only when splitK > 1):
+//     workspace: float[splitK · M · N]
+//     counters : unsigned[grid.x], zeroed ONCE at allocation (the kernel leaves them zero).
+//                Two launches that may run concurrently must not share counters/workspace.
+//
+// Two load paths (template parameter STAGES):
+//   STAGES = 0   register path: a warp loads one super-step (2·TILES·UNROLL weight uint4 per lane)
+//                into registers, then runs its mmas; latency is hidden by other warps only.
+//   STAGES >= 2  cp.async ring: each lane copies its 16-byte pieces (weights .cg + L2::256B, X .ca)
+//                into its own slice of a shared-memory ring of STAGES super-steps, keeping STAGES-1
+//                super-steps in flight without holding registers; lanes read back only what they
+//                copied, so cp.async.wait_group is the only synchronisation (no __syncthreads).
+//                Needs dynamic shared memory: KILN_GEMM_SPLITK_SMEM(NT,WN,WK,T,U,S) =
+//                S·(2T+NT)·U·16·32·WN·WK bytes; above 48 KB the launcher must first raise
+//                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES for that function.
+//
+// Entry points: one extern "C" kernel per instance, all with the same parameters:
+//   kiln_gemm_splitk_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_s{STAGES}(
+//       const unsigned short* x,   // [M, K] bf16, row-major (row stride K)
+//       const unsigned short* w,   // [N, K] bf16, row-major (row stride K), as Hugging Face stores it
+//       void*                 y,   // [M, N] row-major: bf16 if out_f32 == 0, else fp32
+//       float*                ws,  // [splitK, M, N] fp32 workspace, unused when splitK == 1
+//       unsigned*             cnt, // [grid.x] zeroed counters, unused when splitK == 1
+//       int M, int N, int K,       // 1 ≤ M ≤ 8·NT; K % 8 == 0; x, w 16-byte aligned
+//       int out_f32)               // 0: bf16 output, 1: fp32 output
+//
+// Instance table (the tuner reads its candidates from KILN_GEMM_SPLITK_INSTANCES at the bottom):
+//   X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES); NT=1 serves M ≤ 8, NT=2 serves 9 ≤ M ≤ 16.
+//   Rules (static_assert): WARPS_N·WARPS_K ≤ 8; register path 2·TILES·UNROLL ≤ 16 (more spills);
+//   ring STAGES ≥ 2 and its shared memory ≤ 227 KB. Pruned by two H200 sweeps (docs/perf-notes-gemm.md):
+//   register-path instances never within ~10% of the best were dropped; the cp.async ring measured
+//   25-45% slower than the register path everywhere, so one ring instance per NT is kept only so
+//   that the path stays compiled and checked.
+//   splitK is a launch parameter; useful values 1, 2, 4, 8.
+//
+// NVRTC: compiles with no include paths (bf16 is `unsigned short`, converted with bit shifts).
+
+typedef unsigned short kiln_bf16;
+
+namespace kiln_gemm {
+
+struct __align__(16) U4 { unsigned x, y, z, w; };
+
+__device__ __forceinline__ float bf16_to_f32(kiln_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
+
+// Round to nearest even; NaN stays NaN.
+__device__ __forceinline__ kiln_bf16 f32_to_bf16(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (kiln_bf16)0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (kiln_bf16)(u >> 16);
+}
+
+// Weights: streamed once — skip L1, ask L2 to fetch the whole 256-byte span. `volatile` keeps the
+// loads in source order before the mmas: without it the compiler sinks each load next to its mma
+// and only ~3 loads are in flight per warp (seen in SASS).
+__device__ __forceinline__ U4 ld_weight(const kiln_bf16* p) {
+    U4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+// Activations: small and shared by every row tile — keep them in L1.
+__device__ __forceinline__ U4 ld_act(const kiln_bf16* p) {
+    U4 r;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+// Split-K partials written by other blocks: read at L2 (L1 is not coherent).
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], unsigned a0, unsigned a1, unsigned a2,
+                                               unsigned a3, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// One super-step of one warp: UNROLL × (TILES × 2 weight uint4 + NT activation uint4) loads, then
+// UNROLL × TILES × NT × 2 mmas. PRED guards the K tail (k < kend; all k are multiples of 8).
+template <int NT, int TILES, int UNROLL, bool PRED>
+__device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kiln_bf16* __restrict__ wrow,
+                                           const kiln_bf16* __restrict__ xrow0, const kiln_bf16* __restrict__ xrow1,
+                                           bool xok0, bool xok1, long long K8, int k, int kend) {
+    // wrow: weight row (row0 + g) at column 0; row g+8 is wrow + 8K, tile tt at wrow + 16·tt·K.
+    U4 wv[UNROLL][TILES][2];
+    U4 xv[UNROLL][NT];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const int kk = k + u * 32;
+        // kend here is the end of the last whole 32-k segment, so this test is warp-uniform. (A
+        // per-lane test, kk + 8t < kend, made the compiler serialise the main loop's loads: 56
+        // registers instead of 94 and 10-40% slower, seen in SASS and timings; the partial segment
+        // is handled separately by the caller.)
+        const bool ok = !PRED || kk < kend;
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                if (ok) wv[u][tt][h] = ld_weight(wrow + (long long)(tt * 2 + h) * K8 + kk);
+                else    wv[u][tt][h] = U4{0u, 0u, 0u, 0u};
+            }
+        }
+        if (ok && xok0) xv[u][0] = ld_act(xrow0 + kk);
+        else            xv[u][0] = U4{0u, 0u, 0u, 0u};
+        if (NT > 1) {
+            if (ok && xok1) xv[u][NT - 1] = ld_act(xrow1 + kk);
+            else            xv[u][NT - 1] = U4{0u, 0u, 0u, 0u};
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt) {
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                const U4& a = wv[u][tt][0];
+                const U4& b = wv[u][tt][1];
+                const U4& xx = xv[u][n];
+                mma_bf16_16816(acc[tt][n], a.x, b.x, a.y, b.y, xx.x, xx.y);
+                mma_bf16_16816(acc[tt][n], a.z, b.z, a.w, b.w, xx.z, xx.w);
+            }
+        }
+    }
+}
+
+// ---- cp.async ring (STAGES > 0) ------------------------------------------------------------------
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    unsigned r;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+    return r;
+}
+// Weights: 16 bytes global -> shared, bypassing L1, 256-byte L2 prefetch; src_bytes 0 zero-fills.
+__device__ __forceinline__ void cp_async_w(unsigned dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+// Activations: through L1 (reused by the other row tiles on this SM).
+__device__ __forceinline__ void cp_async_x(unsigned dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
+
+template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, int STAGES>
+__device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
+                                            void* __restrict__ y, float* __restrict__ ws,
+                                            unsigned* __restrict__ cnt, int M, int N, int K, int out_f32) {
+    static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
+    static_assert(STAGES == 0 || STAGES >= 2, "STAGES: 0 (register loads) or >= 2 (cp.async ring)");
+    static_assert(STAGES > 0 || 2 * TILES * UNROLL <= 16, "register path: at most 16 weight uint4 in flight per thread");
+    static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
+    static_assert(STAGES * (2 * TILES + NT) * UNROLL * 16 * 32 * WARPS_N * WARPS_K <= 227 * 1024, "ring > 227 KB");
+    constexpr int STEP = UNROLL * 32;              // k per warp super-step
+    constexpr int ROWS_WARP = 16 * TILES;
+    constexpr int ROWS_BLOCK = ROWS_WARP * WARPS_N;
+    constexpr int NACC = TILES * NT * 4;
+    constexpr int NTHREADS = 32 * WARPS_N * WARPS_K;
+
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int wn = warp % WARPS_N;
+    const int wk = warp / WARPS_N;
+    const int g = lane >> 2, t = lane & 3;
+
+    const int splitK = gridDim.y;
+    const int split = blockIdx.y;
+    int kchunk = (K + splitK - 1) / splitK;
+    kchunk = (kchunk + 7) & ~7;
+    const int kb = split * kchunk;
+    const int ke = max(kb, min(K, kb + kchunk));   // empty chunk when splitK·kchunk overshoots K
+
+    const int row0 = blockIdx.x * ROWS_BLOCK + wn * ROWS_WARP;   // this warp's first row
+
+    float acc[TILES][NT][4];
+#pragma unroll
+    for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[tt][n][i] = 0.f;
+
+    const bool xok0 = g < M;
+    const bool xok1 = g + 8 < M;
+    const kiln_bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
+    const kiln_bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
+
+    if constexpr (STAGES > 0) {
+        // Each thread streams its own 16-byte pieces through a private slice of a shared-memory ring
+        // (layout [stage][slot][thread], conflict-free): only the issuing thread reads them back, so
+        // cp.async.wait_group is the only synchronisation. STAGES-1 super-steps stay in flight
+        // without holding registers. Rows past N are clamped (read, never stored).
+        constexpr int SLOTS = (2 * TILES + NT) * UNROLL;
+        extern __shared__ __align__(16) unsigned char kiln_gemm_ring[];
+        const unsigned ring = smem_u32(kiln_gemm_ring) + threadIdx.x * 16u;
+        const U4* ring_p = reinterpret_cast<const U4*>(kiln_gemm_ring) + threadIdx.x;
+        const kiln_bf16* wp[TILES][2];
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                wp[tt][h] = w + (long long)min(row0 + tt * 16 + h * 8 + g, N - 1) * K + 8 * t;
+
+        const int kstart = kb + wk * STEP;
+        constexpr int KSTRIDE = WARPS_K * STEP;
+        const int nsteps = kstart < ke ? (ke - kstart + KSTRIDE - 1) / KSTRIDE : 0;
+
+        auto issue = [&](int stage, int k0) {
+            const unsigned base = ring + (unsigned)(stage * SLOTS * NTHREADS * 16);
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const int kk = k0 + u * 32;
+                const bool ok = kk + 8 * t < ke;
+                const int kc = ok ? kk : 0;
+#pragma unroll
+                for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+                        cp_async_w(base + (unsigned)(((u * TILES + tt) * 2 + h) * NTHREADS * 16), wp[tt][h] + kc, ok ? 16 : 0);
+                cp_async_x(base + (unsigned)((2 * TILES * UNROLL + u * NT) * NTHREADS * 16), xrow0 + kc, ok && xok0 ? 16 : 0);
+                if (NT > 1)
+                    cp_async_x(base + (unsigned)((2 * TILES * UNROLL + u * NT + NT - 1) * NTHREADS * 16), xrow1 + kc,
+                               ok && xok1 ? 16 : 0);
+            }
+        };
+#pragma unroll
+        for (int st = 0; st < STAGES - 1; ++st) {
+            if (st < nsteps) issue(st, kstart + st * KSTRIDE);
+            cp_async_commit();
+        }
+        for (int s = 0; s < nsteps; ++s) {
+            cp_async_wait<STAGES - 2>();
+            const U4* src = ring_p + (s % STAGES) * SLOTS * NTHREADS;
+            U4 wv[UNROLL][TILES][2];
+            U4 xv[UNROLL][NT];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+                for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) wv[u][tt][h] = src[((u * TILES + tt) * 2 + h) * NTHREADS];
+#pragma unroll
+                for (int n = 0; n < NT; ++n) xv[u][n] = src[(2 * TILES * UNROLL + u * NT + n) * NTHREADS];
+            }
+            const int sn = s + STAGES - 1;
+            if (sn < nsteps) issue(sn % STAGES, kstart + sn * KSTRIDE);
+            cp_async_commit();
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+                for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                    for (int n = 0; n < NT; ++n) {
+                        const U4& a = wv[u][tt][0];
+                        const U4& b = wv[u][tt][1];
+                        const U4& xx = xv[u][n];
+                        mma_bf16_16816(acc[tt][n], a.x, b.x, a.y, b.y, xx.x, xx.y);
+                        mma_bf16_16816(acc[tt][n], a.z, b.z, a.w, b.w, xx.z, xx.w);
+                    }
+        }
+        cp_async_wait<0>();
+    } else {  // STAGES == 0: register loads, UNROLL super-step loaded before its mmas
+        // Rows past N read row N-1 (valid memory) and are never stored.
+        const int rg = min(row0 + g, N - 1);
+        const long long K8 = 8LL * K;
+        // Rows of every tile must be valid addresses: when the warp's tiles pass N, fall back to
+        // per-row clamped pointers (rare: only the last block column).
+        const bool full = row0 + ROWS_WARP <= N;
+        const kiln_bf16* wrow = w + (long long)rg * K + 8 * t;
+        if (full) {
+            const int ke32 = kb + ((ke - kb) & ~31);   // end of the whole 32-k segments
+            int k = kb + wk * STEP;
+            for (; k + STEP <= ke32; k += WARPS_K * STEP)
+                super_step<NT, TILES, UNROLL, false>(acc, wrow, xrow0, xrow1, xok0, xok1, K8, k, ke32);
+            if (k < ke32)
+                super_step<NT, TILES, UNROLL, true>(acc, wrow, xrow0, xrow1, xok0, xok1, K8, k, ke32);
+            if (ke32 < ke && wk == 0) {
+                // Partial last segment (K chunk not a multiple of 32): lanes past ke load zeros.
+                const bool ok = ke32 + 8 * t < ke;
+                U4 x0 = U4{0u, 0u, 0u, 0u}, x1 = U4{0u, 0u, 0u, 0u};
+                if (ok && xok0) x0 = ld_act(xrow0 + ke32);
+                if (NT > 1 && ok && xok1) x1 = ld_act(xrow1 + ke32);
+#pragma unroll
+                for (int tt = 0; tt < TILES; ++tt) {
+                    U4 a = U4{0u, 0u, 0u, 0u}, b = U4{0u, 0u, 0u, 0u};
+                    if (ok) {
+                        a = ld_weight(wrow + (long long)(tt * 2) * K8 + ke32);
+                        b = ld_weight(wrow + (long long)(tt * 2 + 1) * K8 + ke32);
+                    }
+                    mma_bf16_16816(acc[tt][0], a.x, b.x, a.y, b.y, x0.x, x0.y);
+                    mma_bf16_16816(acc[tt][0], a.z, b.z, a.w, b.w, x0.z, x0.w);
+                    if (NT > 1) {
+                        mma_bf16_16816(acc[tt][NT - 1], a.x, b.x, a.y, b.y, x1.x, x1.y);
+                        mma_bf16_16816(acc[tt][NT - 1], a.z, b.z, a.w, b.w, x1.z, x1.w);
+                    }
+                }
+            }
+        } else if (row0 < N) {
+            // Edge warp: process each 16-row tile with its rows clamped into [0, N).
+#pragma unroll
+            for (int tt = 0; tt < TILES; ++tt) {
+                const int ra = min(row0 + tt * 16 + g, N - 1);
+                const int rb = min(row0 + tt * 16 + g + 8, N - 1);
+                const kiln_bf16* pa = w + (long long)ra * K + 8 * t;
+                const long long d = (long long)(rb - ra) * K;   // stride to the "g+8" row
+                for (int k = kb + wk * STEP; k < ke; k += WARPS_K * STEP) {
+#pragma unroll
+                    for (int u = 0; u < UNROLL; ++u) {
+                        const int kk = k + u * 32;
+                        U4 a = U4{0u, 0u, 0u, 0u}, b = U4{0u, 0u, 0u, 0u};
+                        U4 x0 = U4{0u, 0u, 0u, 0u}, x1 = U4{0u, 0u, 0u, 0u};
+                        if (kk + 8 * t < ke) {
+                            a = ld_weight(pa + kk);
+                            b = ld_weight(pa + d + kk);
+                            if (xok0) x0 = ld_act(xrow0 + kk);
+                            if (NT > 1 && xok1) x1 = ld_act(xrow1 + kk);
+                        }
+                        mma_bf16_16816(acc[tt][0], a.x, b.x, a.y, b.y, x0.x, x0.y);
+                        mma_bf16_16816(acc[tt][0], a.z, b.z, a.w, b.w, x0.z, x0.w);
+                        if (NT > 1) {
+                            mma_bf16_16816(acc[tt][NT - 1], a.x, b.x, a.y, b.y, x1.x, x1.y);
+                            mma_bf16_16816(acc[tt][NT - 1], a.z, b.z, a.w, b.w, x1.z, x1.w);
+                        }
+                    }
+                }
+            }
+        }
+    }  // STAGES == 0
+
+    // ---- Sum the WARPS_K partials of each row tile (fixed order) --------------------------------
+    if (WARPS_K > 1) {
+        __shared__ float red[(WARPS_K > 1 ? WARPS_K - 1 : 1) * WARPS_N * NACC * 32];
+        if (wk > 0) {
+            float* dst = red + ((wk - 1) * WARPS_N + wn) * NACC * 32 + lane;
+#pragma unroll
+            for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) dst[((tt * NT + n) * 4 + i) * 32] = acc[tt][n][i];
+        }
+        __syncthreads();
+        if (wk == 0) {
+#pragma unroll 1
+            for (int j = 1; j < WARPS_K; ++j) {
+                const float* src = red + ((j - 1) * WARPS_N + wn) * NACC * 32 + lane;
+#pragma unroll
+                for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                    for (int n = 0; n < NT; ++n)
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) acc[tt][n][i] += src[((tt * NT + n) * 4 + i) * 32];
+            }
+        }
+    }
+
+    // Accumulator element (tt, n, i) of lane (g, t): row row0 + 16tt + g + 8·(i >= 2),
+    // token 8n + 2t + (i & 1).
+    if (splitK == 1) {
+        if (wk == 0) {
+#pragma unroll
+            for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
+                        const int m = n * 8 + 2 * t + (i & 1);
+                        if (r < N && m < M) {
+                            const long long o = (long long)m * N + r;
+                            if (out_f32) ((float*)y)[o] = acc[tt][n][i];
+                            else ((kiln_bf16*)y)[o] = f32_to_bf16(acc[tt][n][i]);
+                        }
+                    }
+        }
+        return;
+    }
+
+    // ---- Split-K: publish the partial, the last block of the column reduces ---------------------
+    if (wk == 0) {
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
+                    const int m = n * 8 + 2 * t + (i & 1);
+                    if (r < N && m < M) ws[((long long)split * M + m) * N + r] = acc[tt][n][i];
+                }
+    }
+    __threadfence();
+    __syncthreads();
+    __shared__ unsigned s_last;
+    if (threadIdx.x == 0) {
+        const unsigned prev = atomicAdd(cnt + blockIdx.x, 1u);
+        s_last = (prev == (unsigned)(splitK - 1));
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    if (wk == 0) {
+        // All NACC partials of one split are loaded together: splitK L2 round trips, not splitK·NACC.
+        float sum[TILES][NT][4];
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) sum[tt][n][i] = 0.f;
+#pragma unroll 1
+        for (int j = 0; j < splitK; ++j) {
+            float v[TILES][NT][4];
+#pragma unroll
+            for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
+                        const int m = n * 8 + 2 * t + (i & 1);
+                        v[tt][n][i] = (r < N && m < M) ? ld_cg(ws + ((long long)j * M + m) * N + r) : 0.f;
+                    }
+#pragma unroll
+            for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) sum[tt][n][i] += v[tt][n][i];
+        }
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
+                    const int m = n * 8 + 2 * t + (i & 1);
+                    if (r < N && m < M) {
+                        const long long o = (long long)m * N + r;
+                        if (out_f32) ((float*)y)[o] = sum[tt][n][i];
+                        else ((kiln_bf16*)y)[o] = f32_to_bf16(sum[tt][n][i]);
+                    }
+                }
+    }
+    if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch
+}
+
+}  // namespace kiln_gemm
+
+// X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES) — the one instance table.
+// STAGES = 0: register loads; STAGES >= 2: cp.async ring, dynamic shared memory
+// KILN_GEMM_SPLITK_SMEM(...) bytes (> 48 KB needs cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)).
+#define KILN_GEMM_SPLITK_INSTANCES(X) \
+    X(1, 1, 4, 1, 8, 0) X(1, 2, 4, 1, 8, 0) X(1, 1, 4, 1, 4, 0) X(1, 2, 2, 1, 4, 0) \
+    X(1, 4, 2, 1, 4, 0) X(1, 4, 1, 1, 8, 0) X(1, 1, 4, 2, 2, 0) X(1, 1, 4, 1, 2, 6) \
+    X(2, 1, 4, 1, 8, 0) X(2, 2, 4, 1, 8, 0) X(2, 1, 4, 1, 4, 0) X(2, 4, 1, 2, 4, 0) \
+    X(2, 2, 2, 1, 8, 0) X(2, 4, 2, 2, 2, 0) X(2, 1, 4, 1, 2, 4)
+
+#define KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S) kiln_gemm_splitk_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_s##S
+#define KILN_GEMM_SPLITK_SMEM(NT, WN, WK, T, U, S) ((S) * (2 * (T) + (NT)) * (U) * 16 * 32 * (WN) * (WK))
+
+#define KILN_GEMM_SPLITK_DEFINE(NT, WN, WK, T, U, S)                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)( \
+        const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int out_f32) {          \
+        kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, out_f32);                 \
+    }
+
+KILN_GEMM_SPLITK_INSTANCES(KILN_GEMM_SPLITK_DEFINE)
