@@ -1,0 +1,45 @@
+import Foundation
+import KilnCore
+
+/// Picks the fastest *verified* candidate. Kernel-agnostic: callers supply how to check and how to time one
+/// candidate, so the same selection runs for GEMMs, attention split counts, and (in tests) fake candidates.
+public enum Autotuner {
+    public struct Outcome<C> {
+        public var candidate: C
+        /// Median microseconds, or nil when the candidate was rejected.
+        public var microseconds: Double?
+        /// Why it was rejected (wrong output, launch failure), nil when it ran and verified.
+        public var rejection: String?
+    }
+
+    /// Verifies every candidate before timing it; a candidate whose output is wrong (or that throws) can never win.
+    /// - Returns: the winner (nil if none verified) and every candidate's outcome, in input order.
+    public static func select<C>(_ candidates: [C], verify: (C) throws -> String?, time: (C) throws -> Double,
+                                 progress: (Int, Int) -> Void = { _, _ in }) -> (winner: Outcome<C>?, all: [Outcome<C>]) {
+        var all: [Outcome<C>] = []
+        for (i, c) in candidates.enumerated() {
+            progress(i, candidates.count)
+            do {
+                if let wrong = try verify(c) {
+                    all.append(Outcome(candidate: c, microseconds: nil, rejection: wrong))
+                    continue
+                }
+                let t = try time(c)
+                all.append(t.isFinite && t > 0 ? Outcome(candidate: c, microseconds: t, rejection: nil)
+                                               : Outcome(candidate: c, microseconds: nil, rejection: "invalid timing \(t)"))
+            } catch {
+                all.append(Outcome(candidate: c, microseconds: nil, rejection: "\(error)"))
+            }
+        }
+        progress(candidates.count, candidates.count)
+        let winner = all.filter { $0.microseconds != nil }.min { $0.microseconds! < $1.microseconds! }
+        return (winner, all)
+    }
+
+    /// Median of `samples` (the tuner times each candidate at least 20 times).
+    public static func median(_ samples: [Double]) -> Double {
+        guard !samples.isEmpty else { return .nan }
+        let s = samples.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+}
