@@ -21,7 +21,7 @@ let package = Package(
     targets: [
         .target(name: "KilnCore", swiftSettings: hotSettings),
         .target(name: "KilnModels", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
-        .target(name: "KilnTokenizer", dependencies: ["KilnCore", "KilnModels"], swiftSettings: swiftSettings),
+        .target(name: "KilnTokenizer", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
         .target(name: "KilnTemplates", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
         .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
         .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
@@ -38,7 +38,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
         .testTarget(name: "KilnModelsTests", dependencies: ["KilnModels"]),
-        .testTarget(name: "KilnTokenizerTests", dependencies: ["KilnTokenizer", "KilnModels"]),
+        .testTarget(name: "KilnTokenizerTests", dependencies: ["KilnTokenizer", "KilnModels"], exclude: ["Fixtures"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "KilnModels"]),
         .testTarget(name: "KilnEngineTests", dependencies: ["KilnEngine"]),
