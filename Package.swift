@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "KilnTemplates", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
         .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
         .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
-        .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], swiftSettings: swiftSettings),
+        .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], exclude: ["cuda"], swiftSettings: swiftSettings),
         .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCPU"], swiftSettings: swiftSettings),
         .target(name: "KilnEngine", dependencies: [
             "KilnCore", "KilnModels", "KilnTokenizer", "KilnTemplates", "KilnCPU", "KilnCUDA",

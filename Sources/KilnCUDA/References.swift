@@ -1,0 +1,147 @@
+import Foundation
+import KilnCore
+
+/// CPU references for every GPU kernel: plain loops in f32/f64 that read like the math. Inputs
+/// are the exact values the GPU sees (already rounded to the element type); outputs are exact
+/// (unrounded) results, and the comparison's tolerance accounts for the GPU's rounding.
+public enum Reference {
+    /// y = x / sqrt(mean(x²) + eps) · w per row.
+    public static func rmsNorm(_ x: [Float], weight: [Float], rows: Int, cols: Int, eps: Float) -> [Float] {
+        var y = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            var ss = 0.0
+            for c in 0..<cols { ss += Double(x[r * cols + c]) * Double(x[r * cols + c]) }
+            let scale = 1 / (ss / Double(cols) + Double(eps)).squareRoot()
+            for c in 0..<cols { y[r * cols + c] = Float(Double(x[r * cols + c]) * scale * Double(weight[c])) }
+        }
+        return y
+    }
+
+    /// (residual + x rounded to `dtype`, rmsNorm of it).
+    public static func residualRMSNorm(_ x: [Float], residual: [Float], weight: [Float], rows: Int, cols: Int, eps: Float,
+                                       dtype: DType) -> (residual: [Float], y: [Float]) {
+        let h = roundTo(zip(x, residual).map { $0 + $1 }, dtype)
+        return (h, rmsNorm(h, weight: weight, rows: rows, cols: cols, eps: eps))
+    }
+
+    /// Rotary embedding in place on [tokens, heads, headDim] with a token stride.
+    public static func rope(_ x: [Float], positions: [Int32], invFreq: [Float], tokens: Int, heads: Int, headDim: Int,
+                            tokenStride: Int, interleaved: Bool) -> [Float] {
+        var y = x
+        let half = headDim / 2
+        for t in 0..<tokens {
+            for h in 0..<heads {
+                let base = t * tokenStride + h * headDim
+                for i in 0..<half {
+                    // The angle is formed in f32 exactly as the kernel does; sin/cos then in f64.
+                    let angle = Double(Float(positions[t]) * invFreq[i])
+                    let (s, c) = (sin(angle), cos(angle))
+                    let i0 = base + (interleaved ? 2 * i : i), i1 = base + (interleaved ? 2 * i + 1 : i + half)
+                    let x0 = Double(x[i0]), x1 = Double(x[i1])
+                    y[i0] = Float(x0 * c - x1 * s)
+                    y[i1] = Float(x0 * s + x1 * c)
+                }
+            }
+        }
+        return y
+    }
+
+    public static func siluMul(gate: [Float], up: [Float]) -> [Float] {
+        zip(gate, up).map { g, u in Float(Double(g) / (1 + exp(-Double(g))) * Double(u)) }
+    }
+
+    public static func softmax(_ x: [Float], rows: Int, cols: Int) -> [Float] {
+        var y = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            let row = x[(r * cols)..<((r + 1) * cols)]
+            let m = Double(row.max() ?? 0)
+            let e = row.map { exp(Double($0) - m) }
+            let s = e.reduce(0, +)
+            for c in 0..<cols { y[r * cols + c] = Float(e[c] / s) }
+        }
+        return y
+    }
+
+    /// Index of the largest value (lowest index on ties; NaN ignored; 0 when none).
+    public static func argmax(_ row: ArraySlice<Float>) -> Int32 {
+        var best = -Float.infinity, bi = -1
+        for (i, v) in zip(0..., row) where !v.isNaN {
+            if v > best || (v == best && bi < 0) { best = v; bi = i }
+        }
+        return Int32(max(0, bi))
+    }
+
+    public struct SampleResult {
+        public var token: Int32
+        /// Tokens any of which an implementation with a different (valid) summation order may pick:
+        /// set when u·total or top_p lies within float rounding of a cumulative boundary.
+        public var acceptable: Set<Int32>
+    }
+
+    /// The kernel's algorithm (sampling.cu, steps 1–5) in f64.
+    public static func sample(_ row: ArraySlice<Float>, topK: Int, topP: Float, temperature: Float, uniform: Float, maxTopK: Int) -> SampleResult {
+        let logits = Array(row)
+        var k = topK <= 0 || topK > maxTopK ? maxTopK : topK
+        k = min(k, logits.count)
+        func key(_ v: Float) -> Float { v.isNaN ? -Float.infinity : v }
+        let order = logits.indices.sorted { a, b in key(logits[a]) != key(logits[b]) ? key(logits[a]) > key(logits[b]) : a < b }
+        let cand = Array(order.prefix(k))
+        let m = Double(logits[cand[0]])
+        let invT = Double(1 / temperature)
+        let z = logits.reduce(0.0) { $1.isNaN ? $0 : $0 + exp((Double($1) - m) * invT) }
+        var cum: [Double] = []
+        var acc = 0.0
+        var n = k
+        let eps = 1e-5
+        var acceptable = Set<Int32>()
+        for j in 0..<k {
+            acc += logits[cand[j]].isNaN ? 0 : exp((Double(logits[cand[j]]) - m) * invT) / z
+            cum.append(acc)
+            if abs(acc - Double(topP)) < eps { acceptable.insert(-1) }   // the cut itself is ambiguous
+            if acc >= Double(topP) { n = j + 1; break }
+        }
+        let target = Double(uniform) * cum[n - 1]
+        var pick = n - 1
+        for j in 0..<n where cum[j] > target { pick = j; break }
+        if acceptable.contains(-1) || (0..<n).contains(where: { abs(cum[$0] - target) < eps * max(1, cum[n - 1]) }) {
+            // Near a boundary: accept the neighbours of the reference pick, and (when the cut is
+            // ambiguous) anything in the slightly longer prefix.
+            acceptable = Set((max(0, pick - 1)...min(k - 1, max(pick + 1, n))).map { Int32(cand[$0]) })
+        } else {
+            acceptable = []
+        }
+        acceptable.insert(Int32(cand[pick]))
+        return SampleResult(token: Int32(cand[pick]), acceptable: acceptable)
+    }
+
+    /// Embedding rows gathered (no conversion: the comparison rounds to the output type).
+    public static func embedding(table: [Float], ids: [Int32], dim: Int) -> [Float] {
+        ids.flatMap { id in table[(Int(id) * dim)..<(Int(id) * dim + dim)] }
+    }
+}
+
+// MARK: element encodings shared by the suite and the tests
+
+/// Bytes of `values` stored as `dtype` (f32, f16 or bf16; round to nearest even).
+public func encode(_ values: [Float], _ dtype: DType) -> [UInt8] {
+    switch dtype {
+    case .f32: return values.withUnsafeBytes { Array($0) }
+    case .bf16: return values.map(floatToBF16).withUnsafeBytes { Array($0) }
+    case .f16: return values.map(floatToHalf).withUnsafeBytes { Array($0) }
+    default: preconditionFailure("encode: \(dtype)")
+    }
+}
+
+public func decode(_ bytes: [UInt8], _ dtype: DType) -> [Float] {
+    bytes.withUnsafeBytes { p in
+        switch dtype {
+        case .f32: return Array(p.bindMemory(to: Float.self))
+        case .bf16: return p.bindMemory(to: UInt16.self).map(bf16ToFloat)
+        case .f16: return p.bindMemory(to: UInt16.self).map(halfToFloat)
+        default: preconditionFailure("decode: \(dtype)")
+        }
+    }
+}
+
+/// The values `dtype` can hold nearest to `values`.
+public func roundTo(_ values: [Float], _ dtype: DType) -> [Float] { dtype == .f32 ? values : decode(encode(values, dtype), dtype) }

@@ -1,0 +1,82 @@
+import KilnCore
+
+/// Typed device memory that frees itself. `T` is the host-side element type (Float, UInt16 for
+/// bf16/f16 bits, Int32, ...); the buffer itself is untyped on the device.
+public final class DeviceBuffer<T>: @unchecked Sendable {
+    public let context: Context
+    /// Device address (CUdeviceptr); cuMemAlloc returns 256-byte aligned memory, so 16-byte vector access is safe at offset 0.
+    public let address: CUdeviceptr
+    public let count: Int
+    public var byteCount: Int { count * MemoryLayout<T>.stride }
+
+    public init(_ context: Context, count: Int) throws {
+        precondition(count >= 0)
+        self.context = context
+        self.count = count
+        var p: CUdeviceptr = 0
+        try cuCheck("cuMemAlloc_v2", context.driver.cuMemAlloc(&p, max(1, count * MemoryLayout<T>.stride)))
+        address = p
+    }
+
+    /// Allocates and uploads `values` (synchronous; for set-up, not the hot path).
+    public convenience init(_ context: Context, _ values: [T]) throws {
+        try self.init(context, count: values.count)
+        try upload(values)
+    }
+
+    deinit { _ = context.driver.cuMemFree(address) }
+
+    /// Address of element `index` (for views into a larger buffer).
+    public func address(at index: Int) -> CUdeviceptr { address + UInt64(index * MemoryLayout<T>.stride) }
+
+    public func upload(_ values: [T]) throws {
+        precondition(values.count <= count, "upload of \(values.count) elements into a buffer of \(count)")
+        try values.withUnsafeBytes { try cuCheck("cuMemcpyHtoD_v2", context.driver.cuMemcpyHtoD(address, $0.baseAddress, $0.count)) }
+    }
+
+    public func download() throws -> [T] {
+        try [T](unsafeUninitializedCapacity: count) { buf, n in
+            try cuCheck("cuMemcpyDtoH_v2", context.driver.cuMemcpyDtoH(UnsafeMutableRawPointer(buf.baseAddress), address, byteCount))
+            n = count
+        }
+    }
+
+    /// Async copies with a pinned host buffer (pageable memory would make them synchronous).
+    public func upload(from host: PinnedBuffer<T>, count n: Int? = nil, stream: GPUStream) throws {
+        let bytes = (n ?? min(count, host.count)) * MemoryLayout<T>.stride
+        try cuCheck("cuMemcpyHtoDAsync_v2", context.driver.cuMemcpyHtoDAsync(address, host.pointer, bytes, stream.handle))
+    }
+    public func download(into host: PinnedBuffer<T>, count n: Int? = nil, stream: GPUStream) throws {
+        let bytes = (n ?? min(count, host.count)) * MemoryLayout<T>.stride
+        try cuCheck("cuMemcpyDtoHAsync_v2", context.driver.cuMemcpyDtoHAsync(host.pointer, address, bytes, stream.handle))
+    }
+    public func copy(from other: DeviceBuffer<T>, stream: GPUStream) throws {
+        let bytes = min(byteCount, other.byteCount)
+        try cuCheck("cuMemcpyDtoDAsync_v2", context.driver.cuMemcpyDtoDAsync(address, other.address, bytes, stream.handle))
+    }
+    public func fill(byte: UInt8, stream: GPUStream) throws {
+        try cuCheck("cuMemsetD8Async", context.driver.cuMemsetD8Async(address, byte, byteCount, stream.handle))
+    }
+}
+
+/// Page-locked host memory (cuMemHostAlloc), so async copies really overlap; freed on deinit.
+public final class PinnedBuffer<T>: @unchecked Sendable {
+    public let context: Context
+    public let pointer: UnsafeMutablePointer<T>
+    public let count: Int
+
+    public init(_ context: Context, count: Int) throws {
+        self.context = context
+        self.count = count
+        var p: UnsafeMutableRawPointer? = nil
+        try cuCheck("cuMemHostAlloc", context.driver.cuMemHostAlloc(&p, max(1, count * MemoryLayout<T>.stride), 0))
+        pointer = p!.bindMemory(to: T.self, capacity: max(1, count))
+    }
+    deinit { _ = context.driver.cuMemFreeHost(pointer) }
+
+    public var buffer: UnsafeMutableBufferPointer<T> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+    public subscript(i: Int) -> T {
+        get { pointer[i] }
+        set { pointer[i] = newValue }
+    }
+}

@@ -1,0 +1,54 @@
+import KilnCore
+import KilnGPU
+
+/// rmsnorm.cu: y = x / sqrt(mean(x²) + eps) · weight per row; x, weight, y of one element type.
+public struct RMSNorm {
+    public static let file = "rmsnorm.cu"
+    public static let dtypes: [DType] = [.bf16, .f16, .f32]
+    public static var instances: [KernelInstance] {
+        dtypes.flatMap { [KernelInstance(file, "kiln::rmsnorm<\($0.cudaName)>", hot: true),
+                          KernelInstance(file, "kiln::residual_rmsnorm<\($0.cudaName)>", hot: true)] }
+    }
+    /// Threads per row: 128 up to 4096 columns (4 packs per thread in flight), else 256 (RMS_THREADS).
+    static func threads(cols: Int) -> Int { cols <= 4096 ? 128 : 256 }
+
+    struct Params { var x: UInt64; var weight: UInt64; var y: UInt64; var rows: Int32; var cols: Int32; var eps: Float }
+
+    public let dtype: DType
+    let kernel: Kernel
+    /// `defines` reaches NVRTC as -D constants (the self-test passes KILN_BREAK).
+    public init(_ library: KernelLibrary, dtype: DType, defines: [String: String] = [:]) throws {
+        self.dtype = dtype
+        kernel = try library.kernel(RMSNorm.file, "kiln::rmsnorm<\(dtype.cudaName)>", defines: defines)
+    }
+
+    /// x, y: [rows, cols]; weight: [cols]. y may alias x.
+    /// `threads` (32…256, a multiple of 32) overrides the default block size, for tuning.
+    public func callAsFunction(x: CUdeviceptr, weight: CUdeviceptr, y: CUdeviceptr, rows: Int, cols: Int, eps: Float, threads: Int? = nil,
+                               stream: GPUStream) throws {
+        guard rows > 0 else { return }
+        try kernel.launch(grid: (rows, 1, 1), block: (threads ?? RMSNorm.threads(cols: cols), 1, 1), stream: stream,
+                          Params(x: x, weight: weight, y: y, rows: Int32(rows), cols: Int32(cols), eps: eps))
+    }
+}
+
+/// rmsnorm.cu, fused: residual += x (written back, rounded to the element type), then
+/// y = rmsnorm(residual) · weight — the pre-norm step at the start of each transformer sub-block.
+public struct ResidualRMSNorm {
+    struct Params { var x: UInt64; var residual: UInt64; var weight: UInt64; var y: UInt64; var rows: Int32; var cols: Int32; var eps: Float }
+
+    public let dtype: DType
+    let kernel: Kernel
+    public init(_ library: KernelLibrary, dtype: DType, defines: [String: String] = [:]) throws {
+        self.dtype = dtype
+        kernel = try library.kernel(RMSNorm.file, "kiln::residual_rmsnorm<\(dtype.cudaName)>", defines: defines)
+    }
+
+    /// x, residual, y: [rows, cols]; weight: [cols].
+    public func callAsFunction(x: CUdeviceptr, residual: CUdeviceptr, weight: CUdeviceptr, y: CUdeviceptr,
+                               rows: Int, cols: Int, eps: Float, stream: GPUStream) throws {
+        guard rows > 0 else { return }
+        try kernel.launch(grid: (rows, 1, 1), block: (RMSNorm.threads(cols: cols), 1, 1), stream: stream,
+                          Params(x: x, residual: residual, weight: weight, y: y, rows: Int32(rows), cols: Int32(cols), eps: eps))
+    }
+}
