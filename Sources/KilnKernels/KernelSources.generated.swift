@@ -1752,6 +1752,41 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 
 KILN_GEMM_SPLITK_INSTANCES(KILN_GEMM_SPLITK_DEFINE)
 """####,
+        "random_init.cu": ####"""
+// random_init.cu — random bf16 tensors generated on the GPU (`--dummy-weights`): a Llama-3-8B's
+// 16 GB is made in milliseconds instead of being read from disk or copied from the host.
+// Value i = center ± (min_mag + (half_width − min_mag)·u), u uniform in [0, 1) and the sign from a
+// 64-bit hash (SplitMix64 finaliser) of (seed, i): reproducible, and never 0 when min_mag > 0
+// (all-zero weights would hide bugs such as a GEMM that writes nothing).
+#include "kiln.cuh"
+
+namespace kiln {
+
+struct RandomInitParams {
+    u64 y;            // bf16 [n]
+    long long n;
+    u64 seed;
+    float center, half_width, min_mag;
+};
+
+__device__ __forceinline__ u64 splitmix64(u64 z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+__global__ void __launch_bounds__(256) random_bf16(RandomInitParams p) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += (long long)gridDim.x * blockDim.x) {
+        const u64 h = splitmix64(p.seed * 0x2545F4914F6CDD1Dull + (u64)i);
+        const float u = (float)(h >> 40) * (1.0f / 16777216.0f);
+        const float mag = p.min_mag + (p.half_width - p.min_mag) * u;
+        ((bf16*)p.y)[i] = from_float<bf16>(p.center + ((h & 1) ? mag : -mag));
+    }
+}
+
+}  // namespace kiln
+"""####,
         "rmsnorm.cu": ####"""
 // RMSNorm over the rows of x: y = x / sqrt(mean(x^2) + eps) * weight, in f32 arithmetic with one
 // rounding at the store. x, weight and y share the element type T (bf16 activations with bf16
@@ -1930,6 +1965,85 @@ template <typename T, int PAIRING> __global__ void __launch_bounds__(256) rope(R
     const float x0 = load<T>(p.x, i0), x1 = load<T>(p.x, i1);
     store<T>(p.x, i0, x0 * c - x1 * s);
     store<T>(p.x, i1, x0 * s + x1 * c);
+}
+
+}  // namespace kiln
+"""####,
+        "rope_cache.cu": ####"""
+// rope_cache.cu — the attention prologue of one layer, fused: optional q/k/v bias (qwen2), RoPE on
+// q (in place in the fused qkv rows) and k, and the write of k and v into the static KV cache.
+//
+// Why fused: in decode every one of these is a few KB of work; separate launches would cost more
+// in launch latency (≈0.6 µs each inside a graph, ×32 layers) than they move in bytes.
+//
+// Layouts (bf16):
+//   qkv    [rows, ldqkv]   row r = [q (Hq·D) | k (Hkv·D) | v (Hkv·D)], ldqkv ≥ (Hq + 2·Hkv)·D
+//   bias   [(Hq + 2·Hkv)·D] or 0 (no bias)
+//   kcache, vcache [B, Hkv, maxS, D]
+// Row r belongs to sequence seq = seqOffset + r / tokensPerSeq at absolute position
+//   pos = positions[seq] + r % tokensPerSeq      (positions: int32 [B] on the device, so a
+//   captured decode graph reads the current position at replay time).
+// Angles: pos · invFreq[i] in f32 with accurate sincosf (long contexts make angles large).
+#include "kiln.cuh"
+
+namespace kiln {
+
+struct RoPECacheParams {
+    u64 qkv, bias, positions, inv_freq, kcache, vcache;
+    int rows, tokens_per_seq, seq_offset, hq, hkv, head_dim, ldqkv, max_seq;
+};
+
+// One thread per (row, head of q|k|v, rotation pair). PAIRING 0: (2i, 2i+1); 1: (i, i + D/2).
+template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoPECacheParams p) {
+    const int half = p.head_dim / 2;
+    const int heads = p.hq + 2 * p.hkv;
+    const long long total = (long long)p.rows * heads * half;
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= total) return;
+    const int i = (int)(idx % half);
+    const int h = (int)((idx / half) % heads);
+    const int r = (int)(idx / ((long long)half * heads));
+    const int seq = p.seq_offset + r / p.tokens_per_seq;
+    const int pos = ((const int*)p.positions)[seq] + r % p.tokens_per_seq;
+    const int e0 = PAIRING == 0 ? 2 * i : i;
+    const int e1 = PAIRING == 0 ? 2 * i + 1 : i + half;
+    const long long col = (long long)h * p.head_dim;
+    bf16* row = (bf16*)p.qkv + (long long)r * p.ldqkv;
+    float x0 = to_float(row[col + e0]), x1 = to_float(row[col + e1]);
+    if (p.bias) {
+        // Round after the bias add, as a bf16 Linear with bias does.
+        x0 = to_float(from_float<bf16>(x0 + to_float(((const bf16*)p.bias)[col + e0])));
+        x1 = to_float(from_float<bf16>(x1 + to_float(((const bf16*)p.bias)[col + e1])));
+    }
+    if (h < p.hq + p.hkv) {
+        float s, c;
+        sincosf((float)pos * ((const float*)p.inv_freq)[i], &s, &c);
+        const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        x0 = y0; x1 = y1;
+    }
+    if (h < p.hq) {
+        row[col + e0] = from_float<bf16>(x0);
+        row[col + e1] = from_float<bf16>(x1);
+        return;
+    }
+    const int kvh = h < p.hq + p.hkv ? h - p.hq : h - p.hq - p.hkv;
+    bf16* cache = (bf16*)(h < p.hq + p.hkv ? p.kcache : p.vcache) + (((long long)seq * p.hkv + kvh) * p.max_seq + pos) * p.head_dim;
+    cache[e0] = from_float<bf16>(x0);
+    cache[e1] = from_float<bf16>(x1);
+}
+
+struct AdvanceParams {
+    u64 positions, lens;
+    int batch;
+};
+
+// After a decode step: every sequence moves one position on (the graph's last kernel).
+__global__ void advance_decode(AdvanceParams p) {
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < p.batch) {
+        ((int*)p.positions)[b] += 1;
+        ((int*)p.lens)[b] += 1;
+    }
 }
 
 }  // namespace kiln
@@ -2155,6 +2269,45 @@ template <typename T> __global__ void __launch_bounds__(512) softmax(SoftmaxPara
     for (int c = threadIdx.x; c < p.cols; c += blockDim.x) s += expf(load<T>(p.x, base + c) - m);
     const float inv = 1.0f / block_sum(s, scratch);
     for (int c = threadIdx.x; c < p.cols; c += blockDim.x) store<T>(p.y, base + c, expf(load<T>(p.x, base + c) - m) * inv);
+}
+
+}  // namespace kiln
+"""####,
+        "swiglu.cu": ####"""
+// swiglu.cu — SwiGLU on the fused gate_up GEMM output: out[m, f] = silu(gu[m, f]) · gu[m, F + f].
+// Why not activation.cu's silu_mul: that kernel wants gate and up as two contiguous arrays, and a
+// fused [M, 2F] GEMM output interleaves them per row. f32 math, one rounding to bf16.
+#include "kiln.cuh"
+
+namespace kiln {
+
+struct SwiGLUParams {
+    u64 gate_up, out;   // bf16 [rows, 2·F] → bf16 [rows, F]
+    int rows, ffn;
+};
+
+__device__ __forceinline__ float swiglu_silu(float g) { return g / (1.0f + expf(-g)); }
+
+__global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
+    if (p.ffn % 8 == 0) {
+        // 16-byte packs: 8 columns per thread (rows start 16-byte aligned since 2F·2 bytes is a multiple of 16).
+        const int packs = p.ffn / 8;
+        const long long total = (long long)p.rows * packs;
+        for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+            const long long r = t / packs, c = (t % packs) * 8;
+            Pack8 g = load8<bf16>(p.gate_up, r * 2 * p.ffn + c), u = load8<bf16>(p.gate_up, r * 2 * p.ffn + p.ffn + c);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) g.v[e] = swiglu_silu(g.v[e]) * u.v[e];
+            store8<bf16>(p.out, r * p.ffn + c, g);
+        }
+        return;
+    }
+    const long long total = (long long)p.rows * p.ffn;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+        const long long r = t / p.ffn, c = t % p.ffn;
+        const float g = load<bf16>(p.gate_up, r * 2 * p.ffn + c), u = load<bf16>(p.gate_up, r * 2 * p.ffn + p.ffn + c);
+        store<bf16>(p.out, t, swiglu_silu(g) * u);
+    }
 }
 
 }  // namespace kiln
