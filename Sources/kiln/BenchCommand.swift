@@ -1,8 +1,56 @@
 import ArgumentParser
+import Foundation
 import KilnCore
+import KilnEngine
 
-// Placeholder until the owning work lands.
+/// `kiln bench`: llama-bench style prompt-processing and generation rates.
 struct BenchCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "(not yet implemented)")
-    func run() throws { throw KilnError("kiln bench is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure prompt processing (pp) and token generation (tg) speed, like llama-bench.")
+
+    @Option(name: .shortAndLong, help: "Model file (GGUF) or Hugging Face folder; default: SmolLM2-135M-Instruct.") var model: String?
+    @Option(name: .shortAndLong, help: "Prompt tokens (0 skips the pp test).") var p: Int = 128
+    @Option(name: .shortAndLong, help: "Generated tokens (0 skips the tg test).") var n: Int = 64
+    @Option(name: .shortAndLong, help: "Repetitions.") var r: Int = 3
+    @Option(name: .shortAndLong, help: "Threads (default: all cores).") var threads: Int?
+    @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
+    @Option(name: .long, help: "Device: cpu.") var device: String = "cpu"
+
+    func validate() throws {
+        guard p >= 0, n >= 0, r >= 1 else { throw ValidationError("-p and -n must be >= 0 and -r >= 1") }
+        guard o == "md" || o == "json" else { throw ValidationError("-o must be md or json") }
+    }
+
+    func run() throws {
+        let logger = makeLogger()
+        let loaded = try LoadedModel.load(path: model, threads: threads, device: device, logger: logger)
+        let m = loaded.model
+        let rows = try Benchmark.run(model: m, prompt: p, generate: n, repetitions: r)
+        let name = URL(fileURLWithPath: loaded.path).lastPathComponent
+        let size = (try? FileManager.default.attributesOfItem(atPath: loaded.path)[.size] as? Int) ?? 0
+        let c = m.config
+        let params = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)
+            + c.numLayers * (c.hiddenSize * (2 * c.qDim + 2 * c.kvDim) + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize)
+            + c.hiddenSize
+        let nThreads = m.pool.threadCount
+        if o == "json" {
+            let list: [[String: Any]] = rows.map { row in
+                ["model_filename": loaded.path, "model_type": "\(c.architecture.rawValue) \(name)", "model_size": size,
+                 "model_n_params": params, "backends": "CPU", "n_batch": m.maxBatch, "n_threads": nThreads,
+                 "n_prompt": row.nPrompt, "n_gen": row.nGen, "test_time": ISO8601DateFormatter().string(from: Date()),
+                 "avg_ns": Int(row.averageNs), "stddev_ns": Int(row.stddevNs), "avg_ts": row.averageRate, "stddev_ts": row.stddevRate,
+                 "samples_ns": row.samplesNs.map { Int($0) }, "samples_ts": row.rates]
+            }
+            let data = try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("| model | size | params | backend | threads | test | t/s |")
+        print("| ----- | ---: | -----: | ------- | ------: | ---: | --: |")
+        let sizeText = String(format: "%.2f MiB", Double(size) / 1_048_576)
+        let paramText = String(format: "%.2f M", Double(params) / 1e6)
+        for row in rows {
+            print("| \(name) | \(sizeText) | \(paramText) | CPU | \(nThreads) | \(row.test) | \(String(format: "%.2f ± %.2f", row.averageRate, row.stddevRate)) |")
+        }
+    }
 }

@@ -1,8 +1,147 @@
 import ArgumentParser
+import Foundation
+import Logging
 import KilnCore
+import KilnModels
+import KilnTokenizer
+import KilnTemplates
+import KilnCPU
+import KilnEngine
 
-// Placeholder until the owning work lands.
+/// A model loaded for the CPU engine, with its tokenizer and (for GGUF files) chat template source.
+struct LoadedModel {
+    var path: String
+    var model: CPUModel
+    var tokenizer: Tokenizer
+    var chatTemplate: String?
+    var loadSeconds: Double
+
+    /// Loads `path` (or the default model), printing a progress line on stderr when it takes over a second.
+    static func load(path: String?, threads: Int?, device: String, logger: Logger) throws -> LoadedModel {
+        guard device == "cpu" else { throw KilnError("device \"\(device)\" is not available in this build; use --device cpu") }
+        let modelPath = try path ?? ModelStore.defaultModelPath()
+        let start = Date()
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            if done.wait(timeout: .now() + 1) == .timedOut {
+                FileHandle.standardError.write("loading \(modelPath) ...\n".data(using: .utf8)!)
+            }
+        }
+        defer { done.signal() }
+        let weights = try openModel(path: modelPath)
+        let tokenizer: Tokenizer
+        var template: String?
+        if let g = weights as? GGUFModel {
+            tokenizer = try Tokenizer(gguf: g.gguf)
+            template = g.gguf["tokenizer.chat_template"]?.string
+        } else {
+            let dir = URL(fileURLWithPath: modelPath)
+            tokenizer = try Tokenizer(tokenizerJSON: dir.appendingPathComponent("tokenizer.json").path,
+                                      configPath: dir.appendingPathComponent("tokenizer_config.json").path)
+        }
+        let n = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let model = try CPUModel(weights: weights, threads: n)
+        let seconds = Date().timeIntervalSince(start)
+        logger.info("loaded \(modelPath) in \(String(format: "%.2f", seconds)) s: \(model.config.architecture.rawValue), \(model.config.numLayers) layers, \(n) threads")
+        return LoadedModel(path: modelPath, model: model, tokenizer: tokenizer, chatTemplate: template, loadSeconds: seconds)
+    }
+}
+
+/// Logs go to stderr so stdout carries only generated text.
+func makeLogger(verbose: Bool = false) -> Logger {
+    var l = Logger(label: "kiln", factory: { StreamLogHandler.standardError(label: $0) })
+    l.logLevel = verbose ? .debug : .info
+    return l
+}
+
 struct RunCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "run", abstract: "(not yet implemented)")
-    func run() throws { throw KilnError("kiln run is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Generate text from a prompt, or chat interactively.")
+
+    @Option(name: .shortAndLong, help: "Model file (GGUF) or Hugging Face folder; default: SmolLM2-135M-Instruct.")
+    var model: String?
+    @Option(name: .shortAndLong, help: "Prompt text. With --chat and no prompt: an interactive chat on stdin.")
+    var prompt: String?
+    @Option(name: .short, help: "Tokens to generate (-1: until end of generation or the context is full).")
+    var n: Int = 128
+    @Option(name: .long, help: "Temperature; 0 is greedy.") var temp: Float = 0.8
+    @Option(name: .customLong("top-k"), help: "Top-k (0 disables).") var topK: Int = 40
+    @Option(name: .customLong("top-p"), help: "Top-p (1 disables).") var topP: Float = 0.95
+    @Option(name: .customLong("min-p"), help: "Min-p (0 disables).") var minP: Float = 0.05
+    @Option(name: .customLong("repeat-penalty"), help: "Repetition penalty over the last 64 tokens (1 disables).") var repeatPenalty: Float = 1
+    @Option(name: .long, help: "Random seed (default: random).") var seed: UInt64?
+    @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stops: [String] = []
+    @Flag(name: .long, help: "Apply the model's chat template (special tokens parsed).") var chat = false
+    @Option(name: .shortAndLong, help: "Threads (default: all cores).") var threads: Int?
+    @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context size (default: min(model context, 4096)).") var ctxSize: Int?
+    @Option(name: .long, help: "Device: cpu.") var device: String = "cpu"
+    @Flag(name: .shortAndLong, help: "Verbose logs.") var verbose = false
+
+    func run() throws {
+        let logger = makeLogger(verbose: verbose)
+        let loaded = try LoadedModel.load(path: model, threads: threads, device: device, logger: logger)
+        let tok = loaded.tokenizer
+        let generator = try Generator(model: loaded.model, contextLength: ctxSize ?? min(loaded.model.config.contextLength, 4096))
+        var options = SamplingOptions()
+        options.temperature = temp; options.topK = topK; options.topP = topP; options.minP = minP
+        options.repeatPenalty = repeatPenalty
+        options.seed = seed ?? UInt64.random(in: 0...UInt64.max)
+        var sampler = Sampler(options: options)
+        let eog = Set(tok.eogIds.map { Int32($0) })
+        let limit = n < 0 ? Int.max : n
+
+        /// Generates a reply to `ids`, streaming it to stdout; returns the text.
+        func reply(_ ids: [Int], stats: inout GenerationStats) throws -> String {
+            var decoder = StreamingDecoder(tokenizer: tok)
+            var filter = StopStringFilter(stops)
+            var text = ""
+            let reason = try generator.generate(prompt: ids.map { Int32($0) }, maxTokens: limit, sampler: &sampler,
+                                                endOfGeneration: eog, stats: &stats) { id in
+                let piece = filter.push(decoder.push(Int(id)))
+                text += piece
+                print(piece, terminator: "")
+                return !filter.stopped
+            }
+            let rest = filter.push(decoder.flush()) + filter.flush()
+            text += rest
+            print(rest, terminator: "")
+            if reason == .contextFull { logger.warning("context full (\(generator.cache.capacity) tokens)") }
+            return text
+        }
+        func report(_ s: GenerationStats) {
+            logger.info("prompt: \(s.promptTokens) tokens, \(String(format: "%.1f", s.promptTokensPerSecond)) t/s | generation: \(s.generatedTokens) tokens, \(String(format: "%.1f", s.generatedTokensPerSecond)) t/s")
+        }
+
+        if !chat {
+            guard let prompt else { throw ValidationError("a prompt (-p) is needed without --chat") }
+            let ids = tok.encode(prompt, addSpecial: true, parseSpecial: false)
+            var stats = GenerationStats()
+            _ = try reply(ids, stats: &stats)
+            print("")
+            report(stats)
+            return
+        }
+        guard let source = loaded.chatTemplate else { throw KilnError("\(loaded.path): no chat template (tokenizer.chat_template) for --chat") }
+        let template = try ChatTemplate(source: source, name: loaded.path)
+        let bos = tok.bosId.map { tok.tokenText($0) } ?? "", eos = tok.eosId.map { tok.tokenText($0) } ?? ""
+        var messages: [ChatMessage] = []
+        func turn(_ user: String) throws {
+            messages.append(ChatMessage(role: "user", content: user))
+            let rendered = try template.render(messages: messages, addGenerationPrompt: true, bosToken: bos, eosToken: eos)
+            // The template writes BOS itself where the model wants it.
+            let ids = tok.encode(rendered, addSpecial: false, parseSpecial: true)
+            var stats = GenerationStats()
+            let answer = try reply(ids, stats: &stats)
+            print("")
+            report(stats)
+            messages.append(ChatMessage(role: "assistant", content: answer))
+        }
+        if let prompt { try turn(prompt); return }
+        FileHandle.standardError.write("chat: type a message, an empty line or end of input to quit\n".data(using: .utf8)!)
+        while true {
+            FileHandle.standardError.write("> ".data(using: .utf8)!)
+            guard let line = readLine(), !line.isEmpty else { break }
+            try turn(line)
+        }
+    }
 }

@@ -1,0 +1,195 @@
+import KilnCore
+import KilnModels
+
+/// A weight matrix `[rows, cols]` read in place from the model file (GGUF blocks or plain floats), applied as
+/// `out[t, r] = Σ_c W[r, c] · x[t, c]`.
+///
+/// Quantized weights (Q4_0, Q4_1, Q8_0) are multiplied block by block against `Q8Activations` with integer dot
+/// products, the way llama.cpp's CPU backend does; matrices are never dequantized whole.
+public struct LinearWeight {
+    public let name: String
+    public let dtype: DType
+    public let rows: Int
+    public let cols: Int
+    public let rowBytes: Int
+    public let data: UnsafeRawPointer
+
+    public init(_ t: WeightTensor) throws {
+        guard t.shape.count == 2 else { throw KilnError("tensor \(t.name): expected a matrix, got shape \(t.shape)") }
+        switch t.dtype {
+        case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: break
+        default: throw KilnError("tensor \(t.name): unsupported weight type \(t.dtype.rawValue) for a linear layer")
+        }
+        guard t.cols % t.dtype.blockSize == 0, let rb = t.dtype.byteCount(elements: t.cols), rb * t.rows <= t.data.count,
+              let base = t.data.baseAddress else {
+            throw KilnError("tensor \(t.name): \(t.data.count) bytes do not hold \(t.shape) of \(t.dtype.rawValue)")
+        }
+        name = t.name; dtype = t.dtype; rows = t.rows; cols = t.cols; rowBytes = rb; data = base
+    }
+
+    /// Whether this weight consumes Q8-quantized activations (otherwise it reads the float activations).
+    public var usesQ8: Bool { dtype.blockSize == 32 }
+
+    /// Computes output rows `range` for `tokens` tokens. `x` holds the float activations `[tokens × cols]`;
+    /// `act` must hold the same rows quantized when `usesQ8`. Writes `out[t * outStride + r]`.
+    public func apply(rows range: Range<Int>, x: UnsafePointer<Float>, act: Q8Activations, tokens: Int,
+                      out: UnsafeMutablePointer<Float>, outStride: Int) {
+        switch dtype {
+        case .q4_0: quantRows(Q4_0Format.self, range, act, tokens, out, outStride)
+        case .q4_1: quantRows(Q4_1Format.self, range, act, tokens, out, outStride)
+        case .q8_0: quantRows(Q8_0Format.self, range, act, tokens, out, outStride)
+        default: floatRows(range, x, tokens, out, outStride)
+        }
+    }
+
+    /// Sums the eight Int16 lanes pairwise into four Int32 lanes (sign-extending shifts; no shuffles).
+    @inline(__always) static func widenPairs(_ s: SIMD8<Int16>) -> SIMD4<Int32> {
+        let s32 = unsafeBitCast(s, to: SIMD4<Int32>.self)
+        return ((s32 &<< 16) &>> 16) &+ (s32 &>> 16)
+    }
+
+    /// Quantized rows; tokens are processed four at a time so each unpacked weight block serves four tokens (prefill).
+    @inline(__always)
+    private func quantRows<F: BlockFormat>(_: F.Type, _ range: Range<Int>, _ act: Q8Activations, _ tokens: Int,
+                                           _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
+        let nb = cols / 32
+        let table = halfTable
+        let qStride = act.maxCols, bStride = act.maxCols / 32
+        for r in range {
+            let row = data + r * rowBytes
+            var t = 0
+            while t + 4 <= tokens {
+                var acc0 = SIMD4<Float>(), acc1 = SIMD4<Float>(), acc2 = SIMD4<Float>(), acc3 = SIMD4<Float>()
+                var ex0: Float = 0, ex1: Float = 0, ex2: Float = 0, ex3: Float = 0
+                let q0 = act.q + t * qStride, i0 = t * bStride
+                for b in 0..<nb {
+                    let blk = row + b * F.bytes
+                    let w = F.unpack(blk)
+                    let dw = table[Int(blk.loadUnaligned(as: UInt16.self))]
+                    let mw = F.hasMin ? table[Int(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self))] : 0
+                    @inline(__always) func one(_ k: Int, _ acc: inout SIMD4<Float>, _ ex: inout Float) {
+                        let i = i0 + k * bStride + b
+                        let dd = dw * act.d[i]
+                        acc += SIMD4<Float>(F.dot(w, q0 + k * qStride + b * 32)) * dd
+                        if F.offset != 0 { ex += dd * F.offset * act.sumQ[i] }
+                        if F.hasMin { ex += mw * act.s[i] }
+                    }
+                    one(0, &acc0, &ex0); one(1, &acc1, &ex1); one(2, &acc2, &ex2); one(3, &acc3, &ex3)
+                }
+                out[t * outStride + r] = acc0.sum() + ex0
+                out[(t + 1) * outStride + r] = acc1.sum() + ex1
+                out[(t + 2) * outStride + r] = acc2.sum() + ex2
+                out[(t + 3) * outStride + r] = acc3.sum() + ex3
+                t += 4
+            }
+            while t < tokens {
+                var acc = SIMD4<Float>(), ex: Float = 0
+                let qa = act.q + t * qStride, i0 = t * bStride
+                for b in 0..<nb {
+                    let blk = row + b * F.bytes
+                    let dd = table[Int(blk.loadUnaligned(as: UInt16.self))] * act.d[i0 + b]
+                    acc += SIMD4<Float>(F.dot(F.unpack(blk), qa + b * 32)) * dd
+                    if F.offset != 0 { ex += dd * F.offset * act.sumQ[i0 + b] }
+                    if F.hasMin { ex += table[Int(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self))] * act.s[i0 + b] }
+                }
+                out[t * outStride + r] = acc.sum() + ex
+                t += 1
+            }
+        }
+    }
+
+    /// Plain float weights (F32, F16, BF16) against float activations; used by tests' tiny models and unquantized files.
+    private func floatRows(_ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
+                           _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
+        let table = halfTable
+        for r in range {
+            let row = data + r * rowBytes
+            for t in 0..<tokens {
+                let xt = x + t * cols
+                var acc = SIMD8<Float>(), tail: Float = 0
+                let n8 = cols / 8 * 8
+                switch dtype {
+                case .f32:
+                    for c in stride(from: 0, to: n8, by: 8) {
+                        acc += row.loadUnaligned(fromByteOffset: 4 * c, as: SIMD8<Float>.self)
+                            * UnsafeRawPointer(xt + c).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    for c in n8..<cols { tail += row.loadUnaligned(fromByteOffset: 4 * c, as: Float.self) * xt[c] }
+                case .f16:
+                    for c in 0..<cols { tail += table[Int(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self))] * xt[c] }
+                default:
+                    for c in 0..<cols { tail += bf16ToFloat(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self)) * xt[c] }
+                }
+                out[t * outStride + r] = acc.sum() + tail
+            }
+        }
+    }
+}
+
+/// The four `SIMD8<Int16>` vectors of one 32-element weight block, in the permuted order of `Q8Activations`.
+typealias BlockVectors = (SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>)
+
+/// How one GGML block type is unpacked; specialised at compile time so each type gets its own tight loop.
+protocol BlockFormat {
+    static var bytes: Int { get }
+    /// Second half is the block minimum (Q4_1).
+    static var hasMin: Bool { get }
+    /// Constant subtracted from every quant (Q4_0's -8), applied through the activations' block sums.
+    static var offset: Float { get }
+    static func unpack(_ blk: UnsafeRawPointer) -> BlockVectors
+    /// Integer dot product of an unpacked block with 32 activations (permuted layout), as four partial sums.
+    static func dot(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32>
+}
+
+/// 4-bit weights: every product fits in Int16 (15 × 127) and so does the sum of four, so the products are summed
+/// in 16 bits (`pmullw`, `paddw`) and widened once. Written this way because LLVM turns the pairwise `pmaddwd`
+/// pattern into extra shuffles here, doubling the instruction count on the baseline x86-64 target.
+@inline(__always) private func dot4Bit(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32> {
+    let p = UnsafeRawPointer(a)
+    let s = w.0 &* p.loadUnaligned(as: SIMD8<Int16>.self) &+ w.1 &* p.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self)
+        &+ w.2 &* p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int16>.self) &+ w.3 &* p.loadUnaligned(fromByteOffset: 48, as: SIMD8<Int16>.self)
+    return LinearWeight.widenPairs(s)
+}
+
+/// Splits 16 bytes of nibbles, read as eight 16-bit lanes, into elements (0,2..14), (1..15), (16..30), (17..31).
+@inline(__always) private func unpackNibbles(_ p: UnsafeRawPointer) -> BlockVectors {
+    let v = p.loadUnaligned(as: SIMD8<Int16>.self)
+    let m = SIMD8<Int16>(repeating: 0x0f)
+    return (v & m, (v &>> 8) & m, (v &>> 4) & m, (v &>> 12) & m)
+}
+
+enum Q4_0Format: BlockFormat {
+    static var bytes: Int { 18 }
+    static var hasMin: Bool { false }
+    static var offset: Float { -8 }
+    @inline(__always) static func unpack(_ blk: UnsafeRawPointer) -> BlockVectors { unpackNibbles(blk + 2) }
+    @inline(__always) static func dot(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32> { dot4Bit(w, a) }
+}
+
+enum Q4_1Format: BlockFormat {
+    static var bytes: Int { 20 }
+    static var hasMin: Bool { true }
+    static var offset: Float { 0 }
+    @inline(__always) static func unpack(_ blk: UnsafeRawPointer) -> BlockVectors { unpackNibbles(blk + 4) }
+    @inline(__always) static func dot(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32> { dot4Bit(w, a) }
+}
+
+enum Q8_0Format: BlockFormat {
+    static var bytes: Int { 34 }
+    static var hasMin: Bool { false }
+    static var offset: Float { 0 }
+    /// Sign-extends even bytes with a shift pair and odd bytes with an arithmetic shift.
+    @inline(__always) static func unpack(_ blk: UnsafeRawPointer) -> BlockVectors {
+        let a = blk.loadUnaligned(fromByteOffset: 2, as: SIMD8<Int16>.self)
+        let b = blk.loadUnaligned(fromByteOffset: 18, as: SIMD8<Int16>.self)
+        return ((a &<< 8) &>> 8, a &>> 8, (b &<< 8) &>> 8, b &>> 8)
+    }
+    /// 8-bit products (up to 127²) fit in Int16 but their sums do not: widen each product vector.
+    @inline(__always) static func dot(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32> {
+        let p = UnsafeRawPointer(a)
+        return LinearWeight.widenPairs(w.0 &* p.loadUnaligned(as: SIMD8<Int16>.self))
+            &+ LinearWeight.widenPairs(w.1 &* p.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self))
+            &+ LinearWeight.widenPairs(w.2 &* p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int16>.self))
+            &+ LinearWeight.widenPairs(w.3 &* p.loadUnaligned(fromByteOffset: 48, as: SIMD8<Int16>.self))
+    }
+}

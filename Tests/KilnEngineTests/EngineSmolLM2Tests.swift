@@ -1,0 +1,83 @@
+import Foundation
+import XCTest
+import KilnCore
+import KilnModels
+import KilnCPU
+import KilnTokenizer
+import KilnEngine
+
+/// The engine on SmolLM2-135M (Q4_1) against llama.cpp: greedy generation and perplexity.
+final class EngineSmolLM2Tests: XCTestCase {
+    nonisolated(unsafe) static var shared: (CPUModel, GGUFModel)?
+    static func model() throws -> (CPUModel, GGUFModel) {
+        if let s = shared { return s }
+        let g = try GGUFModel(path: ModelStore.defaultModelPath())
+        let m = try CPUModel(weights: g, threads: ProcessInfo.processInfo.activeProcessorCount)
+        shared = (m, g)
+        return (m, g)
+    }
+
+    static func golden() throws -> [String: Any] {
+        guard let d = FileManager.default.contents(atPath: "/work/shared/golden/smollm2-llamacpp.json") else { throw XCTSkip("no golden data") }
+        return try JSONSerialization.jsonObject(with: d) as! [String: Any]
+    }
+
+    /// Greedy generation through `Generator` reproduces llama.cpp's ids up to the first near-tie, for every golden prompt,
+    /// and a second turn appended to the same generator reuses the cache (only new tokens are fed).
+    func testGreedyGenerationMatchesLlamaCpp() throws {
+        let (model, _) = try Self.model()
+        let root = try Self.golden()
+        var entries = root["prompts"] as! [[String: Any]]
+        entries.append(root["chat_no_system"] as! [String: Any])
+        let eog: Set<Int32> = [0, 2]
+        for e in entries {
+            let prompt = (e["prompt_token_ids"] as! [NSNumber]).map { Int32($0.intValue) }
+            let expected = (e["generated_token_ids"] as! [NSNumber]).map { Int32($0.intValue) }
+            let steps = (e["steps_before_first_gap_below_0.5"] as! NSNumber).intValue
+            let gen = try Generator(model: model, contextLength: 512)
+            var sampler = Sampler(options: .greedy)
+            var stats = GenerationStats()
+            var out: [Int32] = []
+            let reason = try gen.generate(prompt: prompt, maxTokens: steps, sampler: &sampler, endOfGeneration: eog, stats: &stats) {
+                out.append($0); return true
+            }
+            XCTAssertEqual(reason, .tokenLimit)
+            XCTAssertEqual(out, Array(expected.prefix(steps)), "\(e["id"]!)")
+            XCTAssertEqual(stats.promptTokens, prompt.count)
+            // Continue the same conversation: only the appended tokens are new.
+            var more: [Int32] = []
+            try gen.generate(prompt: prompt + out, maxTokens: 2, sampler: &sampler, endOfGeneration: eog, stats: &stats) { more.append($0); return true }
+            XCTAssertEqual(stats.promptTokens, prompt.count + 1, "the cached prefix must not be recomputed")
+            XCTAssertEqual(gen.tokens.count, prompt.count + out.count + more.count)
+        }
+    }
+
+    func testContextLimitIsAnErrorNotACrash() throws {
+        let (model, _) = try Self.model()
+        let gen = try Generator(model: model, contextLength: 8)
+        var sampler = Sampler(options: .greedy)
+        var stats = GenerationStats()
+        XCTAssertThrowsError(try gen.generate(prompt: Array(repeating: 504, count: 9), maxTokens: 1, sampler: &sampler,
+                                              endOfGeneration: [], stats: &stats) { _ in true })
+        let reason = try gen.generate(prompt: [504, 3575, 282], maxTokens: 100, sampler: &sampler, endOfGeneration: [], stats: &stats) { _ in true }
+        XCTAssertEqual(reason, .contextFull)
+    }
+
+    /// llama-perplexity -c 512 on the Apache-2.0 license text gives 15.9289 ± 1.42219 (4 chunks); Kiln must be within 1%.
+    func testPerplexityMatchesLlamaCpp() throws {
+        let path = "/usr/share/common-licenses/Apache-2.0"
+        guard let data = FileManager.default.contents(atPath: path) else { throw XCTSkip("\(path) missing") }
+        let (model, gguf) = try Self.model()
+        let tok = try Tokenizer(gguf: gguf.gguf)
+        var text = String(decoding: data, as: UTF8.self)
+        if text.hasSuffix("\n") { text.removeLast() }
+        let tokens = tok.encode(text, addSpecial: true, parseSpecial: false).map { Int32($0) }
+        var running: [Double] = []
+        let r = try Perplexity.evaluate(model: model, tokens: tokens, context: 512) { _, p in running.append(p) }
+        XCTAssertEqual(r.chunks, 4)
+        XCTAssertEqual(r.scoredTokens, 4 * 255)
+        XCTAssertEqual(running.count, 4)
+        XCTAssertEqual(r.ppl, 15.9289, accuracy: 15.9289 * 0.01)
+        XCTAssertEqual(r.error, 1.42219, accuracy: 1.42219 * 0.05)
+    }
+}
