@@ -1,7 +1,8 @@
 import Foundation
 import KilnCore
 
-/// `rope_scaling` of a Hugging Face `config.json`. Only `llama3` (Llama 3.1+) and `default` are supported.
+/// `rope_scaling` of a Hugging Face `config.json`, or transformers 5's `rope_parameters` (the same fields plus
+/// `rope_theta`). Only `llama3` (Llama 3.1+) and `default` are supported.
 public struct HFRopeScaling: Decodable, Equatable, Sendable {
     /// `rope_type` (newer transformers) or `type` (older).
     public var ropeType: String?
@@ -9,9 +10,11 @@ public struct HFRopeScaling: Decodable, Equatable, Sendable {
     public var lowFreqFactor: Double?
     public var highFreqFactor: Double?
     public var originalMaxPositionEmbeddings: Int?
+    /// Only in `rope_parameters` (transformers 5 moved `rope_theta` there).
+    public var ropeTheta: Double?
 
     enum CodingKeys: String, CodingKey {
-        case ropeType = "rope_type", type, factor
+        case ropeType = "rope_type", type, factor, ropeTheta = "rope_theta"
         case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
     }
@@ -23,6 +26,7 @@ public struct HFRopeScaling: Decodable, Equatable, Sendable {
         lowFreqFactor = try c.decodeIfPresent(Double.self, forKey: .lowFreqFactor)
         highFreqFactor = try c.decodeIfPresent(Double.self, forKey: .highFreqFactor)
         originalMaxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
     }
 }
 
@@ -44,6 +48,8 @@ public struct HFConfig: Decodable, Sendable {
     public var rmsNormEps: Double?
     public var ropeTheta: Double?
     public var ropeScaling: HFRopeScaling?
+    /// transformers 5 writes `rope_theta` and the scaling fields here instead of at the top level.
+    public var ropeParameters: HFRopeScaling?
     public var tieWordEmbeddings: Bool?
     public var hiddenAct: String?
     /// Llama's optional Q/K/V/O biases; qwen2 always has Q/K/V biases and does not write the key.
@@ -64,7 +70,7 @@ public struct HFConfig: Decodable, Sendable {
         case intermediateSize = "intermediate_size", numHiddenLayers = "num_hidden_layers"
         case numAttentionHeads = "num_attention_heads", numKeyValueHeads = "num_key_value_heads", headDim = "head_dim"
         case maxPositionEmbeddings = "max_position_embeddings", rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta"
-        case ropeScaling = "rope_scaling", tieWordEmbeddings = "tie_word_embeddings", hiddenAct = "hidden_act"
+        case ropeScaling = "rope_scaling", ropeParameters = "rope_parameters", tieWordEmbeddings = "tie_word_embeddings", hiddenAct = "hidden_act"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", useSlidingWindow = "use_sliding_window"
         case embeddingMultiplier = "embedding_multiplier", attentionMultiplier = "attention_multiplier"
         case residualMultiplier = "residual_multiplier", logitsScaling = "logits_scaling"
@@ -126,7 +132,7 @@ public struct HFConfig: Decodable, Sendable {
         if useSlidingWindow == true { throw KilnError("\(path): unsupported use_sliding_window = true") }
         let scaling = try llama3Scaling(path: path)
         let eps = rmsNormEps ?? 1e-6
-        let theta = ropeTheta ?? 10000
+        let theta = ropeTheta ?? ropeParameters?.ropeTheta ?? 10000
         guard eps.isFinite, eps > 0 else { throw bad("rms_norm_eps", eps) }
         guard theta.isFinite, theta > 0 else { throw bad("rope_theta", theta) }
         if arch == .granite {
@@ -151,7 +157,8 @@ public struct HFConfig: Decodable, Sendable {
     }
 
     private func llama3Scaling(path: String) throws -> Llama3RopeScaling? {
-        guard let rs = ropeScaling else { return nil }
+        // `rope_parameters` without a rope_type only carries rope_theta: no scaling.
+        guard let rs = ropeScaling ?? ropeParameters.flatMap({ $0.ropeType == nil ? nil : $0 }) else { return nil }
         switch rs.ropeType {
         case "default"?: return nil
         case "llama3"?:

@@ -4,6 +4,23 @@ import KilnModels
 import XCTest
 
 final class HFConfigTests: XCTestCase {
+    /// transformers 5 writes rope_theta and the llama3 scaling inside `rope_parameters`.
+    func testRopeParametersOfTransformers5() throws {
+        let json = """
+        {"architectures":["LlamaForCausalLM"],"vocab_size":128,"hidden_size":64,"intermediate_size":96,
+         "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"rms_norm_eps":1e-5,
+         "rope_parameters":{"rope_theta":500000.0,"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,
+                            "high_freq_factor":4.0,"original_max_position_embeddings":8192}}
+        """
+        let cfg = try HFConfig.decode(json).modelConfig(path: "config.json")
+        XCTAssertEqual(cfg.ropeTheta, 500000)
+        XCTAssertEqual(cfg.ropeScaling, Llama3RopeScaling(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192))
+        let plain = json.replacingOccurrences(of: #""rope_type":"llama3","#, with: #""rope_type":"default","#)
+        let cfg2 = try HFConfig.decode(plain).modelConfig(path: "config.json")
+        XCTAssertEqual(cfg2.ropeTheta, 500000)
+        XCTAssertNil(cfg2.ropeScaling)
+    }
+
     func testLlama31WithRopeScaling() throws {
         let json = """
         {"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":128256,"hidden_size":4096,
