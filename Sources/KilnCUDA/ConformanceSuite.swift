@@ -47,6 +47,7 @@ public final class ConformanceSuite {
 
     public func runAll() {
         checkConvert(); checkEmbedding(); checkRMSNorm(); checkRoPE(); checkSiLUMul(); checkSoftmax(); checkSampling(); checkGraph()
+        runEngineChecks()
     }
 
     // MARK: families

@@ -60,6 +60,9 @@ public final class CUDADriver: @unchecked Sendable {
     typealias FnInstantiate = @convention(c) (UnsafeMutablePointer<CUhandle?>?, CUhandle?, UInt64) -> CUresult
     typealias FnGraphLaunch = @convention(c) (CUhandle?, CUhandle?) -> CUresult
     typealias FnGraphExecUpdate = @convention(c) (CUhandle?, CUhandle?, UnsafeMutableRawPointer?) -> CUresult
+    typealias FnTensorMapEncodeTiled = @convention(c) (UnsafeMutableRawPointer?, Int32, UInt32, UInt64, UnsafePointer<UInt64>?,
+                                                       UnsafePointer<UInt64>?, UnsafePointer<UInt32>?, UnsafePointer<UInt32>?,
+                                                       Int32, Int32, Int32, Int32) -> CUresult
 
     let cuInit: FnInt
     let cuDriverGetVersion: FnIntPtr
@@ -106,6 +109,8 @@ public final class CUDADriver: @unchecked Sendable {
     let cuGraphExecUpdate: FnGraphExecUpdate
     let cuGraphDestroy: FnHandle
     let cuGraphExecDestroy: FnHandle
+    /// Hopper TMA descriptors (CUDA 12+); nil on drivers without it, so older GPUs still load the driver.
+    let cuTensorMapEncodeTiled: FnTensorMapEncodeTiled?
 
     /// The loaded driver, or the one-line reason it could not be loaded.
     public static let loaded: Result<CUDADriver, KilnError> = {
@@ -171,6 +176,7 @@ public final class CUDADriver: @unchecked Sendable {
         cuGraphExecUpdate = try sym("cuGraphExecUpdate_v2")
         cuGraphDestroy = try sym("cuGraphDestroy")
         cuGraphExecDestroy = try sym("cuGraphExecDestroy")
+        cuTensorMapEncodeTiled = dlsym(lib, "cuTensorMapEncodeTiled").map { unsafeBitCast($0, to: FnTensorMapEncodeTiled.self) }
         let r = cuInit(0)
         if r != 0 { throw CUDADriver.error("cuInit", r, names: (cuGetErrorName, cuGetErrorString)) }
     }

@@ -30,6 +30,8 @@ public enum KernelCatalog {
     public static var all: [KernelInstance] {
         Copy.instances + Embedding.instances + RMSNorm.instances + RoPE.instances + SiLUMul.instances
             + Softmax.instances + Sampling.instances + Convert.instances
+            + GemmSplitK.instances + GemmHopper.instances + Attention.instances
+            + RoPECache.instances + SwiGLU.instances + RandomInit.instances
     }
     public static var files: [String] { Array(Set(all.map(\.file))).sorted() }
     public static func instances(in file: String) -> [KernelInstance] { all.filter { $0.file == file } }

@@ -6,7 +6,8 @@ import KilnEngine
 /// `kiln bench`: llama-bench style prompt-processing and generation rates.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure prompt processing (pp) and token generation (tg) speed, like llama-bench.")
+        commandName: "bench", abstract: "Measure prompt processing (pp) and token generation (tg) speed, like llama-bench.",
+        subcommands: [BenchKernelsCommand.self])
 
     @Option(name: .shortAndLong, help: "Model file (GGUF) or Hugging Face folder; default: SmolLM2-135M-Instruct.") var model: String?
     @Option(name: .shortAndLong, help: "Prompt tokens (0 skips the pp test).") var p: Int = 128
@@ -14,7 +15,10 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Repetitions.") var r: Int = 3
     @Option(name: .shortAndLong, help: "Threads (default: all cores).") var threads: Int?
     @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
-    @Option(name: .long, help: "Device: cpu.") var device: String = "cpu"
+    @Option(name: .long, help: "Device: cpu or cuda.") var device: String = "cpu"
+    @Option(name: .long, help: "cuda only: random weights made on the GPU: llama3-8b, llama3-70b, granite-8b or PATH/config.json.")
+    var dummyWeights: String?
+    @Option(name: .shortAndLong, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
 
     func validate() throws {
         guard p >= 0, n >= 0, r >= 1 else { throw ValidationError("-p and -n must be >= 0 and -r >= 1") }
@@ -22,6 +26,10 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if device == "cuda" || dummyWeights != nil {
+            try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json")
+            return
+        }
         let logger = makeLogger()
         let loaded = try LoadedModel.load(path: model, threads: threads, device: device, logger: logger)
         let m = loaded.model

@@ -29,22 +29,24 @@ struct LoadedModel {
         }
         defer { done.signal() }
         let weights = try openModel(path: modelPath)
-        let tokenizer: Tokenizer
-        var template: String?
-        if let g = weights as? GGUFModel {
-            tokenizer = try Tokenizer(gguf: g.gguf)
-            template = g.gguf["tokenizer.chat_template"]?.string
-        } else {
-            let dir = URL(fileURLWithPath: modelPath)
-            tokenizer = try Tokenizer(tokenizerJSON: dir.appendingPathComponent("tokenizer.json").path,
-                                      configPath: dir.appendingPathComponent("tokenizer_config.json").path)
-        }
+        let (tokenizer, template) = try loadTokenizer(weights: weights, path: modelPath)
         let n = threads ?? ProcessInfo.processInfo.activeProcessorCount
         let model = try CPUModel(weights: weights, threads: n)
         let seconds = Date().timeIntervalSince(start)
         logger.info("loaded \(modelPath) in \(String(format: "%.2f", seconds)) s: \(model.config.architecture.rawValue), \(model.config.numLayers) layers, \(n) threads")
         return LoadedModel(path: modelPath, model: model, tokenizer: tokenizer, chatTemplate: template, loadSeconds: seconds)
     }
+}
+
+/// The tokenizer and chat-template source of a model file or Hugging Face folder.
+func loadTokenizer(weights: WeightSource, path: String) throws -> (Tokenizer, String?) {
+    if let g = weights as? GGUFModel {
+        return (try Tokenizer(gguf: g.gguf), g.gguf["tokenizer.chat_template"]?.string)
+    }
+    let files = try ModelFiles.locate(path)
+    guard let tj = files.tokenizerJSONPath else { throw KilnError("\(path): no tokenizer.json in the folder") }
+    let tc = try files.loadTokenizerConfig()
+    return (try Tokenizer(tokenizerJSON: tj, configPath: files.tokenizerConfigPath), tc?.chatTemplate)
 }
 
 /// Logs go to stderr so stdout carries only generated text.
@@ -74,11 +76,16 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Apply the model's chat template (special tokens parsed).") var chat = false
     @Option(name: .shortAndLong, help: "Threads (default: all cores).") var threads: Int?
     @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context size (default: min(model context, 4096)).") var ctxSize: Int?
-    @Option(name: .long, help: "Device: cpu.") var device: String = "cpu"
+    @Option(name: .long, help: "Device: cpu, or cuda (Kiln's GPU kernels; greedy decoding).") var device: String = "cpu"
     @Flag(name: .shortAndLong, help: "Verbose logs.") var verbose = false
 
     func run() throws {
         let logger = makeLogger(verbose: verbose)
+        if device == "cuda" {
+            try GPUGenerate.run(modelPath: model, prompt: prompt, chat: chat, maxTokens: n < 0 ? Int.max : n, temperature: temp,
+                                stops: stops, contextSize: ctxSize, logger: logger)
+            return
+        }
         let loaded = try LoadedModel.load(path: model, threads: threads, device: device, logger: logger)
         let tok = loaded.tokenizer
         let generator = try Generator(model: loaded.model, contextLength: ctxSize ?? min(loaded.model.config.contextLength, 4096))

@@ -1,0 +1,234 @@
+import Foundation
+import KilnCore
+import KilnGPU
+import KilnKernels
+
+/// Conformance of the engine's kernels: the two GEMMs, attention, and the fused rope/cache and
+/// SwiGLU kernels, each against a plain CPU reference on random inputs (outputs pre-filled with NaN).
+extension ConformanceSuite {
+    public func runEngineChecks() {
+        checkGemmSplitK(); checkGemmHopper(); checkAttention(); checkRoPECache(); checkSwiGLU()
+    }
+
+    static func gemmReference(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int) -> [Float] {
+        var y = [Float](repeating: 0, count: m * n)
+        x.withUnsafeBufferPointer { xp in
+            w.withUnsafeBufferPointer { wp in
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s: Double = 0
+                        for t in 0..<k { s += Double(xp[i * k + t]) * Double(wp[j * k + t]) }
+                        y[i * n + j] = Float(s)
+                    }
+                }
+            }
+        }
+        return y
+    }
+    /// fp32 accumulation over K terms of size ≤ 1: allow for the order of summation, then one rounding.
+    static func gemmTolerance(k: Int, out: DType) -> Tolerance {
+        let atol = Float(k).squareRoot() * (out == .bf16 ? 4e-3 : 1e-4)
+        return Tolerance(rtol: out == .bf16 ? 1.0 / 128 : 1e-4, atol: atol)
+    }
+
+    func gemmCheck(_ name: String, m: Int, n: Int, k: Int, outF32: Bool, run: (CUdeviceptr, CUdeviceptr, CUdeviceptr) throws -> Void) {
+        check(name) {
+            let x = roundTo(rng.uniform(m * k, -1, 1), .bf16), w = roundTo(rng.uniform(n * k, -1, 1), .bf16)
+            let out: DType = outF32 ? .f32 : .bf16
+            let (dx, dw, dy) = (try upload(x, .bf16), try upload(w, .bf16), try output(m * n, out))
+            try run(dx.address, dw.address, dy.address)
+            let want = roundTo(ConformanceSuite.gemmReference(x, w, m: m, n: n, k: k), out)
+            return Conformance.compare(try read(dy, out), want, tolerance: ConformanceSuite.gemmTolerance(k: k, out: out))
+        }
+    }
+
+    func checkGemmSplitK() {
+        guard let ws = try? DeviceBuffer<Float>(context, count: 8 * 16 * 1024), let cnt = try? DeviceBuffer<UInt32>(context, count: 1024) else {
+            check("gemm_splitk scratch") { throw KilnError("cannot allocate split-K scratch") }; return
+        }
+        try? cnt.fill(byte: 0, stream: stream)
+        // Every instance: smallest and largest M, odd N, a K tail that is not a multiple of 32, split 1 and 3.
+        for c in GemmSplitK.configs {
+            for (n, k) in [(1000, 1832), (77, 520)] {
+                for m in [1, c.maxM] {
+                    for split in [1, 3] {
+                        gemmCheck("gemm_splitk \(c.name) M=\(m) N=\(n) K=\(k) split=\(split)", m: m, n: n, k: k, outF32: false) { x, w, y in
+                            try GemmSplitK(library, config: c)(x: x, w: w, y: y, m: m, n: n, k: k, split: split, workspace: ws.address,
+                                                               counters: cnt.address, stream: stream)
+                        }
+                    }
+                }
+            }
+        }
+        // The defaults over every M = 1…16, bf16 and fp32 output (the logits path), split 1 and 4.
+        for m in 1...16 {
+            for (split, f32) in [(1, false), (4, true)] {
+                let c = GemmSplitK.defaultConfig(m: m)
+                gemmCheck("gemm_splitk default \(c.name) M=\(m) N=520 K=1024 split=\(split) f32=\(f32)", m: m, n: 520, k: 1024, outF32: f32) { x, w, y in
+                    try GemmSplitK(library, config: c)(x: x, w: w, y: y, m: m, n: 520, k: 1024, split: split, workspace: ws.address,
+                                                       counters: cnt.address, outF32: f32, stream: stream)
+                }
+            }
+        }
+        // Which of N = 520 / K = 1024 trips the kernel (device run 1: every default check at N=520 K=1024 failed,
+        // while N=1000 K=1832 and N=77 K=520 passed); K chunk = 1024 also arises as K=4096 with split 4.
+        for (n, k, split) in [(520, 1832, 1), (1000, 1024, 1), (512, 1024, 1), (1024, 2048, 1), (1000, 4096, 4), (1000, 4096, 2)] {
+            for m in [1, 16] {
+                let c = GemmSplitK.defaultConfig(m: m)
+                gemmCheck("gemm_splitk probe \(c.name) M=\(m) N=\(n) K=\(k) split=\(split)", m: m, n: n, k: k, outF32: false) { x, w, y in
+                    try GemmSplitK(library, config: c)(x: x, w: w, y: y, m: m, n: n, k: k, split: split, workspace: ws.address,
+                                                       counters: cnt.address, stream: stream)
+                }
+            }
+        }
+        check("gemm_splitk rejects M=17") {
+            do { try GemmSplitK(library, config: GemmSplitK.defaultConfig(m: 16))(x: 0, w: 0, y: 0, m: 17, n: 8, k: 8, stream: stream) }
+            catch is KilnError { return nil }
+            return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 17, want: 16)
+        }
+    }
+
+    func checkGemmHopper() {
+        guard context.info.computeCapability.major == 9 else { log("skip gemm_hopper: not a Hopper GPU"); return }
+        for c in GemmHopper.configs {
+            for (m, n, k) in [(64, 1000, 1832), (77, 1000, 1832), (512, 384, 1024), (130, 256, 64)] {
+                gemmCheck("gemm_hopper \(c.name) M=\(m) N=\(n) K=\(k)", m: m, n: n, k: k, outF32: false) { x, w, y in
+                    try GemmHopper(library, config: c)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
+                }
+            }
+        }
+    }
+
+    /// Attention reference: q rows [B·S, ldq] (head h at h·D), caches [B, Hkv, maxS, D]; causal over
+    /// positions 0…qStart+i; P rounded to bf16 as the kernels (and FlashAttention) do is NOT modelled, hence the tolerance.
+    static func attentionReference(q: [Float], k: [Float], v: [Float], b: Int, s: Int, hq: Int, hkv: Int, d: Int, maxS: Int,
+                                   ldq: Int, keys: (Int, Int) -> Int, scale: Float) -> [Float] {
+        var o = [Float](repeating: 0, count: b * s * hq * d)
+        for bi in 0..<b {
+            for i in 0..<s {
+                for h in 0..<hq {
+                    let kvh = h / (hq / hkv), n = keys(bi, i)
+                    let qo = (bi * s + i) * ldq + h * d
+                    var sc = [Double](repeating: 0, count: n)
+                    for j in 0..<n {
+                        let ko = ((bi * hkv + kvh) * maxS + j) * d
+                        var t: Double = 0
+                        for e in 0..<d { t += Double(q[qo + e]) * Double(k[ko + e]) }
+                        sc[j] = t * Double(scale)
+                    }
+                    let mx = sc.max() ?? 0
+                    let ex = sc.map { Foundation.exp($0 - mx) }, sum = ex.reduce(0, +)
+                    for e in 0..<d {
+                        var t: Double = 0
+                        for j in 0..<n { t += ex[j] * Double(v[((bi * hkv + kvh) * maxS + j) * d + e]) }
+                        o[((bi * s + i) * hq + h) * d + e] = Float(t / sum)
+                    }
+                }
+            }
+        }
+        return o
+    }
+
+    func checkAttention() {
+        let tol = Tolerance(rtol: 1.0 / 32, atol: 4e-3)
+        for c in Attention.prefillConfigs {
+            let shapes: [(Int, Int, Int, Int, Int)] = c.d == 128 ? [(1, 77, 8, 2, 0), (2, 33, 8, 8, 20), (1, 130, 4, 1, 0)] : [(1, 100, 9, 3, 0), (2, 17, 6, 2, 5)]
+            for (b, s, hq, hkv, qStart) in shapes {
+                check("attention prefill \(c.name) B=\(b) S=\(s) Hq=\(hq) Hkv=\(hkv) qStart=\(qStart)") {
+                    let d = c.d, maxS = qStart + s + 7, ldq = (hq + 2 * hkv) * d, kvLen = qStart + s
+                    let q = roundTo(rng.uniform(b * s * ldq, -1, 1), .bf16)
+                    var k = roundTo(rng.uniform(b * hkv * maxS * d, -1, 1), .bf16), v = roundTo(rng.uniform(b * hkv * maxS * d, -1, 1), .bf16)
+                    // Cache rows past kvLen are NaN: a kernel that reads them fails.
+                    for i in 0..<(b * hkv) { for j in kvLen..<maxS { for e in 0..<d { k[(i * maxS + j) * d + e] = .nan; v[(i * maxS + j) * d + e] = .nan } } }
+                    let (dq, dk, dv, dout) = (try upload(q, .bf16), try upload(k, .bf16), try upload(v, .bf16), try output(b * s * hq * d, .bf16))
+                    let scale = 1 / Float(d).squareRoot()
+                    try Attention.Prefill(library, config: c)(q: dq.address, k: dk.address, v: dv.address, o: dout.address, batch: b, tokens: s,
+                                                              heads: hq, kvHeads: hkv, maxS: maxS, ldq: ldq, qStart: qStart, kvLen: kvLen,
+                                                              scale: scale, stream: stream)
+                    let want = ConformanceSuite.attentionReference(q: q, k: k, v: v, b: b, s: s, hq: hq, hkv: hkv, d: d, maxS: maxS, ldq: ldq,
+                                                                   keys: { _, i in qStart + i + 1 }, scale: scale)
+                    return Conformance.compare(try read(dout, .bf16), want, tolerance: tol)
+                }
+            }
+        }
+        for c in Attention.decodeConfigs {
+            let shapes: [(Int, Int, Int, [Int32])] = c.d == 128 ? [(32, 8, 2, [37, 300]), (8, 8, 1, [1]), (16, 4, 3, [16, 129, 5])] : [(9, 3, 2, [1, 129]), (14, 2, 1, [77])]
+            for (hq, hkv, _, lens) in shapes where hq / hkv <= c.gmax {
+                for splits in [1, 4] {
+                    check("attention decode \(c.name) B=\(lens.count) Hq=\(hq) Hkv=\(hkv) lens=\(lens) splits=\(splits)") {
+                        let b = lens.count, d = c.d, maxS = Int(lens.max()!) + 9, ldq = (hq + 2 * hkv) * d
+                        let q = roundTo(rng.uniform(b * ldq, -1, 1), .bf16)
+                        var k = roundTo(rng.uniform(b * hkv * maxS * d, -1, 1), .bf16), v = roundTo(rng.uniform(b * hkv * maxS * d, -1, 1), .bf16)
+                        for bi in 0..<b { for kh in 0..<hkv { for j in Int(lens[bi])..<maxS { for e in 0..<d {
+                            k[((bi * hkv + kh) * maxS + j) * d + e] = .nan; v[((bi * hkv + kh) * maxS + j) * d + e] = .nan } } } }
+                        let ws = try DeviceBuffer<Float>(context, count: Attention.decodeWorkspaceFloats(batch: b, heads: hq, splits: splits, headDim: d))
+                        let cnt = try DeviceBuffer<UInt32>(context, count: b * hkv)
+                        try cnt.fill(byte: 0, stream: stream)
+                        let (dq, dk, dv, dout, dl) = (try upload(q, .bf16), try upload(k, .bf16), try upload(v, .bf16), try output(b * hq * d, .bf16), try upload(lens))
+                        let scale = 1 / Float(d).squareRoot()
+                        try Attention.Decode(library, config: c)(q: dq.address, k: dk.address, v: dv.address, o: dout.address, workspace: ws.address,
+                                                                 counters: cnt.address, lens: dl.address, batch: b, heads: hq, kvHeads: hkv, maxS: maxS,
+                                                                 ldq: ldq, splits: splits, scale: scale, stream: stream)
+                        let want = ConformanceSuite.attentionReference(q: q, k: k, v: v, b: b, s: 1, hq: hq, hkv: hkv, d: d, maxS: maxS, ldq: ldq,
+                                                                       keys: { bi, _ in Int(lens[bi]) }, scale: scale)
+                        return Conformance.compare(try read(dout, .bf16), want, tolerance: tol)
+                    }
+                }
+            }
+        }
+    }
+
+    func checkRoPECache() {
+        for pairing in RoPE.Pairing.allCases {
+            for (b, s, hq, hkv, d, bias) in [(2, 3, 4, 2, 128, false), (1, 5, 9, 3, 64, true)] {
+                check("rope_qkv_cache \(pairing) B=\(b) S=\(s) Hq=\(hq) Hkv=\(hkv) d=\(d) bias=\(bias)") {
+                    let ld = (hq + 2 * hkv) * d, rows = b * s, maxS = 40
+                    var qkv = roundTo(rng.uniform(rows * ld, -2, 2), .bf16)
+                    let bv = roundTo(rng.uniform(ld, -1, 1), .bf16)
+                    let pos: [Int32] = (0..<b).map { _ in Int32.random(in: 0..<30, using: &rng) }
+                    let inv = RoPE.inverseFrequencies(headDim: d, theta: 500_000, scaling: .init())
+                    let (dqkv, dbias, dpos, dinv) = (try upload(qkv, .bf16), try upload(bv, .bf16), try upload(pos), try DeviceBuffer(context, inv))
+                    let (dk, dv) = (try output(b * hkv * maxS * d, .bf16), try output(b * hkv * maxS * d, .bf16))
+                    try RoPECache(library, pairing: pairing)(qkv: dqkv.address, bias: bias ? dbias.address : 0, positions: dpos.address, invFreq: dinv.address,
+                                                             kcache: dk.address, vcache: dv.address, rows: rows, tokensPerSeq: s, heads: hq, kvHeads: hkv,
+                                                             headDim: d, ldqkv: ld, maxSeq: maxS, stream: stream)
+                    if bias { for r in 0..<rows { for j in 0..<ld { qkv[r * ld + j] = roundTo([qkv[r * ld + j] + bv[j]], .bf16)[0] } } }
+                    let rowPos = (0..<rows).map { pos[$0 / s] + Int32($0 % s) }
+                    // q and k rotate like the rope kernel on [rows, hq + hkv heads]; v is copied.
+                    let rotated = Reference.rope(qkv, positions: rowPos, invFreq: inv, tokens: rows, heads: hq + hkv, headDim: d,
+                                                 tokenStride: ld, interleaved: pairing == .interleaved)
+                    let gotQ = try read(dqkv, .bf16), gotK = try read(dk, .bf16), gotV = try read(dv, .bf16)
+                    var wantQ: [Float] = [], q: [Float] = [], wantK: [Float] = [], gk: [Float] = [], wantV: [Float] = [], gv: [Float] = []
+                    for r in 0..<rows {
+                        let qOff: Int = r * ld
+                        wantQ.append(contentsOf: rotated[qOff..<(qOff + hq * d)]); q.append(contentsOf: gotQ[qOff..<(qOff + hq * d)])
+                        let seq = r / s, p = Int(rowPos[r])
+                        for h in 0..<hkv {
+                            let c0 = ((seq * hkv + h) * maxS + p) * d
+                            let kOff: Int = r * ld + (hq + h) * d
+                            let vOff: Int = r * ld + (hq + hkv + h) * d
+                            wantK.append(contentsOf: rotated[kOff..<(kOff + d)]); gk.append(contentsOf: gotK[c0..<(c0 + d)])
+                            wantV.append(contentsOf: qkv[vOff..<(vOff + d)]); gv.append(contentsOf: gotV[c0..<(c0 + d)])
+                        }
+                    }
+                    let tol = Tolerance.forOutput(.bf16)
+                    return Conformance.compare(q, wantQ, tolerance: tol) ?? Conformance.compare(gk, wantK, tolerance: tol)
+                        ?? Conformance.compare(gv, wantV, tolerance: .exact)
+                }
+            }
+        }
+    }
+
+    func checkSwiGLU() {
+        for (rows, ffn) in [(1, 14336), (5, 7), (16, 1536), (3, 100)] {
+            check("swiglu rows=\(rows) ffn=\(ffn)") {
+                let gu = roundTo(rng.uniform(rows * 2 * ffn, -6, 6), .bf16)
+                let (dg, dy) = (try upload(gu, .bf16), try output(rows * ffn, .bf16))
+                try SwiGLU(library)(gateUp: dg.address, out: dy.address, rows: rows, ffn: ffn, stream: stream)
+                var g: [Float] = [], u: [Float] = []
+                for r in 0..<rows { g += gu[(r * 2 * ffn)..<(r * 2 * ffn + ffn)]; u += gu[(r * 2 * ffn + ffn)..<((r + 1) * 2 * ffn)] }
+                return Conformance.compare(try read(dy, .bf16), Reference.siluMul(gate: g, up: u), tolerance: .forOutput(.bf16))
+            }
+        }
+    }
+}

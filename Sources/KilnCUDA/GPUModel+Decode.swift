@@ -1,0 +1,57 @@
+import Foundation
+import KilnCore
+import KilnGPU
+import KilnKernels
+
+/// Decode: one step for `batch` sequences is captured once as a CUDA graph and replayed. Nothing in
+/// it depends on host values that change per step: the input ids, positions and lengths live in
+/// device buffers that the graph itself advances (argmax writes the next ids over the inputs, and the
+/// last kernel bumps positions and lengths). The host's only wait is for the sampled ids.
+extension GPUModel {
+    /// Enqueues one decode step (kernels only), for capture or for a plain (uncaptured) run.
+    func enqueueDecodeStep(batch b: Int) throws {
+        let c = config
+        try embed(table: weights.embedding.address, ids: ids.address, out: x.address, tokens: b, dim: c.hiddenSize, vocab: c.vocabSize, stream: stream)
+        try runLayers(rows: b, mode: .decode(batch: b))
+        try gemm("logits", x: xn.address, w: weights.output.address, y: logits.address, m: b, n: c.vocabSize, k: c.hiddenSize, outF32: true, stream: stream)
+        try sampling.argmax(logits: logits.address, out: ids.address, rows: b, cols: c.vocabSize, stream: stream)
+        try rope.advance(positions: positions.address, lens: lens.address, batch: b, stream: stream)
+    }
+
+    /// The instantiated graph of a decode step for `b` sequences (captured on first use).
+    func decodeGraph(batch b: Int) throws -> GraphExec {
+        if let g = graphs[b] { return g }
+        let g = try Graph.capture(on: stream) { try enqueueDecodeStep(batch: b) }.instantiate()
+        graphs[b] = g
+        return g
+    }
+
+    /// Launches one decode step without waiting (benchmarks chain these; ids stay on the GPU).
+    public func launchDecodeStep(batch b: Int, graph useGraph: Bool = true) throws {
+        guard b >= 1, b <= maxBatch else { throw KilnError("batch of \(b) sequences outside 1…\(maxBatch)") }
+        guard let longest = sequenceLengths[0..<b].max(), longest + 1 < maxSeq else {
+            throw KilnError("the KV cache is full (\(maxSeq) positions); start a new sequence or raise the cache size")
+        }
+        if useGraph { try decodeGraph(batch: b).launch(on: stream) } else { try enqueueDecodeStep(batch: b) }
+        for s in 0..<b { sequenceLengths[s] += 1 }
+    }
+
+    /// One greedy decode step for sequences 0..<b: feeds the ids sampled last (by `prefill` or the previous
+    /// step), returns the next id of each sequence.
+    public func decodeStep(batch b: Int, graph useGraph: Bool = true) throws -> [Int32] {
+        try launchDecodeStep(batch: b, graph: useGraph)
+        try stream.copy(from: ids.address, to: UnsafeMutableRawPointer(hostInts.pointer), bytes: 4 * b)
+        try stream.synchronize()
+        return (0..<b).map { hostInts[$0] }
+    }
+
+    /// Greedy generation: prefill then `steps` decode steps; returns the generated ids per sequence.
+    public func generate(prompts: [[Int32]], steps: Int) throws -> [[Int32]] {
+        var out = try prefill(prompts).map { [$0] }
+        for _ in 0..<max(0, steps - 1) {
+            let next = try decodeStep(batch: prompts.count)
+            for s in out.indices { out[s].append(next[s]) }
+        }
+        return out
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import KilnCore
+import KilnGPU
+import KilnKernels
+import KilnModels
+
+/// A Llama-family model on one NVIDIA GPU, running only Kiln's kernels.
+///
+/// Everything is allocated here, up front: weights (GPUWeights), the static KV cache and the
+/// activation buffers for `maxRows` token rows. The forward passes (GPUModel+Forward.swift)
+/// allocate nothing; a decode step is one CUDA-graph replay plus the read of the sampled ids.
+public final class GPUModel {
+    public let config: ModelConfig
+    public let context: Context
+    public let library: KernelLibrary
+    public let stream: GPUStream
+    public let weights: GPUWeights
+    /// Sequences decoded together (1…8), positions per sequence, and token rows per forward chunk.
+    public let maxBatch: Int, maxSeq: Int, maxRows: Int
+    let log: (String) -> Void
+
+    let embed: Embedding
+    let norm: RMSNorm
+    let resNorm: ResidualRMSNorm
+    let rope: RoPECache
+    let swiglu: SwiGLU
+    let sampling: Sampling
+    let attnPrefill: Attention.Prefill
+    let attnDecode: Attention.Decode
+    let decodeSplits: Int
+    public let gemm: GemmDispatch
+
+    // KV cache: [layers][maxBatch, kvHeads, maxSeq, headDim] bf16, one allocation each.
+    let kCache: DeviceBuffer<UInt16>
+    let vCache: DeviceBuffer<UInt16>
+    var layerCacheElements: Int { maxBatch * config.numKVHeads * maxSeq * config.headDim }
+
+    // Activations, [rows, features] row-major.
+    let x: DeviceBuffer<UInt16>        // [maxRows, hidden] residual stream
+    let xn: DeviceBuffer<UInt16>       // [maxRows, hidden] normed input of the next GEMM
+    let branch: DeviceBuffer<UInt16>   // [maxRows, hidden] attention / MLP output before the residual add
+    let qkv: DeviceBuffer<UInt16>      // [maxRows, qDim + 2·kvDim]
+    let attn: DeviceBuffer<UInt16>     // [maxRows, qDim]
+    let gateUp: DeviceBuffer<UInt16>   // [maxRows, 2·ffn]
+    let act: DeviceBuffer<UInt16>      // [maxRows, ffn]
+    let last: DeviceBuffer<UInt16>     // [maxBatch, hidden] the rows whose logits are wanted
+    let logits: DeviceBuffer<Float>    // [max(16, maxBatch), vocab]
+    let ids: DeviceBuffer<Int32>       // [maxRows] input token ids; decode writes the sampled ids here
+    let positions: DeviceBuffer<Int32> // [maxBatch] position of each sequence's next row
+    let lens: DeviceBuffer<Int32>      // [maxBatch] keys in the cache after this step's write (= positions + 1)
+    let attnWorkspace: DeviceBuffer<Float>
+    let attnCounters: DeviceBuffer<UInt32>
+    let hostInts: PinnedBuffer<Int32>  // staging for ids/positions (prefill) and the sampled ids (decode)
+    let hostLogits: PinnedBuffer<Float>
+
+    var graphs: [Int: GraphExec] = [:]
+    /// Tokens in the cache per sequence (host mirror of `positions`).
+    public internal(set) var sequenceLengths: [Int]
+
+    public var qkvDim: Int { config.qDim + 2 * config.kvDim }
+
+    public init(weights: GPUWeights, library: KernelLibrary, maxBatch: Int = 8, maxSeq: Int = 4096, maxRows: Int = 1024,
+                tune: TuneTable? = nil, log: @escaping (String) -> Void = { _ in }) throws {
+        guard let ctx = library.context else { throw KilnError("GPUModel needs a GPU context") }
+        guard (1...8).contains(maxBatch) else { throw KilnError("batch size \(maxBatch) outside 1…8") }
+        let c = weights.config
+        guard maxSeq >= 1, maxSeq <= c.contextLength else { throw KilnError("max sequence \(maxSeq) outside 1…\(c.contextLength) (the model's context)") }
+        guard c.hiddenSize % 8 == 0, c.intermediateSize % 8 == 0, c.qDim % 8 == 0 else {
+            throw KilnError("GPU engine needs hidden, ffn and q widths that are multiples of 8 (got \(c.hiddenSize), \(c.intermediateSize), \(c.qDim))")
+        }
+        config = c; context = ctx; self.library = library; self.weights = weights; self.log = log
+        self.maxBatch = maxBatch; self.maxSeq = maxSeq; self.maxRows = max(maxRows, maxBatch)
+        stream = try GPUStream(ctx)
+        embed = try Embedding(library, table: .bf16, output: .bf16)
+        norm = try RMSNorm(library, dtype: .bf16)
+        resNorm = try ResidualRMSNorm(library, dtype: .bf16)
+        rope = try RoPECache(library, pairing: c.ropeStyle == .interleaved ? .interleaved : .halves)
+        swiglu = try SwiGLU(library)
+        sampling = try Sampling(library)
+        attnPrefill = try Attention.Prefill(library, config: Attention.defaultPrefill(headDim: c.headDim))
+        attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads))
+        decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
+        gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qDim + 2 * c.kvDim), stream: stream, log: log)
+
+        func buf(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(ctx, count: n) }
+        let cacheElements = c.numLayers * maxBatch * c.numKVHeads * maxSeq * c.headDim
+        kCache = try buf(cacheElements); vCache = try buf(cacheElements)
+        let r = self.maxRows, h = c.hiddenSize
+        x = try buf(r * h); xn = try buf(r * h); branch = try buf(r * h)
+        qkv = try buf(r * (c.qDim + 2 * c.kvDim)); attn = try buf(r * c.qDim)
+        gateUp = try buf(r * 2 * c.intermediateSize); act = try buf(r * c.intermediateSize)
+        last = try buf(maxBatch * h)
+        logits = try DeviceBuffer<Float>(ctx, count: max(16, maxBatch) * c.vocabSize)
+        ids = try DeviceBuffer<Int32>(ctx, count: r)
+        positions = try DeviceBuffer<Int32>(ctx, count: maxBatch)
+        lens = try DeviceBuffer<Int32>(ctx, count: maxBatch)
+        attnWorkspace = try DeviceBuffer<Float>(ctx, count: max(1, Attention.decodeWorkspaceFloats(batch: maxBatch, heads: c.numHeads, splits: decodeSplits, headDim: c.headDim)))
+        attnCounters = try DeviceBuffer<UInt32>(ctx, count: maxBatch * c.numKVHeads)
+        hostInts = try PinnedBuffer<Int32>(ctx, count: r + 2 * maxBatch)
+        hostLogits = try PinnedBuffer<Float>(ctx, count: 16 * c.vocabSize)
+        sequenceLengths = Array(repeating: 0, count: maxBatch)
+        // The caches are zeroed once so that no NaN bit pattern from a previous process can ever be read
+        // (the attention kernels never read past a sequence's length; this is belt and braces).
+        for b in [kCache, vCache, x, xn, branch] { try b.fill(byte: 0, stream: stream) }
+        try attnCounters.fill(byte: 0, stream: stream)
+        try stream.synchronize()
+    }
+
+    /// Loads a checkpoint (any WeightSource) onto the GPU.
+    public static func load(_ source: WeightSource, context: Context, maxBatch: Int = 8, maxSeq: Int? = nil, tune: TuneTable? = nil,
+                            log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
+        let library = try KernelLibrary(context: context)
+        let w = try GPUWeights.load(source, context: context, log: log)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq ?? 4096, source.config.contextLength), tune: tune, log: log)
+    }
+
+    /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json.
+    public static func dummy(_ spec: String, context: Context, maxBatch: Int = 8, maxSeq: Int = 4096, tune: TuneTable? = nil,
+                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
+        let c = try DummyModels.config(spec)
+        let library = try KernelLibrary(context: context)
+        let w = try GPUWeights.dummy(config: c, context: context, library: library)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq, c.contextLength), tune: tune, log: log)
+    }
+}

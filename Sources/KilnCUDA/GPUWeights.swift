@@ -1,0 +1,180 @@
+import Foundation
+import KilnCore
+import KilnCPU
+import KilnGPU
+import KilnKernels
+import KilnModels
+
+/// A model's weights on the GPU, all bf16, in the layout the engine's kernels want:
+/// q/k/v fused into one [qDim + 2·kvDim, hidden] matrix and gate/up into one [2·ffn, hidden] matrix,
+/// so each sub-block reads its input once with one GEMM.
+///
+/// Granite's multipliers are folded into weights at load (no extra kernels, no per-token cost):
+///   residual_multiplier → attn_output and ffn_down rows;  embedding_multiplier → the embedding table
+///   (and, when tied, divided back out of the logits through the final norm);  1/logits_scaling → final norm.
+public final class GPUWeights {
+    public struct Layer {
+        public let attnNorm: DeviceBuffer<UInt16>   // [hidden]
+        public let qkv: DeviceBuffer<UInt16>        // [qDim + 2·kvDim, hidden]
+        public let qkvBias: DeviceBuffer<UInt16>?   // [qDim + 2·kvDim] (qwen2)
+        public let o: DeviceBuffer<UInt16>          // [hidden, qDim]
+        public let ffnNorm: DeviceBuffer<UInt16>    // [hidden]
+        public let gateUp: DeviceBuffer<UInt16>     // [2·ffn, hidden]: gate rows, then up rows
+        public let down: DeviceBuffer<UInt16>       // [hidden, ffn]
+    }
+    public let config: ModelConfig
+    public let embedding: DeviceBuffer<UInt16>      // [vocab, hidden]
+    public let layers: [Layer]
+    public let outputNorm: DeviceBuffer<UInt16>     // [hidden]
+    let untiedOutput: DeviceBuffer<UInt16>?         // [vocab, hidden]; nil when tied to the embedding
+    public var output: DeviceBuffer<UInt16> { untiedOutput ?? embedding }
+    public let invFreq: DeviceBuffer<Float>         // [headDim/2] RoPE inverse frequencies
+    public var byteCount: Int {
+        ([embedding, outputNorm] + (untiedOutput.map { [$0] } ?? []) + layers.flatMap { [$0.attnNorm, $0.qkv, $0.o, $0.ffnNorm, $0.gateUp, $0.down] })
+            .reduce(0) { $0 + $1.byteCount }
+    }
+
+    init(config: ModelConfig, embedding: DeviceBuffer<UInt16>, layers: [Layer], outputNorm: DeviceBuffer<UInt16>,
+         untiedOutput: DeviceBuffer<UInt16>?, invFreq: DeviceBuffer<Float>) {
+        self.config = config; self.embedding = embedding; self.layers = layers; self.outputNorm = outputNorm
+        self.untiedOutput = untiedOutput; self.invFreq = invFreq
+    }
+
+    /// Uploads every tensor of `source` (GGUF quantized/F16/F32 dequantized to bf16 through QuantBlocks,
+    /// bf16 copied as is). Strict: unused tensors are an error, as on the CPU.
+    public static func load(_ source: WeightSource, context: Context, log: (String) -> Void = { _ in }) throws -> GPUWeights {
+        let c = source.config
+        let h = c.hiddenSize, f = c.intermediateSize, qkvRows = c.qDim + 2 * c.kvDim
+        let emb = c.embeddingMultiplier, res = c.residualMultiplier
+        func alloc(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(context, count: n) }
+        /// Writes tensor `name` ([rows, cols] or [n]) scaled by `scale` into `dst` at element `offset`.
+        func put(_ name: String, _ shape: [Int], into dst: DeviceBuffer<UInt16>, at offset: Int = 0, scale: Float = 1) throws {
+            let t = try source.tensor(name, shape: shape)
+            let n = shape.reduce(1, *)
+            if t.dtype == .bf16 && scale == 1 {
+                guard t.data.count >= 2 * n else { throw KilnError("\(source.sourcePath): tensor \(name) is truncated") }
+                try dst.upload(bytes: UnsafeRawBufferPointer(rebasing: t.data[0..<(2 * n)]), atByte: 2 * offset)
+                return
+            }
+            guard let base = t.data.baseAddress, let bytes = t.dtype.byteCount(elements: n), bytes <= t.data.count,
+                  t.dtype != .i32, t.dtype != .i64, t.dtype != .u8 else {
+                throw KilnError("\(source.sourcePath): tensor \(name) of type \(t.dtype.rawValue) cannot be loaded as \(n) numbers")
+            }
+            // Row by row, so a 1 GB embedding never needs a 2 GB f32 copy on the host.
+            let rowLen = shape.count == 2 ? shape[1] : n
+            let rowBytes = t.dtype.byteCount(elements: rowLen)!
+            var fbuf = [Float](repeating: 0, count: rowLen)
+            var hbuf = [UInt16](repeating: 0, count: n)
+            fbuf.withUnsafeMutableBufferPointer { fp in
+                for r in 0..<(n / rowLen) {
+                    QuantBlocks.dequantize(t.dtype, base + r * rowBytes, fp.baseAddress!, count: rowLen)
+                    for j in 0..<rowLen { hbuf[r * rowLen + j] = floatToBF16(fp[j] * scale) }
+                }
+            }
+            try hbuf.withUnsafeBytes { try dst.upload(bytes: $0, atByte: 2 * offset) }
+        }
+        let embedding = try alloc(c.vocabSize * h)
+        try put("token_embd.weight", [c.vocabSize, h], into: embedding, scale: emb)
+        var layers: [Layer] = []
+        for i in 0..<c.numLayers {
+            let p = "blk.\(i)."
+            let qkv = try alloc(qkvRows * h), gu = try alloc(2 * f * h)
+            try put(p + "attn_q.weight", [c.qDim, h], into: qkv)
+            try put(p + "attn_k.weight", [c.kvDim, h], into: qkv, at: c.qDim * h)
+            try put(p + "attn_v.weight", [c.kvDim, h], into: qkv, at: (c.qDim + c.kvDim) * h)
+            var bias: DeviceBuffer<UInt16>? = nil
+            if c.attentionBias {
+                let b = try alloc(qkvRows)
+                try put(p + "attn_q.bias", [c.qDim], into: b)
+                try put(p + "attn_k.bias", [c.kvDim], into: b, at: c.qDim)
+                try put(p + "attn_v.bias", [c.kvDim], into: b, at: c.qDim + c.kvDim)
+                bias = b
+            }
+            let o = try alloc(h * c.qDim), down = try alloc(h * f), an = try alloc(h), fn = try alloc(h)
+            try put(p + "attn_output.weight", [h, c.qDim], into: o, scale: res)
+            try put(p + "attn_norm.weight", [h], into: an)
+            try put(p + "ffn_norm.weight", [h], into: fn)
+            try put(p + "ffn_gate.weight", [f, h], into: gu)
+            try put(p + "ffn_up.weight", [f, h], into: gu, at: f * h)
+            try put(p + "ffn_down.weight", [h, f], into: down, scale: res)
+            layers.append(Layer(attnNorm: an, qkv: qkv, qkvBias: bias, o: o, ffnNorm: fn, gateUp: gu, down: down))
+            log("layer \(i + 1)/\(c.numLayers) uploaded")
+        }
+        let tied = !source.has("output.weight")
+        // logits = norm(x)·w_norm·W_out / logits_scaling; a tied W_out carries the embedding multiplier, so divide it out too.
+        let outScale = 1 / (c.logitsScaling * (tied ? emb : 1))
+        let on = try alloc(h)
+        try put("output_norm.weight", [h], into: on, scale: outScale)
+        var out: DeviceBuffer<UInt16>? = nil
+        if !tied { out = try alloc(c.vocabSize * h); try put("output.weight", [c.vocabSize, h], into: out!) }
+        var freqFactors: [Float]? = nil
+        if source.has("rope_freqs.weight") {
+            let t = try source.tensor("rope_freqs.weight", shape: [c.headDim / 2])
+            var ff = [Float](repeating: 0, count: c.headDim / 2)
+            ff.withUnsafeMutableBufferPointer { QuantBlocks.dequantize(t.dtype, t.data.baseAddress!, $0.baseAddress!, count: c.headDim / 2) }
+            freqFactors = ff
+        }
+        let inv = try DeviceBuffer<Float>(context, CPUModel.ropeInverseFrequencies(config: c, freqFactors: freqFactors))
+        try source.checkAllUsed()
+        return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
+    }
+
+    /// Random bf16 weights made on the GPU (no checkpoint read): matrices ±[0.005, 0.035) (σ ≈ 0.02),
+    /// norms 1 ± 0.1, biases ±[0.005, 0.035). Never zero, reproducible from `seed`.
+    public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, seed: UInt64 = 1) throws -> GPUWeights {
+        let stream = try GPUStream(context)
+        let rand = try RandomInit(library)
+        var tensorSeed = seed &* 1_000_003
+        func make(_ n: Int, norm: Bool = false) throws -> DeviceBuffer<UInt16> {
+            let b = try DeviceBuffer<UInt16>(context, count: n)
+            tensorSeed &+= 1
+            try rand(y: b.address, count: n, seed: tensorSeed, center: norm ? 1 : 0, halfWidth: norm ? 0.1 : 0.035,
+                     minMag: norm ? 0 : 0.005, stream: stream)
+            return b
+        }
+        let h = c.hiddenSize, f = c.intermediateSize
+        let embedding = try make(c.vocabSize * h)
+        let layers = try (0..<c.numLayers).map { _ in
+            Layer(attnNorm: try make(h, norm: true), qkv: try make((c.qDim + 2 * c.kvDim) * h),
+                  qkvBias: c.attentionBias ? try make(c.qDim + 2 * c.kvDim) : nil, o: try make(h * c.qDim),
+                  ffnNorm: try make(h, norm: true), gateUp: try make(2 * f * h), down: try make(h * f))
+        }
+        let on = try make(h, norm: true)
+        let out = c.tieWordEmbeddings ? nil : try make(c.vocabSize * h)
+        let inv = try DeviceBuffer<Float>(context, CPUModel.ropeInverseFrequencies(config: c, freqFactors: nil))
+        try stream.synchronize()
+        return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
+    }
+}
+
+/// The `--dummy-weights` model shapes.
+public enum DummyModels {
+    public static let names = ["llama3-8b", "llama3-70b", "granite-8b"]
+
+    /// A preset name or a path to a Hugging Face config.json.
+    public static func config(_ spec: String) throws -> ModelConfig {
+        let llama3 = Llama3RopeScaling(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192)
+        switch spec {
+        case "llama3-8b":
+            return ModelConfig(architecture: .llama, vocabSize: 128_256, hiddenSize: 4096, intermediateSize: 14_336, numLayers: 32,
+                               numHeads: 32, numKVHeads: 8, contextLength: 131_072, rmsNormEps: 1e-5, ropeTheta: 500_000, ropeScaling: llama3)
+        case "llama3-70b":
+            return ModelConfig(architecture: .llama, vocabSize: 128_256, hiddenSize: 8192, intermediateSize: 28_672, numLayers: 80,
+                               numHeads: 64, numKVHeads: 8, contextLength: 131_072, rmsNormEps: 1e-5, ropeTheta: 500_000, ropeScaling: llama3)
+        case "granite-8b":
+            // ibm-granite/granite-3.x-8b: 40 layers, 4096 wide, 12800 ffn, 49155 vocab, tied embeddings, μP multipliers.
+            return ModelConfig(architecture: .granite, vocabSize: 49_155, hiddenSize: 4096, intermediateSize: 12_800, numLayers: 40,
+                               numHeads: 32, numKVHeads: 8, contextLength: 131_072, rmsNormEps: 1e-5, ropeTheta: 10_000_000,
+                               tieWordEmbeddings: true, embeddingMultiplier: 12, attentionMultiplier: 0.0078125,
+                               residualMultiplier: 0.22, logitsScaling: 16)
+        default:
+            guard spec.hasSuffix(".json") || FileManager.default.fileExists(atPath: spec + "/config.json") else {
+                throw KilnError("--dummy-weights \(spec): expected one of \(names.joined(separator: ", ")) or a path to a config.json")
+            }
+            let path = spec.hasSuffix(".json") ? spec : spec + "/config.json"
+            let c = try HFConfig.load(path: path).modelConfig(path: path)
+            try c.validate(source: path)
+            return c
+        }
+    }
+}

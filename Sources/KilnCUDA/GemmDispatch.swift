@@ -1,0 +1,83 @@
+import Foundation
+import KilnCore
+import KilnGPU
+import KilnKernels
+
+/// Kernel choice for every GEMM of the engine, as data: `(op, M bucket, N, K) → instance + split`
+/// from a tuning table when one is given, else the documented defaults of GemmSplitK/GemmHopper
+/// (one warning per shape that has no entry, so a missing tuning run is visible but not noisy).
+///
+///   M ≤ 16          gemm_splitk (decode; bf16 or fp32 out)
+///   M ≥ 64, Hopper  gemm_hopper (prefill; bf16 out)
+///   otherwise       gemm_splitk over row blocks of 16 (short prefill chunks, fp32 logits, non-Hopper GPUs)
+public final class GemmDispatch {
+    public struct Choice: CustomStringConvertible {
+        public var splitK: GemmSplitK.Config?
+        public var hopper: GemmHopper.Config?
+        public var split: Int
+        public var description: String { (splitK?.name ?? hopper?.name ?? "?") + (split > 1 ? " split \(split)" : "") }
+    }
+
+    let library: KernelLibrary
+    let tune: TuneTable?
+    let log: (String) -> Void
+    let hopperOK: Bool
+    private var splitKKernels: [GemmSplitK.Config: GemmSplitK] = [:]
+    private var hopperKernels: [GemmHopper.Config: GemmHopper] = [:]
+    private var warned: Set<String> = []
+    /// Split-K scratch, shared by all calls: they run one after another on one stream, and the
+    /// counters are left zero by every launch.
+    let workspace: DeviceBuffer<Float>
+    let counters: DeviceBuffer<UInt32>
+    static let maxSplit = 8
+
+    public init(library: KernelLibrary, tune: TuneTable?, maxN: Int, stream: GPUStream, log: @escaping (String) -> Void) throws {
+        guard let ctx = library.context else { throw KilnError("GEMM dispatch needs a GPU context") }
+        self.library = library; self.tune = tune; self.log = log
+        hopperOK = ctx.info.computeCapability.major == 9
+        workspace = try DeviceBuffer<Float>(ctx, count: GemmSplitK.workspaceFloats(m: 16, n: maxN, split: GemmDispatch.maxSplit))
+        counters = try DeviceBuffer<UInt32>(ctx, count: maxN / 16 + 64)
+        try counters.fill(byte: 0, stream: stream)
+    }
+
+    public func choose(op: String, m: Int, n: Int, k: Int, outF32: Bool) -> Choice {
+        if let e = tune?.lookup(op: op, n: n, k: k, m: m) {
+            if m <= 16, let c = GemmSplitK.config(named: e.config), c.maxM >= m { return Choice(splitK: c, hopper: nil, split: min(max(1, e.split), GemmDispatch.maxSplit)) }
+            if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(splitK: nil, hopper: c, split: 1) }
+        } else {
+            let key = "\(op) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
+            if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel") }
+        }
+        if m >= 64, hopperOK, !outF32 { return Choice(splitK: nil, hopper: GemmHopper.defaultConfig(m: m, n: n), split: 1) }
+        return Choice(splitK: GemmSplitK.defaultConfig(m: min(m, 16)), hopper: nil, split: 1)
+    }
+
+    func splitKKernel(_ c: GemmSplitK.Config) throws -> GemmSplitK {
+        if let k = splitKKernels[c] { return k }
+        let k = try GemmSplitK(library, config: c); splitKKernels[c] = k; return k
+    }
+    func hopperKernel(_ c: GemmHopper.Config) throws -> GemmHopper {
+        if let k = hopperKernels[c] { return k }
+        let k = try GemmHopper(library, config: c); hopperKernels[c] = k; return k
+    }
+
+    /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16.
+    public func callAsFunction(_ op: String, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
+                               outF32: Bool = false, choice: Choice? = nil, stream: GPUStream) throws {
+        let ch = choice ?? choose(op: op, m: m, n: n, k: k, outF32: outF32)
+        if let h = ch.hopper {
+            try hopperKernel(h)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
+            return
+        }
+        let cfg = ch.splitK ?? GemmSplitK.defaultConfig(m: 16)
+        let kernel = try splitKKernel(m <= cfg.maxM ? cfg : GemmSplitK.defaultConfig(m: 16))
+        let outBytes = outF32 ? 4 : 2
+        var r = 0
+        while r < m {
+            let rows = min(kernel.config.maxM, m - r)
+            try kernel(x: x + UInt64(r * k * 2), w: w, y: y + UInt64(r * n * outBytes), m: rows, n: n, k: k, split: ch.split,
+                       workspace: workspace.address, counters: counters.address, outF32: outF32, stream: stream)
+            r += rows
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import KilnCore
+
+/// Launching kernels whose C signature has several parameters (the extern "C" GEMM and attention
+/// entry points written for the nvcc harnesses), and Hopper tensor maps.
+///
+/// Why: `Kernel.launch` passes ONE struct as the kernel's single parameter. For a multi-parameter
+/// kernel the driver wants one pointer per parameter; here the caller keeps a Swift struct whose
+/// fields mirror the C parameters and gives their byte offsets once (a static array), and the
+/// pointer array lives on the stack, so a launch allocates nothing.
+extension Kernel {
+    @inline(__always)
+    public func launch<P>(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, stream: GPUStream,
+                          fields params: P, offsets: [Int]) throws {
+        precondition(offsets.count <= 16, "at most 16 kernel parameters")
+        var p = params
+        try withUnsafeMutableBytes(of: &p) { raw in
+            try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: 16) { args in
+                for (i, o) in offsets.enumerated() { args[i] = raw.baseAddress! + o }
+                try cuCheck("cuLaunchKernel", module.context.driver.cuLaunchKernel(
+                    handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                    UInt32(sharedBytes), stream.handle, args.baseAddress, nil))
+            }
+        }
+    }
+
+    /// Occupancy: blocks of `threads` with `sharedBytes` dynamic shared memory that fit on one SM.
+    public func attribute(_ attr: Int32) throws -> Int {
+        var v: Int32 = 0
+        try cuCheck("cuFuncGetAttribute", module.context.driver.cuFuncGetAttribute(&v, attr, handle))
+        return Int(v)
+    }
+}
+
+/// A 128-byte CUtensorMap, passed by value to a `__grid_constant__` kernel parameter.
+public struct TensorMap: Sendable {
+    public var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                       UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    public init() {}
+
+    /// A 2-D bf16 row-major matrix [rows, cols] (cols contiguous) read in boxes of [boxRows, boxCols]
+    /// with 128-byte swizzle and zero fill out of bounds (the layout gemm_hopper.cu documents).
+    public static func bf16Matrix(_ context: Context, address: CUdeviceptr, rows: Int, cols: Int, boxRows: Int, boxCols: Int) throws -> TensorMap {
+        guard let encode = context.driver.cuTensorMapEncodeTiled else {
+            throw KilnError("this NVIDIA driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the Hopper GEMM)")
+        }
+        guard cols % 8 == 0, address % 16 == 0 else { throw KilnError("TMA needs a 16-byte aligned matrix with cols % 8 == 0 (got cols \(cols))") }
+        var m = TensorMap()
+        let dims: [UInt64] = [UInt64(cols), UInt64(rows)], strides: [UInt64] = [UInt64(cols * 2)]
+        let box: [UInt32] = [UInt32(boxCols), UInt32(boxRows)], elem: [UInt32] = [1, 1]
+        // 9 = BFLOAT16, interleave 0 = NONE, swizzle 3 = 128B, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
+        try withUnsafeMutableBytes(of: &m.words) { raw in
+            try cuCheck("cuTensorMapEncodeTiled", encode(raw.baseAddress, 9, 2, address, dims, strides, box, elem, 0, 3, 3, 0))
+        }
+        return m
+    }
+}

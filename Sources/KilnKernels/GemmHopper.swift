@@ -1,0 +1,68 @@
+import KilnCore
+import KilnGPU
+
+/// gemm_hopper.cu: the prefill GEMM Y[M,N] = X[M,K]·W[N,K]^T (bf16, fp32 accumulation, bf16 out) on
+/// Hopper wgmma + TMA, persistent and warp-specialised (docs/perf-notes-gemm-hopper.md). Meant for M ≥ 64.
+public struct GemmHopper {
+    public static let file = "gemm_hopper.cu"
+
+    /// One row of KILN_GEMM_HOPPER_INSTANCES: X(BM, BN, BK, STAGES, CONSUMERS, CLUSTER).
+    public struct Config: Hashable, Sendable, CustomStringConvertible {
+        public var bm, bn, bk, stages, consumers, cluster: Int
+        public var name: String { "kiln_gemm_hopper_bm\(bm)_bn\(bn)_bk\(bk)_s\(stages)_c\(consumers)_cl\(cluster)" }
+        public var description: String { name }
+        public var threads: Int { 128 * (consumers + 1) }
+        public var sharedBytes: Int { stages * (bm + bn) * bk * 2 + 1024 }
+        public func tiles(m: Int, n: Int) -> Int { ((m + cluster * bm - 1) / (cluster * bm)) * ((n + bn - 1) / bn) }
+    }
+
+    public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_HOPPER_INSTANCES").compactMap { r in
+        r.count == 6 ? Config(bm: r[0], bn: r[1], bk: r[2], stages: r[3], consumers: r[4], cluster: r[5]) : nil
+    }
+    public static var instances: [KernelInstance] { configs.map { KernelInstance(file, $0.name, hot: false) } }
+    public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
+
+    /// Default when no tuning entry exists, from the v2 table of docs/perf-notes-gemm-hopper.md:
+    /// M ≤ 128 → 64×128 (the only tile that fills the SMs); M ≤ 512 → 128×128 (best on o/down, ≥ 80% elsewhere);
+    /// larger → 128×256 (best at M ≥ 1024 on 3 of 4 shapes). The cluster instance is never a default
+    /// (its grid sizing is not measured yet).
+    public static func defaultConfig(m: Int, n: Int) -> Config {
+        func find(_ bm: Int, _ bn: Int) -> Config? { configs.first { $0.bm == bm && $0.bn == bn && $0.cluster == 1 } }
+        if m <= 128 { return find(64, 128) ?? configs[0] }
+        if m <= 512 { return find(128, 128) ?? configs[0] }
+        return find(128, 256) ?? configs[0]
+    }
+
+    // Mirrors (tmap_x, tmap_w, y, M, N, K); the maps are 128 bytes each, passed by value.
+    struct Params { var tx: TensorMap; var tw: TensorMap; var y: UInt64; var m, n, k: Int32 }
+    static let offsets: [Int] = [MemoryLayout<Params>.offset(of: \Params.tx)!, MemoryLayout<Params>.offset(of: \Params.tw)!,
+                                 MemoryLayout<Params>.offset(of: \Params.y)!, MemoryLayout<Params>.offset(of: \Params.m)!,
+                                 MemoryLayout<Params>.offset(of: \Params.n)!, MemoryLayout<Params>.offset(of: \Params.k)!]
+
+    public let config: Config
+    let kernel: Kernel
+    let context: Context
+    public init(_ library: KernelLibrary, config: Config) throws {
+        guard let ctx = library.context else { throw KilnError("gemm_hopper needs a GPU context") }
+        guard ctx.info.computeCapability.major == 9 else { throw KilnError("gemm_hopper needs a Hopper GPU (sm_90a); this is \(ctx.info.arch)") }
+        self.config = config
+        context = ctx
+        kernel = try library.kernel(GemmHopper.file, config.name)
+        try kernel.setMaxDynamicSharedMemory(config.sharedBytes)
+    }
+
+    /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] bf16. Tensor maps are encoded per call (a few µs of host
+    /// time, overlapped with the GPU), since activation buffers are views whose row count changes.
+    public func callAsFunction(x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int, stream: GPUStream) throws {
+        guard m >= 1, n >= 1, k >= 8, k % 8 == 0 else { throw KilnError("gemm_hopper: need M, N ≥ 1 and K a multiple of 8 ≥ 8 (M \(m), N \(n), K \(k))") }
+        let tx = try TensorMap.bf16Matrix(context, address: x, rows: m, cols: k, boxRows: config.bm, boxCols: config.bk)
+        let tw = try TensorMap.bf16Matrix(context, address: w, rows: n, cols: k, boxRows: config.bn / config.cluster, boxCols: config.bk)
+        let tiles = config.tiles(m: m, n: n)
+        let sms = context.info.multiprocessors
+        // Cluster pairs must share a GPC, so a persistent grid of all SMs does not fit at once; a quarter-size
+        // grid of pairs always does (correct for any even grid; speed unmeasured, hence never a default).
+        let grid = config.cluster == 1 ? min(sms, tiles) : 2 * min(tiles, sms / 4)
+        try kernel.launch(grid: (grid, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
+                          fields: Params(tx: tx, tw: tw, y: y, m: Int32(m), n: Int32(n), k: Int32(k)), offsets: GemmHopper.offsets)
+    }
+}

@@ -1,0 +1,62 @@
+import KilnCore
+import KilnGPU
+
+/// gemm_splitk.cu: the decode GEMM Y[M,N] = X[M,K]·W[N,K]^T for 1 ≤ M ≤ 16, bf16 in, fp32
+/// accumulation, bf16 or fp32 out. Memory-bound: each call streams W once (docs/perf-notes-gemm.md).
+public struct GemmSplitK {
+    public static let file = "gemm_splitk.cu"
+
+    /// One row of KILN_GEMM_SPLITK_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES).
+    public struct Config: Hashable, Sendable, CustomStringConvertible {
+        public var nt, wn, wk, tiles, unroll, stages: Int
+        public var name: String { "kiln_gemm_splitk_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)_s\(stages)" }
+        public var description: String { name }
+        public var maxM: Int { 8 * nt }
+        public var threads: Int { 32 * wn * wk }
+        public var rowsPerBlock: Int { 16 * tiles * wn }
+        public var sharedBytes: Int { stages * (2 * tiles + nt) * unroll * 16 * 32 * wn * wk }
+        public func gridX(n: Int) -> Int { (n + rowsPerBlock - 1) / rowsPerBlock }
+    }
+
+    public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_SPLITK_INSTANCES").compactMap { r in
+        r.count == 6 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4], stages: r[5]) : nil
+    }
+    public static var instances: [KernelInstance] { configs.map { KernelInstance(file, $0.name, hot: true) } }
+    public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
+
+    /// Default when no tuning entry exists (docs/perf-notes-gemm.md, v1/v2 winners): wn1_wk4_t1_u8 on
+    /// every shape at M ≤ 8 (best or within a few % everywhere, gate_up included), the NT=2 twin above.
+    public static func defaultConfig(m: Int) -> Config {
+        let nt = m <= 8 ? 1 : 2
+        return configs.first { $0.nt == nt && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 8 && $0.stages == 0 }
+            ?? configs.first { $0.nt == nt }!
+    }
+
+    // Mirrors the C parameters (x, w, y, ws, cnt, M, N, K, out_f32).
+    struct Params { var x, w, y, ws, cnt: UInt64; var m, n, k, outF32: Int32 }
+    static let offsets: [Int] = [\Params.x, \Params.w, \Params.y, \Params.ws, \Params.cnt, \Params.m, \Params.n, \Params.k, \Params.outF32]
+        .map { MemoryLayout<Params>.offset(of: $0)! }
+
+    public let config: Config
+    let kernel: Kernel
+    public init(_ library: KernelLibrary, config: Config) throws {
+        self.config = config
+        kernel = try library.kernel(GemmSplitK.file, config.name)
+        if config.sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(config.sharedBytes) }
+    }
+
+    /// fp32 workspace elements a call with `split` > 1 needs (none for split 1).
+    public static func workspaceFloats(m: Int, n: Int, split: Int) -> Int { split > 1 ? split * m * n : 0 }
+
+    /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] (fp32 if `outF32`). With split > 1, `workspace`
+    /// holds ≥ workspaceFloats floats and `counters` ≥ config.gridX(n) zeroed UInt32 (left zero).
+    public func callAsFunction(x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int, split: Int = 1,
+                               workspace: CUdeviceptr = 0, counters: CUdeviceptr = 0, outF32: Bool = false, stream: GPUStream) throws {
+        guard m >= 1, m <= config.maxM else { throw KilnError("gemm_splitk \(config.name): M = \(m) outside 1…\(config.maxM)") }
+        guard k % 8 == 0, k > 0, n > 0 else { throw KilnError("gemm_splitk: K = \(k) must be a positive multiple of 8 (N = \(n))") }
+        guard split >= 1, split == 1 || (workspace != 0 && counters != 0) else { throw KilnError("gemm_splitk: split \(split) needs workspace and counters") }
+        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
+                          fields: Params(x: x, w: w, y: y, ws: workspace, cnt: counters, m: Int32(m), n: Int32(n), k: Int32(k), outF32: outF32 ? 1 : 0),
+                          offsets: GemmSplitK.offsets)
+    }
+}

@@ -1,0 +1,87 @@
+import KilnCore
+import KilnGPU
+
+/// rope_cache.cu: bias (optional) + RoPE on q and k of fused qkv rows + k/v written into the KV
+/// cache, in one launch; and the decode step's position bump.
+public struct RoPECache {
+    public static let file = "rope_cache.cu"
+    public static var instances: [KernelInstance] {
+        RoPE.Pairing.allCases.map { KernelInstance(file, "kiln::rope_qkv_cache<\($0.rawValue)>", hot: true) }
+            + [KernelInstance(file, "kiln::advance_decode", hot: true)]
+    }
+
+    struct Params {
+        var qkv, bias, positions, invFreq, kcache, vcache: UInt64
+        var rows, tokensPerSeq, seqOffset, hq, hkv, headDim, ldqkv, maxSeq: Int32
+    }
+    struct AdvanceParams { var positions, lens: UInt64; var batch: Int32 }
+
+    public let pairing: RoPE.Pairing
+    let kernel: Kernel, advance: Kernel
+    public init(_ library: KernelLibrary, pairing: RoPE.Pairing) throws {
+        self.pairing = pairing
+        kernel = try library.kernel(RoPECache.file, "kiln::rope_qkv_cache<\(pairing.rawValue)>")
+        advance = try library.kernel(RoPECache.file, "kiln::advance_decode")
+    }
+
+    /// qkv: bf16 [rows, ldqkv]; row r is sequence seqOffset + r / tokensPerSeq at position
+    /// positions[seq] + r % tokensPerSeq (positions: int32 device buffer indexed by sequence).
+    /// kcache/vcache: bf16 [B, Hkv, maxSeq, headDim]. bias: bf16 [(hq + 2hkv)·headDim] or 0.
+    public func callAsFunction(qkv: CUdeviceptr, bias: CUdeviceptr, positions: CUdeviceptr, invFreq: CUdeviceptr,
+                               kcache: CUdeviceptr, vcache: CUdeviceptr, rows: Int, tokensPerSeq: Int, seqOffset: Int = 0,
+                               heads: Int, kvHeads: Int, headDim: Int, ldqkv: Int, maxSeq: Int, stream: GPUStream) throws {
+        guard rows >= 1, tokensPerSeq >= 1, headDim % 2 == 0, ldqkv >= (heads + 2 * kvHeads) * headDim else {
+            throw KilnError("rope_qkv_cache: bad shape (rows \(rows), heads \(heads)/\(kvHeads), d \(headDim), ld \(ldqkv))")
+        }
+        let work = rows * (heads + 2 * kvHeads) * headDim / 2
+        try kernel.launch(grid: ((work + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream,
+                          Params(qkv: qkv, bias: bias, positions: positions, invFreq: invFreq, kcache: kcache, vcache: vcache,
+                                 rows: Int32(rows), tokensPerSeq: Int32(tokensPerSeq), seqOffset: Int32(seqOffset), hq: Int32(heads),
+                                 hkv: Int32(kvHeads), headDim: Int32(headDim), ldqkv: Int32(ldqkv), maxSeq: Int32(maxSeq)))
+    }
+
+    /// positions[b] += 1 and lens[b] += 1 for b < batch (int32 device buffers).
+    public func advance(positions: CUdeviceptr, lens: CUdeviceptr, batch: Int, stream: GPUStream) throws {
+        try advance.launch(grid: ((batch + 63) / 64, 1, 1), block: (64, 1, 1), stream: stream,
+                           AdvanceParams(positions: positions, lens: lens, batch: Int32(batch)))
+    }
+}
+
+/// swiglu.cu: out[m, f] = silu(gu[m, f]) · gu[m, F + f] on the fused gate_up GEMM output (bf16).
+public struct SwiGLU {
+    public static let file = "swiglu.cu"
+    public static let instances = [KernelInstance(file, "kiln::swiglu_rows", hot: true)]
+    struct Params { var gateUp, out: UInt64; var rows, ffn: Int32 }
+    let kernel: Kernel
+    let context: Context
+    public init(_ library: KernelLibrary) throws {
+        kernel = try library.kernel(SwiGLU.file, "kiln::swiglu_rows")
+        context = library.context!
+    }
+    /// gateUp: bf16 [rows, 2·ffn]; out: bf16 [rows, ffn].
+    public func callAsFunction(gateUp: CUdeviceptr, out: CUdeviceptr, rows: Int, ffn: Int, stream: GPUStream) throws {
+        guard rows > 0, ffn > 0 else { return }
+        let work = ffn % 8 == 0 ? rows * ffn / 8 : rows * ffn
+        try kernel.launch(grid: (gridStrideBlocks(work, threads: 256, context: context), 1, 1), block: (256, 1, 1), stream: stream,
+                          Params(gateUp: gateUp, out: out, rows: Int32(rows), ffn: Int32(ffn)))
+    }
+}
+
+/// random_init.cu: reproducible random bf16 tensors made on the GPU (dummy weights).
+public struct RandomInit {
+    public static let file = "random_init.cu"
+    public static let instances = [KernelInstance(file, "kiln::random_bf16", hot: false)]
+    struct Params { var y: UInt64; var n: Int64; var seed: UInt64; var center, halfWidth, minMag: Float }
+    let kernel: Kernel
+    let context: Context
+    public init(_ library: KernelLibrary) throws {
+        kernel = try library.kernel(RandomInit.file, "kiln::random_bf16")
+        context = library.context!
+    }
+    /// y[i] = center ± (minMag + (halfWidth − minMag)·u), u ∈ [0, 1) and the sign hashed from (seed, i).
+    public func callAsFunction(y: CUdeviceptr, count: Int, seed: UInt64, center: Float, halfWidth: Float, minMag: Float, stream: GPUStream) throws {
+        guard count > 0 else { return }
+        try kernel.launch(grid: (gridStrideBlocks(count, threads: 256, context: context), 1, 1), block: (256, 1, 1), stream: stream,
+                          Params(y: y, n: Int64(count), seed: seed, center: center, halfWidth: halfWidth, minMag: minMag))
+    }
+}

@@ -1,0 +1,101 @@
+import ArgumentParser
+import Foundation
+import KilnCore
+import KilnCPU
+import KilnCUDA
+import KilnGPU
+import KilnKernels
+import KilnModels
+
+/// GPU engine entry points for the CLI. Kept in their own file so the command files of the CPU
+/// engine need only a line or two to reach them (see GPURun).
+enum GPURun {
+    /// A GPU model from `--dummy-weights` or a checkpoint path.
+    static func model(path: String?, dummy: String?, maxBatch: Int, maxSeq: Int) throws -> GPUModel {
+        let ctx = try Context(ordinal: 0)
+        let log: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+        if let dummy { return try GPUModel.dummy(dummy, context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, log: log) }
+        guard let path else { throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME") }
+        return try GPUModel.load(try openModel(path: path), context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, log: { _ in })
+    }
+
+    /// The GPU path of `kiln bench`: prompt processing and generation, md or json.
+    static func bench(path: String?, dummy: String?, prompt: Int, generate: Int, repetitions: Int, batch: Int, json: Bool) throws {
+        let m = try model(path: path, dummy: dummy, maxBatch: batch, maxSeq: prompt + generate + 8)
+        let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions)
+        let name = dummy.map { "\($0) (dummy bf16)" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
+        let ppMs = r.median(r.prefillMs), tgMs = r.median(r.decodeMsPerStep)
+        if json {
+            let obj: [String: Any] = ["model": name, "backend": "CUDA (Kiln kernels)", "device": m.context.info.name, "n_batch": batch,
+                                      "n_prompt": prompt, "n_gen": generate, "pp_ms": ppMs, "pp_tokens_per_s": r.promptTokensPerSecond,
+                                      "tg_ms_per_step": tgMs, "tg_chained_ms_per_step": r.median(r.chainedMsPerStep), "tg_tokens_per_s": r.decodeTokensPerSecond,
+                                      "pp_samples_ms": r.prefillMs, "tg_samples_ms_per_step": r.decodeMsPerStep,
+                                      "weights_gb": Double(m.weights.byteCount) / 1e9]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            return
+        }
+        print("| model | backend | batch | test | ms | t/s |")
+        print("| ----- | ------- | ----: | ---: | -: | --: |")
+        print("| \(name) | CUDA | \(batch) | pp\(prompt) | " + String(format: "%.2f | %.1f |", ppMs, r.promptTokensPerSecond))
+        print("| \(name) | CUDA | \(batch) | tg\(generate) | " + String(format: "%.3f ms/step | %.1f |", tgMs, r.decodeTokensPerSecond))
+        print("| \(name) | CUDA | \(batch) | tg\(generate) chained (no per-step id read) | " + String(format: "%.3f ms/step | %.1f |", r.median(r.chainedMsPerStep), Double(batch) / r.median(r.chainedMsPerStep) * 1000))
+        print(String(format: "weights %.2f GB; decode reads them once per step: %.0f GB/s effective", Double(m.weights.byteCount) / 1e9,
+                     Double(m.weights.byteCount) / (tgMs * 1e-3) / 1e9))
+    }
+}
+
+/// `kiln bench-gpu`: the GPU engine benchmark (what `kiln bench --device cuda` runs).
+struct GPUBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-gpu", abstract: "Prompt processing and generation speed of the GPU engine.")
+    @Option(name: .shortAndLong, help: "Model file or folder.") var model: String?
+    @Option(name: .long, help: "Random weights made on the GPU: llama3-8b, llama3-70b, granite-8b or PATH/config.json.") var dummyWeights: String?
+    @Option(name: .shortAndLong, help: "Prompt tokens per sequence.") var p: Int = 512
+    @Option(name: .shortAndLong, help: "Generated tokens per sequence.") var n: Int = 256
+    @Option(name: .shortAndLong, help: "Repetitions.") var r: Int = 3
+    @Option(name: .shortAndLong, help: "Sequences decoded together (1…8).") var batch: Int = 1
+    @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
+    func run() throws {
+        try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json")
+    }
+}
+
+/// `kiln bench kernels`: every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt.
+struct BenchKernelsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kernels", abstract: "Time every GEMM shape of a model (Kiln vs cuBLASLt).")
+    @Option(name: .long, help: "Model shapes: llama3-8b, llama3-70b, granite-8b or PATH/config.json.") var dummyWeights: String = "llama3-8b"
+    @Option(name: .shortAndLong, help: "Model folder or file whose shapes to use (instead of --dummy-weights).") var model: String?
+    func run() throws {
+        let c = try model.map { try openModel(path: $0).config } ?? DummyModels.config(dummyWeights)
+        let ctx = try Context(ordinal: 0)
+        try EngineBench.kernels(config: c, library: try KernelLibrary(context: ctx), log: { print($0) })
+    }
+}
+
+/// `kiln logits` (hidden, for correctness scripts): teacher-forced logits of every position, raw
+/// little-endian fp32 [tokens, vocab].
+struct LogitsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logits", abstract: "Dump teacher-forced logits (fp32) for a token file.",
+                                                    shouldDisplay: false)
+    @Option(name: .shortAndLong, help: "Model file or folder.") var model: String
+    @Option(name: .long, help: "Token ids, whitespace-separated text.") var tokens: String
+    @Option(name: .long, help: "Output file (raw fp32, [tokens, vocab]).") var out: String
+    @Option(name: .long, help: "cpu or cuda.") var device: String = "cuda"
+    func run() throws {
+        guard let text = try? String(contentsOfFile: tokens, encoding: .utf8) else { throw KilnError("\(tokens): cannot read") }
+        let ids = try text.split(whereSeparator: { $0.isWhitespace || $0 == "," }).map { s -> Int32 in
+            guard let v = Int32(s) else { throw KilnError("\(tokens): \"\(s)\" is not a token id") }
+            return v
+        }
+        let logits: [Float]
+        switch device {
+        case "cuda":
+            logits = try GPURun.model(path: model, dummy: nil, maxBatch: 1, maxSeq: ids.count + 8).logits(tokens: ids)
+        case "cpu":
+            let m = try CPUModel(weights: try openModel(path: model))
+            logits = try m.forward(ids, cache: try m.makeCache(capacity: ids.count + 8), logits: .all)
+        default: throw KilnError("--device \(device): expected cpu or cuda")
+        }
+        try logits.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: out)) }
+        print("wrote \(ids.count) × \(logits.count / max(1, ids.count)) logits to \(out)")
+    }
+}
