@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import KilnCore
+import KilnCUDA
+import KilnGPU
+import KilnKernels
+import KilnModels
+
+/// `kiln tune`: exhaustive, verified search of every GEMM shape of a model at each M bucket; the winners go to
+/// the tuning table of this GPU ($KILN_HOME/tune/<gpu>.json, or --tune-cache), which the engine loads at start.
+struct TuneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tune", abstract: "Time every kernel configuration for a model's GEMM shapes and save the fastest verified ones.")
+
+    @Option(name: .shortAndLong, help: "Model file or folder whose shapes to tune.") var model: String?
+    @Option(name: .long, help: "Shapes of a preset instead: llama3-8b, llama3-70b, granite-8b or PATH/config.json.") var dummyWeights: String?
+    @Option(name: .customLong("m"), help: "M buckets, comma-separated (default: 1,2,4,8,16 and 64…4096 on Hopper).") var mList: String?
+    @Option(name: .long, help: "Tuning table to read and write (default: $KILN_HOME/tune/<gpu>.json).") var tuneCache: String?
+    @Option(name: .long, help: "Timed samples per candidate (median; at least 20).") var runs: Int = 20
+    @Option(name: .long, help: "After tuning, compare decode ms/token with the defaults and the tuned table at this batch size (0: skip).")
+    var benchBatch: Int = 0
+    @Option(name: .long, help: "Generated tokens for --bench-batch.") var benchTokens: Int = 64
+    @Flag(name: .long, help: "Print every rejected candidate and why.") var verbose = false
+
+    func validate() throws {
+        guard (model == nil) != (dummyWeights == nil) else { throw ValidationError("give -m MODEL or --dummy-weights CFG") }
+        guard runs >= 20 else { throw ValidationError("--runs must be at least 20") }
+    }
+
+    static func parseMs(_ text: String?) throws -> [Int] {
+        guard let text else { return MBucket.all.filter { $0 <= 16 || $0 >= 64 } }
+        let raw = try text.split(separator: ",").map { s -> Int in
+            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v >= 1 else { throw ValidationError("--m: \"\(s)\" is not a positive integer") }
+            return v
+        }
+        var out: [Int] = []
+        for v in raw.map(MBucket.bucket(for:)) where !out.contains(v) { out.append(v) }
+        return out
+    }
+
+    func run() throws {
+        let err: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let config = try model.map { try openModel(path: $0).config } ?? DummyModels.config(dummyWeights!)
+        let ms = try TuneCommand.parseMs(mList)
+        let ctx = try Context(ordinal: 0)
+        let library = try KernelLibrary(context: ctx)
+        var (table, path) = try TuneSession.load(context: ctx, path: tuneCache, log: err)
+        print("tuning for \(table.key)")
+        let copy = try GPUBench.copyBandwidth(library: library)
+        print("copy bandwidth: " + String(format: "%.0f GB/s", copy.gbps))
+        let shapes = GemmShape.of(config)
+        var rows: [GemmTuner.Row] = []
+        do {
+            let tuner = try GemmTuner(library: library, shapes: shapes, log: verbose ? err : { _ in })
+            tuner.runs = runs
+            let plan = tuner.plan(shapes, ms: ms)
+            let skipped = ms.filter { m in !shapes.contains { GemmSearch.tunable($0, m: m, limits: tuner.limits) } }
+            if !skipped.isEmpty { err("note: M = \(skipped.map(String.init).joined(separator: ", ")): the dispatch takes no table entry there; skipped") }
+            let total = plan.reduce(0) { $0 + $1.2 }
+            print("\(plan.count) shape/M pairs, \(total) candidates (instance lists × split counts, after the validity rules)")
+            let bar = ProgressBar(total: total)
+            rows = try tuner.tune(shapes, ms: ms, into: &table, progress: bar)
+            bar.finish()
+        }
+        table.entries.sort { ($0.op, $0.n, $0.k, $0.mBucket) < ($1.op, $1.n, $1.k, $1.mBucket) }
+        try table.save(path: path)
+        let secs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        for line in GemmTuner.report(rows, copyGBps: copy.gbps) { print(line) }
+        let rejected = rows.reduce(0) { $0 + $1.rejected.count }
+        print(String(format: "tuned in %.1f s (start-up and kernel compilation included); %d candidates failed verification and were never eligible", secs, rejected))
+        print("saved \(table.entries.count) entries to \(path)")
+        if benchBatch > 0 { try bench(config: config, ctx: ctx, table: table, err: err) }
+    }
+
+    /// Decode ms per step (one token per sequence) with the default kernels and with the table, same model shapes.
+    func bench(config: ModelConfig, ctx: Context, table: TuneTable, err: @escaping (String) -> Void) throws {
+        var results: [(String, EngineBench.ModelResult)] = []
+        for (label, tune) in [("defaults", nil), ("tuned", table)] as [(String, TuneTable?)] {
+            let maxSeq = 128 + benchTokens + 8
+            let m: GPUModel
+            if let dummyWeights { m = try GPUModel.dummy(dummyWeights, context: ctx, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
+            else { m = try GPUModel.load(try openModel(path: model!), context: ctx, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
+            results.append((label, try EngineBench.model(m, batch: benchBatch, prompt: 128, generate: benchTokens, repetitions: 3)))
+        }
+        print("| kernels | batch | decode ms/token (per step) | chained ms/step | tokens/s |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for (label, r) in results {
+            print("| \(label) | \(benchBatch) | " + String(format: "%.3f | %.3f | %.1f |", r.median(r.decodeMsPerStep), r.median(r.chainedMsPerStep), r.decodeTokensPerSecond))
+        }
+    }
+}

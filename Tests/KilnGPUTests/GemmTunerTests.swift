@@ -1,0 +1,147 @@
+import XCTest
+import KilnCore
+@testable import KilnCUDA
+import KilnKernels
+
+/// The tuner's CPU-side logic: candidate rules, verification bounds, device key, progress text, report.
+final class GemmTunerTests: XCTestCase {
+    let h200 = GemmSearch.Limits.hopperGPU
+    let qkv = GemmShape(op: "qkv", n: 6144, k: 4096)
+    let logits = GemmShape(op: "logits", n: 128_256, k: 4096, outF32: true)
+
+    func testCandidatesComeFromTheInstanceListTimesSplits() {
+        XCTAssertFalse(GemmSplitK.configs.isEmpty, "instance table parsed")
+        let (valid, filtered) = GemmSearch.candidates(qkv, m: 1, limits: h200)
+        // At M = 1 every gemm_splitk instance serves (NT=1 and NT=2), with every split; no Hopper instance does.
+        XCTAssertEqual(valid.count, GemmSplitK.configs.count * GemmSearch.splits.count)
+        XCTAssertEqual(valid.count + filtered.count, (GemmSplitK.configs.count * GemmSearch.splits.count) + GemmHopper.configs.count)
+        XCTAssertEqual(valid.first, GemmSearch.defaultCandidate(qkv, m: 1, limits: h200), "default first: it becomes the trusted output")
+        XCTAssertEqual(Set(valid).count, valid.count)
+    }
+
+    func testNT1InstancesAreFilteredAboveM8() {
+        let (valid, filtered) = GemmSearch.candidates(qkv, m: 16, limits: h200)
+        XCTAssertTrue(valid.allSatisfy { if case .splitK(let c) = $0.kernel { return c.nt == 2 } else { return false } })
+        XCTAssertTrue(filtered.contains { $0.1.contains("NT=1") })
+        XCTAssertEqual(GemmSearch.defaultCandidate(qkv, m: 16, limits: h200).name, GemmSplitK.defaultConfig(m: 16).name)
+    }
+
+    func testSharedMemoryAndSplitRules() {
+        let ring = GemmSplitK.configs.first { $0.stages > 0 }!
+        var small = h200; small.sharedOptIn = 48 * 1024
+        XCTAssertGreaterThan(ring.sharedBytes, small.sharedOptIn)
+        XCTAssertNotNil(GemmSearch.rule(ring, split: 1, shape: qkv, m: 1, limits: small))
+        XCTAssertNil(GemmSearch.rule(ring, split: 1, shape: qkv, m: 1, limits: h200))
+        let c = GemmSplitK.defaultConfig(m: 1)
+        XCTAssertNotNil(GemmSearch.rule(c, split: 16, shape: qkv, m: 1, limits: h200), "split above the dispatch's workspace")
+        XCTAssertNotNil(GemmSearch.rule(c, split: 8, shape: GemmShape(op: "t", n: 64, k: 24), m: 1, limits: h200), "empty K chunk")
+        XCTAssertNil(GemmSearch.rule(c, split: 2, shape: GemmShape(op: "t", n: 64, k: 24), m: 1, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(c, split: 1, shape: GemmShape(op: "t", n: 64, k: 20), m: 1, limits: h200), "K % 8")
+        var tiny = h200; tiny.workspaceFloats = 6144
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: qkv, m: 1, limits: tiny))
+    }
+
+    func testHopperOnlyForPrefillBF16OnHopper() {
+        XCTAssertFalse(GemmHopper.configs.isEmpty)
+        let h = GemmHopper.configs[0]
+        XCTAssertNil(GemmSearch.rule(h, shape: qkv, m: 512, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(h, shape: qkv, m: 16, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(h, shape: logits, m: 512, limits: h200))
+        let ampere = GemmSearch.Limits(hopper: false, sharedOptIn: 166 * 1024)
+        XCTAssertNotNil(GemmSearch.rule(h, shape: qkv, m: 512, limits: ampere))
+        XCTAssertTrue(GemmSearch.tunable(qkv, m: 512, limits: h200))
+        XCTAssertFalse(GemmSearch.tunable(qkv, m: 32, limits: h200), "the dispatch ignores entries between 17 and 63")
+        XCTAssertFalse(GemmSearch.tunable(logits, m: 512, limits: h200))
+        XCTAssertEqual(GemmSearch.candidates(qkv, m: 512, limits: h200).valid.count, GemmHopper.configs.count)
+        XCTAssertTrue(GemmSearch.candidates(qkv, m: 32, limits: h200).valid.isEmpty)
+    }
+
+    // A fake GEMM with bf16 data: the verification must accept a correct, bf16-rounded output and reject wrong ones.
+    func makeCase(m: Int, n: Int, k: Int) -> (x: [UInt16], w: [UInt16], y: [Float], ref: GemmReference) {
+        var rng = SplitMix64(seed: 3)
+        func r() -> Float { Float(Double(rng.next() % 2001) / 1000 - 1) }
+        let x = (0..<(m * k)).map { _ in floatToBF16(r()) }, w = (0..<(n * k)).map { _ in floatToBF16(0.035 * r()) }
+        var y = [Float](repeating: 0, count: m * n)
+        for t in 0..<m { for j in 0..<n {
+            var acc: Float = 0
+            for i in 0..<k { acc += bf16ToFloat(x[t * k + i]) * bf16ToFloat(w[j * k + i]) }
+            y[t * n + j] = bf16ToFloat(floatToBF16(acc))     // what a correct bf16-output kernel returns
+        } }
+        let (rows, tokens) = GemmReference.sample(n: n, maxM: m, ms: [m], random: 8)
+        let wRows = rows.flatMap { Array(w[($0 * k)..<($0 * k + k)]) }
+        return (x, w, y, GemmReference(x: x, wRows: wRows, k: k, rows: rows, tokens: tokens))
+    }
+
+    func testVerificationAcceptsCorrectAndRejectsWrongOutputs() {
+        let n = 80, k = 256, m = 4
+        let c = makeCase(m: m, n: n, k: k)
+        XCTAssertNil(GemmCheck.check(c.y, m: m, n: n, reference: c.ref))
+        var nan = c.y; nan[m * n - 1] = .nan
+        XCTAssertNotNil(GemmCheck.check(nan, m: m, n: n, reference: c.ref), "NaN fails even outside the sample")
+        var tail = c.y; for t in 0..<m { tail[t * n + n - 1] = 0 }
+        XCTAssertNotNil(GemmCheck.check(tail, m: m, n: n, reference: c.ref), "a skipped last row is caught")
+        var half = c.y; for i in half.indices { half[i] *= 0.5 }   // e.g. a split that drops half of K
+        XCTAssertNotNil(GemmCheck.check(half, m: m, n: n, reference: c.ref))
+        var swapped = c.y; for j in 0..<n { swapped[j] = c.y[n + j] }   // token 1's row in token 0's place
+        XCTAssertNotNil(GemmCheck.check(swapped, m: m, n: n, reference: c.ref))
+        XCTAssertNil(GemmCheck.compare(c.y, trusted: c.y, count: m * n))
+        var one = c.y; one[37] += 1
+        XCTAssertNotNil(GemmCheck.compare(one, trusted: c.y, count: m * n), "full comparison catches a single element")
+    }
+
+    /// End to end on the CPU: fake kernels, one fast but wrong, through Autotuner.select with the tuner's check.
+    func testWrongFastCandidateNeverWins() {
+        let n = 48, k = 128, m = 2
+        let c = makeCase(m: m, n: n, k: k)
+        let outputs: [String: [Float]] = ["right": c.y, "fast-wrong": c.y.map { $0 * 1.1 }, "fast-nan": c.y.map { _ in .nan }]
+        let times = ["right": 10.0, "fast-wrong": 1.0, "fast-nan": 0.5]
+        let r = Autotuner.select(["fast-wrong", "right", "fast-nan"], verify: { GemmCheck.check(outputs[$0]!, m: m, n: n, reference: c.ref) },
+                                 time: { times[$0]! })
+        XCTAssertEqual(r.winner?.candidate, "right")
+        XCTAssertEqual(r.all.filter { $0.rejection != nil }.count, 2)
+    }
+
+    func testKernelHashAndDriverNumber() {
+        let a = TuneKey.kernelSourceHash(["a.cu": "x", "b.cu": "y"])
+        XCTAssertEqual(a.count, 64)
+        XCTAssertEqual(a, TuneKey.kernelSourceHash(["b.cu": "y", "a.cu": "x"]))
+        XCTAssertNotEqual(a, TuneKey.kernelSourceHash(["a.cu": "x", "b.cu": "y "]))
+        XCTAssertNotEqual(a, TuneKey.kernelSourceHash(["a.cu": "xb.cu", "": "y"]), "names and texts cannot run together")
+        XCTAssertEqual(TuneKey.kernelSourceHash(), TuneKey.kernelSourceHash())
+        XCTAssertEqual(TuneKey.driverNumber("13.0"), 13000)
+        XCTAssertEqual(TuneKey.driverNumber("12.8"), 12080)
+    }
+
+    /// A table measured with other kernel sources is ignored by the engine's loader, which then hands back an empty
+    /// table with the current key (so the dispatch falls back to defaults and names each shape).
+    func testMissingEntriesAndStaleTable() throws {
+        let key = TuneKey(gpuName: "NVIDIA H200", multiprocessors: 132, driverVersion: 13000, nvrtcVersion: "13.0",
+                          kernelSourceHash: TuneKey.kernelSourceHash())
+        var t = TuneTable(key: key)
+        t.record(TuneEntry(op: "qkv", n: 6144, k: 4096, mBucket: 2, config: GemmSplitK.defaultConfig(m: 1).name, split: 2,
+                           microseconds: 10, defaultMicroseconds: 12))
+        let miss = TuneSession.missing(t, shapes: [qkv], ms: [1, 2, 32, 64], limits: h200)
+        XCTAssertEqual(miss.map(\.1), [1, 64], "M=2 is tuned; M=32 is not tunable")
+        let path = NSTemporaryDirectory() + "kiln-tune-\(UInt32.random(in: 0...UInt32.max)).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var old = t; old.key.kernelSourceHash = String(repeating: "0", count: 64)
+        try old.save(path: path)
+        XCTAssertEqual(try TuneTable.load(path: path, expecting: key), .stale("kernel sources changed"))
+    }
+
+    func testProgressBarText() {
+        XCTAssertEqual(ProgressBar.render(done: 0, total: 10, elapsed: 0, width: 10), "[..........] 0/10 candidates, 10 left, estimating")
+        XCTAssertEqual(ProgressBar.render(done: 5, total: 20, elapsed: 10, width: 4), "[#...] 5/20 candidates, 15 left, ~0:30 left")
+        XCTAssertEqual(ProgressBar.render(done: 20, total: 20, elapsed: 75, width: 4), "[####] 20/20 candidates, 0 left, done in 1:15")
+    }
+
+    func testReportTable() {
+        let row = GemmTuner.Row(shape: qkv, m: 1, candidates: 60, rejected: [], defaultName: "d", defaultMicroseconds: 20,
+                                winner: GemmSearch.defaultCandidate(qkv, m: 1, limits: h200), winnerMicroseconds: 16)
+        let lines = GemmTuner.report([row], copyGBps: 4000)
+        XCTAssertEqual(lines.count, 3)
+        XCTAssertTrue(lines[2].contains("| 20.00 |") && lines[2].contains("| 16.00 |") && lines[2].contains("1.25×"), lines[2])
+        // 6144·4096·2 + 2·4096 + 2·6144 bytes in 16 µs at 4000 GB/s of copy bandwidth ≈ 79%.
+        XCTAssertTrue(lines[2].hasSuffix("| 79% |"), lines[2])
+    }
+}
