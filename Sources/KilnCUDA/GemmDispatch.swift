@@ -46,7 +46,7 @@ public final class GemmDispatch {
             if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(splitK: nil, hopper: c, split: 1) }
         } else {
             let key = "\(op) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
-            if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel") }
+            if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel (run `kiln tune` to measure it)") }
         }
         if m >= 64, hopperOK, !outF32 { return Choice(splitK: nil, hopper: GemmHopper.defaultConfig(m: m, n: n), split: 1) }
         return Choice(splitK: GemmSplitK.defaultConfig(m: min(m, 16)), hopper: nil, split: 1)

@@ -19,6 +19,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "cuda only: random weights made on the GPU: llama3-8b, llama3-70b, granite-8b or PATH/config.json.")
     var dummyWeights: String?
     @Option(name: .shortAndLong, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
+    @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
 
     func validate() throws {
         guard p >= 0, n >= 0, r >= 1 else { throw ValidationError("-p and -n must be >= 0 and -r >= 1") }
@@ -27,7 +28,8 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         if device == "cuda" || dummyWeights != nil {
-            try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json")
+            try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
+                             tuning: tuning.value)
             return
         }
         let logger = makeLogger()

@@ -10,23 +10,46 @@ import KilnModels
 /// GPU engine entry points for the CLI. Kept in their own file so the command files of the CPU
 /// engine need only a line or two to reach them (see GPURun).
 enum GPURun {
-    /// A GPU model from `--dummy-weights` or a checkpoint path.
-    static func model(path: String?, dummy: String?, maxBatch: Int, maxSeq: Int) throws -> GPUModel {
+    static let log: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+
+    /// How the engine picks its GEMM kernels: the tuner's table for this GPU (tuning missing shapes first when asked),
+    /// or the documented defaults alone.
+    struct Tuning {
+        var cachePath: String?
+        var tuneMissing = false
+        var defaultsOnly = false
+    }
+
+    /// The tuning table for `config` on this GPU, or nil for the defaults.
+    static func table(for config: ModelConfig, library: KernelLibrary, tuning: Tuning) throws -> TuneTable? {
+        if tuning.defaultsOnly { return nil }
+        return try TuneSession.loadOrTune(config: config, library: library, path: tuning.cachePath, tuneMissing: tuning.tuneMissing, log: log)
+    }
+
+    /// A GPU model from `--dummy-weights` or a checkpoint (an already opened one, or a path).
+    static func model(path: String?, dummy: String?, weights: WeightSource? = nil, maxBatch: Int, maxSeq: Int,
+                      tuning: Tuning = Tuning()) throws -> GPUModel {
         let ctx = try Context(ordinal: 0)
-        let log: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
-        if let dummy { return try GPUModel.dummy(dummy, context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, log: log) }
-        guard let path else { throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME") }
-        return try GPUModel.load(try openModel(path: path), context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, log: { _ in })
+        if let dummy {
+            let table = try self.table(for: try DummyModels.config(dummy), library: try KernelLibrary(context: ctx), tuning: tuning)
+            return try GPUModel.dummy(dummy, context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
+        }
+        guard let source = try weights ?? path.map({ try openModel(path: $0) }) else {
+            throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
+        }
+        let table = try self.table(for: source.config, library: try KernelLibrary(context: ctx), tuning: tuning)
+        return try GPUModel.load(source, context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
     }
 
     /// The GPU path of `kiln bench`: prompt processing and generation, md or json.
-    static func bench(path: String?, dummy: String?, prompt: Int, generate: Int, repetitions: Int, batch: Int, json: Bool) throws {
-        let m = try model(path: path, dummy: dummy, maxBatch: batch, maxSeq: prompt + generate + 8)
+    static func bench(path: String?, dummy: String?, prompt: Int, generate: Int, repetitions: Int, batch: Int, json: Bool,
+                      tuning: Tuning = Tuning()) throws {
+        let m = try model(path: path, dummy: dummy, maxBatch: batch, maxSeq: prompt + generate + 8, tuning: tuning)
         let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions)
         let name = dummy.map { "\($0) (dummy bf16)" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
         let ppMs = r.median(r.prefillMs), tgMs = r.median(r.decodeMsPerStep)
         if json {
-            let obj: [String: Any] = ["model": name, "backend": "CUDA (Kiln kernels)", "device": m.context.info.name, "n_batch": batch,
+            let obj: [String: Any] = ["model": name, "backend": "CUDA (Kiln kernels)", "kernels": tuning.defaultsOnly ? "defaults" : "tuned table", "device": m.context.info.name, "n_batch": batch,
                                       "n_prompt": prompt, "n_gen": generate, "pp_ms": ppMs, "pp_tokens_per_s": r.promptTokensPerSecond,
                                       "tg_ms_per_step": tgMs, "tg_chained_ms_per_step": r.median(r.chainedMsPerStep), "tg_tokens_per_s": r.decodeTokensPerSecond,
                                       "pp_samples_ms": r.prefillMs, "tg_samples_ms_per_step": r.decodeMsPerStep,
@@ -54,9 +77,19 @@ struct GPUBenchCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Repetitions.") var r: Int = 3
     @Option(name: .shortAndLong, help: "Sequences decoded together (1…8).") var batch: Int = 1
     @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
+    @OptionGroup var tuning: TuningOptions
     func run() throws {
-        try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json")
+        try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
+                         tuning: tuning.value)
     }
+}
+
+/// Kernel-choice options shared by the GPU commands.
+struct TuningOptions: ParsableArguments {
+    @Flag(name: .long, help: "Tune the GEMM shapes that have no entry in the tuning table before starting (kiln tune).") var tune = false
+    @Option(name: .long, help: "Tuning table to use instead of $KILN_HOME/tune/<gpu>.json.") var tuneCache: String?
+    @Flag(name: .long, help: "Ignore the tuning table: use the documented default kernels.") var defaultKernels = false
+    var value: GPURun.Tuning { GPURun.Tuning(cachePath: tuneCache, tuneMissing: tune, defaultsOnly: defaultKernels) }
 }
 
 /// `kiln bench kernels`: every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt.

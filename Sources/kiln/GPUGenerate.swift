@@ -6,14 +6,13 @@ import KilnModels
 import KilnTokenizer
 import KilnTemplates
 import KilnCUDA
-import KilnGPU
 import KilnEngine
 
 /// `kiln run --device cuda`: one sequence on Kiln's GPU engine. Sampling on the GPU is greedy (argmax)
 /// for now, so a non-zero temperature is refused rather than silently ignored.
 enum GPUGenerate {
     static func run(modelPath: String?, prompt: String?, chat: Bool, maxTokens: Int, temperature: Float, stops: [String],
-                    contextSize: Int?, logger: Logger) throws {
+                    contextSize: Int?, tuning: GPURun.Tuning, logger: Logger) throws {
         guard temperature == 0 else {
             throw KilnError("--device cuda decodes greedily for now; pass --temp 0 (or use --device cpu for sampling)")
         }
@@ -23,7 +22,7 @@ enum GPUGenerate {
         let weights = try openModel(path: path)
         let (tok, templateSource) = try loadTokenizer(weights: weights, path: path)
         let ctxLen = contextSize ?? min(weights.config.contextLength, 4096)
-        let model = try GPUModel.load(weights, context: try Context(ordinal: 0), maxBatch: 1, maxSeq: ctxLen)
+        let model = try GPURun.model(path: path, dummy: nil, weights: weights, maxBatch: 1, maxSeq: ctxLen, tuning: tuning)
         logger.info("loaded \(path) on \(model.context.info.name) in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
 
         var ids: [Int]

@@ -78,12 +78,13 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context size (default: min(model context, 4096)).") var ctxSize: Int?
     @Option(name: .long, help: "Device: cpu, or cuda (Kiln's GPU kernels; greedy decoding).") var device: String = "cpu"
     @Flag(name: .shortAndLong, help: "Verbose logs.") var verbose = false
+    @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
 
     func run() throws {
         let logger = makeLogger(verbose: verbose)
         if device == "cuda" {
             try GPUGenerate.run(modelPath: model, prompt: prompt, chat: chat, maxTokens: n < 0 ? Int.max : n, temperature: temp,
-                                stops: stops, contextSize: ctxSize, logger: logger)
+                                stops: stops, contextSize: ctxSize, tuning: tuning.value, logger: logger)
             return
         }
         let loaded = try LoadedModel.load(path: model, threads: threads, device: device, logger: logger)

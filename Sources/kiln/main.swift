@@ -9,7 +9,7 @@ struct Kiln: ParsableCommand {
         commandName: "kiln",
         abstract: "Run Llama-family language models on the CPU or on NVIDIA GPUs with Kiln's own kernels.",
         subcommands: [RunCommand.self, InfoCommand.self, TokenizeCommand.self, PerplexityCommand.self,
-                      BenchCommand.self, CheckCommand.self, DoctorCommand.self,
+                      BenchCommand.self, TuneCommand.self, CheckCommand.self, DoctorCommand.self,
                       GPUBenchCommand.self, LogitsCommand.self])
 }
 
