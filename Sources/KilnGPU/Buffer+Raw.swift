@@ -7,6 +7,7 @@ extension DeviceBuffer {
     public func upload(bytes: UnsafeRawBufferPointer, atByte offset: Int) throws {
         precondition(offset >= 0 && offset + bytes.count <= byteCount, "upload past the end of a \(byteCount)-byte buffer")
         try cuCheck("cuMemcpyHtoD_v2", context.driver.cuMemcpyHtoD(address + UInt64(offset), bytes.baseAddress, bytes.count))
+        try context.synchronize()   // see DeviceBuffer.upload: the DMA may still be in flight otherwise
     }
 }
 

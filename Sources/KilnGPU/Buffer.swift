@@ -29,13 +29,22 @@ public final class DeviceBuffer<T>: @unchecked Sendable {
     /// Address of element `index` (for views into a larger buffer).
     public func address(at index: Int) -> CUdeviceptr { address + UInt64(index * MemoryLayout<T>.stride) }
 
+    /// Synchronous upload (set-up and tests; the hot path uses the async copies below).
+    ///
+    /// A copy from pageable memory may return before its DMA reaches the GPU, and Kiln's streams are
+    /// non-blocking, so they do not wait for the legacy default stream: without the context synchronisation,
+    /// a kernel launched next on a `GPUStream` could read the buffer's previous contents.
     public func upload(_ values: [T]) throws {
         precondition(values.count <= count, "upload of \(values.count) elements into a buffer of \(count)")
         try values.withUnsafeBytes { try cuCheck("cuMemcpyHtoD_v2", context.driver.cuMemcpyHtoD(address, $0.baseAddress, $0.count)) }
+        try context.synchronize()
     }
 
+    /// Synchronous download; waits for all work of the context first, since the copy on the default stream
+    /// would not wait for kernels still running on a non-blocking `GPUStream`.
     public func download() throws -> [T] {
-        try [T](unsafeUninitializedCapacity: count) { buf, n in
+        try context.synchronize()
+        return try [T](unsafeUninitializedCapacity: count) { buf, n in
             try cuCheck("cuMemcpyDtoH_v2", context.driver.cuMemcpyDtoH(UnsafeMutableRawPointer(buf.baseAddress), address, byteCount))
             n = count
         }
