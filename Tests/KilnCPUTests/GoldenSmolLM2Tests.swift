@@ -5,12 +5,13 @@ import KilnModels
 import KilnCPU
 
 /// End-to-end checks of the CPU forward pass on SmolLM2-135M (Q4_1) against llama.cpp's recorded logits
-/// (/work/shared/golden/smollm2-llamacpp.json; see its `how_to_compare`).
+/// (shared/golden/smollm2-llamacpp.json, copied to Tests/Fixtures; see its `how_to_compare`).
 final class GoldenSmolLM2Tests: XCTestCase {
     struct Case { var name: String; var prompt: [Int32]; var generated: [Int32]; var gaps: [Double]
         var top5: [(ids: [Int], logits: [Double])]; var first3: [(ids: [Int], logits: [Double])]; var exactSteps: Int }
 
-    static let goldenPath = "/work/shared/golden/smollm2-llamacpp.json"
+    static let goldenPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/smollm2-llamacpp.json").path
     nonisolated(unsafe) static var shared: CPUModel?
 
     static func model() throws -> CPUModel {
@@ -22,7 +23,7 @@ final class GoldenSmolLM2Tests: XCTestCase {
     }
 
     static func cases() throws -> [Case] {
-        guard let data = FileManager.default.contents(atPath: goldenPath) else { throw XCTSkip("no golden data at \(goldenPath)") }
+        guard let data = FileManager.default.contents(atPath: goldenPath) else { throw KilnError("no golden data at \(goldenPath)") }
         let root = try JSONSerialization.jsonObject(with: data) as! [String: Any]
         var entries = root["prompts"] as! [[String: Any]]
         entries.append(root["chat_no_system"] as! [String: Any])

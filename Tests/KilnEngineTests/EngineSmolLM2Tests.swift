@@ -18,7 +18,9 @@ final class EngineSmolLM2Tests: XCTestCase {
     }
 
     static func golden() throws -> [String: Any] {
-        guard let d = FileManager.default.contents(atPath: "/work/shared/golden/smollm2-llamacpp.json") else { throw XCTSkip("no golden data") }
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/smollm2-llamacpp.json").path
+        guard let d = FileManager.default.contents(atPath: path) else { throw KilnError("no golden data at \(path)") }
         return try JSONSerialization.jsonObject(with: d) as! [String: Any]
     }
 
@@ -66,7 +68,7 @@ final class EngineSmolLM2Tests: XCTestCase {
     /// llama-perplexity -c 512 on the Apache-2.0 license text gives 15.9289 ± 1.42219 (4 chunks); Kiln must be within 1%.
     func testPerplexityMatchesLlamaCpp() throws {
         let path = "/usr/share/common-licenses/Apache-2.0"
-        guard let data = FileManager.default.contents(atPath: path) else { throw XCTSkip("\(path) missing") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw KilnError("\(path) missing (Debian's base-files package ships it)") }
         let (model, gguf) = try Self.model()
         let tok = try Tokenizer(gguf: gguf.gguf)
         var text = String(decoding: data, as: UTF8.self)

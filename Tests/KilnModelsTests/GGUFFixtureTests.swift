@@ -47,7 +47,7 @@ final class GGUFFixtureTests: XCTestCase {
     }
 
     func testRealSmolLM2Opens() throws {
-        guard FileManager.default.fileExists(atPath: smolLM2Path) else { throw XCTSkip("SmolLM2 not cached") }
+        guard FileManager.default.fileExists(atPath: smolLM2Path) else { throw KilnError("SmolLM2 not cached at \(smolLM2Path): run `kiln info` once (scripts/test.sh does)") }
         let m = try openModel(path: smolLM2Path)
         XCTAssertEqual(m.config.hiddenSize, 576)
         XCTAssertEqual(m.config.numLayers, 30)

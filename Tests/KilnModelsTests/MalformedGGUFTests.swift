@@ -155,7 +155,7 @@ final class MalformedGGUFTests: XCTestCase {
 
     /// The real model's header (metadata with ~100k tokenizer strings, 272 tensor infos) cut at 50 random points.
     func testRandomTruncationsOfSmolLM2() throws {
-        guard FileManager.default.fileExists(atPath: smolLM2Path) else { throw XCTSkip("SmolLM2 not cached") }
+        guard FileManager.default.fileExists(atPath: smolLM2Path) else { throw KilnError("SmolLM2 not cached at \(smolLM2Path): run `kiln info` once (scripts/test.sh does)") }
         let real = try GGUFFile(path: smolLM2Path)
         let headerEnd = real.dataOffset
         XCTAssertGreaterThan(headerEnd, 100_000)

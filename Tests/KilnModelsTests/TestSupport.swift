@@ -51,4 +51,4 @@ func safetensorsBytes(header: String, data: [UInt8], lengthOverride: UInt64? = n
     return u64Bytes(lengthOverride ?? UInt64(h.count)) + h + data
 }
 
-let smolLM2Path = (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+let smolLM2Path = KilnHome.path + "/models/" + KnownModel.smollm2.name
