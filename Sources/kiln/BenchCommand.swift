@@ -7,7 +7,15 @@ import KilnEngine
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure prompt processing (pp) and token generation (tg) speed, like llama-bench.",
-        subcommands: [BenchKernelsCommand.self])
+        discussion: """
+            kiln bench [model]     prompt processing and generation (CPU, or --device cuda / --dummy-weights)
+            kiln bench kernels     every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt (GPU)
+            kiln bench tokenizer   single-threaded encoding speed of a model's tokenizer in MB/s
+            """)
+
+    /// One command with a positional target (not subcommands), so -m, -r and --dummy-weights mean the same for all three.
+    enum Target: String, ExpressibleByArgument, CaseIterable { case model, kernels, tokenizer }
+    @Argument(help: "What to measure: model, kernels or tokenizer.") var target: Target = .model
 
     @Option(name: .shortAndLong, help: "Model file (GGUF) or Hugging Face folder; default: SmolLM2-135M-Instruct.") var model: String?
     @Option(name: .shortAndLong, help: "Prompt tokens (0 skips the pp test).") var p: Int = 128
@@ -20,6 +28,8 @@ struct BenchCommand: ParsableCommand {
     var dummyWeights: String?
     @Option(name: .shortAndLong, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
     @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
+    @Option(name: .shortAndLong, help: "tokenizer only: text file to encode (default: the licences in /usr/share/common-licenses).")
+    var file: String?
 
     func validate() throws {
         guard p >= 0, n >= 0, r >= 1 else { throw ValidationError("-p and -n must be >= 0 and -r >= 1") }
@@ -27,6 +37,11 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        switch target {
+        case .kernels: return try BenchKernels.run(model: model, dummyWeights: dummyWeights ?? "llama3-8b")
+        case .tokenizer: return try BenchTokenizer.run(model: model, file: file, repeats: r)
+        case .model: break
+        }
         if device == "cuda" || dummyWeights != nil {
             try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
                              tuning: tuning.value)

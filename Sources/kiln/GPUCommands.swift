@@ -93,11 +93,8 @@ struct TuningOptions: ParsableArguments {
 }
 
 /// `kiln bench kernels`: every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt.
-struct BenchKernelsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "kernels", abstract: "Time every GEMM shape of a model (Kiln vs cuBLASLt).")
-    @Option(name: .long, help: "Model shapes: llama3-8b, llama3-70b, granite-8b or PATH/config.json.") var dummyWeights: String = "llama3-8b"
-    @Option(name: .shortAndLong, help: "Model folder or file whose shapes to use (instead of --dummy-weights).") var model: String?
-    func run() throws {
+enum BenchKernels {
+    static func run(model: String?, dummyWeights: String) throws {
         let c = try model.map { try openModel(path: $0).config } ?? DummyModels.config(dummyWeights)
         let ctx = try Context(ordinal: 0)
         try EngineBench.kernels(config: c, library: try KernelLibrary(context: ctx), log: { print($0) })
