@@ -62,9 +62,9 @@ public enum GPUBench {
         out.append(Result(name: "rmsnorm bf16 \(rows)x\(cols)", bytes: 2 * n * 2 + 2 * cols, medianMs: try median(stream, runs: runs) {
             try norm(x: x.address, weight: w.address, y: y.address, rows: rows, cols: cols, eps: 1e-5, stream: stream)
         }))
-        for threads in [256] {
-            out.append(Result(name: "rmsnorm bf16 \(rows)x\(cols) (\(threads) threads)", bytes: 2 * n * 2 + 2 * cols, medianMs: try median(stream, runs: runs) {
-                try norm(x: x.address, weight: w.address, y: y.address, rows: rows, cols: cols, eps: 1e-5, threads: threads, stream: stream)
+        for (threads, rpb) in [(128, 1), (256, 1), (256, 2)] {
+            out.append(Result(name: "rmsnorm bf16 \(rows)x\(cols) (\(threads) threads, \(rpb) row/block)", bytes: 2 * n * 2 + 2 * cols, medianMs: try median(stream, runs: runs) {
+                try norm(x: x.address, weight: w.address, y: y.address, rows: rows, cols: cols, eps: 1e-5, threads: threads, rowsPerBlock: rpb, stream: stream)
             }))
         }
         out.append(Result(name: "residual_rmsnorm bf16 \(rows)x\(cols)", bytes: 4 * n * 2 + 2 * cols, medianMs: try median(stream, runs: runs) {

@@ -71,6 +71,10 @@ public final class GPUModel {
         config = c; context = ctx; self.library = library; self.weights = weights; self.log = log
         self.maxBatch = maxBatch; self.maxSeq = maxSeq; self.maxRows = max(maxRows, maxBatch)
         stream = try GPUStream(ctx)
+        // Programmatic dependent launch for the decode-path kernels (rmsnorm, GEMM split-K, RoPE, decode
+        // attention, SwiGLU): opt-in with KILN_PDL=1. Off by default: correct (kiln check, logits PASS)
+        // but measured 0.3 ms/step SLOWER on H200 Llama-3-8B bs=2 decode (docs/perf-notes.md, "PDL").
+        stream.pdl = ProcessInfo.processInfo.environment["KILN_PDL"] == "1"
         embed = try Embedding(library, table: .bf16, output: .bf16)
         norm = try RMSNorm(library, dtype: .bf16)
         resNorm = try ResidualRMSNorm(library, dtype: .bf16)

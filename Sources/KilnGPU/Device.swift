@@ -90,6 +90,11 @@ public final class Context: @unchecked Sendable {
 public final class GPUStream: @unchecked Sendable {
     public let context: Context
     public let handle: CUhandle?
+    /// Programmatic dependent launch for the kernels on this stream whose launchers opt in (they pass
+    /// `pdl: stream.pdl`; each such kernel runs `griddepcontrol.wait` before touching data the previous
+    /// kernel may write). Off by default; the engine turns it on with KILN_PDL=1. Ignored (plain
+    /// launches) on drivers without cuLaunchKernelEx.
+    public var pdl = false
 
     public init(_ context: Context) throws {
         self.context = context

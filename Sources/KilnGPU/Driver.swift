@@ -57,6 +57,8 @@ public final class CUDADriver: @unchecked Sendable {
                                          UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CUresult
     typealias FnBeginCapture = @convention(c) (CUhandle?, Int32) -> CUresult
     typealias FnEndCapture = @convention(c) (CUhandle?, UnsafeMutablePointer<CUhandle?>?) -> CUresult
+    typealias FnLaunchEx = @convention(c) (UnsafeRawPointer?, CUhandle?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                           UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CUresult
     typealias FnInstantiate = @convention(c) (UnsafeMutablePointer<CUhandle?>?, CUhandle?, UInt64) -> CUresult
     typealias FnGraphLaunch = @convention(c) (CUhandle?, CUhandle?) -> CUresult
     typealias FnGraphExecUpdate = @convention(c) (CUhandle?, CUhandle?, UnsafeMutableRawPointer?) -> CUresult
@@ -102,6 +104,8 @@ public final class CUDADriver: @unchecked Sendable {
     let cuFuncGetAttribute: FnFuncGetAttr
     let cuFuncSetAttribute: FnFuncSetAttr
     let cuLaunchKernel: FnLaunch
+    /// cuLaunchKernelEx (CUDA 12+), for launches with attributes (programmatic dependent launch); nil on older drivers.
+    let cuLaunchKernelEx: FnLaunchEx?
     let cuStreamBeginCapture: FnBeginCapture
     let cuStreamEndCapture: FnEndCapture
     let cuGraphInstantiate: FnInstantiate
@@ -169,6 +173,7 @@ public final class CUDADriver: @unchecked Sendable {
         cuFuncGetAttribute = try sym("cuFuncGetAttribute")
         cuFuncSetAttribute = try sym("cuFuncSetAttribute")
         cuLaunchKernel = try sym("cuLaunchKernel")
+        cuLaunchKernelEx = dlsym(lib, "cuLaunchKernelEx").map { unsafeBitCast($0, to: FnLaunchEx.self) }
         cuStreamBeginCapture = try sym("cuStreamBeginCapture_v2")
         cuStreamEndCapture = try sym("cuStreamEndCapture")
         cuGraphInstantiate = try sym("cuGraphInstantiateWithFlags")

@@ -10,15 +10,13 @@ import KilnCore
 extension Kernel {
     @inline(__always)
     public func launch<P>(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, stream: GPUStream,
-                          fields params: P, offsets: [Int]) throws {
+                          pdl: Bool = false, fields params: P, offsets: [Int]) throws {
         precondition(offsets.count <= 16, "at most 16 kernel parameters")
         var p = params
         try withUnsafeMutableBytes(of: &p) { raw in
             try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: 16) { args in
                 for (i, o) in offsets.enumerated() { args[i] = raw.baseAddress! + o }
-                try cuCheck("cuLaunchKernel", module.context.driver.cuLaunchKernel(
-                    handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                    UInt32(sharedBytes), stream.handle, args.baseAddress, nil))
+                try launchRaw(grid: grid, block: block, sharedBytes: sharedBytes, stream: stream, pdl: pdl, args: args.baseAddress!)
             }
         }
     }

@@ -210,15 +210,54 @@ public struct Kernel: @unchecked Sendable {
     }
 
     @inline(__always)
-    public func launch<P>(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, stream: GPUStream, _ params: P) throws {
+    public func launch<P>(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, stream: GPUStream, pdl: Bool = false, _ params: P) throws {
         var p = params
         try withUnsafeMutablePointer(to: &p) { pp in
             var arg: UnsafeMutableRawPointer? = UnsafeMutableRawPointer(pp)
             try withUnsafeMutablePointer(to: &arg) { args in
-                try cuCheck("cuLaunchKernel", module.context.driver.cuLaunchKernel(
-                    handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                    UInt32(sharedBytes), stream.handle, args, nil))
+                try launchRaw(grid: grid, block: block, sharedBytes: sharedBytes, stream: stream, pdl: pdl, args: args)
             }
         }
     }
+
+    /// cuLaunchKernel, or with `pdl` cuLaunchKernelEx with CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION:
+    /// this kernel may start before the previous kernel on the stream has finished (once that one has run
+    /// `griddepcontrol.launch_dependents` in every block); it must `griddepcontrol.wait` before reading
+    /// that kernel's output or writing anything that kernel reads. Recorded as a programmatic edge under
+    /// stream capture.
+    @inline(__always)
+    func launchRaw(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int, stream: GPUStream, pdl: Bool,
+                   args: UnsafeMutablePointer<UnsafeMutableRawPointer?>) throws {
+        let d = module.context.driver
+        if pdl, let ex = d.cuLaunchKernelEx {
+            var attr = LaunchAttribute(id: 6 /* PROGRAMMATIC_STREAM_SERIALIZATION */, pad: 0, value: (1, 0, 0, 0, 0, 0, 0, 0))
+            try withUnsafeMutablePointer(to: &attr) { ap in
+                var cfg = LaunchConfig(gridX: UInt32(grid.0), gridY: UInt32(grid.1), gridZ: UInt32(grid.2),
+                                       blockX: UInt32(block.0), blockY: UInt32(block.1), blockZ: UInt32(block.2),
+                                       sharedBytes: UInt32(sharedBytes), stream: stream.handle, attrs: UnsafeMutableRawPointer(ap), numAttrs: 1)
+                try withUnsafePointer(to: &cfg) { cp in
+                    try cuCheck("cuLaunchKernelEx", ex(UnsafeRawPointer(cp), handle, args, nil))
+                }
+            }
+        } else {
+            try cuCheck("cuLaunchKernel", d.cuLaunchKernel(
+                handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                UInt32(sharedBytes), stream.handle, args, nil))
+        }
+    }
+}
+
+/// CUlaunchAttribute: id (4 bytes), 4 bytes padding, a 64-byte value union (an int flag at its start).
+struct LaunchAttribute {
+    var id: UInt32
+    var pad: UInt32
+    var value: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+}
+
+/// CUlaunchConfig: seven uint32, the stream at offset 32, the attribute array at 40, their count at 48 (56 bytes).
+struct LaunchConfig {
+    var gridX, gridY, gridZ, blockX, blockY, blockZ, sharedBytes: UInt32
+    var stream: CUhandle?
+    var attrs: UnsafeMutableRawPointer?
+    var numAttrs: UInt32
 }

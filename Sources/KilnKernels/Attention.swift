@@ -100,7 +100,7 @@ public enum Attention {
             guard batch >= 1, hkv >= 1, hq % hkv == 0, hq / hkv <= config.gmax, splits >= 1, splits == 1 || (workspace != 0 && counters != 0) else {
                 throw KilnError("attention decode \(config.name): bad shape (B \(batch), Hq \(hq), Hkv \(hkv), splits \(splits))")
             }
-            try kernel.launch(grid: (splits, hkv, batch), block: (32 * config.w, 1, 1), stream: stream,
+            try kernel.launch(grid: (splits, hkv, batch), block: (32 * config.w, 1, 1), stream: stream, pdl: stream.pdl,
                               fields: Params(q: q, k: k, v: v, o: o, ws: workspace, cnt: counters, lens: lens, hq: Int32(hq), hkv: Int32(hkv),
                                              maxS: Int32(maxS), ldq: Int32(ldq), splits: Int32(splits), scale: scale),
                               offsets: Decode.offsets)

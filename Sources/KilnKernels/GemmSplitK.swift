@@ -55,7 +55,7 @@ public struct GemmSplitK {
         guard m >= 1, m <= config.maxM else { throw KilnError("gemm_splitk \(config.name): M = \(m) outside 1…\(config.maxM)") }
         guard k % 8 == 0, k > 0, n > 0 else { throw KilnError("gemm_splitk: K = \(k) must be a positive multiple of 8 (N = \(n))") }
         guard split >= 1, split == 1 || (workspace != 0 && counters != 0) else { throw KilnError("gemm_splitk: split \(split) needs workspace and counters") }
-        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
+        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream, pdl: stream.pdl,
                           fields: Params(x: x, w: w, y: y, ws: workspace, cnt: counters, m: Int32(m), n: Int32(n), k: Int32(k), outF32: outF32 ? 1 : 0),
                           offsets: GemmSplitK.offsets)
     }

@@ -460,6 +460,16 @@ __device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, co
 // ================================================================================================
 // Decode (split-KV)
 // ================================================================================================
+// Programmatic dependent launch (same contract as kiln.cuh's pdl_trigger/pdl_wait): let the next
+// kernel launch, then wait for the previous one before reading q or the KV cache. No-ops in a
+// kernel launched without the PDL attribute.
+__device__ __forceinline__ void pdl_trigger_then_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 template <int D, int GMAX, int W, int KT>
 __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k,
                                             const kiln_bf16* __restrict__ v, kiln_bf16* __restrict__ o,
@@ -702,6 +712,7 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
         const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
         kiln_bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
         const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale) {     \
+        kiln_attn::pdl_trigger_then_wait();                                                                \
         kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale); \
     }
 
@@ -1343,6 +1354,19 @@ __device__ __forceinline__ U4 ld_act(const kiln_bf16* p) {
     return r;
 }
 
+// Programmatic dependent launch (PDL; the launcher sets PROGRAMMATIC_STREAM_SERIALIZATION): the
+// kernel may start while the previous kernel (which produces X) is still running. It waits
+// (griddepcontrol.wait: previous kernel done, its writes visible) before touching X, Y or the
+// split-K scratch, then lets the next kernel launch. Without the attribute both are no-ops.
+// (Tried and removed: prefetch.global.L2 of each warp's first weight super-step before the wait —
+// standalone GEMMs 5-10% slower, decode 0.2-0.3 ms/step slower; docs/perf-notes.md, "PDL".)
+__device__ __forceinline__ void pdl_wait_then_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Split-K partials written by other blocks: read at L2 (L1 is not coherent).
 __device__ __forceinline__ float ld_cg(const float* p) {
     float v;
@@ -1462,6 +1486,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
         for (int n = 0; n < NT; ++n)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[tt][n][i] = 0.f;
+
+    pdl_wait_then_trigger();
 
     const bool xok0 = g < M;
     const bool xok1 = g + 8 < M;
@@ -1794,7 +1820,9 @@ __global__ void __launch_bounds__(256) random_bf16(RandomInitParams p) {
 //
 // One block per row (128 threads for rows up to 4096, else 256: the launcher's choice; smaller
 // blocks for short rows give each thread 4 loads in flight and let more blocks overlap their
-// reductions; 256 threads measured 80% of copy bandwidth on H200 at 8192x4096). When the row length is a multiple of 8 (every
+// reductions; 256 threads measured 80% of copy bandwidth on H200 at 8192x4096). Plain rmsnorm takes
+// TWO rows per block when a row fits the register cache (rmsnorm_rows2): 93% of copy bandwidth at
+// 8192x4096 on H200 against 85% for one row per block. When the row length is a multiple of 8 (every
 // real model), each thread moves 8-element packs with 16-byte loads and keeps up to CACHE packs in
 // registers between the sum-of-squares pass and the scaling pass, so x is read from memory once
 // (rows up to blockDim*8*CACHE elements; longer rows re-read the rest, which then mostly hits L2).
@@ -1814,6 +1842,7 @@ struct RMSNormParams {
     u64 x, weight, y;
     int rows, cols;
     float eps;
+    int rows_per_block;   // 1, or 2: see rmsnorm_rows2
 };
 
 struct ResidualRMSNormParams {
@@ -1916,11 +1945,90 @@ __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64
     }
 }
 
+// Two rows per block (plain RMSNorm, rows that fit the register cache): each thread issues the loads of
+// both rows before either reduction — twice the bytes in flight per thread, half the block launches
+// and reductions per byte (the fused residual variant gets the same effect from its second input).
+// Per-row arithmetic and summation order are those of rmsnorm_row, so results are bitwise identical.
+template <typename T>
+__device__ __forceinline__ void rmsnorm_rows2(u64 x, u64 weight, u64 y, int row, int rows, int cols, float eps) {
+    const int packs = cols / 8;
+    const bool fits = (cols % 8) == 0 && packs <= RMS_CACHE * (int)blockDim.x && aligned16(x) && aligned16(y) && aligned16(weight);
+    if (!fits) {   // block-uniform
+        rmsnorm_row<T, false>(x, 0, weight, y, row, cols, eps);
+        if (row + 1 < rows) rmsnorm_row<T, false>(x, 0, weight, y, row + 1, cols, eps);
+        return;
+    }
+    __shared__ float2 scratch2[32];
+    const bool two = row + 1 < rows;
+    const long long b0 = (long long)row * cols, b1 = b0 + cols;
+    Raw8<T> c0[RMS_CACHE], c1[RMS_CACHE], wc[RMS_CACHE];
+#pragma unroll
+    for (int k = 0; k < RMS_CACHE; ++k) {
+        const int j = threadIdx.x + k * (int)blockDim.x;
+        if (j < packs) {
+            c0[k] = load_raw8<T>(x, b0 + 8LL * j);
+            if (two) c1[k] = load_raw8<T>(x, b1 + 8LL * j);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < RMS_CACHE; ++k) {
+        const int j = threadIdx.x + k * (int)blockDim.x;
+        if (j < packs) wc[k] = load_raw8<T>(weight, 8LL * j);
+    }
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < RMS_CACHE; ++k) {
+        const int j = threadIdx.x + k * (int)blockDim.x;
+        if (j < packs) {
+            const Pack8 h0 = unpack8<T>(c0[k]);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s0 += h0.v[e] * h0.v[e];
+            if (two) {
+                const Pack8 h1 = unpack8<T>(c1[k]);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) s1 += h1.v[e] * h1.v[e];
+            }
+        }
+    }
+    // Two block sums at once (same order as block_sum: warp_sum, then warp 0..n-1 via warp_sum).
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = ((int)blockDim.x + 31) >> 5;
+    s0 = warp_sum(s0); s1 = warp_sum(s1);
+    if (lane == 0) scratch2[warp] = make_float2(s0, s1);
+    __syncthreads();
+    const float2 r = lane < warps ? scratch2[lane] : make_float2(0.f, 0.f);
+    const float scale0 = rsqrtf(warp_sum(r.x) / cols + eps), scale1 = rsqrtf(warp_sum(r.y) / cols + eps);
+#pragma unroll
+    for (int k = 0; k < RMS_CACHE; ++k) {
+        const int j = threadIdx.x + k * (int)blockDim.x;
+        if (j < packs) {
+            const Pack8 w = unpack8<T>(wc[k]);
+            Pack8 h = unpack8<T>(c0[k]), o;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o.v[e] = h.v[e] * scale0 * w.v[e];
+            if (kiln_skip(8 * j + 7, cols)) o.v[7] = to_float(((const T*)y)[b0 + 8LL * j + 7]);
+            store8<T>(y, b0 + 8LL * j, o);
+            if (two) {
+                h = unpack8<T>(c1[k]);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) o.v[e] = h.v[e] * scale1 * w.v[e];
+                if (kiln_skip(8 * j + 7, cols)) o.v[7] = to_float(((const T*)y)[b1 + 8LL * j + 7]);
+                store8<T>(y, b1 + 8LL * j, o);
+            }
+        }
+    }
+}
+
+// Both kernels: pdl_trigger/pdl_wait (kiln.cuh) first, so they can be launched with PDL.
 template <typename T> __global__ void __launch_bounds__(RMS_THREADS) rmsnorm(RMSNormParams p) {
-    rmsnorm_row<T, false>(p.x, 0, p.weight, p.y, blockIdx.x, p.cols, p.eps);
+    pdl_trigger();
+    pdl_wait();
+    if (p.rows_per_block == 2) rmsnorm_rows2<T>(p.x, p.weight, p.y, 2 * blockIdx.x, p.rows, p.cols, p.eps);
+    else rmsnorm_row<T, false>(p.x, 0, p.weight, p.y, blockIdx.x, p.cols, p.eps);
 }
 
 template <typename T> __global__ void __launch_bounds__(RMS_THREADS) residual_rmsnorm(ResidualRMSNormParams p) {
+    pdl_trigger();
+    pdl_wait();
     rmsnorm_row<T, true>(p.x, p.residual, p.weight, p.y, blockIdx.x, p.cols, p.eps);
 }
 
@@ -1995,6 +2103,8 @@ struct RoPECacheParams {
 
 // One thread per (row, head of q|k|v, rotation pair). PAIRING 0: (2i, 2i+1); 1: (i, i + D/2).
 template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoPECacheParams p) {
+    pdl_trigger();   // PDL (kiln.cuh): the next kernel may launch and wait; nothing is read before pdl_wait
+    pdl_wait();
     const int half = p.head_dim / 2;
     const int heads = p.hq + 2 * p.hkv;
     const long long total = (long long)p.rows * heads * half;
@@ -2289,6 +2399,8 @@ struct SwiGLUParams {
 __device__ __forceinline__ float swiglu_silu(float g) { return g / (1.0f + expf(-g)); }
 
 __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
+    pdl_trigger();   // PDL (kiln.cuh)
+    pdl_wait();
     if (p.ffn % 8 == 0) {
         // 16-byte packs: 8 columns per thread (rows start 16-byte aligned since 2F·2 bytes is a multiple of 16).
         const int packs = p.ffn / 8;
@@ -2431,6 +2543,23 @@ template <> __device__ __forceinline__ Raw8<float> pack8<float>(const Pack8& p) 
 }
 template <typename T> __device__ __forceinline__ Pack8 load8(u64 base, long long i) { return unpack8<T>(load_raw8<T>(base, i)); }
 template <typename T> __device__ __forceinline__ void store8(u64 base, long long i, const Pack8& p) { store_raw8<T>(base, i, pack8<T>(p)); }
+
+// Programmatic dependent launch (PDL): when the launcher sets the PROGRAMMATIC_STREAM_SERIALIZATION
+// attribute, a kernel may start while the previous kernel on the stream is still running.
+// pdl_wait() blocks until that kernel has completed and its writes are visible; it must come before
+// reading the previous kernel's output and before writing anything it may still read. pdl_trigger()
+// lets the NEXT kernel launch (once every block of this one has triggered or exited). Both are no-ops
+// in a kernel launched without the attribute, and compile to nothing below sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 __device__ __forceinline__ bool aligned16(u64 a) { return (a & 15) == 0; }

@@ -12,7 +12,9 @@ public struct RMSNorm {
     /// Threads per row: 128 up to 4096 columns (4 packs per thread in flight), else 256 (RMS_THREADS).
     static func threads(cols: Int) -> Int { cols <= 4096 ? 128 : 256 }
 
-    struct Params { var x: UInt64; var weight: UInt64; var y: UInt64; var rows: Int32; var cols: Int32; var eps: Float }
+    struct Params { var x: UInt64; var weight: UInt64; var y: UInt64; var rows: Int32; var cols: Int32; var eps: Float; var rowsPerBlock: Int32 }
+    /// Rows per block: 2 when a row fits the kernel's register cache (8·4 elements per thread, cols % 8 == 0), else 1.
+    static func rowsPerBlock(cols: Int, threads: Int) -> Int { cols % 8 == 0 && cols <= threads * 32 ? 2 : 1 }
 
     public let dtype: DType
     let kernel: Kernel
@@ -23,12 +25,14 @@ public struct RMSNorm {
     }
 
     /// x, y: [rows, cols]; weight: [cols]. y may alias x.
-    /// `threads` (32…256, a multiple of 32) overrides the default block size, for tuning.
+    /// `threads` (32…256, a multiple of 32) and `rowsPerBlock` (1 or 2) override the defaults, for tuning.
     public func callAsFunction(x: CUdeviceptr, weight: CUdeviceptr, y: CUdeviceptr, rows: Int, cols: Int, eps: Float, threads: Int? = nil,
-                               stream: GPUStream) throws {
+                               rowsPerBlock: Int? = nil, stream: GPUStream) throws {
         guard rows > 0 else { return }
-        try kernel.launch(grid: (rows, 1, 1), block: (threads ?? RMSNorm.threads(cols: cols), 1, 1), stream: stream,
-                          Params(x: x, weight: weight, y: y, rows: Int32(rows), cols: Int32(cols), eps: eps))
+        let t = threads ?? RMSNorm.threads(cols: cols)
+        let rpb = rowsPerBlock ?? RMSNorm.rowsPerBlock(cols: cols, threads: t)
+        try kernel.launch(grid: ((rows + rpb - 1) / rpb, 1, 1), block: (t, 1, 1), stream: stream, pdl: stream.pdl,
+                          Params(x: x, weight: weight, y: y, rows: Int32(rows), cols: Int32(cols), eps: eps, rowsPerBlock: Int32(rpb)))
     }
 }
 
@@ -48,7 +52,7 @@ public struct ResidualRMSNorm {
     public func callAsFunction(x: CUdeviceptr, residual: CUdeviceptr, weight: CUdeviceptr, y: CUdeviceptr,
                                rows: Int, cols: Int, eps: Float, stream: GPUStream) throws {
         guard rows > 0 else { return }
-        try kernel.launch(grid: (rows, 1, 1), block: (RMSNorm.threads(cols: cols), 1, 1), stream: stream,
+        try kernel.launch(grid: (rows, 1, 1), block: (RMSNorm.threads(cols: cols), 1, 1), stream: stream, pdl: stream.pdl,
                           Params(x: x, residual: residual, weight: weight, y: y, rows: Int32(rows), cols: Int32(cols), eps: eps))
     }
 }

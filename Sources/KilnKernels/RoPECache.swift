@@ -34,7 +34,7 @@ public struct RoPECache {
             throw KilnError("rope_qkv_cache: bad shape (rows \(rows), heads \(heads)/\(kvHeads), d \(headDim), ld \(ldqkv))")
         }
         let work = rows * (heads + 2 * kvHeads) * headDim / 2
-        try kernel.launch(grid: ((work + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream,
+        try kernel.launch(grid: ((work + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, pdl: stream.pdl,
                           Params(qkv: qkv, bias: bias, positions: positions, invFreq: invFreq, kcache: kcache, vcache: vcache,
                                  rows: Int32(rows), tokensPerSeq: Int32(tokensPerSeq), seqOffset: Int32(seqOffset), hq: Int32(heads),
                                  hkv: Int32(kvHeads), headDim: Int32(headDim), ldqkv: Int32(ldqkv), maxSeq: Int32(maxSeq)))
@@ -62,7 +62,7 @@ public struct SwiGLU {
     public func callAsFunction(gateUp: CUdeviceptr, out: CUdeviceptr, rows: Int, ffn: Int, stream: GPUStream) throws {
         guard rows > 0, ffn > 0 else { return }
         let work = ffn % 8 == 0 ? rows * ffn / 8 : rows * ffn
-        try kernel.launch(grid: (gridStrideBlocks(work, threads: 256, context: context), 1, 1), block: (256, 1, 1), stream: stream,
+        try kernel.launch(grid: (gridStrideBlocks(work, threads: 256, context: context), 1, 1), block: (256, 1, 1), stream: stream, pdl: stream.pdl,
                           Params(gateUp: gateUp, out: out, rows: Int32(rows), ffn: Int32(ffn)))
     }
 }

@@ -409,6 +409,16 @@ __device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, co
 // ================================================================================================
 // Decode (split-KV)
 // ================================================================================================
+// Programmatic dependent launch (same contract as kiln.cuh's pdl_trigger/pdl_wait): let the next
+// kernel launch, then wait for the previous one before reading q or the KV cache. No-ops in a
+// kernel launched without the PDL attribute.
+__device__ __forceinline__ void pdl_trigger_then_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 template <int D, int GMAX, int W, int KT>
 __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k,
                                             const kiln_bf16* __restrict__ v, kiln_bf16* __restrict__ o,
@@ -651,6 +661,7 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
         const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
         kiln_bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
         const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale) {     \
+        kiln_attn::pdl_trigger_then_wait();                                                                \
         kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale); \
     }
 

@@ -114,6 +114,23 @@ template <> __device__ __forceinline__ Raw8<float> pack8<float>(const Pack8& p) 
 template <typename T> __device__ __forceinline__ Pack8 load8(u64 base, long long i) { return unpack8<T>(load_raw8<T>(base, i)); }
 template <typename T> __device__ __forceinline__ void store8(u64 base, long long i, const Pack8& p) { store_raw8<T>(base, i, pack8<T>(p)); }
 
+// Programmatic dependent launch (PDL): when the launcher sets the PROGRAMMATIC_STREAM_SERIALIZATION
+// attribute, a kernel may start while the previous kernel on the stream is still running.
+// pdl_wait() blocks until that kernel has completed and its writes are visible; it must come before
+// reading the previous kernel's output and before writing anything it may still read. pdl_trigger()
+// lets the NEXT kernel launch (once every block of this one has triggered or exited). Both are no-ops
+// in a kernel launched without the attribute, and compile to nothing below sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 __device__ __forceinline__ bool aligned16(u64 a) { return (a & 15) == 0; }
 
