@@ -23,7 +23,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Repetitions.") var r: Int = 3
     @Option(name: .shortAndLong, help: "Threads (default: all cores).") var threads: Int?
     @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
-    @Option(name: .long, help: "Device: cpu or cuda.") var device: String = "cpu"
+    @Option(name: .long, help: "Device: auto (the GPU when one is present), cpu or cuda.") var device: String = "auto"
     @Option(name: .long, help: "cuda only: random weights made on the GPU: llama3-8b, llama3-70b, granite-8b or PATH/config.json.")
     var dummyWeights: String?
     @Option(name: .shortAndLong, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
@@ -42,13 +42,14 @@ struct BenchCommand: ParsableCommand {
         case .tokenizer: return try BenchTokenizer.run(model: model, file: file, repeats: r)
         case .model: break
         }
-        if device == "cuda" || dummyWeights != nil {
+        let backend = try DeviceChoice.resolve(device)
+        if backend == "cuda" || dummyWeights != nil {
             try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
                              tuning: tuning.value)
             return
         }
         let logger = makeLogger()
-        let loaded = try LoadedModel.load(path: model, threads: threads, device: device, logger: logger)
+        let loaded = try LoadedModel.load(path: model, threads: threads, device: backend, logger: logger)
         let m = loaded.model
         let rows = try Benchmark.run(model: m, prompt: p, generate: n, repetitions: r)
         let name = URL(fileURLWithPath: loaded.path).lastPathComponent

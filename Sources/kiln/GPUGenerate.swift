@@ -6,17 +6,29 @@ import KilnModels
 import KilnTokenizer
 import KilnTemplates
 import KilnCUDA
+import KilnGPU
 import KilnEngine
 
-/// `kiln run --device cuda`: one sequence on Kiln's GPU engine. Sampling on the GPU is greedy (argmax)
-/// for now, so a non-zero temperature is refused rather than silently ignored.
-enum GPUGenerate {
-    static func run(modelPath: String?, prompt: String?, chat: Bool, maxTokens: Int, temperature: Float, stops: [String],
-                    contextSize: Int?, tuning: GPURun.Tuning, logger: Logger) throws {
-        guard temperature == 0 else {
-            throw KilnError("--device cuda decodes greedily for now; pass --temp 0 (or use --device cpu for sampling)")
+/// Which backend `--device auto` means: the GPU when a driver and a device are present, else the CPU.
+enum DeviceChoice {
+    static func resolve(_ requested: String) throws -> String {
+        switch requested {
+        case "cpu", "cuda": return requested
+        case "auto":
+            guard case .success = CUDADriver.loaded, ((try? Context.deviceCount()) ?? 0) > 0 else { return "cpu" }
+            return "cuda"
+        default: throw ValidationError("--device must be auto, cpu or cuda, got \(requested)")
         }
-        guard let prompt else { throw ValidationError("--device cuda needs a prompt (-p); the interactive chat runs on the CPU") }
+    }
+}
+
+/// `kiln run --device cuda`: one sequence on Kiln's GPU engine. Greedy decoding samples on the GPU (only the ids
+/// cross to the host); with a temperature, the logits row of each step is sampled on the host with the same
+/// sampler as the CPU engine (top-k, top-p, min-p, repetition penalty, seed).
+enum GPUGenerate {
+    static func run(modelPath: String?, prompt: String?, chat: Bool, maxTokens: Int, sampling: SamplingOptions, stops: [String],
+                    contextSize: Int?, tuning: GPURun.Tuning, logger: Logger) throws {
+        guard let prompt else { throw ValidationError("--device cuda needs a prompt (-p); the interactive chat runs on the CPU (--device cpu)") }
         let path = try modelPath ?? ModelStore.defaultModelPath()
         let start = Date()
         let weights = try openModel(path: path)
@@ -42,15 +54,26 @@ enum GPUGenerate {
         var decoder = StreamingDecoder(tokenizer: tok)
         var filter = StopStringFilter(stops)
         let t0 = Date()
-        var next = try model.prefill([ids.map { Int32($0) }])[0]
+        var sampler = Sampler(options: sampling)
+        var history = ids.map { Int32($0) }
+        /// The next token: the GPU's argmax when greedy, else sampled here from the step's logits.
+        func choose(_ greedy: Int32) throws -> Int32 {
+            guard sampling.temperature > 0 else { return greedy }
+            let row = try model.lastLogits(batch: 1)
+            let id = row.withUnsafeBufferPointer { sampler.sample($0, history: history) }
+            try model.setNextIds([id])
+            return id
+        }
+        var next = try choose(try model.prefill([history])[0])
         let t1 = Date()
         var generated = 0
         while generated < maxTokens {
             if tok.isEndOfGeneration(Int(next)) { break }
             print(filter.push(decoder.push(Int(next))), terminator: "")
+            history.append(next)
             generated += 1
             if filter.stopped || generated >= maxTokens || ids.count + generated + 1 >= ctxLen { break }
-            next = try model.decodeStep(batch: 1)[0]
+            next = try choose(try model.decodeStep(batch: 1)[0])
         }
         print(filter.push(decoder.flush()) + filter.flush())
         let tg = Date().timeIntervalSince(t1)

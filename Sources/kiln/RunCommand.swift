@@ -76,24 +76,29 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Apply the model's chat template (special tokens parsed).") var chat = false
     @Option(name: .shortAndLong, help: "Threads (default: all cores).") var threads: Int?
     @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context size (default: min(model context, 4096)).") var ctxSize: Int?
-    @Option(name: .long, help: "Device: cpu, or cuda (Kiln's GPU kernels; greedy decoding).") var device: String = "cpu"
+    @Option(name: .long, help: "Device: auto (the GPU when one is present), cpu, or cuda (Kiln's GPU kernels).") var device: String = "auto"
     @Flag(name: .shortAndLong, help: "Verbose logs.") var verbose = false
     @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
 
     func run() throws {
         let logger = makeLogger(verbose: verbose)
-        if device == "cuda" {
-            try GPUGenerate.run(modelPath: model, prompt: prompt, chat: chat, maxTokens: n < 0 ? Int.max : n, temperature: temp,
-                                stops: stops, contextSize: ctxSize, tuning: tuning.value, logger: logger)
-            return
-        }
-        let loaded = try LoadedModel.load(path: model, threads: threads, device: device, logger: logger)
-        let tok = loaded.tokenizer
-        let generator = try Generator(model: loaded.model, contextLength: ctxSize ?? min(loaded.model.config.contextLength, 4096))
         var options = SamplingOptions()
         options.temperature = temp; options.topK = topK; options.topP = topP; options.minP = minP
         options.repeatPenalty = repeatPenalty
         options.seed = seed ?? UInt64.random(in: 0...UInt64.max)
+        var backend = try DeviceChoice.resolve(device)
+        if backend == "cuda", device == "auto", prompt == nil {
+            logger.info("the interactive chat runs on the CPU engine")
+            backend = "cpu"
+        }
+        if backend == "cuda" {
+            try GPUGenerate.run(modelPath: model, prompt: prompt, chat: chat, maxTokens: n < 0 ? Int.max : n, sampling: options,
+                                stops: stops, contextSize: ctxSize, tuning: tuning.value, logger: logger)
+            return
+        }
+        let loaded = try LoadedModel.load(path: model, threads: threads, device: backend, logger: logger)
+        let tok = loaded.tokenizer
+        let generator = try Generator(model: loaded.model, contextLength: ctxSize ?? min(loaded.model.config.contextLength, 4096))
         var sampler = Sampler(options: options)
         let eog = Set(tok.eogIds.map { Int32($0) })
         let limit = n < 0 ? Int.max : n
