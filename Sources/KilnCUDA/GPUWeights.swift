@@ -98,7 +98,8 @@ public final class GPUWeights {
             try put(p + "ffn_up.weight", [f, h], into: gu, at: f * h)
             try put(p + "ffn_down.weight", [h, f], into: down, scale: res)
             layers.append(Layer(attnNorm: an, qkv: qkv, qkvBias: bias, o: o, ffnNorm: fn, gateUp: gu, down: down))
-            log("layer \(i + 1)/\(c.numLayers) uploaded")
+            // A progress line per quarter of the model (8B checkpoints take seconds), not one per layer.
+            if (i + 1) % max(1, c.numLayers / 4) == 0 || i + 1 == c.numLayers { log("uploading weights: layer \(i + 1)/\(c.numLayers)") }
         }
         let tied = !source.has("output.weight")
         // logits = norm(x)·w_norm·W_out / logits_scaling; a tied W_out carries the embedding multiplier, so divide it out too.
