@@ -53,27 +53,3 @@ public enum Conformance {
     }
 }
 
-/// Deterministic random numbers (SplitMix64): a failing check is reproducible from its seed.
-public struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    public mutating func uniform(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
-        (0..<n).map { _ in Float.random(in: lo..<hi, using: &self) }
-    }
-    /// Approximately normal(0, sigma) (sum of uniforms), enough spread for softmax-like checks.
-    public mutating func normal(_ n: Int, sigma: Float = 1) -> [Float] {
-        (0..<n).map { _ in
-            var s: Float = 0
-            for _ in 0..<4 { s += Float.random(in: -1..<1, using: &self) }
-            return s * sigma * 0.866
-        }
-    }
-}

@@ -20,20 +20,6 @@ public struct SamplingOptions: Sendable, Equatable {
     public static var greedy: SamplingOptions { var o = SamplingOptions(); o.temperature = 0; return o }
 }
 
-/// SplitMix64: a tiny portable PRNG, so a seed gives the same tokens on every platform.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1) with 53 bits.
-    public mutating func nextUnit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
-}
 
 /// Turns logits into a token: penalties, then top-k, top-p, min-p (llama.cpp's order), temperature, and a draw.
 public struct Sampler {
