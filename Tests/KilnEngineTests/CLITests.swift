@@ -72,6 +72,17 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(tok.out.trimmingCharacters(in: .whitespacesAndNewlines), "504 3575 282 4649 314")
     }
 
+    func testChatWithoutTemplateIsAClearError() throws {
+        let folder = try makeHFFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        // The same folder with a tokenizer_config.json that has no chat_template.
+        try #"{"bos_token": "<|begin_of_text|>", "eos_token": "<|eot|>"}"#.write(toFile: folder + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        let r = try runKiln(["run", "-m", folder, "--device", "cpu", "--chat", "-p", "hello", "-n", "2"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("no chat template"), r.err)
+        XCTAssertTrue(r.err.contains(folder), r.err)
+    }
+
     func testBadInputGivesOneLineAndNonZeroExit() throws {
         let garbage = NSTemporaryDirectory() + "kiln-cli-garbage-\(UUID().uuidString).gguf"
         try Data([0x47, 0x47, 0x55, 0x46, 3, 0, 0, 0, 0xff]).write(to: URL(fileURLWithPath: garbage))
