@@ -7,7 +7,7 @@ import KilnKernels
 /// SwiGLU kernels, each against a plain CPU reference on random inputs (outputs pre-filled with NaN).
 extension ConformanceSuite {
     public func runEngineChecks() {
-        checkGemmSplitK(); checkGemmHopper(); checkAttention(); checkRoPECache(); checkSwiGLU()
+        checkGemmSplitK(); checkGemmSplitKSwiGLU(); checkGemmHopper(); checkAttention(); checkRoPECache(); checkSwiGLU()
     }
 
     static func gemmReference(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int) -> [Float] {
@@ -85,6 +85,45 @@ extension ConformanceSuite {
             do { try GemmSplitK(library, config: GemmSplitK.defaultConfig(m: 16))(x: 0, w: 0, y: 0, m: 17, n: 8, k: 8, stream: stream) }
             catch is KilnError { return nil }
             return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 17, want: 16)
+        }
+    }
+
+    /// gemm_splitk's SwiGLU epilogue (Epilogue.swiglu) on interleaved gate_up rows: GEMM in double on the CPU,
+    /// gate and up rounded to bf16, then silu·mul (the unfused path's numbers). F = N/2 a multiple of 8, not of 16·tiles.
+    func checkGemmSplitKSwiGLU() {
+        guard let ws = try? DeviceBuffer<Float>(context, count: 8 * 16 * 2048), let cnt = try? DeviceBuffer<UInt32>(context, count: 1024) else {
+            check("gemm_splitk swiglu scratch") { throw KilnError("cannot allocate split-K scratch") }; return
+        }
+        try? cnt.fill(byte: 0, stream: stream)
+        func run(_ c: GemmSplitK.Config, m: Int, f: Int, k: Int, split: Int) {
+            check("gemm_splitk swiglu \(c.name) M=\(m) F=\(f) K=\(k) split=\(split)") {
+                let n = 2 * f
+                let x = roundTo(rng.uniform(m * k, -1, 1), .bf16), w = roundTo(rng.uniform(n * k, -1, 1), .bf16)
+                let (dx, dw, dy) = (try upload(x, .bf16), try upload(w, .bf16), try output(m * f, .bf16))
+                try GemmSplitK(library, config: c)(x: dx.address, w: dw.address, y: dy.address, m: m, n: n, k: k, split: split,
+                                                   workspace: ws.address, counters: cnt.address, epilogue: .swiglu, stream: stream)
+                let full = roundTo(ConformanceSuite.gemmReference(x, w, m: m, n: n, k: k), .bf16)
+                var gate = [Float](), up = [Float]()
+                for i in 0..<m {
+                    for j in 0..<f {
+                        let r = 16 * (j / 8) + j % 8
+                        gate.append(full[i * n + r]); up.append(full[i * n + r + 8])
+                    }
+                }
+                let want = roundTo(Reference.siluMul(gate: gate, up: up), .bf16)
+                let tol = ConformanceSuite.gemmTolerance(k: k, out: .bf16)
+                return Conformance.compare(try read(dy, .bf16), want, tolerance: Tolerance(rtol: 2 * tol.rtol, atol: tol.atol))
+            }
+        }
+        for c in GemmSplitK.configs {
+            for m in [1, c.maxM] { for split in [1, 3] { run(c, m: m, f: 504, k: 1832, split: split) } }
+        }
+        for m in 1...16 { for split in [1, 4] { run(GemmSplitK.defaultConfig(m: m), m: m, f: 520, k: 1024, split: split) } }
+        run(GemmSplitK.defaultConfig(m: 2), m: 2, f: 72, k: 4096, split: 8)
+        check("gemm_splitk swiglu rejects N % 16 != 0") {
+            do { try GemmSplitK(library, config: GemmSplitK.defaultConfig(m: 1))(x: 0, w: 0, y: 0, m: 1, n: 24, k: 8, epilogue: .swiglu, stream: stream) }
+            catch is KilnError { return nil }
+            return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 24, want: 32)
         }
     }
 
@@ -227,6 +266,29 @@ extension ConformanceSuite {
                 try SwiGLU(library)(gateUp: dg.address, out: dy.address, rows: rows, ffn: ffn, stream: stream)
                 var g: [Float] = [], u: [Float] = []
                 for r in 0..<rows { g += gu[(r * 2 * ffn)..<(r * 2 * ffn + ffn)]; u += gu[(r * 2 * ffn + ffn)..<((r + 1) * 2 * ffn)] }
+                return Conformance.compare(try read(dy, .bf16), Reference.siluMul(gate: g, up: u), tolerance: .forOutput(.bf16))
+            }
+        }
+        // The interleaved layout: permute [gate | up] rows on the GPU (exact), then swiglu with `interleaved`.
+        for (rows, ffn, hidden) in [(3, 24, 40), (16, 1536, 64)] {
+            check("swiglu interleaved rows=\(rows) ffn=\(ffn) (+ interleave_gate_up hidden=\(hidden))") {
+                let wgu = roundTo(rng.uniform(2 * ffn * hidden, -1, 1), .bf16)
+                let (dw, dp) = (try upload(wgu, .bf16), try output(2 * ffn * hidden, .bf16))
+                let sw = try SwiGLU(library)
+                try sw.interleaveGateUp(src: dw.address, dst: dp.address, ffn: ffn, hidden: hidden, stream: stream)
+                var wantP = [Float]()
+                for p in 0..<(2 * ffn) {
+                    let j = p / 16, e = p % 16, src = e < 8 ? 8 * j + e : ffn + 8 * j + e - 8
+                    wantP += wgu[(src * hidden)..<((src + 1) * hidden)]
+                }
+                if let bad = Conformance.compare(try read(dp, .bf16), wantP, tolerance: .exact) { return bad }
+                let gu = roundTo(rng.uniform(rows * 2 * ffn, -6, 6), .bf16)
+                let (dg, dy) = (try upload(gu, .bf16), try output(rows * ffn, .bf16))
+                try sw(gateUp: dg.address, out: dy.address, rows: rows, ffn: ffn, interleaved: true, stream: stream)
+                var g: [Float] = [], u: [Float] = []
+                for r in 0..<rows {
+                    for f in 0..<ffn { let col = 16 * (f / 8) + f % 8; g.append(gu[r * 2 * ffn + col]); u.append(gu[r * 2 * ffn + col + 8]) }
+                }
                 return Conformance.compare(try read(dy, .bf16), Reference.siluMul(gate: g, up: u), tolerance: .forOutput(.bf16))
             }
         }

@@ -82,10 +82,20 @@ public enum EngineBench {
         var r = ModelResult(batch: batch, prompt: prompt, generated: generate, prefillMs: [], decodeMsPerStep: [])
         for rep in 0...repetitions {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            _ = try model.prefill(prompts)
+            let first = try model.prefill(prompts)
             let t1 = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<max(0, generate - 1) { _ = try model.decodeStep(batch: batch) }
+            var steps: [[Int32]] = []
+            for _ in 0..<max(0, generate - 1) { steps.append(try model.decodeStep(batch: batch)) }
             let t2 = DispatchTime.now().uptimeNanoseconds
+            if rep == 0, let want = ProcessInfo.processInfo.environment["KILN_BENCH_IDS"].flatMap({ Int($0) }) {
+                // Greedy ids of the warm-up run (decode-path A/B checks), 16 per line.
+                for s in 0..<batch {
+                    let ids = ([first[s]] + steps.map { $0[s] }).prefix(want)
+                    for i in stride(from: 0, to: ids.count, by: 16) {
+                        print("ids seq\(s) [\(i)]: " + ids.dropFirst(i).prefix(16).map(String.init).joined(separator: " "))
+                    }
+                }
+            }
             _ = try model.prefill(prompts)
             let t3 = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<max(0, generate - 1) { try model.launchDecodeStep(batch: batch) }

@@ -8,6 +8,7 @@ import KilnModels
 ///   xn = RMSNorm(x)  [layer 0]  or  x += branch; xn = RMSNorm(x)  [fused, later layers]
 ///   qkv = xn·Wqkv^T → bias + RoPE(q, k) + k, v into the cache (one kernel) → attention → branch = attn·Wo^T
 ///   x += branch; xn = RMSNorm(x) → gu = xn·Wgu^T → act = silu(gate)·up → branch = act·Wdown^T
+///   (with interleaved Wgu rows, decode computes act in the gate_up GEMM's epilogue: GemmSplitK.Epilogue.swiglu)
 /// and at the end x += branch; xn = RMSNorm(x)·w_out_norm → logits (fp32) → argmax on the GPU.
 extension GPUModel {
     enum AttentionMode {
@@ -50,8 +51,15 @@ extension GPUModel {
             }
             try gemm("o", x: attn.address, w: lw.o.address, y: branch.address, m: m, n: h, k: c.qDim, stream: stream)
             try resNorm(x: branch.address, residual: x.address, weight: lw.ffnNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
-            try gemm("gate_up", x: xn.address, w: lw.gateUp.address, y: gateUp.address, m: m, n: 2 * f, k: h, stream: stream)
-            try swiglu(gateUp: gateUp.address, out: act.address, rows: m, ffn: f, stream: stream)
+            let gu = gemm.choose(op: "gate_up", m: m, n: 2 * f, k: h, outF32: false)
+            if w.gateUpInterleaved, gu.splitK != nil {
+                // SwiGLU in the gate_up GEMM's epilogue (the decode path): act directly, no gate_up round trip.
+                try gemm("gate_up", x: xn.address, w: lw.gateUp.address, y: act.address, m: m, n: 2 * f, k: h, epilogue: .swiglu,
+                         choice: gu, stream: stream)
+            } else {
+                try gemm("gate_up", x: xn.address, w: lw.gateUp.address, y: gateUp.address, m: m, n: 2 * f, k: h, choice: gu, stream: stream)
+                try swiglu(gateUp: gateUp.address, out: act.address, rows: m, ffn: f, interleaved: w.gateUpInterleaved, stream: stream)
+            }
             try gemm("down", x: act.address, w: lw.down.address, y: branch.address, m: m, n: h, k: f, stream: stream)
         }
         try resNorm(x: branch.address, residual: x.address, weight: w.outputNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)

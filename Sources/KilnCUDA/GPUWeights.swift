@@ -19,7 +19,7 @@ public final class GPUWeights {
         public let qkvBias: DeviceBuffer<UInt16>?   // [qDim + 2·kvDim] (qwen2)
         public let o: DeviceBuffer<UInt16>          // [hidden, qDim]
         public let ffnNorm: DeviceBuffer<UInt16>    // [hidden]
-        public let gateUp: DeviceBuffer<UInt16>     // [2·ffn, hidden]: gate rows, then up rows
+        public let gateUp: DeviceBuffer<UInt16>     // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below)
         public let down: DeviceBuffer<UInt16>       // [hidden, ffn]
     }
     public let config: ModelConfig
@@ -29,6 +29,9 @@ public final class GPUWeights {
     let untiedOutput: DeviceBuffer<UInt16>?         // [vocab, hidden]; nil when tied to the embedding
     public var output: DeviceBuffer<UInt16> { untiedOutput ?? embedding }
     public let invFreq: DeviceBuffer<Float>         // [headDim/2] RoPE inverse frequencies
+    /// gate_up rows interleaved per 16-row tile (8 gate rows, then their 8 up rows) for gemm_splitk's
+    /// SwiGLU epilogue; the prefill swiglu kernel then reads its input with `interleaved`.
+    public private(set) var gateUpInterleaved = false
     public var byteCount: Int {
         ([embedding, outputNorm] + (untiedOutput.map { [$0] } ?? []) + layers.flatMap { [$0.attnNorm, $0.qkv, $0.o, $0.ffnNorm, $0.gateUp, $0.down] })
             .reduce(0) { $0 + $1.byteCount }
@@ -38,6 +41,20 @@ public final class GPUWeights {
          untiedOutput: DeviceBuffer<UInt16>?, invFreq: DeviceBuffer<Float>) {
         self.config = config; self.embedding = embedding; self.layers = layers; self.outputNorm = outputNorm
         self.untiedOutput = untiedOutput; self.invFreq = invFreq
+    }
+
+    /// Permutes every layer's gate_up rows into the interleaved layout (once; later calls do nothing),
+    /// through one temporary [2·ffn, hidden] buffer.
+    func interleaveGateUp(swiglu: SwiGLU, context: Context, stream: GPUStream) throws {
+        guard !gateUpInterleaved else { return }
+        let f = config.intermediateSize, h = config.hiddenSize
+        let tmp = try DeviceBuffer<UInt16>(context, count: 2 * f * h)
+        for l in layers {
+            try stream.copy(from: l.gateUp.address, to: tmp.address, bytes: 2 * 2 * f * h)
+            try swiglu.interleaveGateUp(src: tmp.address, dst: l.gateUp.address, ffn: f, hidden: h, stream: stream)
+        }
+        try stream.synchronize()
+        gateUpInterleaved = true
     }
 
     /// Uploads every tensor of `source` (GGUF quantized/F16/F32 dequantized to bf16 through QuantBlocks,

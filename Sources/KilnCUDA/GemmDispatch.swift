@@ -61,22 +61,25 @@ public final class GemmDispatch {
         let k = try GemmHopper(library, config: c); hopperKernels[c] = k; return k
     }
 
-    /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16.
+    /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16. `epilogue` .swiglu (gemm_splitk only,
+    /// w interleaved): y = bf16 [m, n/2]; the kernel choice is the plain op's (tuned) one.
     public func callAsFunction(_ op: String, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
-                               outF32: Bool = false, choice: Choice? = nil, stream: GPUStream) throws {
+                               outF32: Bool = false, epilogue: GemmSplitK.Epilogue? = nil, choice: Choice? = nil, stream: GPUStream) throws {
         let ch = choice ?? choose(op: op, m: m, n: n, k: k, outF32: outF32)
+        let epi = epilogue ?? (outF32 ? .f32 : .bf16)
         if let h = ch.hopper {
+            guard epi == .bf16 else { throw KilnError("gemm_hopper has no \(epi) epilogue") }
             try hopperKernel(h)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
             return
         }
         let cfg = ch.splitK ?? GemmSplitK.defaultConfig(m: 16)
         let kernel = try splitKKernel(m <= cfg.maxM ? cfg : GemmSplitK.defaultConfig(m: 16))
-        let outBytes = outF32 ? 4 : 2
+        let rowBytes = epi.outputColumns(n: n) * epi.outputBytes
         var r = 0
         while r < m {
             let rows = min(kernel.config.maxM, m - r)
-            try kernel(x: x + UInt64(r * k * 2), w: w, y: y + UInt64(r * n * outBytes), m: rows, n: n, k: k, split: ch.split,
-                       workspace: workspace.address, counters: counters.address, outF32: outF32, stream: stream)
+            try kernel(x: x + UInt64(r * k * 2), w: w, y: y + UInt64(r * rowBytes), m: rows, n: n, k: k, split: ch.split,
+                       workspace: workspace.address, counters: counters.address, epilogue: epi, stream: stream)
             r += rows
         }
     }

@@ -32,9 +32,22 @@ public struct GemmSplitK {
             ?? configs.first { $0.nt == nt }!
     }
 
-    // Mirrors the C parameters (x, w, y, ws, cnt, M, N, K, out_f32).
-    struct Params { var x, w, y, ws, cnt: UInt64; var m, n, k, outF32: Int32 }
-    static let offsets: [Int] = [\Params.x, \Params.w, \Params.y, \Params.ws, \Params.cnt, \Params.m, \Params.n, \Params.k, \Params.outF32]
+    /// What the kernel writes (its `epi` parameter; store_out in gemm_splitk.cu).
+    public enum Epilogue: Int32, Sendable {
+        /// Y bf16 [M, N].
+        case bf16 = 0
+        /// Y fp32 [M, N].
+        case f32 = 1
+        /// W = gate_up with rows interleaved per 16-row tile (GPUWeights.interleaveGateUp; N % 16 == 0):
+        /// Y bf16 [M, N/2] = silu(gate)·up, gate and up rounded to bf16 first (as GEMM → swiglu.cu).
+        case swiglu = 2
+        public func outputColumns(n: Int) -> Int { self == .swiglu ? n / 2 : n }
+        public var outputBytes: Int { self == .f32 ? 4 : 2 }
+    }
+
+    // Mirrors the C parameters (x, w, y, ws, cnt, M, N, K, epi).
+    struct Params { var x, w, y, ws, cnt: UInt64; var m, n, k, epi: Int32 }
+    static let offsets: [Int] = [\Params.x, \Params.w, \Params.y, \Params.ws, \Params.cnt, \Params.m, \Params.n, \Params.k, \Params.epi]
         .map { MemoryLayout<Params>.offset(of: $0)! }
 
     public let config: Config
@@ -48,15 +61,18 @@ public struct GemmSplitK {
     /// fp32 workspace elements a call with `split` > 1 needs (none for split 1).
     public static func workspaceFloats(m: Int, n: Int, split: Int) -> Int { split > 1 ? split * m * n : 0 }
 
-    /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] (fp32 if `outF32`). With split > 1, `workspace`
-    /// holds ≥ workspaceFloats floats and `counters` ≥ config.gridX(n) zeroed UInt32 (left zero).
+    /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] (fp32 if `outF32`), or [m, n/2] bf16 for `epilogue` .swiglu.
+    /// With split > 1, `workspace` holds ≥ workspaceFloats floats and `counters` ≥ config.gridX(n) zeroed UInt32 (left zero).
     public func callAsFunction(x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int, split: Int = 1,
-                               workspace: CUdeviceptr = 0, counters: CUdeviceptr = 0, outF32: Bool = false, stream: GPUStream) throws {
+                               workspace: CUdeviceptr = 0, counters: CUdeviceptr = 0, outF32: Bool = false,
+                               epilogue: Epilogue? = nil, stream: GPUStream) throws {
+        let epi = epilogue ?? (outF32 ? .f32 : .bf16)
+        guard epi != .swiglu || n % 16 == 0 else { throw KilnError("gemm_splitk SwiGLU epilogue: N = \(n) must be a multiple of 16") }
         guard m >= 1, m <= config.maxM else { throw KilnError("gemm_splitk \(config.name): M = \(m) outside 1…\(config.maxM)") }
         guard k % 8 == 0, k > 0, n > 0 else { throw KilnError("gemm_splitk: K = \(k) must be a positive multiple of 8 (N = \(n))") }
         guard split >= 1, split == 1 || (workspace != 0 && counters != 0) else { throw KilnError("gemm_splitk: split \(split) needs workspace and counters") }
         try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream, pdl: stream.pdl,
-                          fields: Params(x: x, w: w, y: y, ws: workspace, cnt: counters, m: Int32(m), n: Int32(n), k: Int32(k), outF32: outF32 ? 1 : 0),
+                          fields: Params(x: x, w: w, y: y, ws: workspace, cnt: counters, m: Int32(m), n: Int32(n), k: Int32(k), epi: epi.rawValue),
                           offsets: GemmSplitK.offsets)
     }
 }

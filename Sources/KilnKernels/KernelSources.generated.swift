@@ -1303,11 +1303,11 @@ KILN_GEMM_HOPPER_INSTANCES(KILN_GEMM_HOPPER_DEFINE)
 //   kiln_gemm_splitk_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_s{STAGES}(
 //       const unsigned short* x,   // [M, K] bf16, row-major (row stride K)
 //       const unsigned short* w,   // [N, K] bf16, row-major (row stride K), as Hugging Face stores it
-//       void*                 y,   // [M, N] row-major: bf16 if out_f32 == 0, else fp32
+//       void*                 y,   // [M, N] row-major, bf16 (epi 0) or fp32 (epi 1); [M, N/2] bf16 (epi 2)
 //       float*                ws,  // [splitK, M, N] fp32 workspace, unused when splitK == 1
 //       unsigned*             cnt, // [grid.x] zeroed counters, unused when splitK == 1
 //       int M, int N, int K,       // 1 ≤ M ≤ 8·NT; K % 8 == 0; x, w 16-byte aligned
-//       int out_f32)               // 0: bf16 output, 1: fp32 output
+//       int epi)                   // epilogue: 0 bf16 out, 1 fp32 out, 2 SwiGLU (see store_out)
 //
 // Instance table (the tuner reads its candidates from KILN_GEMM_SPLITK_INSTANCES at the bottom):
 //   X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES); NT=1 serves M ≤ 8, NT=2 serves 9 ≤ M ≤ 16.
@@ -1449,10 +1449,43 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
 
+// The epilogue (parameter `epi`, GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp whose
+// first row is row0 (a multiple of 16): 0 Y bf16 [M, N]; 1 Y fp32 [M, N];
+// 2 SwiGLU: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
+//   are gate rows 8j…8j+7, rows 16j+8…16j+15 the matching up rows; N % 16 == 0). In the m16n8k16
+//   accumulator layout c0,c1 sit on row g and c2,c3 on row g+8 of the same tokens, so a lane holds gate
+//   (v[i]) and up (v[i+2]) of one feature f = (row0 + 16tt)/2 + g: Y = bf16 [M, N/2], Y[m, f] =
+//   silu(gate)·up with gate and up first rounded to bf16 (the numbers of GEMM → bf16 → swiglu.cu).
+template <int TILES, int NT>
+__device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* __restrict__ y, int row0, int g, int t,
+                                          int M, int N, int epi) {
+#pragma unroll
+    for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
+                const int m = n * 8 + 2 * t + (i & 1);
+                if (epi == 2) {
+                    if (i < 2 && r < N && m < M) {
+                        const float gv = bf16_to_f32(f32_to_bf16(v[tt][n][i]));
+                        const float uv = bf16_to_f32(f32_to_bf16(v[tt][n][i + 2]));
+                        const long long o = (long long)m * (N >> 1) + ((row0 + tt * 16) >> 1) + g;
+                        ((kiln_bf16*)y)[o] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
+                    }
+                } else if (r < N && m < M) {
+                    const long long o = (long long)m * N + r;
+                    if (epi == 1) ((float*)y)[o] = v[tt][n][i];
+                    else ((kiln_bf16*)y)[o] = f32_to_bf16(v[tt][n][i]);
+                }
+            }
+}
+
 template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, int STAGES>
 __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
                                             void* __restrict__ y, float* __restrict__ ws,
-                                            unsigned* __restrict__ cnt, int M, int N, int K, int out_f32) {
+                                            unsigned* __restrict__ cnt, int M, int N, int K, int epi) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(STAGES == 0 || STAGES >= 2, "STAGES: 0 (register loads) or >= 2 (cp.async ring)");
     static_assert(STAGES > 0 || 2 * TILES * UNROLL <= 16, "register path: at most 16 weight uint4 in flight per thread");
@@ -1666,22 +1699,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     // Accumulator element (tt, n, i) of lane (g, t): row row0 + 16tt + g + 8·(i >= 2),
     // token 8n + 2t + (i & 1).
     if (splitK == 1) {
-        if (wk == 0) {
-#pragma unroll
-            for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
-                        const int m = n * 8 + 2 * t + (i & 1);
-                        if (r < N && m < M) {
-                            const long long o = (long long)m * N + r;
-                            if (out_f32) ((float*)y)[o] = acc[tt][n][i];
-                            else ((kiln_bf16*)y)[o] = f32_to_bf16(acc[tt][n][i]);
-                        }
-                    }
-        }
+        if (wk == 0) store_out<TILES, NT>(acc, y, row0, g, t, M, N, epi);
         return;
     }
 
@@ -1737,20 +1755,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 #pragma unroll
                     for (int i = 0; i < 4; ++i) sum[tt][n][i] += v[tt][n][i];
         }
-#pragma unroll
-        for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
-                    const int m = n * 8 + 2 * t + (i & 1);
-                    if (r < N && m < M) {
-                        const long long o = (long long)m * N + r;
-                        if (out_f32) ((float*)y)[o] = sum[tt][n][i];
-                        else ((kiln_bf16*)y)[o] = f32_to_bf16(sum[tt][n][i]);
-                    }
-                }
+        store_out<TILES, NT>(sum, y, row0, g, t, M, N, epi);
     }
     if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch
 }
@@ -1772,8 +1777,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 #define KILN_GEMM_SPLITK_DEFINE(NT, WN, WK, T, U, S)                                                      \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)( \
         const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
-        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int out_f32) {          \
-        kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, out_f32);                 \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int epi) {              \
+        kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi);                     \
     }
 
 KILN_GEMM_SPLITK_INSTANCES(KILN_GEMM_SPLITK_DEFINE)
@@ -2387,6 +2392,8 @@ template <typename T> __global__ void __launch_bounds__(512) softmax(SoftmaxPara
 // swiglu.cu — SwiGLU on the fused gate_up GEMM output: out[m, f] = silu(gu[m, f]) · gu[m, F + f].
 // Why not activation.cu's silu_mul: that kernel wants gate and up as two contiguous arrays, and a
 // fused [M, 2F] GEMM output interleaves them per row. f32 math, one rounding to bf16.
+// interleaved = 1: the gate_up weight rows were interleaved per 16-row tile (interleave_gate_up below, for
+// gemm_splitk's SwiGLU epilogue), so gate f sits at column 16·(f/8) + f%8 and up f 8 columns later.
 #include "kiln.cuh"
 
 namespace kiln {
@@ -2394,6 +2401,7 @@ namespace kiln {
 struct SwiGLUParams {
     u64 gate_up, out;   // bf16 [rows, 2·F] → bf16 [rows, F]
     int rows, ffn;
+    int interleaved;    // 0: [gate | up]; 1: per 8 features, 8 gate then 8 up columns (needs ffn % 8 == 0)
 };
 
 __device__ __forceinline__ float swiglu_silu(float g) { return g / (1.0f + expf(-g)); }
@@ -2407,7 +2415,8 @@ __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
         const long long total = (long long)p.rows * packs;
         for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
             const long long r = t / packs, c = (t % packs) * 8;
-            Pack8 g = load8<bf16>(p.gate_up, r * 2 * p.ffn + c), u = load8<bf16>(p.gate_up, r * 2 * p.ffn + p.ffn + c);
+            const long long gc = p.interleaved ? 2 * c : c, uc = p.interleaved ? 2 * c + 8 : p.ffn + c;
+            Pack8 g = load8<bf16>(p.gate_up, r * 2 * p.ffn + gc), u = load8<bf16>(p.gate_up, r * 2 * p.ffn + uc);
 #pragma unroll
             for (int e = 0; e < 8; ++e) g.v[e] = swiglu_silu(g.v[e]) * u.v[e];
             store8<bf16>(p.out, r * p.ffn + c, g);
@@ -2419,6 +2428,26 @@ __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
         const long long r = t / p.ffn, c = t % p.ffn;
         const float g = load<bf16>(p.gate_up, r * 2 * p.ffn + c), u = load<bf16>(p.gate_up, r * 2 * p.ffn + p.ffn + c);
         store<bf16>(p.out, t, swiglu_silu(g) * u);
+    }
+}
+
+// Weight-load permutation for gemm_splitk's SwiGLU epilogue: dst row 16j + e (e < 8) = src gate row 8j + e,
+// dst row 16j + 8 + e = src up row F + 8j + e, for src = [gate (F rows) | up (F rows)] × hidden bf16.
+struct InterleaveParams {
+    u64 src, dst;
+    int ffn, hidden;    // ffn % 8 == 0, hidden % 8 == 0
+};
+
+__global__ void __launch_bounds__(256) interleave_gate_up(InterleaveParams p) {
+    const int packs = p.hidden / 8;   // 16-byte pieces per row
+    const long long total = 2LL * p.ffn * packs;
+    const uint4* src = reinterpret_cast<const uint4*>(p.src);
+    uint4* dst = reinterpret_cast<uint4*>(p.dst);
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+        const long long row = t / packs, c = t % packs;
+        const long long j = row / 16, e = row % 16;
+        const long long srow = e < 8 ? 8 * j + e : p.ffn + 8 * j + (e - 8);
+        dst[row * packs + c] = src[srow * packs + c];
     }
 }
 

@@ -1,6 +1,8 @@
 // swiglu.cu — SwiGLU on the fused gate_up GEMM output: out[m, f] = silu(gu[m, f]) · gu[m, F + f].
 // Why not activation.cu's silu_mul: that kernel wants gate and up as two contiguous arrays, and a
 // fused [M, 2F] GEMM output interleaves them per row. f32 math, one rounding to bf16.
+// interleaved = 1: the gate_up weight rows were interleaved per 16-row tile (interleave_gate_up below, for
+// gemm_splitk's SwiGLU epilogue), so gate f sits at column 16·(f/8) + f%8 and up f 8 columns later.
 #include "kiln.cuh"
 
 namespace kiln {
@@ -8,6 +10,7 @@ namespace kiln {
 struct SwiGLUParams {
     u64 gate_up, out;   // bf16 [rows, 2·F] → bf16 [rows, F]
     int rows, ffn;
+    int interleaved;    // 0: [gate | up]; 1: per 8 features, 8 gate then 8 up columns (needs ffn % 8 == 0)
 };
 
 __device__ __forceinline__ float swiglu_silu(float g) { return g / (1.0f + expf(-g)); }
@@ -21,7 +24,8 @@ __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
         const long long total = (long long)p.rows * packs;
         for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
             const long long r = t / packs, c = (t % packs) * 8;
-            Pack8 g = load8<bf16>(p.gate_up, r * 2 * p.ffn + c), u = load8<bf16>(p.gate_up, r * 2 * p.ffn + p.ffn + c);
+            const long long gc = p.interleaved ? 2 * c : c, uc = p.interleaved ? 2 * c + 8 : p.ffn + c;
+            Pack8 g = load8<bf16>(p.gate_up, r * 2 * p.ffn + gc), u = load8<bf16>(p.gate_up, r * 2 * p.ffn + uc);
 #pragma unroll
             for (int e = 0; e < 8; ++e) g.v[e] = swiglu_silu(g.v[e]) * u.v[e];
             store8<bf16>(p.out, r * p.ffn + c, g);
@@ -33,6 +37,26 @@ __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
         const long long r = t / p.ffn, c = t % p.ffn;
         const float g = load<bf16>(p.gate_up, r * 2 * p.ffn + c), u = load<bf16>(p.gate_up, r * 2 * p.ffn + p.ffn + c);
         store<bf16>(p.out, t, swiglu_silu(g) * u);
+    }
+}
+
+// Weight-load permutation for gemm_splitk's SwiGLU epilogue: dst row 16j + e (e < 8) = src gate row 8j + e,
+// dst row 16j + 8 + e = src up row F + 8j + e, for src = [gate (F rows) | up (F rows)] × hidden bf16.
+struct InterleaveParams {
+    u64 src, dst;
+    int ffn, hidden;    // ffn % 8 == 0, hidden % 8 == 0
+};
+
+__global__ void __launch_bounds__(256) interleave_gate_up(InterleaveParams p) {
+    const int packs = p.hidden / 8;   // 16-byte pieces per row
+    const long long total = 2LL * p.ffn * packs;
+    const uint4* src = reinterpret_cast<const uint4*>(p.src);
+    uint4* dst = reinterpret_cast<uint4*>(p.dst);
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+        const long long row = t / packs, c = t % packs;
+        const long long j = row / 16, e = row % 16;
+        const long long srow = e < 8 ? 8 * j + e : p.ffn + 8 * j + (e - 8);
+        dst[row * packs + c] = src[srow * packs + c];
     }
 }
 
