@@ -116,19 +116,20 @@ public final class GPUModel {
         try stream.synchronize()
     }
 
-    /// Loads a checkpoint (any WeightSource) onto the GPU.
-    public static func load(_ source: WeightSource, context: Context, maxBatch: Int = 8, maxSeq: Int? = nil, tune: TuneTable? = nil,
-                            log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
-        let library = try KernelLibrary(context: context)
+    /// Loads a checkpoint (any WeightSource) onto the GPU. Pass the `library` the caller already has (the tuner's)
+    /// so its compiled kernels are reused.
+    public static func load(_ source: WeightSource, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int? = nil,
+                            tune: TuneTable? = nil, log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
+        let library = try library ?? KernelLibrary(context: context)
         let w = try GPUWeights.load(source, context: context, log: log)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq ?? 4096, source.config.contextLength), tune: tune, log: log)
     }
 
     /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json.
-    public static func dummy(_ spec: String, context: Context, maxBatch: Int = 8, maxSeq: Int = 4096, tune: TuneTable? = nil,
-                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
+    public static func dummy(_ spec: String, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int = 4096,
+                             tune: TuneTable? = nil, log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let c = try DummyModels.config(spec)
-        let library = try KernelLibrary(context: context)
+        let library = try library ?? KernelLibrary(context: context)
         let w = try GPUWeights.dummy(config: c, context: context, library: library)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq, c.contextLength), tune: tune, log: log)
     }

@@ -10,9 +10,7 @@ enum BenchTokenizer {
 
     static func run(model: String?, file: String?, repeats r: Int) throws {
         let path = try model ?? ModelStore.defaultModelPath()
-        let tok: Tokenizer
-        if let g = try? GGUFFile(path: path) { tok = try Tokenizer(gguf: g) }
-        else { tok = try loadTokenizer(weights: try openModel(path: path), path: path).0 }
+        let tok = try TokenizeCommand.loadTokenizer(path: path)
         var text = ""
         if let file {
             guard let d = FileManager.default.contents(atPath: file) else { throw KilnError("\(file): cannot read") }

@@ -30,15 +30,16 @@ enum GPURun {
     static func model(path: String?, dummy: String?, weights: WeightSource? = nil, maxBatch: Int, maxSeq: Int,
                       tuning: Tuning = Tuning()) throws -> GPUModel {
         let ctx = try Context(ordinal: 0)
+        let library = try KernelLibrary(context: ctx)   // one library: kernels compiled for tuning serve the model too
         if let dummy {
-            let table = try self.table(for: try DummyModels.config(dummy), library: try KernelLibrary(context: ctx), tuning: tuning)
-            return try GPUModel.dummy(dummy, context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
+            let table = try self.table(for: try DummyModels.config(dummy), library: library, tuning: tuning)
+            return try GPUModel.dummy(dummy, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
         }
         guard let source = try weights ?? path.map({ try openModel(path: $0) }) else {
             throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
         }
-        let table = try self.table(for: source.config, library: try KernelLibrary(context: ctx), tuning: tuning)
-        return try GPUModel.load(source, context: ctx, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
+        let table = try self.table(for: source.config, library: library, tuning: tuning)
+        return try GPUModel.load(source, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
     }
 
     /// The GPU path of `kiln bench`: prompt processing and generation, md or json.

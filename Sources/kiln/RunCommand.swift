@@ -43,10 +43,7 @@ func loadTokenizer(weights: WeightSource, path: String) throws -> (Tokenizer, St
     if let g = weights as? GGUFModel {
         return (try Tokenizer(gguf: g.gguf), g.gguf["tokenizer.chat_template"]?.string)
     }
-    let files = try ModelFiles.locate(path)
-    guard let tj = files.tokenizerJSONPath else { throw KilnError("\(path): no tokenizer.json in the folder") }
-    let tc = try files.loadTokenizerConfig()
-    return (try Tokenizer(tokenizerJSON: tj, configPath: files.tokenizerConfigPath), tc?.chatTemplate)
+    return (try TokenizeCommand.loadTokenizer(path: path), try ModelFiles.locate(path).loadTokenizerConfig()?.chatTemplate)
 }
 
 /// Logs go to stderr so stdout carries only generated text.

@@ -70,17 +70,17 @@ struct TuneCommand: ParsableCommand {
         let rejected = rows.reduce(0) { $0 + $1.rejected.count }
         print(String(format: "tuned in %.1f s (start-up and kernel compilation included); %d candidates failed verification and were never eligible", secs, rejected))
         print("saved \(table.entries.count) entries to \(path)")
-        if benchBatch > 0 { try bench(config: config, ctx: ctx, table: table, err: err) }
+        if benchBatch > 0 { try bench(config: config, ctx: ctx, library: library, table: table, err: err) }
     }
 
     /// Decode ms per step (one token per sequence) with the default kernels and with the table, same model shapes.
-    func bench(config: ModelConfig, ctx: Context, table: TuneTable, err: @escaping (String) -> Void) throws {
+    func bench(config: ModelConfig, ctx: Context, library: KernelLibrary, table: TuneTable, err: @escaping (String) -> Void) throws {
         var results: [(String, EngineBench.ModelResult)] = []
         for (label, tune) in [("defaults", nil), ("tuned", table)] as [(String, TuneTable?)] {
             let maxSeq = 128 + benchTokens + 8
             let m: GPUModel
-            if let dummyWeights { m = try GPUModel.dummy(dummyWeights, context: ctx, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
-            else { m = try GPUModel.load(try openModel(path: model!), context: ctx, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
+            if let dummyWeights { m = try GPUModel.dummy(dummyWeights, context: ctx, library: library, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
+            else { m = try GPUModel.load(try openModel(path: model!), context: ctx, library: library, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
             results.append((label, try EngineBench.model(m, batch: benchBatch, prompt: 128, generate: benchTokens, repetitions: 3)))
         }
         print("| kernels | batch | decode ms/token (per step) | chained ms/step | tokens/s |")
