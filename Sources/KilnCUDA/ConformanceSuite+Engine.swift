@@ -49,7 +49,7 @@ extension ConformanceSuite {
         try? cnt.fill(byte: 0, stream: stream)
         // Every instance: smallest and largest M, odd N, a K tail that is not a multiple of 32, split 1 and 3.
         for c in GemmSplitK.configs {
-            for (n, k) in [(1000, 1832), (77, 520)] {
+            for (n, k) in [(1000, 1832), (77, 520), (264, 4096)] {
                 for m in [1, c.maxM] {
                     for split in [1, 3] {
                         gemmCheck("gemm_splitk \(c.name) M=\(m) N=\(n) K=\(k) split=\(split)", m: m, n: n, k: k, outF32: false) { x, w, y in

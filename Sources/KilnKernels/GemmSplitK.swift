@@ -14,7 +14,8 @@ public struct GemmSplitK {
         public var maxM: Int { 8 * nt }
         public var threads: Int { 32 * wn * wk }
         public var rowsPerBlock: Int { 16 * tiles * wn }
-        public var sharedBytes: Int { stages * (2 * tiles + nt) * unroll * 16 * 32 * wn * wk }
+        /// Dynamic shared memory: the cp.async ring only (stages ≥ 2); the register paths (0, 1) use none.
+        public var sharedBytes: Int { stages >= 2 ? stages * (2 * tiles + nt) * unroll * 16 * 32 * wn * wk : 0 }
         public func gridX(n: Int) -> Int { (n + rowsPerBlock - 1) / rowsPerBlock }
     }
 

@@ -17,7 +17,7 @@ if ! $NVCC $FLAGS harness.cu -o /tmp/gemm_harness -lcublasLt 2> "$OUT/ptxas.txt"
     $NVCC $FLAGS -DNO_CUBLAS harness.cu -o /tmp/gemm_harness 2> "$OUT/ptxas.txt" || { grep -v "ptxas info" "$OUT/ptxas.txt" | head -40; exit 1; }
 fi
 echo "build: $(( $(date +%s) - t0 )) s; spills: $(grep -c 'bytes spill stores' "$OUT/ptxas.txt") functions reported, $(grep 'bytes spill stores' "$OUT/ptxas.txt" | grep -vc ' 0 bytes spill stores') with spills"
-for f in kiln_gemm_splitk_nt1_wn1_wk4_t1_u8_s0 kiln_gemm_splitk_nt1_wn1_wk4_t1_u4_s4; do
+for f in kiln_gemm_splitk_nt1_wn1_wk4_t1_u8_s0 kiln_gemm_splitk_nt1_wn1_wk4_t1_u4_s1 kiln_gemm_splitk_nt1_wn1_wk4_t1_u4_s4; do
   cuobjdump --dump-sass --function $f /tmp/gemm_harness > "$OUT/sass_$f.txt" 2>&1 &&
   echo "sass $f: $(grep -c HMMA "$OUT/sass_$f.txt") HMMA, $(grep -c 'LDG.E.*128' "$OUT/sass_$f.txt") LDG.128, $(grep -c LDGSTS "$OUT/sass_$f.txt") LDGSTS, $(grep -c 'LDL\|STL' "$OUT/sass_$f.txt") local"
 done

@@ -41,6 +41,8 @@
 // Two load paths (template parameter STAGES):
 //   STAGES = 0   register path: a warp loads one super-step (2·TILES·UNROLL weight uint4 per lane)
 //                into registers, then runs its mmas; latency is hidden by other warps only.
+//   STAGES = 1   register path, pipelined: two register sets; the next super-step's loads are issued
+//                before the current one's mmas, so each warp always has loads outstanding.
 //   STAGES >= 2  cp.async ring: each lane copies its 16-byte pieces (weights .cg + L2::256B, X .ca)
 //                into its own slice of a shared-memory ring of STAGES super-steps, keeping STAGES-1
 //                super-steps in flight without holding registers; lanes read back only what they
@@ -61,8 +63,9 @@
 //
 // Instance table (the tuner reads its candidates from KILN_GEMM_SPLITK_INSTANCES at the bottom):
 //   X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES); NT=1 serves M ≤ 8, NT=2 serves 9 ≤ M ≤ 16.
-//   Rules (static_assert): WARPS_N·WARPS_K ≤ 8; register path 2·TILES·UNROLL ≤ 16 (more spills);
-//   ring STAGES ≥ 2 and its shared memory ≤ 227 KB. Pruned by two H200 sweeps (docs/perf-notes-gemm.md):
+//   Rules (static_assert): WARPS_N·WARPS_K ≤ 8; register paths (STAGES+1)·2·TILES·UNROLL ≤ 16 (more
+//   spills); ring STAGES ≥ 2 and its shared memory ≤ 227 KB. WARPS_K = 8 and STAGES = 1 instances were
+//   added for the small shapes (o, qkv), whose warps otherwise run only ~4 super-steps each. Pruned by two H200 sweeps (docs/perf-notes-gemm.md):
 //   register-path instances never within ~10% of the best were dropped; the cp.async ring measured
 //   25-45% slower than the register path everywhere, so one ring instance per NT is kept only so
 //   that the path stays compiled and checked.
@@ -133,22 +136,20 @@ __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], unsigned a0, unsig
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// One super-step of one warp: UNROLL × (TILES × 2 weight uint4 + NT activation uint4) loads, then
-// UNROLL × TILES × NT × 2 mmas. PRED guards the K tail (k < kend; all k are multiples of 8).
-template <int NT, int TILES, int UNROLL, bool PRED>
-__device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kiln_bf16* __restrict__ wrow,
-                                           const kiln_bf16* __restrict__ xrow0, const kiln_bf16* __restrict__ xrow1,
-                                           bool xok0, bool xok1, long long K8, int k, int kend) {
+// One super-step of one warp, loads: UNROLL × (TILES × 2 weight uint4 + NT activation uint4), the weights
+// (load_step_w) and the activations (load_step_x) separately, so that a kernel launched early (PDL) can
+// start streaming weights before the previous kernel's output X is ready.
+// PRED guards the K tail (k < kend; all k are multiples of 8). kend here is the end of the last whole 32-k
+// segment, so the test is warp-uniform. (A per-lane test, kk + 8t < kend, made the compiler serialise the
+// main loop's loads: 56 registers instead of 94 and 10-40% slower, seen in SASS and timings; the partial
+// segment is handled separately by the caller.)
+template <int TILES, int UNROLL, bool PRED>
+__device__ __forceinline__ void load_step_w(U4 (&wv)[UNROLL][TILES][2], const kiln_bf16* __restrict__ wrow, long long K8,
+                                            int k, int kend) {
     // wrow: weight row (row0 + g) at column 0; row g+8 is wrow + 8K, tile tt at wrow + 16·tt·K.
-    U4 wv[UNROLL][TILES][2];
-    U4 xv[UNROLL][NT];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int kk = k + u * 32;
-        // kend here is the end of the last whole 32-k segment, so this test is warp-uniform. (A
-        // per-lane test, kk + 8t < kend, made the compiler serialise the main loop's loads: 56
-        // registers instead of 94 and 10-40% slower, seen in SASS and timings; the partial segment
-        // is handled separately by the caller.)
         const bool ok = !PRED || kk < kend;
 #pragma unroll
         for (int tt = 0; tt < TILES; ++tt) {
@@ -158,6 +159,16 @@ __device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kil
                 else    wv[u][tt][h] = U4{0u, 0u, 0u, 0u};
             }
         }
+    }
+}
+
+template <int NT, int UNROLL, bool PRED>
+__device__ __forceinline__ void load_step_x(U4 (&xv)[UNROLL][NT], const kiln_bf16* __restrict__ xrow0,
+                                            const kiln_bf16* __restrict__ xrow1, bool xok0, bool xok1, int k, int kend) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const int kk = k + u * 32;
+        const bool ok = !PRED || kk < kend;
         if (ok && xok0) xv[u][0] = ld_act(xrow0 + kk);
         else            xv[u][0] = U4{0u, 0u, 0u, 0u};
         if (NT > 1) {
@@ -165,6 +176,21 @@ __device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kil
             else            xv[u][NT - 1] = U4{0u, 0u, 0u, 0u};
         }
     }
+}
+
+template <int NT, int TILES, int UNROLL, bool PRED>
+__device__ __forceinline__ void load_step(U4 (&wv)[UNROLL][TILES][2], U4 (&xv)[UNROLL][NT],
+                                          const kiln_bf16* __restrict__ wrow, const kiln_bf16* __restrict__ xrow0,
+                                          const kiln_bf16* __restrict__ xrow1, bool xok0, bool xok1, long long K8,
+                                          int k, int kend) {
+    load_step_w<TILES, UNROLL, PRED>(wv, wrow, K8, k, kend);
+    load_step_x<NT, UNROLL, PRED>(xv, xrow0, xrow1, xok0, xok1, k, kend);
+}
+
+// The mmas of one loaded super-step: UNROLL × TILES × NT × 2.
+template <int NT, int TILES, int UNROLL>
+__device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const U4 (&wv)[UNROLL][TILES][2],
+                                         const U4 (&xv)[UNROLL][NT]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
 #pragma unroll
@@ -181,7 +207,45 @@ __device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kil
     }
 }
 
-// ---- cp.async ring (STAGES > 0) ------------------------------------------------------------------
+template <int NT, int TILES, int UNROLL, bool PRED>
+__device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kiln_bf16* __restrict__ wrow,
+                                           const kiln_bf16* __restrict__ xrow0, const kiln_bf16* __restrict__ xrow1,
+                                           bool xok0, bool xok1, long long K8, int k, int kend) {
+    U4 wv[UNROLL][TILES][2];
+    U4 xv[UNROLL][NT];
+    load_step<NT, TILES, UNROLL, PRED>(wv, xv, wrow, xrow0, xrow1, xok0, xok1, K8, k, kend);
+    mma_step<NT, TILES, UNROLL>(acc, wv, xv);
+}
+
+// Register path with the next super-step in flight (STAGES = 1): two register sets, A and B; the
+// loads of step s+1 are issued before the mmas of step s, so a warp never waits a whole memory
+// round trip with nothing outstanding (STAGES = 0 does: load, wait, mma, load ...). Same k order
+// per lane as STAGES = 0, so the same bits. Runs the `nfull` whole super-steps k, k+KS, ...
+// The first step's weights are requested BEFORE the PDL wait (weights never depend on the previous
+// kernel), so under programmatic dependent launch the ramp-up overlaps the previous kernel's tail.
+template <int NT, int TILES, int UNROLL>
+__device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], const kiln_bf16* __restrict__ wrow,
+                                                const kiln_bf16* __restrict__ xrow0, const kiln_bf16* __restrict__ xrow1,
+                                                bool xok0, bool xok1, long long K8, int k, int KS, int nfull) {
+    if (nfull <= 0) { pdl_wait_then_trigger(); return; }
+    U4 wa[UNROLL][TILES][2], wb[UNROLL][TILES][2];
+    U4 xa[UNROLL][NT], xb[UNROLL][NT];
+    load_step_w<TILES, UNROLL, false>(wa, wrow, K8, k, 0);
+    pdl_wait_then_trigger();
+    load_step_x<NT, UNROLL, false>(xa, xrow0, xrow1, xok0, xok1, k, 0);
+    int s = 0;
+#pragma unroll 1
+    while (true) {
+        if (s + 1 < nfull) load_step<NT, TILES, UNROLL, false>(wb, xb, wrow, xrow0, xrow1, xok0, xok1, K8, k + (s + 1) * KS, 0);
+        mma_step<NT, TILES, UNROLL>(acc, wa, xa);
+        if (++s >= nfull) break;
+        if (s + 1 < nfull) load_step<NT, TILES, UNROLL, false>(wa, xa, wrow, xrow0, xrow1, xok0, xok1, K8, k + (s + 1) * KS, 0);
+        mma_step<NT, TILES, UNROLL>(acc, wb, xb);
+        if (++s >= nfull) break;
+    }
+}
+
+// ---- cp.async ring (STAGES >= 2) -----------------------------------------------------------------
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
     unsigned r;
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
@@ -237,10 +301,11 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                                             void* __restrict__ y, float* __restrict__ ws,
                                             unsigned* __restrict__ cnt, int M, int N, int K, int epi) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
-    static_assert(STAGES == 0 || STAGES >= 2, "STAGES: 0 (register loads) or >= 2 (cp.async ring)");
-    static_assert(STAGES > 0 || 2 * TILES * UNROLL <= 16, "register path: at most 16 weight uint4 in flight per thread");
+    static_assert(STAGES >= 0, "STAGES: 0 (register loads), 1 (register loads, next step in flight) or >= 2 (cp.async ring)");
+    static_assert(STAGES >= 2 || (STAGES + 1) * 2 * TILES * UNROLL <= 16,
+                  "register paths: at most 16 weight uint4 held per thread (STAGES = 1 holds two super-steps)");
     static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
-    static_assert(STAGES * (2 * TILES + NT) * UNROLL * 16 * 32 * WARPS_N * WARPS_K <= 227 * 1024, "ring > 227 KB");
+    static_assert(STAGES < 2 || STAGES * (2 * TILES + NT) * UNROLL * 16 * 32 * WARPS_N * WARPS_K <= 227 * 1024, "ring > 227 KB");
     constexpr int STEP = UNROLL * 32;              // k per warp super-step
     constexpr int ROWS_WARP = 16 * TILES;
     constexpr int ROWS_BLOCK = ROWS_WARP * WARPS_N;
@@ -270,14 +335,16 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[tt][n][i] = 0.f;
 
-    pdl_wait_then_trigger();
+    // PDL: wait for the previous kernel before reading X or writing Y / the split-K scratch. STAGES = 1
+    // waits inside pipelined_steps (after its first weight loads) and again, harmlessly, below.
+    if constexpr (STAGES != 1) pdl_wait_then_trigger();
 
     const bool xok0 = g < M;
     const bool xok1 = g + 8 < M;
     const kiln_bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
     const kiln_bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
 
-    if constexpr (STAGES > 0) {
+    if constexpr (STAGES >= 2) {
         // Each thread streams its own 16-byte pieces through a private slice of a shared-memory ring
         // (layout [stage][slot][thread], conflict-free): only the issuing thread reads them back, so
         // cp.async.wait_group is the only synchronisation. STAGES-1 super-steps stay in flight
@@ -351,7 +418,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                     }
         }
         cp_async_wait<0>();
-    } else {  // STAGES == 0: register loads, UNROLL super-step loaded before its mmas
+    } else {  // STAGES 0/1: register loads, UNROLL super-step loaded before its mmas (1: next one in flight)
         // Rows past N read row N-1 (valid memory) and are never stored.
         const int rg = min(row0 + g, N - 1);
         const long long K8 = 8LL * K;
@@ -362,8 +429,15 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
         if (full) {
             const int ke32 = kb + ((ke - kb) & ~31);   // end of the whole 32-k segments
             int k = kb + wk * STEP;
-            for (; k + STEP <= ke32; k += WARPS_K * STEP)
-                super_step<NT, TILES, UNROLL, false>(acc, wrow, xrow0, xrow1, xok0, xok1, K8, k, ke32);
+            if constexpr (STAGES == 1) {
+                constexpr int KS = WARPS_K * STEP;
+                const int nfull = k + STEP <= ke32 ? (ke32 - STEP - k) / KS + 1 : 0;
+                pipelined_steps<NT, TILES, UNROLL>(acc, wrow, xrow0, xrow1, xok0, xok1, K8, k, KS, nfull);
+                k += nfull * KS;
+            } else {
+                for (; k + STEP <= ke32; k += WARPS_K * STEP)
+                    super_step<NT, TILES, UNROLL, false>(acc, wrow, xrow0, xrow1, xok0, xok1, K8, k, ke32);
+            }
             if (k < ke32)
                 super_step<NT, TILES, UNROLL, true>(acc, wrow, xrow0, xrow1, xok0, xok1, K8, k, ke32);
             if (ke32 < ke && wk == 0) {
@@ -389,6 +463,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
             }
         } else if (row0 < N) {
             // Edge warp: process each 16-row tile with its rows clamped into [0, N).
+            if constexpr (STAGES == 1) pdl_wait_then_trigger();
 #pragma unroll
             for (int tt = 0; tt < TILES; ++tt) {
                 const int ra = min(row0 + tt * 16 + g, N - 1);
@@ -417,7 +492,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                 }
             }
         }
-    }  // STAGES == 0
+    }  // STAGES 0/1
+    if constexpr (STAGES == 1) pdl_wait_then_trigger();   // warps that loaded nothing; a no-op after the first
 
     // ---- Sum the WARPS_K partials of each row tile (fixed order) --------------------------------
     if (WARPS_K > 1) {
@@ -513,16 +589,19 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 }  // namespace kiln_gemm
 
 // X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES) — the one instance table.
-// STAGES = 0: register loads; STAGES >= 2: cp.async ring, dynamic shared memory
+// STAGES = 0: register loads; 1: register loads with the next super-step in flight (two register sets);
+// STAGES >= 2: cp.async ring, dynamic shared memory
 // KILN_GEMM_SPLITK_SMEM(...) bytes (> 48 KB needs cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)).
 #define KILN_GEMM_SPLITK_INSTANCES(X) \
     X(1, 1, 4, 1, 8, 0) X(1, 2, 4, 1, 8, 0) X(1, 1, 4, 1, 4, 0) X(1, 2, 2, 1, 4, 0) \
     X(1, 4, 2, 1, 4, 0) X(1, 4, 1, 1, 8, 0) X(1, 1, 4, 2, 2, 0) X(1, 1, 4, 1, 2, 6) \
+    X(1, 1, 4, 1, 4, 1) X(1, 1, 8, 1, 4, 1) X(1, 2, 4, 1, 4, 1) X(1, 1, 4, 2, 2, 1) \
     X(2, 1, 4, 1, 8, 0) X(2, 2, 4, 1, 8, 0) X(2, 1, 4, 1, 4, 0) X(2, 4, 1, 2, 4, 0) \
-    X(2, 2, 2, 1, 8, 0) X(2, 4, 2, 2, 2, 0) X(2, 1, 4, 1, 2, 4)
+    X(2, 2, 2, 1, 8, 0) X(2, 4, 2, 2, 2, 0) X(2, 1, 4, 1, 2, 4) \
+    X(2, 1, 8, 1, 8, 0) X(2, 1, 4, 1, 4, 1) X(2, 1, 8, 1, 4, 1) X(2, 2, 4, 1, 4, 1)
 
 #define KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S) kiln_gemm_splitk_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_s##S
-#define KILN_GEMM_SPLITK_SMEM(NT, WN, WK, T, U, S) ((S) * (2 * (T) + (NT)) * (U) * 16 * 32 * (WN) * (WK))
+#define KILN_GEMM_SPLITK_SMEM(NT, WN, WK, T, U, S) ((S) >= 2 ? (S) * (2 * (T) + (NT)) * (U) * 16 * 32 * (WN) * (WK) : 0)
 
 #define KILN_GEMM_SPLITK_DEFINE(NT, WN, WK, T, U, S)                                                      \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)( \
