@@ -12,22 +12,28 @@ public enum EngineBench {
          ("down", c.hiddenSize, c.intermediateSize), ("logits", c.vocabSize, c.hiddenSize)]
     }
 
-    /// Times every GEMM shape of `c` at each M: Kiln's chosen kernel and cuBLASLt, event-timed medians of
-    /// back-to-back launches with the weights rotated over ≥ 256 MB of copies (so they come from HBM, not L2).
-    public static func kernels(config c: ModelConfig, library: KernelLibrary, ms: [Int] = [1, 2, 4, 8, 16, 64, 512, 1024],
-                               log: @escaping (String) -> Void) throws {
+    /// Times every GEMM shape of `c` at each M: the kernel the engine would choose (`tune`'s entry, else the
+    /// default) and cuBLASLt, with the weights rotated over ≥ 256 MB of copies (so they come from HBM, not L2).
+    /// Both are timed as the decode step runs them, `batch` calls captured in one CUDA graph (graphMedian);
+    /// Kiln's separately launched, event-timed figure is given too (it carries ~2 µs of launch cost per call).
+    public static func kernels(config c: ModelConfig, library: KernelLibrary, tune: TuneTable? = nil,
+                               ms: [Int] = [1, 2, 4, 8, 16, 64, 512, 1024], log: @escaping (String) -> Void) throws {
         let ctx = library.context!
         let stream = try GPUStream(ctx)
+        // As in GPUModel: programmatic dependent launch (back-to-back GEMMs overlap tail and ramp-up) with KILN_PDL=1.
+        stream.pdl = ProcessInfo.processInfo.environment["KILN_PDL"] == "1"
         let copy = try GPUBench.copyBandwidth(library: library)
         log("\(ctx.info.name): \(copy)")
+        log((tune == nil ? "kernel choice: the defaults (no tuning table)" : "kernel choice: the tuning table")
+            + (stream.pdl ? "; programmatic dependent launch on (KILN_PDL=1)" : ""))
         let lt: CuBLASLt?
         do { lt = try CuBLASLt(context: ctx) } catch { lt = nil; log("\(error)") }
         let rand = try RandomInit(library)
         let maxM = ms.max() ?? 1
         let shapes = gemmShapes(c)
-        let dispatch = try GemmDispatch(library: library, tune: nil, maxN: shapes.map(\.1).max()!, stream: stream, log: log)
-        log("| op | N | K | M | Kiln µs | Kiln kernel | Kiln % copy BW / TFLOP/s | cuBLASLt µs | Kiln / cuBLASLt time |")
-        log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        let dispatch = try GemmDispatch(library: library, tune: tune, maxN: shapes.map(\.1).max()!, stream: stream, log: log)
+        log("| op | N | K | M | Kiln µs (graph) | Kiln µs (launches) | Kiln kernel | Kiln % copy BW / TFLOP/s | cuBLASLt µs (graph) | cuBLASLt % copy BW / TFLOP/s | Kiln / cuBLASLt time |")
+        log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for (op, n, k) in shapes {
             let wBytes = n * k * 2
             let copies = max(1, min(8, (256 << 20) / wBytes + 1))
@@ -40,23 +46,28 @@ public enum EngineBench {
             try rand(y: x.address, count: maxM * k, seed: 7, center: 0, halfWidth: 1, minMag: 0.01, stream: stream)
             for m in ms {
                 let choice = dispatch.choose(op: op, m: m, n: n, k: k, outF32: false)
-                var i = 0
-                let kilnMs = try GPUBench.median(stream, runs: 15, batch: 10) {
-                    try dispatch(op, x: x.address, w: ws[i % copies].address, y: y.address, m: m, n: n, k: k, choice: choice, stream: stream); i += 1
+                let bytes = Double(wBytes + 2 * m * (k + n))
+                func metric(_ ms: Double) -> String {
+                    m <= 16 ? String(format: "%.1f%%", 100 * bytes / (ms * 1e-3) / 1e9 / copy.gbps)
+                        : String(format: "%.0f TFLOP/s", 2 * Double(m) * Double(n) * Double(k) / (ms * 1e-3) / 1e12)
                 }
-                var ltText = "—", ratio = "—"
+                var i = 0
+                let launch = { try dispatch(op, x: x.address, w: ws[i % copies].address, y: y.address, m: m, n: n, k: k, choice: choice, stream: stream); i += 1 }
+                let kilnMs = try GPUBench.graphMedian(stream, runs: 15, batch: 20, launch)
+                let kilnLaunchMs = try GPUBench.median(stream, runs: 15, batch: 10, launch)
+                var ltText = "—", ltMetric = "—", ratio = "—"
                 if let lt {
                     do {
                         let plan = try lt.plan(m: m, n: n, k: k)
                         var j = 0
-                        let ltMs = try GPUBench.median(stream, runs: 15, batch: 10) { try lt.run(plan, x: x.address, w: ws[j % copies].address, y: y.address, stream: stream); j += 1 }
-                        ltText = String(format: "%.2f", ltMs * 1000); ratio = String(format: "%.2f", kilnMs / ltMs)
+                        let ltMs = try GPUBench.graphMedian(stream, runs: 15, batch: 20) {
+                            try lt.run(plan, x: x.address, w: ws[j % copies].address, y: y.address, stream: stream); j += 1
+                        }
+                        ltText = String(format: "%.2f", ltMs * 1000); ltMetric = metric(ltMs); ratio = String(format: "%.2f", kilnMs / ltMs)
                     } catch { ltText = "error: \(error)" }
                 }
-                let bytes = Double(wBytes + 2 * m * (k + n))
-                let metric = m <= 16 ? String(format: "%.1f%%", 100 * bytes / (kilnMs * 1e-3) / 1e9 / copy.gbps)
-                    : String(format: "%.0f TFLOP/s", 2 * Double(m) * Double(n) * Double(k) / (kilnMs * 1e-3) / 1e12)
-                log("| \(op) | \(n) | \(k) | \(m) | " + String(format: "%.2f", kilnMs * 1000) + " | \(choice) | \(metric) | \(ltText) | \(ratio) |")
+                log("| \(op) | \(n) | \(k) | \(m) | " + String(format: "%.2f | %.2f", kilnMs * 1000, kilnLaunchMs * 1000)
+                    + " | \(choice) | \(metric(kilnMs)) | \(ltText) | \(ltMetric) | \(ratio) |")
             }
         }
     }

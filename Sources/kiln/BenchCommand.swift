@@ -28,6 +28,8 @@ struct BenchCommand: ParsableCommand {
     var dummyWeights: String?
     @Option(name: .shortAndLong, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
     @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
+    @Option(name: .customLong("m"), help: "kernels only: M values, comma-separated (default: 1,2,4,8,16,64,512,1024).")
+    var kernelMs: String?
     @Option(name: .shortAndLong, help: "tokenizer only: text file to encode (default: the licences in /usr/share/common-licenses).")
     var file: String?
 
@@ -38,7 +40,9 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         switch target {
-        case .kernels: return try BenchKernels.run(model: model, dummyWeights: dummyWeights ?? "llama3-8b")
+        case .kernels:
+            return try BenchKernels.run(model: model, dummyWeights: dummyWeights ?? "llama3-8b", tuning: tuning.value,
+                                        ms: try kernelMs.map { try TuneCommand.parseMs($0) })
         case .tokenizer: return try BenchTokenizer.run(model: model, file: file, repeats: r)
         case .model: break
         }

@@ -95,10 +95,16 @@ struct TuningOptions: ParsableArguments {
 
 /// `kiln bench kernels`: every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt.
 enum BenchKernels {
-    static func run(model: String?, dummyWeights: String) throws {
+    static func run(model: String?, dummyWeights: String, tuning: GPURun.Tuning, ms: [Int]?) throws {
         let c = try model.map { try openModel(path: $0).config } ?? DummyModels.config(dummyWeights)
         let ctx = try Context(ordinal: 0)
-        try EngineBench.kernels(config: c, library: try KernelLibrary(context: ctx), log: { print($0) })
+        let library = try KernelLibrary(context: ctx)
+        let table = try GPURun.table(for: c, library: library, tuning: tuning)
+        if let ms {
+            try EngineBench.kernels(config: c, library: library, tune: table, ms: ms, log: { print($0) })
+        } else {
+            try EngineBench.kernels(config: c, library: library, tune: table, log: { print($0) })
+        }
     }
 }
 
