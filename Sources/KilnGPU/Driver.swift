@@ -60,6 +60,7 @@ public final class CUDADriver: @unchecked Sendable {
     typealias FnLaunchEx = @convention(c) (UnsafeRawPointer?, CUhandle?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                            UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CUresult
     typealias FnInstantiate = @convention(c) (UnsafeMutablePointer<CUhandle?>?, CUhandle?, UInt64) -> CUresult
+    typealias FnMaxActiveClusters = @convention(c) (UnsafeMutablePointer<Int32>?, CUhandle?, UnsafeRawPointer?) -> CUresult
     typealias FnGraphLaunch = @convention(c) (CUhandle?, CUhandle?) -> CUresult
     typealias FnGraphExecUpdate = @convention(c) (CUhandle?, CUhandle?, UnsafeMutableRawPointer?) -> CUresult
     typealias FnTensorMapEncodeTiled = @convention(c) (UnsafeMutableRawPointer?, Int32, UInt32, UInt64, UnsafePointer<UInt64>?,
@@ -106,6 +107,8 @@ public final class CUDADriver: @unchecked Sendable {
     let cuLaunchKernel: FnLaunch
     /// cuLaunchKernelEx (CUDA 12+), for launches with attributes (programmatic dependent launch); nil on older drivers.
     let cuLaunchKernelEx: FnLaunchEx?
+    /// cuOccupancyMaxActiveClusters (CUDA 12+): how many thread-block clusters of a kernel fit on the GPU at once; nil on older drivers.
+    let cuOccupancyMaxActiveClusters: FnMaxActiveClusters?
     let cuStreamBeginCapture: FnBeginCapture
     let cuStreamEndCapture: FnEndCapture
     let cuGraphInstantiate: FnInstantiate
@@ -174,6 +177,7 @@ public final class CUDADriver: @unchecked Sendable {
         cuFuncSetAttribute = try sym("cuFuncSetAttribute")
         cuLaunchKernel = try sym("cuLaunchKernel")
         cuLaunchKernelEx = dlsym(lib, "cuLaunchKernelEx").map { unsafeBitCast($0, to: FnLaunchEx.self) }
+        cuOccupancyMaxActiveClusters = dlsym(lib, "cuOccupancyMaxActiveClusters").map { unsafeBitCast($0, to: FnMaxActiveClusters.self) }
         cuStreamBeginCapture = try sym("cuStreamBeginCapture_v2")
         cuStreamEndCapture = try sym("cuStreamEndCapture")
         cuGraphInstantiate = try sym("cuGraphInstantiateWithFlags")

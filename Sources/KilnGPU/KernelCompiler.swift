@@ -209,6 +209,17 @@ public struct Kernel: @unchecked Sendable {
         try cuCheck("cuFuncSetAttribute", module.context.driver.cuFuncSetAttribute(handle, 8 /* MAX_DYNAMIC_SHARED_SIZE_BYTES */, Int32(bytes)))
     }
 
+    /// How many clusters of this kernel (cluster shape compiled in with __cluster_dims__) can be resident at once
+    /// with `block` threads and `sharedBytes` of dynamic shared memory; nil when the driver cannot say.
+    public func maxActiveClusters(gridX: Int, block: Int, sharedBytes: Int) throws -> Int? {
+        guard let f = module.context.driver.cuOccupancyMaxActiveClusters else { return nil }
+        var cfg = LaunchConfig(gridX: UInt32(gridX), gridY: 1, gridZ: 1, blockX: UInt32(block), blockY: 1, blockZ: 1,
+                               sharedBytes: UInt32(sharedBytes), stream: nil, attrs: nil, numAttrs: 0)
+        var n: Int32 = 0
+        try withUnsafePointer(to: &cfg) { cp in try cuCheck("cuOccupancyMaxActiveClusters", f(&n, handle, UnsafeRawPointer(cp))) }
+        return n > 0 ? Int(n) : nil
+    }
+
     @inline(__always)
     public func launch<P>(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, stream: GPUStream, pdl: Bool = false, _ params: P) throws {
         var p = params

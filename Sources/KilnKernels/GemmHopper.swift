@@ -49,7 +49,19 @@ public struct GemmHopper {
         context = ctx
         kernel = try library.kernel(GemmHopper.file, config.name)
         try kernel.setMaxDynamicSharedMemory(config.sharedBytes)
+        // Cluster pairs must share a GPC, so fewer than #SMs/2 pairs fit at once: a persistent grid of all SMs
+        // runs a second wave (measured at ~half speed). Size the grid by the driver's count of resident clusters,
+        // or a quarter-size grid of pairs (always fits) when the driver cannot say.
+        if config.cluster > 1 {
+            let fit = try kernel.maxActiveClusters(gridX: ctx.info.multiprocessors - ctx.info.multiprocessors % config.cluster,
+                                                   block: config.threads, sharedBytes: config.sharedBytes)
+            clusterSlots = fit ?? ctx.info.multiprocessors / 4
+        } else {
+            clusterSlots = ctx.info.multiprocessors
+        }
     }
+    /// Clusters (or CTAs when cluster = 1) resident at once: the persistent grid's size.
+    let clusterSlots: Int
 
     /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] bf16. Tensor maps are encoded per call (a few µs of host
     /// time, overlapped with the GPU), since activation buffers are views whose row count changes.
@@ -58,10 +70,7 @@ public struct GemmHopper {
         let tx = try TensorMap.bf16Matrix(context, address: x, rows: m, cols: k, boxRows: config.bm, boxCols: config.bk)
         let tw = try TensorMap.bf16Matrix(context, address: w, rows: n, cols: k, boxRows: config.bn / config.cluster, boxCols: config.bk)
         let tiles = config.tiles(m: m, n: n)
-        let sms = context.info.multiprocessors
-        // Cluster pairs must share a GPC, so a persistent grid of all SMs does not fit at once; a quarter-size
-        // grid of pairs always does (correct for any even grid; speed unmeasured, hence never a default).
-        let grid = config.cluster == 1 ? min(sms, tiles) : 2 * min(tiles, sms / 4)
+        let grid = config.cluster == 1 ? min(clusterSlots, tiles) : config.cluster * min(tiles, clusterSlots)
         try kernel.launch(grid: (grid, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
                           fields: Params(tx: tx, tw: tw, y: y, m: Int32(m), n: Int32(n), k: Int32(k)), offsets: GemmHopper.offsets)
     }
