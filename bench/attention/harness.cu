@@ -1,5 +1,5 @@
-// bench/attention/harness.cu — correctness + timing for Sources/KilnKernels/cuda/attention.cu.
-// Built with nvcc on the GPU machine by run.sh.
+// bench/attention/harness.cu — correctness + timing for Sources/KilnKernels/cuda/attention.cu and the
+// Hopper (wgmma) prefill in attention_hopper.cu. Built with nvcc on the GPU machine by run.sh.
 //
 // Correctness: every instance of both instance tables against a plain fp32 reference attention
 // kernel on the GPU (expf, fp32 dot products, online softmax over 128-key chunks), fresh random
@@ -10,7 +10,10 @@
 // Decode is timed with a cold L2 (a 256 MB memset before each launch, outside the events) and
 // warm inside a CUDA graph (20 launches per graph, replayed; mean per launch).
 //
-// Usage: harness [results_file]   (machine-readable RESULT lines go there and to stdout)
+// Usage: harness [results_file] [all|base|hopper]   (machine-readable RESULT lines go there and to stdout)
+//   base: attention.cu's prefill + decode instances; hopper: attention_hopper.cu's prefill instances
+//   only (same prefill cases, reference and tolerance); all (default): both. run.sh runs base and
+//   hopper as two processes, so that a hang or a sticky CUDA error in one cannot lose the other.
 
 #include <cuda_runtime.h>
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "../../Sources/KilnKernels/cuda/attention.cu"
+#include "../../Sources/KilnKernels/cuda/attention_hopper.cu"
 
 #define CK(x)                                                                                        \
     do {                                                                                             \
@@ -40,11 +44,15 @@ typedef void (*DecodeFn)(const kiln_bf16*, const kiln_bf16*, const kiln_bf16*, k
                          const int*, int, int, int, int, int, float);
 struct PInst { const char* name; PrefillFn fn; int d, br, bc, kc, w, smem; };
 struct DInst { const char* name; DecodeFn fn; int d, gmax, w, kt; };
+struct HInst { const char* name; PrefillFn fn; int d, bc, st, pp, smem; };
 #define H_STR2(x) #x
 #define H_STR(x) H_STR2(x)
 #define P_ENTRY(D, BR, BC, KC, W) {H_STR(KILN_ATTN_PREFILL_NAME(D, BR, BC, KC, W)), KILN_ATTN_PREFILL_NAME(D, BR, BC, KC, W), D, BR, BC, KC, W, KILN_ATTN_PREFILL_SMEM(D, BR, BC, KC, W)},
 #define D_ENTRY(D, G, W, KT) {H_STR(KILN_ATTN_DECODE_NAME(D, G, W, KT)), KILN_ATTN_DECODE_NAME(D, G, W, KT), D, G, W, KT},
+#define H_ENTRY(D, BC, ST, PP) {H_STR(KILN_ATTN_HOPPER_NAME(D, BC, ST, PP)), KILN_ATTN_HOPPER_NAME(D, BC, ST, PP), D, BC, ST, PP, KILN_ATTN_HOPPER_SMEM(D, BC, ST)},
 static const PInst g_pinst[] = {KILN_ATTN_PREFILL_INSTANCES(P_ENTRY)};
+static const HInst g_hinst[] = {KILN_ATTN_HOPPER_INSTANCES(H_ENTRY)};
+static const int g_nh = sizeof(g_hinst) / sizeof(g_hinst[0]);
 static const DInst g_dinst[] = {KILN_ATTN_DECODE_INSTANCES(D_ENTRY)};
 static const int g_np = sizeof(g_pinst) / sizeof(g_pinst[0]);
 static const int g_nd = sizeof(g_dinst) / sizeof(g_dinst[0]);
@@ -178,7 +186,48 @@ static float median(std::vector<float> v) { std::sort(v.begin(), v.end()); retur
 // ------------------------------------------------------------------------------------------------
 struct PCase { int B, S, Hq, Hkv, D, qStart, kvLen, maxS, fusedQ; float scale; bool time; };
 
-static void run_prefill_case(const PCase& c, uint64_t seed) {
+// One prefill instance on one case: poison o, launch, check against ref (rows rowBase.., NaN scan of the
+// rest), optionally time (median of 25 after 3 warm-ups), print the RESULT line.
+template <typename Launch>
+static void prefill_instance(const char* name, const PCase& c, int ldq, kiln_bf16* o, const float* ref, size_t no,
+                             int rowBase, int rows, Launch launch) {
+    const double flops = 4.0 * c.B * c.Hq * (double)c.S * c.S * c.D / 2.0;
+    fill_u16<<<1024, 256>>>(o, no, 0xffff);
+    launch();
+    CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
+    // every output element written (poison gone) is part of check(): rows outside the reference
+    // range are checked for NaN separately below
+    bool ok = check(o, ref, c.S, c.Hq, c.D, c.B, rowBase, rows);
+    if (rowBase > 0) {   // NaN scan of the unchecked rows
+        double rel = g_relerr, mx = g_maxerr; long long bad = g_bad;
+        // compare against ref (garbage outside range): only the non-finite count matters
+        check(o, ref, c.S, c.Hq, c.D, c.B, 0, rowBase);
+        if (g_bad) ok = false;
+        bad += g_bad; g_relerr = rel; g_maxerr = mx; g_bad = bad;
+    }
+    if (!ok) g_fail++;
+    float us = 0;
+    if (c.time) {
+        cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+        std::vector<float> ts;
+        for (int r = 0; r < 28; ++r) {
+            CK(cudaEventRecord(e0));
+            launch();
+            CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1));
+            float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+            if (r >= 3) ts.push_back(ms * 1000.f);
+        }
+        CK(cudaGetLastError());
+        us = median(ts);
+        CK(cudaEventDestroy(e0)); CK(cudaEventDestroy(e1));
+    }
+    result("prefill %s B=%d S=%d Hq=%d Hkv=%d D=%d qStart=%d kvLen=%d ldq=%d scale=%.5f relerr=%.2e maxabs=%.2e nonfinite=%lld %s%s",
+           name, c.B, c.S, c.Hq, c.Hkv, c.D, c.qStart, c.kvLen, ldq, c.scale, g_relerr, g_maxerr, g_bad,
+           ok ? "PASS" : "FAIL",
+           c.time ? (" us=" + std::to_string(us) + " tflops=" + std::to_string(flops / us * 1e-6)).c_str() : "");
+}
+
+static void run_prefill_case(const PCase& c, uint64_t seed, bool base, bool hopper) {
     const int ldq = c.fusedQ ? (c.Hq + 2 * c.Hkv) * c.D : c.Hq * c.D;
     const size_t nq = (size_t)c.B * c.S * ldq, nkv = (size_t)c.B * c.Hkv * c.maxS * c.D, no = (size_t)c.B * c.S * c.Hq * c.D;
     kiln_bf16 *q, *k, *v, *o; float* ref; int* lens;
@@ -194,45 +243,23 @@ static void run_prefill_case(const PCase& c, uint64_t seed) {
     ref_attn<<<dim3(rows, c.Hq, c.B), 128>>>(q, k, v, ref, c.S, c.Hq, c.Hkv, c.D, c.maxS, ldq, c.qStart, lens, 1,
                                              c.scale, rowBase);
     CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
-    const double flops = 4.0 * c.B * c.Hq * (double)c.S * c.S * c.D / 2.0;
-    for (int ii = 0; ii < g_np; ++ii) {
+    for (int ii = 0; base && ii < g_np; ++ii) {
         const PInst& in = g_pinst[ii];
         if (in.d != c.D) continue;
         CK(cudaFuncSetAttribute((const void*)in.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, in.smem));
-        fill_u16<<<1024, 256>>>(o, no, 0xffff);
         dim3 grid(((c.S + in.br - 1) / in.br) * c.Hq, c.B), block(32 * in.w);
-        in.fn<<<grid, block, in.smem>>>(q, k, v, o, c.S, c.Hq, c.Hkv, c.maxS, ldq, c.qStart, c.kvLen, c.scale);
-        CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
-        // every output element written (poison gone) is part of check(): rows outside the reference
-        // range are checked for NaN separately below
-        bool ok = check(o, ref, c.S, c.Hq, c.D, c.B, rowBase, rows);
-        if (rowBase > 0) {   // NaN scan of the unchecked rows
-            double rel = g_relerr, mx = g_maxerr; long long bad = g_bad;
-            // compare against ref (garbage outside range): only the non-finite count matters
-            check(o, ref, c.S, c.Hq, c.D, c.B, 0, rowBase);
-            if (g_bad) ok = false;
-            bad += g_bad; g_relerr = rel; g_maxerr = mx; g_bad = bad;
-        }
-        if (!ok) g_fail++;
-        float us = 0;
-        if (c.time) {
-            cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-            std::vector<float> ts;
-            for (int r = 0; r < 28; ++r) {
-                CK(cudaEventRecord(e0));
-                in.fn<<<grid, block, in.smem>>>(q, k, v, o, c.S, c.Hq, c.Hkv, c.maxS, ldq, c.qStart, c.kvLen, c.scale);
-                CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1));
-                float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-                if (r >= 3) ts.push_back(ms * 1000.f);
-            }
-            CK(cudaGetLastError());
-            us = median(ts);
-            CK(cudaEventDestroy(e0)); CK(cudaEventDestroy(e1));
-        }
-        result("prefill %s B=%d S=%d Hq=%d Hkv=%d D=%d qStart=%d kvLen=%d ldq=%d scale=%.5f relerr=%.2e maxabs=%.2e nonfinite=%lld %s%s",
-               in.name, c.B, c.S, c.Hq, c.Hkv, c.D, c.qStart, c.kvLen, ldq, c.scale, g_relerr, g_maxerr, g_bad,
-               ok ? "PASS" : "FAIL",
-               c.time ? (" us=" + std::to_string(us) + " tflops=" + std::to_string(flops / us * 1e-6)).c_str() : "");
+        prefill_instance(in.name, c, ldq, o, ref, no, rowBase, rows, [&]() {
+            in.fn<<<grid, block, in.smem>>>(q, k, v, o, c.S, c.Hq, c.Hkv, c.maxS, ldq, c.qStart, c.kvLen, c.scale);
+        });
+    }
+    for (int ii = 0; hopper && ii < g_nh; ++ii) {
+        const HInst& in = g_hinst[ii];
+        if (in.d != c.D) continue;
+        CK(cudaFuncSetAttribute((const void*)in.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, in.smem));
+        dim3 grid(((c.S + KILN_ATTN_HOPPER_BR - 1) / KILN_ATTN_HOPPER_BR) * c.Hq, c.B), block(KILN_ATTN_HOPPER_THREADS);
+        prefill_instance(in.name, c, ldq, o, ref, no, rowBase, rows, [&]() {
+            in.fn<<<grid, block, in.smem>>>(q, k, v, o, c.S, c.Hq, c.Hkv, c.maxS, ldq, c.qStart, c.kvLen, c.scale);
+        });
     }
     CK(cudaFree(q)); CK(cudaFree(k)); CK(cudaFree(v)); CK(cudaFree(o)); CK(cudaFree(ref)); CK(cudaFree(lens));
 }
@@ -324,6 +351,8 @@ static void run_decode_case(const DCase& c, uint64_t seed) {
 int main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IONBF, 0);
     if (argc > 1) g_res = fopen(argv[1], "w");
+    const std::string mode = argc > 2 ? argv[2] : "all";
+    const bool base = mode != "hopper", hopper = mode != "base";
     cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
     CK(cudaMalloc(&g_scrub, SCRUB));
@@ -346,7 +375,12 @@ int main(int argc, char** argv) {
         {1, 4096, 32, 8, 64, 0, 4096, 4096, 0, s64, true},
         {4, 1024, 32, 8, 128, 0, 1024, 1024, 0, s128, true},
     };
-    for (auto& c : pc) run_prefill_case(c, seed++);
+    for (auto& c : pc) run_prefill_case(c, seed++, base, hopper);
+    if (!base) {
+        printf("failures: %d\n", g_fail);
+        if (g_res) { fprintf(g_res, "failures: %d\n", g_fail); fclose(g_res); }
+        return g_fail ? 1 : 0;
+    }
     // ---- decode ----
     std::vector<int> sp_check = {1, 3, 8, 32};
     std::vector<int> sp_time = {1, 2, 4, 8, 16, 32, 64};

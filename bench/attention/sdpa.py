@@ -131,7 +131,9 @@ if len(sys.argv) > 1:
         kv = dict(re.findall(r"(\w+)=([^\s]+)", line))
         name = line.split()[2]
         if line.split()[1] == "prefill" and "tflops" in kv:
-            key = ("prefill", int(kv["B"]), int(kv["S"]), int(kv["D"]))
+            # best instance per shape and per kernel family (attention.cu mma.sync / attention_hopper.cu wgmma)
+            fam = "wgmma" if "prefill_hopper" in name else "mma"
+            key = ("prefill", int(kv["B"]), int(kv["S"]), int(kv["D"]), fam)
             t = float(kv["tflops"])
             if key not in pre or t > pre[key][0]:
                 pre[key] = (t, float(kv["us"]), name)
@@ -142,11 +144,11 @@ if len(sys.argv) > 1:
             if key not in dec or c < dec[key][0]:
                 dec[key] = (c, w, name, int(kv["splits"]))
     print("\n==== Kiln vs PyTorch SDPA (same run, same GPU) ====")
-    print(f"{'prefill (causal)':28s} {'Kiln TFLOP/s':>12s} {'SDPA TFLOP/s':>12s} {'ratio':>6s}  best Kiln instance")
+    print(f"{'prefill (causal)':22s} {'kernel':>6s} {'Kiln TFLOP/s':>12s} {'SDPA TFLOP/s':>12s} {'ratio':>6s}  best Kiln instance")
     for key, (t, us, name) in sorted(pre.items()):
-        s = results.get(key)
+        s = results.get(key[:4])
         if s:
-            print(f"B={key[1]} S={key[2]} d={key[3]:<12d} {t:12.1f} {s[1]:12.1f} {t / s[1]:6.2f}  {name}")
+            print(f"B={key[1]} S={key[2]} d={key[3]:<6d} {key[4]:>6s} {t:12.1f} {s[1]:12.1f} {t / s[1]:6.2f}  {name}")
     print(f"{'decode 32/8 d=128':28s} {'Kiln cold us':>12s} {'SDPA cold':>10s} {'Kiln graph':>10s} {'SDPA graph':>10s}  best (by cold)")
     for key, (c, w, name, sp) in sorted(dec.items()):
         s = results.get(key)
