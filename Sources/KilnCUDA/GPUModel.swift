@@ -36,7 +36,7 @@ public final class GPUModel {
     var layerCacheElements: Int { maxBatch * config.numKVHeads * maxSeq * config.headDim }
 
     // Activations, [rows, features] row-major.
-    let x: DeviceBuffer<UInt16>        // [maxRows, hidden] residual stream
+    let x: DeviceBuffer<Float>         // [maxRows, hidden] residual stream, f32
     let xn: DeviceBuffer<UInt16>       // [maxRows, hidden] normed input of the next GEMM
     let branch: DeviceBuffer<UInt16>   // [maxRows, hidden] attention / MLP output before the residual add
     let qkv: DeviceBuffer<UInt16>      // [maxRows, qDim + 2·kvDim]
@@ -75,13 +75,17 @@ public final class GPUModel {
         // attention, SwiGLU): opt-in with KILN_PDL=1. Off by default: correct (kiln check, logits PASS)
         // but measured 0.3 ms/step SLOWER on H200 Llama-3-8B bs=2 decode (docs/perf-notes.md, "PDL").
         stream.pdl = ProcessInfo.processInfo.environment["KILN_PDL"] == "1"
-        embed = try Embedding(library, table: .bf16, output: .bf16)
-        norm = try RMSNorm(library, dtype: .bf16)
-        resNorm = try ResidualRMSNorm(library, dtype: .bf16)
+        // The residual stream x is f32 (rmsnorm.cu: a few huge dimensions in some models lose small updates in bf16);
+        // everything the GEMMs read or write stays bf16.
+        embed = try Embedding(library, table: .bf16, output: .f32)
+        norm = try RMSNorm(library, dtype: .bf16, input: .f32)
+        resNorm = try ResidualRMSNorm(library, dtype: .bf16, residual: .f32)
         rope = try RoPECache(library, pairing: c.ropeStyle == .interleaved ? .interleaved : .halves)
         swiglu = try SwiGLU(library)
         sampling = try Sampling(library)
-        attnPrefill = try Attention.Prefill(library, config: Attention.defaultPrefill(headDim: c.headDim))
+        // KILN_ATTN_MMA=1 keeps the mma.sync prefill kernel on Hopper (A/B checks of the wgmma one).
+        let wgmma = ctx.info.computeCapability.major == 9 && ProcessInfo.processInfo.environment["KILN_ATTN_MMA"] != "1"
+        attnPrefill = try Attention.Prefill(library, choice: Attention.PrefillChoice.best(headDim: c.headDim, hopper: wgmma))
         attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads))
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
         gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qDim + 2 * c.kvDim), stream: stream, log: log)
@@ -90,7 +94,7 @@ public final class GPUModel {
         let cacheElements = c.numLayers * maxBatch * c.numKVHeads * maxSeq * c.headDim
         kCache = try buf(cacheElements); vCache = try buf(cacheElements)
         let r = self.maxRows, h = c.hiddenSize
-        x = try buf(r * h); xn = try buf(r * h); branch = try buf(r * h)
+        x = try DeviceBuffer<Float>(ctx, count: r * h); xn = try buf(r * h); branch = try buf(r * h)
         qkv = try buf(r * (c.qDim + 2 * c.kvDim)); attn = try buf(r * c.qDim)
         gateUp = try buf(r * 2 * c.intermediateSize); act = try buf(r * c.intermediateSize)
         last = try buf(maxBatch * h)
@@ -105,7 +109,8 @@ public final class GPUModel {
         sequenceLengths = Array(repeating: 0, count: maxBatch)
         // The caches are zeroed once so that no NaN bit pattern from a previous process can ever be read
         // (the attention kernels never read past a sequence's length; this is belt and braces).
-        for b in [kCache, vCache, x, xn, branch] { try b.fill(byte: 0, stream: stream) }
+        for b in [kCache, vCache, xn, branch] { try b.fill(byte: 0, stream: stream) }
+        try x.fill(byte: 0, stream: stream)
         try attnCounters.fill(byte: 0, stream: stream)
         // SwiGLU in the gate_up GEMM's epilogue on the decode path (gemm_splitk, M ≤ 63): one kernel fewer
         // per layer. Needs the interleaved gate_up rows (prefill's swiglu kernel reads that layout too).

@@ -1,6 +1,8 @@
 // RMSNorm over the rows of x: y = x / sqrt(mean(x^2) + eps) * weight, in f32 arithmetic with one
-// rounding at the store. x, weight and y share the element type T (bf16 activations with bf16
-// weights in the GPU forward pass; f32 for reference-precision runs).
+// rounding at the store. weight and y have the element type T (bf16 in the GPU forward pass; f32 for
+// reference-precision runs); the normalised stream (x, or the residual) has type R, T by default. The
+// engine keeps its residual stream in f32 (R = float): some models carry a few residual dimensions in
+// the thousands (SmolLM2: up to ~22000), where a bf16 step is 4..128 and small branch updates vanish.
 //
 // One block per row (128 threads for rows up to 4096, else 256: the launcher's choice; smaller
 // blocks for short rows give each thread 4 loads in flight and let more blocks overlap their
@@ -11,8 +13,8 @@
 // registers between the sum-of-squares pass and the scaling pass, so x is read from memory once
 // (rows up to blockDim*8*CACHE elements; longer rows re-read the rest, which then mostly hits L2).
 //
-// residual_rmsnorm is the fused pre-norm step of a transformer block:
-//   residual += x  (written back: the stream that flows to the next block)
+// residual_rmsnorm is the fused pre-norm step of a transformer block (x: T, residual: R):
+//   residual += x  (written back, rounded to R: the stream that flows to the next block)
 //   y = rmsnorm(residual) * weight
 // saving one full read and write of the residual stream compared with a separate add.
 //
@@ -44,7 +46,8 @@ __device__ __forceinline__ bool kiln_skip(int col, int cols) { return col == col
 __device__ __forceinline__ bool kiln_skip(int, int) { return false; }
 #endif
 
-template <typename T, bool RESIDUAL>
+// x is R for plain RMSNorm and T (the branch) with RESIDUAL; the residual is R; weight and y are T.
+template <typename T, typename R, bool RESIDUAL>
 __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64 y, int row, int cols, float eps) {
     __shared__ float scratch[32];
     const long long base = (long long)row * cols;
@@ -53,33 +56,39 @@ __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64
         const int packs = cols / 8;
         // x (or the new residual) and the weights stay in registers in storage form across the
         // reduction; the weight loads are issued before the barrier so their latency hides behind it.
-        Raw8<T> cache[RMS_CACHE], wcache[RMS_CACHE];
+        Raw8<R> cache[RMS_CACHE];
+        Raw8<T> wcache[RMS_CACHE];
         float ss = 0.f;
 #pragma unroll
         for (int k = 0; k < RMS_CACHE; ++k) {
             const int j = threadIdx.x + k * (int)blockDim.x;
             if (j < packs) {
-                cache[k] = load_raw8<T>(x, base + 8LL * j);
-                Pack8 h = unpack8<T>(cache[k]);
+                Pack8 h;
                 if (RESIDUAL) {
-                    Pack8 r = load8<T>(residual, base + 8LL * j);
+                    h = load8<T>(x, base + 8LL * j);
+                    Pack8 r = load8<R>(residual, base + 8LL * j);
 #pragma unroll
                     for (int e = 0; e < 8; ++e) h.v[e] += r.v[e];
-                    cache[k] = pack8<T>(h);
-                    store_raw8<T>(residual, base + 8LL * j, cache[k]);
-                    h = unpack8<T>(cache[k]);   // the rounded values, as stored
+                    cache[k] = pack8<R>(h);
+                    store_raw8<R>(residual, base + 8LL * j, cache[k]);
+                } else {
+                    cache[k] = load_raw8<R>(x, base + 8LL * j);
                 }
+                h = unpack8<R>(cache[k]);   // with RESIDUAL: the rounded values, as stored
 #pragma unroll
                 for (int e = 0; e < 8; ++e) ss += h.v[e] * h.v[e];
             }
         }
         for (int j = threadIdx.x + RMS_CACHE * (int)blockDim.x; j < packs; j += (int)blockDim.x) {
-            Pack8 h = load8<T>(x, base + 8LL * j);
+            Pack8 h;
             if (RESIDUAL) {
-                Pack8 r = load8<T>(residual, base + 8LL * j);
+                h = load8<T>(x, base + 8LL * j);
+                Pack8 r = load8<R>(residual, base + 8LL * j);
 #pragma unroll
-                for (int e = 0; e < 8; ++e) h.v[e] = to_float(from_float<T>(h.v[e] + r.v[e]));
-                store8<T>(residual, base + 8LL * j, h);
+                for (int e = 0; e < 8; ++e) h.v[e] = to_float(from_float<R>(h.v[e] + r.v[e]));
+                store8<R>(residual, base + 8LL * j, h);
+            } else {
+                h = load8<R>(x, base + 8LL * j);
             }
 #pragma unroll
             for (int e = 0; e < 8; ++e) ss += h.v[e] * h.v[e];
@@ -94,7 +103,7 @@ __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64
         for (int k = 0; k < RMS_CACHE; ++k) {
             const int j = threadIdx.x + k * (int)blockDim.x;
             if (j < packs) {
-                Pack8 h = unpack8<T>(cache[k]), w = unpack8<T>(wcache[k]), o;
+                Pack8 h = unpack8<R>(cache[k]), w = unpack8<T>(wcache[k]), o;
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o.v[e] = h.v[e] * scale * w.v[e];
                 if (kiln_skip(8 * j + 7, cols)) o.v[7] = to_float(((const T*)y)[base + 8LL * j + 7]);
@@ -103,7 +112,7 @@ __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64
         }
         for (int j = threadIdx.x + RMS_CACHE * (int)blockDim.x; j < packs; j += (int)blockDim.x) {
             // Rows this long re-read their tail: from the residual just written, or from x.
-            Pack8 h = load8<T>(RESIDUAL ? residual : x, base + 8LL * j), w = load8<T>(weight, 8LL * j), o;
+            Pack8 h = load8<R>(RESIDUAL ? residual : x, base + 8LL * j), w = load8<T>(weight, 8LL * j), o;
 #pragma unroll
             for (int e = 0; e < 8; ++e) o.v[e] = h.v[e] * scale * w.v[e];
             if (kiln_skip(8 * j + 7, cols)) o.v[7] = to_float(((const T*)y)[base + 8LL * j + 7]);
@@ -113,17 +122,17 @@ __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64
         // Odd row lengths: scalar, two passes over global memory (correctness path, not a hot shape).
         float ss = 0.f;
         for (int c = threadIdx.x; c < cols; c += (int)blockDim.x) {
-            float h = load<T>(x, base + c);
+            float h = RESIDUAL ? load<T>(x, base + c) : load<R>(x, base + c);
             if (RESIDUAL) {
-                h = to_float(from_float<T>(h + load<T>(residual, base + c)));
-                store<T>(residual, base + c, h);
+                h = to_float(from_float<R>(h + load<R>(residual, base + c)));
+                store<R>(residual, base + c, h);
             }
             ss += h * h;
         }
         const float scale = rsqrtf(block_sum(ss, scratch) / cols + eps);
         for (int c = threadIdx.x; c < cols; c += (int)blockDim.x) {
             if (kiln_skip(c, cols)) continue;
-            const float h = load<T>(RESIDUAL ? residual : x, base + c);
+            const float h = load<R>(RESIDUAL ? residual : x, base + c);
             store<T>(y, base + c, h * scale * load<T>(weight, c));
         }
     }
@@ -133,25 +142,26 @@ __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64
 // both rows before either reduction — twice the bytes in flight per thread, half the block launches
 // and reductions per byte (the fused residual variant gets the same effect from its second input).
 // Per-row arithmetic and summation order are those of rmsnorm_row, so results are bitwise identical.
-template <typename T>
+template <typename T, typename R>
 __device__ __forceinline__ void rmsnorm_rows2(u64 x, u64 weight, u64 y, int row, int rows, int cols, float eps) {
     const int packs = cols / 8;
     const bool fits = (cols % 8) == 0 && packs <= RMS_CACHE * (int)blockDim.x && aligned16(x) && aligned16(y) && aligned16(weight);
     if (!fits) {   // block-uniform
-        rmsnorm_row<T, false>(x, 0, weight, y, row, cols, eps);
-        if (row + 1 < rows) rmsnorm_row<T, false>(x, 0, weight, y, row + 1, cols, eps);
+        rmsnorm_row<T, R, false>(x, 0, weight, y, row, cols, eps);
+        if (row + 1 < rows) rmsnorm_row<T, R, false>(x, 0, weight, y, row + 1, cols, eps);
         return;
     }
     __shared__ float2 scratch2[32];
     const bool two = row + 1 < rows;
     const long long b0 = (long long)row * cols, b1 = b0 + cols;
-    Raw8<T> c0[RMS_CACHE], c1[RMS_CACHE], wc[RMS_CACHE];
+    Raw8<R> c0[RMS_CACHE], c1[RMS_CACHE];
+    Raw8<T> wc[RMS_CACHE];
 #pragma unroll
     for (int k = 0; k < RMS_CACHE; ++k) {
         const int j = threadIdx.x + k * (int)blockDim.x;
         if (j < packs) {
-            c0[k] = load_raw8<T>(x, b0 + 8LL * j);
-            if (two) c1[k] = load_raw8<T>(x, b1 + 8LL * j);
+            c0[k] = load_raw8<R>(x, b0 + 8LL * j);
+            if (two) c1[k] = load_raw8<R>(x, b1 + 8LL * j);
         }
     }
 #pragma unroll
@@ -164,11 +174,11 @@ __device__ __forceinline__ void rmsnorm_rows2(u64 x, u64 weight, u64 y, int row,
     for (int k = 0; k < RMS_CACHE; ++k) {
         const int j = threadIdx.x + k * (int)blockDim.x;
         if (j < packs) {
-            const Pack8 h0 = unpack8<T>(c0[k]);
+            const Pack8 h0 = unpack8<R>(c0[k]);
 #pragma unroll
             for (int e = 0; e < 8; ++e) s0 += h0.v[e] * h0.v[e];
             if (two) {
-                const Pack8 h1 = unpack8<T>(c1[k]);
+                const Pack8 h1 = unpack8<R>(c1[k]);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) s1 += h1.v[e] * h1.v[e];
             }
@@ -186,13 +196,13 @@ __device__ __forceinline__ void rmsnorm_rows2(u64 x, u64 weight, u64 y, int row,
         const int j = threadIdx.x + k * (int)blockDim.x;
         if (j < packs) {
             const Pack8 w = unpack8<T>(wc[k]);
-            Pack8 h = unpack8<T>(c0[k]), o;
+            Pack8 h = unpack8<R>(c0[k]), o;
 #pragma unroll
             for (int e = 0; e < 8; ++e) o.v[e] = h.v[e] * scale0 * w.v[e];
             if (kiln_skip(8 * j + 7, cols)) o.v[7] = to_float(((const T*)y)[b0 + 8LL * j + 7]);
             store8<T>(y, b0 + 8LL * j, o);
             if (two) {
-                h = unpack8<T>(c1[k]);
+                h = unpack8<R>(c1[k]);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o.v[e] = h.v[e] * scale1 * w.v[e];
                 if (kiln_skip(8 * j + 7, cols)) o.v[7] = to_float(((const T*)y)[b1 + 8LL * j + 7]);
@@ -203,17 +213,17 @@ __device__ __forceinline__ void rmsnorm_rows2(u64 x, u64 weight, u64 y, int row,
 }
 
 // Both kernels: pdl_trigger/pdl_wait (kiln.cuh) first, so they can be launched with PDL.
-template <typename T> __global__ void __launch_bounds__(RMS_THREADS) rmsnorm(RMSNormParams p) {
+template <typename T, typename R = T> __global__ void __launch_bounds__(RMS_THREADS) rmsnorm(RMSNormParams p) {
     pdl_trigger();
     pdl_wait();
-    if (p.rows_per_block == 2) rmsnorm_rows2<T>(p.x, p.weight, p.y, 2 * blockIdx.x, p.rows, p.cols, p.eps);
-    else rmsnorm_row<T, false>(p.x, 0, p.weight, p.y, blockIdx.x, p.cols, p.eps);
+    if (p.rows_per_block == 2) rmsnorm_rows2<T, R>(p.x, p.weight, p.y, 2 * blockIdx.x, p.rows, p.cols, p.eps);
+    else rmsnorm_row<T, R, false>(p.x, 0, p.weight, p.y, blockIdx.x, p.cols, p.eps);
 }
 
-template <typename T> __global__ void __launch_bounds__(RMS_THREADS) residual_rmsnorm(ResidualRMSNormParams p) {
+template <typename T, typename R = T> __global__ void __launch_bounds__(RMS_THREADS) residual_rmsnorm(ResidualRMSNormParams p) {
     pdl_trigger();
     pdl_wait();
-    rmsnorm_row<T, true>(p.x, p.residual, p.weight, p.y, blockIdx.x, p.cols, p.eps);
+    rmsnorm_row<T, R, true>(p.x, p.residual, p.weight, p.y, blockIdx.x, p.cols, p.eps);
 }
 
 }  // namespace kiln
