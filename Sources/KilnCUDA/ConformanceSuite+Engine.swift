@@ -170,18 +170,27 @@ extension ConformanceSuite {
 
     func checkAttention() {
         let tol = Tolerance(rtol: 1.0 / 32, atol: 4e-3)
-        for c in Attention.prefillConfigs {
-            let shapes: [(Int, Int, Int, Int, Int)] = c.d == 128 ? [(1, 77, 8, 2, 0), (2, 33, 8, 8, 20), (1, 130, 4, 1, 0)] : [(1, 100, 9, 3, 0), (2, 17, 6, 2, 5)]
+        let hopper = context.info.computeCapability.major == 9
+        if !hopper { log("skip attention_hopper: not a Hopper GPU") }
+        let choices = Attention.prefillConfigs.map { Attention.PrefillChoice.mma($0) }
+            + (hopper ? AttentionHopper.configs.map { Attention.PrefillChoice.wgmma($0) } : [])
+        for c in choices {
+            let headDim: Int
+            switch c { case .mma(let m): headDim = m.d; case .wgmma(let h): headDim = h.d }
+            // Odd lengths, GQA groups 1/4/3, chunked prefill (qStart > 0), several 128-row query tiles and key tiles.
+            let shapes: [(Int, Int, Int, Int, Int)] = headDim == 128
+                ? [(1, 77, 8, 2, 0), (2, 33, 8, 8, 20), (1, 130, 4, 1, 0), (1, 300, 4, 1, 333)]
+                : [(1, 100, 9, 3, 0), (2, 17, 6, 2, 5), (1, 260, 3, 1, 129)]
             for (b, s, hq, hkv, qStart) in shapes {
-                check("attention prefill \(c.name) B=\(b) S=\(s) Hq=\(hq) Hkv=\(hkv) qStart=\(qStart)") {
-                    let d = c.d, maxS = qStart + s + 7, ldq = (hq + 2 * hkv) * d, kvLen = qStart + s
+                check("attention prefill \(c) B=\(b) S=\(s) Hq=\(hq) Hkv=\(hkv) qStart=\(qStart)") {
+                    let d = headDim, maxS = qStart + s + 7, ldq = (hq + 2 * hkv) * d, kvLen = qStart + s
                     let q = roundTo(rng.uniform(b * s * ldq, -1, 1), .bf16)
                     var k = roundTo(rng.uniform(b * hkv * maxS * d, -1, 1), .bf16), v = roundTo(rng.uniform(b * hkv * maxS * d, -1, 1), .bf16)
                     // Cache rows past kvLen are NaN: a kernel that reads them fails.
                     for i in 0..<(b * hkv) { for j in kvLen..<maxS { for e in 0..<d { k[(i * maxS + j) * d + e] = .nan; v[(i * maxS + j) * d + e] = .nan } } }
                     let (dq, dk, dv, dout) = (try upload(q, .bf16), try upload(k, .bf16), try upload(v, .bf16), try output(b * s * hq * d, .bf16))
                     let scale = 1 / Float(d).squareRoot()
-                    try Attention.Prefill(library, config: c)(q: dq.address, k: dk.address, v: dv.address, o: dout.address, batch: b, tokens: s,
+                    try Attention.Prefill(library, choice: c)(q: dq.address, k: dk.address, v: dv.address, o: dout.address, batch: b, tokens: s,
                                                               heads: hq, kvHeads: hkv, maxS: maxS, ldq: ldq, qStart: qStart, kvLen: kvLen,
                                                               scale: scale, stream: stream)
                     let want = ConformanceSuite.attentionReference(q: q, k: k, v: v, b: b, s: s, hq: hq, hkv: hkv, d: d, maxS: maxS, ldq: ldq,

@@ -58,12 +58,23 @@ public enum Attention {
         static let offsets: [Int] = [\Params.q, \Params.k, \Params.v, \Params.o].map { MemoryLayout<Params>.offset(of: $0)! }
             + [\Params.s, \Params.hq, \Params.hkv, \Params.maxS, \Params.ldq, \Params.qStart, \Params.kvLen].map { MemoryLayout<Params>.offset(of: $0)! }
             + [MemoryLayout<Params>.offset(of: \Params.scale)!]
-        public let config: PrefillConfig
+        public let choice: PrefillChoice
         let kernel: Kernel
-        public init(_ library: KernelLibrary, config: PrefillConfig) throws {
-            self.config = config
-            kernel = try library.kernel(Attention.file, config.name)
-            if config.sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(config.sharedBytes) }
+        let rowsPerBlock, threads, sharedBytes: Int
+        public init(_ library: KernelLibrary, config: PrefillConfig) throws { try self.init(library, choice: .mma(config)) }
+        /// Either family: both kernels take the same parameters; they differ in block shape and shared memory.
+        public init(_ library: KernelLibrary, choice: PrefillChoice) throws {
+            self.choice = choice
+            switch choice {
+            case .mma(let c):
+                kernel = try library.kernel(Attention.file, c.name)
+                (rowsPerBlock, threads, sharedBytes) = (c.br, 32 * c.w, c.sharedBytes)
+            case .wgmma(let c):
+                guard library.context?.info.computeCapability.major == 9 else { throw KilnError("\(c.name) needs a Hopper GPU (sm_90a)") }
+                kernel = try library.kernel(AttentionHopper.file, c.name)
+                (rowsPerBlock, threads, sharedBytes) = (AttentionHopper.rowsPerBlock, AttentionHopper.threads, c.sharedBytes)
+            }
+            if sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(sharedBytes) }
         }
         /// q: B sequences × S tokens, token rows `ldq` apart ([B·S, ldq]); k, v: caches [B, Hkv, maxS, D] that already
         /// hold positions 0..<kvLen; o: [B·S, Hq·D]. Token i sits at absolute position qStart + i.
@@ -73,7 +84,7 @@ public enum Attention {
             guard s >= 1, batch >= 1, hkv >= 1, hq % hkv == 0, kvLen <= maxS, qStart + s <= kvLen, ldq % 8 == 0 else {
                 throw KilnError("attention prefill: bad shape (B \(batch), S \(s), Hq \(hq), Hkv \(hkv), qStart \(qStart), kvLen \(kvLen), maxS \(maxS), ldq \(ldq))")
             }
-            try kernel.launch(grid: ((s + config.br - 1) / config.br * hq, batch, 1), block: (32 * config.w, 1, 1), sharedBytes: config.sharedBytes,
+            try kernel.launch(grid: ((s + rowsPerBlock - 1) / rowsPerBlock * hq, batch, 1), block: (threads, 1, 1), sharedBytes: sharedBytes,
                               stream: stream, fields: Params(q: q, k: k, v: v, o: o, s: Int32(s), hq: Int32(hq), hkv: Int32(hkv), maxS: Int32(maxS),
                                                             ldq: Int32(ldq), qStart: Int32(qStart), kvLen: Int32(kvLen), scale: scale),
                               offsets: Prefill.offsets)
