@@ -13,8 +13,12 @@ public enum Autotuner {
     }
 
     /// Verifies every candidate before timing it; a candidate whose output is wrong (or that throws) can never win.
+    /// Then the `finalists` fastest are timed again, `rounds` times each, interleaved (A B C A B C …), and each keeps
+    /// the median of all its timings: a clock or temperature drift during the first pass, which ran the candidates
+    /// one after another, cannot decide between near-equal kernels (seen on the H200: ~5% swings between passes).
     /// - Returns: the winner (nil if none verified) and every candidate's outcome, in input order.
     public static func select<C>(_ candidates: [C], verify: (C) throws -> String?, time: (C) throws -> Double,
+                                 finalists: Int = 4, rounds: Int = 3,
                                  progress: (Int, Int) -> Void = { _, _ in }) -> (winner: Outcome<C>?, all: [Outcome<C>]) {
         var all: [Outcome<C>] = []
         for (i, c) in candidates.enumerated() {
@@ -30,6 +34,17 @@ public enum Autotuner {
             } catch {
                 all.append(Outcome(candidate: c, microseconds: nil, rejection: "\(error)"))
             }
+        }
+        let timed = all.indices.filter { all[$0].microseconds != nil }.sorted { all[$0].microseconds! < all[$1].microseconds! }
+        let finals = Array(timed.prefix(finalists))
+        if finals.count > 1 {
+            var samples = Dictionary(uniqueKeysWithValues: finals.map { ($0, [all[$0].microseconds!]) })
+            for _ in 0..<rounds {
+                for i in finals {
+                    if let t = try? time(all[i].candidate), t.isFinite, t > 0 { samples[i]!.append(t) }
+                }
+            }
+            for i in finals { all[i].microseconds = median(samples[i]!) }
         }
         progress(candidates.count, candidates.count)
         let winner = all.filter { $0.microseconds != nil }.min { $0.microseconds! < $1.microseconds! }

@@ -70,6 +70,24 @@ final class AutotunerTests: XCTestCase {
         XCTAssertNil(all[1].rejection)
     }
 
+    /// A candidate that was fast once (a clock drift during the first pass) must lose to one that is fast every time:
+    /// the finalists are re-timed interleaved and ranked by the median of all their timings.
+    func testFinalistsAreRetimedAndRankedByMedian() {
+        var calls: [String: Int] = [:]
+        let (winner, all) = Autotuner.select(["lucky", "steady", "slow"], verify: { _ in nil }, time: { c -> Double in
+            calls[c, default: 0] += 1
+            switch c {
+            case "lucky": return calls[c]! == 1 ? 1.0 : 5.0
+            case "steady": return 3.0
+            default: return 9.0
+            }
+        }, finalists: 2, rounds: 3)
+        XCTAssertEqual(winner?.candidate, "steady")
+        XCTAssertEqual(all[0].microseconds, 5.0, "median of 1, 5, 5, 5")
+        XCTAssertEqual(calls["lucky"], 4)
+        XCTAssertEqual(calls["slow"], 1, "only the finalists are timed again")
+    }
+
     func testThrowingCandidateIsRejectedAndNoWinnerWhenAllFail() {
         let (winner, all) = Autotuner.select([1, 2], verify: { _ in throw KilnError("launch failed") }, time: { Double($0) })
         XCTAssertNil(winner)
