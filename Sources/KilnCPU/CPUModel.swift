@@ -46,8 +46,16 @@ public final class CPUModel {
     let invFreq: [Float]             // [headDim/2] RoPE inverse frequencies (llama3 scaling / rope_freqs applied)
     let buffers: ForwardBuffers
 
+    /// Dequantized f32 copies of quantized matrices (`floatWeights`), owned here; LinearWeight points into them.
+    private var ownedWeights: [UnsafeMutableRawPointer] = []
+    deinit { for p in ownedWeights { p.deallocate() } }
+
     /// Loads the model's weights from `weights` (strictly: unknown tensors are an error) and starts `threads` threads.
-    public init(weights: WeightSource, threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 64) throws {
+    /// `floatWeights`: dequantize Q4_0/Q4_1/Q8_0 matrices to f32 at load, so matrix products use the float
+    /// activations instead of llama.cpp's Q8 activation quantization — slower and 4–8× the memory, but free of
+    /// activation-rounding noise: the reference against which other engines' arithmetic (the GPU's) is judged.
+    public init(weights: WeightSource, threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 64,
+                floatWeights: Bool = false) throws {
         let c = weights.config
         config = c
         self.weights = weights
@@ -64,8 +72,18 @@ public final class CPUModel {
             out.withUnsafeMutableBufferPointer { QuantBlocks.dequantize(t.dtype, base, $0.baseAddress!, count: n) }
             return out
         }
+        var owned: [UnsafeMutableRawPointer] = []
+        func float(_ w: LinearWeight) -> LinearWeight {
+            guard floatWeights, w.usesQ8 else { return w }
+            let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * w.rows * w.cols, alignment: 64)
+            owned.append(p)
+            for r in 0..<w.rows {
+                QuantBlocks.dequantize(w.dtype, w.data + r * w.rowBytes, p.assumingMemoryBound(to: Float.self) + r * w.cols, count: w.cols)
+            }
+            return LinearWeight(name: w.name, f32: UnsafeRawPointer(p), rows: w.rows, cols: w.cols)
+        }
         func linear(_ name: String, _ rows: Int, _ cols: Int) throws -> LinearWeight {
-            do { return try LinearWeight(weights.tensor(name, shape: [rows, cols])) } catch let e as KilnError where !e.message.hasPrefix(src) {
+            do { return float(try LinearWeight(weights.tensor(name, shape: [rows, cols]))) } catch let e as KilnError where !e.message.hasPrefix(src) {
                 throw KilnError("\(src): \(e.message)")
             }
         }
@@ -96,7 +114,8 @@ public final class CPUModel {
         }
         layers = ls
         outputNorm = try vector("output_norm.weight", h)
-        output = weights.has("output.weight") ? try linear("output.weight", c.vocabSize, h) : try LinearWeight(embd)
+        output = weights.has("output.weight") ? try linear("output.weight", c.vocabSize, h) : float(try LinearWeight(embd))
+        ownedWeights = owned
         var freqFactors: [Float]? = nil
         if weights.has("rope_freqs.weight") { freqFactors = try vector("rope_freqs.weight", c.headDim / 2) }
         invFreq = CPUModel.ropeInverseFrequencies(config: c, freqFactors: freqFactors)

@@ -27,6 +27,11 @@ public struct LinearWeight {
         name = t.name; dtype = t.dtype; rows = t.rows; cols = t.cols; rowBytes = rb; data = base
     }
 
+    /// An f32 matrix `[rows, cols]` at `data` (memory owned by the caller, e.g. weights dequantized at load).
+    public init(name: String, f32 data: UnsafeRawPointer, rows: Int, cols: Int) {
+        self.name = name; dtype = .f32; self.rows = rows; self.cols = cols; rowBytes = 4 * cols; self.data = data
+    }
+
     /// Whether this weight consumes Q8-quantized activations (otherwise it reads the float activations).
     public var usesQ8: Bool { dtype.blockSize == 32 }
 

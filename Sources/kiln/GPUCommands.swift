@@ -117,6 +117,8 @@ struct LogitsCommand: ParsableCommand {
     @Option(name: .long, help: "Token ids, whitespace-separated text.") var tokens: String
     @Option(name: .long, help: "Output file (raw fp32, [tokens, vocab]).") var out: String
     @Option(name: .long, help: "cpu or cuda.") var device: String = "cuda"
+    @Flag(name: .long, help: "cpu only: dequantize quantized weights to f32 (float activations, no Q8 activation rounding).")
+    var cpuFloat = false
     func run() throws {
         guard let text = try? String(contentsOfFile: tokens, encoding: .utf8) else { throw KilnError("\(tokens): cannot read") }
         let ids = try text.split(whereSeparator: { $0.isWhitespace || $0 == "," }).map { s -> Int32 in
@@ -128,7 +130,7 @@ struct LogitsCommand: ParsableCommand {
         case "cuda":
             logits = try GPURun.model(path: model, dummy: nil, maxBatch: 1, maxSeq: ids.count + 8).logits(tokens: ids)
         case "cpu":
-            let m = try CPUModel(weights: try openModel(path: model))
+            let m = try CPUModel(weights: try openModel(path: model), floatWeights: cpuFloat)
             logits = try m.forward(ids, cache: try m.makeCache(capacity: ids.count + 8), logits: .all)
         default: throw KilnError("--device \(device): expected cpu or cuda")
         }

@@ -87,3 +87,28 @@ final class GoldenSmolLM2Tests: XCTestCase {
         }
     }
 }
+
+/// `floatWeights`: quantized matrices dequantized to f32 at load, float activations (the reference mode the GPU's
+/// arithmetic is judged against). Same model, different rounding: it must agree with llama.cpp on every clear top-1
+/// and stay close in value, yet not be the Q8 path in disguise.
+final class FloatWeightsSmolLM2Tests: XCTestCase {
+    func testFloatWeightsAgreeOnTopOneAndDifferInRounding() throws {
+        let path = try ModelStore.defaultModelPath()
+        let q8 = try GoldenSmolLM2Tests.model()
+        let exact = try CPUModel(weights: GGUFModel(path: path), threads: ProcessInfo.processInfo.activeProcessorCount, floatWeights: true)
+        let vocab = exact.config.vocabSize
+        let c = try GoldenSmolLM2Tests.cases()[0]
+        let ids = c.prompt + c.generated.prefix(16)
+        let a = try q8.forward(ids, cache: try q8.makeCache(capacity: 64), logits: .all)
+        let b = try exact.forward(ids, cache: try exact.makeCache(capacity: 64), logits: .all)
+        XCTAssertFalse(b.contains { $0.isNaN })
+        var maxDiff: Float = 0, num = 0.0, den = 0.0
+        for (x, y) in zip(a, b) { maxDiff = max(maxDiff, abs(x - y)); num += Double((x - y) * (x - y)); den += Double(x * x) }
+        XCTAssertGreaterThan(maxDiff, 1e-3, "float weights must not reuse the Q8 activation path")
+        XCTAssertLessThan((num / den).squareRoot(), 0.08, "relative L2 between the two CPU modes")
+        for step in 0..<16 where c.gaps[step] >= 0.5 {
+            let pos = c.prompt.count - 1 + step
+            XCTAssertEqual(GoldenSmolLM2Tests.argmax(b[(pos * vocab)..<((pos + 1) * vocab)]), Int(c.generated[step]), "step \(step)")
+        }
+    }
+}
