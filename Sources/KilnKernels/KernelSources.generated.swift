@@ -49,10 +49,11 @@ template <typename T> __global__ void __launch_bounds__(256) silu_mul(SiLUMulPar
 }  // namespace kiln
 """####,
         "attention.cu": ####"""
-// attention.cu — Kiln's attention kernels: causal flash-attention prefill and split-KV decode.
+// attention.cu — Kiln's causal flash-attention prefill on mma.sync (any sm_80+ GPU; Hopper runs the
+// wgmma kernel of attention_hopper.cu instead). The split-KV decode kernel is attention_decode.cu.
 //
-// NVRTC: compiles with no include paths (bf16 is `unsigned short`, converted with bit shifts and
-// cvt PTX; shared-memory addresses, cp.async, ldmatrix, mma and ex2 are inline PTX).
+// NVRTC: no CUDA headers (bf16 is `unsigned short`, converted with bit shifts and cvt PTX;
+// shared-memory addresses, cp.async, ldmatrix, mma and ex2 are inline PTX in attention_util.cuh).
 //
 // ------------------------------------------------------------------------------------------------
 // Layouts (all bf16, row-major, innermost dimension contiguous; every row start 16-byte aligned)
@@ -67,7 +68,7 @@ template <typename T> __global__ void __launch_bounds__(256) silu_mul(SiLUMulPar
 //   the P·V product (as FlashAttention does); the output is bf16, round-to-nearest-even.
 //
 // ------------------------------------------------------------------------------------------------
-// 1) Prefill: kiln_attn_prefill_d{D}_br{BR}_bc{BC}_kc{KC}_w{W}(
+// Prefill: kiln_attn_prefill_d{D}_br{BR}_bc{BC}_kc{KC}_w{W}(
 //        const bf16* q, const bf16* k, const bf16* v, bf16* o,
 //        int S,        // query tokens per sequence (the same for all B sequences)
 //        int Hq, int Hkv, int maxS, int ldq,
@@ -95,34 +96,8 @@ template <typename T> __global__ void __launch_bounds__(256) silu_mul(SiLUMulPar
 //            (above 48 KB: raise CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first).
 //    No scratch buffers.
 //
-// 2) Decode: kiln_attn_decode_d{D}_g{GMAX}_w{W}_kt{KT}(
-//        const bf16* q, const bf16* k, const bf16* v, bf16* o,
-//        float* ws,          // split partials, unused when numSplits == 1 (may be null then)
-//        unsigned* cnt,      // [B·Hkv] counters, zeroed ONCE at allocation; the kernel leaves them 0
-//        const int* lens,    // [B] keys per sequence (positions 0..lens[b]-1 of the cache)
-//        int Hq, int Hkv, int maxS, int ldq,   // ldq: elements between sequences' q rows
-//        int numSplits, float scale)
-//    One query token per sequence: q [B, 1, Hq, D] (row b at q + b·ldq), o [B, 1, Hq, D].
-//    One block per (split, kv head, sequence) handles all G = Hq/Hkv query heads of the group
-//    (G <= GMAX <= 8), so each K/V byte is read once. The keys of a sequence are cut into
-//    numSplits chunks of ceil(len/numSplits) rounded up to 16; warp w takes 16-key tiles
-//    w, w+W, ... of its block's chunk (KT tiles loaded per step, all loads in flight before use).
-//    S^T[16 keys, 8 heads] = K·Q^T on mma.m16n8k16 with K as the A operand straight from global
-//    memory (16-byte loads, no shared memory; k-slots permuted identically in A and B); online
-//    softmax per warp; P·V on the CUDA cores (fp32 FMA, P through a tiny per-warp shared array;
-//    each lane owns 8 d × GMAX heads of the output). Warps are merged through shared memory.
-//    Split merge, "last block combines" (no second launch): each block writes its unnormalised
-//    partial O (fp32) and (max, sum) to ws, fences, bumps cnt[b·Hkv+kvh]; the block that sees
-//    numSplits−1 merges the numSplits partials in split order (deterministic), writes O and
-//    resets the counter. Splits whose chunk is empty write max = −inf, sum = 0.
-//    grid  = (numSplits, Hkv, B); block = (32·W, 1, 1); static shared memory only (< 48 KB).
-//    ws    = float[B·Hq·numSplits·(D + 2)]: O partials [B][Hq][numSplits][D], then
-//            (max·log2e·scale, sum) pairs [B][Hq][numSplits][2]. Size: KILN_ATTN_DECODE_WS_FLOATS.
-//    Launches that may run concurrently must not share ws/cnt.
-//
-// Instance tables: KILN_ATTN_PREFILL_INSTANCES(X) with X(D, BR, BC, KC, W) and
-// KILN_ATTN_DECODE_INSTANCES(X) with X(D, GMAX, W, KT), right below. The tuner picks an instance
-// per shape (and numSplits for decode); every instance is checked by bench/attention/harness.cu.
+// Instance table: KILN_ATTN_PREFILL_INSTANCES(X) with X(D, BR, BC, KC, W), right below; every instance
+// is checked by bench/attention/harness.cu and `kiln check`.
 // ------------------------------------------------------------------------------------------------
 
 // X(D, BR, BC, KC, W): head dim, query rows per block, keys per shared-memory tile, keys per
@@ -131,97 +106,12 @@ template <typename T> __global__ void __launch_bounds__(256) silu_mul(SiLUMulPar
     X(128, 128, 64, 32, 4) X(128, 128, 32, 32, 4) X(128, 64, 64, 64, 4) \
     X(64, 128, 64, 64, 4) X(64, 128, 64, 32, 4) X(64, 64, 64, 64, 4)
 
-// X(D, GMAX, W, KT): head dim, max q heads per kv head, warps, 16-key tiles per warp step.
-#define KILN_ATTN_DECODE_INSTANCES(X) \
-    X(128, 4, 4, 1) X(128, 4, 4, 2) X(128, 4, 8, 1) X(128, 4, 8, 2) X(128, 8, 8, 1) \
-    X(64, 4, 4, 2) X(64, 4, 8, 1) X(64, 8, 8, 1)
-
 #define KILN_ATTN_PREFILL_NAME(D, BR, BC, KC, W) kiln_attn_prefill_d##D##_br##BR##_bc##BC##_kc##KC##_w##W
 #define KILN_ATTN_PREFILL_SMEM(D, BR, BC, KC, W) (((BR) + 4 * (BC)) * (D) * 2)
-#define KILN_ATTN_DECODE_NAME(D, G, W, KT) kiln_attn_decode_d##D##_g##G##_w##W##_kt##KT
-#define KILN_ATTN_DECODE_WS_FLOATS(B, Hq, numSplits, D) ((long long)(B) * (Hq) * (numSplits) * ((D) + 2))
 
-typedef unsigned short kiln_bf16;
+#include "attention_util.cuh"
 
 namespace kiln_attn {
-
-struct __align__(16) U4 { unsigned x, y, z, w; };
-
-__device__ __forceinline__ float bf16_to_f32(kiln_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
-__device__ __forceinline__ float bf_lo(unsigned u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float bf_hi(unsigned u) { return __uint_as_float(u & 0xffff0000u); }
-
-// Round to nearest even; NaN stays NaN.
-__device__ __forceinline__ kiln_bf16 f32_to_bf16(float f) {
-    unsigned u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (kiln_bf16)0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (kiln_bf16)(u >> 16);
-}
-// Two floats → packed bf16x2 (lo in bits 0..15), round to nearest even.
-__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-__device__ __forceinline__ float fast_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-    unsigned r;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-    return r;
-}
-// 16-byte async copy global → shared; zero-fills the destination when !valid.
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
-    const int n = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
-__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void mma16816(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                         unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-// Streamed once: skip L1.
-__device__ __forceinline__ U4 ld_stream(const kiln_bf16* p) {
-    U4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
-__device__ __forceinline__ U4 ld_nc(const kiln_bf16* p) {
-    U4 r;
-    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
-// Written by other blocks of this launch: read at L2 (L1 is not coherent).
-__device__ __forceinline__ float ld_cg(const float* p) {
-    float v;
-    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-    return v;
-}
-__device__ __forceinline__ void st_global16(void* p, U4 v) {
-    asm volatile("st.global.v4.u32 [%0], {%1,%2,%3,%4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
-}
-
-#define KILN_NEG_INF (__int_as_float(0xff800000))
 
 // ================================================================================================
 // Prefill
@@ -457,17 +347,167 @@ __device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, co
     }
 }
 
-// ================================================================================================
-// Decode (split-KV)
-// ================================================================================================
-// Programmatic dependent launch (same contract as kiln.cuh's pdl_trigger/pdl_wait): let the next
-// kernel launch, then wait for the previous one before reading q or the KV cache. No-ops in a
-// kernel launched without the PDL attribute.
-__device__ __forceinline__ void pdl_trigger_then_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
+
+}  // namespace kiln_attn
+
+// ------------------------------------------------------------------------------------------------
+// Entry points
+// ------------------------------------------------------------------------------------------------
+#define KILN_ATTN_PREFILL_DEFINE(D, BR, BC, KC, W)                                                        \
+    extern "C" __global__ void __launch_bounds__(32 * W, 2) KILN_ATTN_PREFILL_NAME(D, BR, BC, KC, W)(    \
+        const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
+        kiln_bf16* __restrict__ o, int S, int Hq, int Hkv, int maxS, int ldq, int qStart, int kvLen,        \
+        float scale) {                                                                                     \
+        kiln_attn::attn_prefill<D, BR, BC, KC, W>(q, k, v, o, S, Hq, Hkv, maxS, ldq, qStart, kvLen, scale);    \
+    }
+
+KILN_ATTN_PREFILL_INSTANCES(KILN_ATTN_PREFILL_DEFINE)
+"""####,
+        "attention_decode.cu": ####"""
+// attention_decode.cu — Kiln's split-KV decode attention: one query token per sequence over the static KV
+// cache, optionally with RoPE, the qkv bias and the KV-cache write of the new token fused in (decode then
+// needs no rope_qkv_cache launch). Prefill: attention.cu (mma.sync) and attention_hopper.cu (wgmma).
+//
+// NVRTC: no CUDA headers (inline PTX helpers in attention_util.cuh).
+//
+// ------------------------------------------------------------------------------------------------
+// Layouts (all bf16, row-major, innermost dimension contiguous; every row start 16-byte aligned)
+//   Q       [B, S, Hq, D]      token row stride `ldq` elements (ldq = Hq·D when Q is its own tensor;
+//                              ldq = (Hq + 2·Hkv)·D to read Q straight out of a fused QKV row).
+//                              Sequence b, token i, head h starts at q + (b·S + i)·ldq + h·D.
+//   K, V    [B, Hkv, maxS, D]  static per-sequence KV cache; row (b, kvh, pos) at ((b·Hkv+kvh)·maxS+pos)·D.
+//   O       [B, S, Hq, D]      contiguous: (b·S + i)·Hq·D + h·D.
+//   GQA: q head h reads kv head h / (Hq / Hkv); Hq % Hkv == 0.
+//   Softmax: softmax(scale · q·k) with `scale` a parameter (1/sqrt(D) for Llama, Granite's own).
+//   Statistics (running max, running sum) and all accumulation are fp32; P is rounded to bf16 for
+//   the P·V product (as FlashAttention does); the output is bf16, round-to-nearest-even.
+//
+// ------------------------------------------------------------------------------------------------
+// Decode: kiln_attn_decode_d{D}_g{GMAX}_w{W}_kt{KT}(
+//        const bf16* q, const bf16* k, const bf16* v, bf16* o,
+//        float* ws,          // split partials, unused when numSplits == 1 (may be null then)
+//        unsigned* cnt,      // [B·Hkv] counters, zeroed ONCE at allocation; the kernel leaves them 0
+//        const int* lens,    // [B] keys per sequence (positions 0..lens[b]-1 of the cache)
+//        int Hq, int Hkv, int maxS, int ldq,   // ldq: elements between sequences' q rows
+//        int numSplits, float scale,
+//        const bf16* bias,   // fused RoPE only: the qkv bias [(Hq + 2·Hkv)·D], or null
+//        const float* invFreq, // null: q in `q` is already rotated and the cache already holds the new token;
+//                            //   else [D/2] RoPE inverse frequencies: `q` points at the fused qkv rows (ldq their
+//                            //   stride), q and the new token's k (position lens[b] − 1) are rotated here, and k, v
+//                            //   of that token are written into the cache (rope_qkv_cache's job, fused away)
+//        int pairing)        // fused RoPE: 0 = pairs (2i, 2i+1), 1 = pairs (i, i + D/2)
+//    One query token per sequence: q [B, 1, Hq, D] (row b at q + b·ldq), o [B, 1, Hq, D].
+//    One block per (split, kv head, sequence) handles all G = Hq/Hkv query heads of the group
+//    (G <= GMAX <= 8), so each K/V byte is read once. The keys of a sequence are cut into
+//    numSplits chunks of ceil(len/numSplits) rounded up to 16; warp w takes 16-key tiles
+//    w, w+W, ... of its block's chunk (KT tiles loaded per step, all loads in flight before use).
+//    S^T[16 keys, 8 heads] = K·Q^T on mma.m16n8k16 with K as the A operand straight from global
+//    memory (16-byte loads, no shared memory; k-slots permuted identically in A and B); online
+//    softmax per warp; P·V on the CUDA cores (fp32 FMA, P through a tiny per-warp shared array;
+//    each lane owns 8 d × GMAX heads of the output). Warps are merged through shared memory.
+//    Split merge, "last block combines" (no second launch): each block writes its unnormalised
+//    partial O (fp32) and (max, sum) to ws, fences, bumps cnt[b·Hkv+kvh]; the block that sees
+//    numSplits−1 merges the numSplits partials in split order (deterministic), writes O and
+//    resets the counter. Splits whose chunk is empty write max = −inf, sum = 0.
+//    grid  = (numSplits, Hkv, B); block = (32·W, 1, 1); static shared memory only (< 48 KB).
+//    ws    = float[B·Hq·numSplits·(D + 2)]: O partials [B][Hq][numSplits][D], then
+//            (max·log2e·scale, sum) pairs [B][Hq][numSplits][2]. Size: KILN_ATTN_DECODE_WS_FLOATS.
+//    Launches that may run concurrently must not share ws/cnt.
+//
+// Instance table: KILN_ATTN_DECODE_INSTANCES(X) with X(D, GMAX, W, KT), right below; the split count is a
+// launch parameter. Every instance is checked by bench/attention/harness.cu and `kiln check`.
+// ------------------------------------------------------------------------------------------------
+
+// X(D, GMAX, W, KT): head dim, max q heads per kv head, warps, 16-key tiles per warp step.
+#define KILN_ATTN_DECODE_INSTANCES(X) \
+    X(128, 4, 4, 1) X(128, 4, 4, 2) X(128, 4, 8, 1) X(128, 4, 8, 2) X(128, 8, 8, 1) \
+    X(64, 4, 4, 2) X(64, 4, 8, 1) X(64, 8, 8, 1)
+
+#define KILN_ATTN_DECODE_NAME(D, G, W, KT) kiln_attn_decode_d##D##_g##G##_w##W##_kt##KT
+#define KILN_ATTN_DECODE_WS_FLOATS(B, Hq, numSplits, D) ((long long)(B) * (Hq) * (numSplits) * ((D) + 2))
+
+#include "attention_util.cuh"
+
+namespace kiln_attn {
+
+// Fused RoPE, for the new token only. A lane's fragment of one head row holds chunks s = 0 … NS−1 of 8
+// elements at s·32 + 8t (the mma k-slot layout). The qkv bias is added first and rounded to bf16 (as a bf16
+// Linear with bias does), the rotation is done in f32 with sincosf(pos · invFreq[i]) and rounded to bf16 — the
+// same expressions as rope_qkv_cache in rope_cache.cu. pairing 0: pairs (2i, 2i+1), adjacent in a chunk;
+// pairing 1: pairs (i, i + D/2), i.e. chunk s with chunk s + NS/2 of the same lane.
+template <int NS>
+__device__ __forceinline__ void rope_frag(U4 (&f)[NS], const kiln_bf16* __restrict__ bias, int pos,
+                                          const float* __restrict__ invFreq, int pairing, int t) {
+    constexpr int HALF = NS * 16;   // D / 2
+    float x[NS][8];
+#pragma unroll
+    for (int s = 0; s < NS; ++s) {
+        const unsigned wd[4] = {f[s].x, f[s].y, f[s].z, f[s].w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) { x[s][2 * j] = bf_lo(wd[j]); x[s][2 * j + 1] = bf_hi(wd[j]); }
+        if (bias) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) x[s][j] = bf16_to_f32(f32_to_bf16(x[s][j] + bf16_to_f32(bias[s * 32 + 8 * t + j])));
+        }
+    }
+    if (pairing == 0) {
+#pragma unroll
+        for (int s = 0; s < NS; ++s)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                float sn, cs;
+                sincosf((float)pos * invFreq[(s * 32 + 8 * t) / 2 + j], &sn, &cs);
+                const float x0 = x[s][2 * j], x1 = x[s][2 * j + 1];
+                x[s][2 * j] = x0 * cs - x1 * sn;
+                x[s][2 * j + 1] = x0 * sn + x1 * cs;
+            }
+    } else {
+#pragma unroll
+        for (int s = 0; s < NS / 2; ++s)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int i = s * 32 + 8 * t + j;   // < HALF
+                float sn, cs;
+                sincosf((float)pos * invFreq[i], &sn, &cs);
+                const float x0 = x[s][j], x1 = x[s + NS / 2][j];
+                x[s][j] = x0 * cs - x1 * sn;
+                x[s + NS / 2][j] = x0 * sn + x1 * cs;
+            }
+    }
+    static_assert(HALF == NS * 16, "");
+#pragma unroll
+    for (int s = 0; s < NS; ++s) {
+        f[s].x = pack_bf16x2(x[s][0], x[s][1]); f[s].y = pack_bf16x2(x[s][2], x[s][3]);
+        f[s].z = pack_bf16x2(x[s][4], x[s][5]); f[s].w = pack_bf16x2(x[s][6], x[s][7]);
+    }
+}
+
+// The new key of this lane's fragment: loaded from the qkv row, biased and rotated, stored into the cache row.
+template <int NS>
+__device__ __forceinline__ void new_key(U4 (&f)[NS], const kiln_bf16* __restrict__ src, kiln_bf16* dst,
+                                        const kiln_bf16* __restrict__ bias, int pos, const float* __restrict__ invFreq,
+                                        int pairing, int t) {
+#pragma unroll
+    for (int s = 0; s < NS; ++s) f[s] = ld_nc(src + s * 32 + 8 * t);
+    rope_frag<NS>(f, bias, pos, invFreq, pairing, t);
+#pragma unroll
+    for (int s = 0; s < NS; ++s) st_global16(dst + s * 32, f[s]);
+}
+
+// 8 elements of the new value: from the qkv row (+ bias, rounded to bf16), stored into the cache row.
+__device__ __forceinline__ U4 new_value(const kiln_bf16* __restrict__ src, kiln_bf16* dst, const kiln_bf16* __restrict__ bias) {
+    U4 v = ld_nc(src);
+    if (bias) {
+        unsigned* w = &v.x;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const float lo = bf16_to_f32(f32_to_bf16(bf_lo(w[j]) + bf16_to_f32(bias[2 * j])));
+            const float hi = bf16_to_f32(f32_to_bf16(bf_hi(w[j]) + bf16_to_f32(bias[2 * j + 1])));
+            w[j] = pack_bf16x2(lo, hi);
+        }
+    }
+    st_global16(dst, v);
+    return v;
 }
 
 template <int D, int GMAX, int W, int KT>
@@ -475,7 +515,8 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
                                             const kiln_bf16* __restrict__ v, kiln_bf16* __restrict__ o,
                                             float* __restrict__ ws, unsigned* __restrict__ cnt,
                                             const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq,
-                                            int numSplits, float scale) {
+                                            int numSplits, float scale, const kiln_bf16* __restrict__ bias,
+                                            const float* __restrict__ invFreq, int pairing) {
     constexpr int NS = D / 32;       // 32-d steps (two mmas each)
     constexpr int LPR = D / 8;       // lanes per V row (16 bytes each)
     constexpr int RPW = 32 / LPR;    // V rows per warp load
@@ -501,6 +542,13 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
     int end = start + chunk;
     if (end > len) end = len;
     const float sl = scale * 1.4426950408889634f;
+    // Fused RoPE (invFreq != 0): q in the qkv row is not rotated yet, and the new token's k and v are not in
+    // the cache yet. The new token sits at position len − 1; only the block whose chunk holds that key (one
+    // per sequence and kv head) rotates k, writes k and v into the cache and uses them from registers.
+    const bool fuse = invFreq != nullptr;
+    const int newKey = len - 1;
+    const kiln_bf16* newK = q + (long long)b * ldq + (long long)(Hq + kvh) * D;          // this kv head's k in the qkv row
+    const kiln_bf16* newV = q + (long long)b * ldq + (long long)(Hq + Hkv + kvh) * D;
 
     // Q^T as the B operand: column n = g is query head kvh·G + g.
     U4 qf[NS];
@@ -511,6 +559,7 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
             if (g < G) qf[s] = ld_nc(qp + s * 32);
             else qf[s].x = qf[s].y = qf[s].z = qf[s].w = 0u;
         }
+        if (fuse && g < G) rope_frag<NS>(qf, bias ? bias + (kvh * G + g) * D : nullptr, newKey, invFreq, pairing, t);
     }
     const long long kvoff = (long long)(b * Hkv + kvh) * maxS * D;
     const kiln_bf16* kbase = k + kvoff;
@@ -543,6 +592,27 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
                 const int key = base + vr + RPW * jj;
                 if (key < end) vv[u][jj] = ld_stream(vbase + (long long)key * D + vc * 8);
                 else vv[u][jj].x = vv[u][jj].y = vv[u][jj].z = vv[u][jj].w = 0u;
+            }
+            if (fuse) {
+                // The new token: k rotated and v (+ bias) straight from the qkv row, written to the cache for the
+                // steps that follow; the stale cache row loaded above is discarded.
+                const bool h0 = r0 == newKey && r0 < end, h1 = r1 == newKey && r1 < end;   // rows g and g+8 of the tile
+                if (h0 || h1) {
+                    U4 nk[NS];
+                    new_key<NS>(nk, newK, const_cast<kiln_bf16*>(kbase) + (long long)newKey * D + 8 * t,
+                                bias ? bias + (Hq + kvh) * D : nullptr, newKey, invFreq, pairing, t);
+#pragma unroll
+                    for (int s = 0; s < NS; ++s) {
+                        if (h0) ka[u][s] = nk[s];
+                        else kb8[u][s] = nk[s];
+                    }
+                }
+#pragma unroll
+                for (int jj = 0; jj < KPL; ++jj) {
+                    if (base + vr + RPW * jj == newKey && newKey < end)
+                        vv[u][jj] = new_value(newV + vc * 8, const_cast<kiln_bf16*>(vbase) + (long long)newKey * D + vc * 8,
+                                              bias ? bias + (Hq + Hkv + kvh) * D + vc * 8 : nullptr);
+                }
             }
         }
 #pragma unroll
@@ -694,29 +764,20 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
     if (tid == 0) cnt[b * Hkv + kvh] = 0u;   // ready for the next launch
 }
 
-}  // namespace kiln_attn
 
-// ------------------------------------------------------------------------------------------------
-// Entry points
-// ------------------------------------------------------------------------------------------------
-#define KILN_ATTN_PREFILL_DEFINE(D, BR, BC, KC, W)                                                        \
-    extern "C" __global__ void __launch_bounds__(32 * W, 2) KILN_ATTN_PREFILL_NAME(D, BR, BC, KC, W)(    \
-        const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
-        kiln_bf16* __restrict__ o, int S, int Hq, int Hkv, int maxS, int ldq, int qStart, int kvLen,        \
-        float scale) {                                                                                     \
-        kiln_attn::attn_prefill<D, BR, BC, KC, W>(q, k, v, o, S, Hq, Hkv, maxS, ldq, qStart, kvLen, scale);    \
-    }
+}  // namespace kiln_attn
 
 #define KILN_ATTN_DECODE_DEFINE(D, G, W, KT)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * W) KILN_ATTN_DECODE_NAME(D, G, W, KT)(               \
         const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
         kiln_bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
-        const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale) {     \
+        const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale,      \
+        const kiln_bf16* __restrict__ bias, const float* __restrict__ invFreq, int pairing) {               \
         kiln_attn::pdl_trigger_then_wait();                                                                \
-        kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale); \
+        kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale, \
+                                            bias, invFreq, pairing);                                       \
     }
 
-KILN_ATTN_PREFILL_INSTANCES(KILN_ATTN_PREFILL_DEFINE)
 KILN_ATTN_DECODE_INSTANCES(KILN_ATTN_DECODE_DEFINE)
 """####,
         "attention_hopper.cu": ####"""
@@ -3022,6 +3083,107 @@ __global__ void __launch_bounds__(256) interleave_gate_up(InterleaveParams p) {
     ]
     /// Header name (as written in `#include "…"`) → source text.
     public static let headers: [String: String] = [
+        "attention_util.cuh": ####"""
+// attention_util.cuh — helpers shared by attention.cu (prefill) and attention_decode.cu (decode):
+// bf16 conversions, exp2, shared-memory addresses, cp.async, ldmatrix, mma.sync and cache-hinted loads,
+// all as inline PTX so the kernels compile under NVRTC with no CUDA headers.
+#pragma once
+
+typedef unsigned short kiln_bf16;
+
+namespace kiln_attn {
+
+
+struct __align__(16) U4 { unsigned x, y, z, w; };
+
+__device__ __forceinline__ float bf16_to_f32(kiln_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
+__device__ __forceinline__ float bf_lo(unsigned u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf_hi(unsigned u) { return __uint_as_float(u & 0xffff0000u); }
+
+// Round to nearest even; NaN stays NaN.
+__device__ __forceinline__ kiln_bf16 f32_to_bf16(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (kiln_bf16)0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (kiln_bf16)(u >> 16);
+}
+// Two floats → packed bf16x2 (lo in bits 0..15), round to nearest even.
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    unsigned r;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+    return r;
+}
+// 16-byte async copy global → shared; zero-fills the destination when !valid.
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
+    const int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                         unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// Streamed once: skip L1.
+__device__ __forceinline__ U4 ld_stream(const kiln_bf16* p) {
+    U4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+__device__ __forceinline__ U4 ld_nc(const kiln_bf16* p) {
+    U4 r;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+// Written by other blocks of this launch: read at L2 (L1 is not coherent).
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ void st_global16(void* p, U4 v) {
+    asm volatile("st.global.v4.u32 [%0], {%1,%2,%3,%4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
+}
+
+#define KILN_NEG_INF (__int_as_float(0xff800000))
+
+// Programmatic dependent launch (same contract as kiln.cuh's pdl_trigger/pdl_wait): let the next
+// kernel launch, then wait for the previous one before reading its output. No-ops in a kernel
+// launched without the PDL attribute.
+__device__ __forceinline__ void pdl_trigger_then_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+}  // namespace kiln_attn
+"""####,
         "kiln.cuh": ####"""
 // kiln.cuh — the one header every Kiln kernel includes.
 //
