@@ -6,8 +6,7 @@ import KilnModels
 
 /// The forward passes. Per layer (rows = token rows of this call):
 ///   xn = RMSNorm(x)  [layer 0]  or  x += branch; xn = RMSNorm(x)  [fused, later layers]
-///   qkv = xn·Wqkv^T → bias + RoPE(q, k) + k, v into the cache (one kernel; in decode fused into the attention
-///   kernel) → attention → branch = attn·Wo^T
+///   qkv = xn·Wqkv^T → bias + RoPE(q, k) + k, v into the cache (one kernel) → attention → branch = attn·Wo^T
 ///   x += branch; xn = RMSNorm(x) → gu = xn·Wgu^T → act = silu(gate)·up → branch = act·Wdown^T
 ///   (with interleaved Wgu rows, decode computes act in the gate_up GEMM's epilogue: GemmSplitK.Epilogue.swiglu)
 /// and at the end x += branch; xn = RMSNorm(x)·w_out_norm → logits (fp32) → argmax on the GPU.
@@ -43,18 +42,12 @@ extension GPUModel {
                                 heads: c.numHeads, kvHeads: c.numKVHeads, maxS: maxSeq, ldq: qkvDim, qStart: qStart,
                                 kvLen: qStart + tokens, scale: c.attentionScale, stream: stream)
             case let .decode(batch):
-                // RoPE, the qkv bias and the new token's cache write happen inside the decode attention kernel
-                // (one launch fewer per layer); KILN_FUSED_ROPE=0 runs rope_qkv_cache first instead.
-                let fused = fusedDecodeRoPE ? Attention.Decode.FusedRoPE(bias: lw.qkvBias?.address ?? 0, invFreq: w.invFreq.address,
-                                                                          pairing: rope.pairing) : nil
-                if fused == nil {
-                    try rope(qkv: qkv.address, bias: lw.qkvBias?.address ?? 0, positions: positions.address, invFreq: w.invFreq.address,
-                             kcache: kc, vcache: vc, rows: batch, tokensPerSeq: 1, heads: c.numHeads, kvHeads: c.numKVHeads,
-                             headDim: c.headDim, ldqkv: qkvDim, maxSeq: maxSeq, stream: stream)
-                }
+                try rope(qkv: qkv.address, bias: lw.qkvBias?.address ?? 0, positions: positions.address, invFreq: w.invFreq.address,
+                         kcache: kc, vcache: vc, rows: batch, tokensPerSeq: 1, heads: c.numHeads, kvHeads: c.numKVHeads,
+                         headDim: c.headDim, ldqkv: qkvDim, maxSeq: maxSeq, stream: stream)
                 try attnDecode(q: qkv.address, k: kc, v: vc, o: attn.address, workspace: attnWorkspace.address, counters: attnCounters.address,
                                lens: lens.address, batch: batch, heads: c.numHeads, kvHeads: c.numKVHeads, maxS: maxSeq, ldq: qkvDim,
-                               splits: decodeSplits, scale: c.attentionScale, rope: fused, stream: stream)
+                               splits: decodeSplits, scale: c.attentionScale, stream: stream)
             }
             try gemm("o", x: attn.address, w: lw.o.address, y: branch.address, m: m, n: h, k: c.qDim, stream: stream)
             try resNorm(x: branch.address, residual: x.address, weight: lw.ffnNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)

@@ -28,8 +28,6 @@ public final class GPUModel {
     let attnPrefill: Attention.Prefill
     let attnDecode: Attention.Decode
     let decodeSplits: Int
-    /// Decode runs RoPE + the KV-cache write inside the attention kernel (KILN_FUSED_ROPE=0: the separate rope kernel).
-    let fusedDecodeRoPE = ProcessInfo.processInfo.environment["KILN_FUSED_ROPE"] != "0"
     public let gemm: GemmDispatch
 
     // KV cache: [layers][maxBatch, kvHeads, maxSeq, headDim] bf16, one allocation each.

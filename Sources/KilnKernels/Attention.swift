@@ -1,8 +1,8 @@
 import KilnCore
 import KilnGPU
 
-/// attention.cu (causal flash-attention prefill on mma.sync) and attention_decode.cu (split-KV decode, optionally
-/// with RoPE and the new token's KV-cache write fused in) over the static KV cache [B, Hkv, maxS, D] (bf16), with GQA
+/// attention.cu (causal flash-attention prefill on mma.sync) and attention_decode.cu (split-KV decode) over the
+/// static KV cache [B, Hkv, maxS, D] (bf16), with GQA
 /// (docs/perf-notes-attention.md, the .cu headers for layouts).
 public enum Attention {
     public static let file = "attention.cu"
@@ -94,22 +94,10 @@ public enum Attention {
     }
 
     public struct Decode {
-        struct Params {
-            var q, k, v, o, ws, cnt, lens: UInt64; var hq, hkv, maxS, ldq, splits: Int32; var scale: Float
-            var bias, invFreq: UInt64; var pairing: Int32
-        }
+        struct Params { var q, k, v, o, ws, cnt, lens: UInt64; var hq, hkv, maxS, ldq, splits: Int32; var scale: Float }
         static let offsets: [Int] = [\Params.q, \Params.k, \Params.v, \Params.o, \Params.ws, \Params.cnt, \Params.lens].map { MemoryLayout<Params>.offset(of: $0)! }
             + [\Params.hq, \Params.hkv, \Params.maxS, \Params.ldq, \Params.splits].map { MemoryLayout<Params>.offset(of: $0)! }
             + [MemoryLayout<Params>.offset(of: \Params.scale)!]
-            + [\Params.bias, \Params.invFreq].map { MemoryLayout<Params>.offset(of: $0)! } + [MemoryLayout<Params>.offset(of: \Params.pairing)!]
-        /// RoPE fused into decode: `q` points at the fused qkv rows, the kernel rotates q and the new token's k (position
-        /// lens[b] − 1) and writes that token's k, v into the cache (what rope_qkv_cache does for prefill).
-        public struct FusedRoPE {
-            public var bias: CUdeviceptr      // qkv bias [(Hq + 2·Hkv)·D] bf16, or 0
-            public var invFreq: CUdeviceptr   // [D/2] f32
-            public var pairing: RoPE.Pairing
-            public init(bias: CUdeviceptr, invFreq: CUdeviceptr, pairing: RoPE.Pairing) { self.bias = bias; self.invFreq = invFreq; self.pairing = pairing }
-        }
         public let config: DecodeConfig
         let kernel: Kernel
         public init(_ library: KernelLibrary, config: DecodeConfig) throws {
@@ -121,14 +109,13 @@ public enum Attention {
         /// counters ≥ B·Hkv zeroed UInt32.
         public func callAsFunction(q: CUdeviceptr, k: CUdeviceptr, v: CUdeviceptr, o: CUdeviceptr, workspace: CUdeviceptr, counters: CUdeviceptr,
                                    lens: CUdeviceptr, batch: Int, heads hq: Int, kvHeads hkv: Int, maxS: Int, ldq: Int, splits: Int, scale: Float,
-                                   rope: FusedRoPE? = nil, stream: GPUStream) throws {
+                                   stream: GPUStream) throws {
             guard batch >= 1, hkv >= 1, hq % hkv == 0, hq / hkv <= config.gmax, splits >= 1, splits == 1 || (workspace != 0 && counters != 0) else {
                 throw KilnError("attention decode \(config.name): bad shape (B \(batch), Hq \(hq), Hkv \(hkv), splits \(splits))")
             }
             try kernel.launch(grid: (splits, hkv, batch), block: (32 * config.w, 1, 1), stream: stream, pdl: stream.pdl,
                               fields: Params(q: q, k: k, v: v, o: o, ws: workspace, cnt: counters, lens: lens, hq: Int32(hq), hkv: Int32(hkv),
-                                             maxS: Int32(maxS), ldq: Int32(ldq), splits: Int32(splits), scale: scale,
-                                             bias: rope?.bias ?? 0, invFreq: rope?.invFreq ?? 0, pairing: Int32(rope?.pairing.rawValue ?? 0)),
+                                             maxS: Int32(maxS), ldq: Int32(ldq), splits: Int32(splits), scale: scale),
                               offsets: Decode.offsets)
         }
     }

@@ -42,7 +42,7 @@
 typedef void (*PrefillFn)(const kiln_bf16*, const kiln_bf16*, const kiln_bf16*, kiln_bf16*, int, int, int, int, int,
                           int, int, float);
 typedef void (*DecodeFn)(const kiln_bf16*, const kiln_bf16*, const kiln_bf16*, kiln_bf16*, float*, unsigned*,
-                         const int*, int, int, int, int, int, float, const kiln_bf16*, const float*, int);
+                         const int*, int, int, int, int, int, float);
 struct PInst { const char* name; PrefillFn fn; int d, br, bc, kc, w, smem; };
 struct DInst { const char* name; DecodeFn fn; int d, gmax, w, kt; };
 struct HInst { const char* name; PrefillFn fn; int d, bc, st, pp, smem; };
@@ -296,7 +296,7 @@ static void run_decode_case(const DCase& c, uint64_t seed) {
         for (int sp : c.splits) {
             fill_u16<<<1024, 256>>>(o, no, 0xffff);
             dim3 grid(sp, c.Hkv, c.B), block(32 * in.w);
-            in.fn<<<grid, block>>>(q, k, v, o, ws, cnt, lens, c.Hq, c.Hkv, c.maxS, ldq, sp, c.scale, nullptr, nullptr, 0);
+            in.fn<<<grid, block>>>(q, k, v, o, ws, cnt, lens, c.Hq, c.Hkv, c.maxS, ldq, sp, c.scale);
             CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
             bool ok = check(o, ref, 1, c.Hq, c.D, c.B, 0, 1);
             std::vector<unsigned> hc(c.B * c.Hkv);
@@ -309,7 +309,7 @@ static void run_decode_case(const DCase& c, uint64_t seed) {
                 for (int r = 0; r < 28; ++r) {
                     CK(cudaMemsetAsync(g_scrub, r & 0xff, SCRUB, st));
                     CK(cudaEventRecord(e0, st));
-                    in.fn<<<grid, block, 0, st>>>(q, k, v, o, ws, cnt, lens, c.Hq, c.Hkv, c.maxS, ldq, sp, c.scale, nullptr, nullptr, 0);
+                    in.fn<<<grid, block, 0, st>>>(q, k, v, o, ws, cnt, lens, c.Hq, c.Hkv, c.maxS, ldq, sp, c.scale);
                     CK(cudaEventRecord(e1, st)); CK(cudaEventSynchronize(e1));
                     float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
                     if (r >= 3) ts.push_back(ms * 1000.f);
@@ -320,7 +320,7 @@ static void run_decode_case(const DCase& c, uint64_t seed) {
                 cudaGraph_t gr; cudaGraphExec_t ge;
                 CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
                 for (int r = 0; r < 20; ++r)
-                    in.fn<<<grid, block, 0, st>>>(q, k, v, o, ws, cnt, lens, c.Hq, c.Hkv, c.maxS, ldq, sp, c.scale, nullptr, nullptr, 0);
+                    in.fn<<<grid, block, 0, st>>>(q, k, v, o, ws, cnt, lens, c.Hq, c.Hkv, c.maxS, ldq, sp, c.scale);
                 CK(cudaStreamEndCapture(st, &gr));
                 CK(cudaGraphInstantiate(&ge, gr, 0));
                 CK(cudaGraphLaunch(ge, st)); CK(cudaStreamSynchronize(st));

@@ -1,6 +1,8 @@
 // attention_decode.cu — Kiln's split-KV decode attention: one query token per sequence over the static KV
-// cache, optionally with RoPE, the qkv bias and the KV-cache write of the new token fused in (decode then
-// needs no rope_qkv_cache launch). Prefill: attention.cu (mma.sync) and attention_hopper.cu (wgmma).
+// cache. Prefill: attention.cu (mma.sync) and attention_hopper.cu (wgmma).
+// (Tried and removed: RoPE + the new token's cache write fused in here, to drop the rope_qkv_cache launch —
+// 0.13 ms/step SLOWER on the H200: every block recomputed q's rotation with accurate sincosf, serially per
+// lane, where the rope kernel spreads one sincosf per thread; docs/perf-notes-attention.md.)
 //
 // NVRTC: no CUDA headers (inline PTX helpers in attention_util.cuh).
 //
@@ -23,13 +25,7 @@
 //        unsigned* cnt,      // [B·Hkv] counters, zeroed ONCE at allocation; the kernel leaves them 0
 //        const int* lens,    // [B] keys per sequence (positions 0..lens[b]-1 of the cache)
 //        int Hq, int Hkv, int maxS, int ldq,   // ldq: elements between sequences' q rows
-//        int numSplits, float scale,
-//        const bf16* bias,   // fused RoPE only: the qkv bias [(Hq + 2·Hkv)·D], or null
-//        const float* invFreq, // null: q in `q` is already rotated and the cache already holds the new token;
-//                            //   else [D/2] RoPE inverse frequencies: `q` points at the fused qkv rows (ldq their
-//                            //   stride), q and the new token's k (position lens[b] − 1) are rotated here, and k, v
-//                            //   of that token are written into the cache (rope_qkv_cache's job, fused away)
-//        int pairing)        // fused RoPE: 0 = pairs (2i, 2i+1), 1 = pairs (i, i + D/2)
+//        int numSplits, float scale)
 //    One query token per sequence: q [B, 1, Hq, D] (row b at q + b·ldq), o [B, 1, Hq, D].
 //    One block per (split, kv head, sequence) handles all G = Hq/Hkv query heads of the group
 //    (G <= GMAX <= 8), so each K/V byte is read once. The keys of a sequence are cut into
@@ -64,93 +60,12 @@
 
 namespace kiln_attn {
 
-// Fused RoPE, for the new token only. A lane's fragment of one head row holds chunks s = 0 … NS−1 of 8
-// elements at s·32 + 8t (the mma k-slot layout). The qkv bias is added first and rounded to bf16 (as a bf16
-// Linear with bias does), the rotation is done in f32 with sincosf(pos · invFreq[i]) and rounded to bf16 — the
-// same expressions as rope_qkv_cache in rope_cache.cu. pairing 0: pairs (2i, 2i+1), adjacent in a chunk;
-// pairing 1: pairs (i, i + D/2), i.e. chunk s with chunk s + NS/2 of the same lane.
-template <int NS>
-__device__ __forceinline__ void rope_frag(U4 (&f)[NS], const kiln_bf16* __restrict__ bias, int pos,
-                                          const float* __restrict__ invFreq, int pairing, int t) {
-    constexpr int HALF = NS * 16;   // D / 2
-    float x[NS][8];
-#pragma unroll
-    for (int s = 0; s < NS; ++s) {
-        const unsigned wd[4] = {f[s].x, f[s].y, f[s].z, f[s].w};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) { x[s][2 * j] = bf_lo(wd[j]); x[s][2 * j + 1] = bf_hi(wd[j]); }
-        if (bias) {
-#pragma unroll
-            for (int j = 0; j < 8; ++j) x[s][j] = bf16_to_f32(f32_to_bf16(x[s][j] + bf16_to_f32(bias[s * 32 + 8 * t + j])));
-        }
-    }
-    if (pairing == 0) {
-#pragma unroll
-        for (int s = 0; s < NS; ++s)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                float sn, cs;
-                sincosf((float)pos * invFreq[(s * 32 + 8 * t) / 2 + j], &sn, &cs);
-                const float x0 = x[s][2 * j], x1 = x[s][2 * j + 1];
-                x[s][2 * j] = x0 * cs - x1 * sn;
-                x[s][2 * j + 1] = x0 * sn + x1 * cs;
-            }
-    } else {
-#pragma unroll
-        for (int s = 0; s < NS / 2; ++s)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const int i = s * 32 + 8 * t + j;   // < HALF
-                float sn, cs;
-                sincosf((float)pos * invFreq[i], &sn, &cs);
-                const float x0 = x[s][j], x1 = x[s + NS / 2][j];
-                x[s][j] = x0 * cs - x1 * sn;
-                x[s + NS / 2][j] = x0 * sn + x1 * cs;
-            }
-    }
-    static_assert(HALF == NS * 16, "");
-#pragma unroll
-    for (int s = 0; s < NS; ++s) {
-        f[s].x = pack_bf16x2(x[s][0], x[s][1]); f[s].y = pack_bf16x2(x[s][2], x[s][3]);
-        f[s].z = pack_bf16x2(x[s][4], x[s][5]); f[s].w = pack_bf16x2(x[s][6], x[s][7]);
-    }
-}
-
-// The new key of this lane's fragment: loaded from the qkv row, biased and rotated, stored into the cache row.
-template <int NS>
-__device__ __forceinline__ void new_key(U4 (&f)[NS], const kiln_bf16* __restrict__ src, kiln_bf16* dst,
-                                        const kiln_bf16* __restrict__ bias, int pos, const float* __restrict__ invFreq,
-                                        int pairing, int t) {
-#pragma unroll
-    for (int s = 0; s < NS; ++s) f[s] = ld_nc(src + s * 32 + 8 * t);
-    rope_frag<NS>(f, bias, pos, invFreq, pairing, t);
-#pragma unroll
-    for (int s = 0; s < NS; ++s) st_global16(dst + s * 32, f[s]);
-}
-
-// 8 elements of the new value: from the qkv row (+ bias, rounded to bf16), stored into the cache row.
-__device__ __forceinline__ U4 new_value(const kiln_bf16* __restrict__ src, kiln_bf16* dst, const kiln_bf16* __restrict__ bias) {
-    U4 v = ld_nc(src);
-    if (bias) {
-        unsigned* w = &v.x;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const float lo = bf16_to_f32(f32_to_bf16(bf_lo(w[j]) + bf16_to_f32(bias[2 * j])));
-            const float hi = bf16_to_f32(f32_to_bf16(bf_hi(w[j]) + bf16_to_f32(bias[2 * j + 1])));
-            w[j] = pack_bf16x2(lo, hi);
-        }
-    }
-    st_global16(dst, v);
-    return v;
-}
-
 template <int D, int GMAX, int W, int KT>
 __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k,
                                             const kiln_bf16* __restrict__ v, kiln_bf16* __restrict__ o,
                                             float* __restrict__ ws, unsigned* __restrict__ cnt,
                                             const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq,
-                                            int numSplits, float scale, const kiln_bf16* __restrict__ bias,
-                                            const float* __restrict__ invFreq, int pairing) {
+                                            int numSplits, float scale) {
     constexpr int NS = D / 32;       // 32-d steps (two mmas each)
     constexpr int LPR = D / 8;       // lanes per V row (16 bytes each)
     constexpr int RPW = 32 / LPR;    // V rows per warp load
@@ -176,14 +91,6 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
     int end = start + chunk;
     if (end > len) end = len;
     const float sl = scale * 1.4426950408889634f;
-    // Fused RoPE (invFreq != 0): q in the qkv row is not rotated yet, and the new token's k and v are not in
-    // the cache yet. The new token sits at position len − 1; only the block whose chunk holds that key (one
-    // per sequence and kv head) rotates k, writes k and v into the cache and uses them from registers.
-    const bool fuse = invFreq != nullptr;
-    const int newKey = len - 1;
-    const kiln_bf16* newK = q + (long long)b * ldq + (long long)(Hq + kvh) * D;          // this kv head's k in the qkv row
-    const kiln_bf16* newV = q + (long long)b * ldq + (long long)(Hq + Hkv + kvh) * D;
-
     // Q^T as the B operand: column n = g is query head kvh·G + g.
     U4 qf[NS];
     {
@@ -193,7 +100,6 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
             if (g < G) qf[s] = ld_nc(qp + s * 32);
             else qf[s].x = qf[s].y = qf[s].z = qf[s].w = 0u;
         }
-        if (fuse && g < G) rope_frag<NS>(qf, bias ? bias + (kvh * G + g) * D : nullptr, newKey, invFreq, pairing, t);
     }
     const long long kvoff = (long long)(b * Hkv + kvh) * maxS * D;
     const kiln_bf16* kbase = k + kvoff;
@@ -226,27 +132,6 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
                 const int key = base + vr + RPW * jj;
                 if (key < end) vv[u][jj] = ld_stream(vbase + (long long)key * D + vc * 8);
                 else vv[u][jj].x = vv[u][jj].y = vv[u][jj].z = vv[u][jj].w = 0u;
-            }
-            if (fuse) {
-                // The new token: k rotated and v (+ bias) straight from the qkv row, written to the cache for the
-                // steps that follow; the stale cache row loaded above is discarded.
-                const bool h0 = r0 == newKey && r0 < end, h1 = r1 == newKey && r1 < end;   // rows g and g+8 of the tile
-                if (h0 || h1) {
-                    U4 nk[NS];
-                    new_key<NS>(nk, newK, const_cast<kiln_bf16*>(kbase) + (long long)newKey * D + 8 * t,
-                                bias ? bias + (Hq + kvh) * D : nullptr, newKey, invFreq, pairing, t);
-#pragma unroll
-                    for (int s = 0; s < NS; ++s) {
-                        if (h0) ka[u][s] = nk[s];
-                        else kb8[u][s] = nk[s];
-                    }
-                }
-#pragma unroll
-                for (int jj = 0; jj < KPL; ++jj) {
-                    if (base + vr + RPW * jj == newKey && newKey < end)
-                        vv[u][jj] = new_value(newV + vc * 8, const_cast<kiln_bf16*>(vbase) + (long long)newKey * D + vc * 8,
-                                              bias ? bias + (Hq + Hkv + kvh) * D + vc * 8 : nullptr);
-                }
             }
         }
 #pragma unroll
@@ -405,11 +290,9 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
     extern "C" __global__ void __launch_bounds__(32 * W) KILN_ATTN_DECODE_NAME(D, G, W, KT)(               \
         const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
         kiln_bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
-        const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale,      \
-        const kiln_bf16* __restrict__ bias, const float* __restrict__ invFreq, int pairing) {               \
+        const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale) {     \
         kiln_attn::pdl_trigger_then_wait();                                                                \
-        kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale, \
-                                            bias, invFreq, pairing);                                       \
+        kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale); \
     }
 
 KILN_ATTN_DECODE_INSTANCES(KILN_ATTN_DECODE_DEFINE)
