@@ -668,7 +668,7 @@ KILN_ATTN_DECODE_INSTANCES(KILN_ATTN_DECODE_DEFINE)
 // Same contract as kiln_attn_prefill_* in attention.cu (layouts, causal/qStart/kvLen semantics, GQA,
 // exp2-domain online softmax with fp32 statistics, P rounded to bf16, bf16 round-to-nearest-even output).
 //
-// NVRTC: self-contained, no include paths (bf16 is `unsigned short`; shared-memory addresses, cp.async,
+// NVRTC: no CUDA headers (bf16 is `unsigned short`; includes only common/hopper_util.cuh; shared-memory addresses, cp.async,
 // mbarrier, named barriers, wgmma and setmaxnreg are inline PTX). Target sm_90a (wgmma, setmaxnreg).
 //
 // ------------------------------------------------------------------------------------------------
@@ -733,35 +733,16 @@ KILN_ATTN_DECODE_INSTANCES(KILN_ATTN_DECODE_DEFINE)
 #define KILN_ATTN_HOPPER_THREADS 384
 #define KILN_ATTN_HOPPER_SMEM(D, BC, ST) ((128 + 2 * (ST) * (BC)) * (D) * 2 + 1024)
 
+#include "hopper_util.cuh"
+
 namespace kiln_attn_hopper {
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
+using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
 typedef unsigned short bf16;
 
 #define KH_NEG_INF (__int_as_float(0xff800000))
 
-__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-// ---- mbarrier / named barriers ------------------------------------------------------------------
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    u32 done;
-    do {
-        asm volatile(
-            "{\n.reg .pred p;\n"
-            "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-            "selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-    } while (!done);
-}
+// ---- named barriers ------------------------------------------------------------------------------
 __device__ __forceinline__ void bar_sync(u32 id, u32 n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void bar_arrive(u32 id, u32 n) { asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
@@ -786,13 +767,6 @@ __device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16) |
            ((u64)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wgmma_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-// Compiler-level fence: uses of r after it cannot be hoisted above the preceding volatile asm (wait).
-__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
 #define KH_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define KH_D32 KH_D8(0), KH_D8(8), KH_D8(16), KH_D8(24)
@@ -1284,7 +1258,7 @@ template <typename TTable, typename TOut> __global__ void __launch_bounds__(256)
 //   bytes (the +1024 realigns the ring to 1024 B); this exceeds 48 KB, so the launcher must first
 //   set CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES to it. Static shared memory: 2*STAGES*8 B.
 //
-// NVRTC: compiles with no include paths (bf16 is unsigned short; CUtensorMap is an opaque
+// NVRTC: no CUDA headers, only common/hopper_util.cuh (bf16 is unsigned short; CUtensorMap is an opaque
 // 128-byte, 128-byte-aligned struct; all Hopper instructions are inline PTX). Target sm_90a.
 
 // Instance table: X(BM, BN, BK, STAGES, CONSUMER_WARPGROUPS, CLUSTER). BM must be 64 * CONSUMER_WARPGROUPS,
@@ -1307,22 +1281,15 @@ struct __align__(128) KilnTensorMap {
     unsigned long long opaque[16];
 };
 
+#include "hopper_util.cuh"
+
 namespace kiln_gemm_hopper {
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
+using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
 
-__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-// ---- mbarrier ------------------------------------------------------------------------------
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
+// ---- mbarrier (TMA transactions, clusters) ---------------------------------------------------
 __device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 // Arrive on the mbarrier at the same shared offset in CTA `cta` of this cluster (may be this CTA).
 __device__ __forceinline__ void mbar_arrive_cluster(u32 bar, u32 cta) {
@@ -1337,18 +1304,6 @@ __device__ __forceinline__ u32 cluster_ctarank() {
 }
 __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    u32 done;
-    do {
-        asm volatile(
-            "{\n.reg .pred p;\n"
-            "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-            "selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-    } while (!done);
 }
 
 // ---- TMA -----------------------------------------------------------------------------------
@@ -1384,12 +1339,6 @@ __device__ __forceinline__ u64 make_desc(u32 addr) {
     d |= (u64)1 << 62;             // 128B swizzle
     return d;
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wgmma_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
 // D[64 x 64] (+)= A[64 x 16] * B[64 x 16]^T, both operands K-major in shared memory (128B swizzle).
 __device__ __forceinline__ void wgmma_n64(float* d, u64 da, u64 db, int accumulate) {
@@ -3066,6 +3015,49 @@ __device__ __forceinline__ void pdl_trigger_then_wait() {
 }
 
 }  // namespace kiln_attn
+"""####,
+        "hopper_util.cuh": ####"""
+// hopper_util.cuh — sm_90a PTX wrappers shared by gemm_hopper.cu and attention_hopper.cu: shared-memory
+// addresses, mbarriers (init / arrive / parity wait) and the wgmma fence / commit / wait group. Inline PTX
+// only, so the kernels compile under NVRTC with no CUDA headers.
+#pragma once
+
+namespace kiln_hopper {
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+// Spins until the barrier's phase with this parity has completed.
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    u32 done;
+    do {
+        asm volatile(
+            "{\n.reg .pred p;\n"
+            "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+            "selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// Compiler-level fence: uses of r after it cannot be hoisted above the preceding volatile asm (a wait).
+__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+}  // namespace kiln_hopper
 """####,
         "kiln.cuh": ####"""
 // kiln.cuh — the one header every Kiln kernel includes.

@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/gemm_hopper_out}
 mkdir -p "$OUT"
 LOG="$OUT/gemm_hopper.txt"
 NVCC=${NVCC:-nvcc}
-FLAGS="-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v"
+FLAGS="-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -I../../Sources/KilnKernels/cuda/common"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv 2>&1 | tee "$LOG"
 t0=$(date +%s)
 LIBS="-lcuda -lcublasLt"

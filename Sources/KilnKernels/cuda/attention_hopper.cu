@@ -2,7 +2,7 @@
 // Same contract as kiln_attn_prefill_* in attention.cu (layouts, causal/qStart/kvLen semantics, GQA,
 // exp2-domain online softmax with fp32 statistics, P rounded to bf16, bf16 round-to-nearest-even output).
 //
-// NVRTC: self-contained, no include paths (bf16 is `unsigned short`; shared-memory addresses, cp.async,
+// NVRTC: no CUDA headers (bf16 is `unsigned short`; includes only common/hopper_util.cuh; shared-memory addresses, cp.async,
 // mbarrier, named barriers, wgmma and setmaxnreg are inline PTX). Target sm_90a (wgmma, setmaxnreg).
 //
 // ------------------------------------------------------------------------------------------------
@@ -67,35 +67,16 @@
 #define KILN_ATTN_HOPPER_THREADS 384
 #define KILN_ATTN_HOPPER_SMEM(D, BC, ST) ((128 + 2 * (ST) * (BC)) * (D) * 2 + 1024)
 
+#include "hopper_util.cuh"
+
 namespace kiln_attn_hopper {
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
+using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
 typedef unsigned short bf16;
 
 #define KH_NEG_INF (__int_as_float(0xff800000))
 
-__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-// ---- mbarrier / named barriers ------------------------------------------------------------------
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    u32 done;
-    do {
-        asm volatile(
-            "{\n.reg .pred p;\n"
-            "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-            "selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-    } while (!done);
-}
+// ---- named barriers ------------------------------------------------------------------------------
 __device__ __forceinline__ void bar_sync(u32 id, u32 n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void bar_arrive(u32 id, u32 n) { asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
@@ -120,13 +101,6 @@ __device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16) |
            ((u64)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wgmma_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-// Compiler-level fence: uses of r after it cannot be hoisted above the preceding volatile asm (wait).
-__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
 #define KH_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define KH_D32 KH_D8(0), KH_D8(8), KH_D8(16), KH_D8(24)

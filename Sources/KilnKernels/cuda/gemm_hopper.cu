@@ -55,7 +55,7 @@
 //   bytes (the +1024 realigns the ring to 1024 B); this exceeds 48 KB, so the launcher must first
 //   set CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES to it. Static shared memory: 2*STAGES*8 B.
 //
-// NVRTC: compiles with no include paths (bf16 is unsigned short; CUtensorMap is an opaque
+// NVRTC: no CUDA headers, only common/hopper_util.cuh (bf16 is unsigned short; CUtensorMap is an opaque
 // 128-byte, 128-byte-aligned struct; all Hopper instructions are inline PTX). Target sm_90a.
 
 // Instance table: X(BM, BN, BK, STAGES, CONSUMER_WARPGROUPS, CLUSTER). BM must be 64 * CONSUMER_WARPGROUPS,
@@ -78,22 +78,15 @@ struct __align__(128) KilnTensorMap {
     unsigned long long opaque[16];
 };
 
+#include "hopper_util.cuh"
+
 namespace kiln_gemm_hopper {
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
+using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
 
-__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-// ---- mbarrier ------------------------------------------------------------------------------
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
+// ---- mbarrier (TMA transactions, clusters) ---------------------------------------------------
 __device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 // Arrive on the mbarrier at the same shared offset in CTA `cta` of this cluster (may be this CTA).
 __device__ __forceinline__ void mbar_arrive_cluster(u32 bar, u32 cta) {
@@ -108,18 +101,6 @@ __device__ __forceinline__ u32 cluster_ctarank() {
 }
 __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    u32 done;
-    do {
-        asm volatile(
-            "{\n.reg .pred p;\n"
-            "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-            "selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-    } while (!done);
 }
 
 // ---- TMA -----------------------------------------------------------------------------------
@@ -155,12 +136,6 @@ __device__ __forceinline__ u64 make_desc(u32 addr) {
     d |= (u64)1 << 62;             // 128B swizzle
     return d;
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wgmma_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
 // D[64 x 64] (+)= A[64 x 16] * B[64 x 16]^T, both operands K-major in shared memory (128B swizzle).
 __device__ __forceinline__ void wgmma_n64(float* d, u64 da, u64 db, int accumulate) {
