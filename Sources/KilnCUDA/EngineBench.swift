@@ -16,12 +16,15 @@ public enum EngineBench {
     /// default) and cuBLASLt, with the weights rotated over ≥ 256 MB of copies (so they come from HBM, not L2).
     /// Both are timed as the decode step runs them, `batch` calls captured in one CUDA graph (graphMedian);
     /// Kiln's separately launched, event-timed figure is given too (it carries ~2 µs of launch cost per call).
+    /// The M values `bench kernels` times by default (the list).
+    public static let kernelMs = [1, 2, 4, 8, 16, 64, 512, 1024]
+
     public static func kernels(config c: ModelConfig, library: KernelLibrary, tune: TuneTable? = nil,
-                               ms: [Int] = [1, 2, 4, 8, 16, 64, 512, 1024], log: @escaping (String) -> Void) throws {
+                               ms: [Int] = kernelMs, log: @escaping (String) -> Void) throws {
         let ctx = library.context!
         let stream = try GPUStream(ctx)
         // As in GPUModel: programmatic dependent launch (back-to-back GEMMs overlap tail and ramp-up) with KILN_PDL=1.
-        stream.pdl = ProcessInfo.processInfo.environment["KILN_PDL"] == "1"
+        stream.pdl = GPUModel.pdlRequested
         let copy = try GPUBench.copyBandwidth(library: library)
         log("\(ctx.info.name): \(copy)")
         log((tune == nil ? "kernel choice: the defaults (no tuning table)" : "kernel choice: the tuning table")

@@ -10,6 +10,8 @@ import KilnModels
 /// activation buffers for `maxRows` token rows. The forward passes (GPUModel+Forward.swift)
 /// allocate nothing; a decode step is one CUDA-graph replay plus the read of the sampled ids.
 public final class GPUModel {
+    /// KILN_PDL=1: launch the decode-path kernels with programmatic dependent launch (the engine and `bench kernels`).
+    public static var pdlRequested: Bool { ProcessInfo.processInfo.environment["KILN_PDL"] == "1" }
     public let config: ModelConfig
     public let context: Context
     public let library: KernelLibrary
@@ -74,7 +76,7 @@ public final class GPUModel {
         // Programmatic dependent launch for the decode-path kernels (rmsnorm, GEMM split-K, RoPE, decode
         // attention, SwiGLU): opt-in with KILN_PDL=1. Off by default: correct (kiln check, logits PASS)
         // but measured 0.3 ms/step SLOWER on H200 Llama-3-8B bs=2 decode (docs/perf-notes.md, "PDL").
-        stream.pdl = ProcessInfo.processInfo.environment["KILN_PDL"] == "1"
+        stream.pdl = GPUModel.pdlRequested
         // The residual stream x is f32 (rmsnorm.cu: a few huge dimensions in some models lose small updates in bf16);
         // everything the GEMMs read or write stays bf16.
         embed = try Embedding(library, table: .bf16, output: .f32)

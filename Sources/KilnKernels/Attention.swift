@@ -63,7 +63,6 @@ public enum Attention {
         public let choice: PrefillChoice
         let kernel: Kernel
         let rowsPerBlock, threads, sharedBytes: Int
-        public init(_ library: KernelLibrary, config: PrefillConfig) throws { try self.init(library, choice: .mma(config)) }
         /// Either family: both kernels take the same parameters; they differ in block shape and shared memory.
         public init(_ library: KernelLibrary, choice: PrefillChoice) throws {
             self.choice = choice

@@ -668,7 +668,8 @@ KILN_ATTN_DECODE_INSTANCES(KILN_ATTN_DECODE_DEFINE)
 // Same contract as kiln_attn_prefill_* in attention.cu (layouts, causal/qStart/kvLen semantics, GQA,
 // exp2-domain online softmax with fp32 statistics, P rounded to bf16, bf16 round-to-nearest-even output).
 //
-// NVRTC: no CUDA headers (bf16 is `unsigned short`; includes only common/hopper_util.cuh; shared-memory addresses, cp.async,
+// NVRTC: no CUDA headers (bf16 is `unsigned short`; includes only common/hopper_util.cuh and
+// common/attention_util.cuh; shared-memory addresses, cp.async,
 // mbarrier, named barriers, wgmma and setmaxnreg are inline PTX). Target sm_90a (wgmma, setmaxnreg).
 //
 // ------------------------------------------------------------------------------------------------
@@ -733,14 +734,15 @@ KILN_ATTN_DECODE_INSTANCES(KILN_ATTN_DECODE_DEFINE)
 #define KILN_ATTN_HOPPER_THREADS 384
 #define KILN_ATTN_HOPPER_SMEM(D, BC, ST) ((128 + 2 * (ST) * (BC)) * (D) * 2 + 1024)
 
+#include "attention_util.cuh"
 #include "hopper_util.cuh"
 
 namespace kiln_attn_hopper {
 
 using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
+using kiln_attn::fast_exp2;    // and KILN_NEG_INF (attention_util.cuh, shared with attention.cu)
+using kiln_attn::pack_bf16x2;
 typedef unsigned short bf16;
-
-#define KH_NEG_INF (__int_as_float(0xff800000))
 
 // ---- named barriers ------------------------------------------------------------------------------
 __device__ __forceinline__ void bar_sync(u32 id, u32 n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
@@ -799,16 +801,6 @@ template <> __device__ __forceinline__ void wgmma_rs<128>(float* d, const u32* a
                  : KH_D64 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
-__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {   // round to nearest even
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-__device__ __forceinline__ float fast_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // Copy rows row0..row0+R-1 (D bf16 each, global row stride `stride` elements) into a swizzled
 // [D/64][R][64] tile at dst with 64 threads (t = 0..63); rows >= rowLim are zero-filled.
@@ -912,7 +904,7 @@ __device__ __forceinline__ void attn_body(const bf16* __restrict__ q, const bf16
 
         float oacc[D / 2], sacc[BC / 2];
         u32 pf0[BC / 4], pf1[BC / 4];   // P double-buffered: P_j is packed while P_{j-1}·V runs
-        float mrow[2] = {KH_NEG_INF, KH_NEG_INF}, lrow[2] = {0.f, 0.f}, alpha[2];
+        float mrow[2] = {KILN_NEG_INF, KILN_NEG_INF}, lrow[2] = {0.f, 0.f}, alpha[2];
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
 #pragma unroll
@@ -951,21 +943,21 @@ __device__ __forceinline__ void attn_body(const bf16* __restrict__ q, const bf16
 #pragma unroll
                 for (int jj = 0; jj < BC / 8; ++jj) {
                     const int key = k0 + 8 * jj + 2 * t;
-                    if (key > limA) sacc[4 * jj] = KH_NEG_INF;
-                    if (key + 1 > limA) sacc[4 * jj + 1] = KH_NEG_INF;
-                    if (key > limB) sacc[4 * jj + 2] = KH_NEG_INF;
-                    if (key + 1 > limB) sacc[4 * jj + 3] = KH_NEG_INF;
+                    if (key > limA) sacc[4 * jj] = KILN_NEG_INF;
+                    if (key + 1 > limA) sacc[4 * jj + 1] = KILN_NEG_INF;
+                    if (key > limB) sacc[4 * jj + 2] = KILN_NEG_INF;
+                    if (key + 1 > limB) sacc[4 * jj + 3] = KILN_NEG_INF;
                 }
             }
 #pragma unroll
             for (int hr = 0; hr < 2; ++hr) {
-                float mx = KH_NEG_INF;
+                float mx = KILN_NEG_INF;
 #pragma unroll
                 for (int jj = 0; jj < BC / 8; ++jj) mx = fmaxf(mx, fmaxf(sacc[4 * jj + 2 * hr], sacc[4 * jj + 2 * hr + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
                 const float mnew = fmaxf(mrow[hr], mx);
-                const float ms = (mnew == KH_NEG_INF) ? 0.f : mnew * sl;
+                const float ms = (mnew == KILN_NEG_INF) ? 0.f : mnew * sl;
                 alpha[hr] = fast_exp2(mrow[hr] * sl - ms);
                 mrow[hr] = mnew;
                 float rs = 0.f;

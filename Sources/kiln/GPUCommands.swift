@@ -100,11 +100,7 @@ enum BenchKernels {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
         let table = try GPURun.table(for: c, library: library, tuning: tuning)
-        if let ms {
-            try EngineBench.kernels(config: c, library: library, tune: table, ms: ms, log: { print($0) })
-        } else {
-            try EngineBench.kernels(config: c, library: library, tune: table, log: { print($0) })
-        }
+        try EngineBench.kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.kernelMs, log: { print($0) })
     }
 }
 
