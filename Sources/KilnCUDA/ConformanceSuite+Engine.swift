@@ -47,11 +47,13 @@ extension ConformanceSuite {
             check("gemm_splitk scratch") { throw KilnError("cannot allocate split-K scratch") }; return
         }
         try? cnt.fill(byte: 0, stream: stream)
-        // Every instance: smallest and largest M, odd N, a K tail that is not a multiple of 32, split 1 and 3.
+        // Every instance: smallest and largest M, odd N, a K tail that is not a multiple of 32, split 1 and 3
+        // (each where the instance supports it). The whole-block instances get N % 16 == 0 shapes: warps
+        // with unequal step counts (K 1536, 1792) and warps with none (K 256 over 8 warps of 128 k).
         for c in GemmSplitK.configs {
-            for (n, k) in [(1000, 1832), (77, 520), (264, 4096)] {
+            for (n, k) in [(1000, 1832), (77, 520), (264, 4096), (1008, 1536), (48, 1792), (32, 256)] {
                 for m in [1, c.maxM] {
-                    for split in [1, 3] {
+                    for split in [1, 3] where c.unsupported(n: n, k: k, split: split) == nil {
                         gemmCheck("gemm_splitk \(c.name) M=\(m) N=\(n) K=\(k) split=\(split)", m: m, n: n, k: k, outF32: false) { x, w, y in
                             try GemmSplitK(library, config: c)(x: x, w: w, y: y, m: m, n: n, k: k, split: split, workspace: ws.address,
                                                                counters: cnt.address, stream: stream)
@@ -80,6 +82,12 @@ extension ConformanceSuite {
                                                        counters: cnt.address, stream: stream)
                 }
             }
+        }
+        check("gemm_splitk whole-block instance rejects N % 16 != 0") {
+            guard let c = GemmSplitK.configs.first(where: { $0.whole }) else { return nil }
+            do { try GemmSplitK(library, config: c)(x: 0, w: 0, y: 0, m: 1, n: 24, k: 1024, stream: stream) }
+            catch is KilnError { return nil }
+            return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 24, want: 32)
         }
         check("gemm_splitk rejects M=17") {
             do { try GemmSplitK(library, config: GemmSplitK.defaultConfig(m: 16))(x: 0, w: 0, y: 0, m: 17, n: 8, k: 8, stream: stream) }
@@ -116,7 +124,10 @@ extension ConformanceSuite {
             }
         }
         for c in GemmSplitK.configs {
-            for m in [1, c.maxM] { for split in [1, 3] { run(c, m: m, f: 504, k: 1832, split: split) } }
+            for m in [1, c.maxM] {
+                for split in [1, 3] where c.unsupported(n: 1008, k: 1832, split: split) == nil { run(c, m: m, f: 504, k: 1832, split: split) }
+                if c.whole { run(c, m: m, f: 520, k: 1024, split: 1) }
+            }
         }
         for m in 1...16 { for split in [1, 4] { run(GemmSplitK.defaultConfig(m: m), m: m, f: 520, k: 1024, split: split) } }
         run(GemmSplitK.defaultConfig(m: 2), m: 2, f: 72, k: 4096, split: 8)

@@ -71,7 +71,7 @@ public enum GemmSearch {
         if m > 16 { return "gemm_splitk is tuned for M ≤ 16" }
         if m > c.maxM { return "M \(m) > \(c.maxM) (NT=\(c.nt))" }
         if s.k <= 0 || s.k % 8 != 0 { return "K \(s.k) not a positive multiple of 8" }
-        if c.sharedBytes > l.sharedOptIn { return "shared memory \(c.sharedBytes) B > \(l.sharedOptIn) B" }
+        if let why = c.unsupported(n: s.n, k: s.k, split: split) { return why }
         if c.threads > l.maxThreads { return "\(c.threads) threads > \(l.maxThreads)" }
         if split < 1 || split > l.maxSplit { return "split \(split) outside 1…\(l.maxSplit)" }
         if split > 1 {

@@ -6,22 +6,38 @@ import KilnGPU
 public struct GemmSplitK {
     public static let file = "gemm_splitk.cu"
 
-    /// One row of KILN_GEMM_SPLITK_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES).
+    /// One row of KILN_GEMM_SPLITK_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES), or, with
+    /// `whole`, of KILN_GEMM_SPLITK_WHOLE_INSTANCES: X(NT, WARPS_K, UNROLL) (gemm_whole: the STAGES = 1
+    /// schedule without tail or split-K code, for N % 16 == 0 and K % (32·UNROLL) == 0).
     public struct Config: Hashable, Sendable, CustomStringConvertible {
         public var nt, wn, wk, tiles, unroll, stages: Int
-        public var name: String { "kiln_gemm_splitk_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)_s\(stages)" }
+        public var whole = false
+        public var name: String {
+            whole ? "kiln_gemm_splitk_whole_nt\(nt)_wk\(wk)_u\(unroll)"
+                  : "kiln_gemm_splitk_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)_s\(stages)"
+        }
         public var description: String { name }
         public var maxM: Int { 8 * nt }
         public var threads: Int { 32 * wn * wk }
         public var rowsPerBlock: Int { 16 * tiles * wn }
-        /// Dynamic shared memory: the cp.async ring only (stages ≥ 2); the register paths (0, 1) use none.
-        public var sharedBytes: Int { stages >= 2 ? stages * (2 * tiles + nt) * unroll * 16 * 32 * wn * wk : 0 }
         public func gridX(n: Int) -> Int { (n + rowsPerBlock - 1) / rowsPerBlock }
+        /// Why this instance cannot compute an N×K product with `split` (nil: it can). The general
+        /// kernel serves any N, K % 8 == 0 and any split; the whole-block one only its exact tiling.
+        public func unsupported(n: Int, k: Int, split: Int) -> String? {
+            guard whole else { return nil }
+            if n % 16 != 0 { return "\(name) needs N % 16 == 0 (N = \(n))" }
+            if k % (32 * unroll) != 0 { return "\(name) needs K % \(32 * unroll) == 0 (K = \(k))" }
+            if split != 1 { return "\(name) has no split-K (split \(split))" }
+            return nil
+        }
     }
 
-    public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_SPLITK_INSTANCES").compactMap { r in
-        r.count == 6 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4], stages: r[5]) : nil
-    }
+    public static let configs: [Config] =
+        InstanceTable.rows(file: file, macro: "KILN_GEMM_SPLITK_INSTANCES").compactMap { r in
+            r.count == 6 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4], stages: r[5]) : nil
+        } + InstanceTable.rows(file: file, macro: "KILN_GEMM_SPLITK_WHOLE_INSTANCES").compactMap { r in
+            r.count == 3 ? Config(nt: r[0], wn: 1, wk: r[1], tiles: 1, unroll: r[2], stages: 1, whole: true) : nil
+        }
     public static var instances: [KernelInstance] { configs.map { KernelInstance(file, $0.name, hot: true) } }
     public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
 
@@ -29,7 +45,7 @@ public struct GemmSplitK {
     /// every shape at M ≤ 8 (best or within a few % everywhere, gate_up included), the NT=2 twin above.
     public static func defaultConfig(m: Int) -> Config {
         let nt = m <= 8 ? 1 : 2
-        return configs.first { $0.nt == nt && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 8 && $0.stages == 0 }
+        return configs.first { !$0.whole && $0.nt == nt && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 8 && $0.stages == 0 }
             ?? configs.first { $0.nt == nt }!
     }
 
@@ -56,7 +72,6 @@ public struct GemmSplitK {
     public init(_ library: KernelLibrary, config: Config) throws {
         self.config = config
         kernel = try library.kernel(GemmSplitK.file, config.name)
-        if config.sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(config.sharedBytes) }
     }
 
     /// fp32 workspace elements a call with `split` > 1 needs (none for split 1).
@@ -72,7 +87,8 @@ public struct GemmSplitK {
         guard m >= 1, m <= config.maxM else { throw KilnError("gemm_splitk \(config.name): M = \(m) outside 1…\(config.maxM)") }
         guard k % 8 == 0, k > 0, n > 0 else { throw KilnError("gemm_splitk: K = \(k) must be a positive multiple of 8 (N = \(n))") }
         guard split >= 1, split == 1 || (workspace != 0 && counters != 0) else { throw KilnError("gemm_splitk: split \(split) needs workspace and counters") }
-        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream, pdl: stream.pdl,
+        if let why = config.unsupported(n: n, k: k, split: split) { throw KilnError("gemm_splitk: \(why)") }
+        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), stream: stream, pdl: stream.pdl,
                           fields: Params(x: x, w: w, y: y, ws: workspace, cnt: counters, m: Int32(m), n: Int32(n), k: Int32(k), epi: epi.rawValue),
                           offsets: GemmSplitK.offsets)
     }

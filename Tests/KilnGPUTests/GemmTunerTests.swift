@@ -12,8 +12,11 @@ final class GemmTunerTests: XCTestCase {
     func testCandidatesComeFromTheInstanceListTimesSplits() {
         XCTAssertFalse(GemmSplitK.configs.isEmpty, "instance table parsed")
         let (valid, filtered) = GemmSearch.candidates(qkv, m: 1, limits: h200)
-        // At M = 1 every gemm_splitk instance serves (NT=1 and NT=2), with every split; no Hopper instance does.
-        XCTAssertEqual(valid.count, GemmSplitK.configs.count * GemmSearch.splits.count)
+        // At M = 1 every gemm_splitk instance serves (NT=1 and NT=2): the general ones with every split, the
+        // whole-block ones (qkv's N and K fit their tiling) without split-K; no Hopper instance does.
+        let general = GemmSplitK.configs.filter { !$0.whole }.count, whole = GemmSplitK.configs.count - general
+        XCTAssertGreaterThan(whole, 0, "whole-block instance table parsed")
+        XCTAssertEqual(valid.count, general * GemmSearch.splits.count + whole)
         XCTAssertEqual(valid.count + filtered.count, (GemmSplitK.configs.count * GemmSearch.splits.count) + GemmHopper.configs.count)
         XCTAssertEqual(valid.first, GemmSearch.defaultCandidate(qkv, m: 1, limits: h200), "default first: it becomes the trusted output")
         XCTAssertEqual(Set(valid).count, valid.count)
@@ -26,12 +29,18 @@ final class GemmTunerTests: XCTestCase {
         XCTAssertEqual(GemmSearch.defaultCandidate(qkv, m: 16, limits: h200).name, GemmSplitK.defaultConfig(m: 16).name)
     }
 
-    func testSharedMemoryAndSplitRules() {
-        let ring = GemmSplitK.configs.first { $0.stages >= 2 }!
-        var small = h200; small.sharedOptIn = 48 * 1024
-        XCTAssertGreaterThan(ring.sharedBytes, small.sharedOptIn)
-        XCTAssertNotNil(GemmSearch.rule(ring, split: 1, shape: qkv, m: 1, limits: small))
-        XCTAssertNil(GemmSearch.rule(ring, split: 1, shape: qkv, m: 1, limits: h200))
+    func testWholeBlockInstancesNeedTheirTiling() {
+        let w = GemmSplitK.configs.first { $0.whole && $0.unroll == 4 }!
+        XCTAssertNil(GemmSearch.rule(w, split: 1, shape: qkv, m: 1, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(w, split: 2, shape: qkv, m: 1, limits: h200), "no split-K")
+        XCTAssertNotNil(GemmSearch.rule(w, split: 1, shape: GemmShape(op: "t", n: 6152, k: 4096), m: 1, limits: h200), "N % 16")
+        XCTAssertNotNil(GemmSearch.rule(w, split: 1, shape: GemmShape(op: "t", n: 6144, k: 4160), m: 1, limits: h200), "K % 128")
+        XCTAssertNil(GemmSearch.rule(w, split: 1, shape: GemmShape(op: "t", n: 48, k: 256), m: 1, limits: h200))
+        XCTAssertTrue(w.name.hasPrefix("kiln_gemm_splitk_whole_"))
+        XCTAssertFalse(GemmSplitK.defaultConfig(m: 1).whole, "the default serves every shape")
+    }
+
+    func testSplitRules() {
         let c = GemmSplitK.defaultConfig(m: 1)
         XCTAssertNotNil(GemmSearch.rule(c, split: 16, shape: qkv, m: 1, limits: h200), "split above the dispatch's workspace")
         XCTAssertNotNil(GemmSearch.rule(c, split: 8, shape: GemmShape(op: "t", n: 64, k: 24), m: 1, limits: h200), "empty K chunk")

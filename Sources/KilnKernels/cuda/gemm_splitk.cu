@@ -38,18 +38,19 @@
 //     counters : unsigned[grid.x], zeroed ONCE at allocation (the kernel leaves them zero).
 //                Two launches that may run concurrently must not share counters/workspace.
 //
-// Two load paths (template parameter STAGES):
+// Load paths (template parameter STAGES):
 //   STAGES = 0   register path: a warp loads one super-step (2·TILES·UNROLL weight uint4 per lane)
 //                into registers, then runs its mmas; latency is hidden by other warps only.
 //   STAGES = 1   register path, pipelined: two register sets; the next super-step's loads are issued
 //                before the current one's mmas, so each warp always has loads outstanding.
-//   STAGES >= 2  cp.async ring: each lane copies its 16-byte pieces (weights .cg + L2::256B, X .ca)
-//                into its own slice of a shared-memory ring of STAGES super-steps, keeping STAGES-1
-//                super-steps in flight without holding registers; lanes read back only what they
-//                copied, so cp.async.wait_group is the only synchronisation (no __syncthreads).
-//                Needs dynamic shared memory: KILN_GEMM_SPLITK_SMEM(NT,WN,WK,T,U,S) =
-//                S·(2T+NT)·U·16·32·WN·WK bytes; above 48 KB the launcher must first raise
-//                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES for that function.
+//   (A cp.async shared-memory ring, STAGES >= 2, measured 25-45% slower than the register paths on
+//   every shape in two H200 sweeps and was removed in session 3; docs/perf-notes-gemm.md.)
+//
+// Whole-block kernels (KILN_GEMM_SPLITK_WHOLE_INSTANCES, gemm_whole below): the STAGES = 1 schedule
+// for the common case N % 16 == 0, K % (32·UNROLL) == 0, no split: one 16-row tile per block, WARPS_K
+// warps over K, no tail code. On the H200 it is 4-6% faster than the same schedule inside gemm_splitk
+// (same bits; bench/boundary: o 10.6 vs 11.1 µs, down 29.7 vs 31.9, gate_up 56.4 vs 59.5). Why the
+// general kernel is slower was not pinned down (SASS loops look alike; perf-notes-gemm.md, session 3).
 //
 // Entry points: one extern "C" kernel per instance, all with the same parameters:
 //   kiln_gemm_splitk_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_s{STAGES}(
@@ -63,12 +64,10 @@
 //
 // Instance table (the tuner reads its candidates from KILN_GEMM_SPLITK_INSTANCES at the bottom):
 //   X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES); NT=1 serves M ≤ 8, NT=2 serves 9 ≤ M ≤ 16.
-//   Rules (static_assert): WARPS_N·WARPS_K ≤ 8; register paths (STAGES+1)·2·TILES·UNROLL ≤ 16 (more
-//   spills); ring STAGES ≥ 2 and its shared memory ≤ 227 KB. WARPS_K = 8 and STAGES = 1 instances were
-//   added for the small shapes (o, qkv), whose warps otherwise run only ~4 super-steps each. Pruned by two H200 sweeps (docs/perf-notes-gemm.md):
-//   register-path instances never within ~10% of the best were dropped; the cp.async ring measured
-//   25-45% slower than the register path everywhere, so one ring instance per NT is kept only so
-//   that the path stays compiled and checked.
+//   Rules (static_assert): WARPS_N·WARPS_K ≤ 8; (STAGES+1)·2·TILES·UNROLL ≤ 16 (more spills).
+//   WARPS_K = 8 and STAGES = 1 instances were added for the small shapes (o, qkv), whose warps otherwise
+//   run only ~4 super-steps each. Pruned by two H200 sweeps (docs/perf-notes-gemm.md): instances never
+//   within ~10% of the best were dropped.
 //   splitK is a launch parameter; useful values 1, 2, 4, 8.
 //
 // NVRTC: compiles with no include paths (bf16 is `unsigned short`, converted with bit shifts).
@@ -245,24 +244,6 @@ __device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], cons
     }
 }
 
-// ---- cp.async ring (STAGES >= 2) -----------------------------------------------------------------
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    unsigned r;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-    return r;
-}
-// Weights: 16 bytes global -> shared, bypassing L1, 256-byte L2 prefetch; src_bytes 0 zero-fills.
-__device__ __forceinline__ void cp_async_w(unsigned dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-// Activations: through L1 (reused by the other row tiles on this SM).
-__device__ __forceinline__ void cp_async_x(unsigned dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
-
 // The epilogue (parameter `epi`, GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp whose
 // first row is row0 (a multiple of 16): 0 Y bf16 [M, N]; 1 Y fp32 [M, N];
 // 2 SwiGLU: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
@@ -301,16 +282,14 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                                             void* __restrict__ y, float* __restrict__ ws,
                                             unsigned* __restrict__ cnt, int M, int N, int K, int epi) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
-    static_assert(STAGES >= 0, "STAGES: 0 (register loads), 1 (register loads, next step in flight) or >= 2 (cp.async ring)");
-    static_assert(STAGES >= 2 || (STAGES + 1) * 2 * TILES * UNROLL <= 16,
+    static_assert(STAGES == 0 || STAGES == 1, "STAGES: 0 (register loads) or 1 (register loads, next step in flight)");
+    static_assert((STAGES + 1) * 2 * TILES * UNROLL <= 16,
                   "register paths: at most 16 weight uint4 held per thread (STAGES = 1 holds two super-steps)");
     static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
-    static_assert(STAGES < 2 || STAGES * (2 * TILES + NT) * UNROLL * 16 * 32 * WARPS_N * WARPS_K <= 227 * 1024, "ring > 227 KB");
     constexpr int STEP = UNROLL * 32;              // k per warp super-step
     constexpr int ROWS_WARP = 16 * TILES;
     constexpr int ROWS_BLOCK = ROWS_WARP * WARPS_N;
     constexpr int NACC = TILES * NT * 4;
-    constexpr int NTHREADS = 32 * WARPS_N * WARPS_K;
 
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -344,81 +323,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     const kiln_bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
     const kiln_bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
 
-    if constexpr (STAGES >= 2) {
-        // Each thread streams its own 16-byte pieces through a private slice of a shared-memory ring
-        // (layout [stage][slot][thread], conflict-free): only the issuing thread reads them back, so
-        // cp.async.wait_group is the only synchronisation. STAGES-1 super-steps stay in flight
-        // without holding registers. Rows past N are clamped (read, never stored).
-        constexpr int SLOTS = (2 * TILES + NT) * UNROLL;
-        extern __shared__ __align__(16) unsigned char kiln_gemm_ring[];
-        const unsigned ring = smem_u32(kiln_gemm_ring) + threadIdx.x * 16u;
-        const U4* ring_p = reinterpret_cast<const U4*>(kiln_gemm_ring) + threadIdx.x;
-        const kiln_bf16* wp[TILES][2];
-#pragma unroll
-        for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                wp[tt][h] = w + (long long)min(row0 + tt * 16 + h * 8 + g, N - 1) * K + 8 * t;
-
-        const int kstart = kb + wk * STEP;
-        constexpr int KSTRIDE = WARPS_K * STEP;
-        const int nsteps = kstart < ke ? (ke - kstart + KSTRIDE - 1) / KSTRIDE : 0;
-
-        auto issue = [&](int stage, int k0) {
-            const unsigned base = ring + (unsigned)(stage * SLOTS * NTHREADS * 16);
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-                const int kk = k0 + u * 32;
-                const bool ok = kk + 8 * t < ke;
-                const int kc = ok ? kk : 0;
-#pragma unroll
-                for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                    for (int h = 0; h < 2; ++h)
-                        cp_async_w(base + (unsigned)(((u * TILES + tt) * 2 + h) * NTHREADS * 16), wp[tt][h] + kc, ok ? 16 : 0);
-                cp_async_x(base + (unsigned)((2 * TILES * UNROLL + u * NT) * NTHREADS * 16), xrow0 + kc, ok && xok0 ? 16 : 0);
-                if (NT > 1)
-                    cp_async_x(base + (unsigned)((2 * TILES * UNROLL + u * NT + NT - 1) * NTHREADS * 16), xrow1 + kc,
-                               ok && xok1 ? 16 : 0);
-            }
-        };
-#pragma unroll
-        for (int st = 0; st < STAGES - 1; ++st) {
-            if (st < nsteps) issue(st, kstart + st * KSTRIDE);
-            cp_async_commit();
-        }
-        for (int s = 0; s < nsteps; ++s) {
-            cp_async_wait<STAGES - 2>();
-            const U4* src = ring_p + (s % STAGES) * SLOTS * NTHREADS;
-            U4 wv[UNROLL][TILES][2];
-            U4 xv[UNROLL][NT];
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-#pragma unroll
-                for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) wv[u][tt][h] = src[((u * TILES + tt) * 2 + h) * NTHREADS];
-#pragma unroll
-                for (int n = 0; n < NT; ++n) xv[u][n] = src[(2 * TILES * UNROLL + u * NT + n) * NTHREADS];
-            }
-            const int sn = s + STAGES - 1;
-            if (sn < nsteps) issue(sn % STAGES, kstart + sn * KSTRIDE);
-            cp_async_commit();
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-                for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                    for (int n = 0; n < NT; ++n) {
-                        const U4& a = wv[u][tt][0];
-                        const U4& b = wv[u][tt][1];
-                        const U4& xx = xv[u][n];
-                        mma_bf16_16816(acc[tt][n], a.x, b.x, a.y, b.y, xx.x, xx.y);
-                        mma_bf16_16816(acc[tt][n], a.z, b.z, a.w, b.w, xx.z, xx.w);
-                    }
-        }
-        cp_async_wait<0>();
-    } else {  // STAGES 0/1: register loads, UNROLL super-step loaded before its mmas (1: next one in flight)
+    {  // register loads, UNROLL super-step loaded before its mmas (STAGES 1: next one in flight)
         // Rows past N read row N-1 (valid memory) and are never stored.
         const int rg = min(row0 + g, N - 1);
         const long long K8 = 8LL * K;
@@ -586,22 +491,102 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch
 }
 
+// Whole-block decode GEMM (see the header): block = one 16-row tile × all of K, WARPS_K warps interleaved
+// over K in super-steps of UNROLL·32, two register sets (loads of step s+1 issued before the mmas of step
+// s), warp partials summed in a fixed order, then the epilogue. The launcher guarantees N % 16 == 0,
+// K % (32·UNROLL) == 0 and gridDim.y == 1, so no row, K tail or split-K code exists here. Written as the
+// bench/boundary prototype that measured fastest; keep its address arithmetic (see the header).
+template <int NT, int WARPS_K, int UNROLL, int EPI, bool PDL = true>
+__device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
+                                           void* __restrict__ y, int M, int N, int K) {
+    static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
+    static_assert(4 * UNROLL <= 16 && WARPS_K <= 8, "two register sets of 2·UNROLL weight uint4; at most 8 warps");
+    const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * 16;
+    constexpr int STEP = UNROLL * 32, KS = WARPS_K * STEP;
+    const int k0 = wk * STEP;
+    const int nfull = k0 + STEP <= K ? (K - STEP - k0) / KS + 1 : 0;
+    const bool xok0 = g < M, xok1 = g + 8 < M;
+    const kiln_bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
+    const kiln_bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
+    U4 wv[2][UNROLL][2], xv[2][UNROLL][NT];
+    float acc[1][NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[0][n][i] = 0.f;
+    auto load_w = [&](U4 (&ws)[UNROLL][2], int k) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) ws[u][h] = ld_weight(w + (long long)(row0 + 8 * h + g) * K + k + 32 * u + 8 * t);
+    };
+    auto load_x = [&](U4 (&xs)[UNROLL][NT], int k) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            xs[u][0] = xok0 ? ld_act(xrow0 + k + 32 * u) : U4{0u, 0u, 0u, 0u};
+            if (NT > 1) xs[u][NT - 1] = xok1 ? ld_act(xrow1 + k + 32 * u) : U4{0u, 0u, 0u, 0u};
+        }
+    };
+    if (nfull > 0) load_w(wv[0], k0);   // weights never depend on the previous kernel: before the PDL wait
+    if (PDL) pdl_wait_then_trigger();
+    if (nfull > 0) load_x(xv[0], k0);
+    for (int s0 = 0; s0 < nfull; s0 += 2) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int s = s0 + j;
+            if (s < nfull) {
+                if (s + 1 < nfull) { load_w(wv[j ^ 1], k0 + (s + 1) * KS); load_x(xv[j ^ 1], k0 + (s + 1) * KS); }
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+                    for (int n = 0; n < NT; ++n) {
+                        const U4& a = wv[j][u][0];
+                        const U4& b = wv[j][u][1];
+                        const U4& xx = xv[j][u][n];
+                        mma_bf16_16816(acc[0][n], a.x, b.x, a.y, b.y, xx.x, xx.y);
+                        mma_bf16_16816(acc[0][n], a.z, b.z, a.w, b.w, xx.z, xx.w);
+                    }
+            }
+        }
+    }
+    if (WARPS_K > 1) {
+        __shared__ float red[(WARPS_K > 1 ? WARPS_K - 1 : 1) * NT * 4 * 32];
+        if (wk > 0)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) red[(((wk - 1) * NT + n) * 4 + i) * 32 + lane] = acc[0][n][i];
+        __syncthreads();
+        if (wk > 0) return;
+#pragma unroll 1
+        for (int j = 1; j < WARPS_K; ++j)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) acc[0][n][i] += red[(((j - 1) * NT + n) * 4 + i) * 32 + lane];
+    }
+    store_out<1, NT>(acc, y, row0, g, t, M, N, EPI);
+}
+
 }  // namespace kiln_gemm
 
-// X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES) — the one instance table.
-// STAGES = 0: register loads; 1: register loads with the next super-step in flight (two register sets);
-// STAGES >= 2: cp.async ring, dynamic shared memory
-// KILN_GEMM_SPLITK_SMEM(...) bytes (> 48 KB needs cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)).
+// X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES) — the instance table of the general kernel.
+// STAGES = 0: register loads; 1: register loads with the next super-step in flight (two register sets).
 #define KILN_GEMM_SPLITK_INSTANCES(X) \
     X(1, 1, 4, 1, 8, 0) X(1, 2, 4, 1, 8, 0) X(1, 1, 4, 1, 4, 0) X(1, 2, 2, 1, 4, 0) \
-    X(1, 4, 2, 1, 4, 0) X(1, 4, 1, 1, 8, 0) X(1, 1, 4, 2, 2, 0) X(1, 1, 4, 1, 2, 6) \
+    X(1, 4, 2, 1, 4, 0) X(1, 4, 1, 1, 8, 0) X(1, 1, 4, 2, 2, 0) \
     X(1, 1, 4, 1, 4, 1) X(1, 1, 8, 1, 4, 1) X(1, 2, 4, 1, 4, 1) X(1, 1, 4, 2, 2, 1) \
     X(2, 1, 4, 1, 8, 0) X(2, 2, 4, 1, 8, 0) X(2, 1, 4, 1, 4, 0) X(2, 4, 1, 2, 4, 0) \
-    X(2, 2, 2, 1, 8, 0) X(2, 4, 2, 2, 2, 0) X(2, 1, 4, 1, 2, 4) \
+    X(2, 2, 2, 1, 8, 0) X(2, 4, 2, 2, 2, 0) \
     X(2, 1, 8, 1, 8, 0) X(2, 1, 4, 1, 4, 1) X(2, 1, 8, 1, 4, 1) X(2, 2, 4, 1, 4, 1)
 
+// X(NT, WARPS_K, UNROLL) — whole-block kernels (gemm_whole): N % 16 == 0, K % (32·UNROLL) == 0, split 1.
+#define KILN_GEMM_SPLITK_WHOLE_INSTANCES(X) \
+    X(1, 8, 4) X(1, 8, 2) X(1, 4, 4) X(1, 4, 2) X(2, 8, 2) X(2, 4, 4) X(2, 4, 2)
+
 #define KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S) kiln_gemm_splitk_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_s##S
-#define KILN_GEMM_SPLITK_SMEM(NT, WN, WK, T, U, S) ((S) >= 2 ? (S) * (2 * (T) + (NT)) * (U) * 16 * 32 * (WN) * (WK) : 0)
+#define KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U) kiln_gemm_splitk_whole_nt##NT##_wk##WK##_u##U
 
 #define KILN_GEMM_SPLITK_DEFINE(NT, WN, WK, T, U, S)                                                      \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)( \
@@ -611,3 +596,19 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     }
 
 KILN_GEMM_SPLITK_INSTANCES(KILN_GEMM_SPLITK_DEFINE)
+
+// The epilogue is a compile-time constant (one copy of the body per value): with `epi` a runtime value
+// (live through the main loop, SwiGLU's expf in the same function) the same loop measured 3-6% slower on
+// the H200 (bench/boundary, session 3).
+#define KILN_GEMM_SPLITK_WHOLE_DEFINE(NT, WK, U)                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * WK) KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U)(         \
+        const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int epi) {              \
+        switch (epi) {                                                                                   \
+            case 1: kiln_gemm::gemm_whole<NT, WK, U, 1>(x, w, y, M, N, K); break;                        \
+            case 2: kiln_gemm::gemm_whole<NT, WK, U, 2>(x, w, y, M, N, K); break;                        \
+            default: kiln_gemm::gemm_whole<NT, WK, U, 0>(x, w, y, M, N, K); break;                       \
+        }                                                                                                \
+    }
+
+KILN_GEMM_SPLITK_WHOLE_INSTANCES(KILN_GEMM_SPLITK_WHOLE_DEFINE)

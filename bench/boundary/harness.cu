@@ -1,0 +1,403 @@
+// bench/boundary/harness.cu — what a kernel boundary costs inside a CUDA graph, and what programmatic
+// dependent launch (PDL) recovers. Decode runs ~260 kernels per step; the small GEMMs (o: 33.5 MB of
+// weights, qkv: 50 MB) spend ~3.5 µs per call above bytes ÷ bandwidth (docs/perf-notes-gemm.md). This
+// harness separates that cost and tries trigger placements, all timed the way the decode step runs
+// (launches captured in one CUDA graph, replayed; weights rotated over buffers larger than L2):
+//   1. empty kernels                        — the launch/dependency cost alone
+//   2. a pure streaming read of o's bytes   — the best any kernel reading 33.5 MB can do
+//   3. gemm_splitk instances on o and qkv   — the real kernel, with and without PDL
+//   4. a decode-like layer chain            — small kernels between GEMMs, data dependent, PDL on/off;
+//                                             the final output must be bitwise the same both ways.
+// Each line printed starts with RESULT so run.sh can collect them. (Session 3 also built gemm_splitk
+// with its PDL trigger at kernel entry and with no griddepcontrol at all: no measurable difference.)
+#include <cuda_runtime.h>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include <algorithm>
+#include <cstring>
+#include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at line %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)
+
+static cudaStream_t g_stream;
+static const int kNodes = 20;
+
+__device__ __forceinline__ void h_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void h_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+static float kiln_bf16_host(unsigned short h) { unsigned u = (unsigned)h << 16; float f; memcpy(&f, &u, 4); return f; }
+
+__global__ void empty_k(int mode) {
+    if (mode == 1) { h_trigger(); h_wait(); }
+}
+
+// Streams n16 uint4 of w once (grid-stride), one float per block out. mode 1: trigger at entry, the
+// first load before the wait (weights never depend on the previous kernel).
+__global__ void __launch_bounds__(256) read_k(const uint4* __restrict__ w, long long n16, float* out, int mode) {
+    if (mode == 1) h_trigger();
+    long long i = blockIdx.x * 256LL + threadIdx.x;
+    const long long stride = (long long)gridDim.x * 256;
+    unsigned acc = 0;
+    uint4 v[8];
+    int got = 0;
+    for (; got < 8 && i + got * stride < n16; ++got) v[got] = __ldcs(w + i + got * stride);
+    if (mode == 1) h_wait();
+    for (int j = 0; j < got; ++j) acc ^= v[j].x ^ v[j].w;
+    for (i += 8 * stride; i < n16; i += 8 * stride) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) if (i + j * stride < n16) v[j] = __ldcs(w + i + j * stride);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) if (i + j * stride < n16) acc ^= v[j].x ^ v[j].w;
+    }
+    if (acc == 0x12345678u) out[blockIdx.x] = 1.f;   // keeps the loads; practically never true
+}
+
+// Stand-in for the norms / RoPE / attention / SiLU·mul kernels: reads nin bf16 of the previous
+// kernel's output, writes nout bf16 for the next kernel (a deterministic mix, never zero).
+// mode 0 no PDL, 1 trigger then wait (the engine's small kernels), 2 wait then trigger.
+__global__ void __launch_bounds__(256) small_k(const unsigned short* in, int nin, unsigned short* out, int nout, int mode) {
+    if (mode == 1) { h_trigger(); h_wait(); }
+    if (mode == 2) { h_wait(); h_trigger(); }
+    for (int i = blockIdx.x * 256 + threadIdx.x; i < nout; i += gridDim.x * 256) {
+        const float a = kiln_gemm::bf16_to_f32(in[i % nin]);
+        const float b = kiln_gemm::bf16_to_f32(in[(i * 7 + 3) % nin]);
+        float v = 0.5f * a + 0.25f * b + 0.01f * (float)((i % 13) - 6);
+        v = fminf(fmaxf(v, -4.f), 4.f);
+        out[i] = kiln_gemm::f32_to_bf16(v);
+    }
+}
+
+// The GEMM's weight access pattern without its arithmetic: warp wk of a block owns 16 rows (lane g:
+// rows g, g+8; lane t: 16 bytes at k = 8t of each 32-k segment) and walks k in super-steps of U·32
+// interleaved over WK warps, two register sets in flight (pipelined_steps' schedule); xor instead of
+// mma, one float per block out. LAYOUT 0: row-major [N, K] (as loaded today), so one warp load touches
+// 8 rows × 64 B; LAYOUT 1: tiled [N/16][K/32][16][32] (each 16×32 tile 1 KB contiguous, row-major
+// inside), so one warp load reads 512 contiguous bytes. Q: 0 ld.global.nc.L1::no_allocate.L2::256B
+// (gemm_splitk's ld_weight), 1 the same without the L2 prefetch hint, 2 ld.global.cs.
+template <int Q> __device__ __forceinline__ kiln_gemm::U4 ldq(const kiln_bf16* p) {
+    kiln_gemm::U4 r;
+    if (Q == 0) asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    if (Q == 1) asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    if (Q == 2) asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+template <int LAYOUT, int Q, int U>
+__device__ __forceinline__ void pload(kiln_gemm::U4 (&v)[U][2], const kiln_bf16* w, int row0, int g, int t, int K, int k) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int kk = k + 32 * u;
+            const long long off = LAYOUT == 0 ? (long long)(row0 + 8 * h + g) * K + kk + 8 * t
+                                : LAYOUT == 1 ? ((long long)(row0 / 16) * (K / 32) + kk / 32) * 512 + (8 * h + g) * 32 + 8 * t
+                                              : ((long long)(row0 / 16) * (K / 64) + kk / 64) * 1024 + (8 * h + g) * 64 + (kk & 63) + 8 * t;
+            v[u][h] = ldq<Q>(w + off);
+        }
+}
+template <int WK, int U, int LAYOUT, int Q>
+__global__ void __launch_bounds__(32 * WK) pattern_k(const kiln_bf16* __restrict__ w, int N, int K, float* out) {
+    const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * 16;
+    constexpr int STEP = U * 32, KS = WK * STEP;
+    const int k0 = wk * STEP;
+    const int nfull = k0 + STEP <= K ? (K - STEP - k0) / KS + 1 : 0;
+    kiln_gemm::U4 wa[U][2], wb[U][2];
+    unsigned acc = 0;
+    if (nfull > 0) pload<LAYOUT, Q, U>(wa, w, row0, g, t, K, k0);
+    for (int s = 0; s < nfull; s += 2) {
+        if (s + 1 < nfull) pload<LAYOUT, Q, U>(wb, w, row0, g, t, K, k0 + (s + 1) * KS);
+#pragma unroll
+        for (int u = 0; u < U; ++u) acc ^= wa[u][0].x ^ wa[u][1].w;
+        if (s + 1 >= nfull) break;
+        if (s + 2 < nfull) pload<LAYOUT, Q, U>(wa, w, row0, g, t, K, k0 + (s + 2) * KS);
+#pragma unroll
+        for (int u = 0; u < U; ++u) acc ^= wb[u][0].x ^ wb[u][1].w;
+    }
+    if (acc == 0x12345678u) out[blockIdx.x] = 1.f;
+}
+
+// Row-major [N, K] -> LAYOUT 2: [N/16][K/64][16][64] (each 16-row × 64-k tile 2 KB contiguous,
+// row-major inside: the layout a 4D TMA box (64, 16, 1, BN/16) turns back into gemm_hopper's smem tile).
+__global__ void tile_k(const kiln_bf16* src, kiln_bf16* dst, int N, int K) {
+    for (long long i = blockIdx.x * 256LL + threadIdx.x; i < (long long)N * K; i += (long long)gridDim.x * 256) {
+        const int r = (int)(i / K), k = (int)(i % K);
+        dst[((long long)(r / 16) * (K / 64) + k / 64) * 1024 + (r % 16) * 64 + (k % 64)] = src[i];
+    }
+}
+
+// Prototype decode GEMM over LAYOUT 0/2 weights, M ≤ 8, split 1, N % 16 == 0, K % (WK·U·32) == 0:
+// gemm_splitk's STAGES = 1 schedule generalised to NSETS register sets (loads of step s + NSETS - 1
+// issued before the mmas of step s), same per-lane k order and the same warp reduction, so the output
+// must be bitwise gemm_splitk's.
+template <int WK, int U, int LAYOUT, int NSETS, int PDLW = 0>
+__global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
+                                                   kiln_bf16* __restrict__ y, int M, int N, int K) {
+    const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * 16;
+    constexpr int STEP = U * 32, KS = WK * STEP;
+    const int k0 = wk * STEP;
+    const int nfull = k0 + STEP <= K ? (K - STEP - k0) / KS + 1 : 0;
+    const bool xok = g < M;
+    const kiln_bf16* xrow = x + (long long)min(g, M - 1) * K + 8 * t;
+    kiln_gemm::U4 wv[NSETS][U][2], xv[NSETS][U];
+    float acc[1][1][4] = {{{0.f, 0.f, 0.f, 0.f}}};
+    auto load = [&](int set_unused, kiln_gemm::U4 (&ws)[U][2], kiln_gemm::U4 (&xs)[U], int k) {
+        pload<LAYOUT, 0, U>(ws, w, row0, g, t, K, k);
+#pragma unroll
+        for (int u = 0; u < U; ++u) xs[u] = xok ? kiln_gemm::ld_act(xrow + k + 32 * u) : kiln_gemm::U4{0u, 0u, 0u, 0u};
+    };
+#pragma unroll
+    for (int j = 0; j < NSETS - 1; ++j) if (j < nfull) load(j, wv[j], xv[j], k0 + j * KS);
+    if (PDLW) h_wait();   // where gemm_splitk waits (after its first loads): does the wait stall on them?
+    for (int s0 = 0; s0 < nfull; s0 += NSETS) {
+#pragma unroll
+        for (int j = 0; j < NSETS; ++j) {
+            const int st = s0 + j;
+            if (st < nfull) {
+                constexpr int dummy = 0; (void)dummy;
+                const int ahead = st + NSETS - 1;
+                if (ahead < nfull) load(0, wv[(j + NSETS - 1) % NSETS], xv[(j + NSETS - 1) % NSETS], k0 + ahead * KS);
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    const kiln_gemm::U4& a = wv[j][u][0];
+                    const kiln_gemm::U4& b = wv[j][u][1];
+                    const kiln_gemm::U4& xx = xv[j][u];
+                    kiln_gemm::mma_bf16_16816(acc[0][0], a.x, b.x, a.y, b.y, xx.x, xx.y);
+                    kiln_gemm::mma_bf16_16816(acc[0][0], a.z, b.z, a.w, b.w, xx.z, xx.w);
+                }
+            }
+        }
+    }
+    __shared__ float red[(WK - 1) * 4 * 32];
+    if (wk > 0)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[((wk - 1) * 4 + i) * 32 + lane] = acc[0][0][i];
+    __syncthreads();
+    if (wk == 0) {
+#pragma unroll 1
+        for (int j = 1; j < WK; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[0][0][i] += red[((j - 1) * 4 + i) * 32 + lane];
+        kiln_gemm::store_out<1, 1>(acc, y, row0, g, t, M, N, 0);
+    }
+}
+
+__global__ void fill_k(unsigned short* p, long long n, unsigned seed) {
+    for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += (long long)gridDim.x * 256) {
+        unsigned h = (unsigned)i * 2654435761u ^ seed;
+        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13;
+        const float u = ((h & 0xffffff) / 16777216.f - 0.5f) * 0.0625f;   // ±1/32, bf16
+        p[i] = kiln_gemm::f32_to_bf16(u);
+    }
+}
+
+// gemm_whole without its griddepcontrol instructions / with a 6-parameter signature: is either the
+// remaining gap to proto_k?
+__global__ void __launch_bounds__(256) whole_nopdl(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
+        void* __restrict__ y, float* ws, unsigned* cnt, int M, int N, int K, int epi) {
+    kiln_gemm::gemm_whole<1, 8, 4, 0, false>(x, w, y, M, N, K);
+}
+__global__ void __launch_bounds__(256) whole_pdl_e0(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
+        void* __restrict__ y, float* ws, unsigned* cnt, int M, int N, int K, int epi) {
+    kiln_gemm::gemm_whole<1, 8, 4, 0, true>(x, w, y, M, N, K);
+}
+
+#define GEMM_WRAP(NT, WN, WK, T, U, S) \
+    __global__ void __launch_bounds__(32 * WN * WK, 512 / (32 * WN * WK)) g_##NT##_##WN##_##WK##_##T##_##U##_##S( \
+        const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y, float* ws, unsigned* cnt, \
+        int M, int N, int K, int epi) { kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi); }
+GEMM_WRAP(1, 1, 8, 1, 4, 1)
+GEMM_WRAP(1, 1, 4, 1, 4, 1)
+GEMM_WRAP(1, 1, 8, 2, 2, 1)
+GEMM_WRAP(1, 2, 4, 1, 4, 1)
+GEMM_WRAP(1, 1, 4, 1, 8, 0)
+GEMM_WRAP(1, 2, 2, 1, 4, 0)
+GEMM_WRAP(1, 1, 8, 1, 2, 1)
+
+typedef void (*GemmFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
+struct Inst { const char* name; GemmFn fn; int threads, rows; };
+static Inst g_inst[] = {
+    {"wn1_wk8_t1_u4_s1", g_1_1_8_1_4_1, 256, 16}, {"wn1_wk4_t1_u4_s1", g_1_1_4_1_4_1, 128, 16},
+    {"wn1_wk8_t2_u2_s1", g_1_1_8_2_2_1, 256, 32}, {"wn2_wk4_t1_u4_s1", g_1_2_4_1_4_1, 256, 32},
+    {"wn1_wk4_t1_u8_s0", g_1_1_4_1_8_0, 128, 16}, {"wn2_wk2_t1_u4_s0", g_1_2_2_1_4_0, 128, 32},
+    {"wn1_wk8_t1_u2_s1", g_1_1_8_1_2_1, 256, 16},
+};
+
+template <class K, class... A>
+static void launch(bool pdl, K kernel, dim3 grid, dim3 block, A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid; cfg.blockDim = block; cfg.stream = g_stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr; cfg.numAttrs = pdl ? 1 : 0;
+    CK(cudaLaunchKernelEx(&cfg, kernel, args...));
+}
+
+static void gemm(const Inst& in, bool pdl, const kiln_bf16* x, const kiln_bf16* w, void* y, int M, int N, int K) {
+    launch(pdl, in.fn, dim3((N + in.rows - 1) / in.rows, 1, 1), dim3(in.threads, 1, 1), x, w, y, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
+}
+
+// µs per node: `nodes` launches captured into one graph, replayed 20 times after one warm replay.
+template <class F> static double graph_us(F&& body, int nodes) {
+    cudaGraph_t g; cudaGraphExec_t ex;
+    CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+    body();
+    CK(cudaStreamEndCapture(g_stream, &g));
+    CK(cudaGraphInstantiate(&ex, g, 0));
+    CK(cudaGraphLaunch(ex, g_stream));
+    CK(cudaStreamSynchronize(g_stream));
+    cudaEvent_t a, b; CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+    std::vector<float> t;
+    for (int r = 0; r < 7; ++r) {
+        CK(cudaEventRecord(a, g_stream));
+        for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ex, g_stream));
+        CK(cudaEventRecord(b, g_stream));
+        CK(cudaEventSynchronize(b));
+        float ms; CK(cudaEventElapsedTime(&ms, a, b)); t.push_back(ms);
+    }
+    std::sort(t.begin(), t.end());
+    CK(cudaGraphExecDestroy(ex)); CK(cudaGraphDestroy(g)); CK(cudaEventDestroy(a)); CK(cudaEventDestroy(b));
+    return 1000.0 * t[t.size() / 2] / (3 * nodes);
+}
+
+int main() {
+    setvbuf(stdout, nullptr, _IONBF, 0);
+    CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    const int K = 4096, NO = 4096, NQKV = 6144, NGU = 28672, F = 14336;
+    const int kRot = 4;   // 4 × 33.5 MB (o) > 50 MB of L2
+    std::vector<kiln_bf16*> wo(kRot), wqkv(kRot), wgu(kRot), wd(kRot);
+    for (int r = 0; r < kRot; ++r) {
+        CK(cudaMalloc(&wo[r], (size_t)NO * K * 2)); CK(cudaMalloc(&wqkv[r], (size_t)NQKV * K * 2));
+        CK(cudaMalloc(&wgu[r], (size_t)NGU * K * 2)); CK(cudaMalloc(&wd[r], (size_t)NO * F * 2));
+        fill_k<<<1024, 256, 0, g_stream>>>(wo[r], (long long)NO * K, 11 + r);
+        fill_k<<<1024, 256, 0, g_stream>>>(wqkv[r], (long long)NQKV * K, 23 + r);
+        fill_k<<<1024, 256, 0, g_stream>>>(wgu[r], (long long)NGU * K, 37 + r);
+        fill_k<<<1024, 256, 0, g_stream>>>(wd[r], (long long)NO * F, 41 + r);
+    }
+    kiln_bf16 *xa, *xb, *ya, *yb; float* out;
+    CK(cudaMalloc(&xa, 16 * NGU * 2)); CK(cudaMalloc(&xb, 16 * NGU * 2));
+    CK(cudaMalloc(&ya, 16 * NGU * 2)); CK(cudaMalloc(&yb, 16 * NGU * 2)); CK(cudaMalloc(&out, 4096 * 4));
+    fill_k<<<64, 256, 0, g_stream>>>(xa, 16LL * NGU, 5);
+    CK(cudaStreamSynchronize(g_stream));
+    const double obytes = (double)NO * K * 2, qbytes = (double)NQKV * K * 2;
+
+    // 1. empty kernels
+    for (int pdl = 0; pdl < 2; ++pdl)
+        for (int grid : {1, 132, 264}) {
+            double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) launch(pdl, empty_k, dim3(grid), dim3(256), pdl); }, kNodes);
+            printf("RESULT empty grid=%d pdl=%d us=%.2f\n", grid, pdl, us);
+        }
+    // 2. pure read of o's bytes
+    for (int pdl = 0; pdl < 2; ++pdl)
+        for (int grid : {132, 264, 528, 1056}) {
+            double us = graph_us([&] { for (int i = 0; i < kNodes; ++i)
+                launch(pdl, read_k, dim3(grid), dim3(256), (const uint4*)wo[i % kRot], (long long)(obytes / 16), out, pdl); }, kNodes);
+            printf("RESULT read bytes=o grid=%d pdl=%d us=%.2f GBps=%.0f\n", grid, pdl, us, obytes / us / 1e3);
+        }
+    // 2b. the GEMM's access pattern without the GEMM: layouts × load qualifiers × (WK, U)
+    for (int s = 0; s < 2; ++s) {
+        const int N = s == 0 ? NO : NQKV;
+        const double bytes = s == 0 ? obytes : qbytes;
+        auto& ws = s == 0 ? wo : wqkv;
+#define PAT(WK, U, L, Q) { double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) \
+            launch(false, pattern_k<WK, U, L, Q>, dim3(N / 16), dim3(32 * WK), ws[i % kRot], N, K, out); }, kNodes); \
+            printf("RESULT pattern shape=%s wk=%d u=%d layout=%d q=%d us=%.2f GBps=%.0f\n", s == 0 ? "o" : "qkv", WK, U, L, Q, us, bytes / us / 1e3); }
+        PAT(8, 4, 0, 0) PAT(8, 4, 0, 1) PAT(8, 4, 0, 2) PAT(8, 4, 1, 0) PAT(8, 4, 1, 1) PAT(8, 4, 1, 2)
+        PAT(8, 4, 2, 0) PAT(8, 4, 2, 1) PAT(8, 4, 2, 2) PAT(8, 2, 2, 2)
+    }
+    // 2c. prototype GEMM on tiled weights vs gemm_splitk on row-major: time and bitwise agreement
+    {
+        struct Shape { const char* name; int N, Kd; std::vector<kiln_bf16*>* w; };
+        std::vector<Shape> shapes = {{"o", NO, K, &wo}, {"qkv", NQKV, K, &wqkv}, {"gate_up", NGU, K, &wgu}, {"down", NO, F, &wd}};
+        for (auto& sh : shapes) {
+            std::vector<kiln_bf16*> wt(kRot);
+            for (int r = 0; r < kRot; ++r) {
+                CK(cudaMalloc(&wt[r], (size_t)sh.N * sh.Kd * 2));
+                tile_k<<<2048, 256, 0, g_stream>>>((*sh.w)[r], wt[r], sh.N, sh.Kd);
+            }
+            const double bytes = (double)sh.N * sh.Kd * 2;
+            for (int M : {1, 8}) {
+                std::vector<unsigned short> ref(M * sh.N), got(M * sh.N);
+                gemm(g_inst[0], false, xa, (*sh.w)[0], ya, M, sh.N, sh.Kd);
+                CK(cudaStreamSynchronize(g_stream));
+                CK(cudaMemcpy(ref.data(), ya, M * sh.N * 2, cudaMemcpyDeviceToHost));
+                double base = graph_us([&] { for (int i = 0; i < kNodes; ++i) gemm(g_inst[0], false, xa, (*sh.w)[i % kRot], ya, M, sh.N, sh.Kd); }, kNodes);
+                printf("RESULT proto shape=%s M=%d kernel=splitk_wn1_wk8_t1_u4_s1 us=%.2f GBps=%.0f\n", sh.name, M, base, bytes / base / 1e3);
+#define PROTO(WK, U, L, NS) PROTOW(WK, U, L, NS, 0)
+#define PROTOW(WK, U, L, NS, PW) { auto* ww = L == 0 ? sh.w : &wt; \
+                CK(cudaMemset(yb, 0xff, M * sh.N * 2)); \
+                proto_k<WK, U, L, NS, PW><<<sh.N / 16, 32 * WK, 0, g_stream>>>(xa, (*ww)[0], yb, M, sh.N, sh.Kd); CK(cudaGetLastError()); \
+                CK(cudaStreamSynchronize(g_stream)); CK(cudaMemcpy(got.data(), yb, M * sh.N * 2, cudaMemcpyDeviceToHost)); \
+                const bool same = got == ref; \
+                double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) \
+                    launch(false, proto_k<WK, U, L, NS, PW>, dim3(sh.N / 16), dim3(32 * WK), (const kiln_bf16*)xa, (const kiln_bf16*)(*ww)[i % kRot], yb, M, sh.N, sh.Kd); }, kNodes); \
+                printf("RESULT proto shape=%s M=%d kernel=proto_wk%d_u%d_layout%d_sets%d_pdlwait%d us=%.2f GBps=%.0f bitwise_same=%d\n", sh.name, M, WK, U, L, NS, PW, us, bytes / us / 1e3, (int)same); }
+                PROTO(8, 4, 0, 2) PROTO(8, 2, 0, 2) PROTO(8, 4, 2, 2) PROTO(8, 2, 2, 2)
+#define WHOLE(NAME) { CK(cudaMemset(yb, 0xff, M * sh.N * 2)); \
+                launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, (const kiln_bf16*)(*sh.w)[0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); \
+                CK(cudaStreamSynchronize(g_stream)); CK(cudaMemcpy(got.data(), yb, M * sh.N * 2, cudaMemcpyDeviceToHost)); \
+                double md = 0; for (size_t i = 0; i < got.size(); ++i) md = std::max(md, (double)fabsf(kiln_bf16_host(got[i]) - kiln_bf16_host(ref[i]))); \
+                double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, \
+                    (const kiln_bf16*)(*sh.w)[i % kRot], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); }, kNodes); \
+                printf("RESULT proto shape=%s M=%d kernel=%s us=%.2f GBps=%.0f bitwise_same=%d max_abs_diff=%.3g\n", sh.name, M, #NAME, us, bytes / us / 1e3, (int)(got == ref), md); }
+                WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u4) WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u2) WHOLE(whole_nopdl) WHOLE(whole_pdl_e0)
+            }
+            for (auto p : wt) CK(cudaFree(p));
+        }
+    }
+    // 3. gemm_splitk chains on o and qkv, M = 1 and 8
+    for (int s = 0; s < 2; ++s) {
+        const int N = s == 0 ? NO : NQKV;
+        const double bytes = s == 0 ? obytes : qbytes;
+        for (int M : {1, 8})
+            for (const Inst& in : g_inst)
+                for (int pdl = 0; pdl < 2; ++pdl) {
+                    double us = graph_us([&] { for (int i = 0; i < kNodes; ++i)
+                        gemm(in, pdl, xa, (s == 0 ? wo : wqkv)[i % kRot], (i & 1) ? ya : yb, M, N, K); }, kNodes);
+                    printf("RESULT gemm shape=%s M=%d inst=%s pdl=%d us=%.2f GBps=%.0f\n", s == 0 ? "o" : "qkv", M, in.name, pdl,
+                           us, bytes / us / 1e3);
+                }
+    }
+    // 4. decode-like layers: rms → qkv → rope → attn → o → rms → gate_up → swiglu → down, 4 layers,
+    //    every kernel reading the previous one's output. small kernels: mode 1 (trigger, wait) or 2.
+    const Inst& iq = g_inst[1];   // wn1_wk4_t1_u4_s1: the tuned qkv winner
+    const Inst& io = g_inst[0];   // wn1_wk8_t1_u4_s1: o
+    const Inst& igu = g_inst[5];  // wn2_wk2_t1_u4_s0: gate_up
+    const Inst& idn = g_inst[0];
+    std::vector<unsigned short> ref;
+    for (int M : {2})
+        for (int variant = 0; variant < 3; ++variant) {
+            const bool pdl = variant > 0;
+            const int smode = variant == 0 ? 0 : variant;   // 1: trigger then wait, 2: wait then trigger
+            auto layers = [&] {
+                kiln_bf16 *a = xa, *b = xb;
+                for (int l = 0; l < 4; ++l) {
+                    launch(pdl, small_k, dim3(M), dim3(256), a, M * K, b, M * K, smode);           // rmsnorm
+                    gemm(iq, pdl, b, wqkv[l], ya, M, NQKV, K);
+                    launch(pdl, small_k, dim3(M * 4), dim3(256), ya, M * NQKV, b, M * NQKV, smode);  // rope + cache
+                    launch(pdl, small_k, dim3(64), dim3(256), b, M * NQKV, a, M * K, smode);          // attention
+                    gemm(io, pdl, a, wo[l], yb, M, NO, K);
+                    launch(pdl, small_k, dim3(M), dim3(256), yb, M * K, b, M * K, smode);           // residual + rmsnorm
+                    gemm(igu, pdl, b, wgu[l], ya, M, NGU, K);
+                    launch(pdl, small_k, dim3(M * 16), dim3(256), ya, M * NGU, b, M * F, smode);     // SiLU·mul
+                    gemm(idn, pdl, b, wd[l], a, M, NO, F);
+                }
+            };
+            double us = graph_us(layers, 36);
+            CK(cudaStreamSynchronize(g_stream));
+            std::vector<unsigned short> h(M * K);
+            CK(cudaMemcpy(h.data(), xa, M * K * 2, cudaMemcpyDeviceToHost));
+            bool same = true;
+            if (variant == 0) ref = h; else same = ref == h;
+            double layer = us * 36 / 4;
+            printf("RESULT layer M=%d pdl=%d small_mode=%d us_per_kernel=%.2f us_per_layer=%.2f bitwise_same=%d\n", M, pdl, smode, us,
+                   layer, (int)same);
+            // reset the input for the next variant (the graph overwrote xa)
+            fill_k<<<64, 256, 0, g_stream>>>(xa, 16LL * NGU, 5);
+            CK(cudaStreamSynchronize(g_stream));
+        }
+    printf("RESULT done\n");
+    return 0;
+}
