@@ -23,12 +23,12 @@ public enum EngineBench {
                                ms: [Int] = kernelMs, log: @escaping (String) -> Void) throws {
         let ctx = library.context!
         let stream = try GPUStream(ctx)
-        // As in GPUModel: programmatic dependent launch (back-to-back GEMMs overlap tail and ramp-up) with KILN_PDL=1.
+        // As in GPUModel: programmatic dependent launch (back-to-back GEMMs overlap tail and ramp-up) unless KILN_PDL=0.
         stream.pdl = GPUModel.pdlRequested
         let copy = try GPUBench.copyBandwidth(library: library)
         log("\(ctx.info.name): \(copy)")
         log((tune == nil ? "kernel choice: the defaults (no tuning table)" : "kernel choice: the tuning table")
-            + (stream.pdl ? "; programmatic dependent launch on (KILN_PDL=1)" : ""))
+            + (stream.pdl ? "; programmatic dependent launch on (KILN_PDL=0 turns it off)" : ""))
         let lt: CuBLASLt?
         do { lt = try CuBLASLt(context: ctx) } catch { lt = nil; log("\(error)") }
         let rand = try RandomInit(library)

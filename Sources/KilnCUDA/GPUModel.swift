@@ -10,8 +10,9 @@ import KilnModels
 /// activation buffers for `maxRows` token rows. The forward passes (GPUModel+Forward.swift)
 /// allocate nothing; a decode step is one CUDA-graph replay plus the read of the sampled ids.
 public final class GPUModel {
-    /// KILN_PDL=1: launch the decode-path kernels with programmatic dependent launch (the engine and `bench kernels`).
-    public static var pdlRequested: Bool { ProcessInfo.processInfo.environment["KILN_PDL"] == "1" }
+    /// Programmatic dependent launch for the decode-path kernels (the engine, `bench kernels` and `tune`): on by
+    /// default, KILN_PDL=0 turns it off. Ignored by GPUs/drivers without it (plain launches).
+    public static var pdlRequested: Bool { ProcessInfo.processInfo.environment["KILN_PDL"] != "0" }
     public let config: ModelConfig
     public let context: Context
     public let library: KernelLibrary
@@ -74,8 +75,9 @@ public final class GPUModel {
         self.maxBatch = maxBatch; self.maxSeq = maxSeq; self.maxRows = max(maxRows, maxBatch)
         stream = try GPUStream(ctx)
         // Programmatic dependent launch for the decode-path kernels (rmsnorm, GEMM split-K, RoPE, decode
-        // attention, SwiGLU): opt-in with KILN_PDL=1. Off by default: correct (kiln check, logits PASS)
-        // but measured 0.3 ms/step SLOWER on H200 Llama-3-8B bs=2 decode (docs/perf-notes.md, "PDL").
+        // attention, SwiGLU): each kernel waits for its predecessor, then lets its successor launch, so a
+        // GEMM's first weight loads overlap the previous kernel's tail. H200, Llama-3-8B bs=2: 4.287 vs
+        // 4.442 ms/step without (docs/perf-notes.md, session 3). KILN_PDL=0 turns it off.
         stream.pdl = GPUModel.pdlRequested
         // The residual stream x is f32 (rmsnorm.cu: a few huge dimensions in some models lose small updates in bf16);
         // everything the GEMMs read or write stays bf16.

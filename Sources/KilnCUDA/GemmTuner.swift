@@ -247,6 +247,7 @@ public final class GemmTuner {
         guard let c = library.context else { throw KilnError("the tuner needs a GPU context") }
         self.library = library; ctx = c; self.log = log
         stream = try GPUStream(c)
+        stream.pdl = GPUModel.pdlRequested   // time candidates the way the engine launches them
         let maxN = shapes.map(\.n).max() ?? 1
         dispatch = try GemmDispatch(library: library, tune: nil, maxN: maxN, stream: stream, log: log)
         rand = try RandomInit(library)

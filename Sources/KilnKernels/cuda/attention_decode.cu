@@ -291,7 +291,7 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
         const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
         kiln_bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
         const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale) {     \
-        kiln_attn::pdl_trigger_then_wait();                                                                \
+        kiln_attn::pdl_wait_then_trigger();                                                                 \
         kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale); \
     }
 

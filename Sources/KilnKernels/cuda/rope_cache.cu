@@ -23,8 +23,8 @@ struct RoPECacheParams {
 
 // One thread per (row, head of q|k|v, rotation pair). PAIRING 0: (2i, 2i+1); 1: (i, i + D/2).
 template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoPECacheParams p) {
-    pdl_trigger();   // PDL (kiln.cuh): the next kernel may launch and wait; nothing is read before pdl_wait
-    pdl_wait();
+    pdl_wait();      // PDL (kiln.cuh): nothing is read before the previous kernel is done; then the next may launch
+    pdl_trigger();
     const int half = p.head_dim / 2;
     const int heads = p.hq + 2 * p.hkv;
     const long long total = (long long)p.rows * heads * half;

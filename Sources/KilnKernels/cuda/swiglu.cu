@@ -16,8 +16,8 @@ struct SwiGLUParams {
 __device__ __forceinline__ float swiglu_silu(float g) { return g / (1.0f + expf(-g)); }
 
 __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
-    pdl_trigger();   // PDL (kiln.cuh)
-    pdl_wait();
+    pdl_wait();      // PDL (kiln.cuh)
+    pdl_trigger();
     if (p.ffn % 8 == 0) {
         // 16-byte packs: 8 columns per thread (rows start 16-byte aligned since 2F·2 bytes is a multiple of 16).
         const int packs = p.ffn / 8;

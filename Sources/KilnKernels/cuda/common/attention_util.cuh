@@ -86,13 +86,13 @@ __device__ __forceinline__ void st_global16(void* p, U4 v) {
 
 #define KILN_NEG_INF (__int_as_float(0xff800000))
 
-// Programmatic dependent launch (same contract as kiln.cuh's pdl_trigger/pdl_wait): let the next
-// kernel launch, then wait for the previous one before reading its output. No-ops in a kernel
+// Programmatic dependent launch (same contract as kiln.cuh's pdl_wait/pdl_trigger): wait for the
+// previous kernel before reading its output, then let the next kernel launch. No-ops in a kernel
 // launched without the PDL attribute.
-__device__ __forceinline__ void pdl_trigger_then_wait() {
+__device__ __forceinline__ void pdl_wait_then_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
