@@ -130,7 +130,7 @@ __global__ void tile_k(const kiln_bf16* src, kiln_bf16* dst, int N, int K) {
 // gemm_splitk's STAGES = 1 schedule generalised to NSETS register sets (loads of step s + NSETS - 1
 // issued before the mmas of step s), same per-lane k order and the same warp reduction, so the output
 // must be bitwise gemm_splitk's.
-template <int WK, int U, int LAYOUT, int NSETS, int PDLW = 0>
+template <int WK, int U, int LAYOUT, int NSETS>
 __global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
                                                    kiln_bf16* __restrict__ y, int M, int N, int K) {
     const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -142,22 +142,20 @@ __global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__
     const kiln_bf16* xrow = x + (long long)min(g, M - 1) * K + 8 * t;
     kiln_gemm::U4 wv[NSETS][U][2], xv[NSETS][U];
     float acc[1][1][4] = {{{0.f, 0.f, 0.f, 0.f}}};
-    auto load = [&](int set_unused, kiln_gemm::U4 (&ws)[U][2], kiln_gemm::U4 (&xs)[U], int k) {
+    auto load = [&](kiln_gemm::U4 (&ws)[U][2], kiln_gemm::U4 (&xs)[U], int k) {
         pload<LAYOUT, 0, U>(ws, w, row0, g, t, K, k);
 #pragma unroll
         for (int u = 0; u < U; ++u) xs[u] = xok ? kiln_gemm::ld_act(xrow + k + 32 * u) : kiln_gemm::U4{0u, 0u, 0u, 0u};
     };
 #pragma unroll
-    for (int j = 0; j < NSETS - 1; ++j) if (j < nfull) load(j, wv[j], xv[j], k0 + j * KS);
-    if (PDLW) h_wait();   // where gemm_splitk waits (after its first loads): does the wait stall on them?
+    for (int j = 0; j < NSETS - 1; ++j) if (j < nfull) load(wv[j], xv[j], k0 + j * KS);
     for (int s0 = 0; s0 < nfull; s0 += NSETS) {
 #pragma unroll
         for (int j = 0; j < NSETS; ++j) {
             const int st = s0 + j;
             if (st < nfull) {
-                constexpr int dummy = 0; (void)dummy;
                 const int ahead = st + NSETS - 1;
-                if (ahead < nfull) load(0, wv[(j + NSETS - 1) % NSETS], xv[(j + NSETS - 1) % NSETS], k0 + ahead * KS);
+                if (ahead < nfull) load(wv[(j + NSETS - 1) % NSETS], xv[(j + NSETS - 1) % NSETS], k0 + ahead * KS);
 #pragma unroll
                 for (int u = 0; u < U; ++u) {
                     const kiln_gemm::U4& a = wv[j][u][0];
@@ -190,17 +188,6 @@ __global__ void fill_k(unsigned short* p, long long n, unsigned seed) {
         const float u = ((h & 0xffffff) / 16777216.f - 0.5f) * 0.0625f;   // ±1/32, bf16
         p[i] = kiln_gemm::f32_to_bf16(u);
     }
-}
-
-// gemm_whole without its griddepcontrol instructions / with a 6-parameter signature: is either the
-// remaining gap to proto_k?
-__global__ void __launch_bounds__(256) whole_nopdl(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
-        void* __restrict__ y, float* ws, unsigned* cnt, int M, int N, int K, int epi) {
-    kiln_gemm::gemm_whole<1, 8, 4, 0, false>(x, w, y, M, N, K);
-}
-__global__ void __launch_bounds__(256) whole_pdl_e0(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
-        void* __restrict__ y, float* ws, unsigned* cnt, int M, int N, int K, int epi) {
-    kiln_gemm::gemm_whole<1, 8, 4, 0, true>(x, w, y, M, N, K);
 }
 
 #define GEMM_WRAP(NT, WN, WK, T, U, S) \
@@ -325,15 +312,14 @@ int main() {
                 CK(cudaMemcpy(ref.data(), ya, M * sh.N * 2, cudaMemcpyDeviceToHost));
                 double base = graph_us([&] { for (int i = 0; i < kNodes; ++i) gemm(g_inst[0], false, xa, (*sh.w)[i % kRot], ya, M, sh.N, sh.Kd); }, kNodes);
                 printf("RESULT proto shape=%s M=%d kernel=splitk_wn1_wk8_t1_u4_s1 us=%.2f GBps=%.0f\n", sh.name, M, base, bytes / base / 1e3);
-#define PROTO(WK, U, L, NS) PROTOW(WK, U, L, NS, 0)
-#define PROTOW(WK, U, L, NS, PW) { auto* ww = L == 0 ? sh.w : &wt; \
+#define PROTO(WK, U, L, NS) { auto* ww = L == 0 ? sh.w : &wt; \
                 CK(cudaMemset(yb, 0xff, M * sh.N * 2)); \
-                proto_k<WK, U, L, NS, PW><<<sh.N / 16, 32 * WK, 0, g_stream>>>(xa, (*ww)[0], yb, M, sh.N, sh.Kd); CK(cudaGetLastError()); \
+                proto_k<WK, U, L, NS><<<sh.N / 16, 32 * WK, 0, g_stream>>>(xa, (*ww)[0], yb, M, sh.N, sh.Kd); CK(cudaGetLastError()); \
                 CK(cudaStreamSynchronize(g_stream)); CK(cudaMemcpy(got.data(), yb, M * sh.N * 2, cudaMemcpyDeviceToHost)); \
                 const bool same = got == ref; \
                 double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) \
-                    launch(false, proto_k<WK, U, L, NS, PW>, dim3(sh.N / 16), dim3(32 * WK), (const kiln_bf16*)xa, (const kiln_bf16*)(*ww)[i % kRot], yb, M, sh.N, sh.Kd); }, kNodes); \
-                printf("RESULT proto shape=%s M=%d kernel=proto_wk%d_u%d_layout%d_sets%d_pdlwait%d us=%.2f GBps=%.0f bitwise_same=%d\n", sh.name, M, WK, U, L, NS, PW, us, bytes / us / 1e3, (int)same); }
+                    launch(false, proto_k<WK, U, L, NS>, dim3(sh.N / 16), dim3(32 * WK), (const kiln_bf16*)xa, (const kiln_bf16*)(*ww)[i % kRot], yb, M, sh.N, sh.Kd); }, kNodes); \
+                printf("RESULT proto shape=%s M=%d kernel=proto_wk%d_u%d_layout%d_sets%d us=%.2f GBps=%.0f bitwise_same=%d\n", sh.name, M, WK, U, L, NS, us, bytes / us / 1e3, (int)same); }
                 PROTO(8, 4, 0, 2) PROTO(8, 2, 0, 2) PROTO(8, 4, 2, 2) PROTO(8, 2, 2, 2)
 #define WHOLE(NAME) { CK(cudaMemset(yb, 0xff, M * sh.N * 2)); \
                 launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, (const kiln_bf16*)(*sh.w)[0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); \
@@ -342,7 +328,7 @@ int main() {
                 double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, \
                     (const kiln_bf16*)(*sh.w)[i % kRot], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); }, kNodes); \
                 printf("RESULT proto shape=%s M=%d kernel=%s us=%.2f GBps=%.0f bitwise_same=%d max_abs_diff=%.3g\n", sh.name, M, #NAME, us, bytes / us / 1e3, (int)(got == ref), md); }
-                WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u4) WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u2) WHOLE(whole_nopdl) WHOLE(whole_pdl_e0)
+                WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u4) WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u2)
             }
             for (auto p : wt) CK(cudaFree(p));
         }

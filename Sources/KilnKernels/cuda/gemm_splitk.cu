@@ -48,9 +48,10 @@
 //
 // Whole-block kernels (KILN_GEMM_SPLITK_WHOLE_INSTANCES, gemm_whole below): the STAGES = 1 schedule
 // for the common case N % 16 == 0, K % (32·UNROLL) == 0, no split: one 16-row tile per block, WARPS_K
-// warps over K, no tail code. On the H200 it is 4-6% faster than the same schedule inside gemm_splitk
-// (same bits; bench/boundary: o 10.6 vs 11.1 µs, down 29.7 vs 31.9, gate_up 56.4 vs 59.5). Why the
-// general kernel is slower was not pinned down (SASS loops look alike; perf-notes-gemm.md, session 3).
+// warps over K, no tail code. On the H200 it is 2-3% faster than the same schedule inside gemm_splitk
+// (same bits; bench/boundary: o 10.7 vs 11.0 µs, down 31.0 vs 31.9, gate_up 58.3 vs 59.5), while the
+// harness's prototype of it was faster still (10.6 / 29.7 / 56.3 µs); neither gap is explained
+// (SASS loops look alike; perf-notes-gemm.md, session 3).
 //
 // Entry points: one extern "C" kernel per instance, all with the same parameters:
 //   kiln_gemm_splitk_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_s{STAGES}(
@@ -277,6 +278,39 @@ __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* 
             }
 }
 
+// Sums the WARPS_K partial accumulators of each row tile into warp wk == 0's `acc`, in a fixed order
+// (wk = 1, 2, …) through shared memory, so results are bitwise reproducible. Every thread of the block
+// must call it; only wk == 0's `acc` holds the sum afterwards.
+template <int WARPS_N, int WARPS_K, int TILES, int NT>
+__device__ __forceinline__ void sum_warps_k(float (&acc)[TILES][NT][4], int wn, int wk, int lane) {
+    if constexpr (WARPS_K > 1) {
+        constexpr int NACC = TILES * NT * 4;
+        __shared__ float red[(WARPS_K - 1) * WARPS_N * NACC * 32];
+        if (wk > 0) {
+            float* dst = red + ((wk - 1) * WARPS_N + wn) * NACC * 32 + lane;
+#pragma unroll
+            for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) dst[((tt * NT + n) * 4 + i) * 32] = acc[tt][n][i];
+        }
+        __syncthreads();
+        if (wk == 0) {
+#pragma unroll 1
+            for (int j = 1; j < WARPS_K; ++j) {
+                const float* src = red + ((j - 1) * WARPS_N + wn) * NACC * 32 + lane;
+#pragma unroll
+                for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                    for (int n = 0; n < NT; ++n)
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) acc[tt][n][i] += src[((tt * NT + n) * 4 + i) * 32];
+            }
+        }
+    }
+}
+
 template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, int STAGES>
 __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
                                             void* __restrict__ y, float* __restrict__ ws,
@@ -289,7 +323,6 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     constexpr int STEP = UNROLL * 32;              // k per warp super-step
     constexpr int ROWS_WARP = 16 * TILES;
     constexpr int ROWS_BLOCK = ROWS_WARP * WARPS_N;
-    constexpr int NACC = TILES * NT * 4;
 
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -401,31 +434,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     if constexpr (STAGES == 1) pdl_wait_then_trigger();   // warps that loaded nothing; a no-op after the first
 
     // ---- Sum the WARPS_K partials of each row tile (fixed order) --------------------------------
-    if (WARPS_K > 1) {
-        __shared__ float red[(WARPS_K > 1 ? WARPS_K - 1 : 1) * WARPS_N * NACC * 32];
-        if (wk > 0) {
-            float* dst = red + ((wk - 1) * WARPS_N + wn) * NACC * 32 + lane;
-#pragma unroll
-            for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) dst[((tt * NT + n) * 4 + i) * 32] = acc[tt][n][i];
-        }
-        __syncthreads();
-        if (wk == 0) {
-#pragma unroll 1
-            for (int j = 1; j < WARPS_K; ++j) {
-                const float* src = red + ((j - 1) * WARPS_N + wn) * NACC * 32 + lane;
-#pragma unroll
-                for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                    for (int n = 0; n < NT; ++n)
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) acc[tt][n][i] += src[((tt * NT + n) * 4 + i) * 32];
-            }
-        }
-    }
+    sum_warps_k<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
 
     // Accumulator element (tt, n, i) of lane (g, t): row row0 + 16tt + g + 8·(i >= 2),
     // token 8n + 2t + (i & 1).
@@ -496,7 +505,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 // s), warp partials summed in a fixed order, then the epilogue. The launcher guarantees N % 16 == 0,
 // K % (32·UNROLL) == 0 and gridDim.y == 1, so no row, K tail or split-K code exists here. Written as the
 // bench/boundary prototype that measured fastest; keep its address arithmetic (see the header).
-template <int NT, int WARPS_K, int UNROLL, int EPI, bool PDL = true>
+template <int NT, int WARPS_K, int UNROLL, int EPI>
 __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
                                            void* __restrict__ y, int M, int N, int K) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
@@ -509,17 +518,17 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
     const bool xok0 = g < M, xok1 = g + 8 < M;
     const kiln_bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
     const kiln_bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
-    U4 wv[2][UNROLL][2], xv[2][UNROLL][NT];
+    U4 wv[2][UNROLL][1][2], xv[2][UNROLL][NT];   // [register set][u][tile][row g / g+8], as mma_step takes them
     float acc[1][NT][4];
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[0][n][i] = 0.f;
-    auto load_w = [&](U4 (&ws)[UNROLL][2], int k) {
+    auto load_w = [&](U4 (&ws)[UNROLL][1][2], int k) {
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) ws[u][h] = ld_weight(w + (long long)(row0 + 8 * h + g) * K + k + 32 * u + 8 * t);
+            for (int h = 0; h < 2; ++h) ws[u][0][h] = ld_weight(w + (long long)(row0 + 8 * h + g) * K + k + 32 * u + 8 * t);
     };
     auto load_x = [&](U4 (&xs)[UNROLL][NT], int k) {
 #pragma unroll
@@ -529,7 +538,7 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
         }
     };
     if (nfull > 0) load_w(wv[0], k0);   // weights never depend on the previous kernel: before the PDL wait
-    if (PDL) pdl_wait_then_trigger();
+    pdl_wait_then_trigger();
     if (nfull > 0) load_x(xv[0], k0);
     for (int s0 = 0; s0 < nfull; s0 += 2) {
 #pragma unroll
@@ -537,36 +546,12 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
             const int s = s0 + j;
             if (s < nfull) {
                 if (s + 1 < nfull) { load_w(wv[j ^ 1], k0 + (s + 1) * KS); load_x(xv[j ^ 1], k0 + (s + 1) * KS); }
-#pragma unroll
-                for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-                    for (int n = 0; n < NT; ++n) {
-                        const U4& a = wv[j][u][0];
-                        const U4& b = wv[j][u][1];
-                        const U4& xx = xv[j][u][n];
-                        mma_bf16_16816(acc[0][n], a.x, b.x, a.y, b.y, xx.x, xx.y);
-                        mma_bf16_16816(acc[0][n], a.z, b.z, a.w, b.w, xx.z, xx.w);
-                    }
+                mma_step<NT, 1, UNROLL>(acc, wv[j], xv[j]);
             }
         }
     }
-    if (WARPS_K > 1) {
-        __shared__ float red[(WARPS_K > 1 ? WARPS_K - 1 : 1) * NT * 4 * 32];
-        if (wk > 0)
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) red[(((wk - 1) * NT + n) * 4 + i) * 32 + lane] = acc[0][n][i];
-        __syncthreads();
-        if (wk > 0) return;
-#pragma unroll 1
-        for (int j = 1; j < WARPS_K; ++j)
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) acc[0][n][i] += red[(((j - 1) * NT + n) * 4 + i) * 32 + lane];
-    }
-    store_out<1, NT>(acc, y, row0, g, t, M, N, EPI);
+    sum_warps_k<1, WARPS_K, 1, NT>(acc, 0, wk, lane);
+    if (wk == 0) store_out<1, NT>(acc, y, row0, g, t, M, N, EPI);
 }
 
 }  // namespace kiln_gemm
