@@ -7,13 +7,15 @@ public struct GemmSplitK {
     public static let file = "gemm_splitk.cu"
 
     /// One row of KILN_GEMM_SPLITK_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES), or, with
-    /// `whole`, of KILN_GEMM_SPLITK_WHOLE_INSTANCES: X(NT, WARPS_K, UNROLL) (gemm_whole: the STAGES = 1
-    /// schedule without tail or split-K code, for N % 16 == 0 and K % (32·UNROLL) == 0).
+    /// `whole`, of KILN_GEMM_SPLITK_WHOLE_INSTANCES: X(NT, WARPS_K, UNROLL, MINB) (gemm_whole: the STAGES = 1
+    /// schedule without tail or split-K code, for N % 16 == 0 and K % (32·UNROLL) == 0; MINB is its
+    /// `__launch_bounds__` minimum of blocks per SM).
     public struct Config: Hashable, Sendable, CustomStringConvertible {
         public var nt, wn, wk, tiles, unroll, stages: Int
         public var whole = false
+        public var minBlocks = 1
         public var name: String {
-            whole ? "kiln_gemm_splitk_whole_nt\(nt)_wk\(wk)_u\(unroll)"
+            whole ? "kiln_gemm_splitk_whole_nt\(nt)_wk\(wk)_u\(unroll)_b\(minBlocks)"
                   : "kiln_gemm_splitk_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)_s\(stages)"
         }
         public var description: String { name }
@@ -36,7 +38,7 @@ public struct GemmSplitK {
         InstanceTable.rows(file: file, macro: "KILN_GEMM_SPLITK_INSTANCES").compactMap { r in
             r.count == 6 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4], stages: r[5]) : nil
         } + InstanceTable.rows(file: file, macro: "KILN_GEMM_SPLITK_WHOLE_INSTANCES").compactMap { r in
-            r.count == 3 ? Config(nt: r[0], wn: 1, wk: r[1], tiles: 1, unroll: r[2], stages: 1, whole: true) : nil
+            r.count == 4 ? Config(nt: r[0], wn: 1, wk: r[1], tiles: 1, unroll: r[2], stages: 1, whole: true, minBlocks: r[3]) : nil
         }
     public static var instances: [KernelInstance] { configs.map { KernelInstance(file, $0.name, hot: true) } }
     public static func config(named name: String) -> Config? { configs.first { $0.name == name } }

@@ -70,6 +70,7 @@ struct TuneCommand: ParsableCommand {
         let rejected = rows.reduce(0) { $0 + $1.rejected.count }
         print(String(format: "tuned in %.1f s (start-up and kernel compilation included); %d candidates failed verification and were never eligible", secs, rejected))
         print("saved \(table.entries.count) entries to \(path)")
+        fflush(stdout)   // a log redirected to a file keeps these lines even if something later kills the process
         if benchBatch > 0 { try bench(config: config, ctx: ctx, library: library, table: table, err: err) }
     }
 

@@ -40,6 +40,18 @@ final class GemmTunerTests: XCTestCase {
         XCTAssertFalse(GemmSplitK.defaultConfig(m: 1).whole, "the default serves every shape")
     }
 
+    /// Whole-block rows carry their launch bound (X(NT, WARPS_K, UNROLL, MINB)); two rows that differ only in it
+    /// must still name different kernels.
+    func testInstanceNamesAreUniqueAndCarryTheLaunchBound() {
+        let names = GemmSplitK.configs.map(\.name)
+        XCTAssertEqual(Set(names).count, names.count, "duplicate kernel names")
+        let bounded = GemmSplitK.configs.filter { $0.whole && $0.minBlocks > 1 }
+        XCTAssertFalse(bounded.isEmpty, "MINB column parsed")
+        for c in bounded { XCTAssertTrue(c.name.hasSuffix("_b\(c.minBlocks)"), c.name) }
+        XCTAssertTrue(GemmSplitK.configs.contains { $0.whole && $0.nt == 2 && $0.wk == 4 && $0.unroll == 4 && $0.minBlocks == 1 })
+        XCTAssertTrue(GemmSplitK.configs.contains { $0.whole && $0.nt == 2 && $0.wk == 4 && $0.unroll == 4 && $0.minBlocks == 3 })
+    }
+
     func testSplitRules() {
         let c = GemmSplitK.defaultConfig(m: 1)
         XCTAssertNotNil(GemmSearch.rule(c, split: 16, shape: qkv, m: 1, limits: h200), "split above the dispatch's workspace")

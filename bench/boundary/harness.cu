@@ -8,6 +8,8 @@
 //   3. gemm_splitk instances on o and qkv   — the real kernel, with and without PDL
 //   4. a decode-like layer chain            — small kernels between GEMMs, data dependent, PDL on/off;
 //                                             the final output must be bitwise the same both ways.
+//   5. `harness whole`: every gemm_whole instance, four shapes, M = 1, 8, 16 (see whole_sweep);
+//      `harness profile ...`: chosen instances for ncu (profile.sh).
 // Each line printed starts with RESULT so run.sh can collect them. (Session 3 also built gemm_splitk
 // with its PDL trigger at kernel entry and with no griddepcontrol at all: no measurable difference.)
 #include <cuda_runtime.h>
@@ -201,6 +203,7 @@ GEMM_WRAP(1, 2, 4, 1, 4, 1)
 GEMM_WRAP(1, 1, 4, 1, 8, 0)
 GEMM_WRAP(1, 2, 2, 1, 4, 0)
 GEMM_WRAP(1, 1, 8, 1, 2, 1)
+GEMM_WRAP(2, 1, 4, 1, 4, 1)
 
 typedef void (*GemmFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
 struct Inst { const char* name; GemmFn fn; int threads, rows; };
@@ -208,12 +211,13 @@ static Inst g_inst[] = {
     {"wn1_wk8_t1_u4_s1", g_1_1_8_1_4_1, 256, 16}, {"wn1_wk4_t1_u4_s1", g_1_1_4_1_4_1, 128, 16},
     {"wn1_wk8_t2_u2_s1", g_1_1_8_2_2_1, 256, 32}, {"wn2_wk4_t1_u4_s1", g_1_2_4_1_4_1, 256, 32},
     {"wn1_wk4_t1_u8_s0", g_1_1_4_1_8_0, 128, 16}, {"wn2_wk2_t1_u4_s0", g_1_2_2_1_4_0, 128, 32},
-    {"wn1_wk8_t1_u2_s1", g_1_1_8_1_2_1, 256, 16},
+    {"wn1_wk8_t1_u2_s1", g_1_1_8_1_2_1, 256, 16}, {"nt2_wn1_wk4_t1_u4_s1", g_2_1_4_1_4_1, 128, 16},
 };
 
 template <class K, class... A>
-static void launch(bool pdl, K kernel, dim3 grid, dim3 block, A... args) {
+static void launch_smem(bool pdl, int smem, K kernel, dim3 grid, dim3 block, A... args) {
     cudaLaunchConfig_t cfg = {};
+    cfg.dynamicSmemBytes = smem;
     cfg.gridDim = grid; cfg.blockDim = block; cfg.stream = g_stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -221,6 +225,8 @@ static void launch(bool pdl, K kernel, dim3 grid, dim3 block, A... args) {
     cfg.attrs = attr; cfg.numAttrs = pdl ? 1 : 0;
     CK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
+template <class K, class... A>
+static void launch(bool pdl, K kernel, dim3 grid, dim3 block, A... args) { launch_smem(pdl, 0, kernel, grid, block, args...); }
 
 static void gemm(const Inst& in, bool pdl, const kiln_bf16* x, const kiln_bf16* w, void* y, int M, int N, int K) {
     launch(pdl, in.fn, dim3((N + in.rows - 1) / in.rows, 1, 1), dim3(in.threads, 1, 1), x, w, y, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
@@ -249,7 +255,59 @@ template <class F> static double graph_us(F&& body, int nodes) {
     return 1000.0 * t[t.size() / 2] / (3 * nodes);
 }
 
-int main() {
+// 5. (`harness whole`) every gemm_whole instance on the four Llama-3-8B shapes at M = 1, 8, 16, PDL on and
+//    off; each output is compared with the general kernel's (max relative diff) and, bitwise, with an earlier
+//    instance of the same (NT, WARPS_K, UNROLL) (the launch bound must not change the bits).
+//    (`harness profile s M inst ...`: 3 launches of each named instance, for bench/boundary/profile.sh / ncu.)
+struct WholeInst { const char* name; GemmFn fn; int nt, wk, unroll; };
+#define WHOLE_ROW(NT, WK, U, B) {#NT "_" #WK "_" #U "_b" #B, KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U, B), NT, WK, U},
+static WholeInst g_whole[] = { KILN_GEMM_SPLITK_WHOLE_INSTANCES(WHOLE_ROW) };
+static void whole_sweep(const std::vector<kiln_bf16*> (&ws)[4], const kiln_bf16* x, kiln_bf16* ya, kiln_bf16* yb) {
+    const char* names[4] = {"qkv", "o", "gate_up", "down"};
+    const int Ns[4] = {6144, 4096, 28672, 4096}, Ks[4] = {4096, 4096, 4096, 14336};
+    const int nw = sizeof(g_whole) / sizeof(g_whole[0]);
+    for (int s = 0; s < 4; ++s) {
+        const int N = Ns[s], K = Ks[s];
+        const double bytes = (double)N * K * 2;
+        for (int M : {1, 8, 16}) {
+            const Inst& ref = M <= 8 ? g_inst[0] : g_inst[7];
+            std::vector<unsigned short> r(M * N), got(M * N);
+            std::vector<std::vector<unsigned short>> outs(nw);
+            gemm(ref, false, x, ws[s][0], ya, M, N, K);
+            CK(cudaStreamSynchronize(g_stream));
+            CK(cudaMemcpy(r.data(), ya, M * N * 2, cudaMemcpyDeviceToHost));
+            for (int i = 0; i < nw; ++i) {
+                const WholeInst& in = g_whole[i];
+                if ((M <= 8) != (in.nt == 1) || N % 16 != 0 || K % (32 * in.unroll) != 0) continue;
+                const int grid = N / 16, threads = 32 * in.wk;
+                CK(cudaMemset(yb, 0xff, M * N * 2));
+                launch(false, in.fn, dim3(grid), dim3(threads), x, (const kiln_bf16*)ws[s][0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
+                CK(cudaStreamSynchronize(g_stream));
+                CK(cudaMemcpy(got.data(), yb, M * N * 2, cudaMemcpyDeviceToHost));
+                outs[i] = got;
+                double md = 0; bool nan = false;
+                for (size_t j = 0; j < got.size(); ++j) {
+                    const float a = kiln_bf16_host(got[j]), b = kiln_bf16_host(r[j]);
+                    if (a != a) nan = true;
+                    md = std::max(md, (double)fabsf(a - b) / (fabsf(b) + 1e-2));
+                }
+                int twin = -1;   // 1: bitwise equal to an earlier instance with the same (NT, WARPS_K, UNROLL), 0: differs
+                for (int j = 0; j < i; ++j)
+                    if (!outs[j].empty() && g_whole[j].nt == in.nt && g_whole[j].wk == in.wk && g_whole[j].unroll == in.unroll)
+                        twin = outs[j] == got ? 1 : 0;
+                for (int pdl = 0; pdl < 2; ++pdl) {
+                    double us = graph_us([&] { for (int n = 0; n < kNodes; ++n)
+                        launch(pdl, in.fn, dim3(grid), dim3(threads), x, (const kiln_bf16*)ws[s][n % 4], (void*)((n & 1) ? ya : yb),
+                               (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, kNodes);
+                    printf("RESULT whole shape=%s M=%d inst=%s pdl=%d us=%.2f GBps=%.0f rel_diff=%.2g nan=%d twin_bitwise=%d\n", names[s], M, in.name,
+                           pdl, us, bytes / us / 1e3, md, (int)nan, twin);
+                }
+            }
+        }
+    }
+}
+
+int main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IONBF, 0);
     CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
     const int K = 4096, NO = 4096, NQKV = 6144, NGU = 28672, F = 14336;
@@ -269,6 +327,27 @@ int main() {
     fill_k<<<64, 256, 0, g_stream>>>(xa, 16LL * NGU, 5);
     CK(cudaStreamSynchronize(g_stream));
     const double obytes = (double)NO * K * 2, qbytes = (double)NQKV * K * 2;
+    if (argc > 1 && strcmp(argv[1], "profile") == 0) {   // for ncu: each gemm_whole instance named in argv, 3 launches
+        const std::vector<kiln_bf16*>* wsets[4] = {&wqkv, &wo, &wgu, &wd};
+        const int Ns[4] = {NQKV, NO, NGU, NO}, Ks[4] = {K, K, K, F};
+        for (int a = 2; a + 2 < argc; a += 3) {   // triples: shape index, M, instance name
+            const int s = atoi(argv[a]), M = atoi(argv[a + 1]);
+            for (const WholeInst& in : g_whole)
+                if (strcmp(in.name, argv[a + 2]) == 0) {
+                    for (int r = 0; r < 3; ++r)
+                        launch(false, in.fn, dim3(Ns[s] / 16), dim3(32 * in.wk), (const kiln_bf16*)xa,
+                                    (const kiln_bf16*)(*wsets[s])[r], (void*)ya, (float*)nullptr, (unsigned*)nullptr, M, Ns[s], Ks[s], 0);
+                }
+        }
+        CK(cudaStreamSynchronize(g_stream));
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "whole") == 0) {
+        const std::vector<kiln_bf16*> ws[4] = {wqkv, wo, wgu, wd};
+        whole_sweep(ws, xa, ya, yb);
+        printf("RESULT done\n");
+        return 0;
+    }
 
     // 1. empty kernels
     for (int pdl = 0; pdl < 2; ++pdl)
@@ -328,7 +407,7 @@ int main() {
                 double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, \
                     (const kiln_bf16*)(*sh.w)[i % kRot], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); }, kNodes); \
                 printf("RESULT proto shape=%s M=%d kernel=%s us=%.2f GBps=%.0f bitwise_same=%d max_abs_diff=%.3g\n", sh.name, M, #NAME, us, bytes / us / 1e3, (int)(got == ref), md); }
-                WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u4) WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u2)
+                WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u4_b1) WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u2_b1)
             }
             for (auto p : wt) CK(cudaFree(p));
         }

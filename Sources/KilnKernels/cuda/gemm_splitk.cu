@@ -48,10 +48,8 @@
 //
 // Whole-block kernels (KILN_GEMM_SPLITK_WHOLE_INSTANCES, gemm_whole below): the STAGES = 1 schedule
 // for the common case N % 16 == 0, K % (32·UNROLL) == 0, no split: one 16-row tile per block, WARPS_K
-// warps over K, no tail code. On the H200 it is 2-3% faster than the same schedule inside gemm_splitk
-// (same bits; bench/boundary: o 10.7 vs 11.0 µs, down 31.0 vs 31.9, gate_up 58.3 vs 59.5), while the
-// harness's prototype of it was faster still (10.6 / 29.7 / 56.3 µs); neither gap is explained
-// (SASS loops look alike; perf-notes-gemm.md, session 3).
+// warps over K, no tail code; 2-3% faster than the same schedule inside gemm_splitk on the H200 (same bits;
+// perf-notes-gemm.md v5, v6 for the M = 16 experiments).
 //
 // Entry points: one extern "C" kernel per instance, all with the same parameters:
 //   kiln_gemm_splitk_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_s{STAGES}(
@@ -566,12 +564,16 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
     X(2, 2, 2, 1, 8, 0) X(2, 4, 2, 2, 2, 0) \
     X(2, 1, 8, 1, 8, 0) X(2, 1, 4, 1, 4, 1) X(2, 1, 8, 1, 4, 1) X(2, 2, 4, 1, 4, 1)
 
-// X(NT, WARPS_K, UNROLL) — whole-block kernels (gemm_whole): N % 16 == 0, K % (32·UNROLL) == 0, split 1.
+// X(NT, WARPS_K, UNROLL, MINB) — whole-block kernels (gemm_whole): N % 16 == 0, K % (32·UNROLL) == 0, split 1;
+// MINB = __launch_bounds__'s minimum blocks per SM. The NT = 2 instances with MINB 3 exist for wave quantisation:
+// qkv's 384 blocks fit one wave only at 3 blocks per SM (132 · 3 = 396), and nt2_wk4_u4 needs 178 registers
+// unbounded (2 blocks/SM) but fits in 160 (H200, bench/boundary: qkv M = 16 18.6 -> 14.5 µs, docs/perf-notes-gemm.md v6).
 #define KILN_GEMM_SPLITK_WHOLE_INSTANCES(X) \
-    X(1, 8, 4) X(1, 8, 2) X(1, 4, 4) X(1, 4, 2) X(2, 8, 2) X(2, 4, 4) X(2, 4, 2)
+    X(1, 8, 4, 1) X(1, 8, 2, 1) X(1, 4, 4, 1) X(1, 4, 2, 1) X(2, 8, 2, 1) X(2, 4, 4, 1) X(2, 4, 2, 1) \
+    X(2, 4, 4, 3) X(2, 6, 2, 3)
 
 #define KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S) kiln_gemm_splitk_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_s##S
-#define KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U) kiln_gemm_splitk_whole_nt##NT##_wk##WK##_u##U
+#define KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U, B) kiln_gemm_splitk_whole_nt##NT##_wk##WK##_u##U##_b##B
 
 #define KILN_GEMM_SPLITK_DEFINE(NT, WN, WK, T, U, S)                                                      \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)( \
@@ -585,8 +587,12 @@ KILN_GEMM_SPLITK_INSTANCES(KILN_GEMM_SPLITK_DEFINE)
 // The epilogue is a compile-time constant (one copy of the body per value): with `epi` a runtime value
 // (live through the main loop, SwiGLU's expf in the same function) the same loop measured 3-6% slower on
 // the H200 (bench/boundary, session 3).
-#define KILN_GEMM_SPLITK_WHOLE_DEFINE(NT, WK, U)                                                           \
-    extern "C" __global__ void __launch_bounds__(32 * WK) KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U)(         \
+// MINB 1 means no minimum: `__launch_bounds__(256, 1)` is not the same as `__launch_bounds__(256)` — ptxas gave
+// nt1_wk8_u4 138 registers with it instead of 128 (one block per SM instead of two; o M = 1 10.5 vs 9.1 µs on the H200).
+#define KILN_GEMM_WHOLE_BOUNDS_1(T) __launch_bounds__(T)
+#define KILN_GEMM_WHOLE_BOUNDS_3(T) __launch_bounds__(T, 3)
+#define KILN_GEMM_SPLITK_WHOLE_DEFINE(NT, WK, U, B)                                                        \
+    extern "C" __global__ void KILN_GEMM_WHOLE_BOUNDS_##B(32 * WK) KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U, B)( \
         const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
         float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int epi) {              \
         switch (epi) {                                                                                   \
