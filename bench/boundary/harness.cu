@@ -19,10 +19,8 @@
 #include <algorithm>
 #include <cstring>
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
+#include "../common/graph_timing.cuh"
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at line %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)
-
-static cudaStream_t g_stream;
 static const int kNodes = 20;
 
 __device__ __forceinline__ void h_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
@@ -232,28 +230,6 @@ static void gemm(const Inst& in, bool pdl, const kiln_bf16* x, const kiln_bf16* 
     launch(pdl, in.fn, dim3((N + in.rows - 1) / in.rows, 1, 1), dim3(in.threads, 1, 1), x, w, y, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
 }
 
-// µs per node: `nodes` launches captured into one graph, replayed 20 times after one warm replay.
-template <class F> static double graph_us(F&& body, int nodes) {
-    cudaGraph_t g; cudaGraphExec_t ex;
-    CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
-    body();
-    CK(cudaStreamEndCapture(g_stream, &g));
-    CK(cudaGraphInstantiate(&ex, g, 0));
-    CK(cudaGraphLaunch(ex, g_stream));
-    CK(cudaStreamSynchronize(g_stream));
-    cudaEvent_t a, b; CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-    std::vector<float> t;
-    for (int r = 0; r < 7; ++r) {
-        CK(cudaEventRecord(a, g_stream));
-        for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ex, g_stream));
-        CK(cudaEventRecord(b, g_stream));
-        CK(cudaEventSynchronize(b));
-        float ms; CK(cudaEventElapsedTime(&ms, a, b)); t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    CK(cudaGraphExecDestroy(ex)); CK(cudaGraphDestroy(g)); CK(cudaEventDestroy(a)); CK(cudaEventDestroy(b));
-    return 1000.0 * t[t.size() / 2] / (3 * nodes);
-}
 
 // 5. (`harness whole`) every gemm_whole instance on the four Llama-3-8B shapes at M = 1, 8, 16, PDL on and
 //    off; each output is compared with the general kernel's (max relative diff) and, bitwise, with an earlier

@@ -16,8 +16,8 @@
 #include <cmath>
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
 #include "../../Sources/KilnKernels/cuda/gemm_hopper.cu"
+#include "../common/graph_timing.cuh"
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "CUDA %s at line %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)
 
 using namespace kiln_gemm_hopper;
 
@@ -154,27 +154,7 @@ __global__ void ref_k(const unsigned short* x, const unsigned short* w, float* y
     }
 }
 
-static cudaStream_t g_stream;
 static unsigned g_cluster = 1;
-template <class F> static double graph_us(F&& body, int nodes) {
-    cudaGraph_t g; cudaGraphExec_t ex;
-    CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
-    body();
-    CK(cudaStreamEndCapture(g_stream, &g));
-    CK(cudaGraphInstantiate(&ex, g, 0));
-    CK(cudaGraphLaunch(ex, g_stream)); CK(cudaStreamSynchronize(g_stream));
-    cudaEvent_t a, b; CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-    std::vector<float> ts;
-    for (int r = 0; r < 7; ++r) {
-        CK(cudaEventRecord(a, g_stream));
-        for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ex, g_stream));
-        CK(cudaEventRecord(b, g_stream)); CK(cudaEventSynchronize(b));
-        float ms; CK(cudaEventElapsedTime(&ms, a, b)); ts.push_back(ms);
-    }
-    std::sort(ts.begin(), ts.end());
-    CK(cudaGraphExecDestroy(ex)); CK(cudaGraphDestroy(g));
-    return 1000.0 * ts[ts.size() / 2] / (3 * nodes);
-}
 template <class Kern, class... A> static void launch(bool pdl, Kern k, int grid, int smem, A... args) {
     cudaLaunchConfig_t cfg = {}; cfg.gridDim = dim3(grid); cfg.blockDim = dim3(256); cfg.stream = g_stream; cfg.dynamicSmemBytes = smem;
     cudaLaunchAttribute attr[2]; attr[0].id = cudaLaunchAttributeClusterDimension;
