@@ -1681,23 +1681,25 @@ KILN_GEMM_HOPPER_INSTANCES(KILN_GEMM_HOPPER_DEFINE)
 //   within ~10% of the best were dropped.
 //   splitK is a launch parameter; useful values 1, 2, 4, 8.
 //
-// NVRTC: compiles with no include paths (bf16 is `unsigned short`, converted with bit shifts).
+// NVRTC: no CUDA headers, only common/attention_util.cuh (bf16 is `unsigned short`, converted with bit shifts).
 
-typedef unsigned short kiln_bf16;
+#include "attention_util.cuh"   // U4, bf16 conversions, mma.sync, cache-hinted loads, PDL — shared with attention
 
 namespace kiln_gemm {
 
-struct __align__(16) U4 { unsigned x, y, z, w; };
-
-__device__ __forceinline__ float bf16_to_f32(kiln_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
-
-// Round to nearest even; NaN stays NaN.
-__device__ __forceinline__ kiln_bf16 f32_to_bf16(float f) {
-    unsigned u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (kiln_bf16)0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (kiln_bf16)(u >> 16);
-}
+// The shared helpers this file uses (the bench/ harnesses call them as kiln_gemm::…). ld_nc: activations are
+// small and shared by every row tile, so they stay in L1. ld_cg: split-K partials written by other blocks.
+// pdl_wait_then_trigger: the launcher sets PROGRAMMATIC_STREAM_SERIALIZATION, so the kernel may start while
+// the previous kernel (which produces X) still runs; it waits before touching X, Y or the split-K scratch.
+// (Tried and removed: prefetch.global.L2 of each warp's first weight super-step before the wait — standalone
+// GEMMs 5-10% slower, decode 0.2-0.3 ms/step slower; docs/perf-notes.md, "PDL".)
+using kiln_attn::U4;
+using kiln_attn::bf16_to_f32;
+using kiln_attn::f32_to_bf16;
+using kiln_attn::ld_nc;
+using kiln_attn::ld_cg;
+using kiln_attn::mma16816;
+using kiln_attn::pdl_wait_then_trigger;
 
 // Weights: streamed once — skip L1, ask L2 to fetch the whole 256-byte span. `volatile` keeps the
 // loads in source order before the mmas: without it the compiler sinks each load next to its mma
@@ -1707,43 +1709,6 @@ __device__ __forceinline__ U4 ld_weight(const kiln_bf16* p) {
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
     return r;
-}
-
-// Activations: small and shared by every row tile — keep them in L1.
-__device__ __forceinline__ U4 ld_act(const kiln_bf16* p) {
-    U4 r;
-    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
-
-// Programmatic dependent launch (PDL; the launcher sets PROGRAMMATIC_STREAM_SERIALIZATION): the
-// kernel may start while the previous kernel (which produces X) is still running. It waits
-// (griddepcontrol.wait: previous kernel done, its writes visible) before touching X, Y or the
-// split-K scratch, then lets the next kernel launch. Without the attribute both are no-ops.
-// (Tried and removed: prefetch.global.L2 of each warp's first weight super-step before the wait —
-// standalone GEMMs 5-10% slower, decode 0.2-0.3 ms/step slower; docs/perf-notes.md, "PDL".)
-__device__ __forceinline__ void pdl_wait_then_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-// Split-K partials written by other blocks: read at L2 (L1 is not coherent).
-__device__ __forceinline__ float ld_cg(const float* p) {
-    float v;
-    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], unsigned a0, unsigned a1, unsigned a2,
-                                               unsigned a3, unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // One super-step of one warp, loads: UNROLL × (TILES × 2 weight uint4 + NT activation uint4), the weights
@@ -1779,10 +1744,10 @@ __device__ __forceinline__ void load_step_x(U4 (&xv)[UNROLL][NT], const kiln_bf1
     for (int u = 0; u < UNROLL; ++u) {
         const int kk = k + u * 32;
         const bool ok = !PRED || kk < kend;
-        if (ok && xok0) xv[u][0] = ld_act(xrow0 + kk);
+        if (ok && xok0) xv[u][0] = ld_nc(xrow0 + kk);
         else            xv[u][0] = U4{0u, 0u, 0u, 0u};
         if (NT > 1) {
-            if (ok && xok1) xv[u][NT - 1] = ld_act(xrow1 + kk);
+            if (ok && xok1) xv[u][NT - 1] = ld_nc(xrow1 + kk);
             else            xv[u][NT - 1] = U4{0u, 0u, 0u, 0u};
         }
     }
@@ -1810,8 +1775,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const U4 (&
                 const U4& a = wv[u][tt][0];
                 const U4& b = wv[u][tt][1];
                 const U4& xx = xv[u][n];
-                mma_bf16_16816(acc[tt][n], a.x, b.x, a.y, b.y, xx.x, xx.y);
-                mma_bf16_16816(acc[tt][n], a.z, b.z, a.w, b.w, xx.z, xx.w);
+                mma16816(acc[tt][n], a.x, b.x, a.y, b.y, xx.x, xx.y);
+                mma16816(acc[tt][n], a.z, b.z, a.w, b.w, xx.z, xx.w);
             }
         }
     }
@@ -1992,8 +1957,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                 // Partial last segment (K chunk not a multiple of 32): lanes past ke load zeros.
                 const bool ok = ke32 + 8 * t < ke;
                 U4 x0 = U4{0u, 0u, 0u, 0u}, x1 = U4{0u, 0u, 0u, 0u};
-                if (ok && xok0) x0 = ld_act(xrow0 + ke32);
-                if (NT > 1 && ok && xok1) x1 = ld_act(xrow1 + ke32);
+                if (ok && xok0) x0 = ld_nc(xrow0 + ke32);
+                if (NT > 1 && ok && xok1) x1 = ld_nc(xrow1 + ke32);
 #pragma unroll
                 for (int tt = 0; tt < TILES; ++tt) {
                     U4 a = U4{0u, 0u, 0u, 0u}, b = U4{0u, 0u, 0u, 0u};
@@ -2001,11 +1966,11 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                         a = ld_weight(wrow + (long long)(tt * 2) * K8 + ke32);
                         b = ld_weight(wrow + (long long)(tt * 2 + 1) * K8 + ke32);
                     }
-                    mma_bf16_16816(acc[tt][0], a.x, b.x, a.y, b.y, x0.x, x0.y);
-                    mma_bf16_16816(acc[tt][0], a.z, b.z, a.w, b.w, x0.z, x0.w);
+                    mma16816(acc[tt][0], a.x, b.x, a.y, b.y, x0.x, x0.y);
+                    mma16816(acc[tt][0], a.z, b.z, a.w, b.w, x0.z, x0.w);
                     if (NT > 1) {
-                        mma_bf16_16816(acc[tt][NT - 1], a.x, b.x, a.y, b.y, x1.x, x1.y);
-                        mma_bf16_16816(acc[tt][NT - 1], a.z, b.z, a.w, b.w, x1.z, x1.w);
+                        mma16816(acc[tt][NT - 1], a.x, b.x, a.y, b.y, x1.x, x1.y);
+                        mma16816(acc[tt][NT - 1], a.z, b.z, a.w, b.w, x1.z, x1.w);
                     }
                 }
             }
@@ -2027,14 +1992,14 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                         if (kk + 8 * t < ke) {
                             a = ld_weight(pa + kk);
                             b = ld_weight(pa + d + kk);
-                            if (xok0) x0 = ld_act(xrow0 + kk);
-                            if (NT > 1 && xok1) x1 = ld_act(xrow1 + kk);
+                            if (xok0) x0 = ld_nc(xrow0 + kk);
+                            if (NT > 1 && xok1) x1 = ld_nc(xrow1 + kk);
                         }
-                        mma_bf16_16816(acc[tt][0], a.x, b.x, a.y, b.y, x0.x, x0.y);
-                        mma_bf16_16816(acc[tt][0], a.z, b.z, a.w, b.w, x0.z, x0.w);
+                        mma16816(acc[tt][0], a.x, b.x, a.y, b.y, x0.x, x0.y);
+                        mma16816(acc[tt][0], a.z, b.z, a.w, b.w, x0.z, x0.w);
                         if (NT > 1) {
-                            mma_bf16_16816(acc[tt][NT - 1], a.x, b.x, a.y, b.y, x1.x, x1.y);
-                            mma_bf16_16816(acc[tt][NT - 1], a.z, b.z, a.w, b.w, x1.z, x1.w);
+                            mma16816(acc[tt][NT - 1], a.x, b.x, a.y, b.y, x1.x, x1.y);
+                            mma16816(acc[tt][NT - 1], a.z, b.z, a.w, b.w, x1.z, x1.w);
                         }
                     }
                 }
@@ -2143,8 +2108,8 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
     auto load_x = [&](U4 (&xs)[UNROLL][NT], int k) {
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-            xs[u][0] = xok0 ? ld_act(xrow0 + k + 32 * u) : U4{0u, 0u, 0u, 0u};
-            if (NT > 1) xs[u][NT - 1] = xok1 ? ld_act(xrow1 + k + 32 * u) : U4{0u, 0u, 0u, 0u};
+            xs[u][0] = xok0 ? ld_nc(xrow0 + k + 32 * u) : U4{0u, 0u, 0u, 0u};
+            if (NT > 1) xs[u][NT - 1] = xok1 ? ld_nc(xrow1 + k + 32 * u) : U4{0u, 0u, 0u, 0u};
         }
     };
     if (nfull > 0) load_w(wv[0], k0);   // weights never depend on the previous kernel: before the PDL wait
@@ -2902,7 +2867,7 @@ __global__ void __launch_bounds__(256) interleave_gate_up(InterleaveParams p) {
     /// Header name (as written in `#include "…"`) → source text.
     public static let headers: [String: String] = [
         "attention_util.cuh": ####"""
-// attention_util.cuh — helpers shared by attention.cu (prefill) and attention_decode.cu (decode):
+// attention_util.cuh — helpers shared by attention.cu (prefill), attention_decode.cu (decode) and gemm_splitk.cu:
 // bf16 conversions, exp2, shared-memory addresses, cp.async, ldmatrix, mma.sync and cache-hinted loads,
 // all as inline PTX so the kernels compile under NVRTC with no CUDA headers.
 #pragma once

@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__
     auto load = [&](kiln_gemm::U4 (&ws)[U][2], kiln_gemm::U4 (&xs)[U], int k) {
         pload<LAYOUT, 0, U>(ws, w, row0, g, t, K, k);
 #pragma unroll
-        for (int u = 0; u < U; ++u) xs[u] = xok ? kiln_gemm::ld_act(xrow + k + 32 * u) : kiln_gemm::U4{0u, 0u, 0u, 0u};
+        for (int u = 0; u < U; ++u) xs[u] = xok ? kiln_gemm::ld_nc(xrow + k + 32 * u) : kiln_gemm::U4{0u, 0u, 0u, 0u};
     };
 #pragma unroll
     for (int j = 0; j < NSETS - 1; ++j) if (j < nfull) load(wv[j], xv[j], k0 + j * KS);
@@ -161,8 +161,8 @@ __global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__
                     const kiln_gemm::U4& a = wv[j][u][0];
                     const kiln_gemm::U4& b = wv[j][u][1];
                     const kiln_gemm::U4& xx = xv[j][u];
-                    kiln_gemm::mma_bf16_16816(acc[0][0], a.x, b.x, a.y, b.y, xx.x, xx.y);
-                    kiln_gemm::mma_bf16_16816(acc[0][0], a.z, b.z, a.w, b.w, xx.z, xx.w);
+                    kiln_gemm::mma16816(acc[0][0], a.x, b.x, a.y, b.y, xx.x, xx.y);
+                    kiln_gemm::mma16816(acc[0][0], a.z, b.z, a.w, b.w, xx.z, xx.w);
                 }
             }
         }

@@ -44,12 +44,11 @@ struct Inst {
     const char* name;
     KernFn fn;
     int nt, wn, wk, t, u, st;
-    int smem;
 };
 #define H_STR2(x) #x
 #define H_STR(x) H_STR2(x)
 #define H_ENTRY(NT, WN, WK, T, U, S) {H_STR(KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)), KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S), \
-                                      NT, WN, WK, T, U, S, KILN_GEMM_SPLITK_SMEM(NT, WN, WK, T, U, S)},
+                                      NT, WN, WK, T, U, S},
 static const Inst g_inst[] = {KILN_GEMM_SPLITK_INSTANCES(H_ENTRY)};
 static const int g_ninst = sizeof(g_inst) / sizeof(g_inst[0]);
 
@@ -115,7 +114,7 @@ static int grid_x(const Inst& in, int N) { return (N + 16 * in.t * in.wn - 1) / 
 
 static void launch(const Inst& in, const Bufs& b, int copy, int M, int N, int K, int split, int f32) {
     dim3 grid(grid_x(in, N), split), block(32 * in.wn * in.wk);
-    in.fn<<<grid, block, in.smem, g_stream>>>(b.x, b.w[copy], b.y, b.ws, b.cnt, M, N, K, f32);
+    in.fn<<<grid, block, 0, g_stream>>>(b.x, b.w[copy], b.y, b.ws, b.cnt, M, N, K, f32);
 }
 
 // Relative Frobenius error against ref; NaN (incl. the poison) fails.
@@ -267,9 +266,6 @@ int main(int argc, char** argv) {
     printf("device: %s, %d SMs, L2 %d MB, instances: %d\n", prop.name, prop.multiProcessorCount,
            prop.l2CacheSize >> 20, g_ninst);
     CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
-    for (int i = 0; i < g_ninst; ++i)
-        if (g_inst[i].smem > 48 * 1024)
-            CK(cudaFuncSetAttribute((const void*)g_inst[i].fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g_inst[i].smem));
     g_ev.resize(2 * kRuns);
     for (auto& e : g_ev) CK(cudaEventCreate(&e));
 
@@ -392,7 +388,7 @@ int main(int argc, char** argv) {
                     CK(cudaMalloc(&dy, (size_t)M * N * 4));
                     CK(cudaMemsetAsync(dy, 0xFF, (size_t)M * N * (c.f32 ? 4 : 2), g_stream));
                     dim3 grid(grid_x(*in, N), c.split), block(32 * in->wn * in->wk);
-                    in->fn<<<grid, block, in->smem, g_stream>>>(dx, dw, dy, ws, cnt, M, N, K, c.f32);
+                    in->fn<<<grid, block, 0, g_stream>>>(dx, dw, dy, ws, cnt, M, N, K, c.f32);
                     CK(cudaGetLastError());
                     CK(cudaStreamSynchronize(g_stream));
                     std::vector<float> y((size_t)M * N);

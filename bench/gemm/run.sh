@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 OUT=${OUT:-/tmp/gemm_out}
 mkdir -p "$OUT"
 NVCC=${NVCC:-nvcc}
-FLAGS="-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v"
+FLAGS="-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -I../../Sources/KilnKernels/cuda/common"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 t0=$(date +%s)

@@ -1,4 +1,4 @@
-// attention_util.cuh — helpers shared by attention.cu (prefill) and attention_decode.cu (decode):
+// attention_util.cuh — helpers shared by attention.cu (prefill), attention_decode.cu (decode) and gemm_splitk.cu:
 // bf16 conversions, exp2, shared-memory addresses, cp.async, ldmatrix, mma.sync and cache-hinted loads,
 // all as inline PTX so the kernels compile under NVRTC with no CUDA headers.
 #pragma once
