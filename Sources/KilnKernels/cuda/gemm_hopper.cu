@@ -73,57 +73,11 @@
 #define KILN_GEMM_HOPPER_SMEM(BM, BN, BK, S) ((S) * ((BM) + (BN)) * (BK) * 2 + 1024)
 #define KILN_GEMM_HOPPER_THREADS(C) (128 * ((C) + 1))
 
-// Opaque CUtensorMap (cuda.h 13.x: 16 u64, alignas(128)); passed by value as a __grid_constant__ param.
-struct __align__(128) KilnTensorMap {
-    unsigned long long opaque[16];
-};
-
 #include "hopper_util.cuh"
 
 namespace kiln_gemm_hopper {
 
 using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
-
-// ---- mbarrier (TMA transactions, clusters) ---------------------------------------------------
-__device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-// Arrive on the mbarrier at the same shared offset in CTA `cta` of this cluster (may be this CTA).
-__device__ __forceinline__ void mbar_arrive_cluster(u32 bar, u32 cta) {
-    u32 remote;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(bar), "r"(cta));
-    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
-}
-__device__ __forceinline__ u32 cluster_ctarank() {
-    u32 r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-
-// ---- TMA -----------------------------------------------------------------------------------
-__device__ __forceinline__ void tma_prefetch_desc(const void* tmap) {
-    asm volatile("prefetch.tensormap [%0];" ::"l"((u64)tmap) : "memory");
-}
-// 2-D tile load: box at (c0 = inner/K coordinate, c1 = row coordinate) -> shared dst, completes on bar.
-__device__ __forceinline__ void tma_load_2d(u32 dst, const void* tmap, u32 bar, int c0, int c1) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
-        ::"r"(dst), "l"((u64)tmap), "r"(bar), "r"(c0), "r"(c1)
-        : "memory");
-}
-
-// Same, multicast: the box lands at the same shared offset in every CTA of cta_mask, and completes
-// transaction bytes on the mbarrier at the same offset in each of them.
-__device__ __forceinline__ void tma_load_2d_mc(u32 dst, const void* tmap, u32 bar, int c0, int c1, unsigned short cta_mask) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
-        " [%0], [%1, {%3, %4}], [%2], %5;"
-        ::"r"(dst), "l"((u64)tmap), "r"(bar), "r"(c0), "r"(c1), "h"(cta_mask)
-        : "memory");
-}
 
 // ---- wgmma ---------------------------------------------------------------------------------
 // Shared-memory matrix descriptor for a K-major tile with 128-byte swizzle: rows of 64 bf16

@@ -1,7 +1,13 @@
-// hopper_util.cuh — sm_90a PTX wrappers shared by gemm_hopper.cu and attention_hopper.cu: shared-memory
-// addresses, mbarriers (init / arrive / parity wait) and the wgmma fence / commit / wait group. Inline PTX
+// hopper_util.cuh — sm_90a PTX wrappers shared by gemm_hopper.cu and attention_hopper.cu (and the bench/ harnesses):
+// shared-memory addresses, mbarriers (init / arrive / parity wait / transaction bytes / cluster arrive), TMA tile
+// loads (plain and multicast) and the wgmma fence / commit / wait group. Inline PTX
 // only, so the kernels compile under NVRTC with no CUDA headers.
 #pragma once
+
+// Opaque CUtensorMap (cuda.h 13.x: 16 u64, alignas(128)); passed by value as a __grid_constant__ param.
+struct __align__(128) KilnTensorMap {
+    unsigned long long opaque[16];
+};
 
 namespace kiln_hopper {
 
@@ -35,6 +41,47 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 template <int N> __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
+// ---- mbarrier (TMA transactions, clusters) ---------------------------------------------------
+__device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Arrive on the mbarrier at the same shared offset in CTA `cta` of this cluster (may be this CTA).
+__device__ __forceinline__ void mbar_arrive_cluster(u32 bar, u32 cta) {
+    u32 remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(bar), "r"(cta));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+__device__ __forceinline__ u32 cluster_ctarank() {
+    u32 r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+// ---- TMA -----------------------------------------------------------------------------------
+__device__ __forceinline__ void tma_prefetch_desc(const void* tmap) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"((u64)tmap) : "memory");
+}
+// 2-D tile load: box at (c0 = inner/K coordinate, c1 = row coordinate) -> shared dst, completes on bar.
+__device__ __forceinline__ void tma_load_2d(u32 dst, const void* tmap, u32 bar, int c0, int c1) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
+        ::"r"(dst), "l"((u64)tmap), "r"(bar), "r"(c0), "r"(c1)
+        : "memory");
+}
+
+// Same, multicast: the box lands at the same shared offset in every CTA of cta_mask, and completes
+// transaction bytes on the mbarrier at the same offset in each of them.
+__device__ __forceinline__ void tma_load_2d_mc(u32 dst, const void* tmap, u32 bar, int c0, int c1, unsigned short cta_mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%3, %4}], [%2], %5;"
+        ::"r"(dst), "l"((u64)tmap), "r"(bar), "r"(c0), "r"(c1), "h"(cta_mask)
+        : "memory");
+}
+
 // Compiler-level fence: uses of r after it cannot be hoisted above the preceding volatile asm (a wait).
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 

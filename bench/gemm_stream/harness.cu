@@ -1,0 +1,265 @@
+// bench/gemm_stream/harness.cu — correctness and graph-chain timing of the gemm_stream.cu prototype (TMA-ring
+// decode GEMM, rows split over blocks) against gemm_whole, on the four Llama-3-8B shapes at M = 16, 8, 1, in one
+// process. Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
+// it is timed. MOVE=1: data movement alone (TMA ring, no mma) for several box shapes. PROFILE=<config> M=<m>:
+// three launches on o, for ncu.
+// Built with nvcc on the GPU machine by run.sh (-lcuda for cuTensorMapEncodeTiled).
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <algorithm>
+#include <cmath>
+#include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
+#include "gemm_stream.cu"
+#include "../common/graph_timing.cuh"
+
+typedef void (*GemmFnW)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
+typedef void (*StreamFn)(const KilnTensorMap, const kiln_bf16*, void*, int, int, int, int);
+struct Cfg { const char* name; StreamFn fn; int nb, kb, ws, cw; };
+#define SWEEP(X)                                                                                              \
+    X(16, 2, 8, 4) X(16, 2, 12, 4) X(16, 2, 8, 2) X(16, 2, 6, 2) X(16, 1, 16, 4) X(16, 1, 12, 4) X(32, 2, 8, 4) \
+    X(16, 4, 4, 4) X(16, 2, 12, 6) X(16, 2, 16, 8) X(16, 2, 4, 4) X(16, 1, 8, 4) X(32, 1, 8, 4) X(16, 4, 8, 4)
+#define DEF(NB, KB, WS, CW)                                                                                          \
+    __global__ void __launch_bounds__(KILN_GEMM_STREAM_THREADS(CW)) sw_##NB##_##KB##_##WS##_##CW(                     \
+        const __grid_constant__ KilnTensorMap tw, const kiln_bf16* x, void* y, int M, int N, int K, int epi) {        \
+        kiln_gemm_stream::gemm_stream<NB, KB, WS, CW>(&tw, x, y, M, N, K, epi);                                      \
+    }
+SWEEP(DEF)
+#define ROW(NB, KB, WS, CW) {"nb" #NB "_kb" #KB "_ws" #WS "_cw" #CW, sw_##NB##_##KB##_##WS##_##CW, NB, KB, WS, CW},
+static Cfg g_cfg[] = {SWEEP(ROW)};
+
+// [rows, K] bf16 viewed as {64, rows, K/64} (strides K·2 and 128 bytes): one box {64, box_rows, kb} per ring stage.
+static KilnTensorMap make_tmap(const void* base, int rows, int K, int box_rows, int kb) {
+    CUtensorMap m; memset(&m, 0, sizeof(m));
+    cuuint64_t dims[3] = {64, (cuuint64_t)rows, (cuuint64_t)K / 64};
+    cuuint64_t strides[2] = {(cuuint64_t)K * 2, 128};
+    cuuint32_t box[3] = {64, (cuuint32_t)box_rows, (cuuint32_t)kb};
+    cuuint32_t estr[3] = {1, 1, 1};
+    CUresult r = cuTensorMapEncodeTiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims, strides, box, estr,
+                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) { printf("cuTensorMapEncodeTiled failed (%d)\n", (int)r); exit(1); }
+    KilnTensorMap k; memcpy(&k, &m, sizeof(k)); return k;
+}
+// Data movement alone (no mma): one producer lane streams the CTA's weight boxes through a STAGES-deep ring, one
+// consumer warp waits on each stage and frees it. Box = {BK, BR, BC} elements (k inner, rows, 64-k chunks; BC = 1
+// is a 2-D box), 128B swizzle when BK = 64, none otherwise. grid = ceil(N / BR) * SPLIT, split over K.
+template <int BK, int BR, int BC, int STAGES>
+__global__ void __launch_bounds__(64) move_k(const __grid_constant__ KilnTensorMap tw, int N, int K, int split) {
+    using namespace kiln_hopper;
+    constexpr int BYTES = BK * BR * BC * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    __shared__ __align__(8) u64 full[STAGES], empty[STAGES];
+    const u32 base = (smem_u32(smem_raw) + 1023) & ~1023u;
+    const int row0 = (blockIdx.x / split) * BR, sp = blockIdx.x % split;
+    const int kper = K / split, nkb = kper / (BK * BC), kb0 = sp * nkb;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < STAGES; ++i) { mbar_init(smem_u32(&full[i]), 1); mbar_init(smem_u32(&empty[i]), 1); }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    }
+    __syncthreads();
+    kiln_attn::pdl_wait_then_trigger();
+    if (threadIdx.x == 32) {
+        for (int kb = 0; kb < nkb; ++kb) {
+            const int st = kb % STAGES;
+            mbar_wait(smem_u32(&empty[st]), ((kb / STAGES) & 1) ^ 1);
+            mbar_arrive_expect_tx(smem_u32(&full[st]), BYTES);
+            if (BC == 1) tma_load_2d(base + st * BYTES, &tw, smem_u32(&full[st]), (kb0 + kb) * BK, row0);
+            else tma_load_3d(base + st * BYTES, &tw, smem_u32(&full[st]), 0, row0, (kb0 + kb) * BC);
+        }
+    } else if (threadIdx.x == 0) {
+        for (int kb = 0; kb < nkb; ++kb) {
+            const int st = kb % STAGES;
+            mbar_wait(smem_u32(&full[st]), (kb / STAGES) & 1);
+            mbar_arrive(smem_u32(&empty[st]));
+        }
+    }
+}
+static KilnTensorMap make_tmap2(const void* base, int rows, int K, int bk, int br, bool swz) {
+    CUtensorMap m; memset(&m, 0, sizeof(m));
+    cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows};
+    cuuint64_t strides[1] = {(cuuint64_t)K * 2};
+    cuuint32_t box[2] = {(cuuint32_t)bk, (cuuint32_t)br};
+    cuuint32_t estr[2] = {1, 1};
+    CUresult r = cuTensorMapEncodeTiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, estr,
+                                        CU_TENSOR_MAP_INTERLEAVE_NONE, swz ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
+                                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) { printf("cuTensorMapEncodeTiled failed (%d)\n", (int)r); exit(1); }
+    KilnTensorMap k; memcpy(&k, &m, sizeof(k)); return k;
+}
+template <int BK, int BR, int BC, int STAGES>
+static void movement(const char* shape, int N, int K, const std::vector<unsigned short*>& w, int split) {
+    auto kern = move_k<BK, BR, BC, STAGES>;
+    const int smem = STAGES * BK * BR * BC * 2 + 1024, grid = (N + BR - 1) / BR * split;
+    CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    std::vector<KilnTensorMap> tw;
+    for (auto p : w) tw.push_back(BC == 1 ? make_tmap2(p, N, K, BK, BR, BK == 64) : make_tmap(p, N, K, BR, BC));
+    double us = graph_us([&] { for (int i = 0; i < 20; ++i) launch(true, kern, grid, 64, smem, tw[i % 4], N, K, split); }, 20);
+    printf("RESULT move shape=%s box=%dx%dx%d stages=%d split=%d grid=%d smem=%d us=%.2f GBps=%.0f\n", shape, BK, BR, BC, STAGES, split, grid,
+           smem, us, (double)N * K * 2 / us / 1e3);
+}
+
+__global__ void fill_k(unsigned short* p, long long n, unsigned seed) {
+    for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += (long long)gridDim.x * 256) {
+        unsigned h = (unsigned)i * 2654435761u ^ seed;
+        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13;
+        p[i] = kiln_gemm::f32_to_bf16(((h & 0xffffff) / 16777216.f - 0.5f) * 0.0625f);
+    }
+}
+__global__ void ref_k(const unsigned short* x, const unsigned short* w, float* y, int M, int N, int K) {   // fp32 reference
+    const int n = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= N) return;
+    for (int m = 0; m < M; ++m) {
+        float s = 0.f;
+        for (int k = lane; k < K; k += 32) s += kiln_gemm::bf16_to_f32(x[(long long)m * K + k]) * kiln_gemm::bf16_to_f32(w[(long long)n * K + k]);
+        for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) y[(long long)m * N + n] = s;
+    }
+}
+__global__ void copy_k(const uint4* __restrict__ a, uint4* __restrict__ b, long long n) {
+    for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += (long long)gridDim.x * 256) b[i] = a[i];
+}
+template <class Kern, class... A> static void launch(bool pdl, Kern k, int grid, int block, int smem, A... args) {
+    cudaLaunchConfig_t cfg = {}; cfg.gridDim = dim3(grid); cfg.blockDim = dim3(block); cfg.stream = g_stream; cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr[1]; attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1; cfg.attrs = attr; cfg.numAttrs = pdl ? 1 : 0;
+    CK(cudaLaunchKernelEx(&cfg, k, args...));
+}
+static float host_bf16(unsigned short h) { unsigned u = (unsigned)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static float host_round_bf16(float f) {   // round to nearest even (finite inputs)
+    unsigned u; memcpy(&u, &f, 4); u += 0x7fffu + ((u >> 16) & 1u); return host_bf16((unsigned short)(u >> 16));
+}
+// Worst relative error of a bf16 [M, n] output against the fp32 reference (or a host-computed SwiGLU of it).
+// cols: outputs per token; a token whose worst error exceeds 0.02 is listed (once per process) to locate a bug.
+static double check(const unsigned short* dev, const std::vector<float>& want, size_t n, size_t cols, bool& nan) {
+    static int reported = 0;
+    std::vector<unsigned short> got(n);
+    CK(cudaMemcpy(got.data(), dev, n * 2, cudaMemcpyDeviceToHost));
+    double worst = 0;
+    std::vector<double> tok(n / cols, 0.0);
+    for (size_t i = 0; i < n; ++i) {
+        const float s = host_bf16(got[i]);
+        if (s != s) nan = true;
+        const double e = (double)fabsf(s - want[i]) / (fabsf(want[i]) + 1e-2);
+        worst = std::max(worst, e);
+        tok[i / cols] = std::max(tok[i / cols], e);
+    }
+    if (worst > 0.02 && reported++ < 2) {
+        printf("DEBUG per-token worst error:");
+        for (double e : tok) printf(" %.2g", e);
+        printf("\nDEBUG first outputs of the worst token vs want:");
+        size_t wt = std::max_element(tok.begin(), tok.end()) - tok.begin();
+        for (size_t i = 0; i < 8; ++i) printf(" %.4f/%.4f", host_bf16(got[wt * cols + i]), want[wt * cols + i]);
+        printf("\n");
+    }
+    return worst;
+}
+
+int main() {
+    setvbuf(stdout, nullptr, _IONBF, 0);
+    CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    {   // measured copy bandwidth (1 GiB read + 1 GiB written), the % of copy denominator
+        const long long n = (1LL << 30) / 16; uint4 *a, *b;
+        CK(cudaMalloc(&a, n * 16)); CK(cudaMalloc(&b, n * 16)); CK(cudaMemset(a, 1, n * 16));
+        double us = graph_us([&] { for (int i = 0; i < 4; ++i) copy_k<<<132 * 16, 256, 0, g_stream>>>(a, b, n); }, 4);
+        printf("RESULT copy GBps=%.0f\n", 2.0 * n * 16 / us / 1e3);
+        CK(cudaFree(a)); CK(cudaFree(b));
+    }
+    struct Shape { const char* name; int N, K; } shapes[] = {{"o", 4096, 4096}, {"qkv", 6144, 4096}, {"down", 4096, 14336}, {"gate_up", 28672, 4096}};
+    unsigned short *x, *y0, *y1; float* ref;
+    CK(cudaMalloc(&y0, 16LL * 28672 * 4)); CK(cudaMalloc(&y1, 16LL * 28672 * 4));
+    CK(cudaMalloc(&x, 16 * 14336 * 2)); CK(cudaMalloc(&ref, 16LL * 28672 * 4));
+    fill_k<<<64, 256, 0, g_stream>>>(x, 16LL * 14336, 5);
+    for (auto& c : g_cfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws)));
+    for (auto& sh : shapes) {
+        const int N = sh.N, K = sh.K;
+        std::vector<unsigned short*> w(4);
+        for (int r = 0; r < 4; ++r) { CK(cudaMalloc(&w[r], (size_t)N * K * 2)); fill_k<<<1024, 256, 0, g_stream>>>(w[r], (long long)N * K, 11 + r); }
+        const double bytes = (double)N * K * 2;
+        if (getenv("PROFILE") && sh.N == 4096 && sh.K == 4096) {   // ncu: PROFILE=<config name> M=<m>, o shape, 3 launches
+            const int M = atoi(getenv("M") ? getenv("M") : "16");
+            for (auto& c : g_cfg) if (!strcmp(c.name, getenv("PROFILE"))) {
+                const KilnTensorMap tw0 = make_tmap(w[0], N, K, c.nb, c.kb);
+                for (int i = 0; i < 3; ++i)
+                    launch(false, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_STREAM_THREADS(c.cw), KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws), tw0,
+                           (const kiln_bf16*)x, (void*)y0, M, N, K, 0);
+            }
+            if (getenv("MOVE")) movement<64, 16, 4, 5>(sh.name, N, K, w, 1);
+            CK(cudaDeviceSynchronize());
+            return 0;
+        }
+        if (getenv("MOVE")) {   // data-movement ceilings by box shape (o and down only)
+            if (sh.K == 4096 && sh.N != 4096) { for (auto p : w) CK(cudaFree(p)); continue; }
+            movement<64, 16, 4, 10>(sh.name, N, K, w, 1);
+            movement<64, 16, 8, 5>(sh.name, N, K, w, 1);
+            movement<64, 16, 4, 5>(sh.name, N, K, w, 1);
+            movement<64, 32, 4, 5>(sh.name, N, K, w, 1);
+            movement<64, 64, 1, 10>(sh.name, N, K, w, 4);
+            movement<64, 64, 1, 10>(sh.name, N, K, w, 2);
+            movement<64, 64, 2, 5>(sh.name, N, K, w, 4);
+            movement<256, 16, 1, 10>(sh.name, N, K, w, 1);
+            movement<256, 16, 1, 5>(sh.name, N, K, w, 1);
+            movement<256, 32, 1, 5>(sh.name, N, K, w, 1);
+            movement<128, 32, 1, 10>(sh.name, N, K, w, 1);
+            movement<256, 64, 1, 3>(sh.name, N, K, w, 2);
+            movement<64, 16, 1, 20>(sh.name, N, K, w, 1);
+            for (auto p : w) CK(cudaFree(p));
+            continue;
+        }
+        for (int M : {16, 8, 1}) {
+            ref_k<<<N / 8, 256, 0, g_stream>>>(x, w[0], ref, M, N, K);
+            CK(cudaStreamSynchronize(g_stream));   // g_stream does not synchronise with cudaMemcpy's legacy stream
+            std::vector<float> want((size_t)M * N), glu((size_t)M * N / 2);
+            CK(cudaMemcpy(want.data(), ref, want.size() * 4, cudaMemcpyDeviceToHost));
+            for (int m = 0; m < M; ++m)   // SwiGLU of the 16-row interleaved layout, from the bf16-rounded sums
+                for (int r = 0; r < N / 2; ++r) {
+                    const int t = r / 8, j = r % 8;
+                    const float g = host_round_bf16((want[(size_t)m * N + 16 * t + j]));
+                    const float u = host_round_bf16((want[(size_t)m * N + 16 * t + 8 + j]));
+                    glu[(size_t)m * N / 2 + r] = g / (1.0f + expf(-g)) * u;
+                }
+                        // Baseline: gemm_whole instances the tuner picks today (perf-notes-gemm.md v6).
+            struct W { const char* name; GemmFnW fn; int nt, wk, u; };
+            W whole[] = {{"whole_nt2_wk8_u2_b1", kiln_gemm_splitk_whole_nt2_wk8_u2_b1, 2, 8, 2},
+                         {"whole_nt2_wk4_u4_b3", kiln_gemm_splitk_whole_nt2_wk4_u4_b3, 2, 4, 4},
+                         {"whole_nt2_wk4_u4_b1", kiln_gemm_splitk_whole_nt2_wk4_u4_b1, 2, 4, 4},
+                         {"whole_nt1_wk8_u4_b1", kiln_gemm_splitk_whole_nt1_wk8_u4_b1, 1, 8, 4},
+                         {"whole_nt1_wk4_u4_b1", kiln_gemm_splitk_whole_nt1_wk4_u4_b1, 1, 4, 4}};
+            for (auto& b : whole) {
+                if ((M <= 8) != (b.nt == 1)) continue;
+                double us = graph_us([&] { for (int i = 0; i < 20; ++i)
+                    launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln_bf16*)x, (const kiln_bf16*)w[i % 4], (void*)((i & 1) ? y1 : y0),
+                           (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, 20);
+                printf("RESULT base shape=%s M=%d kernel=%s us=%.2f GBps=%.0f\n", sh.name, M, b.name, us, bytes / us / 1e3);
+            }
+            for (auto& c : g_cfg) {
+                std::vector<KilnTensorMap> tw;
+                for (auto p : w) tw.push_back(make_tmap(p, N, K, c.nb, c.kb));
+                const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_STREAM_THREADS(c.cw), smem = KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws);
+                bool nan = false;
+                CK(cudaMemset(y0, 0xff, (size_t)M * N * 2));   // NaN: an output the kernel skips fails the check
+                launch(false, c.fn, grid, block, smem, tw[0], (const kiln_bf16*)x, (void*)y0, M, N, K, 0);
+                CK(cudaStreamSynchronize(g_stream));
+                const double err = check(y0, want, want.size(), N, nan);
+                double err_glu = 0;
+                if (M == 16) {
+                    CK(cudaMemset(y0, 0xff, (size_t)M * N));
+                    launch(false, c.fn, grid, block, smem, tw[0], (const kiln_bf16*)x, (void*)y0, M, N, K, 2);
+                    CK(cudaStreamSynchronize(g_stream));
+                    err_glu = check(y0, glu, glu.size(), N / 2, nan);
+                }
+                double us = graph_us([&] { for (int i = 0; i < 20; ++i)
+                    launch(true, c.fn, grid, block, smem, tw[i % 4], (const kiln_bf16*)x, (void*)((i & 1) ? y1 : y0), M, N, K, 0); }, 20);
+                printf("RESULT stream shape=%s M=%d kernel=%s us=%.2f GBps=%.0f rel_err=%.2g glu_err=%.2g nan=%d\n", sh.name, M, c.name, us,
+                       bytes / us / 1e3, err, err_glu, (int)nan);
+            }
+        }
+        for (auto p : w) CK(cudaFree(p));
+    }
+    printf("RESULT done\n");
+    return 0;
+}
