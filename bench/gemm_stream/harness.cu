@@ -15,6 +15,7 @@
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
 #include "gemm_stream.cu"
 #include "../common/graph_timing.cuh"
+#include "../common/gemm_test_util.cuh"
 
 typedef void (*GemmFnW)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
 typedef void (*StreamFn)(const KilnTensorMap, const kiln_bf16*, void*, int, int, int, int);
@@ -32,7 +33,7 @@ SWEEP(DEF)
 static Cfg g_cfg[] = {SWEEP(ROW)};
 
 // [rows, K] bf16 viewed as {64, rows, K/64} (strides K·2 and 128 bytes): one box {64, box_rows, kb} per ring stage.
-static KilnTensorMap make_tmap(const void* base, int rows, int K, int box_rows, int kb) {
+static KilnTensorMap make_tmap_3d(const void* base, int rows, int K, int box_rows, int kb) {
     CUtensorMap m; memset(&m, 0, sizeof(m));
     cuuint64_t dims[3] = {64, (cuuint64_t)rows, (cuuint64_t)K / 64};
     cuuint64_t strides[2] = {(cuuint64_t)K * 2, 128};
@@ -79,47 +80,18 @@ __global__ void __launch_bounds__(64) move_k(const __grid_constant__ KilnTensorM
         }
     }
 }
-static KilnTensorMap make_tmap2(const void* base, int rows, int K, int bk, int br, bool swz) {
-    CUtensorMap m; memset(&m, 0, sizeof(m));
-    cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows};
-    cuuint64_t strides[1] = {(cuuint64_t)K * 2};
-    cuuint32_t box[2] = {(cuuint32_t)bk, (cuuint32_t)br};
-    cuuint32_t estr[2] = {1, 1};
-    CUresult r = cuTensorMapEncodeTiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, estr,
-                                        CU_TENSOR_MAP_INTERLEAVE_NONE, swz ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
-                                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) { printf("cuTensorMapEncodeTiled failed (%d)\n", (int)r); exit(1); }
-    KilnTensorMap k; memcpy(&k, &m, sizeof(k)); return k;
-}
 template <int BK, int BR, int BC, int STAGES>
 static void movement(const char* shape, int N, int K, const std::vector<unsigned short*>& w, int split) {
     auto kern = move_k<BK, BR, BC, STAGES>;
     const int smem = STAGES * BK * BR * BC * 2 + 1024, grid = (N + BR - 1) / BR * split;
     CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     std::vector<KilnTensorMap> tw;
-    for (auto p : w) tw.push_back(BC == 1 ? make_tmap2(p, N, K, BK, BR, BK == 64) : make_tmap(p, N, K, BR, BC));
+    for (auto p : w) tw.push_back(BC == 1 ? make_tmap_2d(p, N, K, BK, BR, BK == 64) : make_tmap_3d(p, N, K, BR, BC));
     double us = graph_us([&] { for (int i = 0; i < 20; ++i) launch(true, kern, grid, 64, smem, tw[i % 4], N, K, split); }, 20);
     printf("RESULT move shape=%s box=%dx%dx%d stages=%d split=%d grid=%d smem=%d us=%.2f GBps=%.0f\n", shape, BK, BR, BC, STAGES, split, grid,
            smem, us, (double)N * K * 2 / us / 1e3);
 }
 
-__global__ void fill_k(unsigned short* p, long long n, unsigned seed) {
-    for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += (long long)gridDim.x * 256) {
-        unsigned h = (unsigned)i * 2654435761u ^ seed;
-        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13;
-        p[i] = kiln_gemm::f32_to_bf16(((h & 0xffffff) / 16777216.f - 0.5f) * 0.0625f);
-    }
-}
-__global__ void ref_k(const unsigned short* x, const unsigned short* w, float* y, int M, int N, int K) {   // fp32 reference
-    const int n = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
-    for (int m = 0; m < M; ++m) {
-        float s = 0.f;
-        for (int k = lane; k < K; k += 32) s += kiln_gemm::bf16_to_f32(x[(long long)m * K + k]) * kiln_gemm::bf16_to_f32(w[(long long)n * K + k]);
-        for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) y[(long long)m * N + n] = s;
-    }
-}
 __global__ void copy_k(const uint4* __restrict__ a, uint4* __restrict__ b, long long n) {
     for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += (long long)gridDim.x * 256) b[i] = a[i];
 }
@@ -183,7 +155,7 @@ int main() {
         if (getenv("PROFILE") && sh.N == 4096 && sh.K == 4096) {   // ncu: PROFILE=<config name> M=<m>, o shape, 3 launches
             const int M = atoi(getenv("M") ? getenv("M") : "16");
             for (auto& c : g_cfg) if (!strcmp(c.name, getenv("PROFILE"))) {
-                const KilnTensorMap tw0 = make_tmap(w[0], N, K, c.nb, c.kb);
+                const KilnTensorMap tw0 = make_tmap_3d(w[0], N, K, c.nb, c.kb);
                 for (int i = 0; i < 3; ++i)
                     launch(false, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_STREAM_THREADS(c.cw), KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws), tw0,
                            (const kiln_bf16*)x, (void*)y0, M, N, K, 0);
@@ -238,7 +210,7 @@ int main() {
             }
             for (auto& c : g_cfg) {
                 std::vector<KilnTensorMap> tw;
-                for (auto p : w) tw.push_back(make_tmap(p, N, K, c.nb, c.kb));
+                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
                 const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_STREAM_THREADS(c.cw), smem = KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws);
                 bool nan = false;
                 CK(cudaMemset(y0, 0xff, (size_t)M * N * 2));   // NaN: an output the kernel skips fails the check

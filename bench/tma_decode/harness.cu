@@ -17,6 +17,7 @@
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
 #include "../../Sources/KilnKernels/cuda/gemm_hopper.cu"
 #include "../common/graph_timing.cuh"
+#include "../common/gemm_test_util.cuh"
 
 
 using namespace kiln_gemm_hopper;
@@ -123,36 +124,7 @@ __global__ void __launch_bounds__(256) tma_decode_k(const __grid_constant__ Kiln
     cluster_sync();   // the other CTAs' shared memory must outlive rank 0's reads
 }
 
-static KilnTensorMap make_tmap(const void* base, int rows, int K, int box_rows) {
-    CUtensorMap m; memset(&m, 0, sizeof(m));
-    cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows};
-    cuuint64_t strides[1] = {(cuuint64_t)K * 2};
-    cuuint32_t box[2] = {64, (cuuint32_t)box_rows};
-    cuuint32_t estr[2] = {1, 1};
-    CUresult r = cuTensorMapEncodeTiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, estr,
-                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) { printf("cuTensorMapEncodeTiled failed (%d)\n", (int)r); exit(1); }
-    KilnTensorMap k; memcpy(&k, &m, sizeof(k)); return k;
-}
 
-__global__ void fill_k(unsigned short* p, long long n, unsigned seed) {
-    for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += (long long)gridDim.x * 256) {
-        unsigned h = (unsigned)i * 2654435761u ^ seed;
-        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13;
-        p[i] = kiln_gemm::f32_to_bf16(((h & 0xffffff) / 16777216.f - 0.5f) * 0.0625f);
-    }
-}
-__global__ void ref_k(const unsigned short* x, const unsigned short* w, float* y, int M, int N, int K) {   // fp32 reference
-    const int n = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (n >= N) return;
-    for (int m = 0; m < M; ++m) {
-        float s = 0.f;
-        for (int k = lane; k < K; k += 32) s += kiln_gemm::bf16_to_f32(x[(long long)m * K + k]) * kiln_gemm::bf16_to_f32(w[(long long)n * K + k]);
-        for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) y[(long long)m * N + n] = s;
-    }
-}
 
 static unsigned g_cluster = 1;
 template <class Kern, class... A> static void launch(bool pdl, Kern k, int grid, int smem, A... args) {
@@ -172,8 +144,8 @@ static void run(const char* shape, int M, int N, int K, const std::vector<unsign
     g_cluster = SPLIT;
     CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     std::vector<KilnTensorMap> tw;
-    for (auto p : w) tw.push_back(make_tmap(p, N, K, 64));
-    const KilnTensorMap tx = make_tmap(x, M, K, 16);
+    for (auto p : w) tw.push_back(make_tmap_2d(p, N, K, 64, 64, true));
+    const KilnTensorMap tx = make_tmap_2d(x, M, K, 64, 16, true);
     CK(cudaMemset(y, 0xff, (size_t)M * N * 2));   // NaN: an output the kernel skips fails the check
     launch(false, kern, grid, smem, tw[0], tx, ws, y, cnt, M, N, K);
     CK(cudaStreamSynchronize(g_stream));
