@@ -126,7 +126,15 @@ static double check(const unsigned short* dev, const std::vector<float>& want, s
         printf("\nDEBUG first outputs of the worst token vs want:");
         size_t wt = std::max_element(tok.begin(), tok.end()) - tok.begin();
         for (size_t i = 0; i < 8; ++i) printf(" %.4f/%.4f", host_bf16(got[wt * cols + i]), want[wt * cols + i]);
-        printf("\n");
+        printf("\nDEBUG first wrong (token, column):");
+        int shown = 0;
+        for (size_t i = 0; i < n && shown < 12; ++i) {
+            const double e = (double)fabsf(host_bf16(got[i]) - want[i]) / (fabsf(want[i]) + 1e-2);
+            if (e > 0.02) { printf(" (%zu,%zu)", i / cols, i % cols); ++shown; }
+        }
+        size_t bad = 0;
+        for (size_t i = 0; i < n; ++i) bad += (double)fabsf(host_bf16(got[i]) - want[i]) / (fabsf(want[i]) + 1e-2) > 0.02;
+        printf(" — %zu of %zu outputs off by > 2%%\n", bad, n);
     }
     return worst;
 }
