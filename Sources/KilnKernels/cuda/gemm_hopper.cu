@@ -77,7 +77,7 @@
 
 namespace kiln_gemm_hopper {
 
-using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
+using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, TMA loads, clusters, wgmma fence/commit/wait (hopper_util.cuh)
 
 // ---- wgmma ---------------------------------------------------------------------------------
 // Shared-memory matrix descriptor for a K-major tile with 128-byte swizzle: rows of 64 bf16

@@ -208,6 +208,13 @@ __device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], cons
     }
 }
 
+// Accumulator element (tt, n, i) of lane (g, t) in the m16n8k16 layout (weights = rows, tokens = columns):
+// weight row row0 + 16tt + g + 8·(i ≥ 2), token 8n + 2t + (i & 1). One definition for the epilogue, the split-K
+// publish and the split-K reload, which must agree element for element. (Macros, not inline functions: as
+// functions ptxas allocated 1–10 registers differently in three instances; the macros give the same PTX as before.)
+#define KILN_ACC_ROW(row0, tt, g, i) ((row0) + (tt) * 16 + (g) + (((i) >> 1) << 3))
+#define KILN_ACC_TOKEN(n, t, i) ((n) * 8 + 2 * (t) + ((i) & 1))
+
 // The epilogue (parameter `epi`, GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp whose
 // first row is row0 (a multiple of 16): 0 Y bf16 [M, N]; 1 Y fp32 [M, N];
 // 2 SwiGLU: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
@@ -224,8 +231,8 @@ __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* 
         for (int n = 0; n < NT; ++n)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
-                const int m = n * 8 + 2 * t + (i & 1);
+                const int r = KILN_ACC_ROW(row0, tt, g, i);
+                const int m = KILN_ACC_TOKEN(n, t, i);
                 if (epi == 2) {
                     if (i < 2 && r < N && m < M) {
                         const float gv = bf16_to_f32(f32_to_bf16(v[tt][n][i]));
@@ -399,8 +406,6 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     // ---- Sum the WARPS_K partials of each row tile (fixed order) --------------------------------
     sum_warps_k<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
 
-    // Accumulator element (tt, n, i) of lane (g, t): row row0 + 16tt + g + 8·(i >= 2),
-    // token 8n + 2t + (i & 1).
     if (splitK == 1) {
         if (wk == 0) store_out<TILES, NT>(acc, y, row0, g, t, M, N, epi);
         return;
@@ -414,8 +419,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
             for (int n = 0; n < NT; ++n)
 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
-                    const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
-                    const int m = n * 8 + 2 * t + (i & 1);
+                    const int r = KILN_ACC_ROW(row0, tt, g, i);
+                    const int m = KILN_ACC_TOKEN(n, t, i);
                     if (r < N && m < M) ws[((long long)split * M + m) * N + r] = acc[tt][n][i];
                 }
     }
@@ -447,8 +452,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
                 for (int n = 0; n < NT; ++n)
 #pragma unroll
                     for (int i = 0; i < 4; ++i) {
-                        const int r = row0 + tt * 16 + g + ((i >> 1) << 3);
-                        const int m = n * 8 + 2 * t + (i & 1);
+                        const int r = KILN_ACC_ROW(row0, tt, g, i);
+                        const int m = KILN_ACC_TOKEN(n, t, i);
                         v[tt][n][i] = (r < N && m < M) ? ld_cg(ws + ((long long)j * M + m) * N + r) : 0.f;
                     }
 #pragma unroll
