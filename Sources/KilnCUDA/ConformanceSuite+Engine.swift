@@ -7,7 +7,7 @@ import KilnKernels
 /// SwiGLU kernels, each against a plain CPU reference on random inputs (outputs pre-filled with NaN).
 extension ConformanceSuite {
     public func runEngineChecks() {
-        checkGemmSplitK(); checkGemmSplitKSwiGLU(); checkGemmHopper(); checkAttention(); checkRoPECache(); checkSwiGLU()
+        checkGemmSplitK(); checkGemmSplitKSwiGLU(); checkGemmStream(); checkGemmHopper(); checkAttention(); checkRoPECache(); checkSwiGLU()
     }
 
     static func gemmReference(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int) -> [Float] {
@@ -135,6 +135,48 @@ extension ConformanceSuite {
             do { try GemmSplitK(library, config: GemmSplitK.defaultConfig(m: 1))(x: 0, w: 0, y: 0, m: 1, n: 24, k: 8, epilogue: .swiglu, stream: stream) }
             catch is KilnError { return nil }
             return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 24, want: 32)
+        }
+    }
+
+    /// gemm_stream (Hopper): every instance at M = 1, 7, 16 on odd N (the TMA zero-fills rows past N), K from one
+    /// ring stage to several laps of the ring, one shape of several waves of blocks (where a ring race showed in the
+    /// prototype); fp32 output and the SwiGLU epilogue; K % 64 != 0 rejected.
+    func checkGemmStream() {
+        guard context.info.computeCapability.major == 9 else { log("skip gemm_stream: not a Hopper GPU"); return }
+        for c in GemmStream.configs {
+            guard let g = try? GemmStream(library, config: c) else {
+                check("gemm_stream \(c.name) loads") { throw KilnError("cannot load \(c.name)") }; continue
+            }
+            for (n, k) in [(1000, 1792), (77, 64), (264, 4096), (4096, 1024), (28672, 512)] {
+                for m in [1, 7, 16] where n < 20000 || m == 16 {
+                    gemmCheck("gemm_stream \(c.name) M=\(m) N=\(n) K=\(k)", m: m, n: n, k: k, outF32: false) { x, w, y in
+                        try g(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
+                    }
+                }
+            }
+            gemmCheck("gemm_stream \(c.name) M=3 N=520 K=1024 f32", m: 3, n: 520, k: 1024, outF32: true) { x, w, y in
+                try g(x: x, w: w, y: y, m: 3, n: 520, k: 1024, epilogue: .f32, stream: stream)
+            }
+            for m in [1, 16] {
+                check("gemm_stream swiglu \(c.name) M=\(m) F=504 K=1792") {
+                    let (f, k) = (504, 1792), n = 2 * f
+                    let x = roundTo(rng.uniform(m * k, -1, 1), .bf16), w = roundTo(rng.uniform(n * k, -1, 1), .bf16)
+                    let (dx, dw, dy) = (try upload(x, .bf16), try upload(w, .bf16), try output(m * f, .bf16))
+                    try g(x: dx.address, w: dw.address, y: dy.address, m: m, n: n, k: k, epilogue: .swiglu, stream: stream)
+                    let full = roundTo(ConformanceSuite.gemmReference(x, w, m: m, n: n, k: k), .bf16)
+                    var gate = [Float](), up = [Float]()
+                    for i in 0..<m {
+                        for j in 0..<f { let r = 16 * (j / 8) + j % 8; gate.append(full[i * n + r]); up.append(full[i * n + r + 8]) }
+                    }
+                    let want = roundTo(Reference.siluMul(gate: gate, up: up), .bf16)
+                    let tol = ConformanceSuite.gemmTolerance(k: k, out: .bf16)
+                    return Conformance.compare(try read(dy, .bf16), want, tolerance: Tolerance(rtol: 2 * tol.rtol, atol: tol.atol))
+                }
+            }
+            check("gemm_stream \(c.name) rejects K % 64 != 0") {
+                do { try g(x: 0, w: 0, y: 0, m: 1, n: 64, k: 520, stream: stream) } catch is KilnError { return nil }
+                return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 520, want: 576)
+            }
         }
     }
 

@@ -7,15 +7,16 @@ import KilnKernels
 /// from a tuning table when one is given, else the documented defaults of GemmSplitK/GemmHopper
 /// (one warning per shape that has no entry, so a missing tuning run is visible but not noisy).
 ///
-///   M ≤ 16          gemm_splitk (decode; bf16 or fp32 out)
+///   M ≤ 16          gemm_splitk (decode; bf16 or fp32 out), or on Hopper gemm_stream where the table says so
 ///   M ≥ 64, Hopper  gemm_hopper (prefill; bf16 out)
 ///   otherwise       gemm_splitk over row blocks of 16 (short prefill chunks, fp32 logits, non-Hopper GPUs)
 public final class GemmDispatch {
     public struct Choice: CustomStringConvertible {
         public var splitK: GemmSplitK.Config?
         public var hopper: GemmHopper.Config?
+        public var stream: GemmStream.Config? = nil
         public var split: Int
-        public var description: String { (splitK?.name ?? hopper?.name ?? "?") + (split > 1 ? " split \(split)" : "") }
+        public var description: String { (splitK?.name ?? stream?.name ?? hopper?.name ?? "?") + (split > 1 ? " split \(split)" : "") }
     }
 
     let library: KernelLibrary
@@ -24,6 +25,7 @@ public final class GemmDispatch {
     let hopperOK: Bool
     private var splitKKernels: [GemmSplitK.Config: GemmSplitK] = [:]
     private var hopperKernels: [GemmHopper.Config: GemmHopper] = [:]
+    private var streamKernels: [GemmStream.Config: GemmStream] = [:]
     private var warned: Set<String> = []
     /// Split-K scratch, shared by all calls: they run one after another on one stream, and the
     /// counters are left zero by every launch.
@@ -43,6 +45,9 @@ public final class GemmDispatch {
     public func choose(op: String, m: Int, n: Int, k: Int, outF32: Bool) -> Choice {
         if let e = tune?.lookup(op: op, n: n, k: k, m: m) {
             if m <= 16, let c = GemmSplitK.config(named: e.config), c.maxM >= m { return Choice(splitK: c, hopper: nil, split: min(max(1, e.split), GemmDispatch.maxSplit)) }
+            if m <= 16, hopperOK, let c = GemmStream.config(named: e.config), c.unsupported(n: n, k: k) == nil {
+                return Choice(splitK: nil, hopper: nil, stream: c, split: 1)
+            }
             if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(splitK: nil, hopper: c, split: 1) }
         } else {
             let key = "\(op) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
@@ -55,6 +60,10 @@ public final class GemmDispatch {
     func splitKKernel(_ c: GemmSplitK.Config) throws -> GemmSplitK {
         if let k = splitKKernels[c] { return k }
         let k = try GemmSplitK(library, config: c); splitKKernels[c] = k; return k
+    }
+    func streamKernel(_ c: GemmStream.Config) throws -> GemmStream {
+        if let k = streamKernels[c] { return k }
+        let k = try GemmStream(library, config: c); streamKernels[c] = k; return k
     }
     func hopperKernel(_ c: GemmHopper.Config) throws -> GemmHopper {
         if let k = hopperKernels[c] { return k }
@@ -70,6 +79,10 @@ public final class GemmDispatch {
         if let h = ch.hopper {
             guard epi == .bf16 else { throw KilnError("gemm_hopper has no \(epi) epilogue") }
             try hopperKernel(h)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
+            return
+        }
+        if let c = ch.stream, m <= c.maxM {
+            try streamKernel(c)(x: x, w: w, y: y, m: m, n: n, k: k, epilogue: epi, stream: stream)
             return
         }
         let cfg = ch.splitK ?? GemmSplitK.defaultConfig(m: 16)

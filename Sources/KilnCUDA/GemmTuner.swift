@@ -22,17 +22,18 @@ public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
 
 /// One point of the search: an instance of an op's instance list and a launch-time split count.
 public struct GemmCandidate: Hashable, Sendable, CustomStringConvertible {
-    public enum Kernel: Hashable, Sendable { case splitK(GemmSplitK.Config), hopper(GemmHopper.Config) }
+    public enum Kernel: Hashable, Sendable { case splitK(GemmSplitK.Config), stream(GemmStream.Config), hopper(GemmHopper.Config) }
     public var kernel: Kernel
     public var split: Int
     public init(_ kernel: Kernel, split: Int = 1) { self.kernel = kernel; self.split = split }
     public var name: String {
-        switch kernel { case .splitK(let c): return c.name; case .hopper(let c): return c.name }
+        switch kernel { case .splitK(let c): return c.name; case .stream(let c): return c.name; case .hopper(let c): return c.name }
     }
     public var description: String { name + (split > 1 ? " split \(split)" : "") }
     var choice: GemmDispatch.Choice {
         switch kernel {
         case .splitK(let c): return GemmDispatch.Choice(splitK: c, hopper: nil, split: split)
+        case .stream(let c): return GemmDispatch.Choice(splitK: nil, hopper: nil, stream: c, split: 1)
         case .hopper(let c): return GemmDispatch.Choice(splitK: nil, hopper: c, split: 1)
         }
     }
@@ -41,12 +42,14 @@ public struct GemmCandidate: Hashable, Sendable, CustomStringConvertible {
 /// Candidate enumeration and validity rules (pure; tested without a GPU).
 ///
 /// The candidates are the rows of the `.cu` instance tables (KILN_GEMM_SPLITK_INSTANCES × split counts 1, 2, 4, 8;
-/// KILN_GEMM_HOPPER_INSTANCES), so adding a row to a table adds it to the search. A candidate that cannot run
+/// KILN_GEMM_STREAM_INSTANCES; KILN_GEMM_HOPPER_INSTANCES), so adding a row to a table adds it to the search. A candidate that cannot run
 /// correctly is removed by a rule before anything launches, never by a crash:
 ///   gemm_splitk: M ≤ 8·NT; M ≤ 16 (beyond, the dispatch ignores table entries); K a positive multiple of 8;
 ///                dynamic shared memory ≤ the device's opt-in limit; threads ≤ the block limit; split ≤ 8
 ///                (GemmDispatch.maxSplit, its workspace size); every split owns a non-empty K chunk
 ///                ((split−1)·⌈K/split⌉₈ < K); split·M·N ≤ the workspace.
+///   gemm_stream: a Hopper GPU; 9 ≤ M ≤ 16 (GemmStream.Config.minTunedM: slower in the decode step at M = 2); K a positive multiple of 64 (its 3-D tensor-map view); shared memory ≤ opt-in
+///                limit; threads ≤ the block limit; split 1 (no split-K).
 ///   gemm_hopper: a Hopper GPU; M ≥ 64 (the dispatch's prefill range); bf16 output (the logits stay on gemm_splitk);
 ///                K a multiple of 8; shared memory ≤ opt-in limit; threads ≤ the block limit; split 1.
 public enum GemmSearch {
@@ -82,6 +85,15 @@ public enum GemmSearch {
         return nil
     }
 
+    public static func rule(_ c: GemmStream.Config, shape s: GemmShape, m: Int, limits l: Limits) -> String? {
+        if !l.hopper { return "gemm_stream needs sm_90a" }
+        if m > c.maxM || m < c.minTunedM { return "gemm_stream is tuned for \(c.minTunedM) ≤ M ≤ \(c.maxM)" }
+        if let why = c.unsupported(n: s.n, k: s.k) { return why }
+        if c.sharedBytes + c.staticSharedBytes > l.sharedOptIn { return "shared memory \(c.sharedBytes + c.staticSharedBytes) B > \(l.sharedOptIn) B" }
+        if c.threads > l.maxThreads { return "\(c.threads) threads > \(l.maxThreads)" }
+        return nil
+    }
+
     public static func rule(_ c: GemmHopper.Config, shape s: GemmShape, m: Int, limits l: Limits) -> String? {
         if !l.hopper { return "gemm_hopper needs sm_90a" }
         if m < 64 { return "gemm_hopper serves M ≥ 64" }
@@ -100,7 +112,8 @@ public enum GemmSearch {
     /// Every valid candidate (the default first, so it is verified first and becomes the trusted output), and
     /// every filtered one with its reason.
     public static func candidates(_ s: GemmShape, m: Int, limits l: Limits,
-                                  splitK: [GemmSplitK.Config] = GemmSplitK.configs, hopper: [GemmHopper.Config] = GemmHopper.configs)
+                                  splitK: [GemmSplitK.Config] = GemmSplitK.configs, stream: [GemmStream.Config] = GemmStream.configs,
+                                  hopper: [GemmHopper.Config] = GemmHopper.configs)
         -> (valid: [GemmCandidate], filtered: [(GemmCandidate, String)]) {
         var valid: [GemmCandidate] = [], filtered: [(GemmCandidate, String)] = []
         for c in splitK {
@@ -108,6 +121,10 @@ public enum GemmSearch {
                 let cand = GemmCandidate(.splitK(c), split: sp)
                 if let why = rule(c, split: sp, shape: s, m: m, limits: l) { filtered.append((cand, why)) } else { valid.append(cand) }
             }
+        }
+        for c in stream {
+            let cand = GemmCandidate(.stream(c))
+            if let why = rule(c, shape: s, m: m, limits: l) { filtered.append((cand, why)) } else { valid.append(cand) }
         }
         for c in hopper {
             let cand = GemmCandidate(.hopper(c))

@@ -51,4 +51,21 @@ public struct TensorMap: Sendable {
         }
         return m
     }
+
+    /// A bf16 row-major matrix [rows, cols] (cols % 64 == 0) viewed as 3-D {64, rows, cols/64} (strides 2·cols and
+    /// 128 bytes), read in boxes of {64, boxRows, boxChunks}: boxChunks 64-column chunks of boxRows rows in one box,
+    /// 128-byte swizzle, zero fill past the last row (the layout gemm_stream.cu documents).
+    public static func bf16RowChunks(_ context: Context, address: CUdeviceptr, rows: Int, cols: Int, boxRows: Int, boxChunks: Int) throws -> TensorMap {
+        guard let encode = context.driver.cuTensorMapEncodeTiled else {
+            throw KilnError("this NVIDIA driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the Hopper GEMMs)")
+        }
+        guard cols % 64 == 0, address % 16 == 0 else { throw KilnError("TMA row chunks need a 16-byte aligned matrix with cols % 64 == 0 (got cols \(cols))") }
+        var m = TensorMap()
+        let dims: [UInt64] = [64, UInt64(rows), UInt64(cols / 64)], strides: [UInt64] = [UInt64(cols * 2), 128]
+        let box: [UInt32] = [64, UInt32(boxRows), UInt32(boxChunks)], elem: [UInt32] = [1, 1, 1]
+        try withUnsafeMutableBytes(of: &m.words) { raw in
+            try cuCheck("cuTensorMapEncodeTiled", encode(raw.baseAddress, 9, 3, address, dims, strides, box, elem, 0, 3, 3, 0))
+        }
+        return m
+    }
 }

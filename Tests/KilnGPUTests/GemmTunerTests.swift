@@ -16,15 +16,19 @@ final class GemmTunerTests: XCTestCase {
         // whole-block ones (qkv's N and K fit their tiling) without split-K; no Hopper instance does.
         let general = GemmSplitK.configs.filter { !$0.whole }.count, whole = GemmSplitK.configs.count - general
         XCTAssertGreaterThan(whole, 0, "whole-block instance table parsed")
-        XCTAssertEqual(valid.count, general * GemmSearch.splits.count + whole)
-        XCTAssertEqual(valid.count + filtered.count, (GemmSplitK.configs.count * GemmSearch.splits.count) + GemmHopper.configs.count)
+        XCTAssertFalse(GemmStream.configs.isEmpty, "gemm_stream instance table parsed")
+        XCTAssertEqual(valid.count, general * GemmSearch.splits.count + whole, "gemm_stream is not offered at M ≤ 8")
+        XCTAssertEqual(valid.count + filtered.count,
+                       GemmSplitK.configs.count * GemmSearch.splits.count + GemmStream.configs.count + GemmHopper.configs.count)
         XCTAssertEqual(valid.first, GemmSearch.defaultCandidate(qkv, m: 1, limits: h200), "default first: it becomes the trusted output")
         XCTAssertEqual(Set(valid).count, valid.count)
     }
 
     func testNT1InstancesAreFilteredAboveM8() {
         let (valid, filtered) = GemmSearch.candidates(qkv, m: 16, limits: h200)
-        XCTAssertTrue(valid.allSatisfy { if case .splitK(let c) = $0.kernel { return c.nt == 2 } else { return false } })
+        XCTAssertTrue(valid.allSatisfy {
+            switch $0.kernel { case .splitK(let c): return c.nt == 2; case .stream: return true; case .hopper: return false }
+        })
         XCTAssertTrue(filtered.contains { $0.1.contains("NT=1") })
         XCTAssertEqual(GemmSearch.defaultCandidate(qkv, m: 16, limits: h200).name, GemmSplitK.defaultConfig(m: 16).name)
     }
@@ -50,6 +54,25 @@ final class GemmTunerTests: XCTestCase {
         for c in bounded { XCTAssertTrue(c.name.hasSuffix("_b\(c.minBlocks)"), c.name) }
         XCTAssertTrue(GemmSplitK.configs.contains { $0.whole && $0.nt == 2 && $0.wk == 4 && $0.unroll == 4 && $0.minBlocks == 1 })
         XCTAssertTrue(GemmSplitK.configs.contains { $0.whole && $0.nt == 2 && $0.wk == 4 && $0.unroll == 4 && $0.minBlocks == 3 })
+    }
+
+    /// gemm_stream: Hopper only, M ≤ 16, K % 64 == 0 (its 3-D tensor-map view), any N, the ring within shared memory.
+    func testStreamRules() {
+        let c = GemmStream.configs[0]
+        XCTAssertNil(GemmSearch.rule(c, shape: qkv, m: 16, limits: h200))
+        XCTAssertNil(GemmSearch.rule(c, shape: qkv, m: 9, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(c, shape: qkv, m: 8, limits: h200), "M ≤ 8 stays with gemm_whole (decode step)")
+        XCTAssertNil(GemmSearch.rule(c, shape: GemmShape(op: "t", n: 77, k: 64), m: 12, limits: h200), "any N: rows past N are zero-filled")
+        XCTAssertNotNil(GemmSearch.rule(c, shape: qkv, m: 17, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(c, shape: GemmShape(op: "t", n: 6144, k: 4160 - 32), m: 16, limits: h200), "K % 64")
+        XCTAssertNotNil(GemmSearch.rule(c, shape: qkv, m: 16, limits: GemmSearch.Limits(hopper: false, sharedOptIn: 166 * 1024)))
+        XCTAssertNotNil(GemmSearch.rule(c, shape: qkv, m: 16, limits: GemmSearch.Limits(hopper: true, sharedOptIn: 16 * 1024)), "ring > shared memory")
+        XCTAssertNil(GemmSearch.rule(c, shape: logits, m: 16, limits: h200), "fp32 output is an epilogue")
+        let names = GemmStream.configs.map(\.name)
+        XCTAssertEqual(Set(names).count, names.count)
+        XCTAssertTrue(names.allSatisfy { $0.hasPrefix("kiln_gemm_stream_nb") })
+        XCTAssertEqual(GemmCandidate(.stream(c)).choice.stream, c)
+        XCTAssertNil(GemmCandidate(.stream(c)).choice.splitK)
     }
 
     func testSplitRules() {

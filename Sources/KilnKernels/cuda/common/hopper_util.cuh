@@ -1,4 +1,4 @@
-// hopper_util.cuh — sm_90a PTX wrappers shared by gemm_hopper.cu and attention_hopper.cu (and the bench/ harnesses):
+// hopper_util.cuh — sm_90a PTX wrappers shared by gemm_hopper.cu, gemm_stream.cu and attention_hopper.cu (and the bench/ harnesses):
 // shared-memory addresses, mbarriers (init / arrive / parity wait / transaction bytes / cluster arrive), TMA tile
 // loads (plain and multicast) and the wgmma fence / commit / wait group. Inline PTX
 // only, so the kernels compile under NVRTC with no CUDA headers.
@@ -69,6 +69,14 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const void* tmap, u32 bar, 
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
         ::"r"(dst), "l"((u64)tmap), "r"(bar), "r"(c0), "r"(c1)
+        : "memory");
+}
+
+// 3-D tile load: box at (c0, c1, c2) (innermost dimension first) -> shared dst, completes on bar.
+__device__ __forceinline__ void tma_load_3d(u32 dst, const void* tmap, u32 bar, int c0, int c1, int c2) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];"
+        ::"r"(dst), "l"((u64)tmap), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
         : "memory");
 }
 
