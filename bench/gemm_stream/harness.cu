@@ -1,5 +1,5 @@
-// bench/gemm_stream/harness.cu — correctness and graph-chain timing of the gemm_stream.cu prototype (TMA-ring
-// decode GEMM, rows split over blocks) against gemm_whole, on the four Llama-3-8B shapes at M = 16, 8, 1, in one
+// bench/gemm_stream/harness.cu — correctness and graph-chain timing of the engine's gemm_stream.cu (TMA-ring decode
+// GEMM, rows split over blocks) and of two prototypes (gemm_resident.cu, gemm_xsmem.cu) against gemm_whole, on the four Llama-3-8B shapes at M = 16, 8, 1, in one
 // process. Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
 // it is timed. MOVE=1: data movement alone (TMA ring, no mma) for several box shapes. PROFILE=<config> M=<m>:
 // three launches on o, for ncu.
@@ -13,24 +13,47 @@
 #include <algorithm>
 #include <cmath>
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
-#include "gemm_stream.cu"
+#include "../../Sources/KilnKernels/cuda/gemm_stream.cu"
+#include "gemm_resident.cu"
+#include "gemm_xsmem.cu"
 #include "../common/graph_timing.cuh"
 #include "../common/gemm_test_util.cuh"
 
 typedef void (*GemmFnW)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
 typedef void (*StreamFn)(const KilnTensorMap, const kiln_bf16*, void*, int, int, int, int);
 struct Cfg { const char* name; StreamFn fn; int nb, kb, ws, cw; };
-#define SWEEP(X)                                                                                              \
-    X(16, 2, 8, 4) X(16, 2, 12, 4) X(16, 2, 8, 2) X(16, 2, 6, 2) X(16, 1, 16, 4) X(16, 1, 12, 4) X(32, 2, 8, 4) \
-    X(16, 4, 4, 4) X(16, 2, 12, 6) X(16, 2, 16, 8) X(16, 2, 4, 4) X(16, 1, 8, 4) X(32, 1, 8, 4) X(16, 4, 8, 4)
-#define DEF(NB, KB, WS, CW)                                                                                          \
-    __global__ void __launch_bounds__(KILN_GEMM_STREAM_THREADS(CW)) sw_##NB##_##KB##_##WS##_##CW(                     \
-        const __grid_constant__ KilnTensorMap tw, const kiln_bf16* x, void* y, int M, int N, int K, int epi) {        \
-        kiln_gemm_stream::gemm_stream<NB, KB, WS, CW>(&tw, x, y, M, N, K, epi);                                      \
+// gemm_resident (NB, KB, WS, CW, EARLY): o at NB = 32 and qkv at NB = 48 run 128 blocks, one per SM.
+#define RSWEEP(X)                                                                                                  \
+    X(32, 2, 8, 4, 1) X(48, 1, 8, 4, 1)
+// The engine's instances (gemm_stream.cu's KILN_GEMM_STREAM_INSTANCES).
+#define ROW(NB, KB, WS, CW) {#NB "_" #KB "_" #WS "_" #CW, KILN_GEMM_STREAM_NAME(NB, KB, WS, CW), NB, KB, WS, CW},
+static Cfg g_cfg[] = {KILN_GEMM_STREAM_INSTANCES(ROW)};
+
+typedef void (*ResFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
+struct RCfg { const char* name; ResFn fn; int nb, kb, ws, cw; };
+#define RDEF(NB, KB, WS, CW, E)                                                                                      \
+    __global__ void __launch_bounds__(KILN_GEMM_RESIDENT_THREADS(CW)) rs_##NB##_##KB##_##WS##_##CW##_##E(             \
+        const __grid_constant__ KilnTensorMap tw, const __grid_constant__ KilnTensorMap tx, void* y, int M, int N, int K, int epi) { \
+        kiln_gemm_stream::gemm_resident<NB, KB, WS, CW, E>(&tw, &tx, y, M, N, K, epi);                                \
     }
-SWEEP(DEF)
-#define ROW(NB, KB, WS, CW) {"nb" #NB "_kb" #KB "_ws" #WS "_cw" #CW, sw_##NB##_##KB##_##WS##_##CW, NB, KB, WS, CW},
-static Cfg g_cfg[] = {SWEEP(ROW)};
+RSWEEP(RDEF)
+#define RROW(NB, KB, WS, CW, E) {"res_nb" #NB "_kb" #KB "_ws" #WS "_cw" #CW "_e" #E, rs_##NB##_##KB##_##WS##_##CW##_##E, NB, KB, WS, CW},
+static RCfg g_rcfg[] = {RSWEEP(RROW)};
+
+// gemm_xsmem (NT, TILES, WK, U): one block per SM, X in shared memory.
+#define XSWEEP(X) X(2, 2, 8, 4) X(1, 2, 8, 4)
+struct XCfg { const char* name; GemmFnW fn; int nt, tiles, wk, u; };
+#define XDEF(NT, T, WK, U)                                                                                            \
+    __global__ void __launch_bounds__(32 * T * WK) xs_##NT##_##T##_##WK##_##U(const kiln_bf16* x, const kiln_bf16* w, void* y, \
+                                                                              float*, unsigned*, int M, int N, int K, int epi) { \
+        switch (epi) {                                                                                                \
+            case 2: kiln_gemm::gemm_xsmem<NT, T, WK, U, 2>(x, w, y, M, N, K); break;                                  \
+            default: kiln_gemm::gemm_xsmem<NT, T, WK, U, 0>(x, w, y, M, N, K); break;                                 \
+        }                                                                                                             \
+    }
+XSWEEP(XDEF)
+#define XROW(NT, T, WK, U) {"xs_nt" #NT "_t" #T "_wk" #WK "_u" #U, xs_##NT##_##T##_##WK##_##U, NT, T, WK, U},
+static XCfg g_xcfg[] = {XSWEEP(XROW)};
 
 // [rows, K] bf16 viewed as {64, rows, K/64} (strides K·2 and 128 bytes): one box {64, box_rows, kb} per ring stage.
 static KilnTensorMap make_tmap_3d(const void* base, int rows, int K, int box_rows, int kb) {
@@ -107,6 +130,7 @@ static float host_round_bf16(float f) {   // round to nearest even (finite input
 }
 // Worst relative error of a bf16 [M, n] output against the fp32 reference (or a host-computed SwiGLU of it).
 // cols: outputs per token; a token whose worst error exceeds 0.02 is listed (once per process) to locate a bug.
+static size_t g_bad = 0;   // outputs off by > 2% since the last reset (check() adds)
 static double check(const unsigned short* dev, const std::vector<float>& want, size_t n, size_t cols, bool& nan) {
     static int reported = 0;
     std::vector<unsigned short> got(n);
@@ -120,6 +144,7 @@ static double check(const unsigned short* dev, const std::vector<float>& want, s
         worst = std::max(worst, e);
         tok[i / cols] = std::max(tok[i / cols], e);
     }
+    for (size_t i = 0; i < n; ++i) g_bad += (double)fabsf(host_bf16(got[i]) - want[i]) / (fabsf(want[i]) + 1e-2) > 0.02;
     if (worst > 0.02 && reported++ < 2) {
         printf("DEBUG per-token worst error:");
         for (double e : tok) printf(" %.2g", e);
@@ -155,6 +180,8 @@ int main() {
     CK(cudaMalloc(&x, 16 * 14336 * 2)); CK(cudaMalloc(&ref, 16LL * 28672 * 4));
     fill_k<<<64, 256, 0, g_stream>>>(x, 16LL * 14336, 5);
     for (auto& c : g_cfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws)));
+    for (auto& c : g_rcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    for (auto& c : g_xcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_XSMEM_SMEM(2, 4096)));
     for (auto& sh : shapes) {
         const int N = sh.N, K = sh.K;
         std::vector<unsigned short*> w(4);
@@ -216,26 +243,52 @@ int main() {
                            (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, 20);
                 printf("RESULT base shape=%s M=%d kernel=%s us=%.2f GBps=%.0f\n", sh.name, M, b.name, us, bytes / us / 1e3);
             }
+            // Checks one kernel (plain output, and the SwiGLU epilogue at M = 16) against the reference, then times it.
+            // run(i, y, epi, pdl) launches it on weight copy i.
+            auto check_and_time = [&](const char* kind, const char* name, auto&& run) {
+                bool nan = false;
+                double err = 0;
+                g_bad = 0;
+                for (int rep = 0; rep < 4; ++rep) {   // races show up intermittently: four checked launches
+                    CK(cudaMemsetAsync(y0, 0xff, (size_t)M * N * 2, g_stream));   // NaN: an output the kernel skips fails the check
+                    run(0, (void*)y0, 0, false);
+                    CK(cudaStreamSynchronize(g_stream));
+                    err = std::max(err, check(y0, want, want.size(), N, nan));
+                }
+                double err_glu = 0;
+                if (M == 16) {
+                    CK(cudaMemsetAsync(y0, 0xff, (size_t)M * N, g_stream));
+                    run(0, (void*)y0, 2, false);
+                    CK(cudaStreamSynchronize(g_stream));
+                    err_glu = check(y0, glu, glu.size(), N / 2, nan);
+                }
+                double us = graph_us([&] { for (int i = 0; i < 20; ++i) run(i % 4, (void*)((i & 1) ? y1 : y0), 0, true); }, 20);
+                printf("RESULT %s shape=%s M=%d kernel=%s us=%.2f GBps=%.0f rel_err=%.2g glu_err=%.2g nan=%d bad=%zu\n", kind, sh.name, M, name, us,
+                       bytes / us / 1e3, err, err_glu, (int)nan, g_bad);
+            };
             for (auto& c : g_cfg) {
                 std::vector<KilnTensorMap> tw;
                 for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
                 const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_STREAM_THREADS(c.cw), smem = KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws);
-                bool nan = false;
-                CK(cudaMemset(y0, 0xff, (size_t)M * N * 2));   // NaN: an output the kernel skips fails the check
-                launch(false, c.fn, grid, block, smem, tw[0], (const kiln_bf16*)x, (void*)y0, M, N, K, 0);
-                CK(cudaStreamSynchronize(g_stream));
-                const double err = check(y0, want, want.size(), N, nan);
-                double err_glu = 0;
-                if (M == 16) {
-                    CK(cudaMemset(y0, 0xff, (size_t)M * N));
-                    launch(false, c.fn, grid, block, smem, tw[0], (const kiln_bf16*)x, (void*)y0, M, N, K, 2);
-                    CK(cudaStreamSynchronize(g_stream));
-                    err_glu = check(y0, glu, glu.size(), N / 2, nan);
-                }
-                double us = graph_us([&] { for (int i = 0; i < 20; ++i)
-                    launch(true, c.fn, grid, block, smem, tw[i % 4], (const kiln_bf16*)x, (void*)((i & 1) ? y1 : y0), M, N, K, 0); }, 20);
-                printf("RESULT stream shape=%s M=%d kernel=%s us=%.2f GBps=%.0f rel_err=%.2g glu_err=%.2g nan=%d\n", sh.name, M, c.name, us,
-                       bytes / us / 1e3, err, err_glu, (int)nan);
+                check_and_time("stream", c.name, [&](int i, void* y, int epi, bool pdl) {
+                    launch(pdl, c.fn, grid, block, smem, tw[i], (const kiln_bf16*)x, y, M, N, K, epi); });
+            }
+            for (auto& c : g_xcfg) {   // one block per SM: only where N / (16·TILES) fills about one wave and X fits
+                const int grid = N / (16 * c.tiles), ks = c.wk * 32 * c.u, smem = KILN_XSMEM_SMEM(c.nt, K);
+                if ((M <= 8) != (c.nt == 1) || grid > 132 || grid < 100 || N % (16 * c.tiles) || K % ks || K / ks > KILN_XSMEM_MAX_CHUNKS ||
+                    smem > KILN_XSMEM_SMEM(2, 4096)) continue;
+                check_and_time("xsmem", c.name, [&](int i, void* y, int epi, bool pdl) {
+                    launch(pdl, c.fn, grid, 32 * c.tiles * c.wk, smem, (const kiln_bf16*)x, (const kiln_bf16*)w[i], y, (float*)nullptr,
+                           (unsigned*)nullptr, M, N, K, epi); });
+            }
+            for (auto& c : g_rcfg) {   // one block per SM: only where N / NB fills about one wave and X fits
+                const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_RESIDENT_THREADS(c.cw), smem = KILN_GEMM_RESIDENT_SMEM(c.nb, c.kb, c.ws, K);
+                if (grid > 132 || grid < 100 || smem > 200 * 1024 || K / 64 / c.kb > KILN_GEMM_RESIDENT_MAX_STAGES) continue;
+                std::vector<KilnTensorMap> tw;
+                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
+                const KilnTensorMap tx = make_tmap_3d(x, M, K, 16, c.kb);
+                check_and_time("resident", c.name, [&](int i, void* y, int epi, bool pdl) {
+                    launch(pdl, c.fn, grid, block, smem, tw[i], tx, y, M, N, K, epi); });
             }
         }
         for (auto p : w) CK(cudaFree(p));
