@@ -2255,6 +2255,21 @@ __device__ __forceinline__ void finish(float (&c)[NB / 8][4], float (*partial)[N
         }
 }
 
+// The mmas of one 16-byte half h of one 64-k chunk of a stage: X rows g and g + 8 (xa, xb) against the chunk's NB
+// weight rows at `wc` (lane t reads 16-byte chunk 2t + h of rows 16p + g and 16p + 8 + g). Also used by the
+// bench/gemm_stream prototypes.
+template <int NB>
+__device__ __forceinline__ void chunk_mmas(float (&c)[NB / 8][4], u32 wc, const U4& xa, const U4& xb, int g, int t, int h) {
+#pragma unroll
+    for (int p = 0; p < NB / 16; ++p) {
+        const U4 w0 = lds128(wc + swz(16 * p + g, 2 * t + h)), w1 = lds128(wc + swz(16 * p + 8 + g, 2 * t + h));
+        mma16816(c[2 * p], xa.x, xb.x, xa.y, xb.y, w0.x, w0.y);
+        mma16816(c[2 * p + 1], xa.x, xb.x, xa.y, xb.y, w1.x, w1.y);
+        mma16816(c[2 * p], xa.z, xb.z, xa.w, xb.w, w0.z, w0.w);
+        mma16816(c[2 * p + 1], xa.z, xb.z, xa.w, xb.w, w1.z, w1.w);
+    }
+}
+
 // Consumer warp: whole stages in turn, X for its next stage loaded into registers during the current one.
 // mma.m16n8k16 with A = X (16 tokens × 16 k) and B = W (16 k × 8 rows). A dot product may visit k in any order as
 // long as A and B agree, so lane t's k slots {2t, 2t+1, 2t+8, 2t+9} are the physical k = base + {0, 1, 2, 3} of a
@@ -2288,17 +2303,7 @@ __device__ __forceinline__ void consume(u32 wbase, u64* wfull, u64* wempty, floa
         for (int r = 0; r < KB; ++r) {
             const u32 wc = wt + r * CHUNK_W;
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const U4 xa = cur[r].v[0][h], xb = cur[r].v[1][h];
-#pragma unroll
-                for (int p = 0; p < NB / 16; ++p) {
-                    const U4 w0 = lds128(wc + swz(16 * p + g, 2 * t + h)), w1 = lds128(wc + swz(16 * p + 8 + g, 2 * t + h));
-                    mma16816(c[2 * p], xa.x, xb.x, xa.y, xb.y, w0.x, w0.y);
-                    mma16816(c[2 * p + 1], xa.x, xb.x, xa.y, xb.y, w1.x, w1.y);
-                    mma16816(c[2 * p], xa.z, xb.z, xa.w, xb.w, w0.z, w0.w);
-                    mma16816(c[2 * p + 1], xa.z, xb.z, xa.w, xb.w, w1.z, w1.w);
-                }
-            }
+            for (int h = 0; h < 2; ++h) chunk_mmas<NB>(c, wc, cur[r].v[0][h], cur[r].v[1][h], g, t, h);
         }
         // Generic-proxy reads of the slot before the async-proxy refill (see the header).
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");

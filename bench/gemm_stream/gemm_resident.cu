@@ -1,6 +1,6 @@
 // bench/gemm_stream/gemm_resident.cu — PROTOTYPE (harness only): decode GEMM Y[M,N] = X[M,K] · W[N,K]^T for
 // M ≤ 16 on Hopper with the whole of X resident in shared memory. Include after the engine's gemm_stream.cu (swz,
-// lds128, finish). Measured slower than gemm_stream everywhere (perf-notes-gemm.md v8: one block per SM).
+// lds128, chunk_mmas, finish). Measured slower than gemm_stream everywhere (perf-notes-gemm.md v8: one block per SM).
 //
 // Why: gemm_stream moves o's weights at 91.7% of copy but its consumers stall on X, which every
 // 16-row block re-reads from L2 (at M = 16, X traffic equals the weight traffic: 256 blocks × 128 KB for o).
@@ -91,17 +91,8 @@ __device__ __forceinline__ void gemm_resident(const KilnTensorMap* tmw, const Ki
         for (int r = 0; r < KB; ++r) {
             const u32 wc = wt + r * CHUNK_W, xc = xt + r * 16 * 128;
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const U4 xa = lds128(xc + swz(g, 2 * t + h)), xb = lds128(xc + swz(g + 8, 2 * t + h));
-#pragma unroll
-                for (int p = 0; p < NB / 16; ++p) {
-                    const U4 w0 = lds128(wc + swz(16 * p + g, 2 * t + h)), w1 = lds128(wc + swz(16 * p + 8 + g, 2 * t + h));
-                    mma16816(c[2 * p], xa.x, xb.x, xa.y, xb.y, w0.x, w0.y);
-                    mma16816(c[2 * p + 1], xa.x, xb.x, xa.y, xb.y, w1.x, w1.y);
-                    mma16816(c[2 * p], xa.z, xb.z, xa.w, xb.w, w0.z, w0.w);
-                    mma16816(c[2 * p + 1], xa.z, xb.z, xa.w, xb.w, w1.z, w1.w);
-                }
-            }
+            for (int h = 0; h < 2; ++h)
+                chunk_mmas<NB>(c, wc, lds128(xc + swz(g, 2 * t + h)), lds128(xc + swz(g + 8, 2 * t + h)), g, t, h);
         }
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   // LDS before the TMA refill (gemm_stream.cu)
         __syncwarp();
