@@ -42,6 +42,28 @@ extension ConformanceSuite {
         }
     }
 
+    /// A GEMM with the SwiGLU epilogue on gate_up rows interleaved per 16-row tile (N = 2F): GEMM in double on the
+    /// CPU, gate and up rounded to bf16, then silu·mul (the unfused path's numbers). `run(x, w, y)` launches it.
+    func swigluCheck(_ name: String, m: Int, f: Int, k: Int, run: (CUdeviceptr, CUdeviceptr, CUdeviceptr) throws -> Void) {
+        check(name) {
+            let n = 2 * f
+            let x = roundTo(rng.uniform(m * k, -1, 1), .bf16), w = roundTo(rng.uniform(n * k, -1, 1), .bf16)
+            let (dx, dw, dy) = (try upload(x, .bf16), try upload(w, .bf16), try output(m * f, .bf16))
+            try run(dx.address, dw.address, dy.address)
+            let full = roundTo(ConformanceSuite.gemmReference(x, w, m: m, n: n, k: k), .bf16)
+            var gate = [Float](), up = [Float]()
+            for i in 0..<m {
+                for j in 0..<f {
+                    let r = 16 * (j / 8) + j % 8
+                    gate.append(full[i * n + r]); up.append(full[i * n + r + 8])
+                }
+            }
+            let want = roundTo(Reference.siluMul(gate: gate, up: up), .bf16)
+            let tol = ConformanceSuite.gemmTolerance(k: k, out: .bf16)
+            return Conformance.compare(try read(dy, .bf16), want, tolerance: Tolerance(rtol: 2 * tol.rtol, atol: tol.atol))
+        }
+    }
+
     func checkGemmSplitK() {
         guard let ws = try? DeviceBuffer<Float>(context, count: 8 * 16 * 1024), let cnt = try? DeviceBuffer<UInt32>(context, count: 1024) else {
             check("gemm_splitk scratch") { throw KilnError("cannot allocate split-K scratch") }; return
@@ -104,23 +126,9 @@ extension ConformanceSuite {
         }
         try? cnt.fill(byte: 0, stream: stream)
         func run(_ c: GemmSplitK.Config, m: Int, f: Int, k: Int, split: Int) {
-            check("gemm_splitk swiglu \(c.name) M=\(m) F=\(f) K=\(k) split=\(split)") {
-                let n = 2 * f
-                let x = roundTo(rng.uniform(m * k, -1, 1), .bf16), w = roundTo(rng.uniform(n * k, -1, 1), .bf16)
-                let (dx, dw, dy) = (try upload(x, .bf16), try upload(w, .bf16), try output(m * f, .bf16))
-                try GemmSplitK(library, config: c)(x: dx.address, w: dw.address, y: dy.address, m: m, n: n, k: k, split: split,
+            swigluCheck("gemm_splitk swiglu \(c.name) M=\(m) F=\(f) K=\(k) split=\(split)", m: m, f: f, k: k) { x, w, y in
+                try GemmSplitK(library, config: c)(x: x, w: w, y: y, m: m, n: 2 * f, k: k, split: split,
                                                    workspace: ws.address, counters: cnt.address, epilogue: .swiglu, stream: stream)
-                let full = roundTo(ConformanceSuite.gemmReference(x, w, m: m, n: n, k: k), .bf16)
-                var gate = [Float](), up = [Float]()
-                for i in 0..<m {
-                    for j in 0..<f {
-                        let r = 16 * (j / 8) + j % 8
-                        gate.append(full[i * n + r]); up.append(full[i * n + r + 8])
-                    }
-                }
-                let want = roundTo(Reference.siluMul(gate: gate, up: up), .bf16)
-                let tol = ConformanceSuite.gemmTolerance(k: k, out: .bf16)
-                return Conformance.compare(try read(dy, .bf16), want, tolerance: Tolerance(rtol: 2 * tol.rtol, atol: tol.atol))
             }
         }
         for c in GemmSplitK.configs {
@@ -158,19 +166,8 @@ extension ConformanceSuite {
                 try g(x: x, w: w, y: y, m: 3, n: 520, k: 1024, epilogue: .f32, stream: stream)
             }
             for m in [1, 16] {
-                check("gemm_stream swiglu \(c.name) M=\(m) F=504 K=1792") {
-                    let (f, k) = (504, 1792), n = 2 * f
-                    let x = roundTo(rng.uniform(m * k, -1, 1), .bf16), w = roundTo(rng.uniform(n * k, -1, 1), .bf16)
-                    let (dx, dw, dy) = (try upload(x, .bf16), try upload(w, .bf16), try output(m * f, .bf16))
-                    try g(x: dx.address, w: dw.address, y: dy.address, m: m, n: n, k: k, epilogue: .swiglu, stream: stream)
-                    let full = roundTo(ConformanceSuite.gemmReference(x, w, m: m, n: n, k: k), .bf16)
-                    var gate = [Float](), up = [Float]()
-                    for i in 0..<m {
-                        for j in 0..<f { let r = 16 * (j / 8) + j % 8; gate.append(full[i * n + r]); up.append(full[i * n + r + 8]) }
-                    }
-                    let want = roundTo(Reference.siluMul(gate: gate, up: up), .bf16)
-                    let tol = ConformanceSuite.gemmTolerance(k: k, out: .bf16)
-                    return Conformance.compare(try read(dy, .bf16), want, tolerance: Tolerance(rtol: 2 * tol.rtol, atol: tol.atol))
+                swigluCheck("gemm_stream swiglu \(c.name) M=\(m) F=504 K=1792", m: m, f: 504, k: 1792) { x, w, y in
+                    try g(x: x, w: w, y: y, m: m, n: 1008, k: 1792, epilogue: .swiglu, stream: stream)
                 }
             }
             check("gemm_stream \(c.name) rejects K % 64 != 0") {

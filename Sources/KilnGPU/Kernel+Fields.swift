@@ -38,33 +38,30 @@ public struct TensorMap: Sendable {
     /// A 2-D bf16 row-major matrix [rows, cols] (cols contiguous) read in boxes of [boxRows, boxCols]
     /// with 128-byte swizzle and zero fill out of bounds (the layout gemm_hopper.cu documents).
     public static func bf16Matrix(_ context: Context, address: CUdeviceptr, rows: Int, cols: Int, boxRows: Int, boxCols: Int) throws -> TensorMap {
-        guard let encode = context.driver.cuTensorMapEncodeTiled else {
-            throw KilnError("this NVIDIA driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the Hopper GEMM)")
-        }
         guard cols % 8 == 0, address % 16 == 0 else { throw KilnError("TMA needs a 16-byte aligned matrix with cols % 8 == 0 (got cols \(cols))") }
-        var m = TensorMap()
-        let dims: [UInt64] = [UInt64(cols), UInt64(rows)], strides: [UInt64] = [UInt64(cols * 2)]
-        let box: [UInt32] = [UInt32(boxCols), UInt32(boxRows)], elem: [UInt32] = [1, 1]
-        // 9 = BFLOAT16, interleave 0 = NONE, swizzle 3 = 128B, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
-        try withUnsafeMutableBytes(of: &m.words) { raw in
-            try cuCheck("cuTensorMapEncodeTiled", encode(raw.baseAddress, 9, 2, address, dims, strides, box, elem, 0, 3, 3, 0))
-        }
-        return m
+        return try bf16Swizzled(context, address: address, dims: [UInt64(cols), UInt64(rows)], strides: [UInt64(cols * 2)],
+                                box: [UInt32(boxCols), UInt32(boxRows)])
     }
 
     /// A bf16 row-major matrix [rows, cols] (cols % 64 == 0) viewed as 3-D {64, rows, cols/64} (strides 2·cols and
     /// 128 bytes), read in boxes of {64, boxRows, boxChunks}: boxChunks 64-column chunks of boxRows rows in one box,
     /// 128-byte swizzle, zero fill past the last row (the layout gemm_stream.cu documents).
     public static func bf16RowChunks(_ context: Context, address: CUdeviceptr, rows: Int, cols: Int, boxRows: Int, boxChunks: Int) throws -> TensorMap {
+        guard cols % 64 == 0, address % 16 == 0 else { throw KilnError("TMA row chunks need a 16-byte aligned matrix with cols % 64 == 0 (got cols \(cols))") }
+        return try bf16Swizzled(context, address: address, dims: [64, UInt64(rows), UInt64(cols / 64)], strides: [UInt64(cols * 2), 128],
+                                box: [64, UInt32(boxRows), UInt32(boxChunks)])
+    }
+
+    /// The one cuTensorMapEncodeTiled call: bf16 elements, dims innermost first (strides of dims 1…), element strides 1.
+    private static func bf16Swizzled(_ context: Context, address: CUdeviceptr, dims: [UInt64], strides: [UInt64], box: [UInt32]) throws -> TensorMap {
         guard let encode = context.driver.cuTensorMapEncodeTiled else {
             throw KilnError("this NVIDIA driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the Hopper GEMMs)")
         }
-        guard cols % 64 == 0, address % 16 == 0 else { throw KilnError("TMA row chunks need a 16-byte aligned matrix with cols % 64 == 0 (got cols \(cols))") }
         var m = TensorMap()
-        let dims: [UInt64] = [64, UInt64(rows), UInt64(cols / 64)], strides: [UInt64] = [UInt64(cols * 2), 128]
-        let box: [UInt32] = [64, UInt32(boxRows), UInt32(boxChunks)], elem: [UInt32] = [1, 1, 1]
+        let elem = [UInt32](repeating: 1, count: dims.count)
+        // 9 = BFLOAT16, interleave 0 = NONE, swizzle 3 = 128B, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
         try withUnsafeMutableBytes(of: &m.words) { raw in
-            try cuCheck("cuTensorMapEncodeTiled", encode(raw.baseAddress, 9, 3, address, dims, strides, box, elem, 0, 3, 3, 0))
+            try cuCheck("cuTensorMapEncodeTiled", encode(raw.baseAddress, 9, UInt32(dims.count), address, dims, strides, box, elem, 0, 3, 3, 0))
         }
         return m
     }
