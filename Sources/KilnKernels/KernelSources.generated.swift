@@ -761,14 +761,8 @@ __device__ __forceinline__ void cp_wait_dyn(int n) {   // n <= 3 (ST <= 4)
 }
 
 // ---- wgmma ----------------------------------------------------------------------------------------
-// Descriptor, 128B swizzle. K-major tiles: LBO unused (16), SBO = 1024 (next 8 rows); moving 16
-// elements along K inside the 128-byte atom = +32 bytes on the start address (as gemm_hopper.cu).
-// MN-major (V as B with imm-trans-b = 1): LBO = bytes between 64-element MN blocks, SBO = bytes
-// between groups of 8 K rows (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))).
-__device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo) {
-    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16) |
-           ((u64)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
-}
+// Descriptors: sw128_desc (hopper_util.cuh) — K-major tiles (LBO 16, SBO 1024) and V as an MN-major B operand.
+__device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo) { return sw128_desc(addr, lbo, sbo); }
 
 #define KH_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define KH_D32 KH_D8(0), KH_D8(8), KH_D8(16), KH_D8(24)
@@ -1275,16 +1269,8 @@ namespace kiln_gemm_hopper {
 using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, TMA loads, clusters, wgmma fence/commit/wait (hopper_util.cuh)
 
 // ---- wgmma ---------------------------------------------------------------------------------
-// Shared-memory matrix descriptor for a K-major tile with 128-byte swizzle: rows of 64 bf16
-// (128 B), 8-row core groups 1024 B apart (stride byte offset), tile base 1024-aligned.
-// Moving 16 elements along K inside the swizzle atom = +32 bytes on the start address.
-__device__ __forceinline__ u64 make_desc(u32 addr) {
-    u64 d = (u64)((addr & 0x3FFFF) >> 4);
-    d |= (u64)1 << 16;             // leading byte offset (unused for swizzled K-major)
-    d |= (u64)(1024 >> 4) << 32;   // stride byte offset
-    d |= (u64)1 << 62;             // 128B swizzle
-    return d;
-}
+// K-major tile with 128B swizzle: rows of 64 bf16 (128 B), 8-row core groups 1024 B apart, base 1024-aligned.
+__device__ __forceinline__ u64 make_desc(u32 addr) { return sw128_desc(addr, 16, 1024); }
 
 // D[64 x 64] (+)= A[64 x 16] * B[64 x 16]^T, both operands K-major in shared memory (128B swizzle).
 __device__ __forceinline__ void wgmma_n64(float* d, u64 da, u64 db, int accumulate) {
@@ -3156,7 +3142,7 @@ __device__ __forceinline__ void pdl_wait_then_trigger() {
 """####,
         "hopper_util.cuh": ####"""
 // hopper_util.cuh — sm_90a PTX wrappers shared by gemm_hopper.cu, gemm_stream.cu and attention_hopper.cu (and the bench/ harnesses):
-// shared-memory addresses, mbarriers (init / arrive / parity wait / transaction bytes / cluster arrive), TMA tile
+// shared-memory addresses, wgmma descriptors, mbarriers (init / arrive / parity wait / transaction bytes / cluster arrive), TMA tile
 // loads (plain and multicast) and the wgmma fence / commit / wait group. Inline PTX
 // only, so the kernels compile under NVRTC with no CUDA headers.
 #pragma once
@@ -3191,6 +3177,15 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
             : "r"(bar), "r"(parity)
             : "memory");
     } while (!done);
+}
+
+// wgmma shared-memory matrix descriptor for a tile written by TMA with 128B swizzle (base 1024-aligned).
+// K-major tiles: LBO unused (16), SBO = 1024 (the next 8 rows); moving 16 elements along K inside the 128-byte atom
+// = +32 bytes on the start address. MN-major (imm-trans = 1): LBO = bytes between 64-element MN blocks, SBO = bytes
+// between groups of 8 K rows (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))).
+__device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo, u32 sbo) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16) |
+           ((u64)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }

@@ -95,14 +95,8 @@ __device__ __forceinline__ void cp_wait_dyn(int n) {   // n <= 3 (ST <= 4)
 }
 
 // ---- wgmma ----------------------------------------------------------------------------------------
-// Descriptor, 128B swizzle. K-major tiles: LBO unused (16), SBO = 1024 (next 8 rows); moving 16
-// elements along K inside the 128-byte atom = +32 bytes on the start address (as gemm_hopper.cu).
-// MN-major (V as B with imm-trans-b = 1): LBO = bytes between 64-element MN blocks, SBO = bytes
-// between groups of 8 K rows (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))).
-__device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo) {
-    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16) |
-           ((u64)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
-}
+// Descriptors: sw128_desc (hopper_util.cuh) — K-major tiles (LBO 16, SBO 1024) and V as an MN-major B operand.
+__device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo) { return sw128_desc(addr, lbo, sbo); }
 
 #define KH_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define KH_D32 KH_D8(0), KH_D8(8), KH_D8(16), KH_D8(24)

@@ -80,16 +80,8 @@ namespace kiln_gemm_hopper {
 using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, TMA loads, clusters, wgmma fence/commit/wait (hopper_util.cuh)
 
 // ---- wgmma ---------------------------------------------------------------------------------
-// Shared-memory matrix descriptor for a K-major tile with 128-byte swizzle: rows of 64 bf16
-// (128 B), 8-row core groups 1024 B apart (stride byte offset), tile base 1024-aligned.
-// Moving 16 elements along K inside the swizzle atom = +32 bytes on the start address.
-__device__ __forceinline__ u64 make_desc(u32 addr) {
-    u64 d = (u64)((addr & 0x3FFFF) >> 4);
-    d |= (u64)1 << 16;             // leading byte offset (unused for swizzled K-major)
-    d |= (u64)(1024 >> 4) << 32;   // stride byte offset
-    d |= (u64)1 << 62;             // 128B swizzle
-    return d;
-}
+// K-major tile with 128B swizzle: rows of 64 bf16 (128 B), 8-row core groups 1024 B apart, base 1024-aligned.
+__device__ __forceinline__ u64 make_desc(u32 addr) { return sw128_desc(addr, 16, 1024); }
 
 // D[64 x 64] (+)= A[64 x 16] * B[64 x 16]^T, both operands K-major in shared memory (128B swizzle).
 __device__ __forceinline__ void wgmma_n64(float* d, u64 da, u64 db, int accumulate) {

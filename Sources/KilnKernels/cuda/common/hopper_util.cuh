@@ -1,5 +1,5 @@
 // hopper_util.cuh — sm_90a PTX wrappers shared by gemm_hopper.cu, gemm_stream.cu and attention_hopper.cu (and the bench/ harnesses):
-// shared-memory addresses, mbarriers (init / arrive / parity wait / transaction bytes / cluster arrive), TMA tile
+// shared-memory addresses, wgmma descriptors, mbarriers (init / arrive / parity wait / transaction bytes / cluster arrive), TMA tile
 // loads (plain and multicast) and the wgmma fence / commit / wait group. Inline PTX
 // only, so the kernels compile under NVRTC with no CUDA headers.
 #pragma once
@@ -34,6 +34,15 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
             : "r"(bar), "r"(parity)
             : "memory");
     } while (!done);
+}
+
+// wgmma shared-memory matrix descriptor for a tile written by TMA with 128B swizzle (base 1024-aligned).
+// K-major tiles: LBO unused (16), SBO = 1024 (the next 8 rows); moving 16 elements along K inside the 128-byte atom
+// = +32 bytes on the start address. MN-major (imm-trans = 1): LBO = bytes between 64-element MN blocks, SBO = bytes
+// between groups of 8 K rows (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))).
+__device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo, u32 sbo) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16) |
+           ((u64)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
