@@ -1,6 +1,7 @@
 // bench/gemm_stream/harness.cu — correctness and graph-chain timing of the engine's gemm_stream.cu (TMA-ring decode
-// GEMM, rows split over blocks) and of two prototypes (gemm_resident.cu, gemm_xsmem.cu) against gemm_whole, on the four Llama-3-8B shapes at M = 16, 8, 1, in one
-// process. Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
+// GEMM, rows split over blocks) against gemm_whole, on the four Llama-3-8B shapes at M = 16, 8, 1, in one process.
+// PROTO=1 adds four prototypes that lost (perf-notes-gemm.md v8, v9): gemm_resident.cu, gemm_xsmem.cu (X in shared
+// memory), gemm_wgstream.cu (wgmma, tokens as A) and gemm_swapab.cu (wgmma, weights as A, split-K with a fixed reducer). Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
 // it is timed. MOVE=1: data movement alone (TMA ring, no mma) for several box shapes. PROFILE=<config> M=<m>:
 // three launches on o, for ncu.
 // Built with nvcc on the GPU machine by run.sh (-lcuda for cuTensorMapEncodeTiled).
@@ -14,6 +15,9 @@
 #include <cmath>
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
 #include "../../Sources/KilnKernels/cuda/gemm_stream.cu"
+#include "gemm_wgstream.cu"
+#include "gemm_swapab.cu"
+#include "gemm_clusterk.cu"
 #include "gemm_resident.cu"
 #include "gemm_xsmem.cu"
 #include "../common/graph_timing.cuh"
@@ -28,6 +32,22 @@ struct Cfg { const char* name; StreamFn fn; int nb, kb, ws, cw; };
 // The engine's instances (gemm_stream.cu's KILN_GEMM_STREAM_INSTANCES).
 #define ROW(NB, KB, WS, CW) {#NB "_" #KB "_" #WS "_" #CW, KILN_GEMM_STREAM_NAME(NB, KB, WS, CW), NB, KB, WS, CW},
 static Cfg g_cfg[] = {KILN_GEMM_STREAM_INSTANCES(ROW)};
+
+// The engine's gemm_wgstream instances (wgmma, tokens as A, NB weight rows per CTA).
+typedef void (*WgFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
+struct WCfg { const char* name; WgFn fn; int nb, kb, s; };
+#define WROW(NB, KB, S) {"wgstream_nb" #NB "_kb" #KB "_s" #S, KILN_GEMM_WGSTREAM_NAME(NB, KB, S), NB, KB, S},
+static WCfg g_wcfg[] = {KILN_GEMM_WGSTREAM_INSTANCES(WROW)};
+// Prototype gemm_swapab.cu (wgmma with W as A, split-K over SK CTAs per 64-row tile, a fixed reducer; PROTO=1).
+typedef void (*SwapFn)(const KilnTensorMap, const KilnTensorMap, void*, float*, unsigned*, int, int, int, int, int);
+struct KCfg { const char* name; SwapFn fn; int mt, kb, s; };
+#define KROW(MT, KB, S) {"swapab_mt" #MT "_kb" #KB "_s" #S, KILN_GEMM_SWAPAB_NAME(MT, KB, S), MT, KB, S},
+static KCfg g_kcfg[] = {KILN_GEMM_SWAPAB_INSTANCES(KROW)};
+// Prototype gemm_clusterk.cu (gemm_swapab's layout, split-K reduced through distributed shared memory; PROTO=1).
+typedef void (*ClusterFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
+struct CCfg { const char* name; ClusterFn fn; int mt, kb, s, sk; };
+#define CROW(MT, KB, S, SK) {"clusterk_mt" #MT "_kb" #KB "_s" #S "_c" #SK, KILN_GEMM_CLUSTERK_NAME(MT, KB, S, SK), MT, KB, S, SK},
+static CCfg g_ccfg[] = {KILN_GEMM_CLUSTERK_INSTANCES(CROW)};
 
 typedef void (*ResFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
 struct RCfg { const char* name; ResFn fn; int nb, kb, ws, cw; };
@@ -180,10 +200,19 @@ int main() {
     CK(cudaMalloc(&x, 16 * 14336 * 2)); CK(cudaMalloc(&ref, 16LL * 28672 * 4));
     fill_k<<<64, 256, 0, g_stream>>>(x, 16LL * 14336, 5);
     for (auto& c : g_cfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws)));
+    for (auto& c : g_kcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_SWAPAB_SMEM(c.mt, c.kb, c.s)));
+    for (auto& c : g_wcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_WGSTREAM_SMEM(c.nb, c.kb, c.s)));
+    for (auto& c : g_ccfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_CLUSTERK_SMEM(c.mt, c.kb, c.s)));
+    float* ws; unsigned* cnt;   // gemm_swapab's split-K partials and per-tile counters (left zero by every launch)
+    CK(cudaMalloc(&ws, 528LL * 64 * 16 * 4)); CK(cudaMalloc(&cnt, 4096 * 4)); CK(cudaMemset(cnt, 0, 4096 * 4));
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const bool proto = getenv("PROTO") != nullptr;
     for (auto& c : g_rcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     for (auto& c : g_xcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_XSMEM_SMEM(2, 4096)));
     for (auto& sh : shapes) {
         const int N = sh.N, K = sh.K;
+        if (getenv("ONLY") && strcmp(getenv("ONLY"), sh.name)) continue;
         std::vector<unsigned short*> w(4);
         for (int r = 0; r < 4; ++r) { CK(cudaMalloc(&w[r], (size_t)N * K * 2)); fill_k<<<1024, 256, 0, g_stream>>>(w[r], (long long)N * K, 11 + r); }
         const double bytes = (double)N * K * 2;
@@ -273,9 +302,56 @@ int main() {
                 check_and_time("stream", c.name, [&](int i, void* y, int epi, bool pdl) {
                     launch(pdl, c.fn, grid, block, smem, tw[i], (const kiln_bf16*)x, y, M, N, K, epi); });
             }
+            for (auto& c : g_wcfg) {
+                if (!proto) continue;
+                std::vector<KilnTensorMap> tw;
+                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
+                const KilnTensorMap tx = make_tmap_3d(x, M, K, 16, c.kb);
+                const int smem = KILN_GEMM_WGSTREAM_SMEM(c.nb, c.kb, c.s);
+                int per_sm = 0;
+                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, c.fn, KILN_GEMM_WGSTREAM_THREADS, smem));
+                char name[64];
+                snprintf(name, sizeof name, "%s(%d/SM)", c.name, per_sm);
+                check_and_time("wgstream", name, [&](int i, void* y, int epi, bool pdl) {
+                    launch(pdl, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_WGSTREAM_THREADS, smem, tw[i], tx, y, M, N, K, epi); });
+            }
+            for (auto& c : g_kcfg) {   // grid = 64-row tiles × SK; SK > 1 only within one wave of co-resident CTAs
+                if (!proto || (M <= 8) != (c.mt == 8)) continue;
+                std::vector<KilnTensorMap> tw;
+                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, 64, c.kb));
+                const KilnTensorMap tx = make_tmap_3d(x, M, K, c.mt, c.kb);
+                const int smem = KILN_GEMM_SWAPAB_SMEM(c.mt, c.kb, c.s);
+                int per_sm = 0;
+                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, c.fn, KILN_GEMM_SWAPAB_THREADS, smem));
+                const int tiles = (N + 63) / 64;
+                for (int sk : {2, 3, 4}) {
+                    const int grid = tiles * sk;
+                    if (grid > per_sm * sms) continue;
+                    char name[64];
+                    snprintf(name, sizeof name, "%s_sk%d(%d/SM)", c.name, sk, per_sm);
+                    check_and_time("swapab", name, [&](int i, void* y, int epi, bool pdl) {
+                        launch(pdl, c.fn, grid, KILN_GEMM_SWAPAB_THREADS, smem, tw[i], tx, y, ws, cnt, M, N, K, sk, epi); });
+                }
+            }
+            for (auto& c : g_ccfg) {   // grid = 64-row tiles × SK in clusters of SK; prints how many clusters fit at once
+                if (!proto || (M <= 8) != (c.mt == 8)) continue;
+                std::vector<KilnTensorMap> tw;
+                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, 64, c.kb));
+                const KilnTensorMap tx = make_tmap_3d(x, M, K, c.mt, c.kb);
+                const int smem = KILN_GEMM_CLUSTERK_SMEM(c.mt, c.kb, c.s), grid = (N + 63) / 64 * c.sk;
+                cudaLaunchConfig_t lc = {}; lc.gridDim = dim3(grid); lc.blockDim = dim3(KILN_GEMM_CLUSTERK_THREADS); lc.dynamicSmemBytes = smem;
+                cudaLaunchAttribute ca[1]; ca[0].id = cudaLaunchAttributeClusterDimension; ca[0].val.clusterDim.x = c.sk;
+                ca[0].val.clusterDim.y = 1; ca[0].val.clusterDim.z = 1; lc.attrs = ca; lc.numAttrs = 1;
+                int clusters = 0;
+                CK(cudaOccupancyMaxActiveClusters(&clusters, c.fn, &lc));
+                char name[80];
+                snprintf(name, sizeof name, "%s(%d_clusters_of_%d_for_%d)", c.name, clusters, c.sk, grid / c.sk);
+                check_and_time("clusterk", name, [&](int i, void* y, int epi, bool pdl) {
+                    launch(pdl, c.fn, grid, KILN_GEMM_CLUSTERK_THREADS, smem, tw[i], tx, y, M, N, K, epi); });
+            }
             for (auto& c : g_xcfg) {   // one block per SM: only where N / (16·TILES) fills about one wave and X fits
                 const int grid = N / (16 * c.tiles), ks = c.wk * 32 * c.u, smem = KILN_XSMEM_SMEM(c.nt, K);
-                if ((M <= 8) != (c.nt == 1) || grid > 132 || grid < 100 || N % (16 * c.tiles) || K % ks || K / ks > KILN_XSMEM_MAX_CHUNKS ||
+                if (!proto || (M <= 8) != (c.nt == 1) || grid > 132 || grid < 100 || N % (16 * c.tiles) || K % ks || K / ks > KILN_XSMEM_MAX_CHUNKS ||
                     smem > KILN_XSMEM_SMEM(2, 4096)) continue;
                 check_and_time("xsmem", c.name, [&](int i, void* y, int epi, bool pdl) {
                     launch(pdl, c.fn, grid, 32 * c.tiles * c.wk, smem, (const kiln_bf16*)x, (const kiln_bf16*)w[i], y, (float*)nullptr,
@@ -283,7 +359,7 @@ int main() {
             }
             for (auto& c : g_rcfg) {   // one block per SM: only where N / NB fills about one wave and X fits
                 const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_RESIDENT_THREADS(c.cw), smem = KILN_GEMM_RESIDENT_SMEM(c.nb, c.kb, c.ws, K);
-                if (grid > 132 || grid < 100 || smem > 200 * 1024 || K / 64 / c.kb > KILN_GEMM_RESIDENT_MAX_STAGES) continue;
+                if (!proto || grid > 132 || grid < 100 || smem > 200 * 1024 || K / 64 / c.kb > KILN_GEMM_RESIDENT_MAX_STAGES) continue;
                 std::vector<KilnTensorMap> tw;
                 for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
                 const KilnTensorMap tx = make_tmap_3d(x, M, K, 16, c.kb);
