@@ -43,7 +43,7 @@ __device__ __forceinline__ void gemm_clusterk(const KilnTensorMap* tmw, const Ki
     } else {
         kiln_attn::pdl_wait_then_trigger();
         RG::consume(d, base, full, empty, n, [](float (&acc)[R], u32 w, u32 x, int keep) {
-            kiln_gemm_swapab::wgmma_tok<MT>(acc, sw128_desc(w, 16, 1024), sw128_desc(x, 16, 1024), keep);
+            kiln_wg_ring::wgmma_n<MT>(acc, sw128_desc(w, 16, 1024), sw128_desc(x, 16, 1024), keep);
         });
         if (SK > 1) {
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");

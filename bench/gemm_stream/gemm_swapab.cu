@@ -50,23 +50,6 @@ using namespace kiln_hopper;
 using kiln_attn::f32_to_bf16;
 using kiln_attn::bf16_to_f32;
 
-// D[64 × MT] (+)= A[64 × 16] · B[MT × 16]^T, A and B K-major in shared memory (128B swizzle).
-template <int MT> __device__ __forceinline__ void wgmma_tok(float (&d)[MT / 2], u64 da, u64 db, int acc);
-template <> __device__ __forceinline__ void wgmma_tok<8>(float (&d)[4], u64 da, u64 db, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "l"(da), "l"(db), "r"(acc));
-}
-template <> __device__ __forceinline__ void wgmma_tok<16>(float (&d)[8], u64 da, u64 db, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "l"(da), "l"(db), "r"(acc));
-}
-
 __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
     asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
@@ -124,7 +107,7 @@ __device__ __forceinline__ void gemm_swapab(const KilnTensorMap* tmw, const Kiln
     const int tid = threadIdx.x;
     float d[R];
     RG::consume(d, base, full, empty, n, [](float (&acc)[R], u32 w, u32 x, int keep) {
-        wgmma_tok<MT>(acc, sw128_desc(w, 16, 1024), sw128_desc(x, 16, 1024), keep);   // W as A, tokens as N
+        kiln_wg_ring::wgmma_n<MT>(acc, sw128_desc(w, 16, 1024), sw128_desc(x, 16, 1024), keep);   // W as A, tokens as N
     });
     if (SK > 1) {
         float* part = ws + (long long)(tile * SK) * R * 128;   // rank q's partial at part + q·R·128 (rank 0 has none)

@@ -40,25 +40,6 @@ using namespace kiln_hopper;
 using kiln_attn::f32_to_bf16;
 using kiln_attn::bf16_to_f32;
 
-// D[64 × NB] (+)= A[64 × 16] · B[NB × 16]^T, A and B K-major in shared memory (128B swizzle).
-template <int NB> __device__ __forceinline__ void wgmma_rows(float (&d)[NB / 2], u64 da, u64 db, int acc);
-template <> __device__ __forceinline__ void wgmma_rows<16>(float (&d)[8], u64 da, u64 db, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "l"(da), "l"(db), "r"(acc));
-}
-template <> __device__ __forceinline__ void wgmma_rows<32>(float (&d)[16], u64 da, u64 db, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},"
-        " %16, %17, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(da), "l"(db), "r"(acc));
-}
-
 // Warp 0's accumulators: d[4j + q] of lane l is token l/4 + 8·(q ≥ 2), weight row row0 + 8j + 2(l % 4) + (q & 1).
 // epi: 0 bf16 [M, N]; 1 fp32 [M, N]; 2 SwiGLU bf16 [M, N/2] with gate/up rows interleaved per 16 (8-row groups
 // j = 2p gate, 2p + 1 up: the same lane and q), gate and up rounded to bf16 first (as gemm_splitk).
@@ -103,7 +84,7 @@ __device__ __forceinline__ void gemm_wgstream(const KilnTensorMap* tmw, const Ki
     kiln_attn::pdl_wait_then_trigger();
     float d[NB / 2];
     RG::consume(d, base, full, empty, n, [](float (&acc)[NB / 2], u32 w, u32 x, int keep) {
-        wgmma_rows<NB>(acc, sw128_desc(x, 16, 1024), sw128_desc(w, 16, 1024), keep);   // tokens as A, W rows as N
+        kiln_wg_ring::wgmma_n<NB>(acc, sw128_desc(x, 16, 1024), sw128_desc(w, 16, 1024), keep);   // tokens as A, W rows as N
     });
     if (threadIdx.x < 32) store_rows<NB>(d, y, row0, M, N, epi);
 }
