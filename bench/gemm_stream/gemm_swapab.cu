@@ -132,8 +132,8 @@ __device__ __forceinline__ void gemm_swapab(const KilnTensorMap* tmw, const Kiln
 }  // namespace kiln_gemm_swapab
 
 // X(MT, KB, S): MT tokens per wgmma (8: M ≤ 8, 16: M ≤ 16), KB 64-k chunks per stage, S ring stages. Shared memory
-// fits two CTAs per SM (three for 16_2_3).
-#define KILN_GEMM_SWAPAB_INSTANCES(X) X(16, 2, 5) X(16, 2, 4) X(16, 1, 10) X(16, 2, 3) X(8, 2, 6) X(8, 2, 5)
+// fits two CTAs per SM (three for 16_2_3; one for 16_2_11, 16_4_5 and 8_2_12, the deep rings tried without split-K).
+#define KILN_GEMM_SWAPAB_INSTANCES(X) X(16, 2, 5) X(16, 2, 4) X(16, 1, 10) X(16, 2, 3) X(8, 2, 6) X(8, 2, 5) X(16, 2, 11) X(16, 4, 5) X(8, 2, 12)
 
 #define KILN_GEMM_SWAPAB_NAME(MT, KB, S) kiln_gemm_swapab_mt##MT##_kb##KB##_s##S
 #define KILN_GEMM_SWAPAB_DEFINE(MT, KB, S)                                                                          \

@@ -324,9 +324,9 @@ int main() {
                 int per_sm = 0;
                 CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, c.fn, KILN_GEMM_SWAPAB_THREADS, smem));
                 const int tiles = (N + 63) / 64;
-                for (int sk : {2, 3, 4}) {
+                for (int sk : {1, 2, 3, 4}) {
                     const int grid = tiles * sk;
-                    if (grid > per_sm * sms) continue;
+                    if (grid > per_sm * sms && sk > 1) continue;
                     char name[64];
                     snprintf(name, sizeof name, "%s_sk%d(%d/SM)", c.name, sk, per_sm);
                     check_and_time("swapab", name, [&](int i, void* y, int epi, bool pdl) {
