@@ -52,7 +52,7 @@ extension GPUModel {
             try gemm("o", x: attn.address, w: lw.o.address, y: branch.address, m: m, n: h, k: c.qDim, stream: stream)
             try resNorm(x: branch.address, residual: x.address, weight: lw.ffnNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
             let gu = gemm.choose(op: "gate_up", m: m, n: 2 * f, k: h, outF32: false)
-            if w.gateUpInterleaved, gu.splitK != nil || gu.stream != nil {
+            if w.gateUpInterleaved, gu.hasSwiGLUEpilogue {
                 // SwiGLU in the gate_up GEMM's epilogue (the decode path): act directly, no gate_up round trip.
                 try gemm("gate_up", x: xn.address, w: lw.gateUp.address, y: act.address, m: m, n: 2 * f, k: h, epilogue: .swiglu,
                          choice: gu, stream: stream)

@@ -11,13 +11,8 @@ import KilnKernels
 ///   M ≥ 64, Hopper  gemm_hopper (prefill; bf16 out)
 ///   otherwise       gemm_splitk over row blocks of 16 (short prefill chunks, fp32 logits, non-Hopper GPUs)
 public final class GemmDispatch {
-    public struct Choice: CustomStringConvertible {
-        public var splitK: GemmSplitK.Config?
-        public var hopper: GemmHopper.Config?
-        public var stream: GemmStream.Config? = nil
-        public var split: Int
-        public var description: String { (splitK?.name ?? stream?.name ?? hopper?.name ?? "?") + (split > 1 ? " split \(split)" : "") }
-    }
+    /// A kernel instance and its split count: the tuner's candidate type, so a table entry and a choice are one thing.
+    public typealias Choice = GemmCandidate
 
     let library: KernelLibrary
     let tune: TuneTable?
@@ -44,17 +39,15 @@ public final class GemmDispatch {
 
     public func choose(op: String, m: Int, n: Int, k: Int, outF32: Bool) -> Choice {
         if let e = tune?.lookup(op: op, n: n, k: k, m: m) {
-            if m <= 16, let c = GemmSplitK.config(named: e.config), c.maxM >= m { return Choice(splitK: c, hopper: nil, split: min(max(1, e.split), GemmDispatch.maxSplit)) }
-            if m <= 16, hopperOK, let c = GemmStream.config(named: e.config), c.unsupported(n: n, k: k) == nil {
-                return Choice(splitK: nil, hopper: nil, stream: c, split: 1)
-            }
-            if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(splitK: nil, hopper: c, split: 1) }
+            if m <= 16, let c = GemmSplitK.config(named: e.config), c.maxM >= m { return Choice(.splitK(c), split: min(max(1, e.split), GemmDispatch.maxSplit)) }
+            if m <= 16, hopperOK, let c = GemmStream.config(named: e.config), c.unsupported(n: n, k: k) == nil { return Choice(.stream(c)) }
+            if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(.hopper(c)) }
         } else {
             let key = "\(op) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
             if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel (run `kiln tune` to measure it)") }
         }
-        if m >= 64, hopperOK, !outF32 { return Choice(splitK: nil, hopper: GemmHopper.defaultConfig(m: m, n: n), split: 1) }
-        return Choice(splitK: GemmSplitK.defaultConfig(m: min(m, 16)), hopper: nil, split: 1)
+        if m >= 64, hopperOK, !outF32 { return Choice(.hopper(GemmHopper.defaultConfig(m: m, n: n))) }
+        return Choice(.splitK(GemmSplitK.defaultConfig(m: min(m, 16))))
     }
 
     func splitKKernel(_ c: GemmSplitK.Config) throws -> GemmSplitK {
@@ -70,22 +63,24 @@ public final class GemmDispatch {
         let k = try GemmHopper(library, config: c); hopperKernels[c] = k; return k
     }
 
-    /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16. `epilogue` .swiglu (gemm_splitk only,
+    /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16. `epilogue` .swiglu (gemm_splitk, gemm_stream;
     /// w interleaved): y = bf16 [m, n/2]; the kernel choice is the plain op's (tuned) one.
     public func callAsFunction(_ op: String, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
                                outF32: Bool = false, epilogue: GemmSplitK.Epilogue? = nil, choice: Choice? = nil, stream: GPUStream) throws {
         let ch = choice ?? choose(op: op, m: m, n: n, k: k, outF32: outF32)
         let epi = epilogue ?? (outF32 ? .f32 : .bf16)
-        if let h = ch.hopper {
+        let cfg: GemmSplitK.Config
+        switch ch.kernel {
+        case .hopper(let h):
             guard epi == .bf16 else { throw KilnError("gemm_hopper has no \(epi) epilogue") }
             try hopperKernel(h)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
             return
-        }
-        if let c = ch.stream, m <= c.maxM {
+        case .stream(let c) where m <= c.maxM:
             try streamKernel(c)(x: x, w: w, y: y, m: m, n: n, k: k, epilogue: epi, stream: stream)
             return
+        case .stream: cfg = GemmSplitK.defaultConfig(m: 16)
+        case .splitK(let c): cfg = c
         }
-        let cfg = ch.splitK ?? GemmSplitK.defaultConfig(m: 16)
         let kernel = try splitKKernel(m <= cfg.maxM ? cfg : GemmSplitK.defaultConfig(m: 16))
         let rowBytes = epi.outputColumns(n: n) * epi.outputBytes
         var r = 0

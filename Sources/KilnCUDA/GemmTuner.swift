@@ -30,12 +30,9 @@ public struct GemmCandidate: Hashable, Sendable, CustomStringConvertible {
         switch kernel { case .splitK(let c): return c.name; case .stream(let c): return c.name; case .hopper(let c): return c.name }
     }
     public var description: String { name + (split > 1 ? " split \(split)" : "") }
-    var choice: GemmDispatch.Choice {
-        switch kernel {
-        case .splitK(let c): return GemmDispatch.Choice(splitK: c, hopper: nil, split: split)
-        case .stream(let c): return GemmDispatch.Choice(splitK: nil, hopper: nil, stream: c, split: 1)
-        case .hopper(let c): return GemmDispatch.Choice(splitK: nil, hopper: c, split: 1)
-        }
+    /// Whether the kernel can apply SwiGLU in its epilogue (GemmSplitK.Epilogue.swiglu): gemm_splitk and gemm_stream.
+    public var hasSwiGLUEpilogue: Bool {
+        switch kernel { case .splitK, .stream: return true; case .hopper: return false }
     }
 }
 
@@ -327,7 +324,7 @@ public final class GemmTuner {
                 let result = Autotuner.select(valid, verify: { c -> String? in
                     try y.fill(byte: 0xFF, stream: self.stream)   // NaN everywhere: a kernel that skips outputs fails
                     try self.dispatch(s.op, x: x.address, w: ws[0].address, y: y.address, m: m, n: s.n, k: s.k, outF32: s.outF32,
-                                      choice: c.choice, stream: self.stream)
+                                      choice: c, stream: self.stream)
                     let got = try output()
                     if let bad = GemmCheck.check(got, m: m, n: s.n, reference: ref) { return bad }
                     if let t = trusted { return GemmCheck.compare(got, trusted: t, count: m * s.n) }
@@ -339,7 +336,7 @@ public final class GemmTuner {
                     // call instead of ~2.7), so instances are ranked by what they cost inside the engine's graph.
                     let ms = try GPUBench.graphMedian(self.stream, runs: max(20, self.runs), batch: self.batch) {
                         try self.dispatch(s.op, x: x.address, w: ws[i % copies].address, y: y.address, m: m, n: s.n, k: s.k,
-                                          outF32: s.outF32, choice: c.choice, stream: self.stream)
+                                          outF32: s.outF32, choice: c, stream: self.stream)
                         i += 1
                     }
                     return ms * 1000

@@ -71,8 +71,10 @@ final class GemmTunerTests: XCTestCase {
         let names = GemmStream.configs.map(\.name)
         XCTAssertEqual(Set(names).count, names.count)
         XCTAssertTrue(names.allSatisfy { $0.hasPrefix("kiln_gemm_stream_nb") })
-        XCTAssertEqual(GemmCandidate(.stream(c)).choice.stream, c)
-        XCTAssertNil(GemmCandidate(.stream(c)).choice.splitK)
+        // The decode forward pass computes SwiGLU in the gate_up GEMM's epilogue only where the kernel has one.
+        XCTAssertTrue(GemmCandidate(.stream(c)).hasSwiGLUEpilogue)
+        XCTAssertTrue(GemmCandidate(.splitK(GemmSplitK.defaultConfig(m: 1)), split: 2).hasSwiGLUEpilogue)
+        XCTAssertFalse(GemmCandidate(.hopper(GemmHopper.configs[0])).hasSwiGLUEpilogue)
     }
 
     func testSplitRules() {
