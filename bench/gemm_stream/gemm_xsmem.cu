@@ -51,12 +51,7 @@ __device__ __forceinline__ void gemm_xsmem(const kiln_bf16* __restrict__ x, cons
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[0][n][i] = 0.f;
-    auto load_w = [&](U4 (&ws)[UNROLL][1][2], int k) {
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) ws[u][0][h] = ld_weight(w + (long long)(row0 + 8 * h + g) * K + k + 32 * u + 8 * t);
-    };
+    auto load_w = [&](U4 (&ws)[UNROLL][1][2], int k) { load_w_tile<UNROLL>(ws, w, row0, g, t, K, k); };
     const int k0 = wk * STEP;
     load_w(wv[0], k0);   // weights never depend on the previous kernel: before the PDL wait
     pdl_wait_then_trigger();

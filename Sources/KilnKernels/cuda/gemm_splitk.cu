@@ -468,6 +468,16 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
     if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch
 }
 
+// Lane (g, t)'s weights of one super-step of a 16-row tile: rows row0 + g and row0 + 8 + g, 16 bytes at
+// k + 32u + 8t for each u (the layout mma_step takes). Also used by the bench/gemm_stream gemm_xsmem prototype.
+template <int UNROLL>
+__device__ __forceinline__ void load_w_tile(U4 (&ws)[UNROLL][1][2], const kiln_bf16* __restrict__ w, int row0, int g, int t, int K, int k) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) ws[u][0][h] = ld_weight(w + (long long)(row0 + 8 * h + g) * K + k + 32 * u + 8 * t);
+}
+
 // Whole-block decode GEMM (see the header): block = one 16-row tile × all of K, WARPS_K warps interleaved
 // over K in super-steps of UNROLL·32, two register sets (loads of step s+1 issued before the mmas of step
 // s), warp partials summed in a fixed order, then the epilogue. The launcher guarantees N % 16 == 0,
@@ -492,12 +502,7 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[0][n][i] = 0.f;
-    auto load_w = [&](U4 (&ws)[UNROLL][1][2], int k) {
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) ws[u][0][h] = ld_weight(w + (long long)(row0 + 8 * h + g) * K + k + 32 * u + 8 * t);
-    };
+    auto load_w = [&](U4 (&ws)[UNROLL][1][2], int k) { load_w_tile<UNROLL>(ws, w, row0, g, t, K, k); };
     auto load_x = [&](U4 (&xs)[UNROLL][NT], int k) {
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
