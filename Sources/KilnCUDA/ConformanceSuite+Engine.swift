@@ -7,7 +7,7 @@ import KilnKernels
 /// SwiGLU kernels, each against a plain CPU reference on random inputs (outputs pre-filled with NaN).
 extension ConformanceSuite {
     public func runEngineChecks() {
-        checkGemmSplitK(); checkGemmSplitKSwiGLU(); checkGemmStream(); checkGemmHopper(); checkAttention(); checkRoPECache(); checkSwiGLU()
+        checkGemmSplitK(); checkGemmSplitKSwiGLU(); checkGemmStream(); checkGemmSwapAB(); checkGemmHopper(); checkAttention(); checkRoPECache(); checkSwiGLU()
     }
 
     static func gemmReference(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int) -> [Float] {
@@ -173,6 +173,51 @@ extension ConformanceSuite {
             check("gemm_stream \(c.name) rejects K % 64 != 0") {
                 do { try g(x: 0, w: 0, y: 0, m: 1, n: 64, k: 520, stream: stream) } catch is KilnError { return nil }
                 return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 520, want: 576)
+            }
+        }
+    }
+
+    /// gemm_swapab (Hopper): every instance at M = 1, 7, MT with a lead and one helper on odd N (rows past N are
+    /// zero-filled), K from one stage (the helper gets none) to several laps of the ring; split 1 and 3 too; fp32
+    /// output and the SwiGLU epilogue. The workspace is NaN before every call, so a lead that adds a helper's partial
+    /// before it was written fails. K % 64 != 0 and a grid beyond one wave of resident blocks are rejected.
+    func checkGemmSwapAB() {
+        guard context.info.computeCapability.major == 9 else { log("skip gemm_swapab: not a Hopper GPU"); return }
+        guard let ws = try? DeviceBuffer<Float>(context, count: 2 * 64 * 64 * 16), let cnt = try? DeviceBuffer<UInt32>(context, count: 128) else {
+            check("gemm_swapab scratch") { throw KilnError("cannot allocate split-K scratch") }; return
+        }
+        try? cnt.fill(byte: 0, stream: stream)
+        for c in GemmSwapAB.configs {
+            guard let g = try? GemmSwapAB(library, config: c) else {
+                check("gemm_swapab \(c.name) loads") { throw KilnError("cannot load \(c.name)") }; continue
+            }
+            func run(_ x: CUdeviceptr, _ w: CUdeviceptr, _ y: CUdeviceptr, m: Int, n: Int, k: Int, split: Int, epi: GemmSplitK.Epilogue = .bf16) throws {
+                try ws.fill(byte: 0xFF, stream: stream)
+                try g(x: x, w: w, y: y, m: m, n: n, k: k, split: split, workspace: ws.address, counters: cnt.address, epilogue: epi, stream: stream)
+            }
+            var cases = [(1000, 1792), (77, 64), (264, 4096), (4096, 1024)].flatMap { nk in [1, 7, c.mt].map { (m: $0, n: nk.0, k: nk.1, split: 2) } }
+            cases += [(m: c.mt, n: 1000, k: 1792, split: 1), (m: c.mt, n: 1000, k: 1792, split: 3)]
+            for t in cases where t.m <= c.mt {
+                gemmCheck("gemm_swapab \(c.name) M=\(t.m) N=\(t.n) K=\(t.k) split=\(t.split)", m: t.m, n: t.n, k: t.k, outF32: false) { x, w, y in
+                    try run(x, w, y, m: t.m, n: t.n, k: t.k, split: t.split)
+                }
+            }
+            gemmCheck("gemm_swapab \(c.name) M=3 N=520 K=1024 split=2 f32", m: 3, n: 520, k: 1024, outF32: true) { x, w, y in
+                try run(x, w, y, m: 3, n: 520, k: 1024, split: 2, epi: .f32)
+            }
+            for m in [1, c.mt] {
+                swigluCheck("gemm_swapab swiglu \(c.name) M=\(m) F=504 K=1792 split=2", m: m, f: 504, k: 1792) { x, w, y in
+                    try run(x, w, y, m: m, n: 1008, k: 1792, split: 2, epi: .swiglu)
+                }
+            }
+            check("gemm_swapab \(c.name) rejects K % 64 != 0") {
+                do { try run(0, 0, 0, m: 1, n: 64, k: 520, split: 2) } catch is KilnError { return nil }
+                return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: 520, want: 576)
+            }
+            check("gemm_swapab \(c.name) rejects a grid beyond one wave") {
+                let n = GemmSwapAB.tileRows * g.residentBlocks
+                do { try run(0, 0, 0, m: 1, n: n, k: 64, split: 2) } catch is KilnError { return nil }
+                return Mismatch(badCount: 1, total: 1, firstIndex: 0, got: Float(2 * g.residentBlocks), want: Float(g.residentBlocks))
             }
         }
     }

@@ -7,7 +7,7 @@ import KilnKernels
 /// from a tuning table when one is given, else the documented defaults of GemmSplitK/GemmHopper
 /// (one warning per shape that has no entry, so a missing tuning run is visible but not noisy).
 ///
-///   M ≤ 16          gemm_splitk (decode; bf16 or fp32 out), or on Hopper gemm_stream where the table says so
+///   M ≤ 16          gemm_splitk (decode; bf16 or fp32 out), or on Hopper gemm_stream / gemm_swapab where the table says so
 ///   M ≥ 64, Hopper  gemm_hopper (prefill; bf16 out)
 ///   otherwise       gemm_splitk over row blocks of 16 (short prefill chunks, fp32 logits, non-Hopper GPUs)
 public final class GemmDispatch {
@@ -21,9 +21,10 @@ public final class GemmDispatch {
     private var splitKKernels: [GemmSplitK.Config: GemmSplitK] = [:]
     private var hopperKernels: [GemmHopper.Config: GemmHopper] = [:]
     private var streamKernels: [GemmStream.Config: GemmStream] = [:]
+    private var swapABKernels: [GemmSwapAB.Config: GemmSwapAB] = [:]
     private var warned: Set<String> = []
-    /// Split-K scratch, shared by all calls: they run one after another on one stream, and the
-    /// counters are left zero by every launch.
+    /// Split-K scratch (gemm_splitk, gemm_swapab), shared by all calls: they run one after another on one stream,
+    /// each touches it only after its griddepcontrol.wait, and the counters are left zero by every launch.
     let workspace: DeviceBuffer<Float>
     let counters: DeviceBuffer<UInt32>
     static let maxSplit = 8
@@ -41,6 +42,10 @@ public final class GemmDispatch {
         if let e = tune?.lookup(op: op, n: n, k: k, m: m) {
             if m <= 16, let c = GemmSplitK.config(named: e.config), c.maxM >= m { return Choice(.splitK(c), split: min(max(1, e.split), GemmDispatch.maxSplit)) }
             if m <= 16, hopperOK, let c = GemmStream.config(named: e.config), c.unsupported(n: n, k: k) == nil { return Choice(.stream(c)) }
+            if m <= 16, hopperOK, let c = GemmSwapAB.config(named: e.config), c.maxM >= m, c.unsupported(n: n, k: k, split: e.split) == nil,
+               c.workspaceFloats(n: n, split: e.split) <= workspace.count {
+                return Choice(.swapAB(c), split: e.split)
+            }
             if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(.hopper(c)) }
         } else {
             let key = "\(op) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
@@ -58,12 +63,16 @@ public final class GemmDispatch {
         if let k = streamKernels[c] { return k }
         let k = try GemmStream(library, config: c); streamKernels[c] = k; return k
     }
+    func swapABKernel(_ c: GemmSwapAB.Config) throws -> GemmSwapAB {
+        if let k = swapABKernels[c] { return k }
+        let k = try GemmSwapAB(library, config: c); swapABKernels[c] = k; return k
+    }
     func hopperKernel(_ c: GemmHopper.Config) throws -> GemmHopper {
         if let k = hopperKernels[c] { return k }
         let k = try GemmHopper(library, config: c); hopperKernels[c] = k; return k
     }
 
-    /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16. `epilogue` .swiglu (gemm_splitk, gemm_stream;
+    /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16. `epilogue` .swiglu (the decode GEMMs;
     /// w interleaved): y = bf16 [m, n/2]; the kernel choice is the plain op's (tuned) one.
     public func callAsFunction(_ op: String, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
                                outF32: Bool = false, epilogue: GemmSplitK.Epilogue? = nil, choice: Choice? = nil, stream: GPUStream) throws {
@@ -78,7 +87,11 @@ public final class GemmDispatch {
         case .stream(let c) where m <= c.maxM:
             try streamKernel(c)(x: x, w: w, y: y, m: m, n: n, k: k, epilogue: epi, stream: stream)
             return
-        case .stream: cfg = GemmSplitK.defaultConfig(m: 16)
+        case .swapAB(let c) where m <= c.maxM:
+            try swapABKernel(c)(x: x, w: w, y: y, m: m, n: n, k: k, split: ch.split, workspace: workspace.address, counters: counters.address,
+                                epilogue: epi, stream: stream)
+            return
+        case .stream, .swapAB: cfg = GemmSplitK.defaultConfig(m: 16)
         case .splitK(let c): cfg = c
         }
         let kernel = try splitKKernel(m <= cfg.maxM ? cfg : GemmSplitK.defaultConfig(m: 16))

@@ -22,24 +22,31 @@ public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
 
 /// One point of the search: an instance of an op's instance list and a launch-time split count.
 public struct GemmCandidate: Hashable, Sendable, CustomStringConvertible {
-    public enum Kernel: Hashable, Sendable { case splitK(GemmSplitK.Config), stream(GemmStream.Config), hopper(GemmHopper.Config) }
+    public enum Kernel: Hashable, Sendable {
+        case splitK(GemmSplitK.Config), stream(GemmStream.Config), swapAB(GemmSwapAB.Config), hopper(GemmHopper.Config)
+    }
     public var kernel: Kernel
     public var split: Int
     public init(_ kernel: Kernel, split: Int = 1) { self.kernel = kernel; self.split = split }
     public var name: String {
-        switch kernel { case .splitK(let c): return c.name; case .stream(let c): return c.name; case .hopper(let c): return c.name }
+        switch kernel {
+        case .splitK(let c): return c.name
+        case .stream(let c): return c.name
+        case .swapAB(let c): return c.name
+        case .hopper(let c): return c.name
+        }
     }
     public var description: String { name + (split > 1 ? " split \(split)" : "") }
-    /// Whether the kernel can apply SwiGLU in its epilogue (GemmSplitK.Epilogue.swiglu): gemm_splitk and gemm_stream.
+    /// Whether the kernel can apply SwiGLU in its epilogue (GemmSplitK.Epilogue.swiglu): the decode GEMMs.
     public var hasSwiGLUEpilogue: Bool {
-        switch kernel { case .splitK, .stream: return true; case .hopper: return false }
+        switch kernel { case .splitK, .stream, .swapAB: return true; case .hopper: return false }
     }
 }
 
 /// Candidate enumeration and validity rules (pure; tested without a GPU).
 ///
 /// The candidates are the rows of the `.cu` instance tables (KILN_GEMM_SPLITK_INSTANCES × split counts 1, 2, 4, 8;
-/// KILN_GEMM_STREAM_INSTANCES; KILN_GEMM_HOPPER_INSTANCES), so adding a row to a table adds it to the search. A candidate that cannot run
+/// KILN_GEMM_STREAM_INSTANCES; KILN_GEMM_SWAPAB_INSTANCES × split counts; KILN_GEMM_HOPPER_INSTANCES), so adding a row to a table adds it to the search. A candidate that cannot run
 /// correctly is removed by a rule before anything launches, never by a crash:
 ///   gemm_splitk: M ≤ 8·NT; M ≤ 16 (beyond, the dispatch ignores table entries); K a positive multiple of 8;
 ///                dynamic shared memory ≤ the device's opt-in limit; threads ≤ the block limit; split ≤ 8
@@ -47,6 +54,9 @@ public struct GemmCandidate: Hashable, Sendable, CustomStringConvertible {
 ///                ((split−1)·⌈K/split⌉₈ < K); split·M·N ≤ the workspace.
 ///   gemm_stream: a Hopper GPU; 9 ≤ M ≤ 16 (GemmStream.Config.minTunedM: slower in the decode step at M = 2); K a positive multiple of 64 (its 3-D tensor-map view); shared memory ≤ opt-in
 ///                limit; threads ≤ the block limit; split 1 (no split-K).
+///   gemm_swapab: a Hopper GPU; 9 ≤ M ≤ MT (as gemm_stream); K a positive multiple of 64; shared memory ≤ opt-in
+///                limit; split·⌈N/64⌉ blocks co-resident (a lead waits on its helpers: the grid must fit in one wave);
+///                (split−1)·⌈N/64⌉·64·MT ≤ the workspace.
 ///   gemm_hopper: a Hopper GPU; M ≥ 64 (the dispatch's prefill range); bf16 output (the logits stay on gemm_splitk);
 ///                K a multiple of 8; shared memory ≤ opt-in limit; threads ≤ the block limit; split 1.
 public enum GemmSearch {
@@ -58,11 +68,15 @@ public enum GemmSearch {
         public var maxThreads: Int
         public var maxSplit: Int
         public var workspaceFloats: Int
-        public init(hopper: Bool, sharedOptIn: Int, maxThreads: Int = 1024, maxSplit: Int = 8, workspaceFloats: Int = .max) {
+        /// SMs and the shared memory of one SM: how many blocks can be resident at once (gemm_swapab's one-wave rule).
+        public var multiprocessors: Int
+        public var sharedPerSM: Int
+        public init(hopper: Bool, sharedOptIn: Int, maxThreads: Int = 1024, maxSplit: Int = 8, workspaceFloats: Int = .max,
+                    multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
             self.hopper = hopper; self.sharedOptIn = sharedOptIn; self.maxThreads = maxThreads; self.maxSplit = maxSplit
-            self.workspaceFloats = workspaceFloats
+            self.workspaceFloats = workspaceFloats; self.multiprocessors = multiprocessors; self.sharedPerSM = sharedPerSM
         }
-        /// The H200/H100: sm_90, 227 KB of opt-in shared memory per block.
+        /// The H200/H100 SXM: sm_90, 132 SMs, 227 KB of opt-in shared memory per block, 228 KB per SM.
         public static let hopperGPU = Limits(hopper: true, sharedOptIn: 232_448)
     }
 
@@ -91,6 +105,18 @@ public enum GemmSearch {
         return nil
     }
 
+    public static func rule(_ c: GemmSwapAB.Config, split: Int, shape s: GemmShape, m: Int, limits l: Limits) -> String? {
+        if !l.hopper { return "gemm_swapab needs sm_90a" }
+        if m > c.maxM || m < c.minTunedM { return "gemm_swapab is tuned for \(c.minTunedM) ≤ M ≤ \(c.maxM)" }
+        if let why = c.unsupported(n: s.n, k: s.k, split: split) { return why }
+        if c.sharedBytes + c.staticSharedBytes > l.sharedOptIn { return "shared memory \(c.sharedBytes + c.staticSharedBytes) B > \(l.sharedOptIn) B" }
+        if split > l.maxSplit { return "split \(split) outside 1…\(l.maxSplit)" }
+        let grid = c.gridX(n: s.n, split: split), resident = c.blocksPerSM(sharedPerSM: l.sharedPerSM) * l.multiprocessors
+        if grid > resident { return "split \(split) needs \(grid) co-resident blocks (\(resident) fit)" }
+        if c.workspaceFloats(n: s.n, split: split) > l.workspaceFloats { return "split \(split) needs \(c.workspaceFloats(n: s.n, split: split)) workspace floats" }
+        return nil
+    }
+
     public static func rule(_ c: GemmHopper.Config, shape s: GemmShape, m: Int, limits l: Limits) -> String? {
         if !l.hopper { return "gemm_hopper needs sm_90a" }
         if m < 64 { return "gemm_hopper serves M ≥ 64" }
@@ -110,7 +136,7 @@ public enum GemmSearch {
     /// every filtered one with its reason.
     public static func candidates(_ s: GemmShape, m: Int, limits l: Limits,
                                   splitK: [GemmSplitK.Config] = GemmSplitK.configs, stream: [GemmStream.Config] = GemmStream.configs,
-                                  hopper: [GemmHopper.Config] = GemmHopper.configs)
+                                  swapAB: [GemmSwapAB.Config] = GemmSwapAB.configs, hopper: [GemmHopper.Config] = GemmHopper.configs)
         -> (valid: [GemmCandidate], filtered: [(GemmCandidate, String)]) {
         var valid: [GemmCandidate] = [], filtered: [(GemmCandidate, String)] = []
         for c in splitK {
@@ -122,6 +148,12 @@ public enum GemmSearch {
         for c in stream {
             let cand = GemmCandidate(.stream(c))
             if let why = rule(c, shape: s, m: m, limits: l) { filtered.append((cand, why)) } else { valid.append(cand) }
+        }
+        for c in swapAB {
+            for sp in splits {
+                let cand = GemmCandidate(.swapAB(c), split: sp)
+                if let why = rule(c, split: sp, shape: s, m: m, limits: l) { filtered.append((cand, why)) } else { valid.append(cand) }
+            }
         }
         for c in hopper {
             let cand = GemmCandidate(.hopper(c))
@@ -267,7 +299,8 @@ public final class GemmTuner {
         rand = try RandomInit(library)
         limits = GemmSearch.Limits(hopper: c.info.computeCapability.major == 9, sharedOptIn: c.info.sharedMemoryPerBlockOptIn,
                                    maxThreads: c.info.maxThreadsPerBlock, maxSplit: GemmDispatch.maxSplit,
-                                   workspaceFloats: GemmSplitK.workspaceFloats(m: 16, n: maxN, split: GemmDispatch.maxSplit))
+                                   workspaceFloats: GemmSplitK.workspaceFloats(m: 16, n: maxN, split: GemmDispatch.maxSplit),
+                                   multiprocessors: c.info.multiprocessors, sharedPerSM: c.info.sharedMemoryPerMultiprocessor)
     }
 
     /// The (shape, M) pairs worth tuning, and the candidate count of each (for the progress bar).

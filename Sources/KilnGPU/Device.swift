@@ -11,6 +11,8 @@ public struct DeviceInfo: Sendable, CustomStringConvertible {
     public var sharedMemoryPerBlock: Int
     /// Dynamic shared memory a block may use after cuFuncSetAttribute raises its limit.
     public var sharedMemoryPerBlockOptIn: Int
+    /// Shared memory of one SM, shared by its resident blocks (each also reserves 1 KiB).
+    public var sharedMemoryPerMultiprocessor: Int
     public var maxThreadsPerBlock: Int
 
     /// NVRTC architecture: the arch-specific `sm_90a` on Hopper so wgmma/TMA kernels can be built later.
@@ -68,7 +70,7 @@ public final class Context: @unchecked Sendable {
         info = DeviceInfo(ordinal: ordinal, name: String(cString: nameBuf),
                           computeCapability: (try attr(75), try attr(76)), multiprocessors: try attr(16), totalMemory: mem,
                           l2Bytes: try attr(38), sharedMemoryPerBlock: try attr(8), sharedMemoryPerBlockOptIn: try attr(97),
-                          maxThreadsPerBlock: try attr(1))
+                          sharedMemoryPerMultiprocessor: try attr(81), maxThreadsPerBlock: try attr(1))
     }
 
     deinit { _ = driver.cuDevicePrimaryCtxRelease(device) }

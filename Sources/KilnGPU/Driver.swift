@@ -60,6 +60,7 @@ public final class CUDADriver: @unchecked Sendable {
     typealias FnLaunchEx = @convention(c) (UnsafeRawPointer?, CUhandle?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                            UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CUresult
     typealias FnInstantiate = @convention(c) (UnsafeMutablePointer<CUhandle?>?, CUhandle?, UInt64) -> CUresult
+    typealias FnMaxActiveBlocks = @convention(c) (UnsafeMutablePointer<Int32>?, CUhandle?, Int32, Int) -> CUresult
     typealias FnMaxActiveClusters = @convention(c) (UnsafeMutablePointer<Int32>?, CUhandle?, UnsafeRawPointer?) -> CUresult
     typealias FnGraphLaunch = @convention(c) (CUhandle?, CUhandle?) -> CUresult
     typealias FnGraphExecUpdate = @convention(c) (CUhandle?, CUhandle?, UnsafeMutableRawPointer?) -> CUresult
@@ -107,6 +108,7 @@ public final class CUDADriver: @unchecked Sendable {
     let cuLaunchKernel: FnLaunch
     /// cuLaunchKernelEx (CUDA 12+), for launches with attributes (programmatic dependent launch); nil on older drivers.
     let cuLaunchKernelEx: FnLaunchEx?
+    let cuOccupancyMaxActiveBlocksPerMultiprocessor: FnMaxActiveBlocks
     /// cuOccupancyMaxActiveClusters (CUDA 12+): how many thread-block clusters of a kernel fit on the GPU at once; nil on older drivers.
     let cuOccupancyMaxActiveClusters: FnMaxActiveClusters?
     let cuStreamBeginCapture: FnBeginCapture
@@ -177,6 +179,7 @@ public final class CUDADriver: @unchecked Sendable {
         cuFuncSetAttribute = try sym("cuFuncSetAttribute")
         cuLaunchKernel = try sym("cuLaunchKernel")
         cuLaunchKernelEx = dlsym(lib, "cuLaunchKernelEx").map { unsafeBitCast($0, to: FnLaunchEx.self) }
+        cuOccupancyMaxActiveBlocksPerMultiprocessor = try sym("cuOccupancyMaxActiveBlocksPerMultiprocessor")
         cuOccupancyMaxActiveClusters = dlsym(lib, "cuOccupancyMaxActiveClusters").map { unsafeBitCast($0, to: FnMaxActiveClusters.self) }
         cuStreamBeginCapture = try sym("cuStreamBeginCapture_v2")
         cuStreamEndCapture = try sym("cuStreamEndCapture")

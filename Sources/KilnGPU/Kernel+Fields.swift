@@ -21,7 +21,7 @@ extension Kernel {
         }
     }
 
-    /// Occupancy: blocks of `threads` with `sharedBytes` dynamic shared memory that fit on one SM.
+    /// A CUfunction_attribute of the compiled kernel (cuFuncGetAttribute), e.g. 0 = max threads per block.
     public func attribute(_ attr: Int32) throws -> Int {
         var v: Int32 = 0
         try cuCheck("cuFuncGetAttribute", module.context.driver.cuFuncGetAttribute(&v, attr, handle))

@@ -209,6 +209,14 @@ public struct Kernel: @unchecked Sendable {
         try cuCheck("cuFuncSetAttribute", module.context.driver.cuFuncSetAttribute(handle, 8 /* MAX_DYNAMIC_SHARED_SIZE_BYTES */, Int32(bytes)))
     }
 
+    /// How many blocks of this kernel with `block` threads and `sharedBytes` of dynamic shared memory fit on one SM.
+    public func maxActiveBlocksPerSM(block: Int, sharedBytes: Int) throws -> Int {
+        var n: Int32 = 0
+        try cuCheck("cuOccupancyMaxActiveBlocksPerMultiprocessor",
+                    module.context.driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, handle, Int32(block), sharedBytes))
+        return Int(n)
+    }
+
     /// How many clusters of this kernel (cluster shape compiled in with __cluster_dims__) can be resident at once
     /// with `block` threads and `sharedBytes` of dynamic shared memory; nil when the driver cannot say.
     public func maxActiveClusters(gridX: Int, block: Int, sharedBytes: Int) throws -> Int? {

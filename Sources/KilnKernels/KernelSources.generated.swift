@@ -2359,6 +2359,199 @@ __device__ __forceinline__ void gemm_stream(const KilnTensorMap* tmw, const kiln
 
 KILN_GEMM_STREAM_INSTANCES(KILN_GEMM_STREAM_DEFINE)
 """####,
+        "gemm_swapab.cu": ####"""
+// gemm_swapab.cu — decode GEMM Y[M,N] = X[M,K] · W[N,K]^T for 1 ≤ M ≤ MT on Hopper (sm_90a) with the operands
+// swapped: the weights are the wgmma A operand (64 rows per instruction) and the tokens its N (8 or 16), both read by
+// the tensor cores straight from a TMA ring in shared memory. bf16 in, fp32 accumulation, bf16 / fp32 / SwiGLU out
+// (the same `epi` values and output layouts as gemm_splitk.cu and gemm_stream.cu).
+//
+// Why a third decode GEMM: in gemm_stream every weight byte goes TMA → shared → registers → mma.sync, and at M = 16 on
+// o (4096×4096) that consumer work keeps it at ~80% of copy bandwidth. Here a 64 × 16 fp32 accumulator is 8 registers
+// per thread and the consumer warp group only waits on a barrier and issues wgmmas (docs/perf-notes-gemm.md v9, v10).
+//
+// Work decomposition: each 64-row tile is shared by SK CTAs (the launch's split; blocks SK·t … SK·t + SK − 1), a
+// lead (rank 0) and SK − 1 helpers, which split its K stages unevenly: the lead takes LEAD/32 of them (lead_stages),
+// the helpers share the rest. grid = SK · ceil(N / 64); the launcher keeps it within one wave of co-resident CTAs.
+// Why uneven: helpers that finish early publish their fp32 partials long before the lead runs dry, so the reduction
+// costs the lead one barrier wait instead of three dependent L2 round trips after its last weight byte, and the
+// helpers' SMs are free early for the next kernel's CTAs (PDL) to fill their rings. On o at M = 16 (H200, one CTA
+// per SM, SK = 2): even halves 11.2 µs, LEAD = 22 (≈ 69%) 9.41 µs (docs/perf-notes-gemm.md v10).
+//  * A helper stores its partial to `ws` (64 · MT floats), then one red.release on the tile's counter, and exits.
+//    The lead's producer warp, once it has issued its last TMA, polls the counter (relaxed, with back-off), acquires
+//    it, adds the helpers' partials in rank order into shared memory and arrives on a barrier; the consumers add that
+//    after their last wgmma and store. The order of the additions is fixed: bitwise reproducible. The lead resets the
+//    counter. Waiting on CTAs of the same grid is safe because the grid fits in one wave of co-resident CTAs and a
+//    helper waits on nothing but the previous kernel (griddepcontrol.wait).
+//  * Ring (wg_ring.cuh): S stages of [W box {64, 64, KB} | X box {64, MT, KB}] (3-D views {64, rows, K/64}, 128B
+//    swizzle), a full barrier (TMA bytes) and an empty barrier per stage. PDL: the W boxes of the first fill go out
+//    before griddepcontrol.wait (weights never depend on the previous kernel), their X boxes after it; everything
+//    that touches y, ws or the counters waits first.
+//
+// Requirements (the launcher checks them): K % 64 == 0; x, W 16-byte aligned; M ≤ MT; SwiGLU: N % 16 == 0; SK ≥ 1;
+// with SK > 1: ws ≥ ceil(N / 64) · (SK − 1) · 64 · MT floats, cnt ≥ ceil(N / 64) zeroed u32 (left zero), grid ≤
+// co-resident CTAs. Rows past N and tokens past M are zero-filled by TMA and never stored.
+//
+// Entry points: one extern "C" kernel per row of KILN_GEMM_SWAPAB_INSTANCES, named
+//   kiln_gemm_swapab_mt{MT}_kb{KB}_s{S}_l{LEAD}(const KilnTensorMap tmw /* W {64, N, K/64}, box {64, 64, KB} */,
+//       const KilnTensorMap tmx /* X {64, M, K/64}, box {64, MT, KB} */, void* y, float* ws, unsigned* cnt,
+//       int M, int N, int K, int SK, int epi)
+//   grid = SK · ceil(N / 64); block = KILN_GEMM_SWAPAB_THREADS (warp group 0 consumes, warp 4 produces);
+//   dynamic shared memory = KILN_GEMM_SWAPAB_SMEM(MT, KB, S) bytes.
+
+#include "attention_util.cuh"
+#include "hopper_util.cuh"
+#include "wg_ring.cuh"
+
+#define KILN_GEMM_SWAPAB_SMEM(MT, KB, S) ((S) * (KB) * (64 + (MT)) * 128 + 1024)
+#define KILN_GEMM_SWAPAB_THREADS 160
+
+namespace kiln_gemm_swapab {
+
+using namespace kiln_hopper;
+using kiln_attn::f32_to_bf16;
+using kiln_attn::bf16_to_f32;
+
+__device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 128;" ::: "memory"); }
+
+// The lead's share of a tile's C stages: all of them when SK = 1, else round(C · LEAD / 32), at most C − (SK − 1)
+// (one stage left for each helper) and at least one (a helper left without stages publishes zeros).
+__host__ __device__ __forceinline__ int lead_stages(int C, int lead, int SK) {
+    if (SK <= 1) return C;
+    int n0 = (C * lead + 16) / 32;
+    if (n0 > C - (SK - 1)) n0 = C - (SK - 1);
+    return n0 < 1 ? (C < 1 ? C : 1) : n0;
+}
+
+// Stores a finished 64 × MT tile. Accumulator d[4j + q] of thread (warp w, lane l): weight row (output column)
+// 64·tile + 16w + l/4 + 8·(q ≥ 2), token 8j + 2(l % 4) + (q & 1).
+// epi: 0 bf16 [M, N]; 1 fp32 [M, N]; 2 SwiGLU bf16 [M, N/2] with gate/up rows interleaved per 16 (rows 16p…16p+7
+// gate, 16p+8…16p+15 up: the same thread's q and q + 2), gate and up rounded to bf16 first (as gemm_splitk).
+template <int MT>
+__device__ __forceinline__ void store_tile(const float (&d)[MT / 2], void* __restrict__ y, int tile, int M, int N, int epi) {
+    const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    const int r0 = 64 * tile + 16 * w + l / 4;
+#pragma unroll
+    for (int j = 0; j < MT / 8; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const int m = 8 * j + 2 * (l % 4) + (q & 1), r = r0 + 8 * (q >> 1);
+            if (m >= M) continue;
+            if (epi == 2) {
+                if (q < 2 && r < N) {
+                    const float gv = bf16_to_f32(f32_to_bf16(d[4 * j + q])), uv = bf16_to_f32(f32_to_bf16(d[4 * j + q + 2]));
+                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
+                }
+            } else if (r < N) {
+                if (epi == 1) ((float*)y)[(long long)m * N + r] = d[4 * j + q];
+                else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);
+            }
+        }
+}
+
+// The lead's producer warp, after its last TMA: waits for the SK − 1 helpers' partials and adds them in rank order
+// into psum (consumer thread t's register r at psum[128r + t]), then arrives on `summed` (count 32) and resets the
+// counter.
+template <int R>
+__device__ __forceinline__ void fetch_helper_partials(const float* __restrict__ part, unsigned* __restrict__ cnt, int SK, float* psum,
+                                                      u64* summed) {
+    const int lane = threadIdx.x % 32;
+    __syncwarp();
+    if (lane == 0)
+        while (ld_relaxed(cnt) != (unsigned)(SK - 1)) __nanosleep(128);
+    __syncwarp();
+    (void)ld_acquire(cnt);   // every lane: the partials published before the count are visible
+    const float4* p4 = reinterpret_cast<const float4*>(part);
+    float4 acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = __ldcg(p4 + r * 32 + lane);
+    for (int q = 1; q < SK - 1; ++q)
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const float4 v = __ldcg(p4 + (q * R + r) * 32 + lane);
+            acc[r].x += v.x; acc[r].y += v.y; acc[r].z += v.z; acc[r].w += v.w;
+        }
+#pragma unroll
+    for (int r = 0; r < R; ++r) reinterpret_cast<float4*>(psum)[r * 32 + lane] = acc[r];
+    __syncwarp();
+    if (lane == 0) *cnt = 0u;   // the next launch touches it only after its griddepcontrol.wait
+    mbar_arrive(smem_u32(summed));
+}
+
+template <int MT, int KB, int S, int LEAD>
+__device__ __forceinline__ void gemm_swapab(const KilnTensorMap* tmw, const KilnTensorMap* tmx, void* __restrict__ y,
+                                            float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int SK, int epi) {
+    using RG = kiln_wg_ring::Ring<MT, 64, KB, S>;
+    constexpr int R = MT / 2;   // accumulator registers per consumer thread
+    static_assert(LEAD >= 8 && LEAD < 32, "LEAD: the lead's share of the stages, in 32nds");
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    __shared__ __align__(8) u64 full[S], empty[S], summed;
+    __shared__ __align__(16) float psum[R * 128];   // the helpers' partials, summed by the lead's producer warp
+    const u32 base = (smem_u32(smem_raw) + 1023) & ~1023u;
+    // SK stays a launch parameter: with SK a compile-time 2 the same kernel measured 0.3 µs slower on o (v10).
+    const int tile = blockIdx.x / SK, rank = blockIdx.x % SK;
+    const int C = (K / 64 + KB - 1) / KB, n0 = lead_stages(C, LEAD, SK);
+    const int c0 = rank == 0 ? 0 : n0 + (rank - 1) * (C - n0) / (SK - 1);
+    const int n = rank == 0 ? n0 : n0 + rank * (C - n0) / (SK - 1) - c0;
+    float* part = ws + (long long)tile * (SK - 1) * R * 128;   // helper q's partial at part + (q − 1)·R·128
+    if (threadIdx.x == 0) { RG::init(full, empty); mbar_init(smem_u32(&summed), 32); }
+    __syncthreads();
+    if (threadIdx.x >= 128) {   // producer warp: one lane issues a W box and an X box per stage
+        if (threadIdx.x == 128) RG::produce(base, full, empty, tmw, tmx, tile * 64, c0, n);
+        else kiln_attn::pdl_wait_then_trigger();
+        if (rank == 0 && SK > 1) fetch_helper_partials<R>(part, cnt + tile, SK, psum, &summed);
+        return;
+    }
+    kiln_attn::pdl_wait_then_trigger();
+    const int tid = threadIdx.x;
+    float d[R];
+    RG::consume(d, base, full, empty, n, [](float (&acc)[R], u32 w, u32 x, int keep) {
+        kiln_wg_ring::wgmma_n<MT>(acc, sw128_desc(w, 16, 1024), sw128_desc(x, 16, 1024), keep);   // W as A, tokens as N
+    });
+    if (rank > 0) {   // publish and leave
+#pragma unroll
+        for (int r = 0; r < R; ++r) __stcg(part + ((long long)(rank - 1) * R + r) * 128 + tid, d[r]);
+        consumers_sync();
+        if (tid == 0) red_release_add(cnt + tile, 1u);
+        return;
+    }
+    if (SK > 1) {
+        mbar_wait(smem_u32(&summed), 0);
+#pragma unroll
+        for (int r = 0; r < R; ++r) d[r] += psum[r * 128 + tid];
+    }
+    store_tile<MT>(d, y, tile, M, N, epi);
+}
+
+}  // namespace kiln_gemm_swapab
+
+// X(MT, KB, S, LEAD): MT tokens per wgmma (M ≤ MT), KB 64-k chunks per stage, S ring stages (one CTA per SM), the
+// lead's share of the stages in 32nds. On the H200 (o, M = 16, v10): LEAD 22 best, 20 and 24 0.3–0.6 µs slower;
+// kb4 with 5 stages level with kb2 with 11.
+#define KILN_GEMM_SWAPAB_INSTANCES(X) X(16, 2, 11, 22) X(16, 2, 11, 21) X(16, 2, 11, 23) X(16, 4, 5, 22) X(8, 2, 12, 23)
+
+#define KILN_GEMM_SWAPAB_NAME(MT, KB, S, LEAD) kiln_gemm_swapab_mt##MT##_kb##KB##_s##S##_l##LEAD
+#define KILN_GEMM_SWAPAB_DEFINE(MT, KB, S, LEAD)                                                                    \
+    extern "C" __global__ void __launch_bounds__(KILN_GEMM_SWAPAB_THREADS) KILN_GEMM_SWAPAB_NAME(MT, KB, S, LEAD)(   \
+        const __grid_constant__ KilnTensorMap tmw, const __grid_constant__ KilnTensorMap tmx, void* __restrict__ y,   \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int SK, int epi) {                 \
+        kiln_gemm_swapab::gemm_swapab<MT, KB, S, LEAD>(&tmw, &tmx, y, ws, cnt, M, N, K, SK, epi);                    \
+    }
+
+KILN_GEMM_SWAPAB_INSTANCES(KILN_GEMM_SWAPAB_DEFINE)
+"""####,
         "random_init.cu": ####"""
 // random_init.cu — random bf16 tensors generated on the GPU (`--dummy-weights`): a Llama-3-8B's
 // 16 GB is made in milliseconds instead of being read from disk or copied from the host.
@@ -3416,6 +3609,103 @@ __device__ __forceinline__ float block_sum(float v, float* s) { return block_red
 __device__ __forceinline__ float block_max(float v, float* s) { return block_reduce<true>(v, s); }
 
 }  // namespace kiln
+"""####,
+        "wg_ring.cuh": ####"""
+// wg_ring.cuh — the TMA ring of the wgmma decode GEMMs: gemm_swapab.cu (engine) and the bench/gemm_stream prototypes
+// gemm_clusterk.cu and gemm_wgstream.cu. S stages of [W box {64, WR, KB} | X box {64, XR, KB}] (3-D views {64, rows, K/64}, 128B swizzle),
+// a full barrier (TMA bytes) and an empty barrier (one arrive per consumer warp) per stage.
+#pragma once
+#include "attention_util.cuh"
+#include "hopper_util.cuh"
+
+namespace kiln_wg_ring {
+
+using namespace kiln_hopper;
+
+// D[64 × N] (+)= A[64 × 16] · B[N × 16]^T, A and B K-major in shared memory (128B swizzle); acc = 0 overwrites D.
+template <int N> __device__ __forceinline__ void wgmma_n(float (&d)[N / 2], u64 da, u64 db, int acc);
+template <> __device__ __forceinline__ void wgmma_n<8>(float (&d)[4], u64 da, u64 db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "l"(da), "l"(db), "r"(acc));
+}
+template <> __device__ __forceinline__ void wgmma_n<16>(float (&d)[8], u64 da, u64 db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "l"(da), "l"(db), "r"(acc));
+}
+template <> __device__ __forceinline__ void wgmma_n<32>(float (&d)[16], u64 da, u64 db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},"
+        " %16, %17, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(da), "l"(db), "r"(acc));
+}
+
+template <int XR, int WR, int KB, int S> struct Ring {
+    static constexpr u32 W_CHUNK = WR * 128, X_CHUNK = XR * 128, W_BYTES = KB * W_CHUNK, STAGE = KB * (W_CHUNK + X_CHUNK);
+    static_assert(XR % 8 == 0 && WR % 8 == 0, "box rows: whole 1 KB swizzle atoms");
+    static_assert(KB >= 1 && KB <= 4 && S >= 2, "KB: 64-k chunks per stage");
+
+    __device__ static void init(u64* full, u64* empty) {
+        for (int s = 0; s < S; ++s) { mbar_init(smem_u32(&full[s]), 1); mbar_init(smem_u32(&empty[s]), 4); }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    }
+    // The producer lane: stages c0 … c0 + n - 1 of weight rows row0…; the W boxes of the first fill go out before the
+    // PDL wait (weights never depend on the previous kernel), their X boxes after it.
+    __device__ static void produce(u32 base, u64* full, u64* empty, const KilnTensorMap* tmw, const KilnTensorMap* tmx,
+                                   int row0, int c0, int n) {
+        tma_prefetch_desc(tmw);
+        tma_prefetch_desc(tmx);
+        const int early = n < S ? n : S;
+        for (int i = 0; i < early; ++i) {
+            mbar_arrive_expect_tx(smem_u32(&full[i]), STAGE);
+            tma_load_3d(base + i * STAGE, tmw, smem_u32(&full[i]), 0, row0, (c0 + i) * KB);
+        }
+        kiln_attn::pdl_wait_then_trigger();
+        for (int i = 0; i < early; ++i) tma_load_3d(base + i * STAGE + W_BYTES, tmx, smem_u32(&full[i]), 0, 0, (c0 + i) * KB);
+        for (int i = early; i < n; ++i) {
+            const int s = i % S;
+            mbar_wait(smem_u32(&empty[s]), ((i / S) & 1) ^ 1);
+            mbar_arrive_expect_tx(smem_u32(&full[s]), STAGE);
+            tma_load_3d(base + s * STAGE, tmw, smem_u32(&full[s]), 0, row0, (c0 + i) * KB);
+            tma_load_3d(base + s * STAGE + W_BYTES, tmx, smem_u32(&full[s]), 0, 0, (c0 + i) * KB);
+        }
+    }
+    // The consumer warp group: n stages summed into d, mma(d, W chunk + 32k, X chunk + 32k, keep) per 16 k (keep = 0 on
+    // the first); a stage is released once its wgmmas have retired (async-proxy reads: no proxy fence needed).
+    template <int R, class Mma>
+    __device__ static void consume(float (&d)[R], u32 base, u64* full, u64* empty, int n, Mma mma) {
+        const int lane = threadIdx.x % 32;
+#pragma unroll
+        for (int r = 0; r < R; ++r) d[r] = 0.f;
+        for (int i = 0; i < n; ++i) {
+            const int s = i % S;
+            mbar_wait(smem_u32(&full[s]), (i / S) & 1);
+            const u32 sw = base + s * STAGE, sx = sw + W_BYTES;
+            wgmma_fence();
+#pragma unroll
+            for (int c = 0; c < KB; ++c)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) mma(d, sw + c * W_CHUNK + 32 * k, sx + c * X_CHUNK + 32 * k, (i > 0 || c > 0 || k > 0) ? 1 : 0);
+            wgmma_commit();
+            wgmma_wait<1>();   // the previous stage's wgmmas have read their operands: free it
+            if (i > 0 && lane == 0) mbar_arrive(smem_u32(&empty[(i - 1) % S]));
+        }
+        wgmma_wait<0>();
+#pragma unroll
+        for (int r = 0; r < R; ++r) reg_fence(d[r]);
+    }
+};
+
+}  // namespace kiln_wg_ring
 """####,
     ]
 }

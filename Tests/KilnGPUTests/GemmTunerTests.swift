@@ -19,7 +19,8 @@ final class GemmTunerTests: XCTestCase {
         XCTAssertFalse(GemmStream.configs.isEmpty, "gemm_stream instance table parsed")
         XCTAssertEqual(valid.count, general * GemmSearch.splits.count + whole, "gemm_stream is not offered at M ≤ 8")
         XCTAssertEqual(valid.count + filtered.count,
-                       GemmSplitK.configs.count * GemmSearch.splits.count + GemmStream.configs.count + GemmHopper.configs.count)
+                       GemmSplitK.configs.count * GemmSearch.splits.count + GemmStream.configs.count
+                           + GemmSwapAB.configs.count * GemmSearch.splits.count + GemmHopper.configs.count)
         XCTAssertEqual(valid.first, GemmSearch.defaultCandidate(qkv, m: 1, limits: h200), "default first: it becomes the trusted output")
         XCTAssertEqual(Set(valid).count, valid.count)
     }
@@ -27,7 +28,7 @@ final class GemmTunerTests: XCTestCase {
     func testNT1InstancesAreFilteredAboveM8() {
         let (valid, filtered) = GemmSearch.candidates(qkv, m: 16, limits: h200)
         XCTAssertTrue(valid.allSatisfy {
-            switch $0.kernel { case .splitK(let c): return c.nt == 2; case .stream: return true; case .hopper: return false }
+            switch $0.kernel { case .splitK(let c): return c.nt == 2; case .stream, .swapAB: return true; case .hopper: return false }
         })
         XCTAssertTrue(filtered.contains { $0.1.contains("NT=1") })
         XCTAssertEqual(GemmSearch.defaultCandidate(qkv, m: 16, limits: h200).name, GemmSplitK.defaultConfig(m: 16).name)
@@ -75,6 +76,37 @@ final class GemmTunerTests: XCTestCase {
         XCTAssertTrue(GemmCandidate(.stream(c)).hasSwiGLUEpilogue)
         XCTAssertTrue(GemmCandidate(.splitK(GemmSplitK.defaultConfig(m: 1)), split: 2).hasSwiGLUEpilogue)
         XCTAssertFalse(GemmCandidate(.hopper(GemmHopper.configs[0])).hasSwiGLUEpilogue)
+    }
+
+    /// gemm_swapab: Hopper only, 9 ≤ M ≤ MT, K % 64 == 0, and split · ⌈N/64⌉ blocks resident at once (a lead waits on
+    /// its helpers): on a 132-SM H200 at one block per SM, o (N = 4096) takes split 2 and not 4; qkv (N = 6144) none > 1.
+    func testSwapABRules() {
+        XCTAssertFalse(GemmSwapAB.configs.isEmpty, "gemm_swapab instance table parsed")
+        let c = GemmSwapAB.configs.first { $0.mt == 16 }!
+        let o = GemmShape(op: "o", n: 4096, k: 4096)
+        XCTAssertEqual(c.blocksPerSM(sharedPerSM: h200.sharedPerSM), 1, "the ring fills the SM")
+        XCTAssertNil(GemmSearch.rule(c, split: 2, shape: o, m: 16, limits: h200))
+        XCTAssertNil(GemmSearch.rule(c, split: 1, shape: o, m: 16, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(c, split: 4, shape: o, m: 16, limits: h200), "256 blocks do not fit in one wave")
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: qkv, m: 16, limits: h200), "192 blocks do not fit in one wave")
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: o, m: 8, limits: h200), "M ≤ 8 stays with gemm_whole")
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: o, m: 17, limits: h200))
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: GemmShape(op: "t", n: 4096, k: 4096 - 32), m: 16, limits: h200), "K % 64")
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: o, m: 16, limits: GemmSearch.Limits(hopper: false, sharedOptIn: 232_448)))
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: o, m: 16, limits: GemmSearch.Limits(hopper: true, sharedOptIn: 232_448, multiprocessors: 114)),
+                        "an H100 PCIe (114 SMs) cannot hold 128 blocks of it")
+        XCTAssertNotNil(GemmSearch.rule(c, split: 2, shape: o, m: 16, limits: GemmSearch.Limits(hopper: true, sharedOptIn: 232_448, workspaceFloats: 1000)))
+        XCTAssertEqual(c.workspaceFloats(n: 4096, split: 2), 64 * 64 * 16)
+        XCTAssertEqual(c.workspaceFloats(n: 4096, split: 1), 0)
+        XCTAssertEqual(c.gridX(n: 4097, split: 2), 130, "rows past N are a partial tile")
+        let (valid, _) = GemmSearch.candidates(o, m: 16, limits: h200)
+        XCTAssertTrue(valid.contains(GemmCandidate(.swapAB(c), split: 2)))
+        XCTAssertFalse(valid.contains(GemmCandidate(.swapAB(c), split: 4)))
+        let names = GemmSwapAB.configs.map(\.name)
+        XCTAssertEqual(Set(names).count, names.count)
+        XCTAssertTrue(names.allSatisfy { $0.hasPrefix("kiln_gemm_swapab_mt") })
+        XCTAssertTrue(GemmCandidate(.swapAB(c), split: 2).hasSwiGLUEpilogue)
+        XCTAssertEqual(GemmCandidate(.swapAB(c), split: 2).description, c.name + " split 2")
     }
 
     func testSplitRules() {

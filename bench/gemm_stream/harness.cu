@@ -1,7 +1,9 @@
 // bench/gemm_stream/harness.cu — correctness and graph-chain timing of the engine's gemm_stream.cu (TMA-ring decode
 // GEMM, rows split over blocks) against gemm_whole, on the four Llama-3-8B shapes at M = 16, 8, 1, in one process.
-// PROTO=1 adds four prototypes that lost (perf-notes-gemm.md v8, v9): gemm_resident.cu, gemm_xsmem.cu (X in shared
-// memory), gemm_wgstream.cu (wgmma, tokens as A) and gemm_swapab.cu (wgmma, weights as A, split-K with a fixed reducer). Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
+// Also the engine's gemm_swapab.cu (wgmma, weights as A, a lead and a helper CTA per tile; perf-notes-gemm.md v10).
+// PROTO=1 adds four prototypes that lost (v8, v9): gemm_resident.cu, gemm_xsmem.cu (X in shared memory),
+// gemm_wgstream.cu (wgmma, tokens as A) and gemm_clusterk.cu (split-K reduced through distributed shared memory).
+// Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
 // it is timed. MOVE=1: data movement alone (TMA ring, no mma) for several box shapes. PROFILE=<config> M=<m>:
 // three launches on o, for ncu.
 // Built with nvcc on the GPU machine by run.sh (-lcuda for cuTensorMapEncodeTiled).
@@ -15,8 +17,8 @@
 #include <cmath>
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
 #include "../../Sources/KilnKernels/cuda/gemm_stream.cu"
+#include "../../Sources/KilnKernels/cuda/gemm_swapab.cu"
 #include "gemm_wgstream.cu"
-#include "gemm_swapab.cu"
 #include "gemm_clusterk.cu"
 #include "gemm_resident.cu"
 #include "gemm_xsmem.cu"
@@ -38,10 +40,10 @@ typedef void (*WgFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, 
 struct WCfg { const char* name; WgFn fn; int nb, kb, s; };
 #define WROW(NB, KB, S) {"wgstream_nb" #NB "_kb" #KB "_s" #S, KILN_GEMM_WGSTREAM_NAME(NB, KB, S), NB, KB, S},
 static WCfg g_wcfg[] = {KILN_GEMM_WGSTREAM_INSTANCES(WROW)};
-// Prototype gemm_swapab.cu (wgmma with W as A, split-K over SK CTAs per 64-row tile, a fixed reducer; PROTO=1).
+// The engine's gemm_swapab instances (wgmma with W as A; each 64-row tile split unevenly over a lead and a helper CTA).
 typedef void (*SwapFn)(const KilnTensorMap, const KilnTensorMap, void*, float*, unsigned*, int, int, int, int, int);
-struct KCfg { const char* name; SwapFn fn; int mt, kb, s; };
-#define KROW(MT, KB, S) {"swapab_mt" #MT "_kb" #KB "_s" #S, KILN_GEMM_SWAPAB_NAME(MT, KB, S), MT, KB, S},
+struct KCfg { const char* name; SwapFn fn; int mt, kb, s, lead; };
+#define KROW(MT, KB, S, LEAD) {"swapab_mt" #MT "_kb" #KB "_s" #S "_l" #LEAD, KILN_GEMM_SWAPAB_NAME(MT, KB, S, LEAD), MT, KB, S, LEAD},
 static KCfg g_kcfg[] = {KILN_GEMM_SWAPAB_INSTANCES(KROW)};
 // Prototype gemm_clusterk.cu (gemm_swapab's layout, split-K reduced through distributed shared memory; PROTO=1).
 typedef void (*ClusterFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
@@ -130,7 +132,7 @@ static void movement(const char* shape, int N, int K, const std::vector<unsigned
     CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     std::vector<KilnTensorMap> tw;
     for (auto p : w) tw.push_back(BC == 1 ? make_tmap_2d(p, N, K, BK, BR, BK == 64) : make_tmap_3d(p, N, K, BR, BC));
-    double us = graph_us([&] { for (int i = 0; i < 20; ++i) launch(true, kern, grid, 64, smem, tw[i % 4], N, K, split); }, 20);
+    double us = graph_us([&] { for (int i = 0; i < 20; ++i) launch(true, kern, grid, 64, smem, tw[i % tw.size()], N, K, split); }, 20);
     printf("RESULT move shape=%s box=%dx%dx%d stages=%d split=%d grid=%d smem=%d us=%.2f GBps=%.0f\n", shape, BK, BR, BC, STAGES, split, grid,
            smem, us, (double)N * K * 2 / us / 1e3);
 }
@@ -184,6 +186,8 @@ static double check(const unsigned short* dev, const std::vector<float>& want, s
     return worst;
 }
 
+static const size_t kWsBytes = 528ull * 64 * 16 * 4;   // split-K partials: up to 528 CTAs of 64 × 16 floats
+
 int main() {
     setvbuf(stdout, nullptr, _IONBF, 0);
     CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
@@ -194,7 +198,8 @@ int main() {
         printf("RESULT copy GBps=%.0f\n", 2.0 * n * 16 / us / 1e3);
         CK(cudaFree(a)); CK(cudaFree(b));
     }
-    struct Shape { const char* name; int N, K; } shapes[] = {{"o", 4096, 4096}, {"qkv", 6144, 4096}, {"down", 4096, 14336}, {"gate_up", 28672, 4096}};
+    struct Shape { const char* name; int N, K; } shapes[] = {{"o", 4096, 4096}, {"qkv", 6144, 4096}, {"down", 4096, 14336}, {"gate_up", 28672, 4096},
+                                                  {"o62", 3968, 4096}};   // o62: 62 tiles of 64 rows (ONLY=o62; one wave of clusters of 4)
     unsigned short *x, *y0, *y1; float* ref;
     CK(cudaMalloc(&y0, 16LL * 28672 * 4)); CK(cudaMalloc(&y1, 16LL * 28672 * 4));
     CK(cudaMalloc(&x, 16 * 14336 * 2)); CK(cudaMalloc(&ref, 16LL * 28672 * 4));
@@ -204,7 +209,7 @@ int main() {
     for (auto& c : g_wcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_WGSTREAM_SMEM(c.nb, c.kb, c.s)));
     for (auto& c : g_ccfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_CLUSTERK_SMEM(c.mt, c.kb, c.s)));
     float* ws; unsigned* cnt;   // gemm_swapab's split-K partials and per-tile counters (left zero by every launch)
-    CK(cudaMalloc(&ws, 528LL * 64 * 16 * 4)); CK(cudaMalloc(&cnt, 4096 * 4)); CK(cudaMemset(cnt, 0, 4096 * 4));
+    CK(cudaMalloc(&ws, kWsBytes)); CK(cudaMalloc(&cnt, 4096 * 4)); CK(cudaMemset(cnt, 0, 4096 * 4));
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     const bool proto = getenv("PROTO") != nullptr;
@@ -212,9 +217,10 @@ int main() {
     for (auto& c : g_xcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_XSMEM_SMEM(2, 4096)));
     for (auto& sh : shapes) {
         const int N = sh.N, K = sh.K;
-        if (getenv("ONLY") && strcmp(getenv("ONLY"), sh.name)) continue;
-        std::vector<unsigned short*> w(4);
-        for (int r = 0; r < 4; ++r) { CK(cudaMalloc(&w[r], (size_t)N * K * 2)); fill_k<<<1024, 256, 0, g_stream>>>(w[r], (long long)N * K, 11 + r); }
+        if (getenv("ONLY") ? strcmp(getenv("ONLY"), sh.name) != 0 : !strcmp(sh.name, "o62")) continue;
+        const int ncopies = getenv("COPIES") ? atoi(getenv("COPIES")) : 4;   // weight copies the timed chain rotates over
+        std::vector<unsigned short*> w(ncopies);
+        for (int r = 0; r < ncopies; ++r) { CK(cudaMalloc(&w[r], (size_t)N * K * 2)); fill_k<<<1024, 256, 0, g_stream>>>(w[r], (long long)N * K, 11 + r); }
         const double bytes = (double)N * K * 2;
         if (getenv("PROFILE") && sh.N == 4096 && sh.K == 4096) {   // ncu: PROFILE=<config name> M=<m>, o shape, 3 launches
             const int M = atoi(getenv("M") ? getenv("M") : "16");
@@ -247,6 +253,7 @@ int main() {
             continue;
         }
         for (int M : {16, 8, 1}) {
+            if (getenv("M16") && M != 16) continue;   // M16=1: M = 16 only
             ref_k<<<N / 8, 256, 0, g_stream>>>(x, w[0], ref, M, N, K);
             CK(cudaStreamSynchronize(g_stream));   // g_stream does not synchronise with cudaMemcpy's legacy stream
             std::vector<float> want((size_t)M * N), glu((size_t)M * N / 2);
@@ -268,7 +275,7 @@ int main() {
             for (auto& b : whole) {
                 if ((M <= 8) != (b.nt == 1)) continue;
                 double us = graph_us([&] { for (int i = 0; i < 20; ++i)
-                    launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln_bf16*)x, (const kiln_bf16*)w[i % 4], (void*)((i & 1) ? y1 : y0),
+                    launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln_bf16*)x, (const kiln_bf16*)w[i % ncopies], (void*)((i & 1) ? y1 : y0),
                            (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, 20);
                 printf("RESULT base shape=%s M=%d kernel=%s us=%.2f GBps=%.0f\n", sh.name, M, b.name, us, bytes / us / 1e3);
             }
@@ -280,6 +287,7 @@ int main() {
                 g_bad = 0;
                 for (int rep = 0; rep < 4; ++rep) {   // races show up intermittently: four checked launches
                     CK(cudaMemsetAsync(y0, 0xff, (size_t)M * N * 2, g_stream));   // NaN: an output the kernel skips fails the check
+                    CK(cudaMemsetAsync(ws, 0xff, kWsBytes, g_stream));   // NaN: a split-K partial read before it is written fails too
                     run(0, (void*)y0, 0, false);
                     CK(cudaStreamSynchronize(g_stream));
                     err = std::max(err, check(y0, want, want.size(), N, nan));
@@ -291,7 +299,7 @@ int main() {
                     CK(cudaStreamSynchronize(g_stream));
                     err_glu = check(y0, glu, glu.size(), N / 2, nan);
                 }
-                double us = graph_us([&] { for (int i = 0; i < 20; ++i) run(i % 4, (void*)((i & 1) ? y1 : y0), 0, true); }, 20);
+                double us = graph_us([&] { for (int i = 0; i < 20; ++i) run(i % ncopies, (void*)((i & 1) ? y1 : y0), 0, true); }, 20);
                 printf("RESULT %s shape=%s M=%d kernel=%s us=%.2f GBps=%.0f rel_err=%.2g glu_err=%.2g nan=%d bad=%zu\n", kind, sh.name, M, name, us,
                        bytes / us / 1e3, err, err_glu, (int)nan, g_bad);
             };
@@ -315,22 +323,20 @@ int main() {
                 check_and_time("wgstream", name, [&](int i, void* y, int epi, bool pdl) {
                     launch(pdl, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_WGSTREAM_THREADS, smem, tw[i], tx, y, M, N, K, epi); });
             }
-            for (auto& c : g_kcfg) {   // grid = 64-row tiles × SK; SK > 1 only within one wave of co-resident CTAs
-                if (!proto || (M <= 8) != (c.mt == 8)) continue;
+            for (auto& c : g_kcfg) {   // grid = 2 · 64-row tiles, within one wave of co-resident CTAs
+                if (M > c.mt) continue;
                 std::vector<KilnTensorMap> tw;
                 for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, 64, c.kb));
                 const KilnTensorMap tx = make_tmap_3d(x, M, K, c.mt, c.kb);
-                const int smem = KILN_GEMM_SWAPAB_SMEM(c.mt, c.kb, c.s);
+                const int smem = KILN_GEMM_SWAPAB_SMEM(c.mt, c.kb, c.s), tiles = (N + 63) / 64;
                 int per_sm = 0;
                 CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, c.fn, KILN_GEMM_SWAPAB_THREADS, smem));
-                const int tiles = (N + 63) / 64;
-                for (int sk : {1, 2, 3, 4}) {
-                    const int grid = tiles * sk;
-                    if (grid > per_sm * sms && sk > 1) continue;
+                for (int sk : {2, 3}) {
+                    if (tiles * sk > per_sm * sms) continue;
                     char name[64];
                     snprintf(name, sizeof name, "%s_sk%d(%d/SM)", c.name, sk, per_sm);
                     check_and_time("swapab", name, [&](int i, void* y, int epi, bool pdl) {
-                        launch(pdl, c.fn, grid, KILN_GEMM_SWAPAB_THREADS, smem, tw[i], tx, y, ws, cnt, M, N, K, sk, epi); });
+                        launch(pdl, c.fn, tiles * sk, KILN_GEMM_SWAPAB_THREADS, smem, tw[i], tx, y, ws, cnt, M, N, K, sk, epi); });
                 }
             }
             for (auto& c : g_ccfg) {   // grid = 64-row tiles × SK in clusters of SK; prints how many clusters fit at once

@@ -1,5 +1,5 @@
-// bench/gemm_stream/wg_ring.cuh — the TMA ring of the wgmma decode-GEMM prototypes (gemm_swapab.cu, gemm_clusterk.cu,
-// gemm_wgstream.cu): S stages of [W box {64, WR, KB} | X box {64, XR, KB}] (3-D views {64, rows, K/64}, 128B swizzle),
+// wg_ring.cuh — the TMA ring of the wgmma decode GEMMs: gemm_swapab.cu (engine) and the bench/gemm_stream prototypes
+// gemm_clusterk.cu and gemm_wgstream.cu. S stages of [W box {64, WR, KB} | X box {64, XR, KB}] (3-D views {64, rows, K/64}, 128B swizzle),
 // a full barrier (TMA bytes) and an empty barrier (one arrive per consumer warp) per stage.
 #pragma once
 #include "attention_util.cuh"
