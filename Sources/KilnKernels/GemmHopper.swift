@@ -43,21 +43,17 @@ public struct GemmHopper {
     let kernel: Kernel
     let context: Context
     public init(_ library: KernelLibrary, config: Config) throws {
-        guard let ctx = library.context else { throw KilnError("gemm_hopper needs a GPU context") }
-        guard ctx.info.computeCapability.major == 9 else { throw KilnError("gemm_hopper needs a Hopper GPU (sm_90a); this is \(ctx.info.arch)") }
         self.config = config
-        context = ctx
-        kernel = try library.kernel(GemmHopper.file, config.name)
-        try kernel.setMaxDynamicSharedMemory(config.sharedBytes)
+        (context, kernel) = try library.hopperKernel(family: "gemm_hopper", file: GemmHopper.file, name: config.name, sharedBytes: config.sharedBytes)
         // Cluster pairs must share a GPC, so fewer than #SMs/2 pairs fit at once: a persistent grid of all SMs
         // runs a second wave (measured at ~half speed). Size the grid by the driver's count of resident clusters,
         // or a quarter-size grid of pairs (always fits) when the driver cannot say.
         if config.cluster > 1 {
-            let fit = try kernel.maxActiveClusters(gridX: ctx.info.multiprocessors - ctx.info.multiprocessors % config.cluster,
+            let fit = try kernel.maxActiveClusters(gridX: context.info.multiprocessors - context.info.multiprocessors % config.cluster,
                                                    block: config.threads, sharedBytes: config.sharedBytes)
-            clusterSlots = fit ?? ctx.info.multiprocessors / 4
+            clusterSlots = fit ?? context.info.multiprocessors / 4
         } else {
-            clusterSlots = ctx.info.multiprocessors
+            clusterSlots = context.info.multiprocessors
         }
     }
     /// Clusters (or CTAs when cluster = 1) resident at once: the persistent grid's size.

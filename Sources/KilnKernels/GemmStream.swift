@@ -53,12 +53,8 @@ public final class GemmStream {
     private var maps: [MapKey: TensorMap] = [:]
 
     public init(_ library: KernelLibrary, config: Config) throws {
-        guard let ctx = library.context else { throw KilnError("gemm_stream needs a GPU context") }
-        guard ctx.info.computeCapability.major == 9 else { throw KilnError("gemm_stream needs a Hopper GPU (sm_90a); this is \(ctx.info.arch)") }
         self.config = config
-        context = ctx
-        kernel = try library.kernel(GemmStream.file, config.name)
-        try kernel.setMaxDynamicSharedMemory(config.sharedBytes)
+        (context, kernel) = try library.hopperKernel(family: "gemm_stream", file: GemmStream.file, name: config.name, sharedBytes: config.sharedBytes)
     }
 
     /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] bf16 or fp32, or [m, n/2] bf16 for the SwiGLU epilogue.

@@ -67,13 +67,9 @@ public final class GemmSwapAB {
     private var tokenMaps: [MapKey: TensorMap] = [:]
 
     public init(_ library: KernelLibrary, config: Config) throws {
-        guard let ctx = library.context else { throw KilnError("gemm_swapab needs a GPU context") }
-        guard ctx.info.computeCapability.major == 9 else { throw KilnError("gemm_swapab needs a Hopper GPU (sm_90a); this is \(ctx.info.arch)") }
         self.config = config
-        context = ctx
-        kernel = try library.kernel(GemmSwapAB.file, config.name)
-        try kernel.setMaxDynamicSharedMemory(config.sharedBytes)
-        residentBlocks = try kernel.maxActiveBlocksPerSM(block: GemmSwapAB.threads, sharedBytes: config.sharedBytes) * ctx.info.multiprocessors
+        (context, kernel) = try library.hopperKernel(family: "gemm_swapab", file: GemmSwapAB.file, name: config.name, sharedBytes: config.sharedBytes)
+        residentBlocks = try kernel.maxActiveBlocksPerSM(block: GemmSwapAB.threads, sharedBytes: config.sharedBytes) * context.info.multiprocessors
     }
 
     /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] bf16 or fp32, or [m, n/2] bf16 for the SwiGLU epilogue. With

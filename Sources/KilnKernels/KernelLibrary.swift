@@ -87,3 +87,15 @@ public final class KernelLibrary: @unchecked Sendable {
 func gridStrideBlocks(_ work: Int, threads: Int, context: Context) -> Int {
     max(1, min((work + threads - 1) / threads, context.info.multiprocessors * 32))
 }
+
+extension KernelLibrary {
+    /// The start of every Hopper-only launcher (gemm_stream, gemm_swapab, gemm_hopper): the context, checked to be an
+    /// sm_90 GPU, and the loaded kernel allowed `sharedBytes` of dynamic shared memory.
+    func hopperKernel(family: String, file: String, name: String, sharedBytes: Int) throws -> (Context, Kernel) {
+        guard let ctx = context else { throw KilnError("\(family) needs a GPU context") }
+        guard ctx.info.computeCapability.major == 9 else { throw KilnError("\(family) needs a Hopper GPU (sm_90a); this is \(ctx.info.arch)") }
+        let k = try kernel(file, name)
+        try k.setMaxDynamicSharedMemory(sharedBytes)
+        return (ctx, k)
+    }
+}
