@@ -1635,6 +1635,7 @@ namespace kiln_gemm {
 // GEMMs 5-10% slower, decode 0.2-0.3 ms/step slower; docs/perf-notes.md, "PDL".)
 using kiln_attn::U4;
 using kiln_attn::bf16_to_f32;
+using kiln_attn::swiglu_bf16;
 using kiln_attn::f32_to_bf16;
 using kiln_attn::ld_nc;
 using kiln_attn::ld_cg;
@@ -1787,10 +1788,8 @@ __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* 
                 const int m = KILN_ACC_TOKEN(n, t, i);
                 if (epi == 2) {
                     if (i < 2 && r < N && m < M) {
-                        const float gv = bf16_to_f32(f32_to_bf16(v[tt][n][i]));
-                        const float uv = bf16_to_f32(f32_to_bf16(v[tt][n][i + 2]));
                         const long long o = (long long)m * (N >> 1) + ((row0 + tt * 16) >> 1) + g;
-                        ((kiln_bf16*)y)[o] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
+                        ((kiln_bf16*)y)[o] = swiglu_bf16(v[tt][n][i], v[tt][n][i + 2]);
                     }
                 } else if (r < N && m < M) {
                     const long long o = (long long)m * N + r;
@@ -2180,7 +2179,7 @@ namespace kiln_gemm_stream {
 
 using namespace kiln_hopper;
 using kiln_attn::f32_to_bf16;
-using kiln_attn::bf16_to_f32;
+using kiln_attn::swiglu_bf16;
 using kiln_attn::U4;
 using kiln_attn::ld_nc;
 using kiln_attn::mma16816;
@@ -2236,8 +2235,7 @@ __device__ __forceinline__ void finish(float (&c)[NB / 8][4], float (*partial)[N
             if (m >= M) continue;
             if (epi == 2) {
                 if (tile % 2 == 0 && r < N) {   // gate row (tile) and its up row (tile + 1): same lane, same i
-                    const float gv = bf16_to_f32(f32_to_bf16(c[tile][i])), uv = bf16_to_f32(f32_to_bf16(c[tile + 1][i]));
-                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
+                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = swiglu_bf16(c[tile][i], c[tile + 1][i]);
                 }
             } else if (r < N) {
                 if (epi == 1) ((float*)y)[(long long)m * N + r] = c[tile][i];
@@ -2409,7 +2407,7 @@ namespace kiln_gemm_swapab {
 
 using namespace kiln_hopper;
 using kiln_attn::f32_to_bf16;
-using kiln_attn::bf16_to_f32;
+using kiln_attn::swiglu_bf16;
 
 __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
     asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
@@ -2450,10 +2448,7 @@ __device__ __forceinline__ void store_tile(const float (&d)[MT / 2], void* __res
             const int m = 8 * j + 2 * (l % 4) + (q & 1), r = r0 + 8 * (q >> 1);
             if (m >= M) continue;
             if (epi == 2) {
-                if (q < 2 && r < N) {
-                    const float gv = bf16_to_f32(f32_to_bf16(d[4 * j + q])), uv = bf16_to_f32(f32_to_bf16(d[4 * j + q + 2]));
-                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
-                }
+                if (q < 2 && r < N) ((kiln_bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = swiglu_bf16(d[4 * j + q], d[4 * j + q + 2]);
             } else if (r < N) {
                 if (epi == 1) ((float*)y)[(long long)m * N + r] = d[4 * j + q];
                 else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);
@@ -3260,6 +3255,12 @@ __device__ __forceinline__ kiln_bf16 f32_to_bf16(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (kiln_bf16)0x7fc0;
     u += 0x7fffu + ((u >> 16) & 1u);
     return (kiln_bf16)(u >> 16);
+}
+// The decode GEMMs' fused SwiGLU epilogue (gemm_splitk, gemm_stream, gemm_swapab): the gate and up fp32 sums are
+// rounded to bf16 first, as the unfused path's GEMM output is, then silu(gate)·up is rounded to bf16.
+__device__ __forceinline__ kiln_bf16 swiglu_bf16(float gate_sum, float up_sum) {
+    const float g = bf16_to_f32(f32_to_bf16(gate_sum)), u = bf16_to_f32(f32_to_bf16(up_sum));
+    return f32_to_bf16(g / (1.0f + expf(-g)) * u);
 }
 // Two floats → packed bf16x2 (lo in bits 0..15), round to nearest even.
 __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {

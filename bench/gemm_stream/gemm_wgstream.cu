@@ -38,7 +38,7 @@ namespace kiln_gemm_wgstream {
 
 using namespace kiln_hopper;
 using kiln_attn::f32_to_bf16;
-using kiln_attn::bf16_to_f32;
+using kiln_attn::swiglu_bf16;
 
 // Warp 0's accumulators: d[4j + q] of lane l is token l/4 + 8·(q ≥ 2), weight row row0 + 8j + 2(l % 4) + (q & 1).
 // epi: 0 bf16 [M, N]; 1 fp32 [M, N]; 2 SwiGLU bf16 [M, N/2] with gate/up rows interleaved per 16 (8-row groups
@@ -53,11 +53,9 @@ __device__ __forceinline__ void store_rows(const float (&d)[NB / 2], void* __res
             const int m = l / 4 + 8 * (q >> 1), c = 8 * j + 2 * (l % 4) + (q & 1), r = row0 + c;
             if (m >= M) continue;
             if (epi == 2) {
-                if (j % 2 == 0 && r < N) {
-                    const float gv = bf16_to_f32(f32_to_bf16(d[4 * j + q])), uv = bf16_to_f32(f32_to_bf16(d[4 * j + 4 + q]));
+                if (j % 2 == 0 && r < N)
                     ((kiln_bf16*)y)[(long long)m * (N >> 1) + (row0 >> 1) + 4 * j + 2 * (l % 4) + (q & 1)] =
-                        f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
-                }
+                        swiglu_bf16(d[4 * j + q], d[4 * j + 4 + q]);
             } else if (r < N) {
                 if (epi == 1) ((float*)y)[(long long)m * N + r] = d[4 * j + q];
                 else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);

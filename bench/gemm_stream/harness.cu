@@ -5,7 +5,8 @@
 // gemm_wgstream.cu (wgmma, tokens as A) and gemm_clusterk.cu (split-K reduced through distributed shared memory).
 // Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
 // it is timed. MOVE=1: data movement alone (TMA ring, no mma) for several box shapes. PROFILE=<config> M=<m>:
-// three launches on o, for ncu.
+// three launches on o, for ncu. ONLY=<shape> (o, qkv, down, gate_up, or o62: 62 tiles of 64 rows) times one shape,
+// M16=1 only M = 16, COPIES=<n> rotates n weight copies (default 4).
 // Built with nvcc on the GPU machine by run.sh (-lcuda for cuTensorMapEncodeTiled).
 #include <cuda.h>
 #include <cuda_runtime.h>

@@ -83,6 +83,7 @@ namespace kiln_gemm {
 // GEMMs 5-10% slower, decode 0.2-0.3 ms/step slower; docs/perf-notes.md, "PDL".)
 using kiln_attn::U4;
 using kiln_attn::bf16_to_f32;
+using kiln_attn::swiglu_bf16;
 using kiln_attn::f32_to_bf16;
 using kiln_attn::ld_nc;
 using kiln_attn::ld_cg;
@@ -235,10 +236,8 @@ __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* 
                 const int m = KILN_ACC_TOKEN(n, t, i);
                 if (epi == 2) {
                     if (i < 2 && r < N && m < M) {
-                        const float gv = bf16_to_f32(f32_to_bf16(v[tt][n][i]));
-                        const float uv = bf16_to_f32(f32_to_bf16(v[tt][n][i + 2]));
                         const long long o = (long long)m * (N >> 1) + ((row0 + tt * 16) >> 1) + g;
-                        ((kiln_bf16*)y)[o] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
+                        ((kiln_bf16*)y)[o] = swiglu_bf16(v[tt][n][i], v[tt][n][i + 2]);
                     }
                 } else if (r < N && m < M) {
                     const long long o = (long long)m * N + r;

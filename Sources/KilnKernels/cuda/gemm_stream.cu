@@ -46,7 +46,7 @@ namespace kiln_gemm_stream {
 
 using namespace kiln_hopper;
 using kiln_attn::f32_to_bf16;
-using kiln_attn::bf16_to_f32;
+using kiln_attn::swiglu_bf16;
 using kiln_attn::U4;
 using kiln_attn::ld_nc;
 using kiln_attn::mma16816;
@@ -102,8 +102,7 @@ __device__ __forceinline__ void finish(float (&c)[NB / 8][4], float (*partial)[N
             if (m >= M) continue;
             if (epi == 2) {
                 if (tile % 2 == 0 && r < N) {   // gate row (tile) and its up row (tile + 1): same lane, same i
-                    const float gv = bf16_to_f32(f32_to_bf16(c[tile][i])), uv = bf16_to_f32(f32_to_bf16(c[tile + 1][i]));
-                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
+                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = swiglu_bf16(c[tile][i], c[tile + 1][i]);
                 }
             } else if (r < N) {
                 if (epi == 1) ((float*)y)[(long long)m * N + r] = c[tile][i];

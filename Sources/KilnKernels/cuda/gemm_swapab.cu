@@ -47,7 +47,7 @@ namespace kiln_gemm_swapab {
 
 using namespace kiln_hopper;
 using kiln_attn::f32_to_bf16;
-using kiln_attn::bf16_to_f32;
+using kiln_attn::swiglu_bf16;
 
 __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
     asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
@@ -88,10 +88,7 @@ __device__ __forceinline__ void store_tile(const float (&d)[MT / 2], void* __res
             const int m = 8 * j + 2 * (l % 4) + (q & 1), r = r0 + 8 * (q >> 1);
             if (m >= M) continue;
             if (epi == 2) {
-                if (q < 2 && r < N) {
-                    const float gv = bf16_to_f32(f32_to_bf16(d[4 * j + q])), uv = bf16_to_f32(f32_to_bf16(d[4 * j + q + 2]));
-                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = f32_to_bf16(gv / (1.0f + expf(-gv)) * uv);
-                }
+                if (q < 2 && r < N) ((kiln_bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = swiglu_bf16(d[4 * j + q], d[4 * j + q + 2]);
             } else if (r < N) {
                 if (epi == 1) ((float*)y)[(long long)m * N + r] = d[4 * j + q];
                 else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);

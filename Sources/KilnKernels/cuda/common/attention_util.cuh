@@ -21,6 +21,12 @@ __device__ __forceinline__ kiln_bf16 f32_to_bf16(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return (kiln_bf16)(u >> 16);
 }
+// The decode GEMMs' fused SwiGLU epilogue (gemm_splitk, gemm_stream, gemm_swapab): the gate and up fp32 sums are
+// rounded to bf16 first, as the unfused path's GEMM output is, then silu(gate)·up is rounded to bf16.
+__device__ __forceinline__ kiln_bf16 swiglu_bf16(float gate_sum, float up_sum) {
+    const float g = bf16_to_f32(f32_to_bf16(gate_sum)), u = bf16_to_f32(f32_to_bf16(up_sum));
+    return f32_to_bf16(g / (1.0f + expf(-g)) * u);
+}
 // Two floats → packed bf16x2 (lo in bits 0..15), round to nearest even.
 __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     unsigned r;
