@@ -3,15 +3,16 @@ import KilnCore
 import KilnModels
 
 extension CPUModel {
-    /// Causal grouped-query attention of `tokens` new queries (at positions `start...`) over the cache, whose rows for
-    /// the new tokens are already written. Writes `[tokens × qDim]` into `out`. Work items are (token, head) pairs.
+    /// Causal grouped-query attention of the query rows `rows` (one sequence's new tokens, at positions `start...`) over
+    /// its cache, whose rows for the new tokens are already written. Writes those rows of `out` (`[rows × qDim]`).
+    /// Work items are (token, head) pairs.
     ///
     /// This follows llama.cpp's CPU flash attention with an F16 cache step by step (the golden data was made with it):
     /// the query is rounded to half, keys are visited in order with an online softmax, and the weighted sum of values
     /// is accumulated in half precision (every scale and multiply-add rounded to half). Matching its rounding keeps
     /// logits within a few hundredths of llama.cpp's instead of a few tenths.
-    func attention(layer l: Int, tokens n: Int, start: Int, cache: KVCache, out: UnsafeMutablePointer<Float>) {
-        let c = config, b = buffers
+    func attention(layer l: Int, rows: Range<Int>, start: Int, cache: KVCache, out: UnsafeMutablePointer<Float>) {
+        let c = config, b = buffers, n = rows.count, first = rows.lowerBound
         let d = c.headDim, heads = c.numHeads, group = c.numHeads / c.numKVHeads
         let scale = c.attentionScale
         let q = b.q, scratch = b.scores, scratchStride = b.scoreCapacity
@@ -20,10 +21,10 @@ extension CPUModel {
             for item in ThreadPool.slice(n * heads, i, p) {
                 let t = item / heads, hd = item % heads
                 let positions = start + t + 1
-                let qv = q + (t * heads + hd) * d
+                let qv = q + ((first + t) * heads + hd) * d
                 roundToHalf(qv, into: qh, d)
                 let kvOffset = (hd / group) * d
-                let acc = out + (t * heads + hd) * d   // the half-precision running sum of values
+                let acc = out + ((first + t) * heads + hd) * d   // the half-precision running sum of values
                 for k in 0..<d { acc[k] = 0 }
                 var m = -Float.infinity, sum: Float = 0
                 for j in 0..<positions {

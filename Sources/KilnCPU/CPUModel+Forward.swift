@@ -9,33 +9,40 @@ extension CPUModel {
     /// The returned buffer belongs to the model and is overwritten by the next call. Exceeding the cache's
     /// capacity is an error (nothing is written then).
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, logits request: LogitsRequest) throws -> UnsafeBufferPointer<Float> {
+        if pass.caches.count != 1 { pass.caches.removeAll(keepingCapacity: true); pass.caches.append(cache) } else { pass.caches[0] = cache }
+        return try forward(tokens, batch: StepBatch.single(id: 0, start: cache.count, count: tokens.count, logits: request))
+    }
+
+    /// Runs the rows of several sequences in one pass: `tokens` holds each sequence's rows in `batch` order, and
+    /// `batch.sequences[i].id` indexes `caches`; each sequence's `start` must equal its cache's count. Returns the logits
+    /// of every sequence's requested rows, sequence after sequence (`[rows × vocab]`).
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, batch: StepBatch, caches: [KVCache]) throws -> UnsafeBufferPointer<Float> {
+        pass.caches = caches
+        return try forward(tokens, batch: batch)
+    }
+
+    private func forward(_ tokens: UnsafeBufferPointer<Int32>, batch: StepBatch) throws -> UnsafeBufferPointer<Float> {
         let n = tokens.count, c = config
         guard n > 0 else { throw KilnError("forward pass needs at least one token") }
         guard n <= maxBatch else { throw KilnError("batch of \(n) tokens exceeds the maximum batch \(maxBatch)") }
-        guard cache.layers == c.numLayers, cache.kvDim == c.kvDim else { throw KilnError("KV cache was made for a different model") }
-        guard cache.count + n <= cache.capacity else {
-            throw KilnError("context limit reached: \(cache.count) + \(n) tokens exceed the context of \(cache.capacity) tokens")
+        guard batch.rows == n else { throw KilnError("the batch describes \(batch.rows) rows but \(n) tokens were given") }
+        for s in batch.sequences {
+            guard s.id >= 0, s.id < pass.caches.count else { throw KilnError("sequence \(s.id) has no KV cache") }
+            let cache = pass.caches[s.id]
+            guard cache.layers == c.numLayers, cache.kvDim == c.kvDim else { throw KilnError("KV cache was made for a different model") }
+            guard s.start == cache.count else { throw KilnError("sequence \(s.id) starts at \(s.start) but its cache holds \(cache.count) tokens") }
+            guard cache.count + s.count <= cache.capacity else {
+                throw KilnError("context limit reached: \(cache.count) + \(s.count) tokens exceed the context of \(cache.capacity) tokens")
+            }
         }
         for t in tokens where t < 0 || Int(t) >= c.vocabSize {
             throw KilnError("token id \(t) is outside the vocabulary (\(c.vocabSize) tokens)")
         }
-        let b = buffers, h = c.hiddenSize, start = cache.count
-        embed(tokens, into: b.x)
-        prepareRope(start: start, count: n)
-        for l in 0..<c.numLayers { layer(l, tokens: n, start: start, cache: cache) }
-        cache.count = start + n
-
-        // Final norm and output projection, for the last token or all of them.
-        let m = request.count(of: n), first = n - m
-        rmsNorm(b.x + first * h, outputNorm, into: b.xn, tokens: m)
-        quantizeIfBlocked(b.xn, tokens: m, cols: h)
-        project(output, b.logits, x: b.xn, tokens: m)
-        let count = m * c.vocabSize
-        if c.logitsScaling != 1 {
-            let s = 1 / c.logitsScaling
-            for i in 0..<count { b.logits[i] *= s }
-        }
-        return UnsafeBufferPointer(start: b.logits, count: count)
+        pass.ids = tokens
+        prepareRope(batch)
+        try transformer.forward(self, batch)
+        for s in batch.sequences { pass.caches[s.id].count += s.count }
+        return UnsafeBufferPointer(start: buffers.logits, count: pass.logitRows * c.vocabSize)
     }
 
     /// Convenience for arrays (tests, perplexity): runs `tokens` in batches of `maxBatch`, returning copies of the logits.
@@ -55,41 +62,30 @@ extension CPUModel {
         return result
     }
 
-    private func layer(_ l: Int, tokens n: Int, start: Int, cache: KVCache) {
-        let c = config, b = buffers, w = layers[l], h = c.hiddenSize
-        // Attention block.
-        rmsNorm(b.x, w.attnNorm, into: b.xn, tokens: n)
-        quantizeIfBlocked(b.xn, tokens: n, cols: h)
-        project(w.q, b.q, w.k, b.k, w.v, b.v, x: b.xn, tokens: n)
-        if let qb = w.qBias, let kb = w.kBias, let vb = w.vBias {
-            addBias(b.q, qb, tokens: n); addBias(b.k, kb, tokens: n); addBias(b.v, vb, tokens: n)
-        }
-        applyRope(b.q, heads: c.numHeads, tokens: n)
-        applyRope(b.k, heads: c.numKVHeads, tokens: n)
-        for t in 0..<n {
-            let kr = cache.keyRow(l, start + t), vr = cache.valueRow(l, start + t)
-            for i in 0..<c.kvDim {
-                kr[i] = halfTable[Int(floatToHalf(b.k[t * c.kvDim + i]))]
-                vr[i] = halfTable[Int(floatToHalf(b.v[t * c.kvDim + i]))]
+    /// Each row's RoPE angles (cos, sin per dimension pair) at its sequence position.
+    private func prepareRope(_ batch: StepBatch) {
+        let half = config.headDim / 2, b = buffers
+        var row = 0
+        for s in batch.sequences {
+            for t in 0..<s.count {
+                let pos = Double(s.start + t)
+                for i in 0..<half {
+                    let angle = pos * Double(invFreq[i])
+                    b.ropeCos[row * half + i] = Float(cos(angle)); b.ropeSin[row * half + i] = Float(sin(angle))
+                }
+                row += 1
             }
         }
-        attention(layer: l, tokens: n, start: start, cache: cache, out: b.xn)
-        quantizeIfBlocked(b.xn, tokens: n, cols: c.qDim)
-        project(w.o, b.branch, x: b.xn, tokens: n)
-        addResidual(tokens: n)
-        // Feed-forward block (SwiGLU).
-        rmsNorm(b.x, w.ffnNorm, into: b.xn, tokens: n)
-        quantizeIfBlocked(b.xn, tokens: n, cols: h)
-        swiGLU(w, tokens: n)
-        quantizeIfBlocked(b.gate, tokens: n, cols: c.intermediateSize)
-        project(w.down, b.branch, x: b.gate, tokens: n)
-        addResidual(tokens: n)
     }
+}
 
-    private func embed(_ tokens: UnsafeBufferPointer<Int32>, into x: UnsafeMutablePointer<Float>) {
-        let h = config.hiddenSize
+// MARK: the decoder's operations on the CPU
+
+extension CPUModel: DecoderOperations {
+    public func embed(_ batch: StepBatch) throws {
+        let h = config.hiddenSize, x = buffers.x
         let rowBytes = tokenEmbedding.rowBytes, base = tokenEmbedding.data.baseAddress!
-        for (t, id) in tokens.enumerated() {
+        for (t, id) in pass.ids.enumerated() {
             QuantBlocks.dequantize(tokenEmbedding.dtype, base + Int(id) * rowBytes, x + t * h, count: h)
             if config.embeddingMultiplier != 1 {
                 for i in 0..<h { x[t * h + i] *= config.embeddingMultiplier }
@@ -97,6 +93,98 @@ extension CPUModel {
         }
     }
 
+    public func rmsNorm(_ weight: WeightName, addingBranch: Bool, _ batch: StepBatch) throws {
+        let b = buffers, h = config.hiddenSize, n = batch.rows
+        if addingBranch { for i in 0..<(n * h) { b.x[i] += b.branch[i] } }
+        switch weight {
+        case .norm(layer: let l, .attention): rmsNorm(b.x, layers[l].attnNorm, into: b.xn, tokens: n)
+        case .norm(layer: let l, .ffn): rmsNorm(b.x, layers[l].ffnNorm, into: b.xn, tokens: n)
+        case .outputNorm:
+            // Only the rows whose logits are wanted, packed into the first rows of xn.
+            var out = 0, row = 0
+            for s in batch.sequences {
+                let m = batch.logits.count(of: s.count)
+                rmsNorm(b.x + (row + s.count - m) * h, outputNorm, into: b.xn + out * h, tokens: m)
+                out += m; row += s.count
+            }
+            pass.logitRows = out
+        default: throw KilnError("rmsNorm: \(weight) is not a hidden-state norm")
+        }
+    }
+
+    public func linear(_ weight: WeightName, from input: Activation, to output: Activation, epilogue: LinearEpilogue, _ batch: StepBatch) throws {
+        guard case .linear(layer: let l, let layer) = weight else { throw KilnError("linear: \(weight) is not a linear layer") }
+        let b = buffers, w = layers[l], n = batch.rows, c = config
+        switch (layer, epilogue) {
+        case (.qkv, .none):
+            quantizeIfBlocked(b.xn, tokens: n, cols: c.hiddenSize)
+            project(w.q, b.q, w.k, b.k, w.v, b.v, x: b.xn, tokens: n)
+        case (.o, .none):
+            quantizeIfBlocked(b.xn, tokens: n, cols: c.qDim)
+            project(w.o, b.branch, x: b.xn, tokens: n)
+        case (.gateUp, .swiglu):
+            quantizeIfBlocked(b.xn, tokens: n, cols: c.hiddenSize)
+            swiGLU(w, tokens: n)
+        case (.down, .none):
+            quantizeIfBlocked(b.gate, tokens: n, cols: c.intermediateSize)
+            project(w.down, b.branch, x: b.gate, tokens: n)
+        default: throw KilnError("linear: the CPU backend has no \(layer.rawValue) with the \(epilogue) epilogue")
+        }
+        let s = c.outputScale(layer)
+        if s != 1 { for i in 0..<(n * c.hiddenSize) { b.branch[i] *= s } }   // Granite: o and down, whose output is `branch`
+    }
+
+    public func positionalEncoding(layer l: Int, _ batch: StepBatch) throws {
+        let c = config, b = buffers, w = layers[l], n = batch.rows
+        if let bias = w.qkvBias {
+            bias.withUnsafeBufferPointer { bp in
+                addBias(b.q, bp.baseAddress!, c.qDim, tokens: n)
+                addBias(b.k, bp.baseAddress! + c.qDim, c.kvDim, tokens: n)
+                addBias(b.v, bp.baseAddress! + c.qDim + c.kvDim, c.kvDim, tokens: n)
+            }
+        }
+        if let qn = w.qNorm, let kn = w.kNorm {
+            headNorm(b.q, qn, heads: c.numHeads, tokens: n)
+            headNorm(b.k, kn, heads: c.numKVHeads, tokens: n)
+        }
+        applyRope(b.q, heads: c.numHeads, tokens: n)
+        applyRope(b.k, heads: c.numKVHeads, tokens: n)
+        var row = 0
+        for s in batch.sequences {
+            let cache = pass.caches[s.id]
+            for t in 0..<s.count {
+                let kr = cache.keyRow(l, s.start + t), vr = cache.valueRow(l, s.start + t)
+                for i in 0..<c.kvDim {
+                    kr[i] = halfTable[Int(floatToHalf(b.k[row * c.kvDim + i]))]
+                    vr[i] = halfTable[Int(floatToHalf(b.v[row * c.kvDim + i]))]
+                }
+                row += 1
+            }
+        }
+    }
+
+    public func attention(layer l: Int, _ batch: StepBatch) throws {
+        var row = 0
+        for s in batch.sequences {
+            attention(layer: l, rows: row..<(row + s.count), start: s.start, cache: pass.caches[s.id], out: buffers.xn)
+            row += s.count
+        }
+    }
+
+    public func logits(_ batch: StepBatch) throws {
+        let b = buffers, m = pass.logitRows, c = config
+        quantizeIfBlocked(b.xn, tokens: m, cols: c.hiddenSize)
+        project(output, b.logits, x: b.xn, tokens: m)
+        if c.logitsScaling != 1 {
+            let s = c.logitsScale
+            for i in 0..<(m * c.vocabSize) { b.logits[i] *= s }
+        }
+    }
+}
+
+// MARK: the pieces
+
+extension CPUModel {
     /// y = x / sqrt(mean(x²) + eps) · weight, per token.
     func rmsNorm(_ x: UnsafePointer<Float>, _ weight: [Float], into y: UnsafeMutablePointer<Float>, tokens n: Int) {
         let h = config.hiddenSize, eps = config.rmsNormEps
@@ -107,6 +195,20 @@ extension CPUModel {
                 for i in 0..<h { ss += xt[i] * xt[i] }
                 let scale = 1 / (ss / Float(h) + eps).squareRoot()
                 for i in 0..<h { yt[i] = xt[i] * scale * w[i] }
+            }
+        }
+    }
+
+    /// RMSNorm of every head of `x` ([tokens × heads × headDim]) in place, with one [headDim] weight (qwen3's q/k norm).
+    private func headNorm(_ x: UnsafeMutablePointer<Float>, _ weight: [Float], heads: Int, tokens n: Int) {
+        let d = config.headDim, eps = config.rmsNormEps
+        weight.withUnsafeBufferPointer { w in
+            for r in 0..<(n * heads) {
+                let v = x + r * d
+                var ss: Float = 0
+                for i in 0..<d { ss += v[i] * v[i] }
+                let scale = 1 / (ss / Float(d) + eps).squareRoot()
+                for i in 0..<d { v[i] = v[i] * scale * w[i] }
             }
         }
     }
@@ -157,25 +259,8 @@ extension CPUModel {
         }
     }
 
-    private func addBias(_ y: UnsafeMutablePointer<Float>, _ bias: [Float], tokens n: Int) {
-        let d = bias.count
+    private func addBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, _ d: Int, tokens n: Int) {
         for t in 0..<n { for i in 0..<d { y[t * d + i] += bias[i] } }
-    }
-
-    private func addResidual(tokens n: Int) {
-        let b = buffers, count = n * config.hiddenSize, s = config.residualMultiplier
-        if s == 1 { for i in 0..<count { b.x[i] += b.branch[i] } } else { for i in 0..<count { b.x[i] += s * b.branch[i] } }
-    }
-
-    private func prepareRope(start: Int, count n: Int) {
-        let half = config.headDim / 2, b = buffers
-        for t in 0..<n {
-            let pos = Double(start + t)
-            for i in 0..<half {
-                let angle = pos * Double(invFreq[i])
-                b.ropeCos[t * half + i] = Float(cos(angle)); b.ropeSin[t * half + i] = Float(sin(angle))
-            }
-        }
     }
 
     /// Rotates each head's dimension pairs: (2i, 2i+1) when interleaved, (i, i + d/2) for halves.

@@ -2,40 +2,24 @@ import Foundation
 import KilnCore
 import KilnModels
 
-/// Which logits a forward pass produces.
-public enum LogitsRequest: Sendable, Equatable {
-    /// Only the last token's logits (`[vocab]`): prefill and decode.
-    case last
-    /// Every token's logits (`[tokens × vocab]`): teacher forcing.
-    case all
-    /// The last `n` tokens' logits (`[n × vocab]`, clamped to the batch): perplexity scores only part of a chunk,
-    /// and the output projection is a large share of the work.
-    case lastTokens(Int)
-
-    func count(of n: Int) -> Int {
-        switch self {
-        case .last: return 1
-        case .all: return n
-        case .lastTokens(let k): return max(1, min(n, k))
-        }
-    }
-}
-
 /// The weights of one transformer block, read in place from the weight source.
 struct LayerWeights {
     var attnNorm: [Float]        // [hidden]
     var q, k, v, o: LinearWeight // [qDim, hidden], [kvDim, hidden] ×2, [hidden, qDim]
-    var qBias, kBias, vBias: [Float]? // qwen2: [qDim], [kvDim], [kvDim]
+    var qkvBias: [Float]?        // qwen2: [qDim + 2·kvDim]
+    var qNorm, kNorm: [Float]?   // qwen3: [headDim] each
     var ffnNorm: [Float]         // [hidden]
     var gate, up, down: LinearWeight // [ffn, hidden] ×2, [hidden, ffn]
 }
 
-/// A Llama / Granite / Qwen2 decoder running on the CPU: the reference that GPU kernels are checked against.
+/// The CPU backend: runs the `Transformer` (Llama / Granite / Qwen2 / Qwen3) by implementing its operations; the
+/// reference that GPU kernels are checked against.
 ///
 /// All activation buffers are allocated up front for batches of up to `maxBatch` tokens, so a forward pass
 /// allocates nothing; matrix products are split over a persistent `ThreadPool`.
 public final class CPUModel {
     public let config: ModelConfig
+    public let transformer: Transformer
     public let maxBatch: Int
     public let pool: ThreadPool
     let weights: WeightSource   // keeps the mapped file alive
@@ -45,6 +29,8 @@ public final class CPUModel {
     let output: LinearWeight         // [vocab, hidden]
     let invFreq: [Float]             // [headDim/2] RoPE inverse frequencies (llama3 scaling / rope_freqs applied)
     let buffers: ForwardBuffers
+    /// State of the forward pass in progress (set by `forward`, read by the operations; reused, never reallocated).
+    var pass = PassState()
 
     /// Dequantized f32 copies of quantized matrices (`floatWeights`), owned here; LinearWeight points into them.
     private var ownedWeights: [UnsafeMutableRawPointer] = []
@@ -58,6 +44,8 @@ public final class CPUModel {
                 floatWeights: Bool = false) throws {
         let c = weights.config
         config = c
+        let d = Transformer(config: c)
+        transformer = d
         self.weights = weights
         self.maxBatch = max(1, maxBatch)
         let src = weights.sourcePath
@@ -88,7 +76,7 @@ public final class CPUModel {
             }
         }
         let h = c.hiddenSize
-        let embd = try weights.tensor("token_embd.weight", shape: [c.vocabSize, h])
+        let embd = try weights.tensor(d.embedding.name, shape: [c.vocabSize, h])
         switch embd.dtype {
         case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: break
         default: throw KilnError("\(src): tensor token_embd.weight has unsupported type \(embd.dtype.rawValue)")
@@ -97,27 +85,27 @@ public final class CPUModel {
             throw KilnError("\(src): tensor token_embd.weight is too small for \(c.vocabSize) rows of \(h)")
         }
         tokenEmbedding = embd
+        func matrices(_ l: LinearLayer, _ i: Int) throws -> [LinearWeight] {
+            try d.parts(l, layer: i).map { try linear($0.name, $0.shape[0], $0.shape[1]) }
+        }
+        func optionalVector(_ part: Transformer.Part?) throws -> [Float]? { try part.map { try vector($0.name, $0.shape[0]) } }
         var ls: [LayerWeights] = []
         for i in 0..<c.numLayers {
-            let p = "blk.\(i)."
+            let qkv = try matrices(.qkv, i), gateUp = try matrices(.gateUp, i)
             ls.append(LayerWeights(
-                attnNorm: try vector(p + "attn_norm.weight", h),
-                q: try linear(p + "attn_q.weight", c.qDim, h), k: try linear(p + "attn_k.weight", c.kvDim, h),
-                v: try linear(p + "attn_v.weight", c.kvDim, h), o: try linear(p + "attn_output.weight", h, c.qDim),
-                qBias: c.attentionBias ? try vector(p + "attn_q.bias", c.qDim) : nil,
-                kBias: c.attentionBias ? try vector(p + "attn_k.bias", c.kvDim) : nil,
-                vBias: c.attentionBias ? try vector(p + "attn_v.bias", c.kvDim) : nil,
-                ffnNorm: try vector(p + "ffn_norm.weight", h),
-                gate: try linear(p + "ffn_gate.weight", c.intermediateSize, h),
-                up: try linear(p + "ffn_up.weight", c.intermediateSize, h),
-                down: try linear(p + "ffn_down.weight", h, c.intermediateSize)))
+                attnNorm: try vector(d.norm(.attention, layer: i)!.name, h),
+                q: qkv[0], k: qkv[1], v: qkv[2], o: try matrices(.o, i)[0],
+                qkvBias: try d.qkvBiasParts(layer: i).map { try $0.flatMap { try vector($0.name, $0.shape[0]) } },
+                qNorm: try optionalVector(d.norm(.query, layer: i)), kNorm: try optionalVector(d.norm(.key, layer: i)),
+                ffnNorm: try vector(d.norm(.ffn, layer: i)!.name, h),
+                gate: gateUp[0], up: gateUp[1], down: try matrices(.down, i)[0]))
         }
         layers = ls
-        outputNorm = try vector("output_norm.weight", h)
-        output = weights.has("output.weight") ? try linear("output.weight", c.vocabSize, h) : float(try LinearWeight(embd))
+        outputNorm = try vector(d.outputNorm.name, h)
+        output = weights.has(d.output.name) ? try linear(d.output.name, c.vocabSize, h) : float(try LinearWeight(embd))
         ownedWeights = owned
         var freqFactors: [Float]? = nil
-        if weights.has("rope_freqs.weight") { freqFactors = try vector("rope_freqs.weight", c.headDim / 2) }
+        if weights.has(d.ropeFreqs.name) { freqFactors = try vector(d.ropeFreqs.name, c.headDim / 2) }
         invFreq = CPUModel.ropeInverseFrequencies(config: c, freqFactors: freqFactors)
         try weights.checkAllUsed()
         pool = ThreadPool(threads: threads)
@@ -153,6 +141,14 @@ public final class CPUModel {
         }
         return out
     }
+}
+
+/// What the operations of one forward pass need besides the buffers: its token ids and each sequence's cache.
+struct PassState {
+    var ids = UnsafeBufferPointer<Int32>(start: nil, count: 0)
+    var caches: [KVCache] = []
+    /// Rows whose logits the pass produces (the output norm writes them to the first rows of `xn`).
+    var logitRows = 0
 }
 
 /// Activation buffers for one batch of up to `maxBatch` tokens; shapes are `[tokens × features]`.

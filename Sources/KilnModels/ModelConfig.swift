@@ -3,7 +3,7 @@ import KilnCore
 
 /// Architectures Kiln runs. Chosen from `architectures`/`model_type` (HF) or `general.architecture` (GGUF).
 public enum Architecture: String, Sendable, CaseIterable {
-    case llama, granite, qwen2
+    case llama, granite, qwen2, qwen3
 }
 
 /// Llama 3.1 `rope_scaling` of type `llama3`.
@@ -41,6 +41,8 @@ public struct ModelConfig: Equatable, Sendable {
     public var tieWordEmbeddings: Bool
     /// Q/K/V projections carry biases (qwen2).
     public var attentionBias: Bool
+    /// Each head of q and k is RMS-normalized (its own [headDim] weight, shared by the heads) before RoPE (qwen3).
+    public var qkNorm: Bool
     /// Granite: embeddings are multiplied by this.
     public var embeddingMultiplier: Float
     /// Attention score scale; nil means 1/sqrt(headDim). Granite sets it explicitly.
@@ -53,14 +55,14 @@ public struct ModelConfig: Equatable, Sendable {
     public init(architecture: Architecture, vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numLayers: Int,
                 numHeads: Int, numKVHeads: Int, headDim: Int? = nil, contextLength: Int, rmsNormEps: Float, ropeTheta: Float,
                 ropeScaling: Llama3RopeScaling? = nil, ropeStyle: RopeStyle = .halves, tieWordEmbeddings: Bool = false,
-                attentionBias: Bool = false, embeddingMultiplier: Float = 1, attentionMultiplier: Float? = nil,
+                attentionBias: Bool = false, qkNorm: Bool = false, embeddingMultiplier: Float = 1, attentionMultiplier: Float? = nil,
                 residualMultiplier: Float = 1, logitsScaling: Float = 1) {
         self.architecture = architecture; self.vocabSize = vocabSize; self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize; self.numLayers = numLayers; self.numHeads = numHeads
         self.numKVHeads = numKVHeads; self.headDim = headDim ?? (hiddenSize / max(numHeads, 1))
         self.contextLength = contextLength; self.rmsNormEps = rmsNormEps; self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling; self.ropeStyle = ropeStyle; self.tieWordEmbeddings = tieWordEmbeddings
-        self.attentionBias = attentionBias; self.embeddingMultiplier = embeddingMultiplier
+        self.attentionBias = attentionBias; self.qkNorm = qkNorm; self.embeddingMultiplier = embeddingMultiplier
         self.attentionMultiplier = attentionMultiplier; self.residualMultiplier = residualMultiplier
         self.logitsScaling = logitsScaling
     }
@@ -68,6 +70,19 @@ public struct ModelConfig: Equatable, Sendable {
     public var attentionScale: Float { attentionMultiplier ?? 1 / Float(headDim).squareRoot() }
     public var qDim: Int { numHeads * headDim }
     public var kvDim: Int { numKVHeads * headDim }
+    /// Width of the fused q | k | v rows.
+    public var qkvDim: Int { qDim + 2 * kvDim }
+
+    /// The factor a linear layer's output carries (Granite's residual multiplier on both residual branches).
+    /// Backends apply it the way they prefer: folded into the weights at load, or on the product.
+    public func outputScale(_ layer: LinearLayer) -> Float {
+        switch layer {
+        case .o, .down: return residualMultiplier
+        case .qkv, .gateUp: return 1
+        }
+    }
+    /// The factor the logits carry (1 / Granite's logits scaling).
+    public var logitsScale: Float { 1 / logitsScaling }
 
     /// Checks the numbers make sense together; `source` names the file in the error.
     public func validate(source: String) throws {

@@ -4,7 +4,7 @@ import KilnCore
 import KilnModels
 import KilnCPU
 
-/// Tiny random models (llama, granite, qwen2; F32 and quantized) against a naive forward pass written here:
+/// Tiny random models (llama, granite, qwen2, qwen3; F32 and quantized) against a naive forward pass written here:
 /// plain loops over dequantized Float weights, Double accumulation, no shared code with KilnCPU's kernels.
 final class TinyModelTests: XCTestCase {
     struct RNG { var s: UInt64
@@ -12,9 +12,10 @@ final class TinyModelTests: XCTestCase {
     }
 
     static func config(_ arch: Architecture, style: RopeStyle) -> ModelConfig {
+        // qwen3: head_dim independent of hidden / heads (4 × 24 = 96 ≠ 64), as Qwen3 checkpoints have.
         ModelConfig(architecture: arch, vocabSize: 80, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 4,
-                    numKVHeads: 2, headDim: 16, contextLength: 64, rmsNormEps: 1e-5, ropeTheta: 10000, ropeStyle: style,
-                    tieWordEmbeddings: arch == .llama, attentionBias: arch == .qwen2,
+                    numKVHeads: 2, headDim: arch == .qwen3 ? 24 : 16, contextLength: 64, rmsNormEps: 1e-5, ropeTheta: 10000, ropeStyle: style,
+                    tieWordEmbeddings: arch == .llama || arch == .qwen3, attentionBias: arch == .qwen2, qkNorm: arch == .qwen3,
                     embeddingMultiplier: arch == .granite ? 3 : 1, attentionMultiplier: arch == .granite ? 0.2 : nil,
                     residualMultiplier: arch == .granite ? 0.5 : 1, logitsScaling: arch == .granite ? 4 : 1)
     }
@@ -40,6 +41,7 @@ final class TinyModelTests: XCTestCase {
             if c.attentionBias {
                 vec(p + "attn_q.bias", c.qDim, around: 0); vec(p + "attn_k.bias", c.kvDim, around: 0); vec(p + "attn_v.bias", c.kvDim, around: 0)
             }
+            if c.qkNorm { vec(p + "attn_q_norm.weight", c.headDim, around: 1); vec(p + "attn_k_norm.weight", c.headDim, around: 1) }
         }
         return w
     }
@@ -89,6 +91,12 @@ final class TinyModelTests: XCTestCase {
                 if c.attentionBias {
                     let bq = try load(p + "attn_q.bias", [c.qDim]), bk = try load(p + "attn_k.bias", [c.kvDim]), bv = try load(p + "attn_v.bias", [c.kvDim])
                     q = q.indices.map { q[$0] + bq[$0] }; k = k.indices.map { k[$0] + bk[$0] }; v = v.indices.map { v[$0] + bv[$0] }
+                }
+                if c.qkNorm {
+                    // Qwen3: each head of q and k RMS-normalized with one [headDim] weight, before RoPE.
+                    let qn = try load(p + "attn_q_norm.weight", [d]), kn = try load(p + "attn_k_norm.weight", [d])
+                    q = (0..<c.numHeads).flatMap { norm(Array(q[($0 * d)..<($0 * d + d)]), qn) }
+                    k = (0..<c.numKVHeads).flatMap { norm(Array(k[($0 * d)..<($0 * d + d)]), kn) }
                 }
                 rope(&q, heads: c.numHeads, pos: pos); rope(&k, heads: c.numKVHeads, pos: pos)
                 qs.append(q); ks.append(k); vs.append(v)
@@ -147,6 +155,37 @@ final class TinyModelTests: XCTestCase {
     func testLlamaQ4_1() throws { try check(.llama, style: .interleaved, dtype: .q4_1, tolerance: 3e-2, seed: 5) }
     func testQwen2Q4_0() throws { try check(.qwen2, style: .halves, dtype: .q4_0, tolerance: 3e-2, seed: 6) }
     func testGraniteQ8_0() throws { try check(.granite, style: .interleaved, dtype: .q8_0, tolerance: 3e-2, seed: 7) }
+    func testQwen3HalvesF32() throws { try check(.qwen3, style: .halves, dtype: .f32, tolerance: 5e-3, seed: 9) }
+    func testQwen3Q8_0() throws { try check(.qwen3, style: .halves, dtype: .q8_0, tolerance: 3e-2, seed: 10) }
+
+    /// Sequences of different lengths in one forward pass (each with its own cache) give the logits they give alone.
+    func testSequencesOfDifferentLengthsInOneBatch() throws {
+        let c = Self.config(.qwen2, style: .halves)
+        let model = try CPUModel(weights: Self.weights(c, dtype: .f32, seed: 11), threads: 2, maxBatch: 8)
+        let a: [Int32] = [3, 17, 42, 5], b: [Int32] = [79, 11]
+        let alone = [try model.forward(a, cache: model.makeCache(), logits: .last), try model.forward(b, cache: model.makeCache(), logits: .last)]
+        // Prefill both together, then one decode row each, again together.
+        let ca = try model.makeCache(), cb = try model.makeCache()
+        let batch = StepBatch(sequences: [.init(id: 0, start: 0, count: a.count), .init(id: 1, start: 0, count: b.count)], logits: .last)
+        let together = Array(try (a + b).withUnsafeBufferPointer { try model.forward($0, batch: batch, caches: [ca, cb]) })
+        XCTAssertEqual(together.count, 2 * c.vocabSize)
+        XCTAssertEqual(Array(together[0..<c.vocabSize]), alone[0])
+        XCTAssertEqual(Array(together[c.vocabSize...]), alone[1])
+        let next: [Int32] = [7, 9]
+        let step = StepBatch(sequences: [.init(id: 0, start: a.count, count: 1), .init(id: 1, start: b.count, count: 1)], logits: .last)
+        let decoded = Array(try next.withUnsafeBufferPointer { try model.forward($0, batch: step, caches: [ca, cb]) })
+        let aloneNext = [try model.forward(a + [7], cache: model.makeCache(), logits: .last), try model.forward(b + [9], cache: model.makeCache(), logits: .last)]
+        for (i, want) in aloneNext.enumerated() {
+            let got = decoded[(i * c.vocabSize)..<((i + 1) * c.vocabSize)]
+            let worst = zip(got, want).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(worst, 1e-4, "sequence \(i): batched decode differs from the sequence alone by \(worst)")
+        }
+        // A sequence whose start disagrees with its cache is an error, not silent garbage.
+        let wrong = StepBatch(sequences: [.init(id: 0, start: 0, count: 1)], logits: .last)
+        XCTAssertThrowsError(try [Int32(1)].withUnsafeBufferPointer { try model.forward($0, batch: wrong, caches: [ca]) }) { e in
+            XCTAssertTrue("\(e)".contains("starts at 0"), "\(e)")
+        }
+    }
 
     func testContextLimitIsAnError() throws {
         let c = Self.config(.llama, style: .interleaved)
