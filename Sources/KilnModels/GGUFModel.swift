@@ -43,10 +43,10 @@ public final class GGUFModel: WeightSource {
             rmsNormEps: Float(try g.requireDouble("\(a).attention.layer_norm_rms_epsilon")),
             ropeTheta: Float(g["\(a).rope.freq_base"]?.double ?? 10000),
             ropeScaling: scaling,
-            // llama.cpp permutes llama/granite Q/K rows at conversion (interleaved pairs); qwen2 keeps NeoX halves.
-            ropeStyle: arch == .qwen2 ? .halves : .interleaved,
+            // llama.cpp permutes llama/granite Q/K rows at conversion (interleaved pairs); qwen2 and qwen3 keep NeoX halves.
+            ropeStyle: arch == .qwen2 || arch == .qwen3 ? .halves : .interleaved,
             tieWordEmbeddings: g.tensorIndex["output.weight"] == nil,
-            attentionBias: arch == .qwen2,
+            attentionBias: arch == .qwen2, qkNorm: arch == .qwen3,
             embeddingMultiplier: Float(g["\(a).embedding_scale"]?.double ?? 1),
             attentionMultiplier: g["\(a).attention.scale"]?.double.map { Float($0) },
             residualMultiplier: Float(g["\(a).residual_scale"]?.double ?? 1),

@@ -87,7 +87,7 @@ public struct HFConfig: Decodable, Sendable {
 
     /// HF class names Kiln runs, and the architecture each maps to.
     public static let supportedClasses: [String: Architecture] = [
-        "LlamaForCausalLM": .llama, "GraniteForCausalLM": .granite, "Qwen2ForCausalLM": .qwen2,
+        "LlamaForCausalLM": .llama, "GraniteForCausalLM": .granite, "Qwen2ForCausalLM": .qwen2, "Qwen3ForCausalLM": .qwen3,
     ]
 
     /// The architecture, from `architectures[0]` or else `model_type`; never from file names.
@@ -107,7 +107,7 @@ public struct HFConfig: Decodable, Sendable {
         }
         guard let mt = modelType else { throw KilnError("\(path): missing field architectures (and model_type)") }
         guard let arch = Architecture(rawValue: mt) else {
-            throw KilnError("\(path): unsupported architecture: model_type \"\(mt.prefix(80))\" (supported: llama, granite, qwen2)")
+            throw KilnError("\(path): unsupported architecture: model_type \"\(mt.prefix(80))\" (supported: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         return arch
     }
@@ -147,7 +147,7 @@ public struct HFConfig: Decodable, Sendable {
             numLayers: numHiddenLayers, numHeads: numAttentionHeads, numKVHeads: numKeyValueHeads ?? numAttentionHeads,
             headDim: headDim, contextLength: maxPositionEmbeddings ?? 2048, rmsNormEps: Float(eps), ropeTheta: Float(theta),
             ropeScaling: scaling, ropeStyle: .halves, tieWordEmbeddings: tieWordEmbeddings ?? false,
-            attentionBias: arch == .qwen2 || attentionBias == true,
+            attentionBias: arch == .qwen2 || attentionBias == true, qkNorm: arch == .qwen3,
             embeddingMultiplier: isGranite ? Float(embeddingMultiplier ?? 1) : 1,
             attentionMultiplier: isGranite ? attentionMultiplier.map { Float($0) } : nil,
             residualMultiplier: isGranite ? Float(residualMultiplier ?? 1) : 1,

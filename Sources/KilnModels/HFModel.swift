@@ -32,7 +32,7 @@ public final class HFModel: WeightSource {
     private static let layerParts: [(canonical: String, hf: String)] = [
         ("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm"),
         ("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"), ("attn_v", "self_attn.v_proj"),
-        ("attn_output", "self_attn.o_proj"),
+        ("attn_output", "self_attn.o_proj"), ("attn_q_norm", "self_attn.q_norm"), ("attn_k_norm", "self_attn.k_norm"),
         ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"), ("ffn_down", "mlp.down_proj"),
     ]
     private static let globalNames: [(canonical: String, hf: String)] = [

@@ -2,30 +2,11 @@ import Foundation
 import KilnCore
 
 extension ModelConfig {
-    /// Every tensor a model of this config has, by canonical name, with its row-major shape
-    /// (`output.weight` only when embeddings are not tied; Q/K/V biases only with `attentionBias`).
+    /// Every tensor a model of this config has, by canonical name, with its row-major shape, from the one model
+    /// definition (`output.weight` only when embeddings are not tied; Q/K/V biases only with `attentionBias`; q/k norms
+    /// only with `qkNorm`).
     public var canonicalTensorShapes: [(name: String, shape: [Int])] {
-        var out: [(String, [Int])] = [("token_embd.weight", [vocabSize, hiddenSize])]
-        for l in 0..<numLayers {
-            let p = "blk.\(l)."
-            out.append((p + "attn_norm.weight", [hiddenSize]))
-            out.append((p + "attn_q.weight", [qDim, hiddenSize]))
-            out.append((p + "attn_k.weight", [kvDim, hiddenSize]))
-            out.append((p + "attn_v.weight", [kvDim, hiddenSize]))
-            if attentionBias {
-                out.append((p + "attn_q.bias", [qDim]))
-                out.append((p + "attn_k.bias", [kvDim]))
-                out.append((p + "attn_v.bias", [kvDim]))
-            }
-            out.append((p + "attn_output.weight", [hiddenSize, qDim]))
-            out.append((p + "ffn_norm.weight", [hiddenSize]))
-            out.append((p + "ffn_gate.weight", [intermediateSize, hiddenSize]))
-            out.append((p + "ffn_up.weight", [intermediateSize, hiddenSize]))
-            out.append((p + "ffn_down.weight", [hiddenSize, intermediateSize]))
-        }
-        out.append(("output_norm.weight", [hiddenSize]))
-        if !tieWordEmbeddings { out.append(("output.weight", [vocabSize, hiddenSize])) }
-        return out
+        Transformer(config: self).checkpointTensors(tiedOutput: tieWordEmbeddings).map { ($0.name, $0.shape) }
     }
 }
 
@@ -62,7 +43,7 @@ public enum TinyCheckpoint {
                     intermediateSize: o.intermediateSize, numLayers: o.numLayers, numHeads: o.numHeads,
                     numKVHeads: o.numKVHeads, headDim: o.headDim, contextLength: o.contextLength, rmsNormEps: 1e-5,
                     ropeTheta: 10000, ropeStyle: .halves, tieWordEmbeddings: o.tieWordEmbeddings,
-                    attentionBias: o.architecture == .qwen2)
+                    attentionBias: o.architecture == .qwen2, qkNorm: o.architecture == .qwen3)
     }
 
     /// The `config.json` object for `o` (with overrides applied).
@@ -155,6 +136,10 @@ public enum TinyCheckpoint {
         w.set("\(a).block_count", uint32: UInt32(cfg.numLayers))
         w.set("\(a).attention.head_count", uint32: UInt32(cfg.numHeads))
         w.set("\(a).attention.head_count_kv", uint32: UInt32(cfg.numKVHeads))
+        if o.headDim != nil {   // as llama.cpp's converter writes head_dim
+            w.set("\(a).attention.key_length", uint32: UInt32(cfg.headDim))
+            w.set("\(a).attention.value_length", uint32: UInt32(cfg.headDim))
+        }
         w.set("\(a).attention.layer_norm_rms_epsilon", float32: cfg.rmsNormEps)
         w.set("\(a).rope.freq_base", float32: cfg.ropeTheta)
         var byName: [String: [Float]] = [:]

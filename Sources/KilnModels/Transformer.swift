@@ -89,6 +89,20 @@ public struct Transformer: Sendable {
     /// llama.cpp's optional RoPE frequency factors (Llama 3.1 GGUF files).
     public var ropeFreqs: Part { Part(name: "rope_freqs.weight", shape: [config.headDim / 2]) }
 
+    /// Every tensor a checkpoint of this model holds, in checkpoint order (without llama.cpp's optional `rope_freqs`).
+    public func checkpointTensors(tiedOutput: Bool) -> [Part] {
+        var out = [embedding]
+        for l in 0..<config.numLayers {
+            out.append(norm(.attention, layer: l)!)
+            out += parts(.qkv, layer: l) + (qkvBiasParts(layer: l) ?? [])
+            out += [norm(.query, layer: l), norm(.key, layer: l)].compactMap { $0 }
+            out += parts(.o, layer: l) + [norm(.ffn, layer: l)!] + parts(.gateUp, layer: l) + parts(.down, layer: l)
+        }
+        out.append(outputNorm)
+        if !tiedOutput { out.append(output) }
+        return out
+    }
+
     /// Every GEMM of a decode step as (op, N, K): the decoder's linear layers and the output projection. Benches and the
     /// tuner measure exactly these shapes.
     public var gemmShapes: [(op: String, n: Int, k: Int)] {

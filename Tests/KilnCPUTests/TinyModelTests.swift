@@ -198,3 +198,30 @@ final class TinyModelTests: XCTestCase {
         XCTAssertThrowsError(try model.forward([Int32(c.vocabSize)], cache: model.makeCache(), logits: .last))
     }
 }
+
+/// Qwen3 through the real loaders: a tiny Hugging Face folder and a GGUF file written by TinyCheckpoint (q/k norms under
+/// each format's own names) run on the CPU engine and agree with the naive reference.
+final class TinyQwen3CheckpointTests: XCTestCase {
+    func testHuggingFaceFolderAndGGUF() throws {
+        var o = TinyCheckpoint.Options()
+        o.architecture = .qwen3; o.headDim = 24; o.dtype = .f32; o.seed = 21; o.ggufMatrixTypes = [.f32]
+        let dir = NSTemporaryDirectory() + "kiln-qwen3-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try TinyCheckpoint.writeHF(folder: dir + "/hf", options: o)
+        try TinyCheckpoint.writeGGUF(path: dir + "/tiny.gguf", options: o)
+        let tokens = [5, 60, 7, 33, 90, 1]
+        for source in [try HFModel(folder: dir + "/hf") as WeightSource, try GGUFModel(path: dir + "/tiny.gguf")] {
+            XCTAssertEqual(source.config.architecture, .qwen3)
+            XCTAssertTrue(source.config.qkNorm)
+            XCTAssertEqual(source.config.headDim, 24)
+            let expected = try TinyModelTests.reference(source, tokens)
+            let model = try CPUModel(weights: source, threads: 2, maxBatch: 4)
+            let got = try model.forward(tokens.map(Int32.init), cache: model.makeCache(), logits: .all)
+            let v = source.config.vocabSize
+            let scale = expected.joined().map(abs).max()!
+            var worst = 0.0
+            for (p, row) in expected.enumerated() { for i in 0..<v { worst = max(worst, abs(Double(got[p * v + i]) - row[i])) } }
+            XCTAssertLessThan(worst / scale, 5e-3, "\(source.sourcePath): max error \(worst) of scale \(scale)")
+        }
+    }
+}

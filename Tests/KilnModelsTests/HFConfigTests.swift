@@ -88,6 +88,31 @@ final class HFConfigTests: XCTestCase {
         XCTAssertEqual(c.embeddingMultiplier, 1)
     }
 
+    /// Qwen/Qwen3-0.6B's config.json (abridged): q/k norms, no qkv bias, head_dim 128 while hidden / heads = 64.
+    func testQwen3() throws {
+        let json = """
+        {"architectures":["Qwen3ForCausalLM"],"attention_bias":false,"attention_dropout":0.0,"bos_token_id":151643,
+         "eos_token_id":151645,"head_dim":128,"hidden_act":"silu","hidden_size":1024,"initializer_range":0.02,
+         "intermediate_size":3072,"max_position_embeddings":40960,"max_window_layers":28,"model_type":"qwen3",
+         "num_attention_heads":16,"num_hidden_layers":28,"num_key_value_heads":8,"rms_norm_eps":1e-06,"rope_scaling":null,
+         "rope_theta":1000000,"sliding_window":null,"tie_word_embeddings":true,"torch_dtype":"bfloat16",
+         "use_cache":true,"use_sliding_window":false,"vocab_size":151936}
+        """
+        let c = try HFConfig.decode(json).modelConfig(path: "config.json")
+        XCTAssertEqual(c.architecture, .qwen3)
+        XCTAssertTrue(c.qkNorm)
+        XCTAssertFalse(c.attentionBias)
+        XCTAssertEqual(c.headDim, 128)
+        XCTAssertEqual(c.qDim, 2048)
+        XCTAssertEqual(c.kvDim, 1024)
+        XCTAssertEqual(c.ropeStyle, .halves)
+        XCTAssertTrue(c.tieWordEmbeddings)
+        XCTAssertEqual(c.contextLength, 40960)
+        // Other architectures have no q/k norm.
+        XCTAssertFalse(try HFConfig.decode(json.replacingOccurrences(of: "Qwen3", with: "Qwen2").replacingOccurrences(of: "qwen3", with: "qwen2"))
+            .modelConfig(path: "config.json").qkNorm)
+    }
+
     func testTokenizerConfigForms() throws {
         let s = try HFTokenizerConfig.decode("""
         {"chat_template":"{{ bos_token }}","bos_token":"<s>","eos_token":{"content":"</s>","lstrip":false},"add_bos_token":true}

@@ -51,6 +51,24 @@ final class HFModelTests: XCTestCase {
         try loadAll(m, stored: stored)
     }
 
+    /// Qwen3: q/k norm weights under HF's self_attn.q_norm / k_norm names, head_dim independent of hidden / heads.
+    func testTinyQwen3WithQKNorms() throws {
+        let dir = try TempDir()
+        var o = TinyCheckpoint.Options()
+        o.architecture = .qwen3; o.headDim = 24; o.dtype = .f32; o.seed = 12
+        let stored = try TinyCheckpoint.writeHF(folder: dir.path, options: o)
+        XCTAssertNotNil(stored["model.layers.1.self_attn.q_norm.weight"])
+        XCTAssertEqual(stored["model.layers.0.self_attn.k_norm.weight"]?.count, 24)
+        let m = try HFModel(folder: dir.path)
+        XCTAssertEqual(m.config.architecture, .qwen3)
+        XCTAssertTrue(m.config.qkNorm)
+        XCTAssertFalse(m.config.attentionBias)
+        XCTAssertEqual(m.config.qDim, 96)
+        XCTAssertEqual(HFModel.hfName(canonical: "blk.1.attn_q_norm.weight"), "model.layers.1.self_attn.q_norm.weight")
+        XCTAssertEqual(HFModel.canonicalName(hf: "model.layers.0.self_attn.k_norm.weight"), "blk.0.attn_k_norm.weight")
+        try loadAll(m, stored: stored)
+    }
+
     func testTiedEmbeddingsHaveNoOutput() throws {
         let dir = try TempDir()
         try TinyCheckpoint.writeHF(folder: dir.path, architecture: .granite, tieWordEmbeddings: true,
