@@ -9,7 +9,7 @@
 #   tune       kiln tune (Llama-3-8B shapes, M 1…16 and 64…4096); the table is copied to $OUT
 #   kernels    kiln bench kernels with the tuned table, M 1…16, 64, 512, 1024, 4096, against cuBLASLt (graph-timed)
 #   decode     decode bench (bs=2, prompt 512, 256 tokens): default kernels, then the tuned table
-#   kernels_nopdl, decode_nopdl   the same without programmatic dependent launch (KILN_PDL=0), M ≤ 16 / tuned table
+#   kernels_nopdl, decode_nopdl   the same without programmatic dependent launch (--no-pdl), M ≤ 16 / tuned table
 #   fastllama  PyTorch torch.compile baseline (bench/baselines/fastllama.py) in the same call as `decode`
 #   logits     transformers reference checkpoints (llama, granite) and Kiln's CUDA logits against them
 #   cpu        the same llama checkpoint on Kiln's CPU engine against its CUDA logits (minutes)
@@ -47,8 +47,8 @@ for s in "${steps[@]}"; do
       TAIL=45 step tune 300 $kiln tune $dummy
       cp "$KILN_HOME"/tune/*.json "$logs/" 2>/dev/null ;;
     kernels) TAIL=60 step kernels 300 $kiln bench kernels $dummy --m 1,2,4,8,16,64,512,1024,4096 ;;
-    kernels_nopdl) KILN_PDL=0 TAIL=30 step kernels_nopdl 120 $kiln bench kernels $dummy --m 1,2,4,8,16 ;;
-    decode_nopdl) KILN_PDL=0 step decode_nopdl 150 $kiln bench-gpu $dummy --batch 2 -p 512 -n 256 -r 3 ;;
+    kernels_nopdl) TAIL=30 step kernels_nopdl 120 $kiln bench kernels $dummy --m 1,2,4,8,16 --no-pdl ;;
+    decode_nopdl) step decode_nopdl 150 $kiln bench-gpu $dummy --batch 2 -p 512 -n 256 -r 3 --no-pdl ;;
     decode)
       step decode_default 150 $kiln bench-gpu $dummy --batch 2 -p 512 -n 256 -r 3 --default-kernels
       step decode_tuned 150 $kiln bench-gpu $dummy --batch 2 -p 512 -n 256 -r 3 ;;

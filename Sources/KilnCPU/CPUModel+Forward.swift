@@ -39,6 +39,7 @@ extension CPUModel {
             throw KilnError("token id \(t) is outside the vocabulary (\(c.vocabSize) tokens)")
         }
         pass.ids = tokens
+        pass.logitRows = 0
         prepareRope(batch)
         try transformer.forward(self, batch)
         for s in batch.sequences { pass.caches[s.id].count += s.count }
@@ -56,6 +57,7 @@ extension CPUModel {
             case .all: result.append(contentsOf: out)
             case .last: if j == tokens.count { result = Array(out) }
             case .lastTokens: throw KilnError("lastTokens is only supported by the single-batch forward")
+            case .none: break
             }
             i = j
         }

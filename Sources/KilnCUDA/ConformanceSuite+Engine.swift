@@ -323,8 +323,10 @@ extension ConformanceSuite {
 
     func checkRoPECache() {
         for pairing in RoPE.Pairing.allCases {
-            for (b, s, hq, hkv, d, bias) in [(2, 3, 4, 2, 128, false), (1, 5, 9, 3, 64, true)] {
-                check("rope_qkv_cache \(pairing) B=\(b) S=\(s) Hq=\(hq) Hkv=\(hkv) d=\(d) bias=\(bias)") {
+            // qkNorm: qwen3's per-head q/k RMSNorm (the rope_qkv_cache_qknorm kernel); d up to its 256 limit, odd head counts.
+            for (b, s, hq, hkv, d, bias, qkNorm) in [(2, 3, 4, 2, 128, false, false), (1, 5, 9, 3, 64, true, false), (2, 4, 4, 2, 128, false, true),
+                                                     (1, 3, 6, 2, 24, true, true), (3, 2, 2, 1, 256, false, true), (1, 7, 5, 5, 80, false, true)] {
+                check("rope_qkv_cache \(pairing) B=\(b) S=\(s) Hq=\(hq) Hkv=\(hkv) d=\(d) bias=\(bias) qkNorm=\(qkNorm)") {
                     let ld = (hq + 2 * hkv) * d, rows = b * s, maxS = 40
                     var qkv = roundTo(rng.uniform(rows * ld, -2, 2), .bf16)
                     let bv = roundTo(rng.uniform(ld, -1, 1), .bf16)
@@ -332,10 +334,26 @@ extension ConformanceSuite {
                     let inv = RoPE.inverseFrequencies(headDim: d, theta: 500_000, scaling: .init())
                     let (dqkv, dbias, dpos, dinv) = (try upload(qkv, .bf16), try upload(bv, .bf16), try upload(pos), try DeviceBuffer(context, inv))
                     let (dk, dv) = (try output(b * hkv * maxS * d, .bf16), try output(b * hkv * maxS * d, .bf16))
-                    try RoPECache(library, pairing: pairing)(qkv: dqkv.address, bias: bias ? dbias.address : 0, positions: dpos.address, invFreq: dinv.address,
+                    let normW = roundTo(rng.uniform(2 * d, 0.5, 1.5), .bf16), eps: Float = 1e-6
+                    let dnorm = try upload(normW, .bf16)
+                    try RoPECache(library, pairing: pairing)(qkv: dqkv.address, bias: bias ? dbias.address : 0,
+                                                             qNorm: qkNorm ? dnorm.address : 0, kNorm: qkNorm ? dnorm.address + UInt64(2 * d) : 0, eps: eps,
+                                                             positions: dpos.address, invFreq: dinv.address,
                                                              kcache: dk.address, vcache: dv.address, rows: rows, tokensPerSeq: s, heads: hq, kvHeads: hkv,
                                                              headDim: d, ldqkv: ld, maxSeq: maxS, stream: stream)
                     if bias { for r in 0..<rows { for j in 0..<ld { qkv[r * ld + j] = roundTo([qkv[r * ld + j] + bv[j]], .bf16)[0] } } }
+                    if qkNorm {
+                        // transformers' Qwen3RMSNorm on each q and k head: f32 statistics, normalized value rounded to bf16,
+                        // times the bf16 weight (q: the first d weights, k: the next d), rounded again.
+                        for r in 0..<rows {
+                            for h in 0..<(hq + hkv) {
+                                let off = r * ld + h * d, w = h < hq ? 0 : d
+                                let ss = (0..<d).reduce(Float(0)) { $0 + qkv[off + $1] * qkv[off + $1] }
+                                let scale = 1 / (ss / Float(d) + eps).squareRoot()
+                                for i in 0..<d { qkv[off + i] = roundTo([roundTo([qkv[off + i] * scale], .bf16)[0] * normW[w + i]], .bf16)[0] }
+                            }
+                        }
+                    }
                     let rowPos = (0..<rows).map { pos[$0 / s] + Int32($0 % s) }
                     // q and k rotate like the rope kernel on [rows, hq + hkv heads]; v is copied.
                     let rotated = Reference.rope(qkv, positions: rowPos, invFreq: inv, tokens: rows, heads: hq + hkv, headDim: d,

@@ -6,10 +6,9 @@ import KilnModels
 
 /// `kiln bench kernels` and the GPU path of `kiln bench`.
 public enum EngineBench {
-    /// The GEMM shapes (op, N, K) of one layer plus the logits of a model.
+    /// The GEMM shapes (op, N, K) of one layer plus the logits of a model, from the one model definition.
     public static func gemmShapes(_ c: ModelConfig) -> [(String, Int, Int)] {
-        [("qkv", c.qDim + 2 * c.kvDim, c.hiddenSize), ("o", c.hiddenSize, c.qDim), ("gate_up", 2 * c.intermediateSize, c.hiddenSize),
-         ("down", c.hiddenSize, c.intermediateSize), ("logits", c.vocabSize, c.hiddenSize)]
+        Transformer(config: c).gemmShapes.map { ($0.op, $0.n, $0.k) }
     }
 
     /// Times every GEMM shape of `c` at each M: the kernel the engine would choose (`tune`'s entry, else the
@@ -20,15 +19,15 @@ public enum EngineBench {
     public static let kernelMs = [1, 2, 4, 8, 16, 64, 512, 1024]
 
     public static func kernels(config c: ModelConfig, library: KernelLibrary, tune: TuneTable? = nil,
-                               ms: [Int] = kernelMs, log: @escaping (String) -> Void) throws {
+                               ms: [Int] = kernelMs, pdl: Bool = true, log: @escaping (String) -> Void) throws {
         let ctx = library.context!
         let stream = try GPUStream(ctx)
-        // As in GPUModel: programmatic dependent launch (back-to-back GEMMs overlap tail and ramp-up) unless KILN_PDL=0.
-        stream.pdl = GPUModel.pdlRequested
+        // As in GPUModel: programmatic dependent launch (back-to-back GEMMs overlap tail and ramp-up) unless turned off.
+        stream.pdl = pdl
         let copy = try GPUBench.copyBandwidth(library: library)
         log("\(ctx.info.name): \(copy)")
         log((tune == nil ? "kernel choice: the defaults (no tuning table)" : "kernel choice: the tuning table")
-            + (stream.pdl ? "; programmatic dependent launch on (KILN_PDL=0 turns it off)" : ""))
+            + (stream.pdl ? "; programmatic dependent launch on (--no-pdl turns it off)" : ""))
         let lt: CuBLASLt?
         do { lt = try CuBLASLt(context: ctx) } catch { lt = nil; log("\(error)") }
         let rand = try RandomInit(library)
@@ -89,7 +88,8 @@ public enum EngineBench {
     /// Prompt processing (prefill of `batch` random prompts of `prompt` tokens) and greedy generation of
     /// `generate` tokens per sequence (the first comes from prefill; the rest are graph-replayed steps that
     /// each wait for the sampled ids, as real generation does). One warm-up run, then `repetitions`.
-    public static func model(_ model: GPUModel, batch: Int, prompt: Int, generate: Int, repetitions: Int) throws -> ModelResult {
+    /// `printIds`: print the first N greedy ids of each sequence of the warm-up run (decode-path A/B checks).
+    public static func model(_ model: GPUModel, batch: Int, prompt: Int, generate: Int, repetitions: Int, printIds: Int? = nil) throws -> ModelResult {
         var rng = SplitMix64(seed: 42)
         let vocab = UInt64(model.config.vocabSize)
         let prompts = (0..<batch).map { _ in (0..<prompt).map { _ in Int32(rng.next() % vocab) } }
@@ -101,7 +101,7 @@ public enum EngineBench {
             var steps: [[Int32]] = []
             for _ in 0..<max(0, generate - 1) { steps.append(try model.decodeStep(batch: batch)) }
             let t2 = DispatchTime.now().uptimeNanoseconds
-            if rep == 0, let want = ProcessInfo.processInfo.environment["KILN_BENCH_IDS"].flatMap({ Int($0) }) {
+            if rep == 0, let want = printIds {
                 // Greedy ids of the warm-up run (decode-path A/B checks), 16 per line.
                 for s in 0..<batch {
                     let ids = ([first[s]] + steps.map { $0[s] }).prefix(want)

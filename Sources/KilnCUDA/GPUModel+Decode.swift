@@ -11,9 +11,9 @@ extension GPUModel {
     /// Enqueues one decode step (kernels only), for capture or for a plain (uncaptured) run.
     func enqueueDecodeStep(batch b: Int) throws {
         let c = config
-        try embed(table: weights.embedding.address, ids: ids.address, out: x.address, tokens: b, dim: c.hiddenSize, vocab: c.vocabSize, stream: stream)
-        try runLayers(rows: b, mode: .decode(batch: b))
-        try gemm("logits", x: xn.address, w: weights.output.address, y: logits.address, m: b, n: c.vocabSize, k: c.hiddenSize, outF32: true, stream: stream)
+        pass.mode = .decode(batch: b)
+        // Positions are read from the device at replay time; `start` here is the host's view when captured.
+        try transformer.forward(self, StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: $0, start: sequenceLengths[$0], count: 1) }))
         try sampling.argmax(logits: logits.address, out: ids.address, rows: b, cols: c.vocabSize, stream: stream)
         try rope.advance(positions: positions.address, lens: lens.address, batch: b, stream: stream)
     }

@@ -4,13 +4,16 @@ import KilnGPU
 import KilnKernels
 import KilnModels
 
-/// The forward passes. Per layer (rows = token rows of this call):
-///   xn = RMSNorm(x)  [layer 0]  or  x += branch; xn = RMSNorm(x)  [fused, later layers]
-///   qkv = xn·Wqkv^T → bias + RoPE(q, k) + k, v into the cache (one kernel) → attention → branch = attn·Wo^T
-///   x += branch; xn = RMSNorm(x) → gu = xn·Wgu^T → act = silu(gate)·up → branch = act·Wdown^T
-///   (with interleaved Wgu rows, decode computes act in the gate_up GEMM's epilogue: GemmSplitK.Epilogue.swiglu)
-/// and at the end x += branch; xn = RMSNorm(x)·w_out_norm → logits (fp32) → argmax on the GPU.
-extension GPUModel {
+/// The GPU backend's operations of the one `Transformer` definition. How each runs here:
+///   rmsNorm            rmsnorm.cu; after the first, x += branch is fused into it (ResidualRMSNorm)
+///   linear             the GEMM the tuning table picks for (op, M, N, K); SwiGLU in the gate_up GEMM's epilogue
+///                      when the kernel has one and gate_up rows are interleaved, else a GEMM and swiglu.cu
+///   positionalEncoding rope_cache.cu: bias, q/k norm (qwen3), RoPE and the k/v cache write in one kernel
+///   attention          attention_hopper.cu / attention.cu (prefill), attention_decode.cu (decode)
+///   logits             the fp32-output GEMM over the rows that need logits
+/// Granite's multipliers are folded into the weights at load (GPUWeights), so they cost nothing here.
+extension GPUModel: DecoderOperations {
+    /// How the attention kernels of the pass in progress address the cache.
     enum AttentionMode {
         /// `batch` sequences (seqOffset…) of `tokens` rows each, starting at position qStart.
         case prefill(batch: Int, tokens: Int, qStart: Int, seqOffset: Int)
@@ -18,53 +21,128 @@ extension GPUModel {
         case decode(batch: Int)
     }
 
-    func bytes(_ b: DeviceBuffer<UInt16>, row: Int, width: Int) -> CUdeviceptr { b.address + UInt64(row * width * 2) }
-
-    /// All layers and the final norm over `rows` rows whose embeddings are already in `x`.
-    func runLayers(rows m: Int, mode: AttentionMode) throws {
-        let c = config, h = c.hiddenSize, f = c.intermediateSize, w = weights
-        let eps = c.rmsNormEps
-        for (l, lw) in w.layers.enumerated() {
-            if l == 0 {
-                try norm(x: x.address, weight: lw.attnNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
-            } else {
-                try resNorm(x: branch.address, residual: x.address, weight: lw.attnNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
-            }
-            try gemm("qkv", x: xn.address, w: lw.qkv.address, y: qkv.address, m: m, n: qkvDim, k: h, stream: stream)
-            let kc = kCache.address + UInt64(l * layerCacheElements * 2), vc = vCache.address + UInt64(l * layerCacheElements * 2)
-            switch mode {
-            case let .prefill(batch, tokens, qStart, seqOffset):
-                try rope(qkv: qkv.address, bias: lw.qkvBias?.address ?? 0, positions: positions.address, invFreq: w.invFreq.address,
-                         kcache: kc, vcache: vc, rows: m, tokensPerSeq: tokens, seqOffset: seqOffset, heads: c.numHeads,
-                         kvHeads: c.numKVHeads, headDim: c.headDim, ldqkv: qkvDim, maxSeq: maxSeq, stream: stream)
-                let seqBytes = UInt64(seqOffset * c.numKVHeads * maxSeq * c.headDim * 2)
-                try attnPrefill(q: qkv.address, k: kc + seqBytes, v: vc + seqBytes, o: attn.address, batch: batch, tokens: tokens,
-                                heads: c.numHeads, kvHeads: c.numKVHeads, maxS: maxSeq, ldq: qkvDim, qStart: qStart,
-                                kvLen: qStart + tokens, scale: c.attentionScale, stream: stream)
-            case let .decode(batch):
-                try rope(qkv: qkv.address, bias: lw.qkvBias?.address ?? 0, positions: positions.address, invFreq: w.invFreq.address,
-                         kcache: kc, vcache: vc, rows: batch, tokensPerSeq: 1, heads: c.numHeads, kvHeads: c.numKVHeads,
-                         headDim: c.headDim, ldqkv: qkvDim, maxSeq: maxSeq, stream: stream)
-                try attnDecode(q: qkv.address, k: kc, v: vc, o: attn.address, workspace: attnWorkspace.address, counters: attnCounters.address,
-                               lens: lens.address, batch: batch, heads: c.numHeads, kvHeads: c.numKVHeads, maxS: maxSeq, ldq: qkvDim,
-                               splits: decodeSplits, scale: c.attentionScale, stream: stream)
-            }
-            try gemm("o", x: attn.address, w: lw.o.address, y: branch.address, m: m, n: h, k: c.qDim, stream: stream)
-            try resNorm(x: branch.address, residual: x.address, weight: lw.ffnNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
-            let gu = gemm.choose(op: "gate_up", m: m, n: 2 * f, k: h, outF32: false)
-            if w.gateUpInterleaved, gu.hasSwiGLUEpilogue {
-                // SwiGLU in the gate_up GEMM's epilogue (the decode path): act directly, no gate_up round trip.
-                try gemm("gate_up", x: xn.address, w: lw.gateUp.address, y: act.address, m: m, n: 2 * f, k: h, epilogue: .swiglu,
-                         choice: gu, stream: stream)
-            } else {
-                try gemm("gate_up", x: xn.address, w: lw.gateUp.address, y: gateUp.address, m: m, n: 2 * f, k: h, choice: gu, stream: stream)
-                try swiglu(gateUp: gateUp.address, out: act.address, rows: m, ffn: f, interleaved: w.gateUpInterleaved, stream: stream)
-            }
-            try gemm("down", x: act.address, w: lw.down.address, y: branch.address, m: m, n: h, k: f, stream: stream)
-        }
-        try resNorm(x: branch.address, residual: x.address, weight: w.outputNorm.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
+    /// The pass in progress: its attention mode and where its logits go.
+    struct Pass {
+        var mode = AttentionMode.decode(batch: 1)
+        /// Teacher forcing: every row's logits are copied to this host array from row `hostRow` on.
+        var hostLogits: UnsafeMutablePointer<Float>? = nil
+        var hostRow = 0
     }
 
+    func bytes(_ b: DeviceBuffer<UInt16>, row: Int, width: Int) -> CUdeviceptr { b.address + UInt64(row * width * 2) }
+    var layerCacheBytes: UInt64 { UInt64(layerCacheElements * 2) }
+
+    public func embed(_ batch: StepBatch) throws {
+        try embed(table: weights.embedding.address, ids: ids.address, out: x.address, tokens: batch.rows, dim: config.hiddenSize,
+                  vocab: config.vocabSize, stream: stream)
+    }
+
+    public func rmsNorm(_ weight: WeightName, addingBranch: Bool, _ batch: StepBatch) throws {
+        let w: DeviceBuffer<UInt16>
+        switch weight {
+        case .norm(layer: let l, .attention): w = weights.layers[l].attnNorm
+        case .norm(layer: let l, .ffn): w = weights.layers[l].ffnNorm
+        case .outputNorm: w = weights.outputNorm
+        default: throw KilnError("rmsNorm: \(weight) is not a hidden-state norm")
+        }
+        let m = batch.rows, h = config.hiddenSize, eps = config.rmsNormEps
+        if addingBranch {
+            try resNorm(x: branch.address, residual: x.address, weight: w.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
+        } else {
+            try norm(x: x.address, weight: w.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
+        }
+    }
+
+    public func linear(_ weight: WeightName, from input: Activation, to output: Activation, epilogue: LinearEpilogue, _ batch: StepBatch) throws {
+        guard case .linear(layer: let l, let layer) = weight else { throw KilnError("linear: \(weight) is not a linear layer") }
+        let lw = weights.layers[l], m = batch.rows, c = config, op = layer.rawValue
+        switch (layer, epilogue) {
+        case (.qkv, .none):
+            try gemm(op, x: xn.address, w: lw.qkv.address, y: qkv.address, m: m, n: qkvDim, k: c.hiddenSize, stream: stream)
+        case (.o, .none):
+            try gemm(op, x: attn.address, w: lw.o.address, y: branch.address, m: m, n: c.hiddenSize, k: c.qDim, stream: stream)
+        case (.gateUp, .swiglu):
+            let f = c.intermediateSize
+            let choice = gemm.choose(op: op, m: m, n: 2 * f, k: c.hiddenSize, outF32: false)
+            if weights.gateUpInterleaved, choice.hasSwiGLUEpilogue {
+                // SwiGLU in the gate_up GEMM's epilogue (the decode path): act directly, no gate_up round trip.
+                try gemm(op, x: xn.address, w: lw.gateUp.address, y: act.address, m: m, n: 2 * f, k: c.hiddenSize, epilogue: .swiglu,
+                         choice: choice, stream: stream)
+            } else {
+                try gemm(op, x: xn.address, w: lw.gateUp.address, y: gateUp.address, m: m, n: 2 * f, k: c.hiddenSize, choice: choice, stream: stream)
+                try swiglu(gateUp: gateUp.address, out: act.address, rows: m, ffn: f, interleaved: weights.gateUpInterleaved, stream: stream)
+            }
+        case (.down, .none):
+            try gemm(op, x: act.address, w: lw.down.address, y: branch.address, m: m, n: c.hiddenSize, k: c.intermediateSize, stream: stream)
+        default: throw KilnError("linear: the GPU backend has no \(op) with the \(epilogue) epilogue")
+        }
+    }
+
+    public func positionalEncoding(layer l: Int, _ batch: StepBatch) throws {
+        let c = config, lw = weights.layers[l]
+        let kc = kCache.address + UInt64(l) * layerCacheBytes, vc = vCache.address + UInt64(l) * layerCacheBytes
+        let (rows, tokensPerSeq, seqOffset): (Int, Int, Int)
+        switch pass.mode {
+        case let .prefill(b, tokens, _, offset): (rows, tokensPerSeq, seqOffset) = (b * tokens, tokens, offset)
+        case let .decode(b): (rows, tokensPerSeq, seqOffset) = (b, 1, 0)
+        }
+        try rope(qkv: qkv.address, bias: lw.qkvBias?.address ?? 0, qNorm: lw.qNorm?.address ?? 0, kNorm: lw.kNorm?.address ?? 0,
+                 eps: c.rmsNormEps, positions: positions.address, invFreq: weights.invFreq.address, kcache: kc, vcache: vc,
+                 rows: rows, tokensPerSeq: tokensPerSeq, seqOffset: seqOffset, heads: c.numHeads, kvHeads: c.numKVHeads,
+                 headDim: c.headDim, ldqkv: qkvDim, maxSeq: maxSeq, stream: stream)
+    }
+
+    public func attention(layer l: Int, _ batch: StepBatch) throws {
+        let c = config
+        let kc = kCache.address + UInt64(l) * layerCacheBytes, vc = vCache.address + UInt64(l) * layerCacheBytes
+        switch pass.mode {
+        case let .prefill(b, tokens, qStart, seqOffset):
+            let seqBytes = UInt64(seqOffset * c.numKVHeads * maxSeq * c.headDim * 2)
+            try attnPrefill(q: qkv.address, k: kc + seqBytes, v: vc + seqBytes, o: attn.address, batch: b, tokens: tokens,
+                            heads: c.numHeads, kvHeads: c.numKVHeads, maxS: maxSeq, ldq: qkvDim, qStart: qStart,
+                            kvLen: qStart + tokens, scale: c.attentionScale, stream: stream)
+        case let .decode(b):
+            try attnDecode(q: qkv.address, k: kc, v: vc, o: attn.address, workspace: attnWorkspace.address, counters: attnCounters.address,
+                           lens: lens.address, batch: b, heads: c.numHeads, kvHeads: c.numKVHeads, maxS: maxSeq, ldq: qkvDim,
+                           splits: decodeSplits, scale: c.attentionScale, stream: stream)
+        }
+    }
+
+    public func logits(_ batch: StepBatch) throws {
+        let h = config.hiddenSize, v = config.vocabSize
+        if let host = pass.hostLogits {
+            // Teacher forcing: every row, 16 at a time (the fp32 logits buffer holds 16 rows), copied out as it goes.
+            let rows = batch.rows
+            var r = 0
+            while r < rows {
+                let m = min(16, rows - r)
+                try gemm("logits", x: bytes(xn, row: r, width: h), w: weights.output.address, y: logits.address, m: m, n: v, k: h,
+                         outF32: true, stream: stream)
+                try stream.copy(from: logits.address, to: UnsafeMutableRawPointer(hostLogits.pointer), bytes: 4 * m * v)
+                try stream.synchronize()
+                (host + (pass.hostRow + r) * v).update(from: hostLogits.pointer, count: m * v)
+                r += m
+            }
+            pass.hostRow += rows
+            return
+        }
+        switch pass.mode {
+        case .decode(let b):
+            try gemm("logits", x: xn.address, w: weights.output.address, y: logits.address, m: b, n: v, k: h, outF32: true, stream: stream)
+        case let .prefill(b, tokens, _, seqOffset):
+            // The last row of each sequence of this chunk, gathered into `last` rows seqOffset…, then their logits.
+            for i in 0..<b {
+                try stream.copy(from: bytes(xn, row: i * tokens + tokens - 1, width: h), to: bytes(last, row: seqOffset + i, width: h), bytes: h * 2)
+            }
+            try gemm("logits", x: bytes(last, row: seqOffset, width: h), w: weights.output.address,
+                     y: logits.address + UInt64(4 * seqOffset * v), m: b, n: v, k: h, outF32: true, stream: stream)
+        }
+    }
+}
+
+// MARK: passes
+
+extension GPUModel {
     /// Stages int32 values into a device buffer through pinned memory, in stream order. Waits for the
     /// stream first, since the pinned staging area may still be read by an earlier copy (prefill only).
     func stage(_ values: [Int32], to dst: CUdeviceptr, hostOffset: Int) throws {
@@ -82,17 +160,7 @@ extension GPUModel {
         guard prompts.allSatisfy({ !$0.isEmpty && $0.count < maxSeq }) else { throw KilnError("each prompt needs 1…\(maxSeq - 1) tokens (the cache holds \(maxSeq))") }
         guard prompts.joined().allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary (0…\(config.vocabSize - 1))") }
         let groups: [Range<Int>] = Set(prompts.map(\.count)).count == 1 ? [0..<b] : (0..<b).map { $0..<($0 + 1) }
-        for g in groups {
-            try forwardRows(prompts: Array(prompts[g]), seqOffset: g.lowerBound) { _, tokens in
-                // Gather the last row of each sequence of the final chunk into `last`.
-                for (i, s) in g.enumerated() {
-                    try stream.copy(from: bytes(xn, row: i * tokens + tokens - 1, width: config.hiddenSize), to: bytes(last, row: s, width: config.hiddenSize),
-                                    bytes: config.hiddenSize * 2)
-                }
-            }
-        }
-        try gemm("logits", x: last.address, w: weights.output.address, y: logits.address, m: b, n: config.vocabSize, k: config.hiddenSize,
-                 outF32: true, stream: stream)
+        for g in groups { try forwardRows(prompts: Array(prompts[g]), seqOffset: g.lowerBound) }
         try sampling.argmax(logits: logits.address, out: ids.address, rows: b, cols: config.vocabSize, stream: stream)
         for s in 0..<b { sequenceLengths[s] = prompts[s].count }
         // Decode state: the next row of sequence s sits at position len(s) and sees len(s) + 1 keys.
@@ -103,10 +171,9 @@ extension GPUModel {
         return (0..<b).map { hostInts[$0] }
     }
 
-    /// Prefill body shared by `prefill` and `logits(tokens:)`: embeds and runs every chunk of the
-    /// sequences seqOffset…, calling `onFinalChunk` after the last one (rows, tokens per sequence).
-    func forwardRows(prompts: [[Int32]], seqOffset: Int, onChunk: ((Int, Int, Int) throws -> Void)? = nil,
-                     onFinalChunk: (Int, Int) throws -> Void) throws {
+    /// Prefill body shared by `prefill` and `logits(tokens:)`: runs every chunk of the equal-length sequences
+    /// seqOffset… through the Transformer (the logits operation gathers what the pass asks for).
+    func forwardRows(prompts: [[Int32]], seqOffset: Int) throws {
         let b = prompts.count, n = prompts[0].count
         let chunk = max(1, maxRows / b)
         var start = 0
@@ -115,12 +182,13 @@ extension GPUModel {
             try stage(prompts.flatMap { $0[start..<(start + t)] }, to: ids.address, hostOffset: 0)
             // The rope kernel reads positions[seqOffset + i] for the first row of sequence i of this chunk.
             try stage(Array(repeating: Int32(start), count: b), to: positions.address + UInt64(4 * seqOffset), hostOffset: maxRows)
-            try embed(table: weights.embedding.address, ids: ids.address, out: x.address, tokens: rows, dim: config.hiddenSize,
-                      vocab: config.vocabSize, stream: stream)
-            try runLayers(rows: rows, mode: .prefill(batch: b, tokens: t, qStart: start, seqOffset: seqOffset))
-            try onChunk?(start, rows, t)
+            pass.mode = .prefill(batch: b, tokens: t, qStart: start, seqOffset: seqOffset)
+            let final = start + t >= n
+            let batch = StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: seqOffset + $0, start: start, count: t) },
+                                  logits: pass.hostLogits != nil ? .all : final ? .last : .none)
+            precondition(batch.rows == rows)
+            try transformer.forward(self, batch)
             start += t
-            if start >= n { try onFinalChunk(rows, t) }
         }
     }
 
@@ -129,22 +197,12 @@ extension GPUModel {
     public func logits(tokens: [Int32]) throws -> [Float] {
         guard !tokens.isEmpty, tokens.count < maxSeq else { throw KilnError("need 1…\(maxSeq - 1) tokens") }
         guard tokens.allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary") }
-        let v = config.vocabSize
-        var out = [Float](repeating: .nan, count: tokens.count * v)
-        try forwardRows(prompts: [tokens], seqOffset: 0, onChunk: { start, rows, _ in
-            var r = 0
-            while r < rows {
-                let m = min(16, rows - r)
-                try self.gemm("logits", x: self.bytes(self.xn, row: r, width: self.config.hiddenSize), w: self.weights.output.address,
-                              y: self.logits.address, m: m, n: v, k: self.config.hiddenSize, outF32: true, stream: self.stream)
-                try self.stream.copy(from: self.logits.address, to: UnsafeMutableRawPointer(self.hostLogits.pointer), bytes: 4 * m * v)
-                try self.stream.synchronize()
-                out.withUnsafeMutableBufferPointer { o in
-                    (o.baseAddress! + (start + r) * v).update(from: self.hostLogits.pointer, count: m * v)
-                }
-                r += m
-            }
-        }, onFinalChunk: { _, _ in })
+        var out = [Float](repeating: .nan, count: tokens.count * config.vocabSize)
+        try out.withUnsafeMutableBufferPointer { o in
+            pass.hostLogits = o.baseAddress; pass.hostRow = 0
+            defer { pass.hostLogits = nil }
+            try forwardRows(prompts: [tokens], seqOffset: 0)
+        }
         return out
     }
 }

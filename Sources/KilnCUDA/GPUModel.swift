@@ -4,16 +4,30 @@ import KilnGPU
 import KilnKernels
 import KilnModels
 
-/// A Llama-family model on one NVIDIA GPU, running only Kiln's kernels.
+/// A/B switches of the GPU engine, passed in by the caller (the CLI's `--no-pdl`, `--mma-attention`,
+/// `--no-fused-swiglu`); the defaults are the measured winners (docs/perf-notes.md).
+public struct GPUEngineOptions: Sendable, Equatable {
+    /// Programmatic dependent launch for the decode-path kernels (rmsnorm, GEMM split-K, RoPE, decode attention,
+    /// SwiGLU): each kernel waits for its predecessor, then lets its successor launch, so a GEMM's first weight loads
+    /// overlap the previous kernel's tail. H200, Llama-3-8B bs=2: 4.287 vs 4.442 ms/step without (session 3).
+    /// Ignored by GPUs/drivers without it (plain launches).
+    public var programmaticDependentLaunch = true
+    /// On Hopper, prefill attention on the mma.sync kernel instead of the wgmma one (A/B checks).
+    public var mmaPrefillAttention = false
+    /// SwiGLU in the gate_up GEMM's epilogue on the decode path (0.064 ms/step faster on H200).
+    public var fusedSwiGLUEpilogue = true
+    public init() {}
+}
+
+/// The GPU backend: a Llama-family model on one NVIDIA GPU, running the `Transformer` definition on Kiln's kernels.
 ///
 /// Everything is allocated here, up front: weights (GPUWeights), the static KV cache and the
 /// activation buffers for `maxRows` token rows. The forward passes (GPUModel+Forward.swift)
 /// allocate nothing; a decode step is one CUDA-graph replay plus the read of the sampled ids.
 public final class GPUModel {
-    /// Programmatic dependent launch for the decode-path kernels (the engine, `bench kernels` and `tune`): on by
-    /// default, KILN_PDL=0 turns it off. Ignored by GPUs/drivers without it (plain launches).
-    public static var pdlRequested: Bool { ProcessInfo.processInfo.environment["KILN_PDL"] != "0" }
     public let config: ModelConfig
+    public let transformer: Transformer
+    public let options: GPUEngineOptions
     public let context: Context
     public let library: KernelLibrary
     public let stream: GPUStream
@@ -57,13 +71,15 @@ public final class GPUModel {
     let hostLogits: PinnedBuffer<Float>
 
     var graphs: [Int: GraphExec] = [:]
+    /// The pass in progress (attention mode, logits destination), read by the operations.
+    var pass = Pass()
     /// Tokens in the cache per sequence (host mirror of `positions`).
     public internal(set) var sequenceLengths: [Int]
 
     public var qkvDim: Int { config.qDim + 2 * config.kvDim }
 
     public init(weights: GPUWeights, library: KernelLibrary, maxBatch: Int = 8, maxSeq: Int = 4096, maxRows: Int = 1024,
-                tune: TuneTable? = nil, log: @escaping (String) -> Void = { _ in }) throws {
+                tune: TuneTable? = nil, options opts: GPUEngineOptions = GPUEngineOptions(), log: @escaping (String) -> Void = { _ in }) throws {
         guard let ctx = library.context else { throw KilnError("GPUModel needs a GPU context") }
         guard (1...8).contains(maxBatch) else { throw KilnError("batch size \(maxBatch) outside 1…8") }
         let c = weights.config
@@ -71,14 +87,10 @@ public final class GPUModel {
         guard c.hiddenSize % 8 == 0, c.intermediateSize % 8 == 0, c.qDim % 8 == 0 else {
             throw KilnError("GPU engine needs hidden, ffn and q widths that are multiples of 8 (got \(c.hiddenSize), \(c.intermediateSize), \(c.qDim))")
         }
-        config = c; context = ctx; self.library = library; self.weights = weights; self.log = log
+        config = c; transformer = Transformer(config: c); options = opts; context = ctx; self.library = library; self.weights = weights; self.log = log
         self.maxBatch = maxBatch; self.maxSeq = maxSeq; self.maxRows = max(maxRows, maxBatch)
         stream = try GPUStream(ctx)
-        // Programmatic dependent launch for the decode-path kernels (rmsnorm, GEMM split-K, RoPE, decode
-        // attention, SwiGLU): each kernel waits for its predecessor, then lets its successor launch, so a
-        // GEMM's first weight loads overlap the previous kernel's tail. H200, Llama-3-8B bs=2: 4.287 vs
-        // 4.442 ms/step without (docs/perf-notes.md, session 3). KILN_PDL=0 turns it off.
-        stream.pdl = GPUModel.pdlRequested
+        stream.pdl = opts.programmaticDependentLaunch
         // The residual stream x is f32 (rmsnorm.cu: a few huge dimensions in some models lose small updates in bf16);
         // everything the GEMMs read or write stays bf16.
         embed = try Embedding(library, table: .bf16, output: .f32)
@@ -87,8 +99,7 @@ public final class GPUModel {
         rope = try RoPECache(library, pairing: c.ropeStyle == .interleaved ? .interleaved : .halves)
         swiglu = try SwiGLU(library)
         sampling = try Sampling(library)
-        // KILN_ATTN_MMA=1 keeps the mma.sync prefill kernel on Hopper (A/B checks of the wgmma one).
-        let wgmma = ctx.info.computeCapability.major == 9 && ProcessInfo.processInfo.environment["KILN_ATTN_MMA"] != "1"
+        let wgmma = ctx.info.computeCapability.major == 9 && !opts.mmaPrefillAttention
         attnPrefill = try Attention.Prefill(library, choice: Attention.PrefillChoice.best(headDim: c.headDim, hopper: wgmma))
         attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads))
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
@@ -118,8 +129,7 @@ public final class GPUModel {
         try attnCounters.fill(byte: 0, stream: stream)
         // SwiGLU in the gate_up GEMM's epilogue on the decode path (gemm_splitk, M ≤ 63): one kernel fewer
         // per layer. Needs the interleaved gate_up rows (prefill's swiglu kernel reads that layout too).
-        // On by default (0.064 ms/step faster on H200); KILN_FUSED_SWIGLU_EPILOGUE=0 turns it off (docs/perf-notes.md).
-        if ProcessInfo.processInfo.environment["KILN_FUSED_SWIGLU_EPILOGUE"] != "0", c.intermediateSize % 8 == 0 {
+        if opts.fusedSwiGLUEpilogue, c.intermediateSize % 8 == 0 {
             try weights.interleaveGateUp(swiglu: swiglu, context: ctx, stream: stream)
         }
         try stream.synchronize()
@@ -128,18 +138,22 @@ public final class GPUModel {
     /// Loads a checkpoint (any WeightSource) onto the GPU. Pass the `library` the caller already has (the tuner's)
     /// so its compiled kernels are reused.
     public static func load(_ source: WeightSource, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int? = nil,
-                            tune: TuneTable? = nil, log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
+                            tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
+                            log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let library = try library ?? KernelLibrary(context: context)
         let w = try GPUWeights.load(source, context: context, log: log)
-        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq ?? 4096, source.config.contextLength), tune: tune, log: log)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq ?? 4096, source.config.contextLength), tune: tune,
+                            options: options, log: log)
     }
 
     /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json.
     public static func dummy(_ spec: String, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int = 4096,
-                             tune: TuneTable? = nil, log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
+                             tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
+                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let c = try DummyModels.config(spec)
         let library = try library ?? KernelLibrary(context: context)
         let w = try GPUWeights.dummy(config: c, context: context, library: library)
-        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq, c.contextLength), tune: tune, log: log)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq, c.contextLength), tune: tune,
+                            options: options, log: log)
     }
 }

@@ -17,6 +17,8 @@ public final class GPUWeights {
         public let attnNorm: DeviceBuffer<UInt16>   // [hidden]
         public let qkv: DeviceBuffer<UInt16>        // [qDim + 2·kvDim, hidden]
         public let qkvBias: DeviceBuffer<UInt16>?   // [qDim + 2·kvDim] (qwen2)
+        public let qNorm: DeviceBuffer<UInt16>?     // [headDim] (qwen3)
+        public let kNorm: DeviceBuffer<UInt16>?     // [headDim] (qwen3)
         public let o: DeviceBuffer<UInt16>          // [hidden, qDim]
         public let ffnNorm: DeviceBuffer<UInt16>    // [hidden]
         public let gateUp: DeviceBuffer<UInt16>     // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below)
@@ -61,8 +63,9 @@ public final class GPUWeights {
     /// bf16 copied as is). Strict: unused tensors are an error, as on the CPU.
     public static func load(_ source: WeightSource, context: Context, log: (String) -> Void = { _ in }) throws -> GPUWeights {
         let c = source.config
-        let h = c.hiddenSize, f = c.intermediateSize, qkvRows = c.qDim + 2 * c.kvDim
-        let emb = c.embeddingMultiplier, res = c.residualMultiplier
+        let h = c.hiddenSize, qkvRows = c.qkvDim
+        let emb = c.embeddingMultiplier
+        let model = Transformer(config: c)
         func alloc(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(context, count: n) }
         /// Writes tensor `name` ([rows, cols] or [n]) scaled by `scale` into `dst` at element `offset`.
         func put(_ name: String, _ shape: [Int], into dst: DeviceBuffer<UInt16>, at offset: Int = 0, scale: Float = 1) throws {
@@ -90,44 +93,50 @@ public final class GPUWeights {
             }
             try hbuf.withUnsafeBytes { try dst.upload(bytes: $0, atByte: 2 * offset) }
         }
+        /// A (fused) linear layer: its checkpoint matrices stacked row after row, times the layer's output scale.
+        func linear(_ layer: LinearLayer, _ i: Int) throws -> DeviceBuffer<UInt16> {
+            let dst = try alloc(model.outputs(layer) * model.inputs(layer))
+            var offset = 0
+            for p in model.parts(layer, layer: i) {
+                try put(p.name, p.shape, into: dst, at: offset, scale: c.outputScale(layer))
+                offset += p.shape[0] * p.shape[1]
+            }
+            return dst
+        }
+        func vector(_ part: Transformer.Part?) throws -> DeviceBuffer<UInt16>? {
+            guard let part else { return nil }
+            let dst = try alloc(part.shape[0])
+            try put(part.name, part.shape, into: dst)
+            return dst
+        }
         let embedding = try alloc(c.vocabSize * h)
-        try put("token_embd.weight", [c.vocabSize, h], into: embedding, scale: emb)
+        try put(model.embedding.name, model.embedding.shape, into: embedding, scale: emb)
         var layers: [Layer] = []
         for i in 0..<c.numLayers {
-            let p = "blk.\(i)."
-            let qkv = try alloc(qkvRows * h), gu = try alloc(2 * f * h)
-            try put(p + "attn_q.weight", [c.qDim, h], into: qkv)
-            try put(p + "attn_k.weight", [c.kvDim, h], into: qkv, at: c.qDim * h)
-            try put(p + "attn_v.weight", [c.kvDim, h], into: qkv, at: (c.qDim + c.kvDim) * h)
             var bias: DeviceBuffer<UInt16>? = nil
-            if c.attentionBias {
+            if let parts = model.qkvBiasParts(layer: i) {
                 let b = try alloc(qkvRows)
-                try put(p + "attn_q.bias", [c.qDim], into: b)
-                try put(p + "attn_k.bias", [c.kvDim], into: b, at: c.qDim)
-                try put(p + "attn_v.bias", [c.kvDim], into: b, at: c.qDim + c.kvDim)
+                var offset = 0
+                for p in parts { try put(p.name, p.shape, into: b, at: offset); offset += p.shape[0] }
                 bias = b
             }
-            let o = try alloc(h * c.qDim), down = try alloc(h * f), an = try alloc(h), fn = try alloc(h)
-            try put(p + "attn_output.weight", [h, c.qDim], into: o, scale: res)
-            try put(p + "attn_norm.weight", [h], into: an)
-            try put(p + "ffn_norm.weight", [h], into: fn)
-            try put(p + "ffn_gate.weight", [f, h], into: gu)
-            try put(p + "ffn_up.weight", [f, h], into: gu, at: f * h)
-            try put(p + "ffn_down.weight", [h, f], into: down, scale: res)
-            layers.append(Layer(attnNorm: an, qkv: qkv, qkvBias: bias, o: o, ffnNorm: fn, gateUp: gu, down: down))
+            layers.append(Layer(attnNorm: try vector(model.norm(.attention, layer: i))!, qkv: try linear(.qkv, i), qkvBias: bias,
+                                qNorm: try vector(model.norm(.query, layer: i)), kNorm: try vector(model.norm(.key, layer: i)),
+                                o: try linear(.o, i), ffnNorm: try vector(model.norm(.ffn, layer: i))!, gateUp: try linear(.gateUp, i),
+                                down: try linear(.down, i)))
             // A progress line per quarter of the model (8B checkpoints take seconds), not one per layer.
             if (i + 1) % max(1, c.numLayers / 4) == 0 || i + 1 == c.numLayers { log("uploading weights: layer \(i + 1)/\(c.numLayers)") }
         }
-        let tied = !source.has("output.weight")
+        let tied = !source.has(model.output.name)
         // logits = norm(x)·w_norm·W_out / logits_scaling; a tied W_out carries the embedding multiplier, so divide it out too.
-        let outScale = 1 / (c.logitsScaling * (tied ? emb : 1))
+        let outScale = c.logitsScale / (tied ? emb : 1)
         let on = try alloc(h)
-        try put("output_norm.weight", [h], into: on, scale: outScale)
+        try put(model.outputNorm.name, model.outputNorm.shape, into: on, scale: outScale)
         var out: DeviceBuffer<UInt16>? = nil
-        if !tied { out = try alloc(c.vocabSize * h); try put("output.weight", [c.vocabSize, h], into: out!) }
+        if !tied { out = try alloc(c.vocabSize * h); try put(model.output.name, model.output.shape, into: out!) }
         var freqFactors: [Float]? = nil
-        if source.has("rope_freqs.weight") {
-            let t = try source.tensor("rope_freqs.weight", shape: [c.headDim / 2])
+        if source.has(model.ropeFreqs.name) {
+            let t = try source.tensor(model.ropeFreqs.name, shape: model.ropeFreqs.shape)
             var ff = [Float](repeating: 0, count: c.headDim / 2)
             ff.withUnsafeMutableBufferPointer { QuantBlocks.dequantize(t.dtype, t.data.baseAddress!, $0.baseAddress!, count: c.headDim / 2) }
             freqFactors = ff
@@ -154,7 +163,9 @@ public final class GPUWeights {
         let embedding = try make(c.vocabSize * h)
         let layers = try (0..<c.numLayers).map { _ in
             Layer(attnNorm: try make(h, norm: true), qkv: try make((c.qDim + 2 * c.kvDim) * h),
-                  qkvBias: c.attentionBias ? try make(c.qDim + 2 * c.kvDim) : nil, o: try make(h * c.qDim),
+                  qkvBias: c.attentionBias ? try make(c.qDim + 2 * c.kvDim) : nil,
+                  qNorm: c.qkNorm ? try make(c.headDim, norm: true) : nil, kNorm: c.qkNorm ? try make(c.headDim, norm: true) : nil,
+                  o: try make(h * c.qDim),
                   ffnNorm: try make(h, norm: true), gateUp: try make(2 * f * h), down: try make(h * f))
         }
         let on = try make(h, norm: true)

@@ -14,7 +14,7 @@ public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(op) N=\(n) K=\(k)" }
     public var weightBytes: Int { n * k * 2 }
 
-    /// The GEMMs of a model as the engine calls them (EngineBench.gemmShapes; the logits come out in fp32).
+    /// The GEMMs of a model as the engine calls them (the Transformer's gemmShapes; the logits come out in fp32).
     public static func of(_ c: ModelConfig) -> [GemmShape] {
         EngineBench.gemmShapes(c).map { GemmShape(op: $0.0, n: $0.1, k: $0.2, outF32: $0.0 == "logits") }
     }
@@ -289,11 +289,12 @@ public final class GemmTuner {
     public private(set) var done = 0
     let log: (String) -> Void
 
-    public init(library: KernelLibrary, shapes: [GemmShape], log: @escaping (String) -> Void) throws {
+    /// `pdl`: time candidates with programmatic dependent launch, as the engine launches them (GPUEngineOptions).
+    public init(library: KernelLibrary, shapes: [GemmShape], pdl: Bool = true, log: @escaping (String) -> Void) throws {
         guard let c = library.context else { throw KilnError("the tuner needs a GPU context") }
         self.library = library; ctx = c; self.log = log
         stream = try GPUStream(c)
-        stream.pdl = GPUModel.pdlRequested   // time candidates the way the engine launches them
+        stream.pdl = pdl
         let maxN = shapes.map(\.n).max() ?? 1
         dispatch = try GemmDispatch(library: library, tune: nil, maxN: maxN, stream: stream, log: log)
         rand = try RandomInit(library)
@@ -434,12 +435,12 @@ public enum TuneSession {
 
     /// `kiln run --tune`: loads the table, tunes the shapes of `config` that have no entry at `ms`, saves, returns it.
     public static func loadOrTune(config: ModelConfig, library: KernelLibrary, path: String?, ms: [Int] = [1, 2, 4, 8, 16],
-                                  tuneMissing: Bool, log: @escaping (String) -> Void) throws -> TuneTable {
+                                  tuneMissing: Bool, pdl: Bool = true, log: @escaping (String) -> Void) throws -> TuneTable {
         guard let ctx = library.context else { throw KilnError("tuning needs a GPU context") }
         var (table, p) = try load(context: ctx, path: path, log: log)
         guard tuneMissing else { return table }
         let shapes = GemmShape.of(config)
-        let tuner = try GemmTuner(library: library, shapes: shapes, log: log)
+        let tuner = try GemmTuner(library: library, shapes: shapes, pdl: pdl, log: log)
         let todo = missing(table, shapes: shapes, ms: ms.map(MBucket.bucket(for:)), limits: tuner.limits)
         guard !todo.isEmpty else { return table }
         log("tuning \(todo.count) GEMM shape/M pairs with no entry…")

@@ -71,10 +71,13 @@ public enum LogitsRequest: Sendable, Equatable {
     /// The last `n` tokens' logits (`[n × vocab]`, clamped to the batch): perplexity scores only part of a chunk,
     /// and the output projection is a large share of the work.
     case lastTokens(Int)
+    /// No logits: a prompt chunk that is not the last one (the pass stops after the last layer).
+    case none
 
     /// How many of `n` rows get logits.
     public func count(of n: Int) -> Int {
         switch self {
+        case .none: return 0
         case .last: return 1
         case .all: return n
         case .lastTokens(let k): return max(1, min(n, k))

@@ -94,7 +94,7 @@ public final class GPUStream: @unchecked Sendable {
     public let handle: CUhandle?
     /// Programmatic dependent launch for the kernels on this stream whose launchers opt in (they pass
     /// `pdl: stream.pdl`; each such kernel runs `griddepcontrol.wait` before touching data the previous
-    /// kernel may write). Off by default; the engine, tuner and `bench kernels` turn it on (KILN_PDL=0: off). Ignored (plain
+    /// kernel may write). Off by default; the engine, tuner and `bench kernels` turn it on (--no-pdl: off). Ignored (plain
     /// launches) on drivers without cuLaunchKernelEx.
     public var pdl = false
 

@@ -23,6 +23,7 @@ public struct Transformer: Sendable {
             try ops.linear(.linear(layer: l, .gateUp), from: .normed, to: .mlp, epilogue: .swiglu, batch)  // silu(xn·Wgᵀ)·(xn·Wuᵀ)
             try ops.linear(.linear(layer: l, .down), from: .mlp, to: .branch, epilogue: .none, batch)      // branch = mlp·Wdᵀ
         }
+        guard batch.logits != .none else { return }
         try ops.rmsNorm(.outputNorm, addingBranch: true, batch)                          // x += branch; xn = RMSNorm(x)
         try ops.logits(batch)                                                            // logits = xn·W_outᵀ
     }

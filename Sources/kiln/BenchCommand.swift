@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnCore
 import KilnEngine
+import KilnModels
 
 /// `kiln bench`: llama-bench style prompt-processing and generation rates.
 struct BenchCommand: ParsableCommand {
@@ -28,6 +29,8 @@ struct BenchCommand: ParsableCommand {
     var dummyWeights: String?
     @Option(name: .shortAndLong, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
     @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
+    @Option(name: .long, help: "cuda only: print the first N greedy ids of each sequence of the warm-up run (decode-path A/B checks).")
+    var printIds: Int?
     @Option(name: .customLong("m"), help: "kernels only: M values, comma-separated (default: 1,2,4,8,16,64,512,1024).")
     var kernelMs: String?
     @Option(name: .shortAndLong, help: "tokenizer only: text file to encode (default: the licences in /usr/share/common-licenses).")
@@ -49,7 +52,7 @@ struct BenchCommand: ParsableCommand {
         let backend = try DeviceChoice.resolve(device)
         if backend == "cuda" || dummyWeights != nil {
             try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
-                             tuning: tuning.value)
+                             tuning: tuning.value, printIds: printIds)
             return
         }
         let logger = makeLogger()
@@ -59,9 +62,7 @@ struct BenchCommand: ParsableCommand {
         let name = URL(fileURLWithPath: loaded.path).lastPathComponent
         let size = (try? FileManager.default.attributesOfItem(atPath: loaded.path)[.size] as? Int) ?? 0
         let c = m.config
-        let params = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)
-            + c.numLayers * (c.hiddenSize * (2 * c.qDim + 2 * c.kvDim) + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize)
-            + c.hiddenSize
+        let params = Transformer(config: c).checkpointTensors(tiedOutput: c.tieWordEmbeddings).reduce(0) { $0 + $1.shape.reduce(1, *) }
         let nThreads = m.pool.threadCount
         if o == "json" {
             let list: [[String: Any]] = rows.map { row in

@@ -18,12 +18,14 @@ enum GPURun {
         var cachePath: String?
         var tuneMissing = false
         var defaultsOnly = false
+        var engine = GPUEngineOptions()
     }
 
     /// The tuning table for `config` on this GPU, or nil for the defaults.
     static func table(for config: ModelConfig, library: KernelLibrary, tuning: Tuning) throws -> TuneTable? {
         if tuning.defaultsOnly { return nil }
-        return try TuneSession.loadOrTune(config: config, library: library, path: tuning.cachePath, tuneMissing: tuning.tuneMissing, log: log)
+        return try TuneSession.loadOrTune(config: config, library: library, path: tuning.cachePath, tuneMissing: tuning.tuneMissing,
+                                          pdl: tuning.engine.programmaticDependentLaunch, log: log)
     }
 
     /// A GPU model from `--dummy-weights` or a checkpoint (an already opened one, or a path).
@@ -33,20 +35,22 @@ enum GPURun {
         let library = try KernelLibrary(context: ctx)   // one library: kernels compiled for tuning serve the model too
         if let dummy {
             let table = try self.table(for: try DummyModels.config(dummy), library: library, tuning: tuning)
-            return try GPUModel.dummy(dummy, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
+            return try GPUModel.dummy(dummy, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table,
+                                      options: tuning.engine, log: log)
         }
         guard let source = try weights ?? path.map({ try openModel(path: $0) }) else {
             throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
         }
         let table = try self.table(for: source.config, library: library, tuning: tuning)
-        return try GPUModel.load(source, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table, log: log)
+        return try GPUModel.load(source, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table,
+                                 options: tuning.engine, log: log)
     }
 
     /// The GPU path of `kiln bench`: prompt processing and generation, md or json.
     static func bench(path: String?, dummy: String?, prompt: Int, generate: Int, repetitions: Int, batch: Int, json: Bool,
-                      tuning: Tuning = Tuning()) throws {
+                      tuning: Tuning = Tuning(), printIds: Int? = nil) throws {
         let m = try model(path: path, dummy: dummy, maxBatch: batch, maxSeq: prompt + generate + 8, tuning: tuning)
-        let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions)
+        let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions, printIds: printIds)
         let name = dummy.map { "\($0) (dummy bf16)" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
         let ppMs = r.median(r.prefillMs), tgMs = r.median(r.decodeMsPerStep)
         if json {
@@ -90,7 +94,17 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "Tune the GEMM shapes that have no entry in the tuning table before starting (kiln tune).") var tune = false
     @Option(name: .long, help: "Tuning table to use instead of $KILN_HOME/tune/<gpu>.json.") var tuneCache: String?
     @Flag(name: .long, help: "Ignore the tuning table: use the documented default kernels.") var defaultKernels = false
-    var value: GPURun.Tuning { GPURun.Tuning(cachePath: tuneCache, tuneMissing: tune, defaultsOnly: defaultKernels) }
+    @Flag(name: .long, help: "A/B: no programmatic dependent launch between the decode kernels (on by default: 4.29 vs 4.44 ms/step, H200).")
+    var noPdl = false
+    @Flag(name: .long, help: "A/B: prefill attention on the mma.sync kernel instead of wgmma on Hopper.") var mmaAttention = false
+    @Flag(name: .long, help: "A/B: SwiGLU as its own kernel instead of in the gate_up GEMM's epilogue on the decode path.")
+    var noFusedSwiglu = false
+    var engine: GPUEngineOptions {
+        var o = GPUEngineOptions()
+        o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
+        return o
+    }
+    var value: GPURun.Tuning { GPURun.Tuning(cachePath: tuneCache, tuneMissing: tune, defaultsOnly: defaultKernels, engine: engine) }
 }
 
 /// `kiln bench kernels`: every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt.
@@ -100,7 +114,8 @@ enum BenchKernels {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
         let table = try GPURun.table(for: c, library: library, tuning: tuning)
-        try EngineBench.kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.kernelMs, log: { print($0) })
+        try EngineBench.kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
+                                pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
     }
 }
 

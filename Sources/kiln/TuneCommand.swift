@@ -21,6 +21,7 @@ struct TuneCommand: ParsableCommand {
     var benchBatch: Int = 0
     @Option(name: .long, help: "Generated tokens for --bench-batch.") var benchTokens: Int = 64
     @Flag(name: .long, help: "Print every rejected candidate and why.") var verbose = false
+    @Flag(name: .long, help: "A/B: time without programmatic dependent launch (the engine's --no-pdl).") var noPdl = false
 
     func validate() throws {
         guard (model == nil) != (dummyWeights == nil) else { throw ValidationError("give -m MODEL or --dummy-weights CFG") }
@@ -52,7 +53,7 @@ struct TuneCommand: ParsableCommand {
         let shapes = GemmShape.of(config)
         var rows: [GemmTuner.Row] = []
         do {
-            let tuner = try GemmTuner(library: library, shapes: shapes, log: verbose ? err : { _ in })
+            let tuner = try GemmTuner(library: library, shapes: shapes, pdl: !noPdl, log: verbose ? err : { _ in })
             tuner.runs = runs
             let plan = tuner.plan(shapes, ms: ms)
             let skipped = ms.filter { m in !shapes.contains { GemmSearch.tunable($0, m: m, limits: tuner.limits) } }
@@ -80,8 +81,14 @@ struct TuneCommand: ParsableCommand {
         for (label, tune) in [("defaults", nil), ("tuned", table)] as [(String, TuneTable?)] {
             let maxSeq = 128 + benchTokens + 8
             let m: GPUModel
-            if let dummyWeights { m = try GPUModel.dummy(dummyWeights, context: ctx, library: library, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
-            else { m = try GPUModel.load(try openModel(path: model!), context: ctx, library: library, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, log: err) }
+            var engine = GPUEngineOptions()
+            engine.programmaticDependentLaunch = !noPdl
+            if let dummyWeights {
+                m = try GPUModel.dummy(dummyWeights, context: ctx, library: library, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune, options: engine, log: err)
+            } else {
+                m = try GPUModel.load(try openModel(path: model!), context: ctx, library: library, maxBatch: benchBatch, maxSeq: maxSeq, tune: tune,
+                                      options: engine, log: err)
+            }
             results.append((label, try EngineBench.model(m, batch: benchBatch, prompt: 128, generate: benchTokens, repetitions: 3)))
         }
         print("| kernels | batch | decode ms/token (per step) | chained ms/step | tokens/s |")

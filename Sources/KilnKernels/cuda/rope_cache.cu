@@ -1,5 +1,6 @@
-// rope_cache.cu — the attention prologue of one layer, fused: optional q/k/v bias (qwen2), RoPE on
-// q (in place in the fused qkv rows) and k, and the write of k and v into the static KV cache.
+// rope_cache.cu — the attention prologue of one layer, fused: optional q/k/v bias (qwen2), optional
+// per-head RMSNorm of q and k (qwen3), RoPE on q (in place in the fused qkv rows) and k, and the write of
+// k and v into the static KV cache.
 //
 // Why fused: in decode every one of these is a few KB of work; separate launches would cost more
 // in launch latency (≈0.6 µs each inside a graph, ×32 layers) than they move in bytes.
@@ -60,6 +61,78 @@ template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoP
     bf16* cache = (bf16*)(h < p.hq + p.hkv ? p.kcache : p.vcache) + (((long long)seq * p.hkv + kvh) * p.max_seq + pos) * p.head_dim;
     cache[e0] = from_float<bf16>(x0);
     cache[e1] = from_float<bf16>(x1);
+}
+
+// The qwen3 variant: q and k heads are RMS-normalized over head_dim with their [head_dim] weight before the
+// rotation, as transformers' Qwen3RMSNorm does (f32 statistics; the normalized value rounded to bf16, times
+// the bf16 weight, rounded again). The norm needs the whole head, so one warp owns a (row, head) and each
+// lane up to 4 rotation pairs (head_dim ≤ 256). A separate kernel, so the Llama path is untouched.
+struct RoPECacheQKNormParams {
+    RoPECacheParams rope;
+    u64 q_norm, k_norm;   // bf16 [head_dim] each
+    float eps;
+};
+
+template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_qknorm(RoPECacheQKNormParams params) {
+    pdl_wait();
+    pdl_trigger();
+    const RoPECacheParams& p = params.rope;
+    const int half = p.head_dim / 2;
+    const int heads = p.hq + 2 * p.hkv;
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (warp >= (long long)p.rows * heads) return;   // uniform per warp
+    const int h = (int)(warp % heads);
+    const int r = (int)(warp / heads);
+    const int seq = p.seq_offset + r / p.tokens_per_seq;
+    const int pos = ((const int*)p.positions)[seq] + r % p.tokens_per_seq;
+    const long long col = (long long)h * p.head_dim;
+    bf16* row = (bf16*)p.qkv + (long long)r * p.ldqkv;
+    float x0[4], x1[4], ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int i = lane + 32 * j;
+        x0[j] = 0.f; x1[j] = 0.f;
+        if (i < half) {
+            const int e0 = PAIRING == 0 ? 2 * i : i, e1 = PAIRING == 0 ? 2 * i + 1 : i + half;
+            x0[j] = to_float(row[col + e0]); x1[j] = to_float(row[col + e1]);
+            if (p.bias) {
+                x0[j] = to_float(from_float<bf16>(x0[j] + to_float(((const bf16*)p.bias)[col + e0])));
+                x1[j] = to_float(from_float<bf16>(x1[j] + to_float(((const bf16*)p.bias)[col + e1])));
+            }
+            ss += x0[j] * x0[j] + x1[j] * x1[j];
+        }
+    }
+    const bool is_q = h < p.hq, is_k = !is_q && h < p.hq + p.hkv;
+    if (is_q || is_k) {
+        const float scale = rsqrtf(warp_sum(ss) / (float)p.head_dim + params.eps);
+        const bf16* w = (const bf16*)(is_q ? params.q_norm : params.k_norm);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int i = lane + 32 * j;
+            if (i < half) {
+                const int e0 = PAIRING == 0 ? 2 * i : i, e1 = PAIRING == 0 ? 2 * i + 1 : i + half;
+                const float n0 = to_float(from_float<bf16>(to_float(from_float<bf16>(x0[j] * scale)) * to_float(w[e0])));
+                const float n1 = to_float(from_float<bf16>(to_float(from_float<bf16>(x1[j] * scale)) * to_float(w[e1])));
+                float s, c;
+                sincosf((float)pos * ((const float*)p.inv_freq)[i], &s, &c);
+                x0[j] = n0 * c - n1 * s;
+                x1[j] = n0 * s + n1 * c;
+            }
+        }
+    }
+    const int kvh = h < p.hq + p.hkv ? h - p.hq : h - p.hq - p.hkv;
+    bf16* dst = is_q ? row + col
+                     : (bf16*)(is_k ? p.kcache : p.vcache) + (((long long)seq * p.hkv + kvh) * p.max_seq + pos) * p.head_dim;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int i = lane + 32 * j;
+        if (i < half) {
+            const int e0 = PAIRING == 0 ? 2 * i : i, e1 = PAIRING == 0 ? 2 * i + 1 : i + half;
+            dst[e0] = from_float<bf16>(x0[j]);
+            dst[e1] = from_float<bf16>(x1[j]);
+        }
+    }
 }
 
 struct AdvanceParams {
