@@ -160,7 +160,7 @@ extension GPUModel {
         guard prompts.allSatisfy({ !$0.isEmpty && $0.count < maxSeq }) else { throw KilnError("each prompt needs 1…\(maxSeq - 1) tokens (the cache holds \(maxSeq))") }
         guard prompts.joined().allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary (0…\(config.vocabSize - 1))") }
         let groups: [Range<Int>] = Set(prompts.map(\.count)).count == 1 ? [0..<b] : (0..<b).map { $0..<($0 + 1) }
-        for g in groups { try forwardRows(prompts: Array(prompts[g]), seqOffset: g.lowerBound) }
+        for g in groups { try forwardRows(prompts: Array(prompts[g]), seqOffset: g.lowerBound, from: 0) }
         try sampling.argmax(logits: logits.address, out: ids.address, rows: b, cols: config.vocabSize, stream: stream)
         for s in 0..<b { sequenceLengths[s] = prompts[s].count }
         // Decode state: the next row of sequence s sits at position len(s) and sees len(s) + 1 keys.
@@ -171,25 +171,57 @@ extension GPUModel {
         return (0..<b).map { hostInts[$0] }
     }
 
-    /// Prefill body shared by `prefill` and `logits(tokens:)`: runs every chunk of the equal-length sequences
-    /// seqOffset… through the Transformer (the logits operation gathers what the pass asks for).
-    func forwardRows(prompts: [[Int32]], seqOffset: Int) throws {
+    /// Prefill body shared by `prefill`, `extend` and `logits(tokens:)`: runs every chunk of the equal-length sequences
+    /// seqOffset…, whose caches already hold `first` tokens, through the Transformer (the logits operation gathers what
+    /// the pass asks for).
+    func forwardRows(prompts: [[Int32]], seqOffset: Int, from first: Int) throws {
         let b = prompts.count, n = prompts[0].count
         let chunk = max(1, maxRows / b)
-        var start = 0
-        while start < n {
-            let t = min(chunk, n - start), rows = b * t
-            try stage(prompts.flatMap { $0[start..<(start + t)] }, to: ids.address, hostOffset: 0)
+        var done = 0
+        while done < n {
+            let t = min(chunk, n - done), rows = b * t, start = first + done
+            try stage(prompts.flatMap { $0[done..<(done + t)] }, to: ids.address, hostOffset: 0)
             // The rope kernel reads positions[seqOffset + i] for the first row of sequence i of this chunk.
             try stage(Array(repeating: Int32(start), count: b), to: positions.address + UInt64(4 * seqOffset), hostOffset: maxRows)
             pass.mode = .prefill(batch: b, tokens: t, qStart: start, seqOffset: seqOffset)
-            let final = start + t >= n
+            let final = done + t >= n
             let batch = StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: seqOffset + $0, start: start, count: t) },
                                   logits: pass.hostLogits != nil ? .all : final ? .last : .none)
             precondition(batch.rows == rows)
             try transformer.forward(self, batch)
-            start += t
+            done += t
         }
+    }
+
+    /// Appends `tokens` to sequence `s` (after the `sequenceLengths[s]` tokens its cache holds: a chat's next turn) and
+    /// returns the greedy next token; its logits stay in row s of the logits buffer and the next decode step feeds it.
+    public func extend(sequence s: Int, with tokens: [Int32]) throws -> Int32 {
+        guard s >= 0, s < maxBatch else { throw KilnError("sequence \(s) outside 0…\(maxBatch - 1)") }
+        let first = sequenceLengths[s]
+        guard !tokens.isEmpty, first + tokens.count < maxSeq else {
+            throw KilnError("context limit reached: \(first) + \(tokens.count) tokens exceed the context of \(maxSeq - 1) tokens")
+        }
+        guard tokens.allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary (0…\(config.vocabSize - 1))") }
+        try forwardRows(prompts: [tokens], seqOffset: s, from: first)
+        let v = UInt64(4 * config.vocabSize)
+        try sampling.argmax(logits: logits.address + UInt64(s) * v, out: ids.address + UInt64(4 * s), rows: 1, cols: config.vocabSize, stream: stream)
+        try setLength(sequence: s, first + tokens.count)
+        try stream.copy(from: ids.address + UInt64(4 * s), to: UnsafeMutableRawPointer(hostInts.pointer), bytes: 4)
+        try stream.synchronize()
+        return hostInts[0]
+    }
+
+    /// Forgets the positions of sequence `s` from `n` on (a conversation rewound to its common prefix).
+    public func truncate(sequence s: Int, to n: Int) throws {
+        guard s >= 0, s < maxBatch, n >= 0 else { throw KilnError("truncate: sequence \(s) or length \(n) out of range") }
+        try setLength(sequence: s, min(n, sequenceLengths[s]))
+    }
+
+    /// The host's and the decode graph's view of sequence `s`'s length: the next row sits at position n and sees n + 1 keys.
+    private func setLength(sequence s: Int, _ n: Int) throws {
+        sequenceLengths[s] = n
+        try stage([Int32(n)], to: positions.address + UInt64(4 * s), hostOffset: maxRows)
+        try stage([Int32(n + 1)], to: lens.address + UInt64(4 * s), hostOffset: maxRows + maxBatch)
     }
 
     /// Teacher-forced logits of every position of one sequence (fp32 [tokens, vocab]), for correctness
@@ -201,7 +233,7 @@ extension GPUModel {
         try out.withUnsafeMutableBufferPointer { o in
             pass.hostLogits = o.baseAddress; pass.hostRow = 0
             defer { pass.hostLogits = nil }
-            try forwardRows(prompts: [tokens], seqOffset: 0)
+            try forwardRows(prompts: [tokens], seqOffset: 0, from: 0)
         }
         return out
     }

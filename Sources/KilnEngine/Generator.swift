@@ -17,44 +17,27 @@ public struct GenerationStats: Sendable {
 /// Why generation ended.
 public enum StopReason: Sendable, Equatable { case endOfGeneration, tokenLimit, stopRequested, contextFull }
 
-/// Owns a model's KV cache and the tokens in it: prefill in batches, then decode one token at a time.
+/// Token-level generation on any backend: keeps the tokens of one sequence's cache, feeds a prompt (only what it does
+/// not share with them), then samples token after token.
 ///
 /// Conversations append: `generate` feeds only tokens not yet in the cache, so a multi-turn chat reuses its cache.
 public final class Generator {
-    public let model: CPUModel
-    public let cache: KVCache
+    public let backend: SequenceBackend
     /// Tokens whose keys and values are in the cache, in order.
     public private(set) var tokens: [Int32] = []
-    private var lastLogits: [Float]
 
-    /// A generator with a cache of `contextLength` positions (the model's context length by default).
-    public init(model: CPUModel, contextLength: Int? = nil) throws {
-        self.model = model
-        cache = try model.makeCache(capacity: min(contextLength ?? model.config.contextLength, model.config.contextLength))
-        lastLogits = [Float](repeating: 0, count: model.config.vocabSize)
+    public init(backend: SequenceBackend) { self.backend = backend }
+
+    /// A CPU generator with a cache of `contextLength` positions (the model's context length by default).
+    public convenience init(model: CPUModel, contextLength: Int? = nil) throws {
+        self.init(backend: try CPUSequence(model: model, capacity: contextLength))
     }
+
+    /// Positions the sequence can hold.
+    public var capacity: Int { backend.capacity }
 
     /// Forgets everything (a new conversation).
-    public func reset() { cache.reset(); tokens.removeAll() }
-
-    /// Logits after the last token fed.
-    public var logits: [Float] { lastLogits }
-
-    /// Feeds `newTokens` in batches of the model's maximum batch; keeps the last token's logits.
-    public func feed(_ newTokens: [Int32]) throws {
-        guard !newTokens.isEmpty else { return }
-        guard cache.count + newTokens.count <= cache.capacity else {
-            throw KilnError("context limit reached: \(cache.count) tokens in context + \(newTokens.count) new exceed the context of \(cache.capacity) tokens")
-        }
-        var i = 0
-        while i < newTokens.count {
-            let j = min(newTokens.count, i + model.maxBatch)
-            let out = try newTokens[i..<j].withUnsafeBufferPointer { try model.forward($0, cache: cache, logits: .last) }
-            if j == newTokens.count { lastLogits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: out.baseAddress!, count: out.count) } }
-            i = j
-        }
-        tokens.append(contentsOf: newTokens)
-    }
+    public func reset() throws { try backend.truncate(to: 0); tokens.removeAll() }
 
     /// Feeds `prompt` (only what follows the longest prefix it shares with the cached tokens),
     /// then samples up to `maxTokens` tokens, calling `onToken` for each; `onToken` returns false to stop.
@@ -62,29 +45,36 @@ public final class Generator {
     @discardableResult
     public func generate(prompt: [Int32], maxTokens: Int, sampler: inout Sampler, endOfGeneration: Set<Int32>,
                          stats: inout GenerationStats, onToken: (Int32) throws -> Bool) throws -> StopReason {
+        guard !prompt.isEmpty else { throw KilnError("empty prompt") }
+        guard prompt.count <= backend.capacity else {
+            throw KilnError("context limit reached: the prompt has \(prompt.count) tokens; the context holds \(backend.capacity)")
+        }
         // Keep the cached tokens the prompt starts with (a chat's earlier turns); recompute from the first difference.
         var common = 0
         while common < min(prompt.count, tokens.count) && prompt[common] == tokens[common] { common += 1 }
         if common == prompt.count { common -= 1 }   // re-run the last prompt token so its logits are fresh
-        guard common >= 0 else { throw KilnError("empty prompt") }
-        tokens.removeLast(tokens.count - common)
-        cache.truncate(to: common)
+        if common < tokens.count {
+            try backend.truncate(to: common)
+            tokens.removeLast(tokens.count - common)
+        }
         let newTokens = Array(prompt[common...])
         let t0 = Date()
-        try feed(newTokens)
+        try backend.feed(newTokens)
+        tokens.append(contentsOf: newTokens)
         stats.promptTokens += newTokens.count
         stats.promptSeconds += Date().timeIntervalSince(t0)
         let t1 = Date()
         defer { stats.generateSeconds += Date().timeIntervalSince(t1) }
         var produced = 0
         while produced < maxTokens {
-            let next = lastLogits.withUnsafeBufferPointer { sampler.sample($0, history: tokens) }
+            let next = try backend.sample(&sampler, history: tokens)
             if endOfGeneration.contains(next) { return .endOfGeneration }
             produced += 1
             stats.generatedTokens += 1
             let keepGoing = try onToken(next)
-            if cache.count >= cache.capacity { tokens.append(next); return .contextFull }
-            try feed([next])
+            if backend.count >= backend.capacity { tokens.append(next); return .contextFull }
+            try backend.feed([next])
+            tokens.append(next)
             if !keepGoing { return .stopRequested }
         }
         return .tokenLimit

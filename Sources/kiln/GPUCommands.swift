@@ -7,6 +7,19 @@ import KilnGPU
 import KilnKernels
 import KilnModels
 
+/// Which backend `--device auto` means: the GPU when a driver and a device are present, else the CPU.
+enum DeviceChoice {
+    static func resolve(_ requested: String) throws -> String {
+        switch requested {
+        case "cpu", "cuda": return requested
+        case "auto":
+            guard case .success = CUDADriver.loaded, ((try? Context.deviceCount()) ?? 0) > 0 else { return "cpu" }
+            return "cuda"
+        default: throw ValidationError("--device must be auto, cpu or cuda, got \(requested)")
+        }
+    }
+}
+
 /// GPU engine entry points for the CLI. Kept in their own file so the command files of the CPU
 /// engine need only a line or two to reach them (see GPURun).
 enum GPURun {

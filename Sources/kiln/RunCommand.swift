@@ -83,75 +83,56 @@ struct RunCommand: ParsableCommand {
         options.temperature = temp; options.topK = topK; options.topP = topP; options.minP = minP
         options.repeatPenalty = repeatPenalty
         options.seed = seed ?? UInt64.random(in: 0...UInt64.max)
-        var backend = try DeviceChoice.resolve(device)
-        if backend == "cuda", device == "auto", prompt == nil {
-            logger.info("the interactive chat runs on the CPU engine")
-            backend = "cpu"
-        }
-        if backend == "cuda" {
-            try GPUGenerate.run(modelPath: model, prompt: prompt, chat: chat, maxTokens: n < 0 ? Int.max : n, sampling: options,
-                                stops: stops, contextSize: ctxSize, tuning: tuning.value, logger: logger)
-            return
-        }
-        let loaded = try LoadedModel.load(path: model, threads: threads, device: backend, logger: logger)
-        let tok = loaded.tokenizer
-        let generator = try Generator(model: loaded.model, contextLength: ctxSize ?? min(loaded.model.config.contextLength, 4096))
-        var sampler = Sampler(options: options)
-        let eog = Set(tok.eogIds.map { Int32($0) })
-        let limit = n < 0 ? Int.max : n
-
-        /// Generates a reply to `ids`, streaming it to stdout; returns the text.
-        func reply(_ ids: [Int], stats: inout GenerationStats) throws -> String {
-            var decoder = StreamingDecoder(tokenizer: tok)
-            var filter = StopStringFilter(stops)
-            var text = ""
-            let reason = try generator.generate(prompt: ids.map { Int32($0) }, maxTokens: limit, sampler: &sampler,
-                                                endOfGeneration: eog, stats: &stats) { id in
-                let piece = filter.push(decoder.push(Int(id)))
-                text += piece
-                print(piece, terminator: "")
-                return !filter.stopped
-            }
-            let rest = filter.push(decoder.flush()) + filter.flush()
-            text += rest
-            print(rest, terminator: "")
-            if reason == .contextFull { logger.warning("context full (\(generator.cache.capacity) tokens)") }
-            return text
-        }
-        func report(_ s: GenerationStats) {
+        let session = try EngineSession.load(path: model, device: try DeviceChoice.resolve(device), threads: threads, contextSize: ctxSize,
+                                             tuning: tuning.value, sampling: options, logger: logger)
+        let text = session.text
+        let request = TextGenerator.Request(maxTokens: n < 0 ? Int.max : n, stops: stops)
+        func report(_ r: TextGenerator.Reply) {
+            print("")
+            if r.reason == .contextFull { logger.warning("context full (\(text.generator.capacity) tokens)") }
+            let s = r.stats
             logger.info("prompt: \(s.promptTokens) tokens, \(String(format: "%.1f", s.promptTokensPerSecond)) t/s | generation: \(s.generatedTokens) tokens, \(String(format: "%.1f", s.generatedTokensPerSecond)) t/s")
         }
+        let printText: (String) -> Void = { print($0, terminator: "") }
 
         if !chat {
             guard let prompt else { throw ValidationError("a prompt (-p) is needed without --chat") }
-            let ids = tok.encode(prompt, addSpecial: true, parseSpecial: false)
-            var stats = GenerationStats()
-            _ = try reply(ids, stats: &stats)
-            print("")
-            report(stats)
+            report(try text.complete(prompt, request, onText: printText))
             return
         }
-        guard let source = loaded.chatTemplate else { throw KilnError("\(loaded.path): no chat template (tokenizer.chat_template) for --chat") }
-        let template = try ChatTemplate(source: source, name: loaded.path)
-        let bos = tok.bosId.map { tok.tokenText($0) } ?? "", eos = tok.eosId.map { tok.tokenText($0) } ?? ""
-        var messages: [ChatMessage] = []
-        func turn(_ user: String) throws {
-            messages.append(ChatMessage(role: "user", content: user))
-            let rendered = try template.render(messages: messages, addGenerationPrompt: true, bosToken: bos, eosToken: eos)
-            // The template writes BOS itself where the model wants it.
-            let ids = tok.encode(rendered, addSpecial: false, parseSpecial: true)
-            var stats = GenerationStats()
-            let answer = try reply(ids, stats: &stats)
-            print("")
-            report(stats)
-            messages.append(ChatMessage(role: "assistant", content: answer))
-        }
-        if let prompt { try turn(prompt); return }
+        if let prompt { report(try text.chat(prompt, request, onText: printText)); return }
         FileHandle.standardError.write("chat: type a message, an empty line or end of input to quit\n".data(using: .utf8)!)
         while true {
             FileHandle.standardError.write("> ".data(using: .utf8)!)
             guard let line = readLine(), !line.isEmpty else { break }
-            try turn(line)
+            report(try text.chat(line, request, onText: printText))
         }
+    }
+}
+
+/// A model loaded for generation on the chosen backend, with its tokenizer and chat template, behind one `TextGenerator`.
+struct EngineSession {
+    var path: String
+    var text: TextGenerator
+
+    static func load(path: String?, device: String, threads: Int?, contextSize: Int?, tuning: GPURun.Tuning, sampling: SamplingOptions,
+                     logger: Logger) throws -> EngineSession {
+        if device == "cpu" {
+            let loaded = try LoadedModel.load(path: path, threads: threads, device: device, logger: logger)
+            let backend = try CPUSequence(model: loaded.model, capacity: contextSize ?? min(loaded.model.config.contextLength, 4096))
+            return EngineSession(path: loaded.path, text: try TextGenerator(backend: backend, tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate,
+                                                                            templateName: loaded.path, sampling: sampling))
+        }
+        let modelPath = try path ?? ModelStore.defaultModelPath()
+        let start = Date()
+        let weights = try openModel(path: modelPath)
+        let (tokenizer, template) = try loadTokenizer(weights: weights, path: modelPath)
+        let positions = contextSize ?? min(weights.config.contextLength, 4096)
+        // The decode step needs one position past the last token.
+        let gpu = try GPURun.model(path: modelPath, dummy: nil, weights: weights, maxBatch: 1, maxSeq: positions + 1, tuning: tuning)
+        let backend = GPUSequence(model: gpu)
+        logger.info("loaded \(modelPath) on \(backend.deviceDescription) in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
+        return EngineSession(path: modelPath, text: try TextGenerator(backend: backend, tokenizer: tokenizer, chatTemplate: template,
+                                                                      templateName: modelPath, sampling: sampling))
     }
 }

@@ -5,6 +5,7 @@ import KilnModels
 import KilnCPU
 import KilnTokenizer
 import KilnEngine
+import KilnTemplates
 
 /// The engine on SmolLM2-135M (Q4_1) against llama.cpp: greedy generation and perplexity.
 final class EngineSmolLM2Tests: XCTestCase {
@@ -52,6 +53,36 @@ final class EngineSmolLM2Tests: XCTestCase {
             XCTAssertEqual(stats.promptTokens, prompt.count + 1, "the cached prefix must not be recomputed")
             XCTAssertEqual(gen.tokens.count, prompt.count + out.count + more.count)
         }
+    }
+
+    /// A two-turn chat through TextGenerator: the second turn prefills only what follows the cached conversation, and
+    /// its greedy reply equals that of a fresh sequence fed the whole rendered conversation.
+    func testChatTurnsReuseTheCacheAndMatchAFreshRun() throws {
+        let (model, g) = try Self.model()
+        let tok = try Tokenizer(gguf: g.gguf)
+        let source = try XCTUnwrap(g.gguf["tokenizer.chat_template"]?.string)
+        let text = try TextGenerator(backend: try CPUSequence(model: model, capacity: 512), tokenizer: tok, chatTemplate: source,
+                                     templateName: "smollm2", sampling: .greedy)
+        let request = TextGenerator.Request(maxTokens: 12)
+        text.startConversation(system: "You are terse.")
+        let first = try text.chat("Name a colour.", request) { _ in }
+        XCTAssertFalse(first.text.isEmpty)
+        let second = try text.chat("Another one?", request) { _ in }
+        XCTAssertEqual(text.messages.map(\.role), ["system", "user", "assistant", "user", "assistant"])
+        // Render the same conversation from scratch and generate on a fresh sequence.
+        let template = try ChatTemplate(source: source, name: "smollm2")
+        let rendered = try template.render(messages: Array(text.messages.dropLast()), addGenerationPrompt: true,
+                                           bosToken: tok.bosId.map { tok.tokenText($0) } ?? "", eosToken: tok.eosId.map { tok.tokenText($0) } ?? "")
+        let ids = tok.encode(rendered, addSpecial: false, parseSpecial: true)
+        XCTAssertLessThan(second.stats.promptTokens, ids.count / 2, "the second turn should feed only its new tokens")
+        let fresh = try TextGenerator(backend: try CPUSequence(model: model, capacity: 512), tokenizer: tok, chatTemplate: nil,
+                                      templateName: "smollm2", sampling: .greedy)
+        var out: [Int32] = []
+        var sampler = Sampler(options: .greedy), stats = GenerationStats()
+        try fresh.generator.generate(prompt: ids.map { Int32($0) }, maxTokens: 12, sampler: &sampler,
+                                     endOfGeneration: Set(tok.eogIds.map { Int32($0) }), stats: &stats) { out.append($0); return true }
+        var decoder = StreamingDecoder(tokenizer: tok)
+        XCTAssertEqual(out.map { decoder.push(Int($0)) }.joined() + decoder.flush(), second.text)
     }
 
     func testContextLimitIsAnErrorNotACrash() throws {
