@@ -117,29 +117,9 @@ public final class CPUModel {
         try KVCache(config: config, capacity: capacity ?? config.contextLength)
     }
 
-    /// RoPE inverse frequency of each dimension pair: θ^(-2i/d), divided by llama.cpp's `rope_freqs` factors when the
-    /// file has them, else adjusted by Llama 3.1's `llama3` scaling from the config.
+    /// RoPE inverse frequencies of `config` (KilnCore's one definition), with the file's `rope_freqs` factors if any.
     public static func ropeInverseFrequencies(config c: ModelConfig, freqFactors: [Float]?) -> [Float] {
-        let half = c.headDim / 2
-        var out = [Float](repeating: 0, count: half)
-        for i in 0..<half {
-            var f = pow(Double(c.ropeTheta), -2.0 * Double(i) / Double(c.headDim))
-            if let ff = freqFactors {
-                f /= Double(ff[i])
-            } else if let s = c.ropeScaling {
-                let old = Double(s.originalMaxPositionEmbeddings)
-                let lowWavelen = old / s.lowFreqFactor, highWavelen = old / s.highFreqFactor
-                let wavelen = 2 * Double.pi / f
-                if wavelen > lowWavelen {
-                    f /= s.factor
-                } else if wavelen >= highWavelen {
-                    let smooth = (old / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor)
-                    f = (1 - smooth) * f / s.factor + smooth * f
-                }
-            }
-            out[i] = Float(f)
-        }
-        return out
+        KilnCore.ropeInverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, freqFactors: freqFactors)
     }
 }
 

@@ -331,7 +331,7 @@ extension ConformanceSuite {
                     var qkv = roundTo(rng.uniform(rows * ld, -2, 2), .bf16)
                     let bv = roundTo(rng.uniform(ld, -1, 1), .bf16)
                     let pos: [Int32] = (0..<b).map { _ in Int32.random(in: 0..<30, using: &rng) }
-                    let inv = RoPE.inverseFrequencies(headDim: d, theta: 500_000, scaling: .init())
+                    let inv = ropeInverseFrequencies(headDim: d, theta: 500_000, scaling: .llama31)
                     let (dqkv, dbias, dpos, dinv) = (try upload(qkv, .bf16), try upload(bv, .bf16), try upload(pos), try DeviceBuffer(context, inv))
                     let (dk, dv) = (try output(b * hkv * maxS * d, .bf16), try output(b * hkv * maxS * d, .bf16))
                     let normW = roundTo(rng.uniform(2 * d, 0.5, 1.5), .bf16), eps: Float = 1e-6

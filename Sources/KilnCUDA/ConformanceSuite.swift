@@ -130,12 +130,12 @@ public final class ConformanceSuite {
     }
 
     func checkRoPE() {
-        let scaled = RoPE.Llama3Scaling()
+        let scaled = Llama3RopeScaling.llama31
         for t in RoPE.dtypes {
             for pairing in RoPE.Pairing.allCases {
                 for (tokens, heads, hd, stride, llama3) in [(1, 8, 128, 1024, true), (5, 4, 64, 256, false), (16, 8, 128, 1024 + 256, true), (3, 1, 6, 6, false)] {
                     check("rope \(t) \(pairing) tokens=\(tokens) heads=\(heads) d=\(hd) stride=\(stride) llama3=\(llama3)") {
-                        let inv = RoPE.inverseFrequencies(headDim: hd, theta: 500_000, scaling: llama3 ? scaled : nil)
+                        let inv = ropeInverseFrequencies(headDim: hd, theta: 500_000, scaling: llama3 ? scaled : nil)
                         let n = (tokens - 1) * stride + heads * hd
                         let x = roundTo(rng.uniform(n, -2, 2), t)
                         let pos = (0..<tokens).map { _ in Int32.random(in: 0..<131_072, using: &rng) }

@@ -6,18 +6,6 @@ public enum Architecture: String, Sendable, CaseIterable {
     case llama, granite, qwen2, qwen3
 }
 
-/// Llama 3.1 `rope_scaling` of type `llama3`.
-public struct Llama3RopeScaling: Equatable, Sendable {
-    public var factor: Double
-    public var lowFreqFactor: Double
-    public var highFreqFactor: Double
-    public var originalMaxPositionEmbeddings: Int
-    public init(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositionEmbeddings: Int) {
-        self.factor = factor; self.lowFreqFactor = lowFreqFactor; self.highFreqFactor = highFreqFactor
-        self.originalMaxPositionEmbeddings = originalMaxPositionEmbeddings
-    }
-}
-
 /// How RoPE pairs the dimensions of a head.
 /// - `interleaved`: pairs (x[2i], x[2i+1]) — llama.cpp's GGUF llama/granite (Q/K rows were permuted by the converter).
 /// - `halves`: pairs (x[i], x[i + d/2]) — Hugging Face checkpoints (`rotate_half`), and GGUF qwen2 (NeoX style).

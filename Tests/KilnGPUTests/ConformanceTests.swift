@@ -58,8 +58,8 @@ final class ConformanceTests: XCTestCase {
     }
 
     func testLlama3InverseFrequencies() {
-        let plain = RoPE.inverseFrequencies(headDim: 128, theta: 500_000)
-        let scaled = RoPE.inverseFrequencies(headDim: 128, theta: 500_000, scaling: .init())
+        let plain = ropeInverseFrequencies(headDim: 128, theta: 500_000)
+        let scaled = ropeInverseFrequencies(headDim: 128, theta: 500_000, scaling: .llama31)
         XCTAssertEqual(plain[0], 1)
         XCTAssertEqual(Double(plain[1]), pow(500_000, -2.0 / 128), accuracy: 1e-7)
         // High frequencies (wavelength < 8192/4 = 2048) are kept; low ones (> 8192) divided by 8.

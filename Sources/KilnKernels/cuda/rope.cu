@@ -1,7 +1,7 @@
 // Rotary position embedding, in place on q or k laid out [tokens, heads, head_dim] with a token
 // stride (so q and k can be views into a fused qkv buffer).
 //
-// The inverse frequencies come from the host (RoPE.inverseFrequencies in Swift), which applies
+// The inverse frequencies come from the host (ropeInverseFrequencies in KilnCore), which applies
 // Llama 3.1's "llama3" scaling once; the kernel only computes angle = position * inv_freq[i] in
 // f32 and rotates pairs with accurate sincosf (no fast-math: long contexts make angles large).
 //
