@@ -10,7 +10,10 @@ extension CPUModel {
     /// capacity is an error (nothing is written then).
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, logits request: LogitsRequest) throws -> UnsafeBufferPointer<Float> {
         if pass.caches.count != 1 { pass.caches.removeAll(keepingCapacity: true); pass.caches.append(cache) } else { pass.caches[0] = cache }
-        return try forward(tokens, batch: StepBatch.single(id: 0, start: cache.count, count: tokens.count, logits: request))
+        // The one-sequence batch is kept and rewritten in place, so a decode step allocates nothing.
+        pass.single.sequences[0] = StepBatch.Sequence(id: 0, start: cache.count, count: tokens.count)
+        pass.single.logits = request
+        return try forward(tokens, batch: pass.single)
     }
 
     /// Runs the rows of several sequences in one pass: `tokens` holds each sequence's rows in `batch` order, and

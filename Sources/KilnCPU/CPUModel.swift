@@ -127,6 +127,7 @@ public final class CPUModel {
 struct PassState {
     var ids = UnsafeBufferPointer<Int32>(start: nil, count: 0)
     var caches: [KVCache] = []
+    var single = StepBatch.single(start: 0, count: 1)
     /// Rows whose logits the pass produces (the output norm writes them to the first rows of `xn`).
     var logitRows = 0
 }
