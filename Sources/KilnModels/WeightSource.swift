@@ -29,8 +29,34 @@ public protocol WeightSource: AnyObject {
     var sourcePath: String { get }
     /// A tensor by canonical name, checked against `shape` (row-major); the error names the tensor and both shapes.
     func tensor(_ name: String, shape: [Int]) throws -> WeightTensor
+    /// A weight matrix `[rows, cols]` by canonical name, in the format it is stored in, read in place.
+    /// Sources whose matrices are one stored tensor (GGUF, bf16/f16/f32 safetensors, in-memory weights) use the
+    /// default below; a source whose format spans several tensors (FP8 `weight` + `weight_scale_inv`) implements it.
+    func matrix(_ name: String, rows: Int, cols: Int) throws -> QuantizedMatrix
     /// Whether a tensor exists (for optional tensors such as `output.weight` with tied embeddings).
     func has(_ name: String) -> Bool
     /// Throws, naming them, if some tensors of the file were never asked for (strict loading).
     func checkAllUsed() throws
+}
+
+extension WeightSource {
+    /// The matrix as the one tensor `name` of shape `[rows, cols]` (marked used, as `tensor` does).
+    public func matrix(_ name: String, rows: Int, cols: Int) throws -> QuantizedMatrix {
+        let t = try tensor(name, shape: [rows, cols])
+        do { return try QuantizedMatrix(t) } catch let e as KilnError { throw KilnError("\(sourcePath): \(e.message)") }
+    }
+}
+
+extension QuantizedMatrix {
+    /// A raw tensor as a matrix in the format of its element type (`[n]` vectors as `[1, n]`): dense elements or GGUF
+    /// blocks, one plane, no copy. Integer tensors are an error naming the tensor.
+    public init(_ t: WeightTensor) throws {
+        guard let format = WeightFormat(stored: t.dtype) else {
+            throw KilnError("tensor \(t.name): type \(t.dtype.rawValue) is not a weight format (expected f32, f16, bf16, q8_0, q4_0 or q4_1)")
+        }
+        guard t.shape.count == 1 || t.shape.count == 2 else {
+            throw KilnError("tensor \(t.name): expected a matrix or a vector, got shape \(t.shape)")
+        }
+        try self.init(name: t.name, rows: t.rows, cols: t.cols, format: format, data: t.data)
+    }
 }
