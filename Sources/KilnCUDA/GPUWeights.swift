@@ -77,25 +77,13 @@ public final class GPUWeights {
             let plan = GPUWeights.plan(m.format)
             let pattern = name.split(separator: ".").map { Int($0) == nil ? String($0) : "*" }.joined(separator: ".")
             if !(planned[m.format]?.contains(pattern) ?? false) { planned[m.format, default: []].append(pattern) }
-            let n = shape.reduce(1, *)
             if plan == .native && scale == 1 {
                 try dst.upload(bytes: m.planes[0].bytes, atByte: 2 * offset)
                 return
             }
-            // Converted (or a native bf16 tensor with a Granite multiplier folded in, rounded again). Row by row,
-            // so a 1 GB embedding never needs a 2 GB f32 copy on the host.
-            let rowLen = m.cols
-            var fbuf = [Float](repeating: 0, count: rowLen)
-            var hbuf = [UInt16](repeating: 0, count: n)
-            do {
-                try fbuf.withUnsafeMutableBufferPointer { fp in
-                    for r in 0..<m.rows {
-                        try m.dequantize(rows: r..<(r + 1), into: fp.baseAddress!)
-                        for j in 0..<rowLen { hbuf[r * rowLen + j] = floatToBF16(fp[j] * scale) }
-                    }
-                }
-            } catch let e as KilnError { throw KilnError("\(source.sourcePath): \(e.message)") }
-            try hbuf.withUnsafeBytes { try dst.upload(bytes: $0, atByte: 2 * offset) }
+            let converted: [UInt16]
+            do { converted = try GPUWeights.bf16(m, scale: scale) } catch let e as KilnError { throw KilnError("\(source.sourcePath): \(e.message)") }
+            try converted.withUnsafeBytes { try dst.upload(bytes: $0, atByte: 2 * offset) }
         }
         let embedding = try alloc(c.vocabSize * h)
         try put("token_embd.weight", [c.vocabSize, h], into: embedding, scale: emb)
@@ -145,6 +133,22 @@ public final class GPUWeights {
             log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format).describe(format))")
         }
         return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
+    }
+
+    /// `m` (a converted format, or native bf16 with a Granite multiplier folded in) as bf16 bits `[rows × cols]`:
+    /// the format's CPU dequantization times `scale`, rounded to nearest even. Row by row, so a 1 GB embedding never
+    /// needs a 2 GB f32 copy on the host.
+    static func bf16(_ m: QuantizedMatrix, scale: Float) throws -> [UInt16] {
+        let rowLen = m.cols
+        var fbuf = [Float](repeating: 0, count: rowLen)
+        var hbuf = [UInt16](repeating: 0, count: m.rows * rowLen)
+        try fbuf.withUnsafeMutableBufferPointer { fp in
+            for r in 0..<m.rows {
+                try m.dequantize(rows: r..<(r + 1), into: fp.baseAddress!)
+                for j in 0..<rowLen { hbuf[r * rowLen + j] = floatToBF16(fp[j] * scale) }
+            }
+        }
+        return hbuf
     }
 
     /// What the GPU does with weights of a format: run them as stored, or convert them at load.
