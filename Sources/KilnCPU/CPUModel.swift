@@ -61,29 +61,29 @@ public final class CPUModel {
             return out
         }
         var owned: [UnsafeMutableRawPointer] = []
-        func float(_ w: LinearWeight) -> LinearWeight {
-            guard floatWeights, w.usesQ8 else { return w }
-            let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * w.rows * w.cols, alignment: 64)
-            owned.append(p)
-            for r in 0..<w.rows {
-                QuantBlocks.dequantize(w.dtype, w.data + r * w.rowBytes, p.assumingMemoryBound(to: Float.self) + r * w.cols, count: w.cols)
-            }
-            return LinearWeight(name: w.name, f32: UnsafeRawPointer(p), rows: w.rows, cols: w.cols)
-        }
-        func linear(_ name: String, _ rows: Int, _ cols: Int) throws -> LinearWeight {
-            do { return float(try LinearWeight(weights.tensor(name, shape: [rows, cols]))) } catch let e as KilnError where !e.message.hasPrefix(src) {
+        /// The engine's weight for `m`: its planes in place, or with `floatWeights` a GGUF matrix dequantized to f32
+        /// by the format's reference. Errors are prefixed with the source.
+        func linear(_ m: () throws -> QuantizedMatrix) throws -> LinearWeight {
+            do {
+                let matrix = try m()
+                let w = try LinearWeight(matrix)
+                guard floatWeights, w.usesQ8 else { return w }
+                let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * w.rows * w.cols, alignment: 64)
+                owned.append(p)
+                try matrix.dequantize(rows: 0..<w.rows, into: p.assumingMemoryBound(to: Float.self))
+                return LinearWeight(name: w.name, f32: UnsafeRawPointer(p), rows: w.rows, cols: w.cols)
+            } catch let e as KilnError where !e.message.hasPrefix(src) {
                 throw KilnError("\(src): \(e.message)")
             }
         }
+        func linear(_ name: String, _ rows: Int, _ cols: Int) throws -> LinearWeight {
+            try linear { try weights.matrix(name, rows: rows, cols: cols) }
+        }
         let h = c.hiddenSize
         let embd = try weights.tensor(d.embedding.name, shape: [c.vocabSize, h])
-        switch embd.dtype {
-        case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: break
-        default: throw KilnError("\(src): tensor token_embd.weight has unsupported type \(embd.dtype.rawValue)")
-        }
-        guard let eb = embd.dtype.byteCount(elements: h), eb * c.vocabSize <= embd.data.count else {
-            throw KilnError("\(src): tensor token_embd.weight is too small for \(c.vocabSize) rows of \(h)")
-        }
+        // The forward pass reads embedding rows as they are stored: checked here as a matrix of a known format.
+        let embdMatrix: QuantizedMatrix
+        do { embdMatrix = try QuantizedMatrix(embd) } catch let e as KilnError { throw KilnError("\(src): \(e.message)") }
         tokenEmbedding = embd
         func matrices(_ l: LinearLayer, _ i: Int) throws -> [LinearWeight] {
             try d.parts(l, layer: i).map { try linear($0.name, $0.shape[0], $0.shape[1]) }
@@ -102,7 +102,7 @@ public final class CPUModel {
         }
         layers = ls
         outputNorm = try vector(d.outputNorm.name, h)
-        output = weights.has(d.output.name) ? try linear(d.output.name, c.vocabSize, h) : float(try LinearWeight(embd))
+        output = weights.has(d.output.name) ? try linear(d.output.name, c.vocabSize, h) : try linear { embdMatrix }
         ownedWeights = owned
         var freqFactors: [Float]? = nil
         if weights.has(d.ropeFreqs.name) { freqFactors = try vector(d.ropeFreqs.name, c.headDim / 2) }

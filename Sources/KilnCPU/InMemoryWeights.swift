@@ -7,6 +7,7 @@ import KilnModels
 /// let w = InMemoryWeights(config: cfg)
 /// w.add("token_embd.weight", shape: [vocab, hidden], values: randomFloats)           // F32
 /// w.add("blk.0.attn_q.weight", shape: [q, hidden], values: floats, as: .q4_1)        // quantized like GGML
+/// let m = try w.matrix("blk.0.attn_q.weight", rows: q, cols: hidden)                  // format .gguf(.q4_1)
 /// ```
 public final class InMemoryWeights: WeightSource {
     public let config: ModelConfig
@@ -37,7 +38,9 @@ public final class InMemoryWeights: WeightSource {
         guard let t = storage[name] else { throw KilnError("\(sourcePath): missing tensor \(name)") }
         guard t.shape == shape else { throw KilnError("\(sourcePath): tensor \(name) has shape \(t.shape), expected \(shape)") }
         used.insert(name)
-        return WeightTensor(name: name, shape: shape, dtype: t.dtype, data: UnsafeRawBufferPointer(t.bytes))
+        // The buffer holds at least one byte (an empty allocation has no address); hand out exactly the tensor's bytes.
+        let count = t.dtype.byteCount(elements: shape.reduce(1, *)) ?? t.bytes.count
+        return WeightTensor(name: name, shape: shape, dtype: t.dtype, data: UnsafeRawBufferPointer(rebasing: t.bytes[0..<count]))
     }
 
     public func checkAllUsed() throws {

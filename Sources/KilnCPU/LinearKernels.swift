@@ -1,49 +1,53 @@
 import KilnCore
 import KilnModels
 
-/// A weight matrix `[rows, cols]` read in place from the model file (GGUF blocks or plain floats), applied as
-/// `out[t, r] = Σ_c W[r, c] · x[t, c]`.
-///
-/// Quantized weights (Q4_0, Q4_1, Q8_0) are multiplied block by block against `Q8Activations` with integer dot
-/// products, the way llama.cpp's CPU backend does; matrices are never dequantized whole.
+/// A weight matrix `[rows, cols]` read in place from the model file, applied as `out[t, r] = Σ_c W[r, c] · x[t, c]`:
+/// the CPU engine's product, and the one CPU reference of each weight format's product (its dequantization is
+/// `QuantizedMatrix.dequantize`). Per format:
+///  - dense f32 / f16 / bf16: float weights against float activations (`floatRows`);
+///  - GGUF Q8_0 / Q4_0 / Q4_1: block by block against `Q8Activations` with integer dot products, the way llama.cpp's
+///    CPU backend does (`quantRows` with the format's `Q8BlockProduct`); matrices are never dequantized whole.
+/// Formats without a CPU product yet (FP8, lookup tables) are an error naming the tensor when the weight is built.
 public struct LinearWeight {
     public let name: String
-    public let dtype: DType
+    public let format: WeightFormat
     public let rows: Int
     public let cols: Int
+    /// Bytes of one row of the single plane (dense elements or GGUF blocks).
     public let rowBytes: Int
     public let data: UnsafeRawPointer
 
-    public init(_ t: WeightTensor) throws {
-        guard t.shape.count == 2 else { throw KilnError("tensor \(t.name): expected a matrix, got shape \(t.shape)") }
-        switch t.dtype {
-        case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: break
-        default: throw KilnError("tensor \(t.name): unsupported weight type \(t.dtype.rawValue) for a linear layer")
+    /// The weight over `m`'s planes, without copying them (`m`'s source must stay alive).
+    public init(_ m: QuantizedMatrix) throws {
+        switch m.format {
+        case .dense, .gguf: break
+        case .fp8E4M3, .lut:
+            throw KilnError("tensor \(m.name): the CPU engine has no product for \(m.format.name) weights yet")
         }
-        guard t.cols % t.dtype.blockSize == 0, let rb = t.dtype.byteCount(elements: t.cols), rb * t.rows <= t.data.count,
-              let base = t.data.baseAddress else {
-            throw KilnError("tensor \(t.name): \(t.data.count) bytes do not hold \(t.shape) of \(t.dtype.rawValue)")
+        guard let rb = m.rowBytes, let base = m.planes[0].bytes.baseAddress else {
+            throw KilnError("tensor \(m.name): a \(m.format.name) matrix should be one plane")
         }
-        name = t.name; dtype = t.dtype; rows = t.rows; cols = t.cols; rowBytes = rb; data = base
+        name = m.name; format = m.format; rows = m.rows; cols = m.cols; rowBytes = rb; data = base
     }
 
     /// An f32 matrix `[rows, cols]` at `data` (memory owned by the caller, e.g. weights dequantized at load).
     public init(name: String, f32 data: UnsafeRawPointer, rows: Int, cols: Int) {
-        self.name = name; dtype = .f32; self.rows = rows; self.cols = cols; rowBytes = 4 * cols; self.data = data
+        self.name = name; format = .dense(.f32); self.rows = rows; self.cols = cols; rowBytes = 4 * cols; self.data = data
     }
 
     /// Whether this weight consumes Q8-quantized activations (otherwise it reads the float activations).
-    public var usesQ8: Bool { dtype.blockSize == 32 }
+    public var usesQ8: Bool { if case .gguf = format { return true } else { return false } }
 
     /// Computes output rows `range` for `tokens` tokens. `x` holds the float activations `[tokens × cols]`;
     /// `act` must hold the same rows quantized when `usesQ8`. Writes `out[t * outStride + r]`.
     public func apply(rows range: Range<Int>, x: UnsafePointer<Float>, act: Q8Activations, tokens: Int,
                       out: UnsafeMutablePointer<Float>, outStride: Int) {
-        switch dtype {
-        case .q4_0: quantRows(Q4_0Format.self, range, act, tokens, out, outStride)
-        case .q4_1: quantRows(Q4_1Format.self, range, act, tokens, out, outStride)
-        case .q8_0: quantRows(Q8_0Format.self, range, act, tokens, out, outStride)
-        default: floatRows(range, x, tokens, out, outStride)
+        switch format {
+        case .gguf(.q4_0): quantRows(Q4_0Blocks.self, range, act, tokens, out, outStride)
+        case .gguf(.q4_1): quantRows(Q4_1Blocks.self, range, act, tokens, out, outStride)
+        case .gguf(.q8_0): quantRows(Q8_0Blocks.self, range, act, tokens, out, outStride)
+        case .dense(let e): floatRows(e, range, x, tokens, out, outStride)
+        case .fp8E4M3, .lut: preconditionFailure("LinearWeight.init rejects \(format.name)")
         }
     }
 
@@ -55,7 +59,7 @@ public struct LinearWeight {
 
     /// Quantized rows; tokens are processed four at a time so each unpacked weight block serves four tokens (prefill).
     @inline(__always)
-    private func quantRows<F: BlockFormat>(_: F.Type, _ range: Range<Int>, _ act: Q8Activations, _ tokens: Int,
+    private func quantRows<F: Q8BlockProduct>(_: F.Type, _ range: Range<Int>, _ act: Q8Activations, _ tokens: Int,
                                            _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
         let nb = cols / 32
         let table = halfTable
@@ -104,7 +108,7 @@ public struct LinearWeight {
     }
 
     /// Plain float weights (F32, F16, BF16) against float activations; used by tests' tiny models and unquantized files.
-    private func floatRows(_ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
+    private func floatRows(_ element: WeightFormat.DenseElement, _ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
                            _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
         let table = halfTable
         for r in range {
@@ -113,7 +117,7 @@ public struct LinearWeight {
                 let xt = x + t * cols
                 var acc = SIMD8<Float>(), tail: Float = 0
                 let n8 = cols / 8 * 8
-                switch dtype {
+                switch element {
                 case .f32:
                     for c in stride(from: 0, to: n8, by: 8) {
                         acc += row.loadUnaligned(fromByteOffset: 4 * c, as: SIMD8<Float>.self)
@@ -122,7 +126,7 @@ public struct LinearWeight {
                     for c in n8..<cols { tail += row.loadUnaligned(fromByteOffset: 4 * c, as: Float.self) * xt[c] }
                 case .f16:
                     for c in 0..<cols { tail += table[Int(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self))] * xt[c] }
-                default:
+                case .bf16:
                     for c in 0..<cols { tail += bf16ToFloat(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self)) * xt[c] }
                 }
                 out[t * outStride + r] = acc.sum() + tail
@@ -134,8 +138,10 @@ public struct LinearWeight {
 /// The four `SIMD8<Int16>` vectors of one 32-element weight block, in the permuted order of `Q8Activations`.
 typealias BlockVectors = (SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>)
 
-/// How one GGML block type is unpacked; specialised at compile time so each type gets its own tight loop.
-protocol BlockFormat {
+/// The CPU product of one GGUF block format against Q8 activations: how its block is unpacked and dotted.
+/// Specialised at compile time so each format gets its own tight loop; `block` ties it to its descriptor.
+protocol Q8BlockProduct {
+    static var block: WeightFormat.GGUFBlock { get }
     static var bytes: Int { get }
     /// Second half is the block minimum (Q4_1).
     static var hasMin: Bool { get }
@@ -163,7 +169,8 @@ protocol BlockFormat {
     return (v & m, (v &>> 8) & m, (v &>> 4) & m, (v &>> 12) & m)
 }
 
-enum Q4_0Format: BlockFormat {
+enum Q4_0Blocks: Q8BlockProduct {
+    static var block: WeightFormat.GGUFBlock { .q4_0 }
     static var bytes: Int { 18 }
     static var hasMin: Bool { false }
     static var offset: Float { -8 }
@@ -171,7 +178,8 @@ enum Q4_0Format: BlockFormat {
     @inline(__always) static func dot(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32> { dot4Bit(w, a) }
 }
 
-enum Q4_1Format: BlockFormat {
+enum Q4_1Blocks: Q8BlockProduct {
+    static var block: WeightFormat.GGUFBlock { .q4_1 }
     static var bytes: Int { 20 }
     static var hasMin: Bool { true }
     static var offset: Float { 0 }
@@ -179,7 +187,8 @@ enum Q4_1Format: BlockFormat {
     @inline(__always) static func dot(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32> { dot4Bit(w, a) }
 }
 
-enum Q8_0Format: BlockFormat {
+enum Q8_0Blocks: Q8BlockProduct {
+    static var block: WeightFormat.GGUFBlock { .q8_0 }
     static var bytes: Int { 34 }
     static var hasMin: Bool { false }
     static var offset: Float { 0 }

@@ -59,39 +59,34 @@ public final class GPUWeights {
         gateUpInterleaved = true
     }
 
-    /// Uploads every tensor of `source` (GGUF quantized/F16/F32 dequantized to bf16 through QuantBlocks,
-    /// bf16 copied as is). Strict: unused tensors are an error, as on the CPU.
+    /// Uploads every tensor of `source`, each as `plan(format)` says (today: bf16 copied as is, every other format
+    /// dequantized by its CPU reference and rounded to bf16), and logs one line per format. Strict: unused tensors
+    /// are an error, as on the CPU.
     public static func load(_ source: WeightSource, context: Context, log: (String) -> Void = { _ in }) throws -> GPUWeights {
         let c = source.config
         let h = c.hiddenSize, qkvRows = c.qkvDim
         let emb = c.embeddingMultiplier
         let model = Transformer(config: c)
         func alloc(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(context, count: n) }
-        /// Writes tensor `name` ([rows, cols] or [n]) scaled by `scale` into `dst` at element `offset`.
+        var planned: [WeightFormat: [String]] = [:]   // format → name patterns, for one log line per format
+        /// Writes tensor `name` ([rows, cols] or [n]) scaled by `scale` into `dst` at element `offset`, as `plan` says.
         func put(_ name: String, _ shape: [Int], into dst: DeviceBuffer<UInt16>, at offset: Int = 0, scale: Float = 1) throws {
-            let t = try source.tensor(name, shape: shape)
-            let n = shape.reduce(1, *)
-            if t.dtype == .bf16 && scale == 1 {
-                guard t.data.count >= 2 * n else { throw KilnError("\(source.sourcePath): tensor \(name) is truncated") }
-                try dst.upload(bytes: UnsafeRawBufferPointer(rebasing: t.data[0..<(2 * n)]), atByte: 2 * offset)
-                return
-            }
-            guard let base = t.data.baseAddress, let bytes = t.dtype.byteCount(elements: n), bytes <= t.data.count,
-                  t.dtype != .i32, t.dtype != .i64, t.dtype != .u8 else {
-                throw KilnError("\(source.sourcePath): tensor \(name) of type \(t.dtype.rawValue) cannot be loaded as \(n) numbers")
-            }
-            // Row by row, so a 1 GB embedding never needs a 2 GB f32 copy on the host.
-            let rowLen = shape.count == 2 ? shape[1] : n
-            let rowBytes = t.dtype.byteCount(elements: rowLen)!
-            var fbuf = [Float](repeating: 0, count: rowLen)
-            var hbuf = [UInt16](repeating: 0, count: n)
-            fbuf.withUnsafeMutableBufferPointer { fp in
-                for r in 0..<(n / rowLen) {
-                    QuantBlocks.dequantize(t.dtype, base + r * rowBytes, fp.baseAddress!, count: rowLen)
-                    for j in 0..<rowLen { hbuf[r * rowLen + j] = floatToBF16(fp[j] * scale) }
+            let m: QuantizedMatrix
+            if shape.count == 2 { m = try source.matrix(name, rows: shape[0], cols: shape[1]) } else {
+                do { m = try QuantizedMatrix(source.tensor(name, shape: shape)) } catch let e as KilnError where !e.message.hasPrefix(source.sourcePath) {
+                    throw KilnError("\(source.sourcePath): \(e.message)")
                 }
             }
-            try hbuf.withUnsafeBytes { try dst.upload(bytes: $0, atByte: 2 * offset) }
+            let plan = GPUWeights.plan(m.format)
+            let pattern = name.split(separator: ".").map { Int($0) == nil ? String($0) : "*" }.joined(separator: ".")
+            if !(planned[m.format]?.contains(pattern) ?? false) { planned[m.format, default: []].append(pattern) }
+            if plan == .native && scale == 1 {
+                try dst.upload(bytes: m.planes[0].bytes, atByte: 2 * offset)
+                return
+            }
+            let converted: [UInt16]
+            do { converted = try GPUWeights.bf16(m, scale: scale) } catch let e as KilnError { throw KilnError("\(source.sourcePath): \(e.message)") }
+            try converted.withUnsafeBytes { try dst.upload(bytes: $0, atByte: 2 * offset) }
         }
         /// A (fused) linear layer: its checkpoint matrices stacked row after row, times the layer's output scale.
         func linear(_ layer: LinearLayer, _ i: Int) throws -> DeviceBuffer<UInt16> {
@@ -143,7 +138,53 @@ public final class GPUWeights {
         }
         let inv = try DeviceBuffer<Float>(context, CPUModel.ropeInverseFrequencies(config: c, freqFactors: freqFactors))
         try source.checkAllUsed()
+        for (format, names) in planned.sorted(by: { $0.key.name < $1.key.name }) {
+            log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format).describe(format))")
+        }
         return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
+    }
+
+    /// `m` (a converted format, or native bf16 with a Granite multiplier folded in) as bf16 bits `[rows × cols]`:
+    /// the format's CPU dequantization times `scale`, rounded to nearest even. Row by row, so a 1 GB embedding never
+    /// needs a 2 GB f32 copy on the host.
+    static func bf16(_ m: QuantizedMatrix, scale: Float) throws -> [UInt16] {
+        let rowLen = m.cols
+        var fbuf = [Float](repeating: 0, count: rowLen)
+        var hbuf = [UInt16](repeating: 0, count: m.rows * rowLen)
+        try fbuf.withUnsafeMutableBufferPointer { fp in
+            for r in 0..<m.rows {
+                try m.dequantize(rows: r..<(r + 1), into: fp.baseAddress!)
+                for j in 0..<rowLen { hbuf[r * rowLen + j] = floatToBF16(fp[j] * scale) }
+            }
+        }
+        return hbuf
+    }
+
+    /// What the GPU does with weights of a format: run them as stored, or convert them at load.
+    public enum Plan: Equatable, Sendable {
+        /// The engine's kernels read this format as stored.
+        case native
+        /// Converted once at load (through the format's CPU dequantization, then rounded to nearest even), because no
+        /// kernel reads the stored format.
+        case convert(to: WeightFormat)
+
+        public func describe(_ format: WeightFormat) -> String {
+            switch self {
+            case .native: return "\(format.name), native"
+            case .convert(let to):
+                if case .dense = format { return "\(format.name) → \(to.name) (the GPU engine computes in bf16)" }
+                return "\(format.name) → \(to.name), no native GPU kernel yet"
+            }
+        }
+    }
+
+    /// The per-format choice, explicit: bf16 is native; every other format (f32/f16, GGUF blocks, FP8, lookup
+    /// tables) is converted to bf16 at load until kernels for it exist (the FP8 and lookup-table issues).
+    public static func plan(_ format: WeightFormat) -> Plan {
+        switch format {
+        case .dense(.bf16): return .native
+        case .dense(.f32), .dense(.f16), .gguf, .fp8E4M3, .lut: return .convert(to: .bf16)
+        }
     }
 
     /// Random bf16 weights made on the GPU (no checkpoint read): matrices ±[0.005, 0.035) (σ ≈ 0.02),

@@ -38,8 +38,15 @@ public final class GemmDispatch {
         try counters.fill(byte: 0, stream: stream)
     }
 
-    public func choose(op: String, m: Int, n: Int, k: Int, outF32: Bool) -> Choice {
-        if let e = tune?.lookup(op: op, n: n, k: k, m: m) {
+    /// The weight formats this dispatch has kernels for: every GEMM instance reads bf16 weights (GPUWeights.plan
+    /// converts the rest at load). A format gains kernels here when its issue adds them.
+    public static let kernelFormats: Set<WeightFormat> = [.bf16]
+
+    /// The kernel for `op` on `format` weights `[n, k]` at `m` tokens: the table's entry for exactly this
+    /// (op, format, M bucket, N, K) if it names an instance that can run it, else the documented default.
+    /// `format` defaults to bf16, the only format the GPU's weights are in today (`kernelFormats`).
+    public func choose(op: String, format: WeightFormat = .bf16, m: Int, n: Int, k: Int, outF32: Bool) -> Choice {
+        if let e = tune?.lookup(op: op, format: format, n: n, k: k, m: m) {
             if m <= 16, let c = GemmSplitK.config(named: e.config), c.maxM >= m { return Choice(.splitK(c), split: min(max(1, e.split), GemmDispatch.maxSplit)) }
             if m <= 16, hopperOK, let c = GemmStream.config(named: e.config), c.unsupported(n: n, k: k) == nil { return Choice(.stream(c)) }
             if m <= 16, hopperOK, let c = GemmSwapAB.config(named: e.config), c.maxM >= m, c.unsupported(n: n, k: k, split: e.split) == nil,
@@ -48,7 +55,7 @@ public final class GemmDispatch {
             }
             if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(.hopper(c)) }
         } else {
-            let key = "\(op) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
+            let key = "\(op) \(format.name) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
             if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel (run `kiln tune` to measure it)") }
         }
         if m >= 64, hopperOK, !outF32 { return Choice(.hopper(GemmHopper.defaultConfig(m: m, n: n))) }

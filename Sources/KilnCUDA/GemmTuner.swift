@@ -4,19 +4,25 @@ import KilnGPU
 import KilnKernels
 import KilnModels
 
-/// One weight shape the engine multiplies by: y[M, n] = x[M, k] · W[n, k]^T (fp32 out for the logits).
+/// One weight shape the engine multiplies by: y[M, n] = x[M, k] · W[n, k]^T (fp32 out for the logits), with W in
+/// `format` as the GPU holds it.
 public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
     public var op: String
+    public var format: WeightFormat
     public var n: Int
     public var k: Int
     public var outF32: Bool
-    public init(op: String, n: Int, k: Int, outF32: Bool = false) { self.op = op; self.n = n; self.k = k; self.outF32 = outF32 }
-    public var description: String { "\(op) N=\(n) K=\(k)" }
-    public var weightBytes: Int { n * k * 2 }
+    public init(op: String, format: WeightFormat = .bf16, n: Int, k: Int, outF32: Bool = false) {
+        self.op = op; self.format = format; self.n = n; self.k = k; self.outF32 = outF32
+    }
+    public var description: String { "\(op) \(format.name) N=\(n) K=\(k)" }
+    /// Bytes of W in its format (every plane), what one call reads at least.
+    public var weightBytes: Int { format.byteCount(rows: n, cols: k) ?? n * k * 2 }
 
-    /// The GEMMs of a model as the engine calls them (the Transformer's gemmShapes; the logits come out in fp32).
+    /// The GEMMs of a model as the engine calls them (the Transformer's gemmShapes; the logits come out in fp32), on the
+    /// weights' GPU format: bf16 for every format today (GPUWeights.plan converts the others at load).
     public static func of(_ c: ModelConfig) -> [GemmShape] {
-        EngineBench.gemmShapes(c).map { GemmShape(op: $0.0, n: $0.1, k: $0.2, outF32: $0.0 == "logits") }
+        EngineBench.gemmShapes(c).map { GemmShape(op: $0.0, format: .bf16, n: $0.1, k: $0.2, outF32: $0.0 == "logits") }
     }
 }
 
@@ -323,6 +329,9 @@ public final class GemmTuner {
     public func tune(_ shapes: [GemmShape], ms: [Int], into table: inout TuneTable, progress: ProgressBar?) throws -> [Row] {
         let plan = plan(shapes, ms: ms)
         var rows: [Row] = []
+        for s in shapes where !GemmDispatch.kernelFormats.contains(s.format) {
+            throw KilnError("cannot tune \(s): no GEMM kernel reads \(s.format.name) weights yet (kernels exist for \(GemmDispatch.kernelFormats.map(\.name).sorted().joined(separator: ", ")))")
+        }
         for s in shapes {
             let mine = plan.filter { $0.0 == s }
             guard let maxM = mine.map(\.1).max() else { continue }
@@ -378,7 +387,7 @@ public final class GemmTuner {
                 done += valid.count
                 let defOutcome = result.all.first { $0.candidate == def }
                 if let w = result.winner {
-                    table.record(TuneEntry(op: s.op, n: s.n, k: s.k, mBucket: m, config: w.candidate.name, split: w.candidate.split,
+                    table.record(TuneEntry(op: s.op, format: s.format, n: s.n, k: s.k, mBucket: m, config: w.candidate.name, split: w.candidate.split,
                                            microseconds: w.microseconds!, defaultMicroseconds: defOutcome?.microseconds ?? .nan))
                 } else {
                     log("warning: no candidate verified for \(s) M=\(m); the default stays in use")
@@ -429,7 +438,7 @@ public enum TuneSession {
     /// (shape, M) pairs the dispatch would consult that have no entry.
     public static func missing(_ table: TuneTable, shapes: [GemmShape], ms: [Int], limits: GemmSearch.Limits) -> [(GemmShape, Int)] {
         shapes.flatMap { s in
-            ms.filter { GemmSearch.tunable(s, m: $0, limits: limits) && table.lookup(op: s.op, n: s.n, k: s.k, m: $0) == nil }.map { (s, $0) }
+            ms.filter { GemmSearch.tunable(s, m: $0, limits: limits) && table.lookup(op: s.op, format: s.format, n: s.n, k: s.k, m: $0) == nil }.map { (s, $0) }
         }
     }
 

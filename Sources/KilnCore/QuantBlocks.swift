@@ -1,5 +1,7 @@
-/// GGML block formats (32 elements per block), shared by the loaders, the CPU backend and the GPU
-/// loader's dequantization. Layouts follow ggml:
+/// The element decoder behind every dequantization: raw tensors by `DType`, and the planes of dense and GGUF
+/// `WeightFormat`s (through `QuantizedMatrix.dequantize`, the formats' CPU reference), so loaders, the CPU
+/// backend's float mode and the GPU loader's conversion all decode with this one code. GGML block layouts
+/// (32 elements per block) follow ggml:
 ///  - Q8_0: f16 d, int8 q[32];          x = d * q
 ///  - Q4_0: f16 d, u8 qs[16];           x = d * (nibble - 8); low nibbles are elements 0..15, high 16..31
 ///  - Q4_1: f16 d, f16 m, u8 qs[16];    x = d * nibble + m

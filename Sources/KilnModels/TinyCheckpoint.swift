@@ -29,8 +29,9 @@ public enum TinyCheckpoint {
         public var dtype: DType = .bf16
         /// Number of safetensors shards; more than one writes `model.safetensors.index.json`.
         public var shards = 1
-        /// GGUF tensor types for matrices, used round-robin (norms and biases are always F32).
-        public var ggufMatrixTypes: [DType] = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+        /// Formats of the GGUF matrices, used round-robin (norms and biases are always F32); any format GGUF stores
+        /// as one tensor (dense and GGUF blocks).
+        public var ggufMatrixFormats: [WeightFormat] = [.dense(.f32), .dense(.f16), .gguf(.q8_0), .gguf(.q4_0), .gguf(.q4_1)]
         public var seed: UInt64 = 1
         /// Extra or replacing `config.json` entries (JSON values); `NSNull()` removes a key.
         public var configOverrides: [String: Any] = [:]
@@ -143,15 +144,25 @@ public enum TinyCheckpoint {
         w.set("\(a).attention.layer_norm_rms_epsilon", float32: cfg.rmsNormEps)
         w.set("\(a).rope.freq_base", float32: cfg.ropeTheta)
         var byName: [String: [Float]] = [:]
-        var matrixIndex = 0
-        let types = o.ggufMatrixTypes.isEmpty ? [DType.f32] : o.ggufMatrixTypes
+        let formats = try ggufFormats(o)
         for t in weights(o) {
-            var type = DType.f32
-            if t.shape.count == 2 { type = types[matrixIndex % types.count]; matrixIndex += 1 }
-            try w.addTensor(t.name, shape: t.shape, type: type, values: t.values)
+            try w.addTensor(t.name, shape: t.shape, type: formats[t.name]?.singleTensorType ?? .f32, values: t.values)
             byName[t.name] = t.values
         }
         return (w, byName)
+    }
+
+    /// The format each matrix of the GGUF fixture is stored in, by canonical name (vectors are F32 and not listed).
+    public static func ggufFormats(_ o: Options) throws -> [String: WeightFormat] {
+        let formats = o.ggufMatrixFormats.isEmpty ? [WeightFormat.dense(.f32)] : o.ggufMatrixFormats
+        for f in formats where f.singleTensorType == nil {
+            throw KilnError("TinyCheckpoint: GGUF stores no \(f.name) matrices (one tensor per matrix: dense or GGUF blocks)")
+        }
+        var out: [String: WeightFormat] = [:]
+        for (i, t) in modelConfig(o).canonicalTensorShapes.filter({ $0.shape.count == 2 }).enumerated() {
+            out[t.name] = formats[i % formats.count]
+        }
+        return out
     }
 
     /// Writes a GGUF file with all five tensor types (by default) and llama-style metadata; no tokenizer.

@@ -204,7 +204,7 @@ final class TinyModelTests: XCTestCase {
 final class TinyQwen3CheckpointTests: XCTestCase {
     func testHuggingFaceFolderAndGGUF() throws {
         var o = TinyCheckpoint.Options()
-        o.architecture = .qwen3; o.headDim = 24; o.dtype = .f32; o.seed = 21; o.ggufMatrixTypes = [.f32]
+        o.architecture = .qwen3; o.headDim = 24; o.dtype = .f32; o.seed = 21; o.ggufMatrixFormats = [.dense(.f32)]
         let dir = NSTemporaryDirectory() + "kiln-qwen3-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try TinyCheckpoint.writeHF(folder: dir + "/hf", options: o)

@@ -14,22 +14,22 @@ final class AutotunerTests: XCTestCase {
 
     func testTableRoundTripsAndLooksUpByBucket() throws {
         var t = TuneTable(key: key())
-        t.record(TuneEntry(op: "gemm", n: 6144, k: 4096, mBucket: 2, config: "a", split: 4, microseconds: 15, defaultMicroseconds: 20))
-        t.record(TuneEntry(op: "gemm", n: 6144, k: 4096, mBucket: 8, config: "b", split: 2, microseconds: 16, defaultMicroseconds: 19))
+        t.record(TuneEntry(op: "gemm", format: .bf16, n: 6144, k: 4096, mBucket: 2, config: "a", split: 4, microseconds: 15, defaultMicroseconds: 20))
+        t.record(TuneEntry(op: "gemm", format: .bf16, n: 6144, k: 4096, mBucket: 8, config: "b", split: 2, microseconds: 16, defaultMicroseconds: 19))
         let path = tempPath()
         try t.save(path: path)
         guard case .loaded(let back) = try TuneTable.load(path: path, expecting: key()) else { return XCTFail("table with a matching key was not loaded") }
         XCTAssertEqual(back, t)
-        XCTAssertEqual(back.lookup(op: "gemm", n: 6144, k: 4096, m: 2)?.config, "a")
-        XCTAssertEqual(back.lookup(op: "gemm", n: 6144, k: 4096, m: 5)?.config, "b", "M=5 falls in bucket 8")
-        XCTAssertNil(back.lookup(op: "gemm", n: 4096, k: 4096, m: 1))
-        XCTAssertNil(back.lookup(op: "gemm", n: 6144, k: 4096, m: 16))
+        XCTAssertEqual(back.lookup(op: "gemm", format: .bf16, n: 6144, k: 4096, m: 2)?.config, "a")
+        XCTAssertEqual(back.lookup(op: "gemm", format: .bf16, n: 6144, k: 4096, m: 5)?.config, "b", "M=5 falls in bucket 8")
+        XCTAssertNil(back.lookup(op: "gemm", format: .bf16, n: 4096, k: 4096, m: 1))
+        XCTAssertNil(back.lookup(op: "gemm", format: .bf16, n: 6144, k: 4096, m: 16))
     }
 
     func testTableWithMismatchedKeyIsIgnored() throws {
         let path = tempPath()
         var t = TuneTable(key: key())
-        t.record(TuneEntry(op: "gemm", n: 1, k: 1, mBucket: 1, config: "x", split: 1, microseconds: 1, defaultMicroseconds: 1))
+        t.record(TuneEntry(op: "gemm", format: .bf16, n: 1, k: 1, mBucket: 1, config: "x", split: 1, microseconds: 1, defaultMicroseconds: 1))
         try t.save(path: path)
         for other in [key("NVIDIA H100 80GB HBM3"), key(sms: 114), key(hash: "def456"),
                       TuneKey(gpuName: "NVIDIA H200", multiprocessors: 132, driverVersion: 12080, nvrtcVersion: "13.0", kernelSourceHash: "abc123"),
@@ -39,6 +39,52 @@ final class AutotunerTests: XCTestCase {
             XCTAssertFalse(why.isEmpty)
         }
         XCTAssertEqual(try TuneTable.load(path: tempPath(), expecting: key()), .missing)
+    }
+
+    /// An entry names the weight format it was measured for: a bf16 winner is never handed to a q4_1 GEMM, and
+    /// recording a q4_1 winner for the same shape keeps the bf16 one.
+    func testEntriesAreKeyedByWeightFormat() throws {
+        var t = TuneTable(key: key())
+        t.record(TuneEntry(op: "gate_up", format: .bf16, n: 28_672, k: 4096, mBucket: 1, config: "bf16-winner", split: 4,
+                           microseconds: 30, defaultMicroseconds: 35))
+        XCTAssertNil(t.lookup(op: "gate_up", format: .gguf(.q4_1), n: 28_672, k: 4096, m: 1))
+        XCTAssertEqual(t.lookup(op: "gate_up", format: .bf16, n: 28_672, k: 4096, m: 1)?.config, "bf16-winner")
+        t.record(TuneEntry(op: "gate_up", format: .gguf(.q4_1), n: 28_672, k: 4096, mBucket: 1, config: "q4-winner", split: 2,
+                           microseconds: 12, defaultMicroseconds: 15))
+        XCTAssertEqual(t.entries.count, 2)
+        XCTAssertEqual(t.lookup(op: "gate_up", format: .gguf(.q4_1), n: 28_672, k: 4096, m: 1)?.config, "q4-winner")
+        XCTAssertEqual(t.lookup(op: "gate_up", format: .bf16, n: 28_672, k: 4096, m: 1)?.config, "bf16-winner")
+        // On disk the entry names its format; the file says its layout version.
+        let path = tempPath()
+        try t.save(path: path)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        XCTAssertTrue(text.contains("\"format\" : \"q4_1\"") && text.contains("\"format\" : \"bf16\"") && text.contains("\"format\" : 2"), text)
+        guard case .loaded(let back) = try TuneTable.load(path: path, expecting: key()) else { return XCTFail("not loaded") }
+        XCTAssertEqual(back, t)
+    }
+
+    /// A table written before entries carried a weight format (layout 1) is stale, with the reason, not misread as
+    /// bf16 entries or rejected as corrupt; so is one from a newer Kiln.
+    func testOlderOrNewerTableVersionIsStale() throws {
+        let keyJSON = #"{"gpuName":"NVIDIA H200","multiprocessors":132,"driverVersion":13000,"nvrtcVersion":"13.0","kernelSourceHash":"abc123"}"#
+        let entry = #"{"op":"qkv","n":6144,"k":4096,"mBucket":2,"config":"x","split":2,"microseconds":10,"defaultMicroseconds":12}"#
+        for (version, word) in [(1, "older Kiln (table format 1"), (3, "newer Kiln (table format 3")] {
+            let path = tempPath()
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try #"{"format":\#(version),"key":\#(keyJSON),"entries":[\#(entry)]}"#.write(toFile: path, atomically: true, encoding: .utf8)
+            guard case .stale(let why) = try TuneTable.load(path: path, expecting: key()) else { return XCTFail("version \(version) accepted") }
+            XCTAssertTrue(why.contains(word) && why.contains("reads table format 2"), why)
+        }
+    }
+
+    func testUnknownWeightFormatInATableIsAClearError() throws {
+        var t = TuneTable(key: key())
+        t.record(TuneEntry(op: "o", format: .bf16, n: 8, k: 8, mBucket: 1, config: "x", split: 1, microseconds: 1, defaultMicroseconds: 1))
+        let path = tempPath()
+        try t.save(path: path)
+        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "\"bf16\"", with: "\"q5_k\"")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TuneTable.load(path: path, expecting: key())) { XCTAssertTrue("\($0)".contains(path), "\($0)") }
     }
 
     func testCorruptTableIsAClearError() throws {

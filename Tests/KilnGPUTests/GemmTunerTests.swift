@@ -196,7 +196,7 @@ final class GemmTunerTests: XCTestCase {
         let key = TuneKey(gpuName: "NVIDIA H200", multiprocessors: 132, driverVersion: 13000, nvrtcVersion: "13.0",
                           kernelSourceHash: TuneKey.kernelSourceHash())
         var t = TuneTable(key: key)
-        t.record(TuneEntry(op: "qkv", n: 6144, k: 4096, mBucket: 2, config: GemmSplitK.defaultConfig(m: 1).name, split: 2,
+        t.record(TuneEntry(op: "qkv", format: .bf16, n: 6144, k: 4096, mBucket: 2, config: GemmSplitK.defaultConfig(m: 1).name, split: 2,
                            microseconds: 10, defaultMicroseconds: 12))
         let miss = TuneSession.missing(t, shapes: [qkv], ms: [1, 2, 32, 64], limits: h200)
         XCTAssertEqual(miss.map(\.1), [1, 64], "M=2 is tuned; M=32 is not tunable")
