@@ -123,7 +123,9 @@ extension ConformanceSuite {
             }
             if !cpu.range.contains(n) { return fail("kept \(n) tokens, the CPU \(cpu.range)", got: Float(n), want: Float(cpu.range.lowerBound)) }
             if lastId != cpu.ids[n - 1] { return fail("lowest-ranked kept id \(lastId), the CPU's \(cpu.ids[n - 1])", got: Float(lastId), want: Float(cpu.ids[n - 1])) }
-            if !cpu.ids.prefix(n).contains(ids[r]) { return fail("drew \(ids[r]) outside the kept set", got: Float(ids[r]), want: Float(cpu.ids[0])) }
+            if !cpu.ids.prefix(n).contains(ids[r]) || row[Int(ids[r])].isNaN {
+                return fail("drew \(ids[r]) (logit \(row[Int(ids[r])])) outside the kept set", got: Float(ids[r]), want: Float(cpu.ids[0]))
+            }
             if grid[r].temperature <= 0, ids[r] != cpu.ids[0] { return fail("greedy \(ids[r]), CPU argmax \(cpu.ids[0])", got: Float(ids[r]), want: Float(cpu.ids[0])) }
             // Log-probabilities: log-softmax of the logits (NaN as −∞) at temperature 1, in f64 on the CPU.
             let logSoftmax = SamplingCheck.logSoftmax(row)
@@ -142,7 +144,7 @@ extension ConformanceSuite {
     /// history (drawn from the row's best tokens, so the penalties reorder them) and draws once.
     func samplingFrequencyMismatch(vocab: Int, options: SamplingOptions, penalties: Bool) throws -> Mismatch? {
         let (rows, launches) = penalties ? (8192, 1) : (4096, 4)
-        let x = samplingLogits(rows: 1, vocab: vocab)
+        let x = Array(samplingLogits(rows: 2, vocab: vocab)[vocab...])   // the second row: NaNs at 0, vocab/2, vocab−1
         let best = x.withUnsafeBufferPointer { SamplingCheck.topIds($0, count: 12) }
         let history = penalties ? (0..<40).map { _ in best.randomElement(using: &rng)! } : []
         let promptLength = penalties ? 25 : 0
@@ -160,6 +162,9 @@ extension ConformanceSuite {
             try Sampling(library).sample(logits: dx.address, rows: rows, vocab: vocab, params: params.address, state: state, out: out.address,
                                          logitsStride: 0, support: support.address, stream: stream)
             for id in try int32s(out) { counts[id, default: 0] += 1 }
+        }
+        if let drawn = counts.keys.first(where: { x[Int($0)].isNaN }) {
+            return Mismatch(badCount: counts[drawn]!, total: rows * launches, firstIndex: Int(drawn), got: .nan, want: 0)
         }
         // The kept size may sit one token off the CPU's at a rounding boundary: compare against the kernel's.
         let kept = try int32s(support)

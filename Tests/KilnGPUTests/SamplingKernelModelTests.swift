@@ -240,6 +240,21 @@ final class SamplingKernelModelTests: XCTestCase {
 /// NVRTC only (skipped without it): the self-test's deliberately wrong sampler must compile, or `kiln check --self-test`
 /// would report a compile error instead of a caught kernel.
 final class SamplingCompileTests: XCTestCase {
+    /// The Swift mirrors have the byte layout of SampleRowParams (40 bytes) and SampleRowState (16) in sampling.cu.
+    func testRowStructsHaveTheKernelsLayout() {
+        XCTAssertEqual(MemoryLayout<Sampling.RowParams>.size, 40)
+        XCTAssertEqual(MemoryLayout<Sampling.RowParams>.offset(of: \Sampling.RowParams.seed), 32)
+        XCTAssertEqual(MemoryLayout<Sampling.RowParams>.offset(of: \Sampling.RowParams.frequencyPenalty), 28)
+        XCTAssertEqual(MemoryLayout<Sampling.RowState>.stride, 16)
+        var o = SamplingOptions()
+        o.topK = -1; o.repeatLastN = -1; o.presencePenalty = 0.5; o.seed = 9
+        let p = Sampling.RowParams(o)
+        XCTAssertEqual([p.topK, p.repeatLastN], [-1, -1])
+        XCTAssertEqual(p.seed, 9)
+        XCTAssertTrue(p.hasPenalties)
+        XCTAssertFalse(Sampling.RowParams(SamplingOptions()).hasPenalties)
+    }
+
     func testBrokenVariantCompilesWithoutSpills() throws {
         guard case .success = NVRTC.loaded else { throw XCTSkip("no NVRTC") }
         let library = try KernelLibrary(compileOnlyArch: "sm_90a", cacheDirectory: nil)
