@@ -3371,6 +3371,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample(SampleParams p) {
     }
 
     // Log-probabilities: log-softmax of the penalized logits at temperature 1 over the whole row.
+    // Rows of the log-probability buffers are 1 + top_logprobs and top_logprobs long; a vocabulary smaller than
+    // top_logprobs fills only the first n_top.
+    const int lp_stride = p.top_logprobs;
     const int n_top = p.logprobs ? min(min(p.top_logprobs, TOP_LOGPROBS_MAX), row.n) : 0;
     float log_z = 0.f;
     if (p.logprobs && m > neg_inf()) {
@@ -3398,15 +3401,15 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample(SampleParams p) {
                 const u32 kj = sort_key(sh.top_val[j]);
                 rank += kj > k || (kj == k && sh.top_idx[j] < c);
             }
-            ((int*)p.top_ids)[(long long)r * n_top + rank] = c;
-            ((float*)p.logprobs)[(long long)r * (1 + n_top) + 1 + rank] = m > neg_inf() ? v - m - log_z : neg_inf();
+            ((int*)p.top_ids)[(long long)r * lp_stride + rank] = c;
+            ((float*)p.logprobs)[(long long)r * (1 + lp_stride) + 1 + rank] = m > neg_inf() ? v - m - log_z : neg_inf();
         }
     }
     __syncthreads();   // every read of the counts is done before they change
 
     if (tid == 0) {
         ((int*)p.out)[r] = chosen;
-        if (p.logprobs) ((float*)p.logprobs)[(long long)r * (1 + n_top)] = m > neg_inf() ? row[chosen] - m - log_z : neg_inf();
+        if (p.logprobs) ((float*)p.logprobs)[(long long)r * (1 + lp_stride)] = m > neg_inf() ? row[chosen] - m - log_z : neg_inf();
         if (p.support) {
             ((int*)p.support)[2 * r] = kept;
             ((int*)p.support)[2 * r + 1] = last;
