@@ -118,12 +118,13 @@ public final class ConformanceSuite {
         return Conformance.compare(try read(dy, t), Reference.rmsNorm(x, weight: w, rows: rows, cols: cols, eps: 1e-5), tolerance: .forOutput(t))
     }
 
-    /// The deliberately broken RMSNorm (compiled with -DKILN_BREAK) must FAIL the comparison.
+    /// The deliberately broken RMSNorm and sampler (compiled with -DKILN_BREAK) must FAIL their comparisons.
     /// Returns true when the suite caught it.
     public func selfTest() -> Bool {
+        let samplingCaught = samplingSelfTest()
         do {
             let m = try rmsNormMismatch(.bf16, rows: 4, cols: 4096, defines: ["KILN_BREAK": "1"])
-            if let m { log("self-test: broken rmsnorm caught: \(m)"); return true }
+            if let m { log("self-test: broken rmsnorm caught: \(m)"); return samplingCaught }
             log("self-test FAILED: a broken rmsnorm passed the comparison")
         } catch { log("self-test error: \(error)") }
         return false
@@ -176,52 +177,6 @@ public final class ConformanceSuite {
                     try k(x: dx.address, y: dy.address, rows: rows, cols: cols, stream: stream)
                     let tol = t == .f32 ? Tolerance(rtol: 1e-4, atol: 1e-7) : Tolerance(rtol: 1.0 / 64, atol: 1e-6)
                     return Conformance.compare(try read(dy, t), Reference.softmax(x, rows: rows, cols: cols), tolerance: tol)
-                }
-            }
-        }
-    }
-
-    func checkSampling() {
-        for (rows, cols) in [(1, 1), (4, 1000), (16, 128_256), (3, 50)] {
-            check("argmax rows=\(rows) cols=\(cols)") {
-                var x = rng.normal(rows * cols, sigma: 3)
-                for r in 0..<rows where cols > 2 {
-                    // A tie at the maximum (the lower index must win) and a NaN that must be ignored.
-                    let row = x[(r * cols)..<((r + 1) * cols)]
-                    let m = row.indices.max { row[$0] < row[$1] }!
-                    let other = r * cols + Int.random(in: 0..<cols, using: &rng)
-                    if other != m { x[other] = x[m] }
-                    x[r * cols + (m + 1 - r * cols) % cols] = .nan
-                }
-                let k = try Sampling(library)
-                let (dx, dy) = (try upload(x, .f32), try output(rows, .i32))
-                try k.argmax(logits: dx.address, out: dy.address, rows: rows, cols: cols, stream: stream)
-                try stream.synchronize()
-                let got = try dy.download().withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
-                return Conformance.compare(got, (0..<rows).map { Reference.argmax(x[($0 * cols)..<(($0 + 1) * cols)]) })
-            }
-        }
-        let configs: [(Int, Float, Float)] = [(1, 1, 1), (40, 0.9, 0.7), (1024, 1, 1), (0, 0.5, 1.3), (50, 0.95, 1)]
-        for (rows, cols) in [(1, 50), (4, 32_000), (16, 128_256), (2, 7)] {
-            for (topK, topP, temp) in configs {
-                check("sample rows=\(rows) cols=\(cols) k=\(topK) p=\(topP) T=\(temp)") {
-                    var x = rng.normal(rows * cols, sigma: 3)
-                    if cols > 10 { x[3] = x[5] }   // a tie inside the candidates
-                    let u = rng.uniform(rows, 0, 1)
-                    let k = try Sampling(library)
-                    let (dx, du, dy) = (try upload(x, .f32), try upload(u, .f32), try output(rows, .i32))
-                    try k.sample(logits: dx.address, uniforms: du.address, out: dy.address, rows: rows, cols: cols,
-                                 topK: topK, topP: topP, temperature: temp, stream: stream)
-                    try stream.synchronize()
-                    let got = try dy.download().withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
-                    for r in 0..<rows {
-                        let want = Reference.sample(x[(r * cols)..<((r + 1) * cols)], topK: topK, topP: topP, temperature: temp,
-                                                    uniform: u[r], maxTopK: Sampling.maxTopK)
-                        if !want.acceptable.contains(got[r]) {
-                            return Mismatch(badCount: 1, total: rows, firstIndex: r, got: Float(got[r]), want: Float(want.token))
-                        }
-                    }
-                    return nil
                 }
             }
         }

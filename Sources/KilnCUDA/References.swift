@@ -71,49 +71,6 @@ public enum Reference {
         return Int32(max(0, bi))
     }
 
-    public struct SampleResult {
-        public var token: Int32
-        /// Tokens any of which an implementation with a different (valid) summation order may pick:
-        /// set when u·total or top_p lies within float rounding of a cumulative boundary.
-        public var acceptable: Set<Int32>
-    }
-
-    /// The kernel's algorithm (sampling.cu, steps 1–5) in f64.
-    public static func sample(_ row: ArraySlice<Float>, topK: Int, topP: Float, temperature: Float, uniform: Float, maxTopK: Int) -> SampleResult {
-        let logits = Array(row)
-        var k = topK <= 0 || topK > maxTopK ? maxTopK : topK
-        k = min(k, logits.count)
-        func key(_ v: Float) -> Float { v.isNaN ? -Float.infinity : v }
-        let order = logits.indices.sorted { a, b in key(logits[a]) != key(logits[b]) ? key(logits[a]) > key(logits[b]) : a < b }
-        let cand = Array(order.prefix(k))
-        let m = Double(logits[cand[0]])
-        let invT = Double(1 / temperature)
-        let z = logits.reduce(0.0) { $1.isNaN ? $0 : $0 + exp((Double($1) - m) * invT) }
-        var cum: [Double] = []
-        var acc = 0.0
-        var n = k
-        let eps = 1e-5
-        var acceptable = Set<Int32>()
-        for j in 0..<k {
-            acc += logits[cand[j]].isNaN ? 0 : exp((Double(logits[cand[j]]) - m) * invT) / z
-            cum.append(acc)
-            if abs(acc - Double(topP)) < eps { acceptable.insert(-1) }   // the cut itself is ambiguous
-            if acc >= Double(topP) { n = j + 1; break }
-        }
-        let target = Double(uniform) * cum[n - 1]
-        var pick = n - 1
-        for j in 0..<n where cum[j] > target { pick = j; break }
-        if acceptable.contains(-1) || (0..<n).contains(where: { abs(cum[$0] - target) < eps * max(1, cum[n - 1]) }) {
-            // Near a boundary: accept the neighbours of the reference pick, and (when the cut is
-            // ambiguous) anything in the slightly longer prefix.
-            acceptable = Set((max(0, pick - 1)...min(k - 1, max(pick + 1, n))).map { Int32(cand[$0]) })
-        } else {
-            acceptable = []
-        }
-        acceptable.insert(Int32(cand[pick]))
-        return SampleResult(token: Int32(cand[pick]), acceptable: acceptable)
-    }
-
     /// Embedding rows gathered (no conversion: the comparison rounds to the output type).
     public static func embedding(table: [Float], ids: [Int32], dim: Int) -> [Float] {
         ids.flatMap { id in table[(Int(id) * dim)..<(Int(id) * dim + dim)] }

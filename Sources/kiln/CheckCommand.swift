@@ -18,7 +18,7 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "Architecture for --compile-only (default: sm_90a).")
     var arch: String?
 
-    @Flag(help: "Only run the self-test: a deliberately broken RMSNorm (-DKILN_BREAK) must fail the comparison.")
+    @Flag(help: "Only run the self-test: a deliberately broken RMSNorm and sampler (-DKILN_BREAK) must fail their comparisons.")
     var selfTest = false
 
     @Flag(help: "Measure copy bandwidth and the memory-bound kernels (GB/s and % of copy) instead of checking.")
