@@ -9,20 +9,22 @@ import KilnKernels
 /// last kernel bumps positions and lengths). The host's only wait is for the sampled ids.
 extension GPUModel {
     /// Enqueues one decode step (kernels only), for capture or for a plain (uncaptured) run.
-    func enqueueDecodeStep(batch b: Int) throws {
+    func enqueueDecodeStep(batch b: Int, sampled: Bool) throws {
         let c = config
         pass.mode = .decode(batch: b)
         // Positions are read from the device at replay time; `start` here is the host's view when captured.
         try transformer.forward(self, StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: $0, start: sequenceLengths[$0], count: 1) }))
-        try sampling.argmax(logits: logits.address, out: ids.address, rows: b, cols: c.vocabSize, stream: stream)
+        try chooseNext(batch: b, sampled: sampled)
         try rope.advance(positions: positions.address, lens: lens.address, batch: b, stream: stream)
     }
 
-    /// The instantiated graph of a decode step for `b` sequences (captured on first use).
-    func decodeGraph(batch b: Int) throws -> GraphExec {
-        if let g = graphs[b] { return g }
-        let g = try Graph.capture(on: stream) { try enqueueDecodeStep(batch: b) }.instantiate()
-        graphs[b] = g
+    /// The instantiated graph of a decode step for `b` sequences (captured on first use), with the sampling kernel
+    /// when `sampled`, else argmax.
+    func decodeGraph(batch b: Int, sampled: Bool) throws -> GraphExec {
+        let key = GraphKey(batch: b, sampled: sampled)
+        if let g = graphs[key] { return g }
+        let g = try Graph.capture(on: stream) { try enqueueDecodeStep(batch: b, sampled: sampled) }.instantiate()
+        graphs[key] = g
         return g
     }
 
@@ -32,7 +34,8 @@ extension GPUModel {
         guard let longest = sequenceLengths[0..<b].max(), longest + 1 < maxSeq else {
             throw KilnError("the KV cache is full (\(maxSeq) positions); start a new sequence or raise the cache size")
         }
-        if useGraph { try decodeGraph(batch: b).launch(on: stream) } else { try enqueueDecodeStep(batch: b) }
+        let sampled = deviceSampled[0..<b].contains(true)
+        if useGraph { try decodeGraph(batch: b, sampled: sampled).launch(on: stream) } else { try enqueueDecodeStep(batch: b, sampled: sampled) }
         for s in 0..<b { sequenceLengths[s] += 1 }
     }
 

@@ -161,7 +161,7 @@ extension GPUModel {
         guard prompts.joined().allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary (0…\(config.vocabSize - 1))") }
         let groups: [Range<Int>] = Set(prompts.map(\.count)).count == 1 ? [0..<b] : (0..<b).map { $0..<($0 + 1) }
         for g in groups { try forwardRows(prompts: Array(prompts[g]), seqOffset: g.lowerBound, from: 0) }
-        try sampling.argmax(logits: logits.address, out: ids.address, rows: b, cols: config.vocabSize, stream: stream)
+        try chooseNext(batch: b, sampled: deviceSampled[0..<b].contains(true))
         for s in 0..<b { sequenceLengths[s] = prompts[s].count }
         // Decode state: the next row of sequence s sits at position len(s) and sees len(s) + 1 keys.
         try stage(prompts.map { Int32($0.count) }, to: positions.address, hostOffset: maxRows)
@@ -194,7 +194,8 @@ extension GPUModel {
     }
 
     /// Appends `tokens` to sequence `s` (after the `sequenceLengths[s]` tokens its cache holds: a chat's next turn) and
-    /// returns the greedy next token; its logits stay in row s of the logits buffer and the next decode step feeds it.
+    /// returns its next token (greedy, or drawn on the device after `configureSampling`); its logits stay in row s of the
+    /// logits buffer and the next decode step feeds the token.
     public func extend(sequence s: Int, with tokens: [Int32]) throws -> Int32 {
         guard s >= 0, s < maxBatch else { throw KilnError("sequence \(s) outside 0…\(maxBatch - 1)") }
         let first = sequenceLengths[s]
@@ -204,7 +205,14 @@ extension GPUModel {
         guard tokens.allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary (0…\(config.vocabSize - 1))") }
         try forwardRows(prompts: [tokens], seqOffset: s, from: first)
         let v = UInt64(4 * config.vocabSize)
-        try sampling.argmax(logits: logits.address + UInt64(s) * v, out: ids.address + UInt64(4 * s), rows: 1, cols: config.vocabSize, stream: stream)
+        if deviceSampled[s] {
+            // The sampling kernel indexes its settings and state by launch row, so it runs rows 0…s; the rows before s
+            // would draw again (advancing their streams), which only sequence 0 avoids.
+            guard s == 0 else { throw KilnError("device sampling after a prefill is supported for sequence 0 only (asked for \(s))") }
+            try chooseNext(batch: 1, sampled: true)
+        } else {
+            try sampling.argmax(logits: logits.address + UInt64(s) * v, out: ids.address + UInt64(4 * s), rows: 1, cols: config.vocabSize, stream: stream)
+        }
         try setLength(sequence: s, first + tokens.count)
         try stream.copy(from: ids.address + UInt64(4 * s), to: UnsafeMutableRawPointer(hostInts.pointer), bytes: 4)
         try stream.synchronize()

@@ -70,7 +70,14 @@ public final class GPUModel {
     let hostInts: PinnedBuffer<Int32>  // staging for ids/positions (prefill) and the sampled ids (decode)
     let hostLogits: PinnedBuffer<Float>
 
-    var graphs: [Int: GraphExec] = [:]
+    /// Decode graphs per (batch, whether the step samples on the device).
+    var graphs: [GraphKey: GraphExec] = [:]
+    struct GraphKey: Hashable { var batch: Int; var sampled: Bool }
+    /// Device sampling (GPUModel+Sampling.swift): per-sequence settings, random streams and penalty state.
+    let samplingParams: DeviceBuffer<Sampling.RowParams>   // [maxBatch]
+    var samplingState: SamplingState
+    /// Sequences whose next token the sampling kernel chooses (else argmax).
+    var deviceSampled: [Bool]
     /// The pass in progress (attention mode, logits destination), read by the operations.
     var pass = Pass()
     /// Tokens in the cache per sequence (host mirror of `positions`).
@@ -122,6 +129,9 @@ public final class GPUModel {
         hostInts = try PinnedBuffer<Int32>(ctx, count: r + 2 * maxBatch)
         hostLogits = try PinnedBuffer<Float>(ctx, count: 16 * c.vocabSize)
         sequenceLengths = Array(repeating: 0, count: maxBatch)
+        samplingParams = try DeviceBuffer(ctx, [Sampling.RowParams](repeating: Sampling.RowParams(.greedy), count: maxBatch))
+        samplingState = try SamplingState(context: ctx, rows: maxBatch, vocab: c.vocabSize, penalties: false)
+        deviceSampled = Array(repeating: false, count: maxBatch)
         // The caches are zeroed once so that no NaN bit pattern from a previous process can ever be read
         // (the attention kernels never read past a sequence's length; this is belt and braces).
         for b in [kCache, vCache, xn, branch] { try b.fill(byte: 0, stream: stream) }

@@ -59,6 +59,7 @@ public final class Generator {
         }
         let newTokens = Array(prompt[common...])
         let t0 = Date()
+        try backend.prepareSampling(sampler.options, history: prompt, promptLength: prompt.count)
         try backend.feed(newTokens)
         tokens.append(contentsOf: newTokens)
         stats.promptTokens += newTokens.count
@@ -67,7 +68,7 @@ public final class Generator {
         defer { stats.generateSeconds += Date().timeIntervalSince(t1) }
         var produced = 0
         while produced < maxTokens {
-            let next = try backend.sample(&sampler, history: tokens)
+            let next = try backend.sample(&sampler, history: tokens, promptLength: prompt.count)
             if endOfGeneration.contains(next) { return .endOfGeneration }
             produced += 1
             stats.generatedTokens += 1

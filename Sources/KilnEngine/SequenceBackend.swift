@@ -15,10 +15,13 @@ public protocol SequenceBackend: AnyObject {
     var count: Int { get }
     /// Forgets positions from `n` on (a conversation rewound to the prefix a new prompt shares with it).
     func truncate(to n: Int) throws
+    /// Sets how the next tokens are chosen before a prompt is fed: `history` is the whole prompt (the tokens the
+    /// penalties see), of which presence/frequency count those after `promptLength`.
+    func prepareSampling(_ options: SamplingOptions, history: [Int32], promptLength: Int) throws
     /// Runs `tokens` at the next positions (a prompt, or the one token just chosen).
     func feed(_ tokens: [Int32]) throws
-    /// The next token after the last feed.
-    func sample(_ sampler: inout Sampler, history: [Int32]) throws -> Int32
+    /// The next token after the last feed (`history`: every token so far; the first `promptLength` are the prompt's).
+    func sample(_ sampler: inout Sampler, history: [Int32], promptLength: Int) throws -> Int32
     /// The last feed's next-token logits (`[vocab]`).
     func lastLogits() throws -> [Float]
     /// Where it runs, for logs ("CPU, 2 threads", the GPU's name).
@@ -60,17 +63,20 @@ public final class CPUSequence: SequenceBackend {
         }
     }
 
-    public func sample(_ sampler: inout Sampler, history: [Int32]) throws -> Int32 {
-        logits.withUnsafeBufferPointer { sampler.sample($0, history: history) }
+    /// The CPU samples the logits row with the `Sampler` itself: nothing to prepare.
+    public func prepareSampling(_ options: SamplingOptions, history: [Int32], promptLength: Int) throws {}
+
+    public func sample(_ sampler: inout Sampler, history: [Int32], promptLength: Int) throws -> Int32 {
+        logits.withUnsafeBufferPointer { sampler.sample($0, history: history, promptLength: promptLength) }
     }
 
     public func lastLogits() throws -> [Float] { logits }
 }
 
 /// The GPU engine's sequence: slot 0 of a `GPUModel`. A prompt (or a chat's next turn) is a chunked prefill after the
-/// tokens already cached; one token is a decode step replayed from a CUDA graph. Greedy decoding uses the argmax the
-/// step computed on the device (only the id crosses to the host); other sampling reads the logits row and samples with
-/// the same `Sampler` as the CPU.
+/// tokens already cached; one token is a decode step replayed from a CUDA graph. The next token is chosen on the device
+/// in the same step (argmax when greedy, else the sampling kernel with the CPU `Sampler`'s semantics and its own
+/// (seed, step) random stream), so only the id crosses to the host.
 public final class GPUSequence: SequenceBackend {
     public let model: GPUModel
     /// The id the last step's argmax wrote into the decode graph's input (nil before any feed).
@@ -103,11 +109,13 @@ public final class GPUSequence: SequenceBackend {
         }
     }
 
-    public func sample(_ sampler: inout Sampler, history: [Int32]) throws -> Int32 {
-        let o = sampler.options
-        if o.temperature <= 0, o.repeatPenalty == 1 || history.isEmpty, let next = deviceNext { return next }
-        let row = try model.lastLogits(batch: 1)
-        return row.withUnsafeBufferPointer { sampler.sample($0, history: history) }
+    public func prepareSampling(_ options: SamplingOptions, history: [Int32], promptLength: Int) throws {
+        try model.configureSampling(sequence: 0, options: options, history: history, promptLength: promptLength)
+    }
+
+    public func sample(_ sampler: inout Sampler, history: [Int32], promptLength: Int) throws -> Int32 {
+        guard let next = deviceNext else { throw KilnError("nothing fed yet: no next token to sample") }
+        return next
     }
 
     public func lastLogits() throws -> [Float] { try model.lastLogits(batch: 1) }

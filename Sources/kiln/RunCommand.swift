@@ -68,6 +68,10 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("top-p"), help: "Top-p (1 disables).") var topP: Float = 0.95
     @Option(name: .customLong("min-p"), help: "Min-p (0 disables).") var minP: Float = 0.05
     @Option(name: .customLong("repeat-penalty"), help: "Repetition penalty over the last 64 tokens (1 disables).") var repeatPenalty: Float = 1
+    @Option(name: .customLong("presence-penalty"), help: "Subtracted from the logit of every token generated so far (0 disables).")
+    var presencePenalty: Float = 0
+    @Option(name: .customLong("frequency-penalty"), help: "Subtracted once per occurrence among the generated tokens (0 disables).")
+    var frequencyPenalty: Float = 0
     @Option(name: .long, help: "Random seed (default: random).") var seed: UInt64?
     @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stops: [String] = []
     @Flag(name: .long, help: "Apply the model's chat template (special tokens parsed).") var chat = false
@@ -82,6 +86,7 @@ struct RunCommand: ParsableCommand {
         var options = SamplingOptions()
         options.temperature = temp; options.topK = topK; options.topP = topP; options.minP = minP
         options.repeatPenalty = repeatPenalty
+        options.presencePenalty = presencePenalty; options.frequencyPenalty = frequencyPenalty
         options.seed = seed ?? UInt64.random(in: 0...UInt64.max)
         let session = try EngineSession.load(path: model, device: try DeviceChoice.resolve(device), threads: threads, contextSize: ctxSize,
                                              tuning: tuning.value, sampling: options, logger: logger)

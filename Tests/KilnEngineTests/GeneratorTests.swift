@@ -26,8 +26,10 @@ final class GeneratorTests: XCTestCase {
             l[Int((cached.last! + 1) % Int32(config.vocabSize))] = 10
             return l
         }
-        func sample(_ sampler: inout Sampler, history: [Int32]) throws -> Int32 {
-            try lastLogits().withUnsafeBufferPointer { sampler.sample($0, history: history) }
+        var prepared: [(SamplingOptions, [Int32], Int)] = []
+        func prepareSampling(_ options: SamplingOptions, history: [Int32], promptLength: Int) throws { prepared.append((options, history, promptLength)) }
+        func sample(_ sampler: inout Sampler, history: [Int32], promptLength: Int) throws -> Int32 {
+            try lastLogits().withUnsafeBufferPointer { sampler.sample($0, history: history, promptLength: promptLength) }
         }
     }
 
@@ -40,6 +42,9 @@ final class GeneratorTests: XCTestCase {
         XCTAssertEqual(r1, .tokenLimit)
         XCTAssertEqual(out, [4, 5, 6])
         XCTAssertEqual(backend.feeds, [[1, 2, 3], [4], [5], [6]])
+        XCTAssertEqual(backend.prepared.count, 1)
+        XCTAssertEqual(backend.prepared[0].1, [1, 2, 3])
+        XCTAssertEqual(backend.prepared[0].2, 3)
         // The next turn shares [1, 2, 3, 4] with the cache: the cache is rewound to 4 and only [9, 10] is fed.
         out = []
         let r2 = try gen.generate(prompt: [1, 2, 3, 4, 9, 10], maxTokens: 5, sampler: &sampler, endOfGeneration: [12], stats: &stats) { out.append($0); return true }
