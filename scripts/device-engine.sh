@@ -11,7 +11,7 @@
 #   decode     decode bench (bs=2, prompt 512, 256 tokens): default kernels, then the tuned table
 #   kernels_nopdl, decode_nopdl   the same without programmatic dependent launch (--no-pdl), M ≤ 16 / tuned table
 #   fastllama  PyTorch torch.compile baseline (bench/baselines/fastllama.py) in the same call as `decode`
-#   logits     transformers reference checkpoints (llama, granite) and Kiln's CUDA logits against them
+#   logits     transformers reference checkpoints (llama, granite, qwen3) and Kiln's CUDA logits against them
 #   cpu        the same llama checkpoint on Kiln's CPU engine against its CUDA logits (minutes)
 #   attention  bench/attention/run.sh: attention kernels checked against an fp32 reference, timed, SDPA baseline
 # The binary comes gzipped in .carry/kiln.gz (scripts/device-round.sh builds it).
@@ -55,7 +55,7 @@ for s in "${steps[@]}"; do
     fastllama) step fastllama 240 python3 bench/baselines/fastllama.py ;;
     logits)
       step hf_reference 180 python3 scripts/gpu/hf_reference.py --out $ref
-      for kind in llama granite; do
+      for kind in llama granite qwen3; do
         vocab=$(python3 -c "import json;print(json.load(open('$ref/$kind/config.json'))['vocab_size'])")
         step logits_$kind 120 $kiln logits -m $ref/$kind --tokens $ref/tokens.txt --out $ref/$kind/kiln_cuda.f32 --device cuda
         step compare_$kind 60 python3 scripts/gpu/compare_logits.py ref $ref/$kind/kiln_cuda.f32 $ref/$kind/ref_logits.f32 $vocab
