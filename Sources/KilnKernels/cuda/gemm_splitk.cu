@@ -468,7 +468,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 }
 
 // Lane (g, t)'s weights of one super-step of a 16-row tile: rows row0 + g and row0 + 8 + g, 16 bytes at
-// k + 32u + 8t for each u (the layout mma_step takes). Also used by the bench/gemm_stream gemm_xsmem prototype.
+// k + 32u + 8t for each u (the layout mma_step takes).
 template <int UNROLL>
 __device__ __forceinline__ void load_w_tile(U4 (&ws)[UNROLL][1][2], const kiln_bf16* __restrict__ w, int row0, int g, int t, int K, int k) {
 #pragma unroll

@@ -112,8 +112,7 @@ __device__ __forceinline__ void finish(float (&c)[NB / 8][4], float (*partial)[N
 }
 
 // The mmas of one 16-byte half h of one 64-k chunk of a stage: X rows g and g + 8 (xa, xb) against the chunk's NB
-// weight rows at `wc` (lane t reads 16-byte chunk 2t + h of rows 16p + g and 16p + 8 + g). Also used by the
-// bench/gemm_stream prototypes.
+// weight rows at `wc` (lane t reads 16-byte chunk 2t + h of rows 16p + g and 16p + 8 + g).
 template <int NB>
 __device__ __forceinline__ void chunk_mmas(float (&c)[NB / 8][4], u32 wc, const U4& xa, const U4& xb, int g, int t, int h) {
 #pragma unroll
