@@ -58,6 +58,29 @@ final class ConformanceTests: XCTestCase {
         for i in KernelCatalog.all { XCTAssertNotNil(KernelSources.files[i.file], i.file) }
     }
 
+    /// The Swift epilogue enum mirrors the kernels' `enum class Epilogue` in common/kiln.cuh: same names, same values.
+    func testEpilogueMatchesKernelHeader() throws {
+        let header = try XCTUnwrap(KernelSources.headers["kiln.cuh"])
+        let start = try XCTUnwrap(header.range(of: "enum class Epilogue : int {"), "kiln.cuh declares enum class Epilogue")
+        let end = try XCTUnwrap(header[start.upperBound...].range(of: "};"))
+        var kernelSide: [String: Int32] = [:]
+        for line in header[start.upperBound..<end.lowerBound].split(separator: "\n") {
+            let code = line.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)[0]   // drop // comments
+            let parts = code.split(separator: "=").map { $0.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: ","))) }
+            guard parts.count == 2, let value = Int32(parts[1]) else { continue }
+            kernelSide[parts[0]] = value
+        }
+        XCTAssertEqual(kernelSide, ["bf16": 0, "f32": 1, "swiglu": 2])
+        let swiftSide = Dictionary(uniqueKeysWithValues: GemmSplitK.Epilogue.allCases.map { ("\($0)", $0.rawValue) })
+        XCTAssertEqual(swiftSide, kernelSide)
+        // Every decode GEMM takes it by name at its entry points, not as an int.
+        for f in ["gemm_splitk.cu", "gemm_stream.cu", "gemm_swapab.cu"] {
+            let text = try XCTUnwrap(KernelSources.files[f])
+            XCTAssertTrue(text.contains("kiln::Epilogue epi)"), f)
+            XCTAssertFalse(text.contains("int epi"), f)
+        }
+    }
+
     func testLlama3InverseFrequencies() {
         let plain = RoPE.inverseFrequencies(headDim: 128, theta: 500_000)
         let scaled = RoPE.inverseFrequencies(headDim: 128, theta: 500_000, scaling: .init())

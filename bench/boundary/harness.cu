@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__
         for (int j = 1; j < WK; ++j)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[0][0][i] += red[((j - 1) * 4 + i) * 32 + lane];
-        kiln_gemm::store_out<1, 1>(acc, y, row0, g, t, M, N, 0);
+        kiln_gemm::store_out<1, 1>(acc, y, row0, g, t, M, N, kiln::Epilogue::bf16);
     }
 }
 
@@ -193,7 +193,7 @@ __global__ void fill_k(unsigned short* p, long long n, unsigned seed) {
 #define GEMM_WRAP(NT, WN, WK, T, U, S) \
     __global__ void __launch_bounds__(32 * WN * WK, 512 / (32 * WN * WK)) g_##NT##_##WN##_##WK##_##T##_##U##_##S( \
         const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y, float* ws, unsigned* cnt, \
-        int M, int N, int K, int epi) { kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi); }
+        int M, int N, int K, kiln::Epilogue epi) { kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi); }
 GEMM_WRAP(1, 1, 8, 1, 4, 1)
 GEMM_WRAP(1, 1, 4, 1, 4, 1)
 GEMM_WRAP(1, 1, 8, 2, 2, 1)
@@ -203,7 +203,7 @@ GEMM_WRAP(1, 2, 2, 1, 4, 0)
 GEMM_WRAP(1, 1, 8, 1, 2, 1)
 GEMM_WRAP(2, 1, 4, 1, 4, 1)
 
-typedef void (*GemmFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
+typedef void (*GemmFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
 struct Inst { const char* name; GemmFn fn; int threads, rows; };
 static Inst g_inst[] = {
     {"wn1_wk8_t1_u4_s1", g_1_1_8_1_4_1, 256, 16}, {"wn1_wk4_t1_u4_s1", g_1_1_4_1_4_1, 128, 16},
@@ -227,7 +227,7 @@ template <class K, class... A>
 static void launch(bool pdl, K kernel, dim3 grid, dim3 block, A... args) { launch_smem(pdl, 0, kernel, grid, block, args...); }
 
 static void gemm(const Inst& in, bool pdl, const kiln_bf16* x, const kiln_bf16* w, void* y, int M, int N, int K) {
-    launch(pdl, in.fn, dim3((N + in.rows - 1) / in.rows, 1, 1), dim3(in.threads, 1, 1), x, w, y, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
+    launch(pdl, in.fn, dim3((N + in.rows - 1) / in.rows, 1, 1), dim3(in.threads, 1, 1), x, w, y, (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16);
 }
 
 
@@ -257,7 +257,7 @@ static void whole_sweep(const std::vector<kiln_bf16*> (&ws)[4], const kiln_bf16*
                 if ((M <= 8) != (in.nt == 1) || N % 16 != 0 || K % (32 * in.unroll) != 0) continue;
                 const int grid = N / 16, threads = 32 * in.wk;
                 CK(cudaMemset(yb, 0xff, M * N * 2));
-                launch(false, in.fn, dim3(grid), dim3(threads), x, (const kiln_bf16*)ws[s][0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
+                launch(false, in.fn, dim3(grid), dim3(threads), x, (const kiln_bf16*)ws[s][0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16);
                 CK(cudaStreamSynchronize(g_stream));
                 CK(cudaMemcpy(got.data(), yb, M * N * 2, cudaMemcpyDeviceToHost));
                 outs[i] = got;
@@ -274,7 +274,7 @@ static void whole_sweep(const std::vector<kiln_bf16*> (&ws)[4], const kiln_bf16*
                 for (int pdl = 0; pdl < 2; ++pdl) {
                     double us = graph_us([&] { for (int n = 0; n < kNodes; ++n)
                         launch(pdl, in.fn, dim3(grid), dim3(threads), x, (const kiln_bf16*)ws[s][n % 4], (void*)((n & 1) ? ya : yb),
-                               (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, kNodes);
+                               (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16); }, kNodes);
                     printf("RESULT whole shape=%s M=%d inst=%s pdl=%d us=%.2f GBps=%.0f rel_diff=%.2g nan=%d twin_bitwise=%d\n", names[s], M, in.name,
                            pdl, us, bytes / us / 1e3, md, (int)nan, twin);
                 }
@@ -312,7 +312,7 @@ int main(int argc, char** argv) {
                 if (strcmp(in.name, argv[a + 2]) == 0) {
                     for (int r = 0; r < 3; ++r)
                         launch(false, in.fn, dim3(Ns[s] / 16), dim3(32 * in.wk), (const kiln_bf16*)xa,
-                                    (const kiln_bf16*)(*wsets[s])[r], (void*)ya, (float*)nullptr, (unsigned*)nullptr, M, Ns[s], Ks[s], 0);
+                                    (const kiln_bf16*)(*wsets[s])[r], (void*)ya, (float*)nullptr, (unsigned*)nullptr, M, Ns[s], Ks[s], kiln::Epilogue::bf16);
                 }
         }
         CK(cudaStreamSynchronize(g_stream));
@@ -377,11 +377,11 @@ int main(int argc, char** argv) {
                 printf("RESULT proto shape=%s M=%d kernel=proto_wk%d_u%d_layout%d_sets%d us=%.2f GBps=%.0f bitwise_same=%d\n", sh.name, M, WK, U, L, NS, us, bytes / us / 1e3, (int)same); }
                 PROTO(8, 4, 0, 2) PROTO(8, 2, 0, 2) PROTO(8, 4, 2, 2) PROTO(8, 2, 2, 2)
 #define WHOLE(NAME) { CK(cudaMemset(yb, 0xff, M * sh.N * 2)); \
-                launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, (const kiln_bf16*)(*sh.w)[0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); \
+                launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, (const kiln_bf16*)(*sh.w)[0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, kiln::Epilogue::bf16); \
                 CK(cudaStreamSynchronize(g_stream)); CK(cudaMemcpy(got.data(), yb, M * sh.N * 2, cudaMemcpyDeviceToHost)); \
                 double md = 0; for (size_t i = 0; i < got.size(); ++i) md = std::max(md, (double)fabsf(kiln_bf16_host(got[i]) - kiln_bf16_host(ref[i]))); \
                 double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, \
-                    (const kiln_bf16*)(*sh.w)[i % kRot], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); }, kNodes); \
+                    (const kiln_bf16*)(*sh.w)[i % kRot], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, kiln::Epilogue::bf16); }, kNodes); \
                 printf("RESULT proto shape=%s M=%d kernel=%s us=%.2f GBps=%.0f bitwise_same=%d max_abs_diff=%.3g\n", sh.name, M, #NAME, us, bytes / us / 1e3, (int)(got == ref), md); }
                 WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u4_b1) WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u2_b1)
             }

@@ -39,7 +39,7 @@
         }                                                                                           \
     } while (0)
 
-typedef void (*KernFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
+typedef void (*KernFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
 struct Inst {
     const char* name;
     KernFn fn;
@@ -114,7 +114,7 @@ static int grid_x(const Inst& in, int N) { return (N + 16 * in.t * in.wn - 1) / 
 
 static void launch(const Inst& in, const Bufs& b, int copy, int M, int N, int K, int split, int f32) {
     dim3 grid(grid_x(in, N), split), block(32 * in.wn * in.wk);
-    in.fn<<<grid, block, 0, g_stream>>>(b.x, b.w[copy], b.y, b.ws, b.cnt, M, N, K, f32);
+    in.fn<<<grid, block, 0, g_stream>>>(b.x, b.w[copy], b.y, b.ws, b.cnt, M, N, K, f32 ? kiln::Epilogue::f32 : kiln::Epilogue::bf16);
 }
 
 // Relative Frobenius error against ref; NaN (incl. the poison) fails.
@@ -388,7 +388,7 @@ int main(int argc, char** argv) {
                     CK(cudaMalloc(&dy, (size_t)M * N * 4));
                     CK(cudaMemsetAsync(dy, 0xFF, (size_t)M * N * (c.f32 ? 4 : 2), g_stream));
                     dim3 grid(grid_x(*in, N), c.split), block(32 * in->wn * in->wk);
-                    in->fn<<<grid, block, 0, g_stream>>>(dx, dw, dy, ws, cnt, M, N, K, c.f32);
+                    in->fn<<<grid, block, 0, g_stream>>>(dx, dw, dy, ws, cnt, M, N, K, c.f32 ? kiln::Epilogue::f32 : kiln::Epilogue::bf16);
                     CK(cudaGetLastError());
                     CK(cudaStreamSynchronize(g_stream));
                     std::vector<float> y((size_t)M * N);

@@ -22,15 +22,15 @@
 #include "../common/graph_timing.cuh"
 #include "../common/gemm_test_util.cuh"
 
-typedef void (*GemmFnW)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
-typedef void (*StreamFn)(const KilnTensorMap, const kiln_bf16*, void*, int, int, int, int);
+typedef void (*GemmFnW)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
+typedef void (*StreamFn)(const KilnTensorMap, const kiln_bf16*, void*, int, int, int, kiln::Epilogue);
 struct Cfg { const char* name; StreamFn fn; int nb, kb, ws, cw; };
 // The engine's instances (gemm_stream.cu's KILN_GEMM_STREAM_INSTANCES).
 #define ROW(NB, KB, WS, CW) {#NB "_" #KB "_" #WS "_" #CW, KILN_GEMM_STREAM_NAME(NB, KB, WS, CW), NB, KB, WS, CW},
 static Cfg g_cfg[] = {KILN_GEMM_STREAM_INSTANCES(ROW)};
 
 // The engine's gemm_swapab instances (wgmma with W as A; each 64-row tile split unevenly over a lead and a helper CTA).
-typedef void (*SwapFn)(const KilnTensorMap, const KilnTensorMap, void*, float*, unsigned*, int, int, int, int, int);
+typedef void (*SwapFn)(const KilnTensorMap, const KilnTensorMap, void*, float*, unsigned*, int, int, int, int, kiln::Epilogue);
 struct KCfg { const char* name; SwapFn fn; int mt, kb, s, lead; };
 #define KROW(MT, KB, S, LEAD) {"swapab_mt" #MT "_kb" #KB "_s" #S "_l" #LEAD, KILN_GEMM_SWAPAB_NAME(MT, KB, S, LEAD), MT, KB, S, LEAD},
 static KCfg g_kcfg[] = {KILN_GEMM_SWAPAB_INSTANCES(KROW)};
@@ -180,7 +180,7 @@ int main() {
                 const KilnTensorMap tw0 = make_tmap_3d(w[0], N, K, c.nb, c.kb);
                 for (int i = 0; i < 3; ++i)
                     launch(false, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_STREAM_THREADS(c.cw), KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws), tw0,
-                           (const kiln_bf16*)x, (void*)y0, M, N, K, 0);
+                           (const kiln_bf16*)x, (void*)y0, M, N, K, kiln::Epilogue::bf16);
             }
             if (getenv("MOVE")) movement<64, 16, 4, 5>(sh.name, N, K, w, 1);
             CK(cudaDeviceSynchronize());
@@ -228,7 +228,7 @@ int main() {
                 if ((M <= 8) != (b.nt == 1)) continue;
                 double us = graph_us([&] { for (int i = 0; i < 20; ++i)
                     launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln_bf16*)x, (const kiln_bf16*)w[i % ncopies], (void*)((i & 1) ? y1 : y0),
-                           (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, 20);
+                           (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16); }, 20);
                 printf("RESULT base shape=%s M=%d kernel=%s us=%.2f GBps=%.0f\n", sh.name, M, b.name, us, bytes / us / 1e3);
             }
             // Checks one kernel (plain output, and the SwiGLU epilogue at M = 16) against the reference, then times it.
@@ -240,18 +240,18 @@ int main() {
                 for (int rep = 0; rep < 4; ++rep) {   // races show up intermittently: four checked launches
                     CK(cudaMemsetAsync(y0, 0xff, (size_t)M * N * 2, g_stream));   // NaN: an output the kernel skips fails the check
                     CK(cudaMemsetAsync(ws, 0xff, kWsBytes, g_stream));   // NaN: a split-K partial read before it is written fails too
-                    run(0, (void*)y0, 0, false);
+                    run(0, (void*)y0, kiln::Epilogue::bf16, false);
                     CK(cudaStreamSynchronize(g_stream));
                     err = std::max(err, check(y0, want, want.size(), N, nan));
                 }
                 double err_glu = 0;
                 if (M == 16) {
                     CK(cudaMemsetAsync(y0, 0xff, (size_t)M * N, g_stream));
-                    run(0, (void*)y0, 2, false);
+                    run(0, (void*)y0, kiln::Epilogue::swiglu, false);
                     CK(cudaStreamSynchronize(g_stream));
                     err_glu = check(y0, glu, glu.size(), N / 2, nan);
                 }
-                double us = graph_us([&] { for (int i = 0; i < 20; ++i) run(i % ncopies, (void*)((i & 1) ? y1 : y0), 0, true); }, 20);
+                double us = graph_us([&] { for (int i = 0; i < 20; ++i) run(i % ncopies, (void*)((i & 1) ? y1 : y0), kiln::Epilogue::bf16, true); }, 20);
                 printf("RESULT %s shape=%s M=%d kernel=%s us=%.2f GBps=%.0f rel_err=%.2g glu_err=%.2g nan=%d bad=%zu\n", kind, sh.name, M, name, us,
                        bytes / us / 1e3, err, err_glu, (int)nan, g_bad);
             };
@@ -259,7 +259,7 @@ int main() {
                 std::vector<KilnTensorMap> tw;
                 for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
                 const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_STREAM_THREADS(c.cw), smem = KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws);
-                check_and_time("stream", c.name, [&](int i, void* y, int epi, bool pdl) {
+                check_and_time("stream", c.name, [&](int i, void* y, kiln::Epilogue epi, bool pdl) {
                     launch(pdl, c.fn, grid, block, smem, tw[i], (const kiln_bf16*)x, y, M, N, K, epi); });
             }
             for (auto& c : g_kcfg) {   // grid = 2 · 64-row tiles, within one wave of co-resident CTAs
@@ -274,7 +274,7 @@ int main() {
                     if (tiles * sk > per_sm * sms) continue;
                     char name[64];
                     snprintf(name, sizeof name, "%s_sk%d(%d/SM)", c.name, sk, per_sm);
-                    check_and_time("swapab", name, [&](int i, void* y, int epi, bool pdl) {
+                    check_and_time("swapab", name, [&](int i, void* y, kiln::Epilogue epi, bool pdl) {
                         launch(pdl, c.fn, tiles * sk, KILN_GEMM_SWAPAB_THREADS, smem, tw[i], tx, y, ws, cnt, M, N, K, sk, epi); });
                 }
             }

@@ -55,11 +55,11 @@
 //   kiln_gemm_splitk_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_s{STAGES}(
 //       const unsigned short* x,   // [M, K] bf16, row-major (row stride K)
 //       const unsigned short* w,   // [N, K] bf16, row-major (row stride K), as Hugging Face stores it
-//       void*                 y,   // [M, N] row-major, bf16 (epi 0) or fp32 (epi 1); [M, N/2] bf16 (epi 2)
+//       void*                 y,   // [M, N] row-major, bf16 or fp32 (epi bf16 / f32); [M, N/2] bf16 (epi swiglu)
 //       float*                ws,  // [splitK, M, N] fp32 workspace, unused when splitK == 1
 //       unsigned*             cnt, // [grid.x] zeroed counters, unused when splitK == 1
 //       int M, int N, int K,       // 1 ≤ M ≤ 8·NT; K % 8 == 0; x, w 16-byte aligned
-//       int epi)                   // epilogue: 0 bf16 out, 1 fp32 out, 2 SwiGLU (see store_out)
+//       kiln::Epilogue epi)        // bf16 out, f32 out or SwiGLU (common/kiln.cuh; see store_out)
 //
 // Instance table (the tuner reads its candidates from KILN_GEMM_SPLITK_INSTANCES at the bottom):
 //   X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES); NT=1 serves M ≤ 8, NT=2 serves 9 ≤ M ≤ 16.
@@ -69,8 +69,10 @@
 //   within ~10% of the best were dropped.
 //   splitK is a launch parameter; useful values 1, 2, 4, 8.
 //
-// NVRTC: no CUDA headers, only common/attention_util.cuh (bf16 is `unsigned short`, converted with bit shifts).
+// NVRTC: no CUDA headers, only common/kiln.cuh (the Epilogue names) and common/attention_util.cuh (bf16 is
+// `unsigned short`, converted with bit shifts).
 
+#include "kiln.cuh"
 #include "attention_util.cuh"   // U4, bf16 conversions, mma.sync, cache-hinted loads, PDL — shared with attention
 
 namespace kiln_gemm {
@@ -81,6 +83,7 @@ namespace kiln_gemm {
 // the previous kernel (which produces X) still runs; it waits before touching X, Y or the split-K scratch.
 // (Tried and removed: prefetch.global.L2 of each warp's first weight super-step before the wait — standalone
 // GEMMs 5-10% slower, decode 0.2-0.3 ms/step slower; docs/perf-notes.md, "PDL".)
+using kiln::Epilogue;
 using kiln_attn::U4;
 using kiln_attn::bf16_to_f32;
 using kiln_attn::swiglu_bf16;
@@ -216,16 +219,16 @@ __device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], cons
 #define KILN_ACC_ROW(row0, tt, g, i) ((row0) + (tt) * 16 + (g) + (((i) >> 1) << 3))
 #define KILN_ACC_TOKEN(n, t, i) ((n) * 8 + 2 * (t) + ((i) & 1))
 
-// The epilogue (parameter `epi`, GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp whose
-// first row is row0 (a multiple of 16): 0 Y bf16 [M, N]; 1 Y fp32 [M, N];
-// 2 SwiGLU: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
+// The epilogue (parameter `epi`, kiln::Epilogue; GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp
+// whose first row is row0 (a multiple of 16): bf16: Y bf16 [M, N]; f32: Y fp32 [M, N];
+// swiglu: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
 //   are gate rows 8j…8j+7, rows 16j+8…16j+15 the matching up rows; N % 16 == 0). In the m16n8k16
 //   accumulator layout c0,c1 sit on row g and c2,c3 on row g+8 of the same tokens, so a lane holds gate
 //   (v[i]) and up (v[i+2]) of one feature f = (row0 + 16tt)/2 + g: Y = bf16 [M, N/2], Y[m, f] =
 //   silu(gate)·up with gate and up first rounded to bf16 (the numbers of GEMM → bf16 → swiglu.cu).
 template <int TILES, int NT>
 __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* __restrict__ y, int row0, int g, int t,
-                                          int M, int N, int epi) {
+                                          int M, int N, Epilogue epi) {
 #pragma unroll
     for (int tt = 0; tt < TILES; ++tt)
 #pragma unroll
@@ -234,14 +237,14 @@ __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* 
             for (int i = 0; i < 4; ++i) {
                 const int r = KILN_ACC_ROW(row0, tt, g, i);
                 const int m = KILN_ACC_TOKEN(n, t, i);
-                if (epi == 2) {
+                if (epi == Epilogue::swiglu) {
                     if (i < 2 && r < N && m < M) {
                         const long long o = (long long)m * (N >> 1) + ((row0 + tt * 16) >> 1) + g;
                         ((kiln_bf16*)y)[o] = swiglu_bf16(v[tt][n][i], v[tt][n][i + 2]);
                     }
                 } else if (r < N && m < M) {
                     const long long o = (long long)m * N + r;
-                    if (epi == 1) ((float*)y)[o] = v[tt][n][i];
+                    if (epi == Epilogue::f32) ((float*)y)[o] = v[tt][n][i];
                     else ((kiln_bf16*)y)[o] = f32_to_bf16(v[tt][n][i]);
                 }
             }
@@ -283,7 +286,7 @@ __device__ __forceinline__ void sum_warps_k(float (&acc)[TILES][NT][4], int wn, 
 template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, int STAGES>
 __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
                                             void* __restrict__ y, float* __restrict__ ws,
-                                            unsigned* __restrict__ cnt, int M, int N, int K, int epi) {
+                                            unsigned* __restrict__ cnt, int M, int N, int K, Epilogue epi) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(STAGES == 0 || STAGES == 1, "STAGES: 0 (register loads) or 1 (register loads, next step in flight)");
     static_assert((STAGES + 1) * 2 * TILES * UNROLL <= 16,
@@ -482,7 +485,7 @@ __device__ __forceinline__ void load_w_tile(U4 (&ws)[UNROLL][1][2], const kiln_b
 // s), warp partials summed in a fixed order, then the epilogue. The launcher guarantees N % 16 == 0,
 // K % (32·UNROLL) == 0 and gridDim.y == 1, so no row, K tail or split-K code exists here. Written as the
 // bench/boundary prototype that measured fastest; keep its address arithmetic (see the header).
-template <int NT, int WARPS_K, int UNROLL, int EPI>
+template <int NT, int WARPS_K, int UNROLL, Epilogue EPI>
 __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
                                            void* __restrict__ y, int M, int N, int K) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
@@ -552,7 +555,7 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
 #define KILN_GEMM_SPLITK_DEFINE(NT, WN, WK, T, U, S)                                                      \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)( \
         const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
-        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int epi) {              \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, kiln::Epilogue epi) {   \
         kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi);                     \
     }
 
@@ -568,11 +571,11 @@ KILN_GEMM_SPLITK_INSTANCES(KILN_GEMM_SPLITK_DEFINE)
 #define KILN_GEMM_SPLITK_WHOLE_DEFINE(NT, WK, U, B)                                                        \
     extern "C" __global__ void KILN_GEMM_WHOLE_BOUNDS_##B(32 * WK) KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U, B)( \
         const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
-        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int epi) {              \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, kiln::Epilogue epi) {   \
         switch (epi) {                                                                                   \
-            case 1: kiln_gemm::gemm_whole<NT, WK, U, 1>(x, w, y, M, N, K); break;                        \
-            case 2: kiln_gemm::gemm_whole<NT, WK, U, 2>(x, w, y, M, N, K); break;                        \
-            default: kiln_gemm::gemm_whole<NT, WK, U, 0>(x, w, y, M, N, K); break;                       \
+            case kiln::Epilogue::f32: kiln_gemm::gemm_whole<NT, WK, U, kiln::Epilogue::f32>(x, w, y, M, N, K); break; \
+            case kiln::Epilogue::swiglu: kiln_gemm::gemm_whole<NT, WK, U, kiln::Epilogue::swiglu>(x, w, y, M, N, K); break; \
+            default: kiln_gemm::gemm_whole<NT, WK, U, kiln::Epilogue::bf16>(x, w, y, M, N, K); break;   \
         }                                                                                                \
     }
 

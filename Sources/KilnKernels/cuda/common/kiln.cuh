@@ -19,6 +19,14 @@ typedef unsigned short u16;
 struct bf16 { u16 bits; };
 struct f16 { u16 bits; };
 
+// What a decode GEMM (gemm_splitk, gemm_stream, gemm_swapab) writes: its `epi` parameter. GemmSplitK.Epilogue in
+// Swift has the same names and values (a test reads them from this text), so keep both in step.
+enum class Epilogue : int {
+    bf16 = 0,     // Y bf16 [M, N]
+    f32 = 1,      // Y fp32 [M, N]
+    swiglu = 2,   // Y bf16 [M, N/2] = silu(gate)·up, W's gate/up rows interleaved per 16-row tile, both rounded to bf16 first
+};
+
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16 x) { return __uint_as_float(((u32)x.bits) << 16); }
 __device__ __forceinline__ float to_float(f16 x) {
