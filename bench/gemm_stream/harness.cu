@@ -22,8 +22,8 @@
 #include "../common/graph_timing.cuh"
 #include "../common/gemm_test_util.cuh"
 
-typedef void (*GemmFnW)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
-typedef void (*StreamFn)(const KilnTensorMap, const kiln_bf16*, void*, int, int, int, kiln::Epilogue);
+typedef void (*GemmFnW)(const kiln::bf16*, const kiln::bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
+typedef void (*StreamFn)(const KilnTensorMap, const kiln::bf16*, void*, int, int, int, kiln::Epilogue);
 struct Cfg { const char* name; StreamFn fn; int nb, kb, ws, cw; };
 // The engine's instances (gemm_stream.cu's KILN_GEMM_STREAM_INSTANCES).
 #define ROW(NB, KB, WS, CW) {#NB "_" #KB "_" #WS "_" #CW, KILN_GEMM_STREAM_NAME(NB, KB, WS, CW), NB, KB, WS, CW},
@@ -180,7 +180,7 @@ int main() {
                 const KilnTensorMap tw0 = make_tmap_3d(w[0], N, K, c.nb, c.kb);
                 for (int i = 0; i < 3; ++i)
                     launch(false, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_STREAM_THREADS(c.cw), KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws), tw0,
-                           (const kiln_bf16*)x, (void*)y0, M, N, K, kiln::Epilogue::bf16);
+                           (const kiln::bf16*)x, (void*)y0, M, N, K, kiln::Epilogue::bf16);
             }
             if (getenv("MOVE")) movement<64, 16, 4, 5>(sh.name, N, K, w, 1);
             CK(cudaDeviceSynchronize());
@@ -227,7 +227,7 @@ int main() {
             for (auto& b : whole) {
                 if ((M <= 8) != (b.nt == 1)) continue;
                 double us = graph_us([&] { for (int i = 0; i < 20; ++i)
-                    launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln_bf16*)x, (const kiln_bf16*)w[i % ncopies], (void*)((i & 1) ? y1 : y0),
+                    launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln::bf16*)x, (const kiln::bf16*)w[i % ncopies], (void*)((i & 1) ? y1 : y0),
                            (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16); }, 20);
                 printf("RESULT base shape=%s M=%d kernel=%s us=%.2f GBps=%.0f\n", sh.name, M, b.name, us, bytes / us / 1e3);
             }
@@ -260,7 +260,7 @@ int main() {
                 for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
                 const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_STREAM_THREADS(c.cw), smem = KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws);
                 check_and_time("stream", c.name, [&](int i, void* y, kiln::Epilogue epi, bool pdl) {
-                    launch(pdl, c.fn, grid, block, smem, tw[i], (const kiln_bf16*)x, y, M, N, K, epi); });
+                    launch(pdl, c.fn, grid, block, smem, tw[i], (const kiln::bf16*)x, y, M, N, K, epi); });
             }
             for (auto& c : g_kcfg) {   // grid = 2 · 64-row tiles, within one wave of co-resident CTAs
                 if (M > c.mt) continue;

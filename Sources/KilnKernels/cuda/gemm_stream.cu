@@ -33,7 +33,7 @@
 //
 // Entry points: one extern "C" kernel per row of KILN_GEMM_STREAM_INSTANCES, named
 //   kiln_gemm_stream_nb{NB}_kb{KB}_ws{WS}_cw{CW}(const KilnTensorMap tmw /* W {64, N, K/64}, box {64, NB, KB} */,
-//       const unsigned short* x /* [M, K] bf16 */, void* y, int M, int N, int K, kiln::Epilogue epi)
+//       const kiln::bf16* x /* [M, K] */, void* y, int M, int N, int K, kiln::Epilogue epi)
 //   block = KILN_GEMM_STREAM_THREADS(CW) threads; dynamic shared memory = KILN_GEMM_STREAM_SMEM(NB, KB, WS) bytes.
 
 #include "kiln.cuh"
@@ -65,7 +65,7 @@ __device__ __forceinline__ U4 lds128(u32 addr) {
 // X (≤ 16 × K bf16, L2-resident): lane (g, t) loads rows g and g + 8 at k = k0 + 16t + {0…7, 8…15} with 16-byte
 // L1-cached loads (rows ≥ M, and chunks of a partial last stage past K, read as zero).
 struct XFrag { U4 v[2][2]; };   // [row g / g + 8][16-byte half]
-__device__ __forceinline__ void load_x(XFrag& f, const kiln_bf16* __restrict__ x, int K, int M, int k0, int g, int t) {
+__device__ __forceinline__ void load_x(XFrag& f, const kiln::bf16* __restrict__ x, int K, int M, int k0, int g, int t) {
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
@@ -104,11 +104,11 @@ __device__ __forceinline__ void finish(float (&c)[NB / 8][4], float (*partial)[N
             if (m >= M) continue;
             if (epi == Epilogue::swiglu) {
                 if (tile % 2 == 0 && r < N) {   // gate row (tile) and its up row (tile + 1): same lane, same i
-                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = swiglu_bf16(c[tile][i], c[tile + 1][i]);
+                    ((kiln::bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = swiglu_bf16(c[tile][i], c[tile + 1][i]);
                 }
             } else if (r < N) {
                 if (epi == Epilogue::f32) ((float*)y)[(long long)m * N + r] = c[tile][i];
-                else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(c[tile][i]);
+                else ((kiln::bf16*)y)[(long long)m * N + r] = f32_to_bf16(c[tile][i]);
             }
         }
 }
@@ -135,7 +135,7 @@ __device__ __forceinline__ void chunk_mmas(float (&c)[NB / 8][4], u32 wc, const 
 // t = 0…3) hit 8 distinct bank groups.
 template <int NB, int KB, int WS, int CW>
 __device__ __forceinline__ void consume(u32 wbase, u64* wfull, u64* wempty, float (*partial)[NB / 8][4][32],
-                                        const kiln_bf16* __restrict__ x, void* __restrict__ y, int row0, int nkb, int M, int N, int K, Epilogue epi) {
+                                        const kiln::bf16* __restrict__ x, void* __restrict__ y, int row0, int nkb, int M, int N, int K, Epilogue epi) {
     constexpr int CHUNK_W = NB * 128, W_BYTES = KB * CHUNK_W, NTILE = NB / 8;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
     float c[NTILE][4];
@@ -171,7 +171,7 @@ __device__ __forceinline__ void consume(u32 wbase, u64* wfull, u64* wempty, floa
 }
 
 template <int NB, int KB, int WS, int CW>
-__device__ __forceinline__ void gemm_stream(const KilnTensorMap* tmw, const kiln_bf16* __restrict__ x, void* __restrict__ y,
+__device__ __forceinline__ void gemm_stream(const KilnTensorMap* tmw, const kiln::bf16* __restrict__ x, void* __restrict__ y,
                                             int M, int N, int K, Epilogue epi) {
     static_assert(NB % 16 == 0 && NB <= 64, "NB: 16-row mma groups");
     static_assert(KB >= 1 && KB <= 4 && CW >= 1 && CW <= 8, "KB: 64-k chunks per stage (X registers: 16 per chunk, twice)");
@@ -218,7 +218,7 @@ __device__ __forceinline__ void gemm_stream(const KilnTensorMap* tmw, const kiln
 #define KILN_GEMM_STREAM_NAME(NB, KB, WS, CW) kiln_gemm_stream_nb##NB##_kb##KB##_ws##WS##_cw##CW
 #define KILN_GEMM_STREAM_DEFINE(NB, KB, WS, CW)                                                                     \
     extern "C" __global__ void __launch_bounds__(KILN_GEMM_STREAM_THREADS(CW)) KILN_GEMM_STREAM_NAME(NB, KB, WS, CW)( \
-        const __grid_constant__ KilnTensorMap tmw, const kiln_bf16* __restrict__ x, void* __restrict__ y, int M, int N, \
+        const __grid_constant__ KilnTensorMap tmw, const kiln::bf16* __restrict__ x, void* __restrict__ y, int M, int N, \
         int K, kiln::Epilogue epi) {                                                                                 \
         kiln_gemm_stream::gemm_stream<NB, KB, WS, CW>(&tmw, x, y, M, N, K, epi);                                     \
     }

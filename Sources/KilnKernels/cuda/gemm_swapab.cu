@@ -90,10 +90,10 @@ __device__ __forceinline__ void store_tile(const float (&d)[MT / 2], void* __res
             const int m = 8 * j + 2 * (l % 4) + (q & 1), r = r0 + 8 * (q >> 1);
             if (m >= M) continue;
             if (epi == Epilogue::swiglu) {
-                if (q < 2 && r < N) ((kiln_bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = swiglu_bf16(d[4 * j + q], d[4 * j + q + 2]);
+                if (q < 2 && r < N) ((kiln::bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = swiglu_bf16(d[4 * j + q], d[4 * j + q + 2]);
             } else if (r < N) {
                 if (epi == Epilogue::f32) ((float*)y)[(long long)m * N + r] = d[4 * j + q];
-                else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);
+                else ((kiln::bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);
             }
         }
 }
