@@ -25,7 +25,9 @@ let package = Package(
         .target(name: "KilnTemplates", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
         .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
         .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
-        .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], exclude: ["cuda"], swiftSettings: swiftSettings),
+        // The kernel sources travel inside the binary (one static executable on the GPU machine): SwiftPM embeds
+        // every file under cuda/ as a byte array (PackageResources), which KernelSources.swift names.
+        .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], resources: [.embedInCode("cuda")], swiftSettings: swiftSettings),
         .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCPU"], swiftSettings: swiftSettings),
         .target(name: "KilnEngine", dependencies: [
             "KilnCore", "KilnModels", "KilnTokenizer", "KilnTemplates", "KilnCPU", "KilnCUDA",

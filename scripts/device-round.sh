@@ -2,10 +2,10 @@
 # Run HERE (a CPU machine with Swift): builds the static kiln binary, checks every kernel compiles
 # for sm_90a with NVRTC, and stages the binary in .carry/ (git-ignored) for the GPU machine, which
 # has CUDA but no Swift. Then prints the device command that runs scripts/device-check.sh there.
+# SwiftPM embeds the kernel sources at build time (Package.swift, KilnKernels resources), so the
+# binary always carries the .cu/.cuh files of this tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/embed-kernels.sh >/dev/null
-git diff --quiet -- Sources/KilnKernels/KernelSources.generated.swift 2>/dev/null || echo "note: KernelSources.generated.swift changed; commit it with the .cu files"
 swift build -c release --static-swift-stdlib --product kiln --scratch-path .build-static
 # Catch compile errors and spills here, for free, before spending device time.
 .build-static/release/kiln check --compile-only --arch sm_90a | tail -1

@@ -51,8 +51,9 @@ public struct GemmSplitK {
             ?? configs.first { $0.nt == nt }!
     }
 
-    /// What the kernel writes (its `epi` parameter; store_out in gemm_splitk.cu).
-    public enum Epilogue: Int32, Sendable {
+    /// What a decode GEMM (gemm_splitk, gemm_stream, gemm_swapab) writes: its `epi` parameter, `kiln::Epilogue` in
+    /// common/kiln.cuh with the same case names and raw values (ConformanceTests compares them with the header text).
+    public enum Epilogue: Int32, Sendable, CaseIterable {
         /// Y bf16 [M, N].
         case bf16 = 0
         /// Y fp32 [M, N].

@@ -37,24 +37,48 @@ final class ConformanceTests: XCTestCase {
         XCTAssertNotNil(Conformance.compare([Int32(3)], [Int32(4)]))
     }
 
-    func testEmbeddedSourcesMatchCudaFiles() throws {
+    /// Every `.cu` in cuda/ and `.cuh` in cuda/common/ on disk is embedded under its file name with
+    /// byte-identical text, and nothing else is (a file added to cuda/ needs its line in KernelSources.swift).
+    func testEveryKernelFileIsEmbedded() throws {
         let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Sources/KilnKernels/cuda").standardized
         let fm = FileManager.default
         let cu = try fm.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".cu") }.sorted()
         let cuh = try fm.contentsOfDirectory(atPath: dir.path + "/common").filter { $0.hasSuffix(".cuh") }.sorted()
-        let stale = "Sources/KilnKernels/KernelSources.generated.swift is out of date: run scripts/embed-kernels.sh"
-        XCTAssertEqual(cu, KernelSources.files.keys.sorted(), stale)
-        XCTAssertEqual(cuh, KernelSources.headers.keys.sorted(), stale)
-        for f in cu {
-            let text = try String(contentsOfFile: dir.path + "/" + f, encoding: .utf8)
-            XCTAssertTrue(KernelSources.files[f] == String(text.dropLast(text.hasSuffix("\n") ? 1 : 0)), "\(f): \(stale)")
-        }
-        for f in cuh {
-            let text = try String(contentsOfFile: dir.path + "/common/" + f, encoding: .utf8)
-            XCTAssertTrue(KernelSources.headers[f] == String(text.dropLast(text.hasSuffix("\n") ? 1 : 0)), "\(f): \(stale)")
+        XCTAssertFalse(cu.isEmpty); XCTAssertFalse(cuh.isEmpty)
+        let missing = "is not embedded under its name: add it to Sources/KilnKernels/KernelSources.swift"
+        XCTAssertEqual(cu, KernelSources.files.keys.sorted(), ".cu files \(missing)")
+        XCTAssertEqual(cuh, KernelSources.headers.keys.sorted(), ".cuh files \(missing)")
+        for (folder, names, embedded) in [(dir.path, cu, KernelSources.files), (dir.path + "/common", cuh, KernelSources.headers)] {
+            for f in names {
+                let onDisk = try Data(contentsOf: URL(fileURLWithPath: folder + "/" + f))
+                XCTAssertEqual(embedded[f].map { Data($0.utf8) }, onDisk, "\(f): embedded text differs from the file on disk")
+            }
         }
         // Every catalogued instance names an embedded file.
         for i in KernelCatalog.all { XCTAssertNotNil(KernelSources.files[i.file], i.file) }
+    }
+
+    /// The Swift epilogue enum mirrors the kernels' `enum class Epilogue` in common/kiln.cuh: same names, same values.
+    func testEpilogueMatchesKernelHeader() throws {
+        let header = try XCTUnwrap(KernelSources.headers["kiln.cuh"])
+        let start = try XCTUnwrap(header.range(of: "enum class Epilogue : int {"), "kiln.cuh declares enum class Epilogue")
+        let end = try XCTUnwrap(header[start.upperBound...].range(of: "};"))
+        var kernelSide: [String: Int32] = [:]
+        for line in header[start.upperBound..<end.lowerBound].split(separator: "\n") {
+            let code = line.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)[0]   // drop // comments
+            let parts = code.split(separator: "=").map { $0.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: ","))) }
+            guard parts.count == 2, let value = Int32(parts[1]) else { continue }
+            kernelSide[parts[0]] = value
+        }
+        XCTAssertEqual(kernelSide, ["bf16": 0, "f32": 1, "swiglu": 2])
+        let swiftSide = Dictionary(uniqueKeysWithValues: GemmSplitK.Epilogue.allCases.map { ("\($0)", $0.rawValue) })
+        XCTAssertEqual(swiftSide, kernelSide)
+        // Every decode GEMM takes it by name at its entry points, not as an int.
+        for f in ["gemm_splitk.cu", "gemm_stream.cu", "gemm_swapab.cu"] {
+            let text = try XCTUnwrap(KernelSources.files[f])
+            XCTAssertTrue(text.contains("kiln::Epilogue epi)"), f)
+            XCTAssertFalse(text.contains("int epi"), f)
+        }
     }
 
     func testLlama3InverseFrequencies() {

@@ -179,15 +179,46 @@ final class GemmTunerTests: XCTestCase {
         XCTAssertEqual(r.all.filter { $0.rejection != nil }.count, 2)
     }
 
-    func testKernelHashAndDriverNumber() {
-        let a = TuneKey.kernelSourceHash(["a.cu": "x", "b.cu": "y"])
+    func testSourcesHashAndDriverNumber() {
+        let a = TuneKey.sourcesHash(["a.cu": "x", "b.cu": "y"])
         XCTAssertEqual(a.count, 64)
-        XCTAssertEqual(a, TuneKey.kernelSourceHash(["b.cu": "y", "a.cu": "x"]))
-        XCTAssertNotEqual(a, TuneKey.kernelSourceHash(["a.cu": "x", "b.cu": "y "]))
-        XCTAssertNotEqual(a, TuneKey.kernelSourceHash(["a.cu": "xb.cu", "": "y"]), "names and texts cannot run together")
+        XCTAssertEqual(a, TuneKey.sourcesHash(["b.cu": "y", "a.cu": "x"]))
+        XCTAssertNotEqual(a, TuneKey.sourcesHash(["a.cu": "x", "b.cu": "y "]))
+        XCTAssertNotEqual(a, TuneKey.sourcesHash(["a.cu": "xb.cu", "": "y"]), "names and texts cannot run together")
         XCTAssertEqual(TuneKey.kernelSourceHash(), TuneKey.kernelSourceHash())
         XCTAssertEqual(TuneKey.driverNumber("13.0"), 13000)
         XCTAssertEqual(TuneKey.driverNumber("12.8"), 12080)
+    }
+
+    func testIncludeParsing() {
+        let text = "#include \"a.cuh\"   // why\n  #  include \"b.cuh\"\n#include <cuda.h>\n// #include \"c.cuh\"\n#define X \"d.cuh\"\n"
+        XCTAssertEqual(TuneKey.includedNames(text), ["a.cuh", "b.cuh"])
+        // Transitively: g.cu -> x.cuh -> y.cuh; z.cuh is included by nothing in the family.
+        let files = ["g.cu": "#include \"x.cuh\"\n", "other.cu": "#include \"z.cuh\"\n"]
+        let headers = ["x.cuh": "#include \"y.cuh\"\n", "y.cuh": "int y;", "z.cuh": "int z;"]
+        XCTAssertEqual(TuneKey.familySources(["g.cu"], files: files, headers: headers).keys.sorted(), ["g.cu", "x.cuh", "y.cuh"])
+    }
+
+    /// The tuning key covers the GEMM kernels the tuner measures and exactly the headers they include.
+    func testTuneKeyHashesOnlyTheGemmFamily() {
+        let files = KernelSources.files, headers = KernelSources.headers
+        let family = TuneKey.familySources(TuneKey.gemmFamilyFiles, files: files, headers: headers)
+        XCTAssertEqual(family.keys.sorted(), ["attention_util.cuh", "gemm_hopper.cu", "gemm_splitk.cu", "gemm_stream.cu",
+                                              "gemm_swapab.cu", "hopper_util.cuh", "kiln.cuh", "wg_ring.cuh"])
+        let base = TuneKey.kernelSourceHash(files: files, headers: headers)
+        XCTAssertEqual(base, TuneKey.kernelSourceHash())
+        func edited(_ dict: [String: String], _ name: String) -> [String: String] {
+            XCTAssertNotNil(dict[name], name)
+            var d = dict; d[name, default: ""] += "\n// edited\n"; return d
+        }
+        // Not a GEMM: the table stays valid.
+        XCTAssertEqual(base, TuneKey.kernelSourceHash(files: edited(files, "sampling.cu"), headers: headers))
+        XCTAssertEqual(base, TuneKey.kernelSourceHash(files: edited(files, "rmsnorm.cu"), headers: headers))
+        // A GEMM, or a header a GEMM includes (directly, or only through wg_ring.cuh's includes): stale.
+        XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: edited(files, "gemm_splitk.cu"), headers: headers))
+        XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: edited(files, "gemm_hopper.cu"), headers: headers))
+        XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: files, headers: edited(headers, "attention_util.cuh")))
+        XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: files, headers: edited(headers, "wg_ring.cuh")))
     }
 
     /// A table measured with other kernel sources is ignored by the engine's loader, which then hands back an empty

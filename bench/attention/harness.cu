@@ -39,9 +39,9 @@
         }                                                                                            \
     } while (0)
 
-typedef void (*PrefillFn)(const kiln_bf16*, const kiln_bf16*, const kiln_bf16*, kiln_bf16*, int, int, int, int, int,
+typedef void (*PrefillFn)(const kiln::bf16*, const kiln::bf16*, const kiln::bf16*, kiln::bf16*, int, int, int, int, int,
                           int, int, float);
-typedef void (*DecodeFn)(const kiln_bf16*, const kiln_bf16*, const kiln_bf16*, kiln_bf16*, float*, unsigned*,
+typedef void (*DecodeFn)(const kiln::bf16*, const kiln::bf16*, const kiln::bf16*, kiln::bf16*, float*, unsigned*,
                          const int*, int, int, int, int, int, float);
 struct PInst { const char* name; PrefillFn fn; int d, br, bc, kc, w, smem; };
 struct DInst { const char* name; DecodeFn fn; int d, gmax, w, kt; };
@@ -75,19 +75,19 @@ __device__ __forceinline__ uint32_t hash32(uint64_t x) {
     x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
     return (uint32_t)x;
 }
-__global__ void fill_rand(kiln_bf16* p, size_t n, uint64_t seed, float scale) {
+__global__ void fill_rand(kiln::bf16* p, size_t n, uint64_t seed, float scale) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float v = ((hash32(i * 0x9E3779B97F4A7C15ULL + seed) >> 8) * (1.0f / 16777216.0f) * 2.f - 1.f) * scale;
-        kiln_bf16 b = kiln_attn::f32_to_bf16(v);
+        kiln::bf16 b = kiln_attn::f32_to_bf16(v);
         if ((b & 0x7fff) == 0) b = 0x3c00;  // never zero
         p[i] = b;
     }
 }
-__global__ void fill_u16(kiln_bf16* p, size_t n, kiln_bf16 v) {
+__global__ void fill_u16(kiln::bf16* p, size_t n, kiln::bf16 v) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) p[i] = v;
 }
 // Cache rows pos >= lens[b] (up to maxS) := NaN.
-__global__ void poison_tail(kiln_bf16* p, int B, int Hkv, int maxS, int D, const int* lens) {
+__global__ void poison_tail(kiln::bf16* p, int B, int Hkv, int maxS, int D, const int* lens) {
     const size_t n = (size_t)B * Hkv * maxS * D;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const size_t row = i / D;
@@ -96,10 +96,10 @@ __global__ void poison_tail(kiln_bf16* p, int B, int Hkv, int maxS, int D, const
         if (pos >= lens[b]) p[i] = 0x7fc0;
     }
 }
-__device__ __forceinline__ float bf(kiln_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
+__device__ __forceinline__ float bf(kiln::bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
 
 // Reference: one block (128 threads) per (query row, q head, sequence); rows rowBase + blockIdx.x.
-__global__ void ref_attn(const kiln_bf16* q, const kiln_bf16* k, const kiln_bf16* v, float* out, int S, int Hq,
+__global__ void ref_attn(const kiln::bf16* q, const kiln::bf16* k, const kiln::bf16* v, float* out, int S, int Hq,
                          int Hkv, int D, int maxS, int ldq, int qStart, const int* lens, int causal, float scale,
                          int rowBase) {
     const int i = rowBase + blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -109,8 +109,8 @@ __global__ void ref_attn(const kiln_bf16* q, const kiln_bf16* k, const kiln_bf16
     if (tid < D) qs[tid] = bf(q[((size_t)b * S + i) * ldq + (size_t)h * D + tid]);
     const int len = lens[b];
     const int n = causal ? min(len, qStart + i + 1) : len;
-    const kiln_bf16* kb = k + (size_t)(b * Hkv + kvh) * maxS * D;
-    const kiln_bf16* vb = v + (size_t)(b * Hkv + kvh) * maxS * D;
+    const kiln::bf16* kb = k + (size_t)(b * Hkv + kvh) * maxS * D;
+    const kiln::bf16* vb = v + (size_t)(b * Hkv + kvh) * maxS * D;
     float m = -INFINITY, l = 0.f, acc = 0.f;
     __syncthreads();
     for (int c0 = 0; c0 < n; c0 += 128) {
@@ -148,7 +148,7 @@ __global__ void ref_attn(const kiln_bf16* q, const kiln_bf16* k, const kiln_bf16
     if (tid < D) out[(((size_t)b * S + i) * Hq + h) * D + tid] = n > 0 ? acc / l : 0.f;
 }
 // sums[0] += (o-ref)^2, sums[1] += ref^2, sums[2] += non-finite count, sums[3] = max |o-ref|
-__global__ void compare(const kiln_bf16* o, const float* ref, int S, int Hq, int D, int B, int rowBase, int rows,
+__global__ void compare(const kiln::bf16* o, const float* ref, int S, int Hq, int D, int B, int rowBase, int rows,
                         double* sums) {
     const size_t n = (size_t)B * rows * Hq * D;
     double e2 = 0, r2 = 0, bad = 0, mx = 0;
@@ -169,12 +169,12 @@ __global__ void compare(const kiln_bf16* o, const float* ref, int S, int Hq, int
     while (want > cur) { unsigned long long prev = atomicCAS(p, cur, want); if (prev == cur) break; cur = prev; }
 }
 
-static void frand(kiln_bf16* p, size_t n, uint64_t seed, float scale) {
+static void frand(kiln::bf16* p, size_t n, uint64_t seed, float scale) {
     fill_rand<<<1024, 256>>>(p, n, seed, scale);
     CK(cudaGetLastError());
 }
 static double g_relerr, g_maxerr; static long long g_bad;
-static bool check(const kiln_bf16* o, const float* ref, int S, int Hq, int D, int B, int rowBase, int rows) {
+static bool check(const kiln::bf16* o, const float* ref, int S, int Hq, int D, int B, int rowBase, int rows) {
     double* ds; CK(cudaMalloc(&ds, 4 * sizeof(double))); CK(cudaMemset(ds, 0, 4 * sizeof(double)));
     compare<<<512, 256>>>(o, ref, S, Hq, D, B, rowBase, rows, ds);
     CK(cudaGetLastError());
@@ -190,7 +190,7 @@ struct PCase { int B, S, Hq, Hkv, D, qStart, kvLen, maxS, fusedQ; float scale; b
 // One prefill instance on one case: poison o, launch, check against ref (rows rowBase.., NaN scan of the
 // rest), optionally time (median of 25 after 3 warm-ups), print the RESULT line.
 template <typename Launch>
-static void prefill_instance(const char* name, const PCase& c, int ldq, kiln_bf16* o, const float* ref, size_t no,
+static void prefill_instance(const char* name, const PCase& c, int ldq, kiln::bf16* o, const float* ref, size_t no,
                              int rowBase, int rows, Launch launch) {
     const double flops = 4.0 * c.B * c.Hq * (double)c.S * c.S * c.D / 2.0;
     fill_u16<<<1024, 256>>>(o, no, 0xffff);
@@ -231,7 +231,7 @@ static void prefill_instance(const char* name, const PCase& c, int ldq, kiln_bf1
 static void run_prefill_case(const PCase& c, uint64_t seed, bool base, bool hopper) {
     const int ldq = c.fusedQ ? (c.Hq + 2 * c.Hkv) * c.D : c.Hq * c.D;
     const size_t nq = (size_t)c.B * c.S * ldq, nkv = (size_t)c.B * c.Hkv * c.maxS * c.D, no = (size_t)c.B * c.S * c.Hq * c.D;
-    kiln_bf16 *q, *k, *v, *o; float* ref; int* lens;
+    kiln::bf16 *q, *k, *v, *o; float* ref; int* lens;
     CK(cudaMalloc(&q, nq * 2)); CK(cudaMalloc(&k, nkv * 2)); CK(cudaMalloc(&v, nkv * 2)); CK(cudaMalloc(&o, no * 2));
     CK(cudaMalloc(&ref, no * 4)); CK(cudaMalloc(&lens, c.B * sizeof(int)));
     std::vector<int> hl(c.B, c.kvLen);
@@ -273,7 +273,7 @@ static const size_t SCRUB = 256ull << 20;
 static void run_decode_case(const DCase& c, uint64_t seed) {
     const int ldq = c.Hq * c.D;
     const size_t nq = (size_t)c.B * ldq, nkv = (size_t)c.B * c.Hkv * c.maxS * c.D, no = nq;
-    kiln_bf16 *q, *k, *v, *o; float *ref, *ws; int* lens; unsigned* cnt;
+    kiln::bf16 *q, *k, *v, *o; float *ref, *ws; int* lens; unsigned* cnt;
     CK(cudaMalloc(&q, nq * 2)); CK(cudaMalloc(&k, nkv * 2)); CK(cudaMalloc(&v, nkv * 2)); CK(cudaMalloc(&o, no * 2));
     CK(cudaMalloc(&ref, no * 4)); CK(cudaMalloc(&lens, c.B * sizeof(int)));
     const int maxSplits = 128;

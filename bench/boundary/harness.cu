@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(256) small_k(const unsigned short* in, int nin
 // 8 rows × 64 B; LAYOUT 1: tiled [N/16][K/32][16][32] (each 16×32 tile 1 KB contiguous, row-major
 // inside), so one warp load reads 512 contiguous bytes. Q: 0 ld.global.nc.L1::no_allocate.L2::256B
 // (gemm_splitk's ld_weight), 1 the same without the L2 prefetch hint, 2 ld.global.cs.
-template <int Q> __device__ __forceinline__ kiln_gemm::U4 ldq(const kiln_bf16* p) {
+template <int Q> __device__ __forceinline__ kiln_gemm::U4 ldq(const kiln::bf16* p) {
     kiln_gemm::U4 r;
     if (Q == 0) asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
     if (Q == 1) asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
@@ -83,7 +83,7 @@ template <int Q> __device__ __forceinline__ kiln_gemm::U4 ldq(const kiln_bf16* p
     return r;
 }
 template <int LAYOUT, int Q, int U>
-__device__ __forceinline__ void pload(kiln_gemm::U4 (&v)[U][2], const kiln_bf16* w, int row0, int g, int t, int K, int k) {
+__device__ __forceinline__ void pload(kiln_gemm::U4 (&v)[U][2], const kiln::bf16* w, int row0, int g, int t, int K, int k) {
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
@@ -96,7 +96,7 @@ __device__ __forceinline__ void pload(kiln_gemm::U4 (&v)[U][2], const kiln_bf16*
         }
 }
 template <int WK, int U, int LAYOUT, int Q>
-__global__ void __launch_bounds__(32 * WK) pattern_k(const kiln_bf16* __restrict__ w, int N, int K, float* out) {
+__global__ void __launch_bounds__(32 * WK) pattern_k(const kiln::bf16* __restrict__ w, int N, int K, float* out) {
     const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int row0 = blockIdx.x * 16;
     constexpr int STEP = U * 32, KS = WK * STEP;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(32 * WK) pattern_k(const kiln_bf16* __restrict
 
 // Row-major [N, K] -> LAYOUT 2: [N/16][K/64][16][64] (each 16-row × 64-k tile 2 KB contiguous,
 // row-major inside: the layout a 4D TMA box (64, 16, 1, BN/16) turns back into gemm_hopper's smem tile).
-__global__ void tile_k(const kiln_bf16* src, kiln_bf16* dst, int N, int K) {
+__global__ void tile_k(const kiln::bf16* src, kiln::bf16* dst, int N, int K) {
     for (long long i = blockIdx.x * 256LL + threadIdx.x; i < (long long)N * K; i += (long long)gridDim.x * 256) {
         const int r = (int)(i / K), k = (int)(i % K);
         dst[((long long)(r / 16) * (K / 64) + k / 64) * 1024 + (r % 16) * 64 + (k % 64)] = src[i];
@@ -131,15 +131,15 @@ __global__ void tile_k(const kiln_bf16* src, kiln_bf16* dst, int N, int K) {
 // issued before the mmas of step s), same per-lane k order and the same warp reduction, so the output
 // must be bitwise gemm_splitk's.
 template <int WK, int U, int LAYOUT, int NSETS>
-__global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
-                                                   kiln_bf16* __restrict__ y, int M, int N, int K) {
+__global__ void __launch_bounds__(32 * WK) proto_k(const kiln::bf16* __restrict__ x, const kiln::bf16* __restrict__ w,
+                                                   kiln::bf16* __restrict__ y, int M, int N, int K) {
     const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int row0 = blockIdx.x * 16;
     constexpr int STEP = U * 32, KS = WK * STEP;
     const int k0 = wk * STEP;
     const int nfull = k0 + STEP <= K ? (K - STEP - k0) / KS + 1 : 0;
     const bool xok = g < M;
-    const kiln_bf16* xrow = x + (long long)min(g, M - 1) * K + 8 * t;
+    const kiln::bf16* xrow = x + (long long)min(g, M - 1) * K + 8 * t;
     kiln_gemm::U4 wv[NSETS][U][2], xv[NSETS][U];
     float acc[1][1][4] = {{{0.f, 0.f, 0.f, 0.f}}};
     auto load = [&](kiln_gemm::U4 (&ws)[U][2], kiln_gemm::U4 (&xs)[U], int k) {
@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(32 * WK) proto_k(const kiln_bf16* __restrict__
         for (int j = 1; j < WK; ++j)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[0][0][i] += red[((j - 1) * 4 + i) * 32 + lane];
-        kiln_gemm::store_out<1, 1>(acc, y, row0, g, t, M, N, 0);
+        kiln_gemm::store_out<1, 1>(acc, y, row0, g, t, M, N, kiln::Epilogue::bf16);
     }
 }
 
@@ -192,8 +192,8 @@ __global__ void fill_k(unsigned short* p, long long n, unsigned seed) {
 
 #define GEMM_WRAP(NT, WN, WK, T, U, S) \
     __global__ void __launch_bounds__(32 * WN * WK, 512 / (32 * WN * WK)) g_##NT##_##WN##_##WK##_##T##_##U##_##S( \
-        const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y, float* ws, unsigned* cnt, \
-        int M, int N, int K, int epi) { kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi); }
+        const kiln::bf16* __restrict__ x, const kiln::bf16* __restrict__ w, void* __restrict__ y, float* ws, unsigned* cnt, \
+        int M, int N, int K, kiln::Epilogue epi) { kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi); }
 GEMM_WRAP(1, 1, 8, 1, 4, 1)
 GEMM_WRAP(1, 1, 4, 1, 4, 1)
 GEMM_WRAP(1, 1, 8, 2, 2, 1)
@@ -203,7 +203,7 @@ GEMM_WRAP(1, 2, 2, 1, 4, 0)
 GEMM_WRAP(1, 1, 8, 1, 2, 1)
 GEMM_WRAP(2, 1, 4, 1, 4, 1)
 
-typedef void (*GemmFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
+typedef void (*GemmFn)(const kiln::bf16*, const kiln::bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
 struct Inst { const char* name; GemmFn fn; int threads, rows; };
 static Inst g_inst[] = {
     {"wn1_wk8_t1_u4_s1", g_1_1_8_1_4_1, 256, 16}, {"wn1_wk4_t1_u4_s1", g_1_1_4_1_4_1, 128, 16},
@@ -226,8 +226,8 @@ static void launch_smem(bool pdl, int smem, K kernel, dim3 grid, dim3 block, A..
 template <class K, class... A>
 static void launch(bool pdl, K kernel, dim3 grid, dim3 block, A... args) { launch_smem(pdl, 0, kernel, grid, block, args...); }
 
-static void gemm(const Inst& in, bool pdl, const kiln_bf16* x, const kiln_bf16* w, void* y, int M, int N, int K) {
-    launch(pdl, in.fn, dim3((N + in.rows - 1) / in.rows, 1, 1), dim3(in.threads, 1, 1), x, w, y, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
+static void gemm(const Inst& in, bool pdl, const kiln::bf16* x, const kiln::bf16* w, void* y, int M, int N, int K) {
+    launch(pdl, in.fn, dim3((N + in.rows - 1) / in.rows, 1, 1), dim3(in.threads, 1, 1), x, w, y, (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16);
 }
 
 
@@ -238,7 +238,7 @@ static void gemm(const Inst& in, bool pdl, const kiln_bf16* x, const kiln_bf16* 
 struct WholeInst { const char* name; GemmFn fn; int nt, wk, unroll; };
 #define WHOLE_ROW(NT, WK, U, B) {#NT "_" #WK "_" #U "_b" #B, KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U, B), NT, WK, U},
 static WholeInst g_whole[] = { KILN_GEMM_SPLITK_WHOLE_INSTANCES(WHOLE_ROW) };
-static void whole_sweep(const std::vector<kiln_bf16*> (&ws)[4], const kiln_bf16* x, kiln_bf16* ya, kiln_bf16* yb) {
+static void whole_sweep(const std::vector<kiln::bf16*> (&ws)[4], const kiln::bf16* x, kiln::bf16* ya, kiln::bf16* yb) {
     const char* names[4] = {"qkv", "o", "gate_up", "down"};
     const int Ns[4] = {6144, 4096, 28672, 4096}, Ks[4] = {4096, 4096, 4096, 14336};
     const int nw = sizeof(g_whole) / sizeof(g_whole[0]);
@@ -257,7 +257,7 @@ static void whole_sweep(const std::vector<kiln_bf16*> (&ws)[4], const kiln_bf16*
                 if ((M <= 8) != (in.nt == 1) || N % 16 != 0 || K % (32 * in.unroll) != 0) continue;
                 const int grid = N / 16, threads = 32 * in.wk;
                 CK(cudaMemset(yb, 0xff, M * N * 2));
-                launch(false, in.fn, dim3(grid), dim3(threads), x, (const kiln_bf16*)ws[s][0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, N, K, 0);
+                launch(false, in.fn, dim3(grid), dim3(threads), x, (const kiln::bf16*)ws[s][0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16);
                 CK(cudaStreamSynchronize(g_stream));
                 CK(cudaMemcpy(got.data(), yb, M * N * 2, cudaMemcpyDeviceToHost));
                 outs[i] = got;
@@ -273,8 +273,8 @@ static void whole_sweep(const std::vector<kiln_bf16*> (&ws)[4], const kiln_bf16*
                         twin = outs[j] == got ? 1 : 0;
                 for (int pdl = 0; pdl < 2; ++pdl) {
                     double us = graph_us([&] { for (int n = 0; n < kNodes; ++n)
-                        launch(pdl, in.fn, dim3(grid), dim3(threads), x, (const kiln_bf16*)ws[s][n % 4], (void*)((n & 1) ? ya : yb),
-                               (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, kNodes);
+                        launch(pdl, in.fn, dim3(grid), dim3(threads), x, (const kiln::bf16*)ws[s][n % 4], (void*)((n & 1) ? ya : yb),
+                               (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16); }, kNodes);
                     printf("RESULT whole shape=%s M=%d inst=%s pdl=%d us=%.2f GBps=%.0f rel_diff=%.2g nan=%d twin_bitwise=%d\n", names[s], M, in.name,
                            pdl, us, bytes / us / 1e3, md, (int)nan, twin);
                 }
@@ -288,7 +288,7 @@ int main(int argc, char** argv) {
     CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
     const int K = 4096, NO = 4096, NQKV = 6144, NGU = 28672, F = 14336;
     const int kRot = 4;   // 4 × 33.5 MB (o) > 50 MB of L2
-    std::vector<kiln_bf16*> wo(kRot), wqkv(kRot), wgu(kRot), wd(kRot);
+    std::vector<kiln::bf16*> wo(kRot), wqkv(kRot), wgu(kRot), wd(kRot);
     for (int r = 0; r < kRot; ++r) {
         CK(cudaMalloc(&wo[r], (size_t)NO * K * 2)); CK(cudaMalloc(&wqkv[r], (size_t)NQKV * K * 2));
         CK(cudaMalloc(&wgu[r], (size_t)NGU * K * 2)); CK(cudaMalloc(&wd[r], (size_t)NO * F * 2));
@@ -297,29 +297,29 @@ int main(int argc, char** argv) {
         fill_k<<<1024, 256, 0, g_stream>>>(wgu[r], (long long)NGU * K, 37 + r);
         fill_k<<<1024, 256, 0, g_stream>>>(wd[r], (long long)NO * F, 41 + r);
     }
-    kiln_bf16 *xa, *xb, *ya, *yb; float* out;
+    kiln::bf16 *xa, *xb, *ya, *yb; float* out;
     CK(cudaMalloc(&xa, 16 * NGU * 2)); CK(cudaMalloc(&xb, 16 * NGU * 2));
     CK(cudaMalloc(&ya, 16 * NGU * 2)); CK(cudaMalloc(&yb, 16 * NGU * 2)); CK(cudaMalloc(&out, 4096 * 4));
     fill_k<<<64, 256, 0, g_stream>>>(xa, 16LL * NGU, 5);
     CK(cudaStreamSynchronize(g_stream));
     const double obytes = (double)NO * K * 2, qbytes = (double)NQKV * K * 2;
     if (argc > 1 && strcmp(argv[1], "profile") == 0) {   // for ncu: each gemm_whole instance named in argv, 3 launches
-        const std::vector<kiln_bf16*>* wsets[4] = {&wqkv, &wo, &wgu, &wd};
+        const std::vector<kiln::bf16*>* wsets[4] = {&wqkv, &wo, &wgu, &wd};
         const int Ns[4] = {NQKV, NO, NGU, NO}, Ks[4] = {K, K, K, F};
         for (int a = 2; a + 2 < argc; a += 3) {   // triples: shape index, M, instance name
             const int s = atoi(argv[a]), M = atoi(argv[a + 1]);
             for (const WholeInst& in : g_whole)
                 if (strcmp(in.name, argv[a + 2]) == 0) {
                     for (int r = 0; r < 3; ++r)
-                        launch(false, in.fn, dim3(Ns[s] / 16), dim3(32 * in.wk), (const kiln_bf16*)xa,
-                                    (const kiln_bf16*)(*wsets[s])[r], (void*)ya, (float*)nullptr, (unsigned*)nullptr, M, Ns[s], Ks[s], 0);
+                        launch(false, in.fn, dim3(Ns[s] / 16), dim3(32 * in.wk), (const kiln::bf16*)xa,
+                                    (const kiln::bf16*)(*wsets[s])[r], (void*)ya, (float*)nullptr, (unsigned*)nullptr, M, Ns[s], Ks[s], kiln::Epilogue::bf16);
                 }
         }
         CK(cudaStreamSynchronize(g_stream));
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "whole") == 0) {
-        const std::vector<kiln_bf16*> ws[4] = {wqkv, wo, wgu, wd};
+        const std::vector<kiln::bf16*> ws[4] = {wqkv, wo, wgu, wd};
         whole_sweep(ws, xa, ya, yb);
         printf("RESULT done\n");
         return 0;
@@ -351,10 +351,10 @@ int main(int argc, char** argv) {
     }
     // 2c. prototype GEMM on tiled weights vs gemm_splitk on row-major: time and bitwise agreement
     {
-        struct Shape { const char* name; int N, Kd; std::vector<kiln_bf16*>* w; };
+        struct Shape { const char* name; int N, Kd; std::vector<kiln::bf16*>* w; };
         std::vector<Shape> shapes = {{"o", NO, K, &wo}, {"qkv", NQKV, K, &wqkv}, {"gate_up", NGU, K, &wgu}, {"down", NO, F, &wd}};
         for (auto& sh : shapes) {
-            std::vector<kiln_bf16*> wt(kRot);
+            std::vector<kiln::bf16*> wt(kRot);
             for (int r = 0; r < kRot; ++r) {
                 CK(cudaMalloc(&wt[r], (size_t)sh.N * sh.Kd * 2));
                 tile_k<<<2048, 256, 0, g_stream>>>((*sh.w)[r], wt[r], sh.N, sh.Kd);
@@ -373,15 +373,15 @@ int main(int argc, char** argv) {
                 CK(cudaStreamSynchronize(g_stream)); CK(cudaMemcpy(got.data(), yb, M * sh.N * 2, cudaMemcpyDeviceToHost)); \
                 const bool same = got == ref; \
                 double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) \
-                    launch(false, proto_k<WK, U, L, NS>, dim3(sh.N / 16), dim3(32 * WK), (const kiln_bf16*)xa, (const kiln_bf16*)(*ww)[i % kRot], yb, M, sh.N, sh.Kd); }, kNodes); \
+                    launch(false, proto_k<WK, U, L, NS>, dim3(sh.N / 16), dim3(32 * WK), (const kiln::bf16*)xa, (const kiln::bf16*)(*ww)[i % kRot], yb, M, sh.N, sh.Kd); }, kNodes); \
                 printf("RESULT proto shape=%s M=%d kernel=proto_wk%d_u%d_layout%d_sets%d us=%.2f GBps=%.0f bitwise_same=%d\n", sh.name, M, WK, U, L, NS, us, bytes / us / 1e3, (int)same); }
                 PROTO(8, 4, 0, 2) PROTO(8, 2, 0, 2) PROTO(8, 4, 2, 2) PROTO(8, 2, 2, 2)
 #define WHOLE(NAME) { CK(cudaMemset(yb, 0xff, M * sh.N * 2)); \
-                launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, (const kiln_bf16*)(*sh.w)[0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); \
+                launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln::bf16*)xa, (const kiln::bf16*)(*sh.w)[0], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, kiln::Epilogue::bf16); \
                 CK(cudaStreamSynchronize(g_stream)); CK(cudaMemcpy(got.data(), yb, M * sh.N * 2, cudaMemcpyDeviceToHost)); \
                 double md = 0; for (size_t i = 0; i < got.size(); ++i) md = std::max(md, (double)fabsf(kiln_bf16_host(got[i]) - kiln_bf16_host(ref[i]))); \
-                double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln_bf16*)xa, \
-                    (const kiln_bf16*)(*sh.w)[i % kRot], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, 0); }, kNodes); \
+                double us = graph_us([&] { for (int i = 0; i < kNodes; ++i) launch(false, NAME, dim3(sh.N / 16), dim3(256), (const kiln::bf16*)xa, \
+                    (const kiln::bf16*)(*sh.w)[i % kRot], (void*)yb, (float*)nullptr, (unsigned*)nullptr, M, sh.N, sh.Kd, kiln::Epilogue::bf16); }, kNodes); \
                 printf("RESULT proto shape=%s M=%d kernel=%s us=%.2f GBps=%.0f bitwise_same=%d max_abs_diff=%.3g\n", sh.name, M, #NAME, us, bytes / us / 1e3, (int)(got == ref), md); }
                 WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u4_b1) WHOLE(kiln_gemm_splitk_whole_nt1_wk8_u2_b1)
             }
@@ -413,7 +413,7 @@ int main(int argc, char** argv) {
             const bool pdl = variant > 0;
             const int smode = variant == 0 ? 0 : variant;   // 1: trigger then wait, 2: wait then trigger
             auto layers = [&] {
-                kiln_bf16 *a = xa, *b = xb;
+                kiln::bf16 *a = xa, *b = xb;
                 for (int l = 0; l < 4; ++l) {
                     launch(pdl, small_k, dim3(M), dim3(256), a, M * K, b, M * K, smode);           // rmsnorm
                     gemm(iq, pdl, b, wqkv[l], ya, M, NQKV, K);

@@ -1,4 +1,4 @@
-// bench/common/gemm_test_util.cuh — shared by the TMA decode-GEMM harnesses (bench/tma_decode, bench/gemm_stream):
+// bench/common/gemm_test_util.cuh — for the TMA decode-GEMM harness (bench/gemm_stream):
 // deterministic random bf16 fill, an fp32 reference GEMM, and a 2-D bf16 tensor map for a [rows, K] matrix.
 // Include after gemm_splitk.cu (bf16 conversions) and a header that defines KilnTensorMap; link with -lcuda.
 #pragma once

@@ -1,4 +1,4 @@
-// bench/common/graph_timing.cuh — shared by the nvcc bench harnesses (bench/boundary, bench/tma_decode): the
+// bench/common/graph_timing.cuh — shared by the nvcc bench harnesses (bench/boundary, bench/gemm_stream): the
 // CUDA error check and the graph-chain timing every decode-GEMM number in docs/perf-notes-gemm.md uses.
 #pragma once
 #include <cuda_runtime.h>

@@ -39,7 +39,7 @@
         }                                                                                           \
     } while (0)
 
-typedef void (*KernFn)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
+typedef void (*KernFn)(const kiln::bf16*, const kiln::bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
 struct Inst {
     const char* name;
     KernFn fn;
@@ -57,22 +57,22 @@ __device__ __forceinline__ uint32_t hash32(uint64_t x) {
     x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
     return (uint32_t)x;
 }
-__global__ void fill_rand(kiln_bf16* p, size_t n, uint64_t seed, float scale) {
+__global__ void fill_rand(kiln::bf16* p, size_t n, uint64_t seed, float scale) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float v = ((hash32(i * 0x9E3779B97F4A7C15ULL + seed) >> 8) * (1.0f / 16777216.0f) * 2.f - 1.f) * scale;
-        kiln_bf16 b = kiln_gemm::f32_to_bf16(v);
+        kiln::bf16 b = kiln_gemm::f32_to_bf16(v);
         if ((b & 0x7fff) == 0) b = 0x3c00;  // never zero
         p[i] = b;
     }
 }
-__global__ void fill_u16(kiln_bf16* p, size_t n, kiln_bf16 v) {
+__global__ void fill_u16(kiln::bf16* p, size_t n, kiln::bf16 v) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) p[i] = v;
 }
 __global__ void fill_u32(unsigned* p, size_t n, unsigned v) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) p[i] = v;
 }
 // Reference: one block per output feature n, fp64 accumulation, all M tokens.
-__global__ void ref_gemm(const kiln_bf16* x, const kiln_bf16* w, double* ref, int M, int N, int K) {
+__global__ void ref_gemm(const kiln::bf16* x, const kiln::bf16* w, double* ref, int M, int N, int K) {
     const int n = blockIdx.x;
     double acc[16];
     for (int m = 0; m < 16; ++m) acc[m] = 0.0;
@@ -91,14 +91,14 @@ __global__ void ref_gemm(const kiln_bf16* x, const kiln_bf16* w, double* ref, in
 }
 __global__ void empty_kernel() {}
 
-static float h_bf16(kiln_bf16 h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static float h_bf16(kiln::bf16 h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
 
 // ---------------------------------------------------------------------------------------------
 struct Shape { const char* name; int N, K; };
 
 struct Bufs {
-    std::vector<kiln_bf16*> w;   // rotated weight copies
-    kiln_bf16* x = nullptr;      // [16, K]
+    std::vector<kiln::bf16*> w;   // rotated weight copies
+    kiln::bf16* x = nullptr;      // [16, K]
     void* y = nullptr;           // [16, N] fp32-sized
     float* ws = nullptr;         // [16 splits, 16, N]
     unsigned* cnt = nullptr;     // counters
@@ -114,7 +114,7 @@ static int grid_x(const Inst& in, int N) { return (N + 16 * in.t * in.wn - 1) / 
 
 static void launch(const Inst& in, const Bufs& b, int copy, int M, int N, int K, int split, int f32) {
     dim3 grid(grid_x(in, N), split), block(32 * in.wn * in.wk);
-    in.fn<<<grid, block, 0, g_stream>>>(b.x, b.w[copy], b.y, b.ws, b.cnt, M, N, K, f32);
+    in.fn<<<grid, block, 0, g_stream>>>(b.x, b.w[copy], b.y, b.ws, b.cnt, M, N, K, f32 ? kiln::Epilogue::f32 : kiln::Epilogue::bf16);
 }
 
 // Relative Frobenius error against ref; NaN (incl. the poison) fails.
@@ -125,7 +125,7 @@ static double check(const Bufs& b, int M, int N, int f32, long* nans) {
     if (f32) {
         CK(cudaMemcpy(y.data(), b.y, y.size() * 4, cudaMemcpyDeviceToHost));
     } else {
-        std::vector<kiln_bf16> yb((size_t)M * N);
+        std::vector<kiln::bf16> yb((size_t)M * N);
         CK(cudaMemcpy(yb.data(), b.y, yb.size() * 2, cudaMemcpyDeviceToHost));
         for (size_t i = 0; i < yb.size(); ++i) y[i] = h_bf16(yb[i]);
     }
@@ -244,7 +244,7 @@ static LtGemm lt_make(Lt& lt, int M, int N, int K) {
     if (n > 0) { g.algo = res[0].algo; g.ok = true; }
     return g;
 }
-static void lt_run(Lt& lt, LtGemm& g, const kiln_bf16* x, const kiln_bf16* w, void* y) {
+static void lt_run(Lt& lt, LtGemm& g, const kiln::bf16* x, const kiln::bf16* w, void* y) {
     const float alpha = 1.f, beta = 0.f;
     CKL(cublasLtMatmul(lt.h, g.op, &alpha, w, g.a, x, g.bl, &beta, y, g.c, y, g.c, &g.algo, lt.ws, lt.wsz, g_stream));
 }
@@ -364,7 +364,7 @@ int main(int argc, char** argv) {
             st = st * 6364136223846793005ULL + 1442695040888963407ULL;
             float v = ((uint32_t)(st >> 40) * (1.0f / 16777216.0f)) * 2.f - 1.f;
             uint32_t u; memcpy(&u, &v, 4); u += 0x7fffu + ((u >> 16) & 1u);
-            return (kiln_bf16)(u >> 16);
+            return (kiln::bf16)(u >> 16);
         };
         for (int mode = 0; mode < 2; ++mode) {
             for (const CS& c : seq) {
@@ -376,10 +376,10 @@ int main(int argc, char** argv) {
                             g_inst[i].u == 8 && g_inst[i].st == 0) in = &g_inst[i];
                     if (!in) break;
                     const int N = c.N, K = c.K;
-                    std::vector<kiln_bf16> hx((size_t)M * K), hw((size_t)N * K);
+                    std::vector<kiln::bf16> hx((size_t)M * K), hw((size_t)N * K);
                     for (auto& v : hx) v = rnd();
                     for (auto& v : hw) v = rnd();
-                    kiln_bf16 *dx, *dw; void* dy;
+                    kiln::bf16 *dx, *dw; void* dy;
                     CK(cudaMalloc(&dx, hx.size() * 2));
                     CK(cudaMemcpy(dx, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
                     CK(cudaMalloc(&dw, hw.size() * 2));
@@ -388,13 +388,13 @@ int main(int argc, char** argv) {
                     CK(cudaMalloc(&dy, (size_t)M * N * 4));
                     CK(cudaMemsetAsync(dy, 0xFF, (size_t)M * N * (c.f32 ? 4 : 2), g_stream));
                     dim3 grid(grid_x(*in, N), c.split), block(32 * in->wn * in->wk);
-                    in->fn<<<grid, block, 0, g_stream>>>(dx, dw, dy, ws, cnt, M, N, K, c.f32);
+                    in->fn<<<grid, block, 0, g_stream>>>(dx, dw, dy, ws, cnt, M, N, K, c.f32 ? kiln::Epilogue::f32 : kiln::Epilogue::bf16);
                     CK(cudaGetLastError());
                     CK(cudaStreamSynchronize(g_stream));
                     std::vector<float> y((size_t)M * N);
                     if (c.f32) CK(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
                     else {
-                        std::vector<kiln_bf16> yb(y.size());
+                        std::vector<kiln::bf16> yb(y.size());
                         CK(cudaMemcpy(yb.data(), dy, yb.size() * 2, cudaMemcpyDeviceToHost));
                         for (size_t i = 0; i < y.size(); ++i) y[i] = h_bf16(yb[i]);
                     }

@@ -1,11 +1,11 @@
 // bench/gemm_stream/harness.cu — correctness and graph-chain timing of the engine's gemm_stream.cu (TMA-ring decode
 // GEMM, rows split over blocks) against gemm_whole, on the four Llama-3-8B shapes at M = 16, 8, 1, in one process.
 // Also the engine's gemm_swapab.cu (wgmma, weights as A, a lead and a helper CTA per tile; perf-notes-gemm.md v10).
-// PROTO=1 adds four prototypes that lost (v8, v9): gemm_resident.cu, gemm_xsmem.cu (X in shared memory),
-// gemm_wgstream.cu (wgmma, tokens as A) and gemm_clusterk.cu (split-K reduced through distributed shared memory).
+// The prototypes that lost (gemm_resident, gemm_xsmem, gemm_wgstream, gemm_clusterk; v8, v9) left the tree after
+// session 8: git history has them (perf-notes-gemm.md, "Prototypes removed").
 // Every output is checked against an fp32 reference (relative error, NaN; SwiGLU too at M = 16) before
 // it is timed. MOVE=1: data movement alone (TMA ring, no mma) for several box shapes. PROFILE=<config> M=<m>:
-// three launches on o, for ncu. ONLY=<shape> (o, qkv, down, gate_up, or o62: 62 tiles of 64 rows) times one shape,
+// three launches on o, for ncu. ONLY=<shape> (o, qkv, down or gate_up) times one shape,
 // M16=1 only M = 16, COPIES=<n> rotates n weight copies (default 4).
 // Built with nvcc on the GPU machine by run.sh (-lcuda for cuTensorMapEncodeTiled).
 #include <cuda.h>
@@ -19,64 +19,21 @@
 #include "../../Sources/KilnKernels/cuda/gemm_splitk.cu"
 #include "../../Sources/KilnKernels/cuda/gemm_stream.cu"
 #include "../../Sources/KilnKernels/cuda/gemm_swapab.cu"
-#include "gemm_wgstream.cu"
-#include "gemm_clusterk.cu"
-#include "gemm_resident.cu"
-#include "gemm_xsmem.cu"
 #include "../common/graph_timing.cuh"
 #include "../common/gemm_test_util.cuh"
 
-typedef void (*GemmFnW)(const kiln_bf16*, const kiln_bf16*, void*, float*, unsigned*, int, int, int, int);
-typedef void (*StreamFn)(const KilnTensorMap, const kiln_bf16*, void*, int, int, int, int);
+typedef void (*GemmFnW)(const kiln::bf16*, const kiln::bf16*, void*, float*, unsigned*, int, int, int, kiln::Epilogue);
+typedef void (*StreamFn)(const KilnTensorMap, const kiln::bf16*, void*, int, int, int, kiln::Epilogue);
 struct Cfg { const char* name; StreamFn fn; int nb, kb, ws, cw; };
-// gemm_resident (NB, KB, WS, CW, EARLY): o at NB = 32 and qkv at NB = 48 run 128 blocks, one per SM.
-#define RSWEEP(X)                                                                                                  \
-    X(32, 2, 8, 4, 1) X(48, 1, 8, 4, 1)
 // The engine's instances (gemm_stream.cu's KILN_GEMM_STREAM_INSTANCES).
 #define ROW(NB, KB, WS, CW) {#NB "_" #KB "_" #WS "_" #CW, KILN_GEMM_STREAM_NAME(NB, KB, WS, CW), NB, KB, WS, CW},
 static Cfg g_cfg[] = {KILN_GEMM_STREAM_INSTANCES(ROW)};
 
-// The engine's gemm_wgstream instances (wgmma, tokens as A, NB weight rows per CTA).
-typedef void (*WgFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
-struct WCfg { const char* name; WgFn fn; int nb, kb, s; };
-#define WROW(NB, KB, S) {"wgstream_nb" #NB "_kb" #KB "_s" #S, KILN_GEMM_WGSTREAM_NAME(NB, KB, S), NB, KB, S},
-static WCfg g_wcfg[] = {KILN_GEMM_WGSTREAM_INSTANCES(WROW)};
 // The engine's gemm_swapab instances (wgmma with W as A; each 64-row tile split unevenly over a lead and a helper CTA).
-typedef void (*SwapFn)(const KilnTensorMap, const KilnTensorMap, void*, float*, unsigned*, int, int, int, int, int);
+typedef void (*SwapFn)(const KilnTensorMap, const KilnTensorMap, void*, float*, unsigned*, int, int, int, int, kiln::Epilogue);
 struct KCfg { const char* name; SwapFn fn; int mt, kb, s, lead; };
 #define KROW(MT, KB, S, LEAD) {"swapab_mt" #MT "_kb" #KB "_s" #S "_l" #LEAD, KILN_GEMM_SWAPAB_NAME(MT, KB, S, LEAD), MT, KB, S, LEAD},
 static KCfg g_kcfg[] = {KILN_GEMM_SWAPAB_INSTANCES(KROW)};
-// Prototype gemm_clusterk.cu (gemm_swapab's layout, split-K reduced through distributed shared memory; PROTO=1).
-typedef void (*ClusterFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
-struct CCfg { const char* name; ClusterFn fn; int mt, kb, s, sk; };
-#define CROW(MT, KB, S, SK) {"clusterk_mt" #MT "_kb" #KB "_s" #S "_c" #SK, KILN_GEMM_CLUSTERK_NAME(MT, KB, S, SK), MT, KB, S, SK},
-static CCfg g_ccfg[] = {KILN_GEMM_CLUSTERK_INSTANCES(CROW)};
-
-typedef void (*ResFn)(const KilnTensorMap, const KilnTensorMap, void*, int, int, int, int);
-struct RCfg { const char* name; ResFn fn; int nb, kb, ws, cw; };
-#define RDEF(NB, KB, WS, CW, E)                                                                                      \
-    __global__ void __launch_bounds__(KILN_GEMM_RESIDENT_THREADS(CW)) rs_##NB##_##KB##_##WS##_##CW##_##E(             \
-        const __grid_constant__ KilnTensorMap tw, const __grid_constant__ KilnTensorMap tx, void* y, int M, int N, int K, int epi) { \
-        kiln_gemm_stream::gemm_resident<NB, KB, WS, CW, E>(&tw, &tx, y, M, N, K, epi);                                \
-    }
-RSWEEP(RDEF)
-#define RROW(NB, KB, WS, CW, E) {"res_nb" #NB "_kb" #KB "_ws" #WS "_cw" #CW "_e" #E, rs_##NB##_##KB##_##WS##_##CW##_##E, NB, KB, WS, CW},
-static RCfg g_rcfg[] = {RSWEEP(RROW)};
-
-// gemm_xsmem (NT, TILES, WK, U): one block per SM, X in shared memory.
-#define XSWEEP(X) X(2, 2, 8, 4) X(1, 2, 8, 4)
-struct XCfg { const char* name; GemmFnW fn; int nt, tiles, wk, u; };
-#define XDEF(NT, T, WK, U)                                                                                            \
-    __global__ void __launch_bounds__(32 * T * WK) xs_##NT##_##T##_##WK##_##U(const kiln_bf16* x, const kiln_bf16* w, void* y, \
-                                                                              float*, unsigned*, int M, int N, int K, int epi) { \
-        switch (epi) {                                                                                                \
-            case 2: kiln_gemm::gemm_xsmem<NT, T, WK, U, 2>(x, w, y, M, N, K); break;                                  \
-            default: kiln_gemm::gemm_xsmem<NT, T, WK, U, 0>(x, w, y, M, N, K); break;                                 \
-        }                                                                                                             \
-    }
-XSWEEP(XDEF)
-#define XROW(NT, T, WK, U) {"xs_nt" #NT "_t" #T "_wk" #WK "_u" #U, xs_##NT##_##T##_##WK##_##U, NT, T, WK, U},
-static XCfg g_xcfg[] = {XSWEEP(XROW)};
 
 // [rows, K] bf16 viewed as {64, rows, K/64} (strides K·2 and 128 bytes): one box {64, box_rows, kb} per ring stage.
 static KilnTensorMap make_tmap_3d(const void* base, int rows, int K, int box_rows, int kb) {
@@ -199,26 +156,20 @@ int main() {
         printf("RESULT copy GBps=%.0f\n", 2.0 * n * 16 / us / 1e3);
         CK(cudaFree(a)); CK(cudaFree(b));
     }
-    struct Shape { const char* name; int N, K; } shapes[] = {{"o", 4096, 4096}, {"qkv", 6144, 4096}, {"down", 4096, 14336}, {"gate_up", 28672, 4096},
-                                                  {"o62", 3968, 4096}};   // o62: 62 tiles of 64 rows (ONLY=o62; one wave of clusters of 4)
+    struct Shape { const char* name; int N, K; } shapes[] = {{"o", 4096, 4096}, {"qkv", 6144, 4096}, {"down", 4096, 14336}, {"gate_up", 28672, 4096}};
     unsigned short *x, *y0, *y1; float* ref;
     CK(cudaMalloc(&y0, 16LL * 28672 * 4)); CK(cudaMalloc(&y1, 16LL * 28672 * 4));
     CK(cudaMalloc(&x, 16 * 14336 * 2)); CK(cudaMalloc(&ref, 16LL * 28672 * 4));
     fill_k<<<64, 256, 0, g_stream>>>(x, 16LL * 14336, 5);
     for (auto& c : g_cfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws)));
     for (auto& c : g_kcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_SWAPAB_SMEM(c.mt, c.kb, c.s)));
-    for (auto& c : g_wcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_WGSTREAM_SMEM(c.nb, c.kb, c.s)));
-    for (auto& c : g_ccfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_GEMM_CLUSTERK_SMEM(c.mt, c.kb, c.s)));
     float* ws; unsigned* cnt;   // gemm_swapab's split-K partials and per-tile counters (left zero by every launch)
     CK(cudaMalloc(&ws, kWsBytes)); CK(cudaMalloc(&cnt, 4096 * 4)); CK(cudaMemset(cnt, 0, 4096 * 4));
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    const bool proto = getenv("PROTO") != nullptr;
-    for (auto& c : g_rcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-    for (auto& c : g_xcfg) CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, KILN_XSMEM_SMEM(2, 4096)));
     for (auto& sh : shapes) {
         const int N = sh.N, K = sh.K;
-        if (getenv("ONLY") ? strcmp(getenv("ONLY"), sh.name) != 0 : !strcmp(sh.name, "o62")) continue;
+        if (getenv("ONLY") && strcmp(getenv("ONLY"), sh.name) != 0) continue;
         const int ncopies = getenv("COPIES") ? atoi(getenv("COPIES")) : 4;   // weight copies the timed chain rotates over
         std::vector<unsigned short*> w(ncopies);
         for (int r = 0; r < ncopies; ++r) { CK(cudaMalloc(&w[r], (size_t)N * K * 2)); fill_k<<<1024, 256, 0, g_stream>>>(w[r], (long long)N * K, 11 + r); }
@@ -229,7 +180,7 @@ int main() {
                 const KilnTensorMap tw0 = make_tmap_3d(w[0], N, K, c.nb, c.kb);
                 for (int i = 0; i < 3; ++i)
                     launch(false, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_STREAM_THREADS(c.cw), KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws), tw0,
-                           (const kiln_bf16*)x, (void*)y0, M, N, K, 0);
+                           (const kiln::bf16*)x, (void*)y0, M, N, K, kiln::Epilogue::bf16);
             }
             if (getenv("MOVE")) movement<64, 16, 4, 5>(sh.name, N, K, w, 1);
             CK(cudaDeviceSynchronize());
@@ -276,8 +227,8 @@ int main() {
             for (auto& b : whole) {
                 if ((M <= 8) != (b.nt == 1)) continue;
                 double us = graph_us([&] { for (int i = 0; i < 20; ++i)
-                    launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln_bf16*)x, (const kiln_bf16*)w[i % ncopies], (void*)((i & 1) ? y1 : y0),
-                           (float*)nullptr, (unsigned*)nullptr, M, N, K, 0); }, 20);
+                    launch(true, b.fn, N / 16, 32 * b.wk, 0, (const kiln::bf16*)x, (const kiln::bf16*)w[i % ncopies], (void*)((i & 1) ? y1 : y0),
+                           (float*)nullptr, (unsigned*)nullptr, M, N, K, kiln::Epilogue::bf16); }, 20);
                 printf("RESULT base shape=%s M=%d kernel=%s us=%.2f GBps=%.0f\n", sh.name, M, b.name, us, bytes / us / 1e3);
             }
             // Checks one kernel (plain output, and the SwiGLU epilogue at M = 16) against the reference, then times it.
@@ -289,18 +240,18 @@ int main() {
                 for (int rep = 0; rep < 4; ++rep) {   // races show up intermittently: four checked launches
                     CK(cudaMemsetAsync(y0, 0xff, (size_t)M * N * 2, g_stream));   // NaN: an output the kernel skips fails the check
                     CK(cudaMemsetAsync(ws, 0xff, kWsBytes, g_stream));   // NaN: a split-K partial read before it is written fails too
-                    run(0, (void*)y0, 0, false);
+                    run(0, (void*)y0, kiln::Epilogue::bf16, false);
                     CK(cudaStreamSynchronize(g_stream));
                     err = std::max(err, check(y0, want, want.size(), N, nan));
                 }
                 double err_glu = 0;
                 if (M == 16) {
                     CK(cudaMemsetAsync(y0, 0xff, (size_t)M * N, g_stream));
-                    run(0, (void*)y0, 2, false);
+                    run(0, (void*)y0, kiln::Epilogue::swiglu, false);
                     CK(cudaStreamSynchronize(g_stream));
                     err_glu = check(y0, glu, glu.size(), N / 2, nan);
                 }
-                double us = graph_us([&] { for (int i = 0; i < 20; ++i) run(i % ncopies, (void*)((i & 1) ? y1 : y0), 0, true); }, 20);
+                double us = graph_us([&] { for (int i = 0; i < 20; ++i) run(i % ncopies, (void*)((i & 1) ? y1 : y0), kiln::Epilogue::bf16, true); }, 20);
                 printf("RESULT %s shape=%s M=%d kernel=%s us=%.2f GBps=%.0f rel_err=%.2g glu_err=%.2g nan=%d bad=%zu\n", kind, sh.name, M, name, us,
                        bytes / us / 1e3, err, err_glu, (int)nan, g_bad);
             };
@@ -308,21 +259,8 @@ int main() {
                 std::vector<KilnTensorMap> tw;
                 for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
                 const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_STREAM_THREADS(c.cw), smem = KILN_GEMM_STREAM_SMEM(c.nb, c.kb, c.ws);
-                check_and_time("stream", c.name, [&](int i, void* y, int epi, bool pdl) {
-                    launch(pdl, c.fn, grid, block, smem, tw[i], (const kiln_bf16*)x, y, M, N, K, epi); });
-            }
-            for (auto& c : g_wcfg) {
-                if (!proto) continue;
-                std::vector<KilnTensorMap> tw;
-                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
-                const KilnTensorMap tx = make_tmap_3d(x, M, K, 16, c.kb);
-                const int smem = KILN_GEMM_WGSTREAM_SMEM(c.nb, c.kb, c.s);
-                int per_sm = 0;
-                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, c.fn, KILN_GEMM_WGSTREAM_THREADS, smem));
-                char name[64];
-                snprintf(name, sizeof name, "%s(%d/SM)", c.name, per_sm);
-                check_and_time("wgstream", name, [&](int i, void* y, int epi, bool pdl) {
-                    launch(pdl, c.fn, (N + c.nb - 1) / c.nb, KILN_GEMM_WGSTREAM_THREADS, smem, tw[i], tx, y, M, N, K, epi); });
+                check_and_time("stream", c.name, [&](int i, void* y, kiln::Epilogue epi, bool pdl) {
+                    launch(pdl, c.fn, grid, block, smem, tw[i], (const kiln::bf16*)x, y, M, N, K, epi); });
             }
             for (auto& c : g_kcfg) {   // grid = 2 · 64-row tiles, within one wave of co-resident CTAs
                 if (M > c.mt) continue;
@@ -336,42 +274,9 @@ int main() {
                     if (tiles * sk > per_sm * sms) continue;
                     char name[64];
                     snprintf(name, sizeof name, "%s_sk%d(%d/SM)", c.name, sk, per_sm);
-                    check_and_time("swapab", name, [&](int i, void* y, int epi, bool pdl) {
+                    check_and_time("swapab", name, [&](int i, void* y, kiln::Epilogue epi, bool pdl) {
                         launch(pdl, c.fn, tiles * sk, KILN_GEMM_SWAPAB_THREADS, smem, tw[i], tx, y, ws, cnt, M, N, K, sk, epi); });
                 }
-            }
-            for (auto& c : g_ccfg) {   // grid = 64-row tiles × SK in clusters of SK; prints how many clusters fit at once
-                if (!proto || (M <= 8) != (c.mt == 8)) continue;
-                std::vector<KilnTensorMap> tw;
-                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, 64, c.kb));
-                const KilnTensorMap tx = make_tmap_3d(x, M, K, c.mt, c.kb);
-                const int smem = KILN_GEMM_CLUSTERK_SMEM(c.mt, c.kb, c.s), grid = (N + 63) / 64 * c.sk;
-                cudaLaunchConfig_t lc = {}; lc.gridDim = dim3(grid); lc.blockDim = dim3(KILN_GEMM_CLUSTERK_THREADS); lc.dynamicSmemBytes = smem;
-                cudaLaunchAttribute ca[1]; ca[0].id = cudaLaunchAttributeClusterDimension; ca[0].val.clusterDim.x = c.sk;
-                ca[0].val.clusterDim.y = 1; ca[0].val.clusterDim.z = 1; lc.attrs = ca; lc.numAttrs = 1;
-                int clusters = 0;
-                CK(cudaOccupancyMaxActiveClusters(&clusters, c.fn, &lc));
-                char name[80];
-                snprintf(name, sizeof name, "%s(%d_clusters_of_%d_for_%d)", c.name, clusters, c.sk, grid / c.sk);
-                check_and_time("clusterk", name, [&](int i, void* y, int epi, bool pdl) {
-                    launch(pdl, c.fn, grid, KILN_GEMM_CLUSTERK_THREADS, smem, tw[i], tx, y, M, N, K, epi); });
-            }
-            for (auto& c : g_xcfg) {   // one block per SM: only where N / (16·TILES) fills about one wave and X fits
-                const int grid = N / (16 * c.tiles), ks = c.wk * 32 * c.u, smem = KILN_XSMEM_SMEM(c.nt, K);
-                if (!proto || (M <= 8) != (c.nt == 1) || grid > 132 || grid < 100 || N % (16 * c.tiles) || K % ks || K / ks > KILN_XSMEM_MAX_CHUNKS ||
-                    smem > KILN_XSMEM_SMEM(2, 4096)) continue;
-                check_and_time("xsmem", c.name, [&](int i, void* y, int epi, bool pdl) {
-                    launch(pdl, c.fn, grid, 32 * c.tiles * c.wk, smem, (const kiln_bf16*)x, (const kiln_bf16*)w[i], y, (float*)nullptr,
-                           (unsigned*)nullptr, M, N, K, epi); });
-            }
-            for (auto& c : g_rcfg) {   // one block per SM: only where N / NB fills about one wave and X fits
-                const int grid = (N + c.nb - 1) / c.nb, block = KILN_GEMM_RESIDENT_THREADS(c.cw), smem = KILN_GEMM_RESIDENT_SMEM(c.nb, c.kb, c.ws, K);
-                if (!proto || grid > 132 || grid < 100 || smem > 200 * 1024 || K / 64 / c.kb > KILN_GEMM_RESIDENT_MAX_STAGES) continue;
-                std::vector<KilnTensorMap> tw;
-                for (auto p : w) tw.push_back(make_tmap_3d(p, N, K, c.nb, c.kb));
-                const KilnTensorMap tx = make_tmap_3d(x, M, K, 16, c.kb);
-                check_and_time("resident", c.name, [&](int i, void* y, int epi, bool pdl) {
-                    launch(pdl, c.fn, grid, block, smem, tw[i], tx, y, M, N, K, epi); });
             }
         }
         for (auto p : w) CK(cudaFree(p));

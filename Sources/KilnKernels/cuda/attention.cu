@@ -1,7 +1,7 @@
 // attention.cu — Kiln's causal flash-attention prefill on mma.sync (any sm_80+ GPU; Hopper runs the
 // wgmma kernel of attention_hopper.cu instead). The split-KV decode kernel is attention_decode.cu.
 //
-// NVRTC: no CUDA headers (bf16 is `unsigned short`, converted with bit shifts and cvt PTX;
+// NVRTC: no CUDA headers (kiln::bf16 is the raw 16 bits, converted with bit shifts and cvt PTX;
 // shared-memory addresses, cp.async, ldmatrix, mma and ex2 are inline PTX in attention_util.cuh).
 //
 // ------------------------------------------------------------------------------------------------
@@ -66,8 +66,8 @@ namespace kiln_attn {
 // Prefill
 // ================================================================================================
 template <int D, int BR, int BC, int KC, int W>
-__device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k,
-                                             const kiln_bf16* __restrict__ v, kiln_bf16* __restrict__ o, int S,
+__device__ __forceinline__ void attn_prefill(const kiln::bf16* __restrict__ q, const kiln::bf16* __restrict__ k,
+                                             const kiln::bf16* __restrict__ v, kiln::bf16* __restrict__ o, int S,
                                              int Hq, int Hkv, int maxS, int ldq, int qStart, int kvLen,
                                              float scale) {
     constexpr int MT = BR / (16 * W);    // m16 tiles per warp
@@ -79,9 +79,9 @@ __device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, co
     static_assert(BC % KC == 0 && KC % 16 == 0 && (D == 64 || D == 128), "tile shape");
 
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    kiln_bf16* sQ = (kiln_bf16*)smem_raw;
-    kiln_bf16* sK = sQ + BR * D;
-    kiln_bf16* sV = sK + 2 * BC * D;
+    kiln::bf16* sQ = (kiln::bf16*)smem_raw;
+    kiln::bf16* sK = sQ + BR * D;
+    kiln::bf16* sV = sK + 2 * BC * D;
     const unsigned aQ = smem_addr(sQ), aK = smem_addr(sK), aV = smem_addr(sV);
 
     const int nQT = (S + BR - 1) / BR;
@@ -93,10 +93,10 @@ __device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, co
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
 
-    const kiln_bf16* qb = q + (long long)b * S * ldq + (long long)h * D;
+    const kiln::bf16* qb = q + (long long)b * S * ldq + (long long)h * D;
     const long long kvoff = (long long)(b * Hkv + kvh) * maxS * D;
-    const kiln_bf16* kb = k + kvoff;
-    const kiln_bf16* vb = v + kvoff;
+    const kiln::bf16* kb = k + kvoff;
+    const kiln::bf16* vb = v + kvoff;
 
     int kvEnd = qStart + q0 + BR;        // keys [0, kvEnd) can be seen by this tile
     if (kvEnd > kvLen) kvEnd = kvLen;
@@ -115,8 +115,8 @@ __device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, co
         const bool ok = r < S;
         cp_async16(aQ + cpOff + (unsigned)(i * RPP * D * 2), qb + (long long)(ok ? r : 0) * ldq + cc * 8, ok);
     }
-    const kiln_bf16* kbc = kb + cc * 8;
-    const kiln_bf16* vbc = vb + cc * 8;
+    const kiln::bf16* kbc = kb + cc * 8;
+    const kiln::bf16* vbc = vb + cc * 8;
     auto load_kv = [&](int j, int buf) {
         const unsigned so = cpOff + (unsigned)(buf * BC * D * 2);
 #pragma unroll
@@ -304,8 +304,8 @@ __device__ __forceinline__ void attn_prefill(const kiln_bf16* __restrict__ q, co
 // ------------------------------------------------------------------------------------------------
 #define KILN_ATTN_PREFILL_DEFINE(D, BR, BC, KC, W)                                                        \
     extern "C" __global__ void __launch_bounds__(32 * W, 2) KILN_ATTN_PREFILL_NAME(D, BR, BC, KC, W)(    \
-        const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
-        kiln_bf16* __restrict__ o, int S, int Hq, int Hkv, int maxS, int ldq, int qStart, int kvLen,        \
+        const kiln::bf16* __restrict__ q, const kiln::bf16* __restrict__ k, const kiln::bf16* __restrict__ v,  \
+        kiln::bf16* __restrict__ o, int S, int Hq, int Hkv, int maxS, int ldq, int qStart, int kvLen,        \
         float scale) {                                                                                     \
         kiln_attn::attn_prefill<D, BR, BC, KC, W>(q, k, v, o, S, Hq, Hkv, maxS, ldq, qStart, kvLen, scale);    \
     }

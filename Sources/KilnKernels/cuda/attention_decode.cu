@@ -61,8 +61,8 @@
 namespace kiln_attn {
 
 template <int D, int GMAX, int W, int KT>
-__device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k,
-                                            const kiln_bf16* __restrict__ v, kiln_bf16* __restrict__ o,
+__device__ __forceinline__ void attn_decode(const kiln::bf16* __restrict__ q, const kiln::bf16* __restrict__ k,
+                                            const kiln::bf16* __restrict__ v, kiln::bf16* __restrict__ o,
                                             float* __restrict__ ws, unsigned* __restrict__ cnt,
                                             const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq,
                                             int numSplits, float scale) {
@@ -94,7 +94,7 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
     // Q^T as the B operand: column n = g is query head kvh·G + g.
     U4 qf[NS];
     {
-        const kiln_bf16* qp = q + (long long)b * ldq + (long long)(kvh * G + g) * D + 8 * t;
+        const kiln::bf16* qp = q + (long long)b * ldq + (long long)(kvh * G + g) * D + 8 * t;
 #pragma unroll
         for (int s = 0; s < NS; ++s) {
             if (g < G) qf[s] = ld_nc(qp + s * 32);
@@ -102,8 +102,8 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
         }
     }
     const long long kvoff = (long long)(b * Hkv + kvh) * maxS * D;
-    const kiln_bf16* kbase = k + kvoff;
-    const kiln_bf16* vbase = v + kvoff;
+    const kiln::bf16* kbase = k + kvoff;
+    const kiln::bf16* vbase = v + kvoff;
     const int vr = lane / LPR, vc = lane % LPR;
 
     float oacc[GMAX][8];
@@ -288,8 +288,8 @@ __device__ __forceinline__ void attn_decode(const kiln_bf16* __restrict__ q, con
 
 #define KILN_ATTN_DECODE_DEFINE(D, G, W, KT)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * W) KILN_ATTN_DECODE_NAME(D, G, W, KT)(               \
-        const kiln_bf16* __restrict__ q, const kiln_bf16* __restrict__ k, const kiln_bf16* __restrict__ v,  \
-        kiln_bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
+        const kiln::bf16* __restrict__ q, const kiln::bf16* __restrict__ k, const kiln::bf16* __restrict__ v,  \
+        kiln::bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
         const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale) {     \
         kiln_attn::pdl_wait_then_trigger();                                                                 \
         kiln_attn::attn_decode<D, G, W, KT>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale); \

@@ -2,7 +2,7 @@
 // Same contract as kiln_attn_prefill_* in attention.cu (layouts, causal/qStart/kvLen semantics, GQA,
 // exp2-domain online softmax with fp32 statistics, P rounded to bf16, bf16 round-to-nearest-even output).
 //
-// NVRTC: no CUDA headers (bf16 is `unsigned short`; includes only common/hopper_util.cuh and
+// NVRTC: no CUDA headers (bf16 is kiln::bf16, the raw 16 bits; includes only common/hopper_util.cuh and
 // common/attention_util.cuh; shared-memory addresses, cp.async,
 // mbarrier, named barriers, wgmma and setmaxnreg are inline PTX). Target sm_90a (wgmma, setmaxnreg).
 //
@@ -76,7 +76,7 @@ namespace kiln_attn_hopper {
 using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, wgmma fence/commit/wait (hopper_util.cuh)
 using kiln_attn::fast_exp2;    // and KILN_NEG_INF (attention_util.cuh, shared with attention.cu)
 using kiln_attn::pack_bf16x2;
-typedef unsigned short bf16;
+using kiln::bf16;
 
 // ---- named barriers ------------------------------------------------------------------------------
 __device__ __forceinline__ void bar_sync(u32 id, u32 n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
@@ -427,8 +427,8 @@ __device__ __forceinline__ void attn_body(const bf16* __restrict__ q, const bf16
 
 #define KILN_ATTN_HOPPER_DEFINE(D, BC, ST, PP)                                                              \
     extern "C" __global__ void __launch_bounds__(KILN_ATTN_HOPPER_THREADS, 1) KILN_ATTN_HOPPER_NAME(D, BC, ST, PP)( \
-        const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,                          \
-        const unsigned short* __restrict__ v, unsigned short* __restrict__ o, int S, int Hq, int Hkv, int maxS, \
+        const kiln::bf16* __restrict__ q, const kiln::bf16* __restrict__ k,                          \
+        const kiln::bf16* __restrict__ v, kiln::bf16* __restrict__ o, int S, int Hq, int Hkv, int maxS, \
         int ldq, int qStart, int kvLen, float scale) {                                                       \
         kiln_attn_hopper::attn_body<D, BC, ST, PP>(q, k, v, o, S, Hq, Hkv, maxS, ldq, qStart, kvLen, scale);  \
     }

@@ -25,7 +25,7 @@
 //   kiln_gemm_hopper_bm{BM}_bn{BN}_bk{BK}_s{STAGES}_c{CONS}_cl{CLUSTER}(
 //       const __grid_constant__ KilnTensorMap tmap_x,  // X tensor map (below)
 //       const __grid_constant__ KilnTensorMap tmap_w,  // W tensor map (below)
-//       unsigned short* y,                             // [M, N] bf16 row-major output
+//       kiln::bf16* y,                                 // [M, N] bf16 row-major output
 //       int M, int N, int K)
 //
 // Tensor maps (cuTensorMapEncodeTiled, built on the host once per buffer/shape):
@@ -55,7 +55,7 @@
 //   bytes (the +1024 realigns the ring to 1024 B); this exceeds 48 KB, so the launcher must first
 //   set CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES to it. Static shared memory: 2*STAGES*8 B.
 //
-// NVRTC: no CUDA headers, only common/hopper_util.cuh (bf16 is unsigned short; CUtensorMap is an opaque
+// NVRTC: no CUDA headers, only common/hopper_util.cuh and kiln.cuh (kiln::bf16; CUtensorMap is an opaque
 // 128-byte, 128-byte-aligned struct; all Hopper instructions are inline PTX). Target sm_90a.
 
 // Instance table: X(BM, BN, BK, STAGES, CONSUMER_WARPGROUPS, CLUSTER). BM must be 64 * CONSUMER_WARPGROUPS,
@@ -78,6 +78,7 @@
 namespace kiln_gemm_hopper {
 
 using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, TMA loads, clusters, wgmma fence/commit/wait (hopper_util.cuh)
+using kiln::bf16;
 
 // ---- wgmma ---------------------------------------------------------------------------------
 // K-major tile with 128B swizzle: rows of 64 bf16 (128 B), 8-row core groups 1024 B apart, base 1024-aligned.
@@ -194,8 +195,8 @@ __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-__device__ __forceinline__ unsigned short to_bf16(float x) {
-    unsigned short r;
+__device__ __forceinline__ bf16 to_bf16(float x) {
+    bf16 r;
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
     return r;
 }
@@ -215,7 +216,7 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
 
 template <int BM, int BN, int BK, int STAGES, int CONS, int CL>
 __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTensorMap* tmw,
-                                          unsigned short* __restrict__ y, int M, int N, int K) {
+                                          bf16* __restrict__ y, int M, int N, int K) {
     static_assert(BK == 64, "BK must be 64 (one 128-byte swizzle row)");
     static_assert(BM == 64 * CONS, "each consumer warp group owns 64 rows");
     static_assert(BN == 64 || BN == 128 || BN == 192 || BN == 256, "BN in {64,128,192,256}");
@@ -327,7 +328,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
             for (int h = 0; h < 2; ++h) {
                 const int row = row0 + 8 * h;
                 if (row < M) {
-                    unsigned short* yr = y + (size_t)row * N;
+                    bf16* yr = y + (size_t)row * N;
 #pragma unroll
                     for (int j = 0; j < BN / 8; ++j) {
                         const int col = colb + 8 * j;
@@ -355,7 +356,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
     extern "C" __global__ void __launch_bounds__(KILN_GEMM_HOPPER_THREADS(C), 1) KILN_GEMM_HOPPER_CLUSTER_ATTR_##CL \
         KILN_GEMM_HOPPER_NAME(BM, BN, BK, S, C, CL)(const __grid_constant__ KilnTensorMap tmap_x,      \
                                                     const __grid_constant__ KilnTensorMap tmap_w,      \
-                                                    unsigned short* y, int M, int N, int K) {          \
+                                                    kiln::bf16* y, int M, int N, int K) {              \
         kiln_gemm_hopper::gemm_body<BM, BN, BK, S, C, CL>(&tmap_x, &tmap_w, y, M, N, K);                \
     }
 KILN_GEMM_HOPPER_INSTANCES(KILN_GEMM_HOPPER_DEFINE)

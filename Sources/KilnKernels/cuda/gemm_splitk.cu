@@ -53,13 +53,13 @@
 //
 // Entry points: one extern "C" kernel per instance, all with the same parameters:
 //   kiln_gemm_splitk_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_s{STAGES}(
-//       const unsigned short* x,   // [M, K] bf16, row-major (row stride K)
-//       const unsigned short* w,   // [N, K] bf16, row-major (row stride K), as Hugging Face stores it
-//       void*                 y,   // [M, N] row-major, bf16 (epi 0) or fp32 (epi 1); [M, N/2] bf16 (epi 2)
+//       const kiln::bf16* x,       // [M, K] bf16, row-major (row stride K)
+//       const kiln::bf16* w,       // [N, K] bf16, row-major (row stride K), as Hugging Face stores it
+//       void*                 y,   // [M, N] row-major, bf16 or fp32 (epi bf16 / f32); [M, N/2] bf16 (epi swiglu)
 //       float*                ws,  // [splitK, M, N] fp32 workspace, unused when splitK == 1
 //       unsigned*             cnt, // [grid.x] zeroed counters, unused when splitK == 1
 //       int M, int N, int K,       // 1 ≤ M ≤ 8·NT; K % 8 == 0; x, w 16-byte aligned
-//       int epi)                   // epilogue: 0 bf16 out, 1 fp32 out, 2 SwiGLU (see store_out)
+//       kiln::Epilogue epi)        // bf16 out, f32 out or SwiGLU (common/kiln.cuh; see store_out)
 //
 // Instance table (the tuner reads its candidates from KILN_GEMM_SPLITK_INSTANCES at the bottom):
 //   X(NT, WARPS_N, WARPS_K, TILES, UNROLL, STAGES); NT=1 serves M ≤ 8, NT=2 serves 9 ≤ M ≤ 16.
@@ -69,8 +69,10 @@
 //   within ~10% of the best were dropped.
 //   splitK is a launch parameter; useful values 1, 2, 4, 8.
 //
-// NVRTC: no CUDA headers, only common/attention_util.cuh (bf16 is `unsigned short`, converted with bit shifts).
+// NVRTC: no CUDA headers, only common/kiln.cuh (kiln::bf16, the Epilogue names) and common/attention_util.cuh
+// (bf16 conversions with bit shifts).
 
+#include "kiln.cuh"
 #include "attention_util.cuh"   // U4, bf16 conversions, mma.sync, cache-hinted loads, PDL — shared with attention
 
 namespace kiln_gemm {
@@ -81,6 +83,7 @@ namespace kiln_gemm {
 // the previous kernel (which produces X) still runs; it waits before touching X, Y or the split-K scratch.
 // (Tried and removed: prefetch.global.L2 of each warp's first weight super-step before the wait — standalone
 // GEMMs 5-10% slower, decode 0.2-0.3 ms/step slower; docs/perf-notes.md, "PDL".)
+using kiln::Epilogue;
 using kiln_attn::U4;
 using kiln_attn::bf16_to_f32;
 using kiln_attn::swiglu_bf16;
@@ -93,7 +96,7 @@ using kiln_attn::pdl_wait_then_trigger;
 // Weights: streamed once — skip L1, ask L2 to fetch the whole 256-byte span. `volatile` keeps the
 // loads in source order before the mmas: without it the compiler sinks each load next to its mma
 // and only ~3 loads are in flight per warp (seen in SASS).
-__device__ __forceinline__ U4 ld_weight(const kiln_bf16* p) {
+__device__ __forceinline__ U4 ld_weight(const kiln::bf16* p) {
     U4 r;
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
@@ -108,7 +111,7 @@ __device__ __forceinline__ U4 ld_weight(const kiln_bf16* p) {
 // main loop's loads: 56 registers instead of 94 and 10-40% slower, seen in SASS and timings; the partial
 // segment is handled separately by the caller.)
 template <int TILES, int UNROLL, bool PRED>
-__device__ __forceinline__ void load_step_w(U4 (&wv)[UNROLL][TILES][2], const kiln_bf16* __restrict__ wrow, long long K8,
+__device__ __forceinline__ void load_step_w(U4 (&wv)[UNROLL][TILES][2], const kiln::bf16* __restrict__ wrow, long long K8,
                                             int k, int kend) {
     // wrow: weight row (row0 + g) at column 0; row g+8 is wrow + 8K, tile tt at wrow + 16·tt·K.
 #pragma unroll
@@ -127,8 +130,8 @@ __device__ __forceinline__ void load_step_w(U4 (&wv)[UNROLL][TILES][2], const ki
 }
 
 template <int NT, int UNROLL, bool PRED>
-__device__ __forceinline__ void load_step_x(U4 (&xv)[UNROLL][NT], const kiln_bf16* __restrict__ xrow0,
-                                            const kiln_bf16* __restrict__ xrow1, bool xok0, bool xok1, int k, int kend) {
+__device__ __forceinline__ void load_step_x(U4 (&xv)[UNROLL][NT], const kiln::bf16* __restrict__ xrow0,
+                                            const kiln::bf16* __restrict__ xrow1, bool xok0, bool xok1, int k, int kend) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int kk = k + u * 32;
@@ -144,8 +147,8 @@ __device__ __forceinline__ void load_step_x(U4 (&xv)[UNROLL][NT], const kiln_bf1
 
 template <int NT, int TILES, int UNROLL, bool PRED>
 __device__ __forceinline__ void load_step(U4 (&wv)[UNROLL][TILES][2], U4 (&xv)[UNROLL][NT],
-                                          const kiln_bf16* __restrict__ wrow, const kiln_bf16* __restrict__ xrow0,
-                                          const kiln_bf16* __restrict__ xrow1, bool xok0, bool xok1, long long K8,
+                                          const kiln::bf16* __restrict__ wrow, const kiln::bf16* __restrict__ xrow0,
+                                          const kiln::bf16* __restrict__ xrow1, bool xok0, bool xok1, long long K8,
                                           int k, int kend) {
     load_step_w<TILES, UNROLL, PRED>(wv, wrow, K8, k, kend);
     load_step_x<NT, UNROLL, PRED>(xv, xrow0, xrow1, xok0, xok1, k, kend);
@@ -172,8 +175,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const U4 (&
 }
 
 template <int NT, int TILES, int UNROLL, bool PRED>
-__device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kiln_bf16* __restrict__ wrow,
-                                           const kiln_bf16* __restrict__ xrow0, const kiln_bf16* __restrict__ xrow1,
+__device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kiln::bf16* __restrict__ wrow,
+                                           const kiln::bf16* __restrict__ xrow0, const kiln::bf16* __restrict__ xrow1,
                                            bool xok0, bool xok1, long long K8, int k, int kend) {
     U4 wv[UNROLL][TILES][2];
     U4 xv[UNROLL][NT];
@@ -188,8 +191,8 @@ __device__ __forceinline__ void super_step(float (&acc)[TILES][NT][4], const kil
 // The first step's weights are requested BEFORE the PDL wait (weights never depend on the previous
 // kernel), so under programmatic dependent launch the ramp-up overlaps the previous kernel's tail.
 template <int NT, int TILES, int UNROLL>
-__device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], const kiln_bf16* __restrict__ wrow,
-                                                const kiln_bf16* __restrict__ xrow0, const kiln_bf16* __restrict__ xrow1,
+__device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], const kiln::bf16* __restrict__ wrow,
+                                                const kiln::bf16* __restrict__ xrow0, const kiln::bf16* __restrict__ xrow1,
                                                 bool xok0, bool xok1, long long K8, int k, int KS, int nfull) {
     if (nfull <= 0) { pdl_wait_then_trigger(); return; }
     U4 wa[UNROLL][TILES][2], wb[UNROLL][TILES][2];
@@ -216,16 +219,16 @@ __device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], cons
 #define KILN_ACC_ROW(row0, tt, g, i) ((row0) + (tt) * 16 + (g) + (((i) >> 1) << 3))
 #define KILN_ACC_TOKEN(n, t, i) ((n) * 8 + 2 * (t) + ((i) & 1))
 
-// The epilogue (parameter `epi`, GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp whose
-// first row is row0 (a multiple of 16): 0 Y bf16 [M, N]; 1 Y fp32 [M, N];
-// 2 SwiGLU: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
+// The epilogue (parameter `epi`, kiln::Epilogue; GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp
+// whose first row is row0 (a multiple of 16): bf16: Y bf16 [M, N]; f32: Y fp32 [M, N];
+// swiglu: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
 //   are gate rows 8j…8j+7, rows 16j+8…16j+15 the matching up rows; N % 16 == 0). In the m16n8k16
 //   accumulator layout c0,c1 sit on row g and c2,c3 on row g+8 of the same tokens, so a lane holds gate
 //   (v[i]) and up (v[i+2]) of one feature f = (row0 + 16tt)/2 + g: Y = bf16 [M, N/2], Y[m, f] =
 //   silu(gate)·up with gate and up first rounded to bf16 (the numbers of GEMM → bf16 → swiglu.cu).
 template <int TILES, int NT>
 __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* __restrict__ y, int row0, int g, int t,
-                                          int M, int N, int epi) {
+                                          int M, int N, Epilogue epi) {
 #pragma unroll
     for (int tt = 0; tt < TILES; ++tt)
 #pragma unroll
@@ -234,15 +237,15 @@ __device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* 
             for (int i = 0; i < 4; ++i) {
                 const int r = KILN_ACC_ROW(row0, tt, g, i);
                 const int m = KILN_ACC_TOKEN(n, t, i);
-                if (epi == 2) {
+                if (epi == Epilogue::swiglu) {
                     if (i < 2 && r < N && m < M) {
                         const long long o = (long long)m * (N >> 1) + ((row0 + tt * 16) >> 1) + g;
-                        ((kiln_bf16*)y)[o] = swiglu_bf16(v[tt][n][i], v[tt][n][i + 2]);
+                        ((kiln::bf16*)y)[o] = swiglu_bf16(v[tt][n][i], v[tt][n][i + 2]);
                     }
                 } else if (r < N && m < M) {
                     const long long o = (long long)m * N + r;
-                    if (epi == 1) ((float*)y)[o] = v[tt][n][i];
-                    else ((kiln_bf16*)y)[o] = f32_to_bf16(v[tt][n][i]);
+                    if (epi == Epilogue::f32) ((float*)y)[o] = v[tt][n][i];
+                    else ((kiln::bf16*)y)[o] = f32_to_bf16(v[tt][n][i]);
                 }
             }
 }
@@ -281,9 +284,9 @@ __device__ __forceinline__ void sum_warps_k(float (&acc)[TILES][NT][4], int wn, 
 }
 
 template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, int STAGES>
-__device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
+__device__ __forceinline__ void gemm_splitk(const kiln::bf16* __restrict__ x, const kiln::bf16* __restrict__ w,
                                             void* __restrict__ y, float* __restrict__ ws,
-                                            unsigned* __restrict__ cnt, int M, int N, int K, int epi) {
+                                            unsigned* __restrict__ cnt, int M, int N, int K, Epilogue epi) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(STAGES == 0 || STAGES == 1, "STAGES: 0 (register loads) or 1 (register loads, next step in flight)");
     static_assert((STAGES + 1) * 2 * TILES * UNROLL <= 16,
@@ -322,8 +325,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 
     const bool xok0 = g < M;
     const bool xok1 = g + 8 < M;
-    const kiln_bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
-    const kiln_bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
+    const kiln::bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
+    const kiln::bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
 
     {  // register loads, UNROLL super-step loaded before its mmas (STAGES 1: next one in flight)
         // Rows past N read row N-1 (valid memory) and are never stored.
@@ -332,7 +335,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
         // Rows of every tile must be valid addresses: when the warp's tiles pass N, fall back to
         // per-row clamped pointers (rare: only the last block column).
         const bool full = row0 + ROWS_WARP <= N;
-        const kiln_bf16* wrow = w + (long long)rg * K + 8 * t;
+        const kiln::bf16* wrow = w + (long long)rg * K + 8 * t;
         if (full) {
             const int ke32 = kb + ((ke - kb) & ~31);   // end of the whole 32-k segments
             int k = kb + wk * STEP;
@@ -375,7 +378,7 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
             for (int tt = 0; tt < TILES; ++tt) {
                 const int ra = min(row0 + tt * 16 + g, N - 1);
                 const int rb = min(row0 + tt * 16 + g + 8, N - 1);
-                const kiln_bf16* pa = w + (long long)ra * K + 8 * t;
+                const kiln::bf16* pa = w + (long long)ra * K + 8 * t;
                 const long long d = (long long)(rb - ra) * K;   // stride to the "g+8" row
                 for (int k = kb + wk * STEP; k < ke; k += WARPS_K * STEP) {
 #pragma unroll
@@ -468,9 +471,9 @@ __device__ __forceinline__ void gemm_splitk(const kiln_bf16* __restrict__ x, con
 }
 
 // Lane (g, t)'s weights of one super-step of a 16-row tile: rows row0 + g and row0 + 8 + g, 16 bytes at
-// k + 32u + 8t for each u (the layout mma_step takes). Also used by the bench/gemm_stream gemm_xsmem prototype.
+// k + 32u + 8t for each u (the layout mma_step takes).
 template <int UNROLL>
-__device__ __forceinline__ void load_w_tile(U4 (&ws)[UNROLL][1][2], const kiln_bf16* __restrict__ w, int row0, int g, int t, int K, int k) {
+__device__ __forceinline__ void load_w_tile(U4 (&ws)[UNROLL][1][2], const kiln::bf16* __restrict__ w, int row0, int g, int t, int K, int k) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
@@ -482,8 +485,8 @@ __device__ __forceinline__ void load_w_tile(U4 (&ws)[UNROLL][1][2], const kiln_b
 // s), warp partials summed in a fixed order, then the epilogue. The launcher guarantees N % 16 == 0,
 // K % (32·UNROLL) == 0 and gridDim.y == 1, so no row, K tail or split-K code exists here. Written as the
 // bench/boundary prototype that measured fastest; keep its address arithmetic (see the header).
-template <int NT, int WARPS_K, int UNROLL, int EPI>
-__device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w,
+template <int NT, int WARPS_K, int UNROLL, Epilogue EPI>
+__device__ __forceinline__ void gemm_whole(const kiln::bf16* __restrict__ x, const kiln::bf16* __restrict__ w,
                                            void* __restrict__ y, int M, int N, int K) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(4 * UNROLL <= 16 && WARPS_K <= 8, "two register sets of 2·UNROLL weight uint4; at most 8 warps");
@@ -493,8 +496,8 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
     const int k0 = wk * STEP;
     const int nfull = k0 + STEP <= K ? (K - STEP - k0) / KS + 1 : 0;
     const bool xok0 = g < M, xok1 = g + 8 < M;
-    const kiln_bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
-    const kiln_bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
+    const kiln::bf16* xrow0 = x + (long long)min(g, M - 1) * K + 8 * t;
+    const kiln::bf16* xrow1 = x + (long long)min(g + 8, M - 1) * K + 8 * t;
     U4 wv[2][UNROLL][1][2], xv[2][UNROLL][NT];   // [register set][u][tile][row g / g+8], as mma_step takes them
     float acc[1][NT][4];
 #pragma unroll
@@ -551,8 +554,8 @@ __device__ __forceinline__ void gemm_whole(const kiln_bf16* __restrict__ x, cons
 
 #define KILN_GEMM_SPLITK_DEFINE(NT, WN, WK, T, U, S)                                                      \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_SPLITK_NAME(NT, WN, WK, T, U, S)( \
-        const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
-        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int epi) {              \
+        const kiln::bf16* __restrict__ x, const kiln::bf16* __restrict__ w, void* __restrict__ y,          \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, kiln::Epilogue epi) {   \
         kiln_gemm::gemm_splitk<NT, WN, WK, T, U, S>(x, w, y, ws, cnt, M, N, K, epi);                     \
     }
 
@@ -567,12 +570,12 @@ KILN_GEMM_SPLITK_INSTANCES(KILN_GEMM_SPLITK_DEFINE)
 #define KILN_GEMM_WHOLE_BOUNDS_3(T) __launch_bounds__(T, 3)
 #define KILN_GEMM_SPLITK_WHOLE_DEFINE(NT, WK, U, B)                                                        \
     extern "C" __global__ void KILN_GEMM_WHOLE_BOUNDS_##B(32 * WK) KILN_GEMM_SPLITK_WHOLE_NAME(NT, WK, U, B)( \
-        const kiln_bf16* __restrict__ x, const kiln_bf16* __restrict__ w, void* __restrict__ y,          \
-        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int epi) {              \
+        const kiln::bf16* __restrict__ x, const kiln::bf16* __restrict__ w, void* __restrict__ y,          \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, kiln::Epilogue epi) {   \
         switch (epi) {                                                                                   \
-            case 1: kiln_gemm::gemm_whole<NT, WK, U, 1>(x, w, y, M, N, K); break;                        \
-            case 2: kiln_gemm::gemm_whole<NT, WK, U, 2>(x, w, y, M, N, K); break;                        \
-            default: kiln_gemm::gemm_whole<NT, WK, U, 0>(x, w, y, M, N, K); break;                       \
+            case kiln::Epilogue::f32: kiln_gemm::gemm_whole<NT, WK, U, kiln::Epilogue::f32>(x, w, y, M, N, K); break; \
+            case kiln::Epilogue::swiglu: kiln_gemm::gemm_whole<NT, WK, U, kiln::Epilogue::swiglu>(x, w, y, M, N, K); break; \
+            default: kiln_gemm::gemm_whole<NT, WK, U, kiln::Epilogue::bf16>(x, w, y, M, N, K); break;   \
         }                                                                                                \
     }
 

@@ -1,6 +1,6 @@
 // gemm_stream.cu — decode GEMM Y[M,N] = X[M,K] · W[N,K]^T for 1 ≤ M ≤ 16 on Hopper (sm_90a), with the weights
 // streamed through a TMA + mbarrier ring instead of registers. bf16 in, fp32 accumulation, bf16 / fp32 / SwiGLU out
-// (the same `epi` values and output layouts as gemm_splitk.cu).
+// (the same `epi` values, kiln::Epilogue, and output layouts as gemm_splitk.cu).
 //
 // Why a second decode GEMM: gemm_splitk keeps its weight bytes in flight in registers. At M = 16 its X fragments
 // double, only half the weight bytes fit in flight, and o (4096×4096) runs latency-bound at 77–81% of copy
@@ -33,9 +33,10 @@
 //
 // Entry points: one extern "C" kernel per row of KILN_GEMM_STREAM_INSTANCES, named
 //   kiln_gemm_stream_nb{NB}_kb{KB}_ws{WS}_cw{CW}(const KilnTensorMap tmw /* W {64, N, K/64}, box {64, NB, KB} */,
-//       const unsigned short* x /* [M, K] bf16 */, void* y, int M, int N, int K, int epi)
+//       const kiln::bf16* x /* [M, K] */, void* y, int M, int N, int K, kiln::Epilogue epi)
 //   block = KILN_GEMM_STREAM_THREADS(CW) threads; dynamic shared memory = KILN_GEMM_STREAM_SMEM(NB, KB, WS) bytes.
 
+#include "kiln.cuh"
 #include "attention_util.cuh"
 #include "hopper_util.cuh"
 
@@ -45,6 +46,7 @@
 namespace kiln_gemm_stream {
 
 using namespace kiln_hopper;
+using kiln::Epilogue;
 using kiln_attn::f32_to_bf16;
 using kiln_attn::swiglu_bf16;
 using kiln_attn::U4;
@@ -63,7 +65,7 @@ __device__ __forceinline__ U4 lds128(u32 addr) {
 // X (≤ 16 × K bf16, L2-resident): lane (g, t) loads rows g and g + 8 at k = k0 + 16t + {0…7, 8…15} with 16-byte
 // L1-cached loads (rows ≥ M, and chunks of a partial last stage past K, read as zero).
 struct XFrag { U4 v[2][2]; };   // [row g / g + 8][16-byte half]
-__device__ __forceinline__ void load_x(XFrag& f, const kiln_bf16* __restrict__ x, int K, int M, int k0, int g, int t) {
+__device__ __forceinline__ void load_x(XFrag& f, const kiln::bf16* __restrict__ x, int K, int M, int k0, int g, int t) {
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
@@ -73,11 +75,11 @@ __device__ __forceinline__ void load_x(XFrag& f, const kiln_bf16* __restrict__ x
 
 // The end of a block: the CW consumer warps' partial sums added in warp order through shared memory (bitwise
 // reproducible), then warp 0 stores. Accumulator c[tile][i]: token g + 8·(i ≥ 2), weight row row0 + 8·tile + 2t + (i & 1).
-// epi: 0 bf16 [M, N]; 1 fp32 [M, N]; 2 SwiGLU bf16 [M, N/2] for gate/up rows interleaved per 16-row tile (tiles 2j and
+// epi: bf16: Y bf16 [M, N]; f32: Y fp32 [M, N]; swiglu: Y bf16 [M, N/2] for gate/up rows interleaved per 16-row tile (tiles 2j and
 // 2j + 1 of 8 rows are gate and up; gate and up rounded to bf16 first, as gemm_splitk's store_out).
 template <int NB, int CW>
 __device__ __forceinline__ void finish(float (&c)[NB / 8][4], float (*partial)[NB / 8][4][32], void* __restrict__ y, int row0,
-                                       int M, int N, int epi) {
+                                       int M, int N, Epilogue epi) {
     constexpr int NTILE = NB / 8;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
     if (CW > 1) {
@@ -100,20 +102,19 @@ __device__ __forceinline__ void finish(float (&c)[NB / 8][4], float (*partial)[N
         for (int i = 0; i < 4; ++i) {
             const int m = g + 8 * (i >> 1), j = 2 * t + (i & 1), r = row0 + 8 * tile + j;
             if (m >= M) continue;
-            if (epi == 2) {
+            if (epi == Epilogue::swiglu) {
                 if (tile % 2 == 0 && r < N) {   // gate row (tile) and its up row (tile + 1): same lane, same i
-                    ((kiln_bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = swiglu_bf16(c[tile][i], c[tile + 1][i]);
+                    ((kiln::bf16*)y)[(long long)m * (N >> 1) + ((row0 + 8 * tile) >> 1) + j] = swiglu_bf16(c[tile][i], c[tile + 1][i]);
                 }
             } else if (r < N) {
-                if (epi == 1) ((float*)y)[(long long)m * N + r] = c[tile][i];
-                else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(c[tile][i]);
+                if (epi == Epilogue::f32) ((float*)y)[(long long)m * N + r] = c[tile][i];
+                else ((kiln::bf16*)y)[(long long)m * N + r] = f32_to_bf16(c[tile][i]);
             }
         }
 }
 
 // The mmas of one 16-byte half h of one 64-k chunk of a stage: X rows g and g + 8 (xa, xb) against the chunk's NB
-// weight rows at `wc` (lane t reads 16-byte chunk 2t + h of rows 16p + g and 16p + 8 + g). Also used by the
-// bench/gemm_stream prototypes.
+// weight rows at `wc` (lane t reads 16-byte chunk 2t + h of rows 16p + g and 16p + 8 + g).
 template <int NB>
 __device__ __forceinline__ void chunk_mmas(float (&c)[NB / 8][4], u32 wc, const U4& xa, const U4& xb, int g, int t, int h) {
 #pragma unroll
@@ -134,7 +135,7 @@ __device__ __forceinline__ void chunk_mmas(float (&c)[NB / 8][4], u32 wc, const 
 // t = 0…3) hit 8 distinct bank groups.
 template <int NB, int KB, int WS, int CW>
 __device__ __forceinline__ void consume(u32 wbase, u64* wfull, u64* wempty, float (*partial)[NB / 8][4][32],
-                                        const kiln_bf16* __restrict__ x, void* __restrict__ y, int row0, int nkb, int M, int N, int K, int epi) {
+                                        const kiln::bf16* __restrict__ x, void* __restrict__ y, int row0, int nkb, int M, int N, int K, Epilogue epi) {
     constexpr int CHUNK_W = NB * 128, W_BYTES = KB * CHUNK_W, NTILE = NB / 8;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
     float c[NTILE][4];
@@ -170,8 +171,8 @@ __device__ __forceinline__ void consume(u32 wbase, u64* wfull, u64* wempty, floa
 }
 
 template <int NB, int KB, int WS, int CW>
-__device__ __forceinline__ void gemm_stream(const KilnTensorMap* tmw, const kiln_bf16* __restrict__ x, void* __restrict__ y,
-                                            int M, int N, int K, int epi) {
+__device__ __forceinline__ void gemm_stream(const KilnTensorMap* tmw, const kiln::bf16* __restrict__ x, void* __restrict__ y,
+                                            int M, int N, int K, Epilogue epi) {
     static_assert(NB % 16 == 0 && NB <= 64, "NB: 16-row mma groups");
     static_assert(KB >= 1 && KB <= 4 && CW >= 1 && CW <= 8, "KB: 64-k chunks per stage (X registers: 16 per chunk, twice)");
     static_assert(WS % CW == 0, "WS: the same number of ring slots per consumer warp");
@@ -217,8 +218,8 @@ __device__ __forceinline__ void gemm_stream(const KilnTensorMap* tmw, const kiln
 #define KILN_GEMM_STREAM_NAME(NB, KB, WS, CW) kiln_gemm_stream_nb##NB##_kb##KB##_ws##WS##_cw##CW
 #define KILN_GEMM_STREAM_DEFINE(NB, KB, WS, CW)                                                                     \
     extern "C" __global__ void __launch_bounds__(KILN_GEMM_STREAM_THREADS(CW)) KILN_GEMM_STREAM_NAME(NB, KB, WS, CW)( \
-        const __grid_constant__ KilnTensorMap tmw, const kiln_bf16* __restrict__ x, void* __restrict__ y, int M, int N, \
-        int K, int epi) {                                                                                            \
+        const __grid_constant__ KilnTensorMap tmw, const kiln::bf16* __restrict__ x, void* __restrict__ y, int M, int N, \
+        int K, kiln::Epilogue epi) {                                                                                 \
         kiln_gemm_stream::gemm_stream<NB, KB, WS, CW>(&tmw, x, y, M, N, K, epi);                                     \
     }
 

@@ -1,7 +1,7 @@
 // gemm_swapab.cu — decode GEMM Y[M,N] = X[M,K] · W[N,K]^T for 1 ≤ M ≤ MT on Hopper (sm_90a) with the operands
 // swapped: the weights are the wgmma A operand (64 rows per instruction) and the tokens its N (8 or 16), both read by
 // the tensor cores straight from a TMA ring in shared memory. bf16 in, fp32 accumulation, bf16 / fp32 / SwiGLU out
-// (the same `epi` values and output layouts as gemm_splitk.cu and gemm_stream.cu).
+// (the same `epi` values, kiln::Epilogue, and output layouts as gemm_splitk.cu and gemm_stream.cu).
 //
 // Why a third decode GEMM: in gemm_stream every weight byte goes TMA → shared → registers → mma.sync, and at M = 16 on
 // o (4096×4096) that consumer work keeps it at ~80% of copy bandwidth. Here a 64 × 16 fp32 accumulator is 8 registers
@@ -32,10 +32,11 @@
 // Entry points: one extern "C" kernel per row of KILN_GEMM_SWAPAB_INSTANCES, named
 //   kiln_gemm_swapab_mt{MT}_kb{KB}_s{S}_l{LEAD}(const KilnTensorMap tmw /* W {64, N, K/64}, box {64, 64, KB} */,
 //       const KilnTensorMap tmx /* X {64, M, K/64}, box {64, MT, KB} */, void* y, float* ws, unsigned* cnt,
-//       int M, int N, int K, int SK, int epi)
+//       int M, int N, int K, int SK, kiln::Epilogue epi)
 //   grid = SK · ceil(N / 64); block = KILN_GEMM_SWAPAB_THREADS (warp group 0 consumes, warp 4 produces);
 //   dynamic shared memory = KILN_GEMM_SWAPAB_SMEM(MT, KB, S) bytes.
 
+#include "kiln.cuh"
 #include "attention_util.cuh"
 #include "hopper_util.cuh"
 #include "wg_ring.cuh"
@@ -46,6 +47,7 @@
 namespace kiln_gemm_swapab {
 
 using namespace kiln_hopper;
+using kiln::Epilogue;
 using kiln_attn::f32_to_bf16;
 using kiln_attn::swiglu_bf16;
 
@@ -75,10 +77,10 @@ __host__ __device__ __forceinline__ int lead_stages(int C, int lead, int SK) {
 
 // Stores a finished 64 × MT tile. Accumulator d[4j + q] of thread (warp w, lane l): weight row (output column)
 // 64·tile + 16w + l/4 + 8·(q ≥ 2), token 8j + 2(l % 4) + (q & 1).
-// epi: 0 bf16 [M, N]; 1 fp32 [M, N]; 2 SwiGLU bf16 [M, N/2] with gate/up rows interleaved per 16 (rows 16p…16p+7
+// epi: bf16: Y bf16 [M, N]; f32: Y fp32 [M, N]; swiglu: Y bf16 [M, N/2] with gate/up rows interleaved per 16 (rows 16p…16p+7
 // gate, 16p+8…16p+15 up: the same thread's q and q + 2), gate and up rounded to bf16 first (as gemm_splitk).
 template <int MT>
-__device__ __forceinline__ void store_tile(const float (&d)[MT / 2], void* __restrict__ y, int tile, int M, int N, int epi) {
+__device__ __forceinline__ void store_tile(const float (&d)[MT / 2], void* __restrict__ y, int tile, int M, int N, Epilogue epi) {
     const int w = threadIdx.x / 32, l = threadIdx.x % 32;
     const int r0 = 64 * tile + 16 * w + l / 4;
 #pragma unroll
@@ -87,11 +89,11 @@ __device__ __forceinline__ void store_tile(const float (&d)[MT / 2], void* __res
         for (int q = 0; q < 4; ++q) {
             const int m = 8 * j + 2 * (l % 4) + (q & 1), r = r0 + 8 * (q >> 1);
             if (m >= M) continue;
-            if (epi == 2) {
-                if (q < 2 && r < N) ((kiln_bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = swiglu_bf16(d[4 * j + q], d[4 * j + q + 2]);
+            if (epi == Epilogue::swiglu) {
+                if (q < 2 && r < N) ((kiln::bf16*)y)[(long long)m * (N >> 1) + 32 * tile + 8 * w + l / 4] = swiglu_bf16(d[4 * j + q], d[4 * j + q + 2]);
             } else if (r < N) {
-                if (epi == 1) ((float*)y)[(long long)m * N + r] = d[4 * j + q];
-                else ((kiln_bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);
+                if (epi == Epilogue::f32) ((float*)y)[(long long)m * N + r] = d[4 * j + q];
+                else ((kiln::bf16*)y)[(long long)m * N + r] = f32_to_bf16(d[4 * j + q]);
             }
         }
 }
@@ -127,7 +129,7 @@ __device__ __forceinline__ void fetch_helper_partials(const float* __restrict__ 
 
 template <int MT, int KB, int S, int LEAD>
 __device__ __forceinline__ void gemm_swapab(const KilnTensorMap* tmw, const KilnTensorMap* tmx, void* __restrict__ y,
-                                            float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int SK, int epi) {
+                                            float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int SK, Epilogue epi) {
     using RG = kiln_wg_ring::Ring<MT, 64, KB, S>;
     constexpr int R = MT / 2;   // accumulator registers per consumer thread
     static_assert(LEAD >= 8 && LEAD < 32, "LEAD: the lead's share of the stages, in 32nds");
@@ -181,7 +183,7 @@ __device__ __forceinline__ void gemm_swapab(const KilnTensorMap* tmw, const Kiln
 #define KILN_GEMM_SWAPAB_DEFINE(MT, KB, S, LEAD)                                                                    \
     extern "C" __global__ void __launch_bounds__(KILN_GEMM_SWAPAB_THREADS) KILN_GEMM_SWAPAB_NAME(MT, KB, S, LEAD)(   \
         const __grid_constant__ KilnTensorMap tmw, const __grid_constant__ KilnTensorMap tmx, void* __restrict__ y,   \
-        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int SK, int epi) {                 \
+        float* __restrict__ ws, unsigned* __restrict__ cnt, int M, int N, int K, int SK, kiln::Epilogue epi) {      \
         kiln_gemm_swapab::gemm_swapab<MT, KB, S, LEAD>(&tmw, &tmx, y, ws, cnt, M, N, K, SK, epi);                    \
     }
 

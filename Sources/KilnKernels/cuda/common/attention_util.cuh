@@ -2,28 +2,27 @@
 // bf16 conversions, exp2, shared-memory addresses, cp.async, ldmatrix, mma.sync and cache-hinted loads,
 // all as inline PTX so the kernels compile under NVRTC with no CUDA headers.
 #pragma once
-
-typedef unsigned short kiln_bf16;
+#include "kiln.cuh"   // kiln::bf16 (the raw 16 bits), kiln::Epilogue
 
 namespace kiln_attn {
 
 
 struct __align__(16) U4 { unsigned x, y, z, w; };
 
-__device__ __forceinline__ float bf16_to_f32(kiln_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
+__device__ __forceinline__ float bf16_to_f32(kiln::bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
 __device__ __forceinline__ float bf_lo(unsigned u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(unsigned u) { return __uint_as_float(u & 0xffff0000u); }
 
 // Round to nearest even; NaN stays NaN.
-__device__ __forceinline__ kiln_bf16 f32_to_bf16(float f) {
+__device__ __forceinline__ kiln::bf16 f32_to_bf16(float f) {
     unsigned u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (kiln_bf16)0x7fc0;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (kiln::bf16)0x7fc0;
     u += 0x7fffu + ((u >> 16) & 1u);
-    return (kiln_bf16)(u >> 16);
+    return (kiln::bf16)(u >> 16);
 }
 // The decode GEMMs' fused SwiGLU epilogue (gemm_splitk, gemm_stream, gemm_swapab): the gate and up fp32 sums are
 // rounded to bf16 first, as the unfused path's GEMM output is, then silu(gate)·up is rounded to bf16.
-__device__ __forceinline__ kiln_bf16 swiglu_bf16(float gate_sum, float up_sum) {
+__device__ __forceinline__ kiln::bf16 swiglu_bf16(float gate_sum, float up_sum) {
     const float g = bf16_to_f32(f32_to_bf16(gate_sum)), u = bf16_to_f32(f32_to_bf16(up_sum));
     return f32_to_bf16(g / (1.0f + expf(-g)) * u);
 }
@@ -68,13 +67,13 @@ __device__ __forceinline__ void mma16816(float (&c)[4], unsigned a0, unsigned a1
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 // Streamed once: skip L1.
-__device__ __forceinline__ U4 ld_stream(const kiln_bf16* p) {
+__device__ __forceinline__ U4 ld_stream(const kiln::bf16* p) {
     U4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
     return r;
 }
-__device__ __forceinline__ U4 ld_nc(const kiln_bf16* p) {
+__device__ __forceinline__ U4 ld_nc(const kiln::bf16* p) {
     U4 r;
     asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));

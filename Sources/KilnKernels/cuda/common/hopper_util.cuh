@@ -3,6 +3,7 @@
 // loads (plain and multicast) and the wgmma fence / commit / wait group. Inline PTX
 // only, so the kernels compile under NVRTC with no CUDA headers.
 #pragma once
+#include "kiln.cuh"
 
 // Opaque CUtensorMap (cuda.h 13.x: 16 u64, alignas(128)); passed by value as a __grid_constant__ param.
 struct __align__(128) KilnTensorMap {
@@ -11,8 +12,8 @@ struct __align__(128) KilnTensorMap {
 
 namespace kiln_hopper {
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
+using kiln::u64;
+using kiln::u32;
 
 __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 

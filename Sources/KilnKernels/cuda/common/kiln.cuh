@@ -7,7 +7,10 @@
 // gets this file as an in-memory header, so compiles need no include paths at all.
 //
 // Kernel parameters: every kernel takes ONE struct of u64 device addresses, ints and floats; the
-// Swift launcher declares the same struct in the same order (plain C layout on both sides).
+// Swift launcher declares the same struct in the same order (plain C layout on both sides). The
+// tensor-core kernels (gemm_*, attention*) list the same kinds of fields as separate parameters —
+// typed pointers (const bf16*), ints, kiln::Epilogue, tensor maps — in one C layout the launcher's
+// Params struct mirrors field for field.
 #pragma once
 
 namespace kiln {
@@ -16,11 +19,23 @@ typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef unsigned short u16;
 
-struct bf16 { u16 bits; };
+// The one bf16 type of every kernel: its raw 16 bits (what the tensor-core kernels move, shift and pack).
+// f16 is a tagged struct, so overloads and templates (to_float, from_float<T>, load8<T>) tell the two apart.
+typedef u16 bf16;
 struct f16 { u16 bits; };
+__device__ __forceinline__ u16 bits_of(bf16 x) { return x; }
+__device__ __forceinline__ u16 bits_of(f16 x) { return x.bits; }
+
+// What a decode GEMM (gemm_splitk, gemm_stream, gemm_swapab) writes: its `epi` parameter. GemmSplitK.Epilogue in
+// Swift has the same names and values (a test reads them from this text), so keep both in step.
+enum class Epilogue : int {
+    bf16 = 0,     // Y bf16 [M, N]
+    f32 = 1,      // Y fp32 [M, N]
+    swiglu = 2,   // Y bf16 [M, N/2] = silu(gate)·up, W's gate/up rows interleaved per 16-row tile, both rounded to bf16 first
+};
 
 __device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __uint_as_float(((u32)x.bits) << 16); }
+__device__ __forceinline__ float to_float(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 __device__ __forceinline__ float to_float(f16 x) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
@@ -32,7 +47,7 @@ template <> __device__ __forceinline__ float from_float<float>(float x) { return
 // Round to nearest even, as the CPU reference (KilnCore floatToBF16 / floatToHalf) does.
 template <> __device__ __forceinline__ bf16 from_float<bf16>(float x) {
     bf16 r;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
     return r;
 }
 template <> __device__ __forceinline__ f16 from_float<f16>(float x) {
@@ -61,7 +76,7 @@ __device__ __forceinline__ void unpack2(u32 w, float& a, float& b, f16) {
     b = to_float(hi);
 }
 template <typename T> __device__ __forceinline__ u32 pack2(float a, float b) {
-    return (u32)from_float<T>(a).bits | ((u32)from_float<T>(b).bits << 16);
+    return (u32)bits_of(from_float<T>(a)) | ((u32)bits_of(from_float<T>(b)) << 16);
 }
 
 // The same 8 elements still in storage form (16 bytes for 2-byte types, 32 for f32): half the

@@ -1,6 +1,6 @@
-// wg_ring.cuh — the TMA ring of the wgmma decode GEMMs: gemm_swapab.cu (engine) and the bench/gemm_stream prototypes
-// gemm_clusterk.cu and gemm_wgstream.cu. S stages of [W box {64, WR, KB} | X box {64, XR, KB}] (3-D views {64, rows, K/64}, 128B swizzle),
-// a full barrier (TMA bytes) and an empty barrier (one arrive per consumer warp) per stage.
+// wg_ring.cuh — the TMA ring of the wgmma decode GEMM gemm_swapab.cu. S stages of [W box {64, WR, KB} | X box
+// {64, XR, KB}] (3-D views {64, rows, K/64}, 128B swizzle), a full barrier (TMA bytes) and an empty barrier (one
+// arrive per consumer warp) per stage.
 #pragma once
 #include "attention_util.cuh"
 #include "hopper_util.cuh"
@@ -23,15 +23,6 @@ template <> __device__ __forceinline__ void wgmma_n<16>(float (&d)[8], u64 da, u
         "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "l"(da), "l"(db), "r"(acc));
-}
-template <> __device__ __forceinline__ void wgmma_n<32>(float (&d)[16], u64 da, u64 db, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},"
-        " %16, %17, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "l"(da), "l"(db), "r"(acc));
 }
 
