@@ -38,14 +38,14 @@ final class ConformanceTests: XCTestCase {
     }
 
     /// Every `.cu` in cuda/ and `.cuh` in cuda/common/ on disk is embedded under its file name with
-    /// byte-identical text, and nothing else is (a file added to cuda/ needs its line in KernelSources.swift).
+    /// byte-identical text, and nothing else is (the EmbedKernels plugin writes KernelSources at build time).
     func testEveryKernelFileIsEmbedded() throws {
         let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Sources/KilnKernels/cuda").standardized
         let fm = FileManager.default
         let cu = try fm.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".cu") }.sorted()
         let cuh = try fm.contentsOfDirectory(atPath: dir.path + "/common").filter { $0.hasSuffix(".cuh") }.sorted()
         XCTAssertFalse(cu.isEmpty); XCTAssertFalse(cuh.isEmpty)
-        let missing = "is not embedded under its name: add it to Sources/KilnKernels/KernelSources.swift"
+        let missing = "is not embedded under its name by the EmbedKernels plugin"
         XCTAssertEqual(cu, KernelSources.files.keys.sorted(), ".cu files \(missing)")
         XCTAssertEqual(cuh, KernelSources.headers.keys.sorted(), ".cuh files \(missing)")
         for (folder, names, embedded) in [(dir.path, cu, KernelSources.files), (dir.path + "/common", cuh, KernelSources.headers)] {
