@@ -2,7 +2,7 @@
 # Run HERE (a CPU machine with Swift): builds the static kiln binary, checks every kernel compiles
 # for sm_90a with NVRTC, and stages the binary in .carry/ (git-ignored) for the GPU machine, which
 # has CUDA but no Swift. Then prints the device command that runs scripts/device-check.sh there.
-# SwiftPM embeds the kernel sources at build time (Package.swift, KilnKernels resources), so the
+# SwiftPM embeds the kernel sources at build time (the EmbedKernels plugin of KilnKernels), so the
 # binary always carries the .cu/.cuh files of this tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
