@@ -6,7 +6,7 @@
 #   bash scripts/device-asan.sh [STEP...]      (no steps: asan-check asan-tune memcheck-check, about 9 minutes at most)
 # Steps (each under a time limit; together they stop before the device's 10-minute call limit):
 #   asan-check      kiln check, host side under AddressSanitizer (every malloc/free of the process, libcuda's included)
-#   asan-tune       kiln tune --m $TUNE_M (default 1,16,64: both transitions where the aborts came), under ASan
+#   asan-tune       kiln tune under ASan: --m 1,16, then --m 1, --m 16 and --m 64 as separate processes on one table
 #   memcheck-check  kiln check (normal binary) under compute-sanitizer --tool memcheck: out-of-bounds device accesses
 #   memcheck-tune   kiln tune --m 1 (normal binary) under compute-sanitizer memcheck (a second call: it is slow)
 #   debug-tune      the original command (normal binary, kiln tune, every M) with glibc's checking malloc and under
@@ -63,7 +63,12 @@ cs="compute-sanitizer --tool memcheck --leak-check no --error-exitcode 3 --print
 for s in "${steps[@]}"; do
   case $s in
     asan-check) TAIL=8 step asan-check 240 /tmp/kiln-asan check ;;
-    asan-tune) step asan-tune 170 /tmp/kiln-asan tune $dummy --m "${TUNE_M:-1,16,64}" --tune-cache "$logs/t.json" ;;
+    asan-tune)
+      # Session 8's aborts came at the start of an M = 1 run and after an M = 16 run, separate processes sharing one
+      # table: so the M list of the issue in one process, then M = 1 and M = 16 each in its own (start-up, table
+      # load, exit), then the Hopper prefill family (M = 64).
+      t="$logs/t.json"
+      step asan-tune 200 bash -c "set -e; for m in 1,16 1 16 64; do echo \"== kiln tune --m \$m\"; /tmp/kiln-asan tune $dummy --m \$m --tune-cache $t; done" ;;
     memcheck-check) TAIL=20 step memcheck-check 420 $cs /tmp/kiln check ;;
     memcheck-tune) TAIL=20 step memcheck-tune 420 $cs /tmp/kiln tune $dummy --m 1 --tune-cache "$logs/t-memcheck.json" ;;
     debug-tune)
@@ -71,7 +76,7 @@ for s in "${steps[@]}"; do
       [ -n "$malloc_debug" ] || summary "   no libc_malloc_debug.so.0 here: glibc's heap checks stay off"
       # glibc.malloc.check=3 needs libc_malloc_debug preloaded (glibc >= 2.34); perturb fills freed memory, so a
       # use after free reads garbage at once instead of the old value.
-      step debug-tune 300 cuda-gdb -q -batch -ex "set pagination off" -ex "set confirm off" \
+      step debug-tune 300 cuda-gdb -q -batch -ex "set pagination off" -ex "set confirm off" -ex "set cuda api_failures ignore" \
         ${malloc_debug:+-ex "set environment LD_PRELOAD $malloc_debug"} \
         -ex "set environment GLIBC_TUNABLES glibc.malloc.check=3:glibc.malloc.perturb=165" \
         -ex run -ex "thread apply all bt 30" --args /tmp/kiln tune $dummy --tune-cache "$logs/t-debug.json" ;;

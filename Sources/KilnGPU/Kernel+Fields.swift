@@ -11,10 +11,12 @@ extension Kernel {
     @inline(__always)
     public func launch<P>(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, stream: GPUStream,
                           pdl: Bool = false, fields params: P, offsets: [Int]) throws {
-        precondition(offsets.count <= 16, "at most 16 kernel parameters")
+        assert(offsets.allSatisfy { $0 >= 0 && $0 < MemoryLayout<P>.size }, "a parameter offset outside \(P.self)")
         var p = params
         try withUnsafeMutableBytes(of: &p) { raw in
-            try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: 16) { args in
+            // One slot per parameter (on the stack at these sizes): no fixed capacity that a precondition, compiled
+            // out of the -Ounchecked release build, would have to guard.
+            try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: max(1, offsets.count)) { args in
                 for (i, o) in offsets.enumerated() { args[i] = raw.baseAddress! + o }
                 try launchRaw(grid: grid, block: block, sharedBytes: sharedBytes, stream: stream, pdl: pdl, args: args.baseAddress!)
             }

@@ -23,6 +23,17 @@ final class HostMemoryTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<TensorMap>.size, 128, "CU_TENSOR_MAP_NUM_QWORDS = 16")
     }
 
+    /// An async copy between a device buffer and pinned host memory moves at most what both hold: a larger count
+    /// (the DMA would write past the end of the pinned buffer, into memory the driver owns) is an error, not a copy.
+    func testAsyncCopyCountsAreBoundedByBothBuffers() throws {
+        XCTAssertEqual(try DeviceBuffer<Float>.copyBytes(nil, device: 10, host: 4), 16, "default: the smaller side")
+        XCTAssertEqual(try DeviceBuffer<UInt16>.copyBytes(3, device: 10, host: 4), 6)
+        XCTAssertEqual(try DeviceBuffer<Int32>.copyBytes(0, device: 0, host: 0), 0)
+        XCTAssertThrowsError(try DeviceBuffer<Float>.copyBytes(5, device: 10, host: 4), "past the pinned buffer")
+        XCTAssertThrowsError(try DeviceBuffer<Float>.copyBytes(5, device: 4, host: 10), "past the device buffer")
+        XCTAssertThrowsError(try DeviceBuffer<Float>.copyBytes(-1, device: 4, host: 4))
+    }
+
     /// The structs passed to cuLaunchKernelEx and cuOccupancyMaxActiveClusters, laid out as cuda.h declares them:
     /// CUlaunchAttribute { id; pad[4]; union value[64] } and CUlaunchConfig { 7 × uint; CUstream; attrs*; numAttrs }.
     func testLaunchStructsHaveCudaHLayout() {
