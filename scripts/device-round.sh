@@ -42,6 +42,8 @@ if [ $asan = 1 ]; then
   gzip -c .carry/kiln-asan.tmp > .carry/kiln-asan.gz && rm .carry/kiln-asan.tmp
   gzip -c "$(dirname "$(readlink -f "$(command -v swift)")")/llvm-symbolizer" > .carry/llvm-symbolizer.gz
   ls -lh .carry/kiln-asan.gz .carry/llvm-symbolizer.gz
+else
+  rm -f .carry/kiln-asan.gz .carry/llvm-symbolizer.gz   # a stale ASan binary would travel (24 MB) and mislead
 fi
 total=$(du -cb .carry | tail -1 | cut -f1)
 [ "$total" -lt $((64 * 1024 * 1024)) ] || { echo ".carry is $total bytes, over the 64 MiB transfer limit"; exit 1; }
