@@ -5,7 +5,9 @@ import KilnCore
 extension DeviceBuffer {
     /// Synchronous upload of `bytes` to byte offset `offset` (set-up only).
     public func upload(bytes: UnsafeRawBufferPointer, atByte offset: Int) throws {
-        precondition(offset >= 0 && offset + bytes.count <= byteCount, "upload past the end of a \(byteCount)-byte buffer")
+        guard offset >= 0, offset + bytes.count <= byteCount else {
+            throw KilnError("upload of \(bytes.count) bytes at byte \(offset) past the end of a \(byteCount)-byte device buffer")
+        }
         try cuCheck("cuMemcpyHtoD_v2", context.driver.cuMemcpyHtoD(address + UInt64(offset), bytes.baseAddress, bytes.count))
         try context.synchronize()   // see DeviceBuffer.upload: the DMA may still be in flight otherwise
     }

@@ -1,5 +1,8 @@
 import KilnCore
 
+// The release build is -Ounchecked, which compiles `precondition` out: a size check that guards memory the driver
+// writes is therefore a thrown error (or a fatalError) here, never a precondition.
+
 /// Typed device memory that frees itself. `T` is the host-side element type (Float, UInt16 for
 /// bf16/f16 bits, Int32, ...); the buffer itself is untyped on the device.
 public final class DeviceBuffer<T>: @unchecked Sendable {
@@ -10,7 +13,7 @@ public final class DeviceBuffer<T>: @unchecked Sendable {
     public var byteCount: Int { count * MemoryLayout<T>.stride }
 
     public init(_ context: Context, count: Int) throws {
-        precondition(count >= 0)
+        guard count >= 0 else { throw KilnError("device buffer of \(count) elements") }
         self.context = context
         self.count = count
         var p: CUdeviceptr = 0
@@ -35,7 +38,7 @@ public final class DeviceBuffer<T>: @unchecked Sendable {
     /// non-blocking, so they do not wait for the legacy default stream: without the context synchronisation,
     /// a kernel launched next on a `GPUStream` could read the buffer's previous contents.
     public func upload(_ values: [T]) throws {
-        precondition(values.count <= count, "upload of \(values.count) elements into a buffer of \(count)")
+        guard values.count <= count else { throw KilnError("upload of \(values.count) elements into a device buffer of \(count)") }
         try values.withUnsafeBytes { try cuCheck("cuMemcpyHtoD_v2", context.driver.cuMemcpyHtoD(address, $0.baseAddress, $0.count)) }
         try context.synchronize()
     }
@@ -52,13 +55,23 @@ public final class DeviceBuffer<T>: @unchecked Sendable {
 
     /// Async copies with a pinned host buffer (pageable memory would make them synchronous).
     public func upload(from host: PinnedBuffer<T>, count n: Int? = nil, stream: GPUStream) throws {
-        let bytes = (n ?? min(count, host.count)) * MemoryLayout<T>.stride
+        let bytes = try DeviceBuffer.copyBytes(n, device: count, host: host.count)
         try cuCheck("cuMemcpyHtoDAsync_v2", context.driver.cuMemcpyHtoDAsync(address, host.pointer, bytes, stream.handle))
     }
     public func download(into host: PinnedBuffer<T>, count n: Int? = nil, stream: GPUStream) throws {
-        let bytes = (n ?? min(count, host.count)) * MemoryLayout<T>.stride
+        let bytes = try DeviceBuffer.copyBytes(n, device: count, host: host.count)
         try cuCheck("cuMemcpyDtoHAsync_v2", context.driver.cuMemcpyDtoHAsync(host.pointer, address, bytes, stream.handle))
     }
+    /// Bytes of an async copy of `n` elements (default: as many as both sides hold); more than either side holds
+    /// would make the DMA read or write past the end of a buffer.
+    static func copyBytes(_ n: Int?, device: Int, host: Int) throws -> Int {
+        let elements = n ?? min(device, host)
+        guard elements >= 0, elements <= device, elements <= host else {
+            throw KilnError("async copy of \(elements) elements between a device buffer of \(device) and a pinned buffer of \(host)")
+        }
+        return elements * MemoryLayout<T>.stride
+    }
+
     public func copy(from other: DeviceBuffer<T>, stream: GPUStream) throws {
         let bytes = min(byteCount, other.byteCount)
         try cuCheck("cuMemcpyDtoDAsync_v2", context.driver.cuMemcpyDtoDAsync(address, other.address, bytes, stream.handle))
@@ -84,8 +97,15 @@ public final class PinnedBuffer<T>: @unchecked Sendable {
     deinit { _ = context.driver.cuMemFreeHost(pointer) }
 
     public var buffer: UnsafeMutableBufferPointer<T> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+    /// Bounds-checked even in the -Ounchecked release build: the memory past the end belongs to the driver.
     public subscript(i: Int) -> T {
-        get { pointer[i] }
-        set { pointer[i] = newValue }
+        get { pointer[PinnedBuffer.checked(i, count)] }
+        set { pointer[PinnedBuffer.checked(i, count)] = newValue }
+    }
+
+    @inline(__always)
+    static func checked(_ i: Int, _ count: Int) -> Int {
+        if i < 0 || i >= count { fatalError("pinned buffer index \(i) outside 0..<\(count)") }
+        return i
     }
 }

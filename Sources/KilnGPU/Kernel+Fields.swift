@@ -11,10 +11,12 @@ extension Kernel {
     @inline(__always)
     public func launch<P>(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, stream: GPUStream,
                           pdl: Bool = false, fields params: P, offsets: [Int]) throws {
-        precondition(offsets.count <= 16, "at most 16 kernel parameters")
+        assert(offsets.allSatisfy { $0 >= 0 && $0 < MemoryLayout<P>.size }, "a parameter offset outside \(P.self)")
         var p = params
         try withUnsafeMutableBytes(of: &p) { raw in
-            try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: 16) { args in
+            // One slot per parameter (on the stack at these sizes): no fixed capacity that a precondition, compiled
+            // out of the -Ounchecked release build, would have to guard.
+            try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: max(1, offsets.count)) { args in
                 for (i, o) in offsets.enumerated() { args[i] = raw.baseAddress! + o }
                 try launchRaw(grid: grid, block: block, sharedBytes: sharedBytes, stream: stream, pdl: pdl, args: args.baseAddress!)
             }
@@ -57,12 +59,27 @@ public struct TensorMap: Sendable {
         guard let encode = context.driver.cuTensorMapEncodeTiled else {
             throw KilnError("this NVIDIA driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the Hopper GEMMs)")
         }
-        var m = TensorMap()
         let elem = [UInt32](repeating: 1, count: dims.count)
         // 9 = BFLOAT16, interleave 0 = NONE, swizzle 3 = 128B, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
-        try withUnsafeMutableBytes(of: &m.words) { raw in
-            try cuCheck("cuTensorMapEncodeTiled", encode(raw.baseAddress, 9, UInt32(dims.count), address, dims, strides, box, elem, 0, 3, 3, 0))
+        return try encoded { map in
+            try cuCheck("cuTensorMapEncodeTiled", encode(map, 9, UInt32(dims.count), address, dims, strides, box, elem, 0, 3, 3, 0))
         }
+    }
+
+    /// The driver requires the destination of cuTensorMapEncodeTiled to be 64-byte aligned (cuda.h 13 declares
+    /// CUtensorMap alignas(128)), while a Swift value of this type is only 8-byte aligned. So `encode` writes into an
+    /// aligned, zeroed scratch map, whose 128 bytes are then copied into the value.
+    static func encoded(_ encode: (UnsafeMutableRawPointer) throws -> Void) rethrows -> TensorMap {
+        let size = MemoryLayout<TensorMap>.size
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: TensorMap.alignment)
+        defer { scratch.deallocate() }
+        scratch.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        try encode(scratch)
+        var m = TensorMap()
+        withUnsafeMutableBytes(of: &m.words) { $0.copyMemory(from: UnsafeRawBufferPointer(start: scratch, count: size)) }
         return m
     }
+
+    /// CUtensorMap's alignment in cuda.h 13.
+    static let alignment = 128
 }
