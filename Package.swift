@@ -3,10 +3,15 @@ import PackageDescription
 
 // Layers (dependencies point down only), see docs/design.md:
 //   kiln (CLI) -> KilnEngine -> KilnModels, KilnTokenizer, KilnTemplates, KilnCPU, KilnCUDA
-//   KilnCUDA -> KilnKernels -> KilnGPU (driver + NVRTC through dlopen) ; everything -> KilnCore
+//   kiln -> KilnTune (tuner, benches) -> KilnCUDA ; kiln -> KilnCheck (conformance suite) -> KilnTune, KilnCUDA, KilnCPU
+//   KilnCUDA (GPU backend) -> KilnKernels -> KilnGPU (driver + NVRTC through dlopen) ; everything -> KilnCore
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v5), .unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
 // The numeric inner loops are optimised in debug builds too, so `swift test` runs real models in reasonable time.
 let hotSettings: [SwiftSetting] = swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
+// The GPU host side keeps Swift's checks in release builds (-O, not -Ounchecked): an out-of-range index there would
+// otherwise corrupt memory the driver writes and surface as a glibc abort (session 9's tune-abort audit). Its cost is
+// host time around kernel launches, outside the replayed decode graph.
+let gpuHostSettings: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
 let package = Package(
     name: "Kiln",
@@ -24,20 +29,24 @@ let package = Package(
         .target(name: "KilnTokenizer", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
         .target(name: "KilnTemplates", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
         .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
-        .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
+        .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: gpuHostSettings),
         // The kernel sources travel inside the binary (one static executable on the GPU machine): the EmbedKernels
         // build-tool plugin writes every file under cuda/ into KernelSources.swift at build time (a clean debug build
         // costs ~1.5 s CPU for it, against ~34 s with resources: [.embedInCode]; measured in session 9).
         .executableTarget(name: "EmbedKernelsTool"),
         .plugin(name: "EmbedKernels", capability: .buildTool(), dependencies: ["EmbedKernelsTool"]),
-        .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], exclude: ["cuda"], swiftSettings: swiftSettings, plugins: ["EmbedKernels"]),
-        .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCPU"], swiftSettings: swiftSettings),
+        .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], exclude: ["cuda"], swiftSettings: gpuHostSettings, plugins: ["EmbedKernels"]),
+        // The GPU backend; beside it, one way each: the tuner and benches (KilnTune) and the conformance suite (KilnCheck).
+        .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels"], swiftSettings: gpuHostSettings),
+        .target(name: "KilnTune", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCUDA"], swiftSettings: gpuHostSettings),
+        .target(name: "KilnCheck", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCUDA", "KilnTune", "KilnCPU"],
+                swiftSettings: gpuHostSettings),
         .target(name: "KilnEngine", dependencies: [
             "KilnCore", "KilnModels", "KilnTokenizer", "KilnTemplates", "KilnCPU", "KilnCUDA",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "kiln", dependencies: [
-            "KilnEngine",
+            "KilnEngine", "KilnTune", "KilnCheck",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
@@ -47,6 +56,6 @@ let package = Package(
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "KilnModels"]),
         .testTarget(name: "KilnEngineTests", dependencies: ["KilnEngine"]),
-        .testTarget(name: "KilnGPUTests", dependencies: ["KilnGPU", "KilnKernels", "KilnCUDA"]),
+        .testTarget(name: "KilnGPUTests", dependencies: ["KilnGPU", "KilnKernels", "KilnCUDA", "KilnTune", "KilnCheck"]),
     ]
 )

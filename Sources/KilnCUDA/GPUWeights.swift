@@ -1,6 +1,5 @@
 import Foundation
 import KilnCore
-import KilnCPU
 import KilnGPU
 import KilnKernels
 import KilnModels
@@ -136,7 +135,7 @@ public final class GPUWeights {
             ff.withUnsafeMutableBufferPointer { QuantBlocks.dequantize(t.dtype, t.data.baseAddress!, $0.baseAddress!, count: c.headDim / 2) }
             freqFactors = ff
         }
-        let inv = try DeviceBuffer<Float>(context, CPUModel.ropeInverseFrequencies(config: c, freqFactors: freqFactors))
+        let inv = try DeviceBuffer<Float>(context, ropeInverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, freqFactors: freqFactors))
         try source.checkAllUsed()
         for (format, names) in planned.sorted(by: { $0.key.name < $1.key.name }) {
             log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format).describe(format))")
@@ -211,7 +210,7 @@ public final class GPUWeights {
         }
         let on = try make(h, norm: true)
         let out = c.tieWordEmbeddings ? nil : try make(c.vocabSize * h)
-        let inv = try DeviceBuffer<Float>(context, CPUModel.ropeInverseFrequencies(config: c, freqFactors: nil))
+        let inv = try DeviceBuffer<Float>(context, ropeInverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling))
         try stream.synchronize()
         return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
     }

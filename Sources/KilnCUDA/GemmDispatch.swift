@@ -27,7 +27,7 @@ public final class GemmDispatch {
     /// each touches it only after its griddepcontrol.wait, and the counters are left zero by every launch.
     let workspace: DeviceBuffer<Float>
     let counters: DeviceBuffer<UInt32>
-    static let maxSplit = 8
+    public static let maxSplit = 8
 
     public init(library: KernelLibrary, tune: TuneTable?, maxN: Int, stream: GPUStream, log: @escaping (String) -> Void) throws {
         guard let ctx = library.context else { throw KilnError("GEMM dispatch needs a GPU context") }

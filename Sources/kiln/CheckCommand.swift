@@ -4,6 +4,8 @@ import KilnCore
 import KilnCUDA
 import KilnGPU
 import KilnKernels
+import KilnTune
+import KilnCheck
 
 /// `kiln check`: GPU conformance of every kernel against the CPU references (ends with
 /// "N passed, N failed"; non-zero exit on any failure). `--compile-only` needs only NVRTC.

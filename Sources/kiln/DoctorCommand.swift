@@ -3,6 +3,8 @@ import Foundation
 import KilnCore
 import KilnCUDA
 import KilnGPU
+import KilnTune
+import KilnCheck
 
 /// `kiln doctor`: what Kiln finds of CUDA on this machine, and the measured copy bandwidth.
 struct DoctorCommand: ParsableCommand {

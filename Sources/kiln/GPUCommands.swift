@@ -6,6 +6,8 @@ import KilnCUDA
 import KilnGPU
 import KilnKernels
 import KilnModels
+import KilnTune
+import KilnCheck
 
 /// Which backend `--device auto` means: the GPU when a driver and a device are present, else the CPU.
 enum DeviceChoice {

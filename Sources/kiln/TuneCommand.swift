@@ -5,6 +5,8 @@ import KilnCUDA
 import KilnGPU
 import KilnKernels
 import KilnModels
+import KilnTune
+import KilnCheck
 
 /// `kiln tune`: exhaustive, verified search of every GEMM shape of a model at each M bucket; the winners go to
 /// the tuning table of this GPU ($KILN_HOME/tune/<gpu>.json, or --tune-cache), which the engine loads at start.

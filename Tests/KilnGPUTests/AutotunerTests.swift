@@ -2,6 +2,8 @@ import Foundation
 import XCTest
 import KilnCore
 import KilnCUDA
+@testable import KilnTune
+@testable import KilnCheck
 
 final class AutotunerTests: XCTestCase {
     private func key(_ gpu: String = "NVIDIA H200", sms: Int = 132, hash: String = "abc123") -> TuneKey {

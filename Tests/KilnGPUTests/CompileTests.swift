@@ -4,6 +4,8 @@ import KilnCore
 import KilnGPU
 import KilnKernels
 import KilnCUDA
+@testable import KilnTune
+@testable import KilnCheck
 
 /// NVRTC-only tests: they run wherever libnvrtc.so.13 can be found (scripts/fetch-test-data.sh
 /// installs it under $KILN_HOME/nvrtc) and are skipped otherwise.

@@ -4,6 +4,8 @@ import KilnCore
 import KilnGPU
 import KilnKernels
 import KilnCUDA
+@testable import KilnTune
+@testable import KilnCheck
 
 /// CPU-side tests of the conformance machinery: the comparison, the references, the embedded sources.
 final class ConformanceTests: XCTestCase {

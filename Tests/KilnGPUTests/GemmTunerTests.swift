@@ -2,6 +2,8 @@ import XCTest
 import KilnCore
 @testable import KilnCUDA
 import KilnKernels
+@testable import KilnTune
+@testable import KilnCheck
 
 /// The tuner's CPU-side logic: candidate rules, verification bounds, device key, progress text, report.
 final class GemmTunerTests: XCTestCase {

@@ -1,5 +1,7 @@
 import XCTest
 import KilnCore
+@testable import KilnTune
+@testable import KilnCheck
 @testable import KilnGPU
 @testable import KilnCUDA
 

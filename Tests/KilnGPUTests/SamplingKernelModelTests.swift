@@ -4,6 +4,8 @@ import KilnCore
 import KilnCUDA
 import KilnGPU
 import KilnKernels
+@testable import KilnTune
+@testable import KilnCheck
 
 /// A serial transcription of sampling.cu's `sample` (same keys, cuts, fixed-point weights, bucket walks, tie rules and
 /// counter-based Gumbel draw; threads become loops) checked against the CPU Sampler, so the kernel's algorithm is

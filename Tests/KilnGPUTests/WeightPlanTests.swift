@@ -2,6 +2,8 @@ import XCTest
 import KilnCore
 @testable import KilnCUDA
 import KilnModels
+@testable import KilnTune
+@testable import KilnCheck
 
 /// The GPU's per-format decision and the tuner's per-format byte counts (pure; no GPU needed).
 final class WeightPlanTests: XCTestCase {

@@ -2,6 +2,7 @@ import Foundation
 import KilnCore
 import KilnGPU
 import KilnKernels
+import KilnCUDA
 
 /// Bandwidth measurements for `kiln doctor` and `kiln check --bench`: CUDA-event timing of each
 /// launch, median over runs, bytes counted as (read + written) once each.

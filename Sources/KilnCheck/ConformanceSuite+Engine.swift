@@ -2,6 +2,8 @@ import Foundation
 import KilnCore
 import KilnGPU
 import KilnKernels
+import KilnCUDA
+import KilnTune
 
 /// Conformance of the engine's kernels: the two GEMMs, attention, and the fused rope/cache and
 /// SwiGLU kernels, each against a plain CPU reference on random inputs (outputs pre-filled with NaN).

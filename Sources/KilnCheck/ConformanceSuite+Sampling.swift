@@ -2,6 +2,8 @@ import Foundation
 import KilnCore
 import KilnGPU
 import KilnKernels
+import KilnCUDA
+import KilnTune
 
 /// The sampling kernel against the CPU `Sampler` (KilnCore), the one definition of sampling: greedy rows equal the
 /// CPU's argmax; the kept set (its size and lowest-ranked id, which the kernel reports) equals the CPU distribution's

@@ -2,6 +2,8 @@ import Foundation
 import KilnCore
 import KilnGPU
 import KilnKernels
+import KilnCUDA
+import KilnTune
 
 /// `kiln check --compile-only`: compiles every kernel family with NVRTC for `arch` (no GPU needed)
 /// and fails on compile errors and on register spills in kernels marked hot.

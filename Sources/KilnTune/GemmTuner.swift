@@ -3,6 +3,7 @@ import KilnCore
 import KilnGPU
 import KilnKernels
 import KilnModels
+import KilnCUDA
 
 /// One weight shape the engine multiplies by: y[M, n] = x[M, k] · W[n, k]^T (fp32 out for the logits), with W in
 /// `format` as the GPU holds it.
@@ -23,29 +24,6 @@ public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
     /// weights' GPU format: bf16 for every format today (GPUWeights.plan converts the others at load).
     public static func of(_ c: ModelConfig) -> [GemmShape] {
         EngineBench.gemmShapes(c).map { GemmShape(op: $0.0, format: .bf16, n: $0.1, k: $0.2, outF32: $0.0 == "logits") }
-    }
-}
-
-/// One point of the search: an instance of an op's instance list and a launch-time split count.
-public struct GemmCandidate: Hashable, Sendable, CustomStringConvertible {
-    public enum Kernel: Hashable, Sendable {
-        case splitK(GemmSplitK.Config), stream(GemmStream.Config), swapAB(GemmSwapAB.Config), hopper(GemmHopper.Config)
-    }
-    public var kernel: Kernel
-    public var split: Int
-    public init(_ kernel: Kernel, split: Int = 1) { self.kernel = kernel; self.split = split }
-    public var name: String {
-        switch kernel {
-        case .splitK(let c): return c.name
-        case .stream(let c): return c.name
-        case .swapAB(let c): return c.name
-        case .hopper(let c): return c.name
-        }
-    }
-    public var description: String { name + (split > 1 ? " split \(split)" : "") }
-    /// Whether the kernel can apply SwiGLU in its epilogue (GemmSplitK.Epilogue.swiglu): the decode GEMMs.
-    public var hasSwiGLUEpilogue: Bool {
-        switch kernel { case .splitK, .stream, .swapAB: return true; case .hopper: return false }
     }
 }
 

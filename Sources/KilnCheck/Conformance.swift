@@ -1,5 +1,7 @@
 import Foundation
 import KilnCore
+import KilnCUDA
+import KilnTune
 
 /// Error bounds for one comparison: |got − want| ≤ atol + rtol·|want| elementwise; NaN never passes.
 public struct Tolerance: Sendable {

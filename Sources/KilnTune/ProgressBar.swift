@@ -1,4 +1,5 @@
 import Foundation
+import KilnCUDA
 
 /// A one-line progress bar on stderr: `[#####.....] 412/1340 candidates, 928 left, ~0:21 left`.
 /// Redrawn in place (carriage return) at most ten times a second on a terminal; when stderr is a file or pipe

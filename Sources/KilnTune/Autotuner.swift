@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnCUDA
 
 /// Picks the fastest *verified* candidate. Kernel-agnostic: callers supply how to check and how to time one
 /// candidate, so the same selection runs for GEMMs, attention split counts, and (in tests) fake candidates.

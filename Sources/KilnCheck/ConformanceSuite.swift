@@ -2,6 +2,8 @@ import Foundation
 import KilnCore
 import KilnGPU
 import KilnKernels
+import KilnCUDA
+import KilnTune
 
 /// `kiln check` on a GPU: every kernel instance against its CPU reference on fresh random inputs
 /// over a sweep of shapes (odd sizes and M = 1…16 included). Outputs are pre-filled with NaN

@@ -3,6 +3,7 @@ import KilnCore
 import KilnGPU
 #if canImport(Glibc)
 import Glibc
+import KilnCUDA
 #endif
 
 /// cuBLASLt, loaded with dlopen ONLY by `kiln bench kernels` as the baseline for Kiln's GEMMs

@@ -1,5 +1,7 @@
 import Foundation
 import KilnCore
+import KilnCUDA
+import KilnTune
 
 /// CPU references for every GPU kernel: plain loops in f32/f64 that read like the math. Inputs
 /// are the exact values the GPU sees (already rounded to the element type); outputs are exact
@@ -77,28 +79,3 @@ public enum Reference {
     }
 }
 
-// MARK: element encodings shared by the suite and the tests
-
-/// Bytes of `values` stored as `dtype` (f32, f16 or bf16; round to nearest even).
-public func encode(_ values: [Float], _ dtype: DType) -> [UInt8] {
-    switch dtype {
-    case .f32: return values.withUnsafeBytes { Array($0) }
-    case .bf16: return values.map(floatToBF16).withUnsafeBytes { Array($0) }
-    case .f16: return values.map(floatToHalf).withUnsafeBytes { Array($0) }
-    default: preconditionFailure("encode: \(dtype)")
-    }
-}
-
-public func decode(_ bytes: [UInt8], _ dtype: DType) -> [Float] {
-    bytes.withUnsafeBytes { p in
-        switch dtype {
-        case .f32: return Array(p.bindMemory(to: Float.self))
-        case .bf16: return p.bindMemory(to: UInt16.self).map(bf16ToFloat)
-        case .f16: return p.bindMemory(to: UInt16.self).map(halfToFloat)
-        default: preconditionFailure("decode: \(dtype)")
-        }
-    }
-}
-
-/// The values `dtype` can hold nearest to `values`.
-public func roundTo(_ values: [Float], _ dtype: DType) -> [Float] { dtype == .f32 ? values : decode(encode(values, dtype), dtype) }

@@ -3,6 +3,7 @@ import KilnCore
 import KilnGPU
 import KilnKernels
 import KilnModels
+import KilnCUDA
 
 /// `kiln bench kernels` and the GPU path of `kiln bench`.
 public enum EngineBench {
