@@ -83,7 +83,7 @@ public final class GPUModel {
     /// Tokens in the cache per sequence (host mirror of `positions`).
     public internal(set) var sequenceLengths: [Int]
 
-    public var qkvDim: Int { config.qDim + 2 * config.kvDim }
+    public var qkvDim: Int { config.qkvDim }
 
     public init(weights: GPUWeights, library: KernelLibrary, maxBatch: Int = 8, maxSeq: Int = 4096, maxRows: Int = 1024,
                 tune: TuneTable? = nil, options opts: GPUEngineOptions = GPUEngineOptions(), log: @escaping (String) -> Void = { _ in }) throws {
@@ -110,14 +110,14 @@ public final class GPUModel {
         attnPrefill = try Attention.Prefill(library, choice: Attention.PrefillChoice.best(headDim: c.headDim, hopper: wgmma))
         attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads))
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
-        gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qDim + 2 * c.kvDim), stream: stream, log: log)
+        gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qkvDim), stream: stream, log: log)
 
         func buf(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(ctx, count: n) }
         let cacheElements = c.numLayers * maxBatch * c.numKVHeads * maxSeq * c.headDim
         kCache = try buf(cacheElements); vCache = try buf(cacheElements)
         let r = self.maxRows, h = c.hiddenSize
         x = try DeviceBuffer<Float>(ctx, count: r * h); xn = try buf(r * h); branch = try buf(r * h)
-        qkv = try buf(r * (c.qDim + 2 * c.kvDim)); attn = try buf(r * c.qDim)
+        qkv = try buf(r * c.qkvDim); attn = try buf(r * c.qDim)
         gateUp = try buf(r * 2 * c.intermediateSize); act = try buf(r * c.intermediateSize)
         last = try buf(maxBatch * h)
         logits = try DeviceBuffer<Float>(ctx, count: max(16, maxBatch) * c.vocabSize)

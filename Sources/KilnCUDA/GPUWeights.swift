@@ -202,8 +202,8 @@ public final class GPUWeights {
         let h = c.hiddenSize, f = c.intermediateSize
         let embedding = try make(c.vocabSize * h)
         let layers = try (0..<c.numLayers).map { _ in
-            Layer(attnNorm: try make(h, norm: true), qkv: try make((c.qDim + 2 * c.kvDim) * h),
-                  qkvBias: c.attentionBias ? try make(c.qDim + 2 * c.kvDim) : nil,
+            Layer(attnNorm: try make(h, norm: true), qkv: try make(c.qkvDim * h),
+                  qkvBias: c.attentionBias ? try make(c.qkvDim) : nil,
                   qNorm: c.qkNorm ? try make(c.headDim, norm: true) : nil, kNorm: c.qkNorm ? try make(c.headDim, norm: true) : nil,
                   o: try make(h * c.qDim),
                   ffnNorm: try make(h, norm: true), gateUp: try make(2 * f * h), down: try make(h * f))
