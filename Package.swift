@@ -35,6 +35,8 @@ let package = Package(
         // costs ~1.5 s CPU for it, against ~34 s with resources: [.embedInCode]; measured in session 9).
         .executableTarget(name: "EmbedKernelsTool"),
         .plugin(name: "EmbedKernels", capability: .buildTool(), dependencies: ["EmbedKernelsTool"]),
+        // The git commit for `kiln --version`, recorded at build time (nothing generated is committed).
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         .target(name: "KilnKernels", dependencies: ["KilnCore", "KilnGPU"], exclude: ["cuda"], swiftSettings: gpuHostSettings, plugins: ["EmbedKernels"]),
         // The GPU backend; beside it, one way each: the tuner and benches (KilnTune) and the conformance suite (KilnCheck).
         .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels"], swiftSettings: gpuHostSettings),
@@ -49,13 +51,14 @@ let package = Package(
             "KilnEngine", "KilnTune", "KilnCheck",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: swiftSettings),
+        ], swiftSettings: swiftSettings, plugins: ["BuildInfo"]),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
         .testTarget(name: "KilnModelsTests", dependencies: ["KilnModels"]),
         .testTarget(name: "KilnTokenizerTests", dependencies: ["KilnTokenizer", "KilnModels"], exclude: ["Fixtures"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "KilnModels"]),
-        .testTarget(name: "KilnEngineTests", dependencies: ["KilnEngine"]),
+        // `kiln` too: the CLI tests parse the README's command lines with the real argument parser (@testable import kiln).
+        .testTarget(name: "KilnEngineTests", dependencies: ["KilnEngine", "kiln"]),
         .testTarget(name: "KilnGPUTests", dependencies: ["KilnGPU", "KilnKernels", "KilnCUDA", "KilnTune", "KilnCheck"]),
     ]
 )

@@ -19,26 +19,37 @@ struct BenchCommand: ParsableCommand {
     @Argument(help: "What to measure: model, kernels or tokenizer.") var target: Target = .model
 
     @Option(name: .shortAndLong, help: "Model file (GGUF) or Hugging Face folder; default: SmolLM2-135M-Instruct.") var model: String?
-    @Option(name: .shortAndLong, help: "Prompt tokens (0 skips the pp test).") var p: Int = 128
-    @Option(name: .shortAndLong, help: "Generated tokens (0 skips the tg test).") var n: Int = 64
-    @Option(name: .shortAndLong, help: "Repetitions.") var r: Int = 3
-    @Option(name: .shortAndLong, help: "Threads (default: all cores).") var threads: Int?
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Prompt tokens, at least 0 (0 skips the pp test).") var p: Int = 128
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Generated tokens, at least 0 (0 skips the tg test).") var n: Int = 64
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Repetitions (at least 1).") var r: Int = 3
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Threads (default: all cores).") var threads: Int?
     @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
     @Option(name: .long, help: "Device: auto (the GPU when one is present), cpu or cuda.") var device: String = "auto"
     @Option(name: .long, help: "cuda only: random weights made on the GPU: llama3-8b, llama3-70b, granite-8b or PATH/config.json.")
     var dummyWeights: String?
-    @Option(name: .shortAndLong, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "cuda only: sequences decoded together (1…8).") var batch: Int = 1
     @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
-    @Option(name: .long, help: "cuda only: print the first N greedy ids of each sequence of the warm-up run (decode-path A/B checks).")
+    @Option(name: .long, parsing: .unconditional,
+            help: "cuda only: print the first N greedy ids of each sequence of the warm-up run (decode-path A/B checks).")
     var printIds: Int?
     @Option(name: .customLong("m"), help: "kernels only: M values, comma-separated (default: 1,2,4,8,16,64,512,1024).")
     var kernelMs: String?
     @Option(name: .shortAndLong, help: "tokenizer only: text file to encode (default: the licences in /usr/share/common-licenses).")
     var file: String?
+    @Flag(name: .shortAndLong, help: "Debug logs: load time per phase.") var verbose = false
 
     func validate() throws {
-        guard p >= 0, n >= 0, r >= 1 else { throw ValidationError("-p and -n must be >= 0 and -r >= 1") }
-        guard o == "md" || o == "json" else { throw ValidationError("-o must be md or json") }
+        try OptionCheck.atLeast(p, "-p", 0, note: " (0 skips the pp test)")
+        try OptionCheck.atLeast(n, "-n", 0, note: " (0 skips the tg test)")
+        try OptionCheck.atLeast(r, "-r", 1)
+        try OptionCheck.threads(threads)
+        try OptionCheck.range(batch, "-b/--batch", 1...8)
+        if let printIds { try OptionCheck.atLeast(printIds, "--print-ids", 1) }
+        try OptionCheck.oneOf(o, "-o", ["md", "json"])
+        try OptionCheck.oneOf(device, "--device", OptionCheck.devices)
+        if let kernelMs { _ = try TuneCommand.parseMs(kernelMs) }
+        try InputFiles.requireModel(model)
+        if let file { _ = try InputFiles.readText(file) }
     }
 
     func run() throws {
@@ -55,7 +66,7 @@ struct BenchCommand: ParsableCommand {
                              tuning: tuning.value, printIds: printIds)
             return
         }
-        let logger = makeLogger()
+        let logger = makeLogger(verbose: verbose)
         let loaded = try LoadedModel.load(path: model, threads: threads, device: backend, logger: logger)
         let m = loaded.model
         let rows = try Benchmark.run(model: m, prompt: p, generate: n, repetitions: r)

@@ -13,8 +13,7 @@ enum BenchTokenizer {
         let tok = try TokenizeCommand.loadTokenizer(path: path)
         var text = ""
         if let file {
-            guard let d = FileManager.default.contents(atPath: file) else { throw KilnError("\(file): cannot read") }
-            text = String(decoding: d, as: UTF8.self)
+            text = try InputFiles.readText(file)
         } else {
             let dir = "/usr/share/common-licenses"
             for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() {

@@ -25,7 +25,7 @@ enum DeviceChoice {
 /// GPU engine entry points for the CLI. Kept in their own file so the command files of the CPU
 /// engine need only a line or two to reach them (see GPURun).
 enum GPURun {
-    static let log: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+    static let log: (String) -> Void = { KilnLogHandler.write(KilnLogHandler.format(level: .info, message: $0)) }
 
     /// How the engine picks its GEMM kernels: the tuner's table for this GPU (tuning missing shapes first when asked),
     /// or the documented defaults alone.
@@ -92,12 +92,21 @@ struct GPUBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench-gpu", abstract: "Prompt processing and generation speed of the GPU engine.")
     @Option(name: .shortAndLong, help: "Model file or folder.") var model: String?
     @Option(name: .long, help: "Random weights made on the GPU: llama3-8b, llama3-70b, granite-8b or PATH/config.json.") var dummyWeights: String?
-    @Option(name: .shortAndLong, help: "Prompt tokens per sequence.") var p: Int = 512
-    @Option(name: .shortAndLong, help: "Generated tokens per sequence.") var n: Int = 256
-    @Option(name: .shortAndLong, help: "Repetitions.") var r: Int = 3
-    @Option(name: .shortAndLong, help: "Sequences decoded together (1…8).") var batch: Int = 1
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Prompt tokens per sequence (at least 1).") var p: Int = 512
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Generated tokens per sequence (at least 0).") var n: Int = 256
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Repetitions (at least 1).") var r: Int = 3
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Sequences decoded together (1…8).") var batch: Int = 1
     @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
     @OptionGroup var tuning: TuningOptions
+    func validate() throws {
+        guard (model == nil) != (dummyWeights == nil) else { throw ValidationError("give -m MODEL or --dummy-weights CFG") }
+        try OptionCheck.atLeast(p, "-p", 1)
+        try OptionCheck.atLeast(n, "-n", 0)
+        try OptionCheck.atLeast(r, "-r", 1)
+        try OptionCheck.range(batch, "-b/--batch", 1...8)
+        try OptionCheck.oneOf(o, "-o", ["md", "json"])
+        try InputFiles.requireModel(model)
+    }
     func run() throws {
         try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
                          tuning: tuning.value)

@@ -11,6 +11,8 @@ struct InfoCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Model: a GGUF file or a Hugging Face folder (default: SmolLM2-135M-Instruct, fetched on first use).")
     var model: String?
 
+    func validate() throws { try InputFiles.requireModel(model) }
+
     func run() throws {
         let path = try model ?? ModelStore.defaultModelPath()
         let summary = try ModelSummary(path: path)

@@ -29,14 +29,15 @@ struct TokenizeCommand: ParsableCommand {
 
     func validate() throws {
         if (text == nil) == (file == nil) { throw ValidationError("give the text either as an argument or with -f FILE") }
+        try InputFiles.requireModel(model)
+        if let file { _ = try InputFiles.readText(file) }
     }
 
     func run() throws {
         let tokenizer = try TokenizeCommand.loadTokenizer(path: model ?? ModelStore.defaultModelPath())
         let input: String
         if let file {
-            guard let data = FileManager.default.contents(atPath: file) else { throw KilnError("\(file): cannot read") }
-            input = String(decoding: data, as: UTF8.self)
+            input = try InputFiles.readText(file)
         } else {
             input = text ?? ""
         }

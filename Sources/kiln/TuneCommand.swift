@@ -18,16 +18,21 @@ struct TuneCommand: ParsableCommand {
     @Option(name: .long, help: "Shapes of a preset instead: llama3-8b, llama3-70b, granite-8b or PATH/config.json.") var dummyWeights: String?
     @Option(name: .customLong("m"), help: "M buckets, comma-separated (default: 1,2,4,8,16 and 64…4096 on Hopper).") var mList: String?
     @Option(name: .long, help: "Tuning table to read and write (default: $KILN_HOME/tune/<gpu>.json).") var tuneCache: String?
-    @Option(name: .long, help: "Timed samples per candidate (median; at least 20).") var runs: Int = 20
-    @Option(name: .long, help: "After tuning, compare decode ms/token with the defaults and the tuned table at this batch size (0: skip).")
+    @Option(name: .long, parsing: .unconditional, help: "Timed samples per candidate (median; at least 20).") var runs: Int = 20
+    @Option(name: .long, parsing: .unconditional,
+            help: "After tuning, compare decode ms/token with the defaults and the tuned table at this batch size (0: skip; at most 8).")
     var benchBatch: Int = 0
-    @Option(name: .long, help: "Generated tokens for --bench-batch.") var benchTokens: Int = 64
+    @Option(name: .long, parsing: .unconditional, help: "Generated tokens for --bench-batch (at least 1).") var benchTokens: Int = 64
     @Flag(name: .long, help: "Print every rejected candidate and why.") var verbose = false
     @Flag(name: .long, help: "A/B: time without programmatic dependent launch (the engine's --no-pdl).") var noPdl = false
 
     func validate() throws {
         guard (model == nil) != (dummyWeights == nil) else { throw ValidationError("give -m MODEL or --dummy-weights CFG") }
-        guard runs >= 20 else { throw ValidationError("--runs must be at least 20") }
+        try OptionCheck.range(runs, "--runs", 20...100_000)
+        try OptionCheck.range(benchBatch, "--bench-batch", 0...8, note: " (0: skip)")
+        try OptionCheck.atLeast(benchTokens, "--bench-tokens", 1)
+        if let mList { _ = try TuneCommand.parseMs(mList) }
+        try InputFiles.requireModel(model)
     }
 
     static func parseMs(_ text: String?) throws -> [Int] {
