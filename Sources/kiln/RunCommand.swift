@@ -130,10 +130,11 @@ struct RunCommand: ParsableCommand {
         let session = try EngineSession.load(path: model, device: try DeviceChoice.resolve(device), threads: threads, contextSize: ctxSize,
                                              tuning: tuning.value, sampling: options, logger: logger)
         let text = session.text
+        text.onNotice = { logger.notice("\($0)") }
         let request = TextGenerator.Request(maxTokens: n < 0 ? Int.max : n, stops: stops)
         func report(_ r: TextGenerator.Reply) {
             print("")
-            if r.reason == .contextFull { logger.warning("context full (\(text.generator.capacity) tokens)") }
+            if r.reason == .contextFull { logger.warning("context full (\(text.generator.capacity) tokens): the reply stops here; -c sets a larger context") }
             let s = r.stats
             logger.info("prompt: \(s.promptTokens) tokens, \(String(format: "%.1f", s.promptTokensPerSecond)) t/s | generation: \(s.generatedTokens) tokens, \(String(format: "%.1f", s.generatedTokensPerSecond)) t/s")
             logger.debug("prompt: \(s.promptTokens) tokens fed in \(String(format: "%.3f", s.promptSeconds)) s | generation: \(s.generatedTokens) tokens in \(String(format: "%.3f", s.generateSeconds)) s, stopped by \(r.reason) | context: \(text.generator.tokens.count) of \(text.generator.capacity) positions in use")
