@@ -25,6 +25,12 @@ public final class Generator {
     public let backend: SequenceBackend
     /// Tokens whose keys and values are in the cache, in order.
     public private(set) var tokens: [Int32] = []
+    /// Told how far a prompt has been fed, (tokens fed, tokens to feed), starting with 0, when it is fed in chunks.
+    public var promptProgress: ((_ done: Int, _ total: Int) -> Void)?
+    /// Tokens per feed while `promptProgress` is set (0: the whole prompt in one feed, no progress). The CPU sets its
+    /// maximum batch: `CPUSequence.feed` runs batches of that size anyway, so the work is the same plus one logits row
+    /// per chunk. The GPU leaves it 0 (each of its feeds also runs the device's sampling step).
+    public var promptChunk = 0
 
     public init(backend: SequenceBackend) { self.backend = backend }
 
@@ -60,8 +66,7 @@ public final class Generator {
         let newTokens = Array(prompt[common...])
         let t0 = Date()
         try backend.prepareSampling(sampler.options, history: prompt, promptLength: prompt.count)
-        try backend.feed(newTokens)
-        tokens.append(contentsOf: newTokens)
+        try feedPrompt(newTokens)
         stats.promptTokens += newTokens.count
         stats.promptSeconds += Date().timeIntervalSince(t0)
         let t1 = Date()
@@ -79,6 +84,24 @@ public final class Generator {
             if !keepGoing { return .stopRequested }
         }
         return .tokenLimit
+    }
+
+    /// Feeds a prompt's new tokens, in chunks with progress when asked to.
+    private func feedPrompt(_ newTokens: [Int32]) throws {
+        guard let progress = promptProgress, promptChunk > 0, newTokens.count > promptChunk else {
+            try backend.feed(newTokens)
+            tokens.append(contentsOf: newTokens)
+            return
+        }
+        progress(0, newTokens.count)
+        var done = 0
+        while done < newTokens.count {
+            let chunk = Array(newTokens[done..<min(newTokens.count, done + promptChunk)])
+            try backend.feed(chunk)
+            tokens.append(contentsOf: chunk)
+            done += chunk.count
+            progress(done, newTokens.count)
+        }
     }
 }
 

@@ -131,6 +131,11 @@ struct RunCommand: ParsableCommand {
                                              tuning: tuning.value, sampling: options, logger: logger)
         let text = session.text
         text.onNotice = { logger.notice("\($0)") }
+        if let chunk = session.promptChunk {
+            let progress = PromptProgress()
+            text.generator.promptChunk = chunk
+            text.generator.promptProgress = { progress.update(done: $0, total: $1) }
+        }
         let request = TextGenerator.Request(maxTokens: n < 0 ? Int.max : n, stops: stops)
         func report(_ r: TextGenerator.Reply) {
             print("")
@@ -161,6 +166,9 @@ struct RunCommand: ParsableCommand {
 struct EngineSession {
     var path: String
     var text: TextGenerator
+    /// Tokens per prompt feed when progress is shown: the CPU's batch (nil on the GPU, whose prefill is fast and whose
+    /// feeds each run a sampling step).
+    var promptChunk: Int?
 
     /// The context to allocate: `-c` (at most the model's own context, with a warning) or min(model context, 4096).
     static func contextSize(requested: Int?, model: ModelConfig, logger: Logger) -> Int {
@@ -180,7 +188,8 @@ struct EngineSession {
             let backend = try CPUSequence(model: loaded.model, capacity: positions)
             logger.debug("KV cache: \(backend.capacity) positions")
             return EngineSession(path: loaded.path, text: try TextGenerator(backend: backend, tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate,
-                                                                            templateName: loaded.path, sampling: sampling))
+                                                                            templateName: loaded.path, sampling: sampling),
+                                 promptChunk: loaded.model.maxBatch)
         }
         let modelPath = try path ?? ModelStore.defaultModelPath()
         let start = Date()
@@ -201,6 +210,6 @@ struct EngineSession {
         let backend = GPUSequence(model: gpu)
         logger.info("loaded \(modelPath) on \(backend.deviceDescription) in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
         return EngineSession(path: modelPath, text: try TextGenerator(backend: backend, tokenizer: tokenizer, chatTemplate: template,
-                                                                      templateName: modelPath, sampling: sampling))
+                                                                      templateName: modelPath, sampling: sampling), promptChunk: nil)
     }
 }
