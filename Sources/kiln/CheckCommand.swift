@@ -26,7 +26,7 @@ struct CheckCommand: ParsableCommand {
     @Flag(help: "Measure copy bandwidth and the memory-bound kernels (GB/s and % of copy) instead of checking.")
     var bench = false
 
-    @Option(help: "Seed for the random inputs (default: time-based; printed so a failure can be reproduced).")
+    @Option(parsing: .unconditional, help: "Seed for the random inputs (default: time-based; printed so a failure can be reproduced).")
     var seed: UInt64?
 
     func run() throws {
