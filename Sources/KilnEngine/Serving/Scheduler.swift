@@ -44,7 +44,7 @@ public enum EnqueueResult: Equatable, Sendable {
     case rejected(String)
 }
 
-public enum FinishReason: Equatable, Sendable {
+public enum FinishReason: Hashable, Sendable {
     /// An end-of-generation id was sampled (it is the last token reported).
     case endOfGeneration
     /// `maxTokens` were generated.
@@ -54,7 +54,7 @@ public enum FinishReason: Equatable, Sendable {
     case cancelled
 }
 
-public enum SchedulerEvent: Equatable, Sendable {
+public enum SchedulerEvent: Hashable, Sendable {
     case token(RequestID, Int32)
     case finished(RequestID, FinishReason)
 }
