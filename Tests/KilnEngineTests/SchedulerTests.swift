@@ -277,5 +277,18 @@ final class SchedulerTests: XCTestCase {
         XCTAssertNotNil(h.finished[a])
         XCTAssertEqual(h.backend.problems, [])
     }
-}
 
+    func testAPlanMustBeCompletedOnceWithOneIdPerSampledSequence() throws {
+        let s = try Scheduler(config())
+        _ = s.enqueue(GenerationRequest(prompt: [1, 2, 3], maxTokens: 2))
+        _ = s.enqueue(GenerationRequest(prompt: Array(1...40), maxTokens: 2))
+        let plan = try s.step()
+        XCTAssertEqual(plan.samples, [true, false], "the second prompt is chunked at the 32-token budget")
+        XCTAssertThrowsError(try s.step(), "a second plan before the first is completed")
+        XCTAssertThrowsError(try s.complete(plan, sampled: []))
+        XCTAssertThrowsError(try s.complete(plan, sampled: [4, 5]))
+        XCTAssertEqual(try s.complete(plan, sampled: [4]), [.token(0, 4)])
+        XCTAssertThrowsError(try s.complete(plan, sampled: [4]), "completed twice")
+        XCTAssertEqual(s.violations(), [])
+    }
+}
