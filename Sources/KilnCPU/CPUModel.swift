@@ -53,7 +53,7 @@ public final class CPUModel {
             let t = try weights.tensor(name, shape: [n])
             guard let base = t.data.baseAddress, t.dtype.blockSize == 1 || n % 32 == 0,
                   let bytes = t.dtype.byteCount(elements: n), bytes <= t.data.count,
-                  t.dtype != .i32, t.dtype != .i64, t.dtype != .u8 else {
+                  t.dtype != .i32, t.dtype != .i64, t.dtype != .u8, t.dtype != .f8_e4m3 else {
                 throw KilnError("\(src): tensor \(name) of type \(t.dtype.rawValue) cannot be read as \(n) floats")
             }
             var out = [Float](repeating: 0, count: n)

@@ -63,7 +63,7 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
         case .q8_0: self = .gguf(.q8_0)
         case .q4_0: self = .gguf(.q4_0)
         case .q4_1: self = .gguf(.q4_1)
-        case .i32, .i64, .u8: return nil
+        case .i32, .i64, .u8, .f8_e4m3: return nil   // FP8 codes are a matrix only with their scales
         }
     }
 
