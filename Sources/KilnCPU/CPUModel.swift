@@ -40,8 +40,9 @@ public final class CPUModel {
     /// `floatWeights`: dequantize Q4_0/Q4_1/Q8_0 matrices to f32 at load, so matrix products use the float
     /// activations instead of llama.cpp's Q8 activation quantization — slower and 4–8× the memory, but free of
     /// activation-rounding noise: the reference against which other engines' arithmetic (the GPU's) is judged.
+    /// `fp8`: the numerics of FP8 block-scaled matrices (`FP8Numerics.default`, or W8A8 as transformers computes).
     public init(weights: WeightSource, threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 64,
-                floatWeights: Bool = false) throws {
+                floatWeights: Bool = false, fp8: FP8Numerics = .default) throws {
         let c = weights.config
         config = c
         let d = Transformer(config: c)
@@ -66,7 +67,7 @@ public final class CPUModel {
         func linear(_ m: () throws -> QuantizedMatrix) throws -> LinearWeight {
             do {
                 let matrix = try m()
-                let w = try LinearWeight(matrix)
+                let w = try LinearWeight(matrix, fp8: fp8)
                 guard floatWeights, w.usesQ8 else { return w }
                 let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * w.rows * w.cols, alignment: 64)
                 owned.append(p)

@@ -8,6 +8,10 @@ public enum FP8Numerics: String, Sendable, CaseIterable {
     /// FP8 does (`act_quant`: s = absmax / 448, code = e4m3(x / s)); per K block the e4m3 products are summed in f32,
     /// then times the activation scale and the weight block's scale_inv (`w8a8_block_fp8_matmul`'s accumulation).
     case w8a8
+
+    /// The CPU engine's default: the numerics closer to the source model (measured on SmolLM2-135M, see
+    /// `EngineFP8Tests`).
+    public static let `default` = FP8Numerics.w8a16
 }
 
 extension LinearWeight {

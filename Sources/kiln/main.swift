@@ -10,7 +10,7 @@ struct Kiln: ParsableCommand {
         abstract: "Run Llama-family language models on the CPU or on NVIDIA GPUs with Kiln's own kernels.",
         subcommands: [RunCommand.self, InfoCommand.self, TokenizeCommand.self, PerplexityCommand.self,
                       BenchCommand.self, TuneCommand.self, CheckCommand.self, DoctorCommand.self,
-                      GPUBenchCommand.self, LogitsCommand.self])
+                      GPUBenchCommand.self, LogitsCommand.self, QuantizeCommand.self])
 }
 
 Kiln.main()
