@@ -121,9 +121,10 @@ public struct LinearWeight {
     }
 
     /// Plain float weights (F32, F16, BF16) against float activations; used by tests' tiny models and unquantized files.
+    /// Half-precision rows are widened to f32 once and serve every token (`widenedRows`).
     private func floatRows(_ element: WeightFormat.DenseElement, _ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
                            _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
-        let table = halfTable
+        if element != .f32 { return widenedRows(element, range, x, tokens, out, outStride) }
         for r in range {
             let row = data + r * rowBytes
             for t in 0..<tokens {
@@ -137,10 +138,8 @@ public struct LinearWeight {
                             * UnsafeRawPointer(xt + c).loadUnaligned(as: SIMD8<Float>.self)
                     }
                     for c in n8..<cols { tail += row.loadUnaligned(fromByteOffset: 4 * c, as: Float.self) * xt[c] }
-                case .f16:
-                    for c in 0..<cols { tail += table[Int(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self))] * xt[c] }
-                case .bf16:
-                    for c in 0..<cols { tail += bf16ToFloat(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self)) * xt[c] }
+                case .f16, .bf16:
+                    preconditionFailure("widenedRows computes half-precision rows")
                 }
                 out[t * outStride + r] = acc.sum() + tail
             }
