@@ -39,8 +39,7 @@ public enum CheckpointExport {
                 throw KilnError("\(source.sourcePath): tensor \(t.name) has no Hugging Face name")
             }
             let (values, dtype) = try read(source, t.name, t.shape)
-            let rows = t.shape.count == 2 ? t.shape[0] : t.shape[0]
-            let cols = t.shape.count == 2 ? t.shape[1] : 1
+            let rows = t.shape[0], cols = t.shape.count == 2 ? t.shape[1] : 1   // a vector as [n, 1] (a bias unpermutes as rows)
             let hfValues = c.ropeStyle == .interleaved ? unpermuteRoPE(values, t.name, rows: rows, cols: cols, c) : values
             if quantizes(t.name, shape: t.shape, o) {
                 let fp8 = FP8Planes(hfValues, rows: rows, cols: cols)
