@@ -40,8 +40,9 @@ public final class CPUModel {
     /// `floatWeights`: dequantize Q4_0/Q4_1/Q8_0 matrices to f32 at load, so matrix products use the float
     /// activations instead of llama.cpp's Q8 activation quantization — slower and 4–8× the memory, but free of
     /// activation-rounding noise: the reference against which other engines' arithmetic (the GPU's) is judged.
+    /// `fp8`: the numerics of FP8 block-scaled matrices (`FP8Numerics.default`, or W8A8 as transformers computes).
     public init(weights: WeightSource, threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 64,
-                floatWeights: Bool = false) throws {
+                floatWeights: Bool = false, fp8: FP8Numerics = .default) throws {
         let c = weights.config
         config = c
         let d = Transformer(config: c)
@@ -53,7 +54,7 @@ public final class CPUModel {
             let t = try weights.tensor(name, shape: [n])
             guard let base = t.data.baseAddress, t.dtype.blockSize == 1 || n % 32 == 0,
                   let bytes = t.dtype.byteCount(elements: n), bytes <= t.data.count,
-                  t.dtype != .i32, t.dtype != .i64, t.dtype != .u8 else {
+                  t.dtype != .i32, t.dtype != .i64, t.dtype != .u8, t.dtype != .f8_e4m3 else {
                 throw KilnError("\(src): tensor \(name) of type \(t.dtype.rawValue) cannot be read as \(n) floats")
             }
             var out = [Float](repeating: 0, count: n)
@@ -66,7 +67,7 @@ public final class CPUModel {
         func linear(_ m: () throws -> QuantizedMatrix) throws -> LinearWeight {
             do {
                 let matrix = try m()
-                let w = try LinearWeight(matrix)
+                let w = try LinearWeight(matrix, fp8: fp8)
                 guard floatWeights, w.usesQ8 else { return w }
                 let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * w.rows * w.cols, alignment: 64)
                 owned.append(p)

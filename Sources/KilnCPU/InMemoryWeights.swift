@@ -92,6 +92,8 @@ public final class InMemoryWeights: WeightSource {
                     out.append(lo | hi << 4)
                 }
             }
+        case .f8_e4m3:   // bare codes, no block scale
+            out = x.map(E4M3.encode)
         case .i32, .i64, .u8:
             preconditionFailure("InMemoryWeights stores floating-point weights only")
         }

@@ -7,21 +7,32 @@ import KilnModels
 ///  - dense f32 / f16 / bf16: float weights against float activations (`floatRows`);
 ///  - GGUF Q8_0 / Q4_0 / Q4_1: block by block against `Q8Activations` with integer dot products, the way llama.cpp's
 ///    CPU backend does (`quantRows` with the format's `Q8BlockProduct`); matrices are never dequantized whole.
-/// Formats without a CPU product yet (FP8, lookup tables) are an error naming the tensor when the weight is built.
+///  - FP8 e4m3 with block scales: `FP8Numerics` (W8A16 or W8A8, `FP8Linear.swift`).
+/// Formats without a CPU product yet (lookup tables) are an error naming the tensor when the weight is built.
 public struct LinearWeight {
     public let name: String
     public let format: WeightFormat
     public let rows: Int
     public let cols: Int
-    /// Bytes of one row of the single plane (dense elements or GGUF blocks).
+    /// Bytes of one row of the single plane (dense elements or GGUF blocks; FP8 codes).
     public let rowBytes: Int
     public let data: UnsafeRawPointer
+    /// FP8 only: `scale_inv` `[ceil(rows/blockRows), ceil(cols/blockCols)]` and the product's numerics.
+    let fp8Scales: UnsafePointer<Float>?
+    public let fp8Numerics: FP8Numerics
 
-    /// The weight over `m`'s planes, without copying them (`m`'s source must stay alive).
-    public init(_ m: QuantizedMatrix) throws {
+    /// The weight over `m`'s planes, without copying them (`m`'s source must stay alive). `fp8` picks the product
+    /// numerics of FP8 matrices (ignored for other formats).
+    public init(_ m: QuantizedMatrix, fp8: FP8Numerics = .w8a16) throws {
+        fp8Numerics = fp8
         switch m.format {
-        case .dense, .gguf: break
-        case .fp8E4M3, .lut:
+        case .dense, .gguf: fp8Scales = nil
+        case .fp8E4M3:
+            name = m.name; format = m.format; rows = m.rows; cols = m.cols; rowBytes = m.cols
+            data = m.planes[0].bytes.baseAddress!
+            fp8Scales = m.planes[1].bytes.baseAddress!.assumingMemoryBound(to: Float.self)
+            return
+        case .lut:
             throw KilnError("tensor \(m.name): the CPU engine has no product for \(m.format.name) weights yet")
         }
         guard let rb = m.rowBytes, let base = m.planes[0].bytes.baseAddress else {
@@ -33,6 +44,7 @@ public struct LinearWeight {
     /// An f32 matrix `[rows, cols]` at `data` (memory owned by the caller, e.g. weights dequantized at load).
     public init(name: String, f32 data: UnsafeRawPointer, rows: Int, cols: Int) {
         self.name = name; format = .dense(.f32); self.rows = rows; self.cols = cols; rowBytes = 4 * cols; self.data = data
+        fp8Scales = nil; fp8Numerics = .w8a16
     }
 
     /// Whether this weight consumes Q8-quantized activations (otherwise it reads the float activations).
@@ -47,7 +59,8 @@ public struct LinearWeight {
         case .gguf(.q4_1): quantRows(Q4_1Blocks.self, range, act, tokens, out, outStride)
         case .gguf(.q8_0): quantRows(Q8_0Blocks.self, range, act, tokens, out, outStride)
         case .dense(let e): floatRows(e, range, x, tokens, out, outStride)
-        case .fp8E4M3, .lut: preconditionFailure("LinearWeight.init rejects \(format.name)")
+        case .fp8E4M3(let br, let bc): fp8Rows(blockRows: br, blockCols: bc, range, x, tokens, out, outStride)
+        case .lut: preconditionFailure("LinearWeight.init rejects \(format.name)")
         }
     }
 
@@ -108,9 +121,10 @@ public struct LinearWeight {
     }
 
     /// Plain float weights (F32, F16, BF16) against float activations; used by tests' tiny models and unquantized files.
+    /// Half-precision rows are widened to f32 once and serve every token (`widenedRows`).
     private func floatRows(_ element: WeightFormat.DenseElement, _ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
                            _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
-        let table = halfTable
+        if element != .f32 { return widenedRows(element, range, x, tokens, out, outStride) }
         for r in range {
             let row = data + r * rowBytes
             for t in 0..<tokens {
@@ -124,10 +138,8 @@ public struct LinearWeight {
                             * UnsafeRawPointer(xt + c).loadUnaligned(as: SIMD8<Float>.self)
                     }
                     for c in n8..<cols { tail += row.loadUnaligned(fromByteOffset: 4 * c, as: Float.self) * xt[c] }
-                case .f16:
-                    for c in 0..<cols { tail += table[Int(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self))] * xt[c] }
-                case .bf16:
-                    for c in 0..<cols { tail += bf16ToFloat(row.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self)) * xt[c] }
+                case .f16, .bf16:
+                    preconditionFailure("widenedRows computes half-precision rows")
                 }
                 out[t * outStride + r] = acc.sum() + tail
             }

@@ -49,6 +49,8 @@ public enum QuantBlocks {
             for i in 0..<count { dst[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
         case .u8:
             for i in 0..<count { dst[i] = Float(src.load(fromByteOffset: i, as: UInt8.self)) }
+        case .f8_e4m3:   // the codes' values, without any block scale
+            for i in 0..<count { dst[i] = E4M3.decode(src.load(fromByteOffset: i, as: UInt8.self)) }
         }
     }
 }

@@ -79,7 +79,15 @@ public struct QuantizedMatrix {
             for (i, r) in range.enumerated() {
                 QuantBlocks.dequantize(type, base + r * rb, out + i * cols, count: cols)
             }
-        case .fp8E4M3, .lut:
+        case .fp8E4M3(let br, let bc):
+            // value = e4m3(code) × scale_inv of the code's [br × bc] block (Hugging Face's `weight_scale_inv`).
+            let codes = planes[0].bytes.bindMemory(to: UInt8.self), scales = planes[1].bytes.bindMemory(to: Float.self)
+            let scaleCols = planes[1].shape[1], table = E4M3.table
+            for (i, r) in range.enumerated() {
+                let scaleRow = scales.baseAddress! + (r / br) * scaleCols, codeRow = codes.baseAddress! + r * cols
+                for c in 0..<cols { out[i * cols + c] = table[Int(codeRow[c])] * scaleRow[c / bc] }
+            }
+        case .lut:
             throw KilnError("tensor \(name): \(format.name) has no CPU reference yet (planes and layout only; its issue adds the decoder)")
         }
     }

@@ -12,8 +12,8 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
     /// GGML's 32-element blocks, as stored in GGUF files.
     case gguf(GGUFBlock)
     /// FP8 e4m3 codes with one f32 scale per `blockRows × blockCols` block (Hugging Face fine-grained FP8:
-    /// `weight` + `weight_scale_inv`, value = code × scale). Descriptor and planes only: its CPU reference
-    /// (e4m3 decoding) comes with the FP8 issue.
+    /// `weight` + `weight_scale_inv`, value = e4m3(code) × scale; edge blocks may be partial). CPU reference:
+    /// `QuantizedMatrix.dequantize` (e4m3 is `E4M3`), the quantizer `FP8BlockQuantizer`, the products in KilnCPU.
     case fp8E4M3(blockRows: Int, blockCols: Int)
     /// b-bit codes into a table of 2^b values, times a per-group scale (plus a per-group offset when affine).
     /// Descriptor and planes only: its CPU reference comes with the lookup-table issue.
@@ -63,7 +63,7 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
         case .q8_0: self = .gguf(.q8_0)
         case .q4_0: self = .gguf(.q4_0)
         case .q4_1: self = .gguf(.q4_1)
-        case .i32, .i64, .u8: return nil
+        case .i32, .i64, .u8, .f8_e4m3: return nil   // FP8 codes are a matrix only with their scales
         }
     }
 

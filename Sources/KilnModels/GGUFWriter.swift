@@ -76,7 +76,7 @@ public struct GGUFWriter {
         case .bf16: return 30
         case .i32: return 26
         case .i64: return 27
-        case .u8: return nil
+        case .u8, .f8_e4m3: return nil
         }
     }
 

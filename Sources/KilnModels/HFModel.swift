@@ -12,6 +12,8 @@ public final class HFModel: WeightSource {
     public let hfConfig: HFConfig
     public let config: ModelConfig
     public let checkpoint: SafetensorsCheckpoint
+    /// `quantization_config` (fine-grained FP8), nil for unquantized folders.
+    public let quantization: HFQuantizationConfig?
     public var sourcePath: String { folder }
     private var used = Set<String>()
 
@@ -24,6 +26,7 @@ public final class HFModel: WeightSource {
         }
         hfConfig = try HFConfig.load(path: configPath)
         config = try hfConfig.modelConfig(path: configPath)
+        quantization = try HFQuantizationConfig.parse(config: try JSONFile.object(path: configPath), path: configPath)
         checkpoint = try SafetensorsCheckpoint(folder: folder)
     }
 
@@ -90,6 +93,51 @@ public final class HFModel: WeightSource {
         }
         used.insert(hf)
         return WeightTensor(name: name, shape: shape, dtype: found.info.dtype, data: try found.file.data(found.info))
+    }
+
+    /// A matrix as stored: one tensor, or for fine-grained FP8 the F8_E4M3 `weight` with its F32 `weight_scale_inv`
+    /// `[ceil(N/128), ceil(K/128)]` as one `fp8_e4m3_b128x128` matrix. A scale without an FP8 weight, an FP8 weight
+    /// without its scale or without `quantization_config`, and scales of another type or shape are errors naming the tensor.
+    public func matrix(_ name: String, rows: Int, cols: Int) throws -> QuantizedMatrix {
+        guard let hf = HFModel.hfName(canonical: name), hf.hasSuffix(".weight"), let found = checkpoint.info(hf), !isIgnored(hf: hf) else {
+            return try defaultMatrix(name, rows: rows, cols: cols)
+        }
+        let scaleName = String(hf.dropLast(".weight".count)) + ".weight_scale_inv"
+        let scale = checkpoint.info(scaleName)
+        guard found.info.dtype == .f8_e4m3 else {
+            if scale != nil {
+                throw KilnError("\(found.file.path): tensor \(scaleName) scales \(hf), which is \(found.info.dtype.rawValue), not F8_E4M3")
+            }
+            return try defaultMatrix(name, rows: rows, cols: cols)
+        }
+        guard let q = quantization else {
+            throw KilnError("\(found.file.path): tensor \(hf) is F8_E4M3 but \(configPath) has no quantization_config")
+        }
+        guard let scale else {
+            throw KilnError("\(found.file.path): F8_E4M3 tensor \(hf) has no \(scaleName) (its block scales)")
+        }
+        guard found.info.shape == [rows, cols] else {
+            throw KilnError("\(found.file.path): tensor \(hf) has shape \(found.info.shape), expected \([rows, cols])")
+        }
+        guard scale.info.dtype == .f32 else {
+            throw KilnError("\(scale.file.path): tensor \(scaleName) is \(scale.info.dtype.rawValue); only F32 block scales are supported")
+        }
+        let layout = try q.format.planes(rows: rows, cols: cols, what: "tensor \(hf)")
+        guard scale.info.shape == layout[1].shape else {
+            throw KilnError("\(scale.file.path): tensor \(scaleName) has shape \(scale.info.shape), expected \(layout[1].shape) (one scale per 128×128 block of \(hf) \([rows, cols]))")
+        }
+        used.insert(hf); used.insert(scaleName)
+        do {
+            return try QuantizedMatrix(name: name, rows: rows, cols: cols, format: q.format, planes: [
+                .init(.codes, shape: layout[0].shape, dtype: .u8, bytes: try found.file.data(found.info)),
+                .init(.scales, shape: layout[1].shape, dtype: .f32, bytes: try scale.file.data(scale.info))])
+        } catch let e as KilnError { throw KilnError("\(folder): \(e.message)") }
+    }
+
+    /// The protocol's one-tensor matrix (dense elements or GGUF blocks).
+    private func defaultMatrix(_ name: String, rows: Int, cols: Int) throws -> QuantizedMatrix {
+        let t = try tensor(name, shape: [rows, cols])
+        do { return try QuantizedMatrix(t) } catch let e as KilnError { throw KilnError("\(folder): \(e.message)") }
     }
 
     public func checkAllUsed() throws {

@@ -26,6 +26,18 @@ public struct SafetensorsWriter {
                               data: try TensorEncoding.encode(values, as: dtype, rowLength: shape.last ?? 1, name: name)))
     }
 
+    /// Adds a tensor from its stored bytes (FP8 codes, or bytes encoded elsewhere).
+    public mutating func addRaw(_ name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
+        tensors.append(Tensor(name: name, dtypeName: SafetensorsFile.dtypeName(dtype) ?? dtype.rawValue, shape: shape, data: bytes))
+    }
+
+    /// Orders the tensors by element size, largest first (stable), as Python's safetensors does, so every tensor
+    /// starts aligned to its elements whatever the byte counts of 1-byte tensors (FP8 codes) before it.
+    public mutating func alignTensors() {
+        func size(_ t: Tensor) -> Int { SafetensorsFile.dtypeOf(t.dtypeName)?.blockBytes ?? 1 }
+        tensors = tensors.enumerated().sorted { (size($0.element), -$0.offset) > (size($1.element), -$1.offset) }.map(\.element)
+    }
+
     /// The header JSON the writer would produce (tests edit it to make malformed files).
     public func headerJSON() -> String {
         var parts: [String] = []

@@ -33,6 +33,10 @@ public enum TinyCheckpoint {
         /// as one tensor (dense and GGUF blocks).
         public var ggufMatrixFormats: [WeightFormat] = [.dense(.f32), .dense(.f16), .gguf(.q8_0), .gguf(.q4_0), .gguf(.q4_1)]
         public var seed: UInt64 = 1
+        /// Write the linear weights of the layers as fine-grained FP8 (F8_E4M3 `weight` + F32 `weight_scale_inv`,
+        /// 128×128 blocks, with `quantization_config`), as transformers saves them; embeddings, norms and `lm_head` stay
+        /// in `dtype`.
+        public var fp8 = false
         /// Extra or replacing `config.json` entries (JSON values); `NSNull()` removes a key.
         public var configOverrides: [String: Any] = [:]
         public init() {}
@@ -59,6 +63,7 @@ public enum TinyCheckpoint {
             "bos_token_id": 1, "eos_token_id": 2,
         ]
         if let hd = o.headDim { j["head_dim"] = hd }
+        if o.fp8 { j["quantization_config"] = HFQuantizationConfig(modulesToNotConvert: ["lm_head"]).json }
         for (k, v) in o.configOverrides { j[k] = v is NSNull ? nil : v }
         return j
     }
@@ -97,11 +102,24 @@ public enum TinyCheckpoint {
         }
         for (i, w) in weights(o).enumerated() {
             guard let hf = HFModel.hfName(canonical: w.name) else { continue }
+            if o.fp8, w.shape.count == 2, w.name.hasPrefix("blk.") {
+                let scaleName = String(hf.dropLast(".weight".count)) + ".weight_scale_inv"
+                let fp8 = FP8Planes(w.values, rows: w.shape[0], cols: w.shape[1])
+                writers[i % shards].addRaw(hf, dtype: .f8_e4m3, shape: w.shape, bytes: fp8.codes)
+                writers[i % shards].addRaw(scaleName, dtype: .f32, shape: fp8.scaleShape, bytes: encode(fp8.scaleInv, .f32))
+                stored[hf] = fp8.dequantized
+                stored[scaleName] = fp8.scaleInv
+                weightMap[hf] = shardName(i % shards); weightMap[scaleName] = shardName(i % shards)
+                continue
+            }
             try writers[i % shards].add(hf, shape: w.shape, dtype: o.dtype, values: w.values)
             stored[hf] = w.values.map { roundTrip($0, o.dtype) }
             weightMap[hf] = shardName(i % shards)
         }
-        for (i, w) in writers.enumerated() { try w.write(to: folder + "/" + shardName(i)) }
+        for (i, var w) in writers.enumerated() {
+            if o.fp8 { w.alignTensors() }
+            try w.write(to: folder + "/" + shardName(i))
+        }
         if shards > 1 {
             let index: [String: Any] = ["metadata": ["total_size": 0], "weight_map": weightMap]
             let data = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
@@ -182,3 +200,29 @@ public enum TinyCheckpoint {
     }
 }
 
+/// A `[rows, cols]` f32 matrix quantized to fine-grained FP8 (128×128 blocks) by KilnCore's quantizer, with the values
+/// it stands for; the writer of FP8 checkpoints (`TinyCheckpoint`, `kiln quantize`).
+public struct FP8Planes {
+    public let codes: [UInt8]        // [rows, cols] e4m3
+    public let scaleInv: [Float]     // [ceil(rows/128), ceil(cols/128)]
+    public let scaleShape: [Int]
+    public let rows: Int, cols: Int
+    public static let block = 128
+
+    public init(_ values: [Float], rows: Int, cols: Int) {
+        precondition(values.count == rows * cols)
+        self.rows = rows; self.cols = cols
+        scaleShape = [(rows + Self.block - 1) / Self.block, (cols + Self.block - 1) / Self.block]
+        var codes = [UInt8](repeating: 0, count: rows * cols), scaleInv = [Float](repeating: 0, count: scaleShape[0] * scaleShape[1])
+        values.withUnsafeBufferPointer { v in
+            FP8BlockQuantizer.quantize(v.baseAddress!, rows: rows, cols: cols, blockRows: Self.block, blockCols: Self.block,
+                                       codes: &codes, scaleInv: &scaleInv)
+        }
+        self.codes = codes; self.scaleInv = scaleInv
+    }
+
+    /// The values the planes stand for (e4m3 × scale_inv), row-major.
+    public var dequantized: [Float] {
+        (0..<(rows * cols)).map { i in E4M3.decode(codes[i]) * scaleInv[(i / cols / Self.block) * scaleShape[1] + (i % cols) / Self.block] }
+    }
+}

@@ -104,12 +104,18 @@ final class FormatProductTests: XCTestCase {
     }
 
     func testFormatsWithoutACPUProductAreAnErrorNamingTheTensor() throws {
-        let codes = [UInt8](repeating: 0, count: 4 * 64), scales = [UInt8](repeating: 0, count: 4)
+        // A 4-bit lookup-table matrix (its CPU product comes with the lookup-table issue): codes [4, 32], scales [4, 1]
+        // f16, table [16] f32.
+        let codes = [UInt8](repeating: 0, count: 4 * 32), scales = [UInt8](repeating: 0, count: 4 * 2), table = [UInt8](repeating: 0, count: 64)
         try codes.withUnsafeBytes { c in
             try scales.withUnsafeBytes { s in
-                let m = try QuantizedMatrix(name: "blk.1.attn_v.weight", rows: 4, cols: 64, format: .fp8E4M3(blockRows: 128, blockCols: 128),
-                                            planes: [.init(.codes, shape: [4, 64], dtype: .u8, bytes: c), .init(.scales, shape: [1, 1], dtype: .f32, bytes: s)])
+              try table.withUnsafeBytes { t in
+                let m = try QuantizedMatrix(name: "blk.1.attn_v.weight", rows: 4, cols: 64,
+                                            format: .lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: false)),
+                                            planes: [.init(.codes, shape: [4, 32], dtype: .u8, bytes: c), .init(.scales, shape: [4, 1], dtype: .f16, bytes: s),
+                                                     .init(.table, shape: [16], dtype: .f32, bytes: t)])
                 XCTAssertThrowsError(try LinearWeight(m)) { XCTAssertTrue("\($0)".contains("blk.1.attn_v.weight"), "\($0)") }
+              }
             }
         }
     }

@@ -110,7 +110,7 @@ final class WeightFormatTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("blk.0.ffn_down.weight") && "\($0)".contains("group size 64"), "\($0)")
         }
 
-        // A multi-plane matrix is checked plane by plane; the CPU reference of FP8 is not written yet and says so.
+        // A multi-plane matrix is checked plane by plane (the FP8 reference itself: testFP8Dequantization).
         let codes = [UInt8](repeating: 0x38, count: 300 * 200), scales = [UInt8](repeating: 0, count: 3 * 2 * 4)
         try codes.withUnsafeBytes { c in
             try scales.withUnsafeBytes { s in
@@ -118,7 +118,7 @@ final class WeightFormatTests: XCTestCase {
                     .init(.codes, shape: [300, 200], dtype: .u8, bytes: c), .init(.scales, shape: [3, 2], dtype: .f32, bytes: s)])
                 XCTAssertEqual(m.byteCount, 60_024)
                 XCTAssertNil(m.rowBytes)
-                XCTAssertThrowsError(try m.dequantized()) { XCTAssertTrue("\($0)".contains("no CPU reference"), "\($0)") }
+                XCTAssertEqual(try m.dequantized()[0], 0)   // code 0x38 = 1 times a scale of 0
                 // A scale plane of the wrong shape (per-tensor instead of per-block) names the tensor and the plane.
                 XCTAssertThrowsError(try QuantizedMatrix(name: "blk.0.attn_q.weight", rows: 300, cols: 200, format: fp8, planes: [
                     .init(.codes, shape: [300, 200], dtype: .u8, bytes: c),
@@ -129,6 +129,58 @@ final class WeightFormatTests: XCTestCase {
                     .init(.codes, shape: [300, 200], dtype: .u8, bytes: c)])) { XCTAssertTrue("\($0)".contains("codes"), "\($0)") }
             }
         }
+    }
+
+    func testFP8Dequantization() throws {
+        // N = 3, K = 5 with 2×2 blocks (partial edge blocks both ways): scale_inv [2, 3] =
+        //   [[0.5, 2, -4], [0.25, 1, 3]]; block (r/2, c/2).
+        // Codes (value): 0x38 (1), 0x40 (2), 0xB8 (-1), 0x01 (2⁻⁹), 0x7E (448), 0x30 (0.5), 0x44 (3), 0x00 (0), 0x80 (-0), 0x3C (1.5)
+        let codes: [UInt8] = [0x38, 0x40, 0xB8, 0x01, 0x7E,
+                              0x30, 0x44, 0x00, 0x80, 0x3C,
+                              0x40, 0x38, 0x44, 0x30, 0xB8]
+        let scaleInv: [Float] = [0.5, 2, -4, 0.25, 1, 3]
+        let want: [Float] = [0.5, 1, -2, 2.0 / 512, -1792,
+                             0.25, 1.5, 0, 0, -6,
+                             0.5, 0.25, 3, 0.5, -3]
+        let fp8 = WeightFormat.fp8E4M3(blockRows: 2, blockCols: 2)
+        try codes.withUnsafeBytes { c in
+            try scaleInv.withUnsafeBytes { s in
+                let m = try QuantizedMatrix(name: "blk.0.ffn_down.weight", rows: 3, cols: 5, format: fp8, planes: [
+                    .init(.codes, shape: [3, 5], dtype: .u8, bytes: c), .init(.scales, shape: [2, 3], dtype: .f32, bytes: s)])
+                XCTAssertEqual(try m.dequantized(), want)
+                // A row range starts at its own row (row 2 reads the second scale row).
+                var tail = [Float](repeating: .nan, count: 5)
+                try tail.withUnsafeMutableBufferPointer { try m.dequantize(rows: 2..<3, into: $0.baseAddress!) }
+                XCTAssertEqual(tail, Array(want[10..<15]))
+            }
+        }
+        // NaN codes stay NaN.
+        let nanCodes: [UInt8] = [0x7F, 0xFF], one: [Float] = [1]
+        try nanCodes.withUnsafeBytes { c in
+            try one.withUnsafeBytes { s in
+                let m = try QuantizedMatrix(name: "w", rows: 1, cols: 2, format: .fp8E4M3(blockRows: 128, blockCols: 128), planes: [
+                    .init(.codes, shape: [1, 2], dtype: .u8, bytes: c), .init(.scales, shape: [1, 1], dtype: .f32, bytes: s)])
+                XCTAssertTrue(try m.dequantized().allSatisfy(\.isNaN))
+            }
+        }
+    }
+
+    func testFP8WeightQuantizerMatchesHandWork() {
+        // One 2×2 block [1, -3.5; 0.7, 2] (absmax 3.5: scale = 448/3.5 = 128, scale_inv = 1/128) and one all-zero
+        // block (scale 1). 1·128 = 128 = 0x70 (e=14, m=0); -3.5·128 = -448 = 0xFE; 0.7·128 = 89.6 -> between 88
+        // (1.375·2⁶, 0x6B) and 96 (1.5·2⁶, 0x6C): 89.6 is nearer 88 -> 0x6B; 2·128 = 256 = 0x78.
+        let w: [Float] = [1, -3.5, 0, 0.7, 2, 0]
+        var codes = [UInt8](repeating: 0xAA, count: 6), scaleInv = [Float](repeating: .nan, count: 2)
+        FP8BlockQuantizer.quantize(w, rows: 2, cols: 3, blockRows: 2, blockCols: 2, codes: &codes, scaleInv: &scaleInv)
+        XCTAssertEqual(codes, [0x70, 0xFE, 0x00, 0x6B, 0x78, 0x00])
+        XCTAssertEqual(scaleInv, [1.0 / 128, 1])
+        // Activations, blocks of 2: [0.25, -0.5 | 0, 0 | 7]: s = 0.5/448 -> 0.25/s = 224 (0x76), -0.5/s = -448 (0xFE);
+        // an all-zero block: scale 0, codes 0; 7 alone: s = 7/448 -> 448 (0x7E).
+        let x: [Float] = [0.25, -0.5, 0, 0, 7]
+        var xc = [UInt8](repeating: 0xAA, count: 5), xs = [Float](repeating: .nan, count: 3)
+        FP8BlockQuantizer.quantizeActivations(x, count: 5, block: 2, codes: &xc, scales: &xs)
+        XCTAssertEqual(xc, [0x76, 0xFE, 0x00, 0x00, 0x7E])
+        XCTAssertEqual(xs, [0.5 / 448, 0, 7 / 448])
     }
 
     func testNamesRoundTrip() {

@@ -41,7 +41,7 @@ final class MalformedSafetensorsTests: XCTestCase {
         add("header-not-utf8", safetensorsBytes(header: "{\"w\u{1}\":1}", data: []).map { $0 == 1 ? 0xFF : $0 }, "invalid JSON", "wrong type")
         w("unknown-dtype", dtype: "Q9", "tensor w has unknown dtype \"Q9\"")
         w("unsupported-dtype-i64", dtype: "I64", shape: "[4]", "tensor w has unsupported dtype I64")
-        w("unsupported-dtype-f8", dtype: "F8_E4M3", shape: "[32]", "tensor w has unsupported dtype F8_E4M3")
+        w("unsupported-dtype-f8-e5m2", dtype: "F8_E5M2", shape: "[32]", "tensor w has unsupported dtype F8_E5M2")
         header("missing-dtype", "{\"w\":{\"shape\":[2,4],\"data_offsets\":[0,32]}}", "tensor w has no dtype")
         header("missing-shape", "{\"w\":{\"dtype\":\"F32\",\"data_offsets\":[0,32]}}", "tensor w has no shape")
         header("missing-offsets", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,4]}}", "tensor w has no data_offsets")
