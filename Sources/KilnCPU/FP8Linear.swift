@@ -31,13 +31,7 @@ extension LinearWeight {
                         let scale = rowScales[kb]
                         for c in (kb * bc)..<min(cols, (kb + 1) * bc) { row[c] = table[Int(rowCodes[c])] * scale }
                     }
-                    var t = 0
-                    while t + 4 <= tokens {
-                        let s = Self.dot4(row, x + t * cols, cols, cols)
-                        for k in 0..<4 { out[(t + k) * outStride + r] = s[k] }
-                        t += 4
-                    }
-                    while t < tokens { out[t * outStride + r] = Self.dot(row, x + t * cols, cols); t += 1 }
+                    rowTimesTokens(row, r, x, tokens, out, outStride)
                 }
             case .w8a8:
                 // The activations of all tokens, quantized once per call: decoded e4m3 values [tokens × cols] and
@@ -91,15 +85,21 @@ extension LinearWeight {
                 let bits = data + r * rowBytes
                 if element == .bf16 { for c in 0..<cols { row[c] = bf16ToFloat(bits.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self)) } }
                 else { for c in 0..<cols { row[c] = table[Int(bits.loadUnaligned(fromByteOffset: 2 * c, as: UInt16.self))] } }
-                var t = 0
-                while t + 4 <= tokens {
-                    let s = Self.dot4(row, x + t * cols, cols, cols)
-                    for k in 0..<4 { out[(t + k) * outStride + r] = s[k] }
-                    t += 4
-                }
-                while t < tokens { out[t * outStride + r] = Self.dot(row, x + t * cols, cols); t += 1 }
+                rowTimesTokens(row, r, x, tokens, out, outStride)
             }
         }
+    }
+
+    /// out[t, r] = row · x[t] for every token, four tokens at a time (a row already widened to f32).
+    @inline(__always) func rowTimesTokens(_ row: UnsafePointer<Float>, _ r: Int, _ x: UnsafePointer<Float>, _ tokens: Int,
+                                          _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
+        var t = 0
+        while t + 4 <= tokens {
+            let s = Self.dot4(row, x + t * cols, cols, cols)
+            for k in 0..<4 { out[(t + k) * outStride + r] = s[k] }
+            t += 4
+        }
+        while t < tokens { out[t * outStride + r] = Self.dot(row, x + t * cols, cols); t += 1 }
     }
 
     /// `dot` of `a` with four vectors `b`, `b + stride`, `b + 2·stride`, `b + 3·stride` at once: each load of `a` serves
