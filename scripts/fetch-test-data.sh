@@ -3,6 +3,8 @@
 #  - testdata/vocab: llama.cpp's tokenizer conformance files (ggml-vocab-*.gguf with .inp/.out pairs),
 #    from the llama.cpp source package on PyPI (llama-cpp-python==0.3.36, a source distribution).
 #  - nvrtc: NVRTC 13.0 from PyPI, so `kiln check --compile-only` can compile every kernel without a GPU.
+#  - python: the `gguf` package (llama.cpp's Python reference, with numpy) from PyPI, whose dequantization the
+#    GGUF block tests compare Kiln's with bit for bit (Tests/KilnModelsTests/GGUFDequantizeReferenceTests.swift).
 # The default model is fetched by kiln itself on first use.
 set -euo pipefail
 home="${KILN_HOME:-$HOME/.cache/kiln}"
@@ -20,5 +22,10 @@ nvrtc="$home/nvrtc"
 if [ ! -f "$nvrtc/.complete" ]; then
   python3 -m pip install -q --disable-pip-version-check --no-deps --target "$nvrtc" nvidia-cuda-nvrtc==13.0.88
   touch "$nvrtc/.complete"
+fi
+python="$home/python"
+if [ ! -f "$python/.complete" ]; then
+  python3 -m pip install -q --disable-pip-version-check --target "$python" gguf==0.19.0 numpy==2.2.6
+  touch "$python/.complete"
 fi
 echo "test data in $home"

@@ -1,7 +1,7 @@
 /// The element decoder behind every dequantization: raw tensors by `DType`, and the planes of dense and GGUF
 /// `WeightFormat`s (through `QuantizedMatrix.dequantize`, the formats' CPU reference), so loaders, the CPU
 /// backend's float mode and the GPU loader's conversion all decode with this one code. GGML block layouts
-/// (32 elements per block) follow ggml:
+/// (32 elements per block) follow ggml (Q5_0/Q5_1, the K-quants and the i-quants: `KQuantBlocks.swift`):
 ///  - Q8_0: f16 d, int8 q[32];          x = d * q
 ///  - Q4_0: f16 d, u8 qs[16];           x = d * (nibble - 8); low nibbles are elements 0..15, high 16..31
 ///  - Q4_1: f16 d, f16 m, u8 qs[16];    x = d * nibble + m
@@ -43,6 +43,8 @@ public enum QuantBlocks {
                     dst[b * 32 + j + 16] = d * Float(qs[j] >> 4) + m
                 }
             }
+        case .q5_0, .q5_1, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs:
+            _ = dequantizeExtended(type, src, dst, count: count)   // KQuantBlocks.swift
         case .i32:
             for i in 0..<count { dst[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
         case .i64:

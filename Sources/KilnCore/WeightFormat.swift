@@ -9,7 +9,7 @@
 public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
     /// Plain elements.
     case dense(DenseElement)
-    /// GGML's 32-element blocks, as stored in GGUF files.
+    /// GGML's blocks (32 elements, or 256-element super-blocks), as stored in GGUF files.
     case gguf(GGUFBlock)
     /// FP8 e4m3 codes with one f32 scale per `blockRows × blockCols` block (Hugging Face fine-grained FP8:
     /// `weight` + `weight_scale_inv`, value = e4m3(code) × scale; edge blocks may be partial). CPU reference:
@@ -27,14 +27,13 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The GGML block types Kiln reads. Layouts (ggml's): Q8_0 = f16 d, int8 q[32]; Q4_0 = f16 d, u8 qs[16];
-    /// Q4_1 = f16 d, f16 m, u8 qs[16].
+    /// Q4_1 = f16 d, f16 m, u8 qs[16]; the K-quants and i-quants are described in `QuantBlocks`.
     public enum GGUFBlock: String, Hashable, Sendable, CaseIterable {
-        case q8_0, q4_0, q4_1
+        case q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, iq4_nl, iq4_xs
         /// The plane element type: one element is one whole block.
-        public var dtype: DType {
-            switch self { case .q8_0: return .q8_0; case .q4_0: return .q4_0; case .q4_1: return .q4_1 }
-        }
-        public var blockSize: Int { 32 }
+        public var dtype: DType { DType(rawValue: rawValue)! }
+        /// Elements per block: 32, or 256 for the K-quant super-blocks and IQ4_XS.
+        public var blockSize: Int { dtype.blockSize }
         public var blockBytes: Int { dtype.blockBytes }
     }
 
@@ -63,6 +62,7 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
         case .q8_0: self = .gguf(.q8_0)
         case .q4_0: self = .gguf(.q4_0)
         case .q4_1: self = .gguf(.q4_1)
+        case .q5_0, .q5_1, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs: self = .gguf(GGUFBlock(rawValue: dtype.rawValue)!)
         case .i32, .i64, .u8, .f8_e4m3: return nil   // FP8 codes are a matrix only with their scales
         }
     }
@@ -149,7 +149,7 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
 public enum PlaneRole: String, Hashable, Sendable {
     /// Dense elements.
     case values
-    /// GGML blocks: scale(s) and codes interleaved per 32 elements.
+    /// GGML blocks: scale(s) and codes interleaved per block (32 elements, or a 256-element super-block).
     case blocks
     /// Quantized codes (FP8 bytes, packed LUT indices).
     case codes

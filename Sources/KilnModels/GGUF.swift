@@ -59,7 +59,14 @@ public enum GGMLType {
         case 1: return .f16
         case 2: return .q4_0
         case 3: return .q4_1
+        case 6: return .q5_0
+        case 7: return .q5_1
         case 8: return .q8_0
+        case 12: return .q4_k
+        case 13: return .q5_k
+        case 14: return .q6_k
+        case 20: return .iq4_nl
+        case 23: return .iq4_xs
         case 30: return .bf16
         case 26: return .i32
         case 27: return .i64
@@ -213,7 +220,7 @@ public final class GGUFFile {
     /// The supported element type of a tensor, or an error naming the tensor and its type.
     public func dtype(of t: GGUFTensorInfo) throws -> DType {
         guard let dt = GGMLType.dtype(t.rawType) else {
-            throw KilnError("\(path): tensor \(t.name) has unsupported type \(t.typeName) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")
+            throw KilnError("\(path): tensor \(t.name) has unsupported type \(t.typeName) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)")
         }
         return dt
     }

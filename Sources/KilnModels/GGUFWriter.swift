@@ -72,7 +72,14 @@ public struct GGUFWriter {
         case .f16: return 1
         case .q4_0: return 2
         case .q4_1: return 3
+        case .q5_0: return 6
+        case .q5_1: return 7
         case .q8_0: return 8
+        case .q4_k: return 12
+        case .q5_k: return 13
+        case .q6_k: return 14
+        case .iq4_nl: return 20
+        case .iq4_xs: return 23
         case .bf16: return 30
         case .i32: return 26
         case .i64: return 27
