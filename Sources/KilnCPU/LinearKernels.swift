@@ -7,6 +7,9 @@ import KilnModels
 ///  - dense f32 / f16 / bf16: float weights against float activations (`floatRows`);
 ///  - GGUF Q8_0 / Q4_0 / Q4_1: block by block against `Q8Activations` with integer dot products, the way llama.cpp's
 ///    CPU backend does (`quantRows` with the format's `Q8BlockProduct`); matrices are never dequantized whole.
+///  - GGUF Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS: each row dequantized to f32 by the format's reference
+///    (`QuantBlocks`), then the float product (`dequantizedRows`). Correct, not fast: llama.cpp's Q8_K activations and
+///    integer dot products for these types are the next step.
 ///  - FP8 e4m3 with block scales: `FP8Numerics` (W8A16 or W8A8, `FP8Linear.swift`).
 /// Formats without a CPU product yet (lookup tables) are an error naming the tensor when the weight is built.
 public struct LinearWeight {
@@ -48,7 +51,12 @@ public struct LinearWeight {
     }
 
     /// Whether this weight consumes Q8-quantized activations (otherwise it reads the float activations).
-    public var usesQ8: Bool { if case .gguf = format { return true } else { return false } }
+    public var usesQ8: Bool {
+        switch format {
+        case .gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0): return true
+        default: return false
+        }
+    }
 
     /// Computes output rows `range` for `tokens` tokens. `x` holds the float activations `[tokens × cols]`;
     /// `act` must hold the same rows quantized when `usesQ8`. Writes `out[t * outStride + r]`.
@@ -58,6 +66,7 @@ public struct LinearWeight {
         case .gguf(.q4_0): quantRows(Q4_0Blocks.self, range, act, tokens, out, outStride)
         case .gguf(.q4_1): quantRows(Q4_1Blocks.self, range, act, tokens, out, outStride)
         case .gguf(.q8_0): quantRows(Q8_0Blocks.self, range, act, tokens, out, outStride)
+        case .gguf(let block): dequantizedRows(block, range, x, tokens, out, outStride)
         case .dense(let e): floatRows(e, range, x, tokens, out, outStride)
         case .fp8E4M3(let br, let bc): fp8Rows(blockRows: br, blockCols: bc, range, x, tokens, out, outStride)
         case .lut: preconditionFailure("LinearWeight.init rejects \(format.name)")
@@ -116,6 +125,19 @@ public struct LinearWeight {
                 }
                 out[t * outStride + r] = acc.sum() + ex
                 t += 1
+            }
+        }
+    }
+
+    /// Blocks without an integer product yet: each row dequantized to f32 once by the format's one reference, then
+    /// dotted with every token in float (the same loop as widened half-precision rows).
+    private func dequantizedRows(_ block: WeightFormat.GGUFBlock, _ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
+                                 _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { rowBuffer in
+            let row = rowBuffer.baseAddress!
+            for r in range {
+                QuantBlocks.dequantize(block.dtype, data + r * rowBytes, row, count: cols)
+                rowTimesTokens(row, r, x, tokens, out, outStride)
             }
         }
     }

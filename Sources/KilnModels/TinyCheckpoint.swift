@@ -163,8 +163,17 @@ public enum TinyCheckpoint {
         w.set("\(a).rope.freq_base", float32: cfg.ropeTheta)
         var byName: [String: [Float]] = [:]
         let formats = try ggufFormats(o)
+        var blockRNG = SplitMix64(seed: o.seed ^ 0x6B71_7561_6E74)
         for t in weights(o) {
-            try w.addTensor(t.name, shape: t.shape, type: formats[t.name]?.singleTensorType ?? .f32, values: t.values)
+            let type = formats[t.name]?.singleTensorType ?? .f32
+            if RandomGGUFBlocks.hasNoQuantizer(type) {
+                // No quantizer for these types: the matrix is random blocks, and its values are what they decode to.
+                let raw = try randomBlockTensor(t.name, shape: t.shape, type: type, rng: &blockRNG)
+                w.tensors.append(raw.tensor)
+                byName[t.name] = raw.values
+                continue
+            }
+            try w.addTensor(t.name, shape: t.shape, type: type, values: t.values)
             byName[t.name] = t.values
         }
         return (w, byName)
@@ -181,6 +190,18 @@ public enum TinyCheckpoint {
             out[t.name] = formats[i % formats.count]
         }
         return out
+    }
+
+    /// A `[rows, cols]` tensor of random `type` blocks scaled so its values stay within about ±0.1, with those values.
+    static func randomBlockTensor(_ name: String, shape: [Int], type: DType, rng: inout SplitMix64) throws -> (tensor: GGUFWriter.Tensor, values: [Float]) {
+        let n = shape.reduce(1, *)
+        guard let raw = GGUFWriter.rawType(type), (shape.last ?? 0) % type.blockSize == 0 else {
+            throw KilnError("TinyCheckpoint: tensor \(name) of shape \(shape) cannot be \(type.rawValue) (rows of whole \(type.blockSize)-element blocks)")
+        }
+        let bytes = RandomGGUFBlocks.make(type, blocks: n / type.blockSize, scaleMagnitude: 0.1 / RandomGGUFBlocks.codeRange(type), rng: &rng)
+        var values = [Float](repeating: 0, count: n)
+        bytes.withUnsafeBytes { src in values.withUnsafeMutableBufferPointer { QuantBlocks.dequantize(type, src.baseAddress!, $0.baseAddress!, count: n) } }
+        return (GGUFWriter.Tensor(name: name, dims: shape.reversed().map { UInt64($0) }, rawType: raw, data: bytes), values)
     }
 
     /// Writes a GGUF file with all five tensor types (by default) and llama-style metadata; no tokenizer.
