@@ -74,6 +74,8 @@ public enum GGMLType {
         }
     }
     public static func name(_ raw: UInt32) -> String { names[raw] ?? "unknown type \(raw)" }
+    /// The GGML type names Kiln reads and runs, for error messages.
+    public static let supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS"
 }
 
 /// One tensor of a GGUF file. `shape` is in ggml order: `shape[0]` is the contiguous (innermost) dimension.
@@ -217,10 +219,13 @@ public final class GGUFFile {
         return tensors[i]
     }
 
+    /// Tensors whose type Kiln cannot read (in file order): `kiln info` lists them, `GGUFModel` refuses the file.
+    public var unsupportedTensors: [GGUFTensorInfo] { tensors.filter { GGMLType.dtype($0.rawType) == nil } }
+
     /// The supported element type of a tensor, or an error naming the tensor and its type.
     public func dtype(of t: GGUFTensorInfo) throws -> DType {
         guard let dt = GGMLType.dtype(t.rawType) else {
-            throw KilnError("\(path): tensor \(t.name) has unsupported type \(t.typeName) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)")
+            throw KilnError("\(path): tensor \(t.name) has unsupported type \(t.typeName) (supported: \(GGMLType.supportedNames))")
         }
         return dt
     }

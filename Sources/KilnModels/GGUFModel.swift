@@ -10,7 +10,13 @@ public final class GGUFModel: WeightSource {
 
     public convenience init(path: String) throws { try self.init(gguf: GGUFFile(path: path)) }
 
+    /// Refuses a file with any tensor of a type Kiln cannot run, naming them, before anything is loaded.
     public init(gguf: GGUFFile) throws {
+        let unsupported = gguf.unsupportedTensors
+        if let first = unsupported.first {
+            let types = Set(unsupported.map(\.typeName)).sorted().joined(separator: ", ")
+            throw KilnError("\(gguf.path): \(unsupported.count) tensor(s) of types Kiln cannot run (\(types)), first \(first.name) (\(first.typeName)); supported: \(GGMLType.supportedNames)")
+        }
         self.gguf = gguf
         config = try GGUFModel.config(of: gguf)
     }

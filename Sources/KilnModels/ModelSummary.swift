@@ -10,6 +10,8 @@ public struct ModelSummary {
     public var architectureName: String
     public var parameterCount: Int
     public var tensorTypes: [(type: String, count: Int)]
+    /// Tensor types in the file that Kiln cannot run (GGUF), with counts; `kiln run` refuses such a file.
+    public var unsupportedTensorTypes: [(type: String, count: Int)] = []
     public var vocabularySize: Int?
     public var tokenizerModel: String?
     public var specialTokens: [(role: String, id: Int, text: String)]
@@ -34,6 +36,9 @@ public struct ModelSummary {
         var counts: [String: Int] = [:]
         for t in g.tensors { counts[t.typeName, default: 0] += 1 }
         tensorTypes = counts.sorted { $0.value > $1.value }.map { ($0.key, $0.value) }
+        var unsupported: [String: Int] = [:]
+        for t in g.unsupportedTensors { unsupported[t.typeName, default: 0] += 1 }
+        unsupportedTensorTypes = unsupported.sorted { $0.value > $1.value }.map { ($0.key, $0.value) }
         let tokens = g["tokenizer.ggml.tokens"]?.strings
         vocabularySize = tokens?.count
         tokenizerModel = g["tokenizer.ggml.model"]?.string.map { m in g["tokenizer.ggml.pre"]?.string.map { "\(m) (pre-tokenizer \($0))" } ?? m }
@@ -87,6 +92,10 @@ public struct ModelSummary {
         var lines = ["model:          \(path)", "format:         \(format)", "architecture:   \(architectureName)"]
         if parameterCount > 0 { lines.append("parameters:     \(Self.human(parameterCount)) (\(parameterCount))") }
         if !tensorTypes.isEmpty { lines.append("tensor types:   " + tensorTypes.map { "\($0.type) ×\($0.count)" }.joined(separator: ", ")) }
+        if !unsupportedTensorTypes.isEmpty {
+            lines.append("cannot run:     " + unsupportedTensorTypes.map { "\($0.type) ×\($0.count)" }.joined(separator: ", ")
+                         + " (Kiln runs \(GGMLType.supportedNames))")
+        }
         if let c = config {
             lines.append("layers:         \(c.numLayers), hidden \(c.hiddenSize), ffn \(c.intermediateSize), heads \(c.numHeads) (kv \(c.numKVHeads)), head dim \(c.headDim)")
             lines.append("context length: \(c.contextLength)")
