@@ -64,7 +64,7 @@ extension LinearWeight {
                             var acc: Float = 0
                             for kb in 0..<scaleCols {
                                 let c0 = kb * bc, n = min(cols, c0 + bc) - c0
-                                acc += Self.dot(row + c0, xq + t * cols + c0, n) * xs[t * scaleCols + kb] * rowScales[kb]
+                                acc += dot(row + c0, xq + t * cols + c0, n) * xs[t * scaleCols + kb] * rowScales[kb]
                             }
                             out[t * outStride + r] = acc
                             t += 1
@@ -99,11 +99,11 @@ extension LinearWeight {
             for k in 0..<4 { out[(t + k) * outStride + r] = s[k] }
             t += 4
         }
-        while t < tokens { out[t * outStride + r] = Self.dot(row, x + t * cols, cols); t += 1 }
+        while t < tokens { out[t * outStride + r] = dot(row, x + t * cols, cols); t += 1 }
     }
 
     /// `dot` of `a` with four vectors `b`, `b + stride`, `b + 2·stride`, `b + 3·stride` at once: each load of `a` serves
-    /// four tokens and the four accumulators hide the add latency. Same lane order and tail as `dot`, so a token's
+    /// four tokens and the four accumulators hide the add latency. Same lane order and tail as `dot` (CPUAttention.swift), so a token's
     /// result does not depend on whether it ran in a group of four.
     @inline(__always) static func dot4(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ stride: Int, _ n: Int) -> SIMD4<Float> {
         var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>(), acc2 = SIMD8<Float>(), acc3 = SIMD8<Float>()
@@ -121,16 +121,5 @@ extension LinearWeight {
             tail[0] += a[c] * b[c]; tail[1] += a[c] * b[stride + c]; tail[2] += a[c] * b[2 * stride + c]; tail[3] += a[c] * b[3 * stride + c]
         }
         return SIMD4<Float>(acc0.sum(), acc1.sum(), acc2.sum(), acc3.sum()) + tail
-    }
-
-    /// Σ a[i]·b[i] over `n` floats, eight lanes at a time.
-    @inline(__always) static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>(), tail: Float = 0
-        let n8 = n / 8 * 8
-        for c in stride(from: 0, to: n8, by: 8) {
-            acc += UnsafeRawPointer(a + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + c).loadUnaligned(as: SIMD8<Float>.self)
-        }
-        for c in n8..<n { tail += a[c] * b[c] }
-        return acc.sum() + tail
     }
 }

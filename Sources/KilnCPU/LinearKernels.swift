@@ -67,7 +67,8 @@ public struct LinearWeight {
         case .gguf(.q4_1): quantRows(Q4_1Blocks.self, range, act, tokens, out, outStride)
         case .gguf(.q8_0): quantRows(Q8_0Blocks.self, range, act, tokens, out, outStride)
         case .gguf(let block): dequantizedRows(block, range, x, tokens, out, outStride)
-        case .dense(let e): floatRows(e, range, x, tokens, out, outStride)
+        case .dense(.f32): floatRows(range, x, tokens, out, outStride)
+        case .dense(let e): widenedRows(e, range, x, tokens, out, outStride)
         case .fp8E4M3(let br, let bc): fp8Rows(blockRows: br, blockCols: bc, range, x, tokens, out, outStride)
         case .lut: preconditionFailure("LinearWeight.init rejects \(format.name)")
         }
@@ -142,27 +143,18 @@ public struct LinearWeight {
         }
     }
 
-    /// Plain float weights (F32, F16, BF16) against float activations; used by tests' tiny models and unquantized files.
-    /// Half-precision rows are widened to f32 once and serve every token (`widenedRows`).
-    private func floatRows(_ element: WeightFormat.DenseElement, _ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
-                           _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
-        if element != .f32 { return widenedRows(element, range, x, tokens, out, outStride) }
+    /// F32 weights against float activations (tests' tiny models and f32 files); F16/BF16 rows go through `widenedRows`.
+    private func floatRows(_ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
+        let n8 = cols / 8 * 8
         for r in range {
             let row = data + r * rowBytes
             for t in 0..<tokens {
                 let xt = x + t * cols
                 var acc = SIMD8<Float>(), tail: Float = 0
-                let n8 = cols / 8 * 8
-                switch element {
-                case .f32:
-                    for c in stride(from: 0, to: n8, by: 8) {
-                        acc += row.loadUnaligned(fromByteOffset: 4 * c, as: SIMD8<Float>.self)
-                            * UnsafeRawPointer(xt + c).loadUnaligned(as: SIMD8<Float>.self)
-                    }
-                    for c in n8..<cols { tail += row.loadUnaligned(fromByteOffset: 4 * c, as: Float.self) * xt[c] }
-                case .f16, .bf16:
-                    preconditionFailure("widenedRows computes half-precision rows")
+                for c in stride(from: 0, to: n8, by: 8) {
+                    acc += row.loadUnaligned(fromByteOffset: 4 * c, as: SIMD8<Float>.self) * UnsafeRawPointer(xt + c).loadUnaligned(as: SIMD8<Float>.self)
                 }
+                for c in n8..<cols { tail += row.loadUnaligned(fromByteOffset: 4 * c, as: Float.self) * xt[c] }
                 out[t * outStride + r] = acc.sum() + tail
             }
         }
