@@ -30,7 +30,11 @@ extension GPUModel: DecoderOperations {
     }
 
     func bytes(_ b: DeviceBuffer<UInt16>, row: Int, width: Int) -> CUdeviceptr { b.address + UInt64(row * width * 2) }
-    var layerCacheBytes: UInt64 { UInt64(layerCacheElements * 2) }
+    /// Layer `l`'s K and V caches ([maxBatch, kvHeads, maxSeq, headDim] bf16 each).
+    func cache(layer l: Int) -> (k: CUdeviceptr, v: CUdeviceptr) {
+        let offset = UInt64(l * layerCacheElements * 2)
+        return (kCache.address + offset, vCache.address + offset)
+    }
 
     public func embed(_ batch: StepBatch) throws {
         try embed(table: weights.embedding.address, ids: ids.address, out: x.address, tokens: batch.rows, dim: config.hiddenSize,
@@ -80,7 +84,7 @@ extension GPUModel: DecoderOperations {
 
     public func positionalEncoding(layer l: Int, _ batch: StepBatch) throws {
         let c = config, lw = weights.layers[l]
-        let kc = kCache.address + UInt64(l) * layerCacheBytes, vc = vCache.address + UInt64(l) * layerCacheBytes
+        let (kc, vc) = cache(layer: l)
         let (rows, tokensPerSeq, seqOffset): (Int, Int, Int)
         switch pass.mode {
         case let .prefill(b, tokens, _, offset): (rows, tokensPerSeq, seqOffset) = (b * tokens, tokens, offset)
@@ -94,7 +98,7 @@ extension GPUModel: DecoderOperations {
 
     public func attention(layer l: Int, _ batch: StepBatch) throws {
         let c = config
-        let kc = kCache.address + UInt64(l) * layerCacheBytes, vc = vCache.address + UInt64(l) * layerCacheBytes
+        let (kc, vc) = cache(layer: l)
         switch pass.mode {
         case let .prefill(b, tokens, qStart, seqOffset):
             let seqBytes = UInt64(seqOffset * c.numKVHeads * maxSeq * c.headDim * 2)
