@@ -53,12 +53,8 @@ public final class InMemoryWeights: WeightSource {
         var out: [UInt8] = []
         func appendHalf(_ v: Float) { let h = floatToHalf(v); out.append(UInt8(h & 0xff)); out.append(UInt8(h >> 8)) }
         switch dtype {
-        case .f32:
-            for v in x { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
-        case .f16:
-            for v in x { appendHalf(v) }
-        case .bf16:
-            for v in x { let b = floatToBF16(v); out.append(UInt8(b & 0xff)); out.append(UInt8(b >> 8)) }
+        case .f32, .f16, .bf16:
+            return KilnCore.encode(x, dtype)   // the one dense encoding (ElementEncoding.swift)
         case .q8_0:
             for b in stride(from: 0, to: x.count, by: 32) {
                 let blk = x[b..<(b + 32)]
