@@ -90,12 +90,17 @@ public enum EngineBench {
     /// `generate` tokens per sequence (the first comes from prefill; the rest are graph-replayed steps that
     /// each wait for the sampled ids, as real generation does). One warm-up run, then `repetitions`.
     /// `printIds`: print the first N greedy ids of each sequence of the warm-up run (decode-path A/B checks).
-    public static func model(_ model: GPUModel, batch: Int, prompt: Int, generate: Int, repetitions: Int, printIds: Int? = nil) throws -> ModelResult {
+    /// `sampling`: every sequence samples on the device with these options (seed + sequence index) instead of argmax.
+    public static func model(_ model: GPUModel, batch: Int, prompt: Int, generate: Int, repetitions: Int, printIds: Int? = nil,
+                             sampling: SamplingOptions? = nil) throws -> ModelResult {
         var rng = SplitMix64(seed: 42)
         let vocab = UInt64(model.config.vocabSize)
         let prompts = (0..<batch).map { _ in (0..<prompt).map { _ in Int32(rng.next() % vocab) } }
         var r = ModelResult(batch: batch, prompt: prompt, generated: generate, prefillMs: [], decodeMsPerStep: [])
         for rep in 0...repetitions {
+            if let sampling {
+                for s in 0..<batch { var o = sampling; o.seed &+= UInt64(s); try model.configureSampling(sequence: s, options: o) }
+            }
             let t0 = DispatchTime.now().uptimeNanoseconds
             let first = try model.prefill(prompts)
             let t1 = DispatchTime.now().uptimeNanoseconds

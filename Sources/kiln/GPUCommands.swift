@@ -63,14 +63,15 @@ enum GPURun {
 
     /// The GPU path of `kiln bench`: prompt processing and generation, md or json.
     static func bench(path: String?, dummy: String?, prompt: Int, generate: Int, repetitions: Int, batch: Int, json: Bool,
-                      tuning: Tuning = Tuning(), printIds: Int? = nil) throws {
+                      tuning: Tuning = Tuning(), printIds: Int? = nil, sampling: SamplingOptions? = nil) throws {
         let m = try model(path: path, dummy: dummy, maxBatch: batch, maxSeq: prompt + generate + 8, tuning: tuning)
-        let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions, printIds: printIds)
+        let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions, printIds: printIds,
+                                     sampling: sampling)
         let name = dummy.map { "\($0) (dummy bf16)" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
         let ppMs = r.median(r.prefillMs), tgMs = r.median(r.decodeMsPerStep)
         if json {
             let obj: [String: Any] = ["model": name, "backend": "CUDA (Kiln kernels)", "kernels": tuning.defaultsOnly ? "defaults" : "tuned table", "device": m.context.info.name, "n_batch": batch,
-                                      "n_prompt": prompt, "n_gen": generate, "pp_ms": ppMs, "pp_tokens_per_s": r.promptTokensPerSecond,
+                                      "n_prompt": prompt, "n_gen": generate, "temperature": Double(sampling?.temperature ?? 0), "pp_ms": ppMs, "pp_tokens_per_s": r.promptTokensPerSecond,
                                       "tg_ms_per_step": tgMs, "tg_chained_ms_per_step": r.median(r.chainedMsPerStep), "tg_tokens_per_s": r.decodeTokensPerSecond,
                                       "pp_samples_ms": r.prefillMs, "tg_samples_ms_per_step": r.decodeMsPerStep,
                                       "weights_gb": Double(m.weights.byteCount) / 1e9]
@@ -80,8 +81,9 @@ enum GPURun {
         print("| model | backend | batch | test | ms | t/s |")
         print("| ----- | ------- | ----: | ---: | -: | --: |")
         print("| \(name) | CUDA | \(batch) | pp\(prompt) | " + String(format: "%.2f | %.1f |", ppMs, r.promptTokensPerSecond))
-        print("| \(name) | CUDA | \(batch) | tg\(generate) | " + String(format: "%.3f ms/step | %.1f |", tgMs, r.decodeTokensPerSecond))
-        print("| \(name) | CUDA | \(batch) | tg\(generate) chained (no per-step id read) | " + String(format: "%.3f ms/step | %.1f |", r.median(r.chainedMsPerStep), Double(batch) / r.median(r.chainedMsPerStep) * 1000))
+        let tg = "tg\(generate)" + (sampling.map { String(format: " sampled T=%g", Double($0.temperature)) } ?? "")
+        print("| \(name) | CUDA | \(batch) | \(tg) | " + String(format: "%.3f ms/step | %.1f |", tgMs, r.decodeTokensPerSecond))
+        print("| \(name) | CUDA | \(batch) | \(tg) chained (no per-step id read) | " + String(format: "%.3f ms/step | %.1f |", r.median(r.chainedMsPerStep), Double(batch) / r.median(r.chainedMsPerStep) * 1000))
         print(String(format: "weights %.2f GB; decode reads them once per step: %.0f GB/s effective", Double(m.weights.byteCount) / 1e9,
                      Double(m.weights.byteCount) / (tgMs * 1e-3) / 1e9))
     }
@@ -97,8 +99,12 @@ struct GPUBenchCommand: ParsableCommand {
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Repetitions (at least 1).") var r: Int = 3
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Sequences decoded together (1…8).") var batch: Int = 1
     @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
+    @Option(name: .long, parsing: .unconditional,
+            help: "Sample on the device at this temperature (top-k 40, top-p 0.95, min-p 0.05, as kiln run) instead of greedy argmax.")
+    var temp: Float?
     @OptionGroup var tuning: TuningOptions
     func validate() throws {
+        if let temp { guard temp.isFinite, temp > 0 else { throw ValidationError("--temp must be a positive number (leave it out for greedy), got \(temp)") } }
         guard (model == nil) != (dummyWeights == nil) else { throw ValidationError("give -m MODEL or --dummy-weights CFG") }
         try OptionCheck.atLeast(p, "-p", 1)
         try OptionCheck.atLeast(n, "-n", 0)
@@ -109,7 +115,7 @@ struct GPUBenchCommand: ParsableCommand {
     }
     func run() throws {
         try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
-                         tuning: tuning.value)
+                         tuning: tuning.value, sampling: temp.map { t in var s = SamplingOptions(); s.temperature = t; s.seed = 1; return s })
     }
 }
 
