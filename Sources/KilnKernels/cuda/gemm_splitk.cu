@@ -74,6 +74,7 @@
 
 #include "kiln.cuh"
 #include "attention_util.cuh"   // U4, bf16 conversions, mma.sync, cache-hinted loads, PDL — shared with attention
+#include "gemm_util.cuh"        // accumulator layout, epilogue, WARPS_K sum, split-K reduction — shared with gemm_fp8.cu
 
 namespace kiln_gemm {
 
@@ -212,77 +213,6 @@ __device__ __forceinline__ void pipelined_steps(float (&acc)[TILES][NT][4], cons
     }
 }
 
-// Accumulator element (tt, n, i) of lane (g, t) in the m16n8k16 layout (weights = rows, tokens = columns):
-// weight row row0 + 16tt + g + 8·(i ≥ 2), token 8n + 2t + (i & 1). One definition for the epilogue, the split-K
-// publish and the split-K reload, which must agree element for element. (Macros, not inline functions: as
-// functions ptxas allocated 1–10 registers differently in three instances; the macros give the same PTX as before.)
-#define KILN_ACC_ROW(row0, tt, g, i) ((row0) + (tt) * 16 + (g) + (((i) >> 1) << 3))
-#define KILN_ACC_TOKEN(n, t, i) ((n) * 8 + 2 * (t) + ((i) & 1))
-
-// The epilogue (parameter `epi`, kiln::Epilogue; GemmSplitK.Epilogue in Swift) for the accumulators `v` of a warp
-// whose first row is row0 (a multiple of 16): bf16: Y bf16 [M, N]; f32: Y fp32 [M, N];
-// swiglu: W's rows are gate/up interleaved per 16-row tile (GPUWeights.interleaveGateUp: rows 16j…16j+7
-//   are gate rows 8j…8j+7, rows 16j+8…16j+15 the matching up rows; N % 16 == 0). In the m16n8k16
-//   accumulator layout c0,c1 sit on row g and c2,c3 on row g+8 of the same tokens, so a lane holds gate
-//   (v[i]) and up (v[i+2]) of one feature f = (row0 + 16tt)/2 + g: Y = bf16 [M, N/2], Y[m, f] =
-//   silu(gate)·up with gate and up first rounded to bf16 (the numbers of GEMM → bf16 → swiglu.cu).
-template <int TILES, int NT>
-__device__ __forceinline__ void store_out(const float (&v)[TILES][NT][4], void* __restrict__ y, int row0, int g, int t,
-                                          int M, int N, Epilogue epi) {
-#pragma unroll
-    for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int r = KILN_ACC_ROW(row0, tt, g, i);
-                const int m = KILN_ACC_TOKEN(n, t, i);
-                if (epi == Epilogue::swiglu) {
-                    if (i < 2 && r < N && m < M) {
-                        const long long o = (long long)m * (N >> 1) + ((row0 + tt * 16) >> 1) + g;
-                        ((kiln::bf16*)y)[o] = swiglu_bf16(v[tt][n][i], v[tt][n][i + 2]);
-                    }
-                } else if (r < N && m < M) {
-                    const long long o = (long long)m * N + r;
-                    if (epi == Epilogue::f32) ((float*)y)[o] = v[tt][n][i];
-                    else ((kiln::bf16*)y)[o] = f32_to_bf16(v[tt][n][i]);
-                }
-            }
-}
-
-// Sums the WARPS_K partial accumulators of each row tile into warp wk == 0's `acc`, in a fixed order
-// (wk = 1, 2, …) through shared memory, so results are bitwise reproducible. Every thread of the block
-// must call it; only wk == 0's `acc` holds the sum afterwards.
-template <int WARPS_N, int WARPS_K, int TILES, int NT>
-__device__ __forceinline__ void sum_warps_k(float (&acc)[TILES][NT][4], int wn, int wk, int lane) {
-    if constexpr (WARPS_K > 1) {
-        constexpr int NACC = TILES * NT * 4;
-        __shared__ float red[(WARPS_K - 1) * WARPS_N * NACC * 32];
-        if (wk > 0) {
-            float* dst = red + ((wk - 1) * WARPS_N + wn) * NACC * 32 + lane;
-#pragma unroll
-            for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) dst[((tt * NT + n) * 4 + i) * 32] = acc[tt][n][i];
-        }
-        __syncthreads();
-        if (wk == 0) {
-#pragma unroll 1
-            for (int j = 1; j < WARPS_K; ++j) {
-                const float* src = red + ((j - 1) * WARPS_N + wn) * NACC * 32 + lane;
-#pragma unroll
-                for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                    for (int n = 0; n < NT; ++n)
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) acc[tt][n][i] += src[((tt * NT + n) * 4 + i) * 32];
-            }
-        }
-    }
-}
-
 template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, int STAGES>
 __device__ __forceinline__ void gemm_splitk(const kiln::bf16* __restrict__ x, const kiln::bf16* __restrict__ w,
                                             void* __restrict__ y, float* __restrict__ ws,
@@ -413,61 +343,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln::bf16* __restrict__ x, co
         return;
     }
 
-    // ---- Split-K: publish the partial, the last block of the column reduces ---------------------
-    if (wk == 0) {
-#pragma unroll
-        for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int r = KILN_ACC_ROW(row0, tt, g, i);
-                    const int m = KILN_ACC_TOKEN(n, t, i);
-                    if (r < N && m < M) ws[((long long)split * M + m) * N + r] = acc[tt][n][i];
-                }
-    }
-    __threadfence();
-    __syncthreads();
-    __shared__ unsigned s_last;
-    if (threadIdx.x == 0) {
-        const unsigned prev = atomicAdd(cnt + blockIdx.x, 1u);
-        s_last = (prev == (unsigned)(splitK - 1));
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    if (wk == 0) {
-        // All NACC partials of one split are loaded together: splitK L2 round trips, not splitK·NACC.
-        float sum[TILES][NT][4];
-#pragma unroll
-        for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) sum[tt][n][i] = 0.f;
-#pragma unroll 1
-        for (int j = 0; j < splitK; ++j) {
-            float v[TILES][NT][4];
-#pragma unroll
-            for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const int r = KILN_ACC_ROW(row0, tt, g, i);
-                        const int m = KILN_ACC_TOKEN(n, t, i);
-                        v[tt][n][i] = (r < N && m < M) ? ld_cg(ws + ((long long)j * M + m) * N + r) : 0.f;
-                    }
-#pragma unroll
-            for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) sum[tt][n][i] += v[tt][n][i];
-        }
-        store_out<TILES, NT>(sum, y, row0, g, t, M, N, epi);
-    }
-    if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch
+    // ---- Split-K: publish the partial, the last block of the column reduces (gemm_util.cuh) ---------
+    KILN_SPLITK_REDUCE(TILES, NT);
 }
 
 // Lane (g, t)'s weights of one super-step of a 16-row tile: rows row0 + g and row0 + 8 + g, 16 bytes at
