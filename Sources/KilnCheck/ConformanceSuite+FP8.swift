@@ -15,7 +15,7 @@ extension ConformanceSuite {
             log("skipped: gemm_fp8.cu (e4m3 tensor cores need compute capability 8.9; this GPU has \(cc.major).\(cc.minor))")
             return
         }
-        checkFP8Quantizer(); checkGemmFP8(); checkGemmFP8SwiGLU()
+        checkFP8Quantizer(); checkFP8Dequantizer(); checkGemmFP8(); checkGemmFP8SwiGLU()
     }
 
     /// Random weights [n, k] in (−1, 1) quantized to e4m3 with 128×128 scales: (codes, scale_inv).
@@ -27,22 +27,28 @@ extension ConformanceSuite {
         return (codes, scaleInv)
     }
 
-    /// The CPU engine's W8A8 product of bf16-valued activations x [m, k] and the e4m3 matrix (codes, scaleInv) [n, k].
-    static func fp8Reference(x: [Float], m: Int, codes: [UInt8], scaleInv: [Float], n: Int, k: Int) throws -> [Float] {
-        var out = [Float](repeating: .nan, count: m * n)
+    /// `body` with the e4m3 matrix (codes, scaleInv) [n, k] as the CPU's `QuantizedMatrix` of the format.
+    static func withFP8Matrix<R>(codes: [UInt8], scaleInv: [Float], n: Int, k: Int, _ body: (QuantizedMatrix) throws -> R) throws -> R {
         try codes.withUnsafeBytes { cb in
             try scaleInv.withUnsafeBytes { sb in
                 let format = WeightFormat.fp8E4M3(blockRows: 128, blockCols: 128)
                 let layout = try format.planes(rows: n, cols: k, what: "conformance fp8")
-                let matrix = try QuantizedMatrix(name: "conformance.fp8", rows: n, cols: k, format: format, planes: [
+                return try body(try QuantizedMatrix(name: "conformance.fp8", rows: n, cols: k, format: format, planes: [
                     .init(layout[0].role, shape: layout[0].shape, dtype: layout[0].dtype, bytes: cb),
-                    .init(layout[1].role, shape: layout[1].shape, dtype: layout[1].dtype, bytes: sb)])
-                let weight = try LinearWeight(matrix, fp8: .w8a8)
-                let act = Q8Activations(maxTokens: m, maxCols: 32)
-                x.withUnsafeBufferPointer { xp in
-                    out.withUnsafeMutableBufferPointer { op in
-                        weight.apply(rows: 0..<n, x: xp.baseAddress!, act: act, tokens: m, out: op.baseAddress!, outStride: n)
-                    }
+                    .init(layout[1].role, shape: layout[1].shape, dtype: layout[1].dtype, bytes: sb)]))
+            }
+        }
+    }
+
+    /// The CPU engine's W8A8 product of bf16-valued activations x [m, k] and the e4m3 matrix (codes, scaleInv) [n, k].
+    static func fp8Reference(x: [Float], m: Int, codes: [UInt8], scaleInv: [Float], n: Int, k: Int) throws -> [Float] {
+        var out = [Float](repeating: .nan, count: m * n)
+        try withFP8Matrix(codes: codes, scaleInv: scaleInv, n: n, k: k) { matrix in
+            let weight = try LinearWeight(matrix, fp8: .w8a8)
+            let act = Q8Activations(maxTokens: m, maxCols: 32)
+            x.withUnsafeBufferPointer { xp in
+                out.withUnsafeMutableBufferPointer { op in
+                    weight.apply(rows: 0..<n, x: xp.baseAddress!, act: act, tokens: m, out: op.baseAddress!, outStride: n)
                 }
             }
         }
@@ -79,6 +85,23 @@ extension ConformanceSuite {
                                     got: Float(bad.element.0), want: Float(bad.element.1))
                 }
                 return Conformance.compare(gotScales, wantScales, tolerance: .exact)
+            }
+        }
+    }
+
+    func checkFP8Dequantizer() {
+        for (n, k) in [(264, 4096), (77, 1040), (1000, 48)] {
+            check("fp8_dequant N=\(n) K=\(k) (bf16 bits exact)") {
+                let (codes, scaleInv) = fp8Weights(n: n, k: k)
+                let dw = try DeviceBuffer<UInt8>(context, count: n * k)
+                try dw.upload(codes)
+                let ds8 = try upload(try GemmFP8.expandScales(scaleInv, rows: n, cols: k), .f32), dy = try output(n * k, .bf16)
+                try FP8Dequantizer(library)(w: dw.address, scale8: ds8.address, y: dy.address, n: n, k: k, stream: stream)
+                var want = [Float](repeating: .nan, count: n * k)   // the format's one CPU dequantization
+                try ConformanceSuite.withFP8Matrix(codes: codes, scaleInv: scaleInv, n: n, k: k) { matrix in
+                    try want.withUnsafeMutableBufferPointer { try matrix.dequantize(rows: 0..<n, into: $0.baseAddress!) }
+                }
+                return Conformance.compare(try read(dy, .bf16), roundTo(want, .bf16), tolerance: .exact)
             }
         }
     }

@@ -26,7 +26,8 @@ public struct GemmFP8 {
         r.count == 5 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4]) : nil
     }
     public static var instances: [KernelInstance] {
-        configs.map { KernelInstance(file, $0.name, hot: true) } + [KernelInstance(file, FP8ActivationQuantizer.kernelName, hot: true)]
+        configs.map { KernelInstance(file, $0.name, hot: true) }
+            + [KernelInstance(file, FP8ActivationQuantizer.kernelName, hot: true), KernelInstance(file, FP8Dequantizer.kernelName, hot: true)]
     }
     public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
 
@@ -104,5 +105,22 @@ public struct FP8ActivationQuantizer {
         let kb = FP8ActivationQuantizer.scaleColumns(k: k)
         try kernel.launch(grid: ((kb + 3) / 4, m, 1), block: (128, 1, 1), stream: stream, pdl: stream.pdl,
                           Params(x: x, xq: xq, xs: xs, m: Int32(m), k: Int32(k)))
+    }
+}
+
+/// gemm_fp8.cu's `kiln_fp8_dequant`: e4m3 weights [n, k] with `GemmFP8.expandScales` scales → bf16 [n, k] (code ·
+/// scale_inv in f32, rounded to nearest even: the bits `GPUWeights.bf16` computes on the CPU). Prefill over FP8
+/// weights reads this copy with the bf16 GEMMs until an FP8 prefill GEMM exists.
+public struct FP8Dequantizer {
+    static let kernelName = "kiln_fp8_dequant"
+    struct Params { var w, scale8, y: UInt64; var n, k: Int32 }
+    let kernel: Kernel
+    public init(_ library: KernelLibrary) throws { kernel = try library.kernel(GemmFP8.file, FP8Dequantizer.kernelName) }
+
+    public func callAsFunction(w: CUdeviceptr, scale8: CUdeviceptr, y: CUdeviceptr, n: Int, k: Int, stream: GPUStream) throws {
+        guard n >= 1, k > 0, k % 16 == 0 else { throw KilnError("FP8 dequantizer: n = \(n), k = \(k) (k a positive multiple of 16)") }
+        let chunks = n * (k / 16)
+        try kernel.launch(grid: ((chunks + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, pdl: stream.pdl,
+                          Params(w: w, scale8: scale8, y: y, n: Int32(n), k: Int32(k)))
     }
 }

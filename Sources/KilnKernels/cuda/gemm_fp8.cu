@@ -24,6 +24,7 @@
 // Entry points, all with the parameters of `Fp8GemmParams` (one struct; GemmFP8.swift mirrors it):
 //   kiln_gemm_fp8_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}   block = 32·WN·WK threads, grid = (ceil(N / (16·T·WN)), splitK)
 //   kiln_fp8_quant_act                                block = 128 threads (4 warps), grid = (ceil(KB / 4), M)
+//   kiln_fp8_dequant                                  block = 256 threads, grid = ceil(N·K/16 / 256): W → bf16 (prefill)
 // Requirements (checked by the launcher): K % 16 == 0 (16-byte rows), x/w 16-byte aligned, 1 ≤ M ≤ 8·NT; the SwiGLU
 // epilogue needs N % 16 == 0. N and K need not be multiples of 128. e4m3 MMAs need sm_89 or newer.
 
@@ -41,6 +42,13 @@ struct Fp8GemmParams {
     unsigned* cnt;             // [gridDim.x] zeroed counters (splitK > 1), left zeroed
     int M, N, K;
     kiln::Epilogue epi;
+};
+
+struct Fp8DequantParams {
+    const unsigned char* w;    // [N, K] e4m3 codes
+    const float* scale8;       // [ceil(N / 8), KB] scale_inv per 8-row group and 128-column block
+    kiln::bf16* y;             // [N, K] bf16 = code · scale_inv, rounded to nearest even
+    int N, K;
 };
 
 struct Fp8QuantParams {
@@ -290,9 +298,44 @@ __device__ __forceinline__ void quant_act(const Fp8QuantParams& p) {
     if (lane == 0) p.xs[(long long)m * KB + blk] = s;
 }
 
+// The value of an e4m3 byte pair (low byte = first element) as two f32: cvt to f16x2 is exact (every e4m3 value is an
+// f16 normal or zero), and so is f16 → f32.
+__device__ __forceinline__ void e4m3x2_to_f32(unsigned short pair, float& lo, float& hi) {
+    unsigned h2;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(pair));
+    lo = kiln::to_float(kiln::f16{(unsigned short)(h2 & 0xffffu)});
+    hi = kiln::to_float(kiln::f16{(unsigned short)(h2 >> 16)});
+}
+
+// Prefill over FP8 weights (until an FP8 prefill GEMM exists): W dequantized to bf16 for the Hopper GEMM. One thread
+// per 16 codes (K % 16 == 0): code · scale_inv in f32, rounded to bf16 as GPUWeights.bf16 does on the CPU.
+__device__ __forceinline__ void dequant(const Fp8DequantParams& p) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;   // 16-code chunk
+    const int chunks = p.K >> 4;
+    pdl_wait_then_trigger();
+    if (i >= (long long)p.N * chunks) return;
+    const int n = (int)(i / chunks), k = (int)(i % chunks) << 4;
+    const float s = p.scale8[(long long)(n >> 3) * ((p.K + 127) >> 7) + (k >> 7)];
+    const U4 c = ld_weight(p.w + (long long)n * p.K + k);
+    const unsigned words[4] = {c.x, c.y, c.z, c.w};
+    unsigned out[8];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        float a, b, d, e;
+        e4m3x2_to_f32((unsigned short)(words[j] & 0xffffu), a, b);
+        e4m3x2_to_f32((unsigned short)(words[j] >> 16), d, e);
+        out[2 * j] = kiln_attn::pack_bf16x2(a * s, b * s);
+        out[2 * j + 1] = kiln_attn::pack_bf16x2(d * s, e * s);
+    }
+    U4* dst = (U4*)(p.y + (long long)n * p.K + k);
+    dst[0] = U4{out[0], out[1], out[2], out[3]};
+    dst[1] = U4{out[4], out[5], out[6], out[7]};
+}
+
 }  // namespace kiln_fp8
 
 extern "C" __global__ void __launch_bounds__(128) kiln_fp8_quant_act(const Fp8QuantParams p) { kiln_fp8::quant_act(p); }
+extern "C" __global__ void __launch_bounds__(256) kiln_fp8_dequant(const Fp8DequantParams p) { kiln_fp8::dequant(p); }
 
 // X(NT, WARPS_N, WARPS_K, TILES, UNROLL) — the instances the tuner chooses from. NT = 1 serves M ≤ 8, NT = 2 M ≤ 16.
 // A first set, mirroring gemm_splitk's winners at half the bytes per weight (one 128-column block holds as many bytes
