@@ -62,23 +62,46 @@ extension GPUModel: DecoderOperations {
         let lw = weights.layers[l], m = batch.rows, c = config, op = layer.rawValue
         switch (layer, epilogue) {
         case (.qkv, .none):
-            try gemm(op, x: xn.address, w: lw.qkv.address, y: qkv.address, m: m, n: qkvDim, k: c.hiddenSize, stream: stream)
+            try project(op, x: xn.address, w: lw.qkv, y: qkv.address, m: m, n: qkvDim, k: c.hiddenSize)
         case (.o, .none):
-            try gemm(op, x: attn.address, w: lw.o.address, y: branch.address, m: m, n: c.hiddenSize, k: c.qDim, stream: stream)
+            try project(op, x: attn.address, w: lw.o, y: branch.address, m: m, n: c.hiddenSize, k: c.qDim)
         case (.gateUp, .swiglu):
-            let f = c.intermediateSize
-            let choice = gemm.choose(op: op, m: m, n: 2 * f, k: c.hiddenSize, outF32: false)
-            if weights.gateUpInterleaved, choice.hasSwiGLUEpilogue {
-                // SwiGLU in the gate_up GEMM's epilogue (the decode path): act directly, no gate_up round trip.
-                try gemm(op, x: xn.address, w: lw.gateUp.address, y: act.address, m: m, n: 2 * f, k: c.hiddenSize, epilogue: .swiglu,
-                         choice: choice, stream: stream)
+            let f = c.intermediateSize, n = 2 * f
+            // SwiGLU in the gate_up GEMM's epilogue (the decode path): act directly, no gate_up round trip. It needs the
+            // interleaved rows and a kernel with the epilogue: every gemm_fp8 instance has it, the bf16 table's choice may not.
+            let fused: Bool
+            switch lw.gateUp {
+            case .bf16: fused = gemm.choose(op: op, m: m, n: n, k: c.hiddenSize, outF32: false).hasSwiGLUEpilogue
+            case .fp8: fused = m <= 16
+            }
+            if options.fusedSwiGLUEpilogue, weights.gateUpInterleaved, fused {
+                try project(op, x: xn.address, w: lw.gateUp, y: act.address, m: m, n: n, k: c.hiddenSize, epilogue: .swiglu)
             } else {
-                try gemm(op, x: xn.address, w: lw.gateUp.address, y: gateUp.address, m: m, n: 2 * f, k: c.hiddenSize, choice: choice, stream: stream)
+                try project(op, x: xn.address, w: lw.gateUp, y: gateUp.address, m: m, n: n, k: c.hiddenSize)
                 try swiglu(gateUp: gateUp.address, out: act.address, rows: m, ffn: f, interleaved: weights.gateUpInterleaved, stream: stream)
             }
         case (.down, .none):
-            try gemm(op, x: act.address, w: lw.down.address, y: branch.address, m: m, n: c.hiddenSize, k: c.intermediateSize, stream: stream)
+            try project(op, x: act.address, w: lw.down, y: branch.address, m: m, n: c.hiddenSize, k: c.intermediateSize)
         default: throw KilnError("linear: the GPU backend has no \(op) with the \(epilogue) epilogue")
+        }
+    }
+
+    /// y = x · Wᵀ for a linear layer in its format: bf16 through the tuned GEMMs; FP8 through gemm_fp8 after the
+    /// activation quantizer at m ≤ 16 (decode), else dequantized into the bf16 scratch for the bf16 GEMMs (prefill).
+    func project(_ op: String, x: CUdeviceptr, w: GPUMatrix, y: CUdeviceptr, m: Int, n: Int, k: Int, epilogue: GemmSplitK.Epilogue = .bf16) throws {
+        switch w {
+        case .bf16(let b):
+            try gemm(op, x: x, w: b.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
+        case let .fp8(codes, scale8):
+            guard let fp8 else { throw KilnError("linear \(op): FP8 weights without the FP8 scratch (GPUModel.init makes it)") }
+            if m <= 16 {
+                try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream)
+                try gemm.fp8(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y, m: m, n: n, k: k,
+                             epilogue: epilogue, stream: stream)
+            } else {
+                try fp8.dequantize(w: codes.address, scale8: scale8.address, y: fp8.dense.address, n: n, k: k, stream: stream)
+                try gemm(op, x: x, w: fp8.dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
+            }
         }
     }
 

@@ -16,6 +16,9 @@ public struct GPUEngineOptions: Sendable, Equatable {
     public var mmaPrefillAttention = false
     /// SwiGLU in the gate_up GEMM's epilogue on the decode path (0.064 ms/step faster on H200).
     public var fusedSwiGLUEpilogue = true
+    /// FP8 128×128 block-scaled linear layers run on gemm_fp8.cu where the GPU has e4m3 tensor cores (compute
+    /// capability 8.9+); off: converted to bf16 at load like other formats (A/B checks).
+    public var fp8Kernels = true
     public init() {}
 }
 
@@ -46,6 +49,16 @@ public final class GPUModel {
     let attnDecode: Attention.Decode
     let decodeSplits: Int
     public let gemm: GemmDispatch
+    /// FP8 linear layers: decode quantizes each GEMM input per 1×128 block into `act`/`scales` for gemm_fp8; prefill
+    /// dequantizes the layer into `dense` for the bf16 GEMMs (no FP8 prefill GEMM yet). nil without FP8 layers.
+    struct FP8Scratch {
+        let quantize: FP8ActivationQuantizer
+        let dequantize: FP8Dequantizer
+        let act: DeviceBuffer<UInt8>      // [16, maxK] e4m3
+        let scales: DeviceBuffer<Float>   // [16, ceil(maxK/128)]
+        let dense: DeviceBuffer<UInt16>   // [the largest FP8 matrix] bf16
+    }
+    let fp8: FP8Scratch?
 
     // KV cache: [layers][maxBatch, kvHeads, maxSeq, headDim] bf16, one allocation each.
     let kCache: DeviceBuffer<UInt16>
@@ -111,6 +124,15 @@ public final class GPUModel {
         attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads))
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
         gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qkvDim), stream: stream, log: log)
+        if weights.largestFP8Matrix > 0 {
+            let maxK = max(c.hiddenSize, c.qDim, c.intermediateSize)
+            fp8 = FP8Scratch(quantize: try FP8ActivationQuantizer(library), dequantize: try FP8Dequantizer(library),
+                             act: try DeviceBuffer<UInt8>(ctx, count: 16 * maxK),
+                             scales: try DeviceBuffer<Float>(ctx, count: 16 * FP8ActivationQuantizer.scaleColumns(k: maxK)),
+                             dense: try DeviceBuffer<UInt16>(ctx, count: weights.largestFP8Matrix))
+        } else {
+            fp8 = nil
+        }
 
         func buf(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(ctx, count: n) }
         let cacheElements = c.numLayers * maxBatch * c.numKVHeads * maxSeq * c.headDim
@@ -138,8 +160,9 @@ public final class GPUModel {
         try x.fill(byte: 0, stream: stream)
         try attnCounters.fill(byte: 0, stream: stream)
         // SwiGLU in the gate_up GEMM's epilogue on the decode path (gemm_splitk, M ≤ 63): one kernel fewer
-        // per layer. Needs the interleaved gate_up rows (prefill's swiglu kernel reads that layout too).
-        if opts.fusedSwiGLUEpilogue, c.intermediateSize % 8 == 0 {
+        // per layer. Needs the interleaved gate_up rows (prefill's swiglu kernel reads that layout too). FP8 gate_up
+        // matrices are interleaved at load, so then every layer must be.
+        if opts.fusedSwiGLUEpilogue || weights.hasFP8GateUp, c.intermediateSize % 8 == 0 {
             try weights.interleaveGateUp(swiglu: swiglu, context: ctx, stream: stream)
         }
         try stream.synchronize()
@@ -151,18 +174,22 @@ public final class GPUModel {
                             tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let library = try library ?? KernelLibrary(context: context)
-        let w = try GPUWeights.load(source, context: context, log: log)
+        let w = try GPUWeights.load(source, context: context, nativeFP8: options.fp8Kernels && context.info.hasE4M3TensorCores, log: log)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq ?? 4096, source.config.contextLength), tune: tune,
                             options: options, log: log)
     }
 
-    /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json.
+    /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json; `fp8`: FP8 linear layers
+    /// (`--weights fp8`).
     public static func dummy(_ spec: String, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int = 4096,
-                             tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
+                             tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(), fp8: Bool = false,
                              log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let c = try DummyModels.config(spec)
+        if fp8, !context.info.hasE4M3TensorCores {
+            throw KilnError("--weights fp8 needs e4m3 tensor cores (compute capability 8.9 or newer); this GPU is \(context.info.arch)")
+        }
         let library = try library ?? KernelLibrary(context: context)
-        let w = try GPUWeights.dummy(config: c, context: context, library: library)
+        let w = try GPUWeights.dummy(config: c, context: context, library: library, fp8: fp8)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq, c.contextLength), tune: tune,
                             options: options, log: log)
     }

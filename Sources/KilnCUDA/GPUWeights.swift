@@ -4,9 +4,9 @@ import KilnGPU
 import KilnKernels
 import KilnModels
 
-/// A model's weights on the GPU, all bf16, in the layout the engine's kernels want:
-/// q/k/v fused into one [qDim + 2·kvDim, hidden] matrix and gate/up into one [2·ffn, hidden] matrix,
-/// so each sub-block reads its input once with one GEMM.
+/// A model's weights on the GPU in the layout the engine's kernels want: q/k/v fused into one [qDim + 2·kvDim, hidden]
+/// matrix and gate/up into one [2·ffn, hidden] matrix, so each sub-block reads its input once with one GEMM. The linear
+/// layers are bf16 or FP8 (`GPUMatrix`, as `plan` says); embeddings, norms and the output layer are bf16.
 ///
 /// Granite's multipliers are folded into weights at load (no extra kernels, no per-token cost):
 ///   residual_multiplier → attn_output and ffn_down rows;  embedding_multiplier → the embedding table
@@ -14,14 +14,14 @@ import KilnModels
 public final class GPUWeights {
     public struct Layer {
         public let attnNorm: DeviceBuffer<UInt16>   // [hidden]
-        public let qkv: DeviceBuffer<UInt16>        // [qDim + 2·kvDim, hidden]
+        public let qkv: GPUMatrix                   // [qDim + 2·kvDim, hidden]
         public let qkvBias: DeviceBuffer<UInt16>?   // [qDim + 2·kvDim] (qwen2)
         public let qNorm: DeviceBuffer<UInt16>?     // [headDim] (qwen3)
         public let kNorm: DeviceBuffer<UInt16>?     // [headDim] (qwen3)
-        public let o: DeviceBuffer<UInt16>          // [hidden, qDim]
+        public let o: GPUMatrix                     // [hidden, qDim]
         public let ffnNorm: DeviceBuffer<UInt16>    // [hidden]
-        public let gateUp: DeviceBuffer<UInt16>     // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below)
-        public let down: DeviceBuffer<UInt16>       // [hidden, ffn]
+        public let gateUp: GPUMatrix                // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below; FP8 always)
+        public let down: GPUMatrix                  // [hidden, ffn]
     }
     public let config: ModelConfig
     public let embedding: DeviceBuffer<UInt16>      // [vocab, hidden]
@@ -34,9 +34,13 @@ public final class GPUWeights {
     /// SwiGLU epilogue; the prefill swiglu kernel then reads its input with `interleaved`.
     public private(set) var gateUpInterleaved = false
     public var byteCount: Int {
-        ([embedding, outputNorm] + (untiedOutput.map { [$0] } ?? []) + layers.flatMap { [$0.attnNorm, $0.qkv, $0.o, $0.ffnNorm, $0.gateUp, $0.down] })
-            .reduce(0) { $0 + $1.byteCount }
+        ([embedding, outputNorm] + (untiedOutput.map { [$0] } ?? []) + layers.flatMap { [$0.attnNorm, $0.ffnNorm] }).reduce(0) { $0 + $1.byteCount }
+            + layers.reduce(0) { $0 + $1.qkv.byteCount + $1.o.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
     }
+    /// Whether any gate_up matrix is FP8 (those are interleaved at load, so every layer must be).
+    public var hasFP8GateUp: Bool { layers.contains { $0.gateUp.fp8Elements > 0 } }
+    /// The largest FP8 matrix in elements: the bf16 scratch prefill dequantizes into (0 without FP8 weights).
+    public var largestFP8Matrix: Int { layers.map { max($0.qkv.fp8Elements, $0.o.fp8Elements, $0.gateUp.fp8Elements, $0.down.fp8Elements) }.max() ?? 0 }
 
     init(config: ModelConfig, embedding: DeviceBuffer<UInt16>, layers: [Layer], outputNorm: DeviceBuffer<UInt16>,
          untiedOutput: DeviceBuffer<UInt16>?, invFreq: DeviceBuffer<Float>) {
@@ -44,15 +48,16 @@ public final class GPUWeights {
         self.untiedOutput = untiedOutput; self.invFreq = invFreq
     }
 
-    /// Permutes every layer's gate_up rows into the interleaved layout (once; later calls do nothing),
-    /// through one temporary [2·ffn, hidden] buffer.
+    /// Permutes every bf16 layer's gate_up rows into the interleaved layout (once; later calls do nothing), through
+    /// one temporary [2·ffn, hidden] buffer. FP8 gate_up matrices are interleaved at load already.
     func interleaveGateUp(swiglu: SwiGLU, context: Context, stream: GPUStream) throws {
         guard !gateUpInterleaved else { return }
         let f = config.intermediateSize, h = config.hiddenSize
-        let tmp = try DeviceBuffer<UInt16>(context, count: 2 * f * h)
-        for l in layers {
-            try stream.copy(from: l.gateUp.address, to: tmp.address, bytes: 2 * 2 * f * h)
-            try swiglu.interleaveGateUp(src: tmp.address, dst: l.gateUp.address, ffn: f, hidden: h, stream: stream)
+        let bf16Layers = layers.compactMap { $0.gateUp.bf16Buffer }
+        let tmp = try DeviceBuffer<UInt16>(context, count: bf16Layers.isEmpty ? 1 : 2 * f * h)
+        for g in bf16Layers {
+            try stream.copy(from: g.address, to: tmp.address, bytes: 2 * 2 * f * h)
+            try swiglu.interleaveGateUp(src: tmp.address, dst: g.address, ffn: f, hidden: h, stream: stream)
         }
         try stream.synchronize()
         gateUpInterleaved = true
@@ -61,13 +66,19 @@ public final class GPUWeights {
     /// Uploads every tensor of `source`, each as `plan(format)` says (today: bf16 copied as is, every other format
     /// dequantized by its CPU reference and rounded to bf16), and logs one line per format. Strict: unused tensors
     /// are an error, as on the CPU.
-    public static func load(_ source: WeightSource, context: Context, log: (String) -> Void = { _ in }) throws -> GPUWeights {
+    /// `nativeFP8`: FP8 128×128 block-scaled linear layers stay FP8 for gemm_fp8.cu (the GPU has e4m3 tensor cores);
+    /// otherwise they are converted to bf16 like every other format.
+    public static func load(_ source: WeightSource, context: Context, nativeFP8: Bool = false, log: (String) -> Void = { _ in }) throws -> GPUWeights {
         let c = source.config
         let h = c.hiddenSize, qkvRows = c.qkvDim
         let emb = c.embeddingMultiplier
         let model = Transformer(config: c)
         func alloc(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(context, count: n) }
         var planned: [WeightFormat: [String]] = [:]   // format → name patterns, for one log line per format
+        func record(_ name: String, _ format: WeightFormat) {
+            let pattern = name.split(separator: ".").map { Int($0) == nil ? String($0) : "*" }.joined(separator: ".")
+            if !(planned[format]?.contains(pattern) ?? false) { planned[format, default: []].append(pattern) }
+        }
         /// Writes tensor `name` ([rows, cols] or [n]) scaled by `scale` into `dst` at element `offset`, as `plan` says.
         func put(_ name: String, _ shape: [Int], into dst: DeviceBuffer<UInt16>, at offset: Int = 0, scale: Float = 1) throws {
             let m: QuantizedMatrix
@@ -77,8 +88,7 @@ public final class GPUWeights {
                 }
             }
             let plan = GPUWeights.plan(m.format)
-            let pattern = name.split(separator: ".").map { Int($0) == nil ? String($0) : "*" }.joined(separator: ".")
-            if !(planned[m.format]?.contains(pattern) ?? false) { planned[m.format, default: []].append(pattern) }
+            record(name, m.format)
             if plan == .native && scale == 1 {
                 try dst.upload(bytes: m.planes[0].bytes, atByte: 2 * offset)
                 return
@@ -87,15 +97,24 @@ public final class GPUWeights {
             do { converted = try GPUWeights.bf16(m, scale: scale) } catch let e as KilnError { throw KilnError("\(source.sourcePath): \(e.message)") }
             try converted.withUnsafeBytes { try dst.upload(bytes: $0, atByte: 2 * offset) }
         }
-        /// A (fused) linear layer: its checkpoint matrices stacked row after row, times the layer's output scale.
-        func linear(_ layer: LinearLayer, _ i: Int) throws -> DeviceBuffer<UInt16> {
+        /// A (fused) linear layer: its checkpoint matrices stacked row after row, times the layer's output scale; FP8
+        /// as stored where gemm_fp8.cu can read it (`fp8Matrix`), else bf16.
+        func linear(_ layer: LinearLayer, _ i: Int) throws -> GPUMatrix {
+            let parts = model.parts(layer, layer: i)
+            if nativeFP8 {
+                let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
+                if let m = try GPUWeights.fp8Matrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
+                    for (p, q) in zip(parts, ms) { record(p.name, q.format) }
+                    return m
+                }
+            }
             let dst = try alloc(model.outputs(layer) * model.inputs(layer))
             var offset = 0
-            for p in model.parts(layer, layer: i) {
+            for p in parts {
                 try put(p.name, p.shape, into: dst, at: offset, scale: c.outputScale(layer))
                 offset += p.shape[0] * p.shape[1]
             }
-            return dst
+            return .bf16(dst)
         }
         func vector(_ part: Transformer.Part?) throws -> DeviceBuffer<UInt16>? {
             guard let part else { return nil }
@@ -138,7 +157,7 @@ public final class GPUWeights {
         let inv = try DeviceBuffer<Float>(context, ropeInverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, freqFactors: freqFactors))
         try source.checkAllUsed()
         for (format, names) in planned.sorted(by: { $0.key.name < $1.key.name }) {
-            log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format).describe(format))")
+            log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format, nativeFP8: nativeFP8).describe(format))")
         }
         return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
     }
@@ -177,18 +196,22 @@ public final class GPUWeights {
         }
     }
 
-    /// The per-format choice, explicit: bf16 is native; every other format (f32/f16, GGUF blocks, FP8, lookup
-    /// tables) is converted to bf16 at load until kernels for it exist (the FP8 and lookup-table issues).
-    public static func plan(_ format: WeightFormat) -> Plan {
+    /// The per-format choice, explicit: bf16 is native; FP8 with 128×128 blocks is native where the GPU has e4m3
+    /// tensor cores (`nativeFP8`; linear layers only — the embedding and output layer stay bf16, and a layer whose
+    /// shapes gemm_fp8 cannot read is converted); every other format (f32/f16, GGUF blocks, lookup tables) is converted
+    /// to bf16 at load until kernels for it exist (the lookup-table issue).
+    public static func plan(_ format: WeightFormat, nativeFP8: Bool = false) -> Plan {
         switch format {
         case .dense(.bf16): return .native
+        case .fp8E4M3 where nativeFP8 && format == GPUMatrix.fp8Format: return .native
         case .dense(.f32), .dense(.f16), .gguf, .fp8E4M3, .lut: return .convert(to: .bf16)
         }
     }
 
     /// Random bf16 weights made on the GPU (no checkpoint read): matrices ±[0.005, 0.035) (σ ≈ 0.02),
     /// norms 1 ± 0.1, biases ±[0.005, 0.035). Never zero, reproducible from `seed`.
-    public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, seed: UInt64 = 1) throws -> GPUWeights {
+    /// `fp8`: the linear layers FP8 instead (`dummyFP8`), for FP8 benchmarks.
+    public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, fp8: Bool = false, seed: UInt64 = 1) throws -> GPUWeights {
         let stream = try GPUStream(context)
         let rand = try RandomInit(library)
         var tensorSeed = seed &* 1_000_003
@@ -199,14 +222,19 @@ public final class GPUWeights {
                      minMag: norm ? 0 : 0.005, stream: stream)
             return b
         }
+        func matrix(_ rows: Int, _ cols: Int) throws -> GPUMatrix {
+            guard fp8 else { return .bf16(try make(rows * cols)) }
+            tensorSeed &+= 1
+            return try dummyFP8(rows: rows, cols: cols, seed: tensorSeed, rand: rand, context: context, stream: stream)
+        }
         let h = c.hiddenSize, f = c.intermediateSize
         let embedding = try make(c.vocabSize * h)
         let layers = try (0..<c.numLayers).map { _ in
-            Layer(attnNorm: try make(h, norm: true), qkv: try make(c.qkvDim * h),
+            Layer(attnNorm: try make(h, norm: true), qkv: try matrix(c.qkvDim, h),
                   qkvBias: c.attentionBias ? try make(c.qkvDim) : nil,
                   qNorm: c.qkNorm ? try make(c.headDim, norm: true) : nil, kNorm: c.qkNorm ? try make(c.headDim, norm: true) : nil,
-                  o: try make(h * c.qDim),
-                  ffnNorm: try make(h, norm: true), gateUp: try make(2 * f * h), down: try make(h * f))
+                  o: try matrix(h, c.qDim),
+                  ffnNorm: try make(h, norm: true), gateUp: try matrix(2 * f, h), down: try matrix(h, f))
         }
         let on = try make(h, norm: true)
         let out = c.tieWordEmbeddings ? nil : try make(c.vocabSize * h)

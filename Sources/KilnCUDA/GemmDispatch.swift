@@ -22,6 +22,7 @@ public final class GemmDispatch {
     private var hopperKernels: [GemmHopper.Config: GemmHopper] = [:]
     private var streamKernels: [GemmStream.Config: GemmStream] = [:]
     private var swapABKernels: [GemmSwapAB.Config: GemmSwapAB] = [:]
+    private var fp8Kernels: [GemmFP8.Config: GemmFP8] = [:]
     private var warned: Set<String> = []
     /// Split-K scratch (gemm_splitk, gemm_swapab), shared by all calls: they run one after another on one stream,
     /// each touches it only after its griddepcontrol.wait, and the counters are left zero by every launch.
@@ -38,9 +39,9 @@ public final class GemmDispatch {
         try counters.fill(byte: 0, stream: stream)
     }
 
-    /// The weight formats this dispatch has kernels for: every GEMM instance reads bf16 weights (GPUWeights.plan
-    /// converts the rest at load). A format gains kernels here when its issue adds them.
-    public static let kernelFormats: Set<WeightFormat> = [.bf16]
+    /// The weight formats this dispatch has kernels for: bf16 (every family) and FP8 128×128 at M ≤ 16 (gemm_fp8;
+    /// prefill dequantizes FP8 to bf16). GPUWeights.plan converts the rest at load.
+    public static let kernelFormats: Set<WeightFormat> = [.bf16, GPUMatrix.fp8Format]
 
     /// The kernel for `op` on `format` weights `[n, k]` at `m` tokens: the table's entry for exactly this
     /// (op, format, M bucket, N, K) if it names an instance that can run it, else the documented default.
@@ -77,6 +78,28 @@ public final class GemmDispatch {
     func hopperKernel(_ c: GemmHopper.Config) throws -> GemmHopper {
         if let k = hopperKernels[c] { return k }
         let k = try GemmHopper(library, config: c); hopperKernels[c] = k; return k
+    }
+
+    /// The FP8 decode GEMM for `op` on `[n, k]` at `m` ≤ 16 tokens: the table's entry for (op, fp8, M bucket, N, K) if
+    /// it names a gemm_fp8 instance that serves m, else GemmFP8's default.
+    public func chooseFP8(op: String, m: Int, n: Int, k: Int) -> (config: GemmFP8.Config, split: Int) {
+        if let e = tune?.lookup(op: op, format: GPUMatrix.fp8Format, n: n, k: k, m: m), let c = GemmFP8.config(named: e.config), c.maxM >= m {
+            return (c, min(max(1, e.split), GemmDispatch.maxSplit))
+        }
+        let key = "\(op) \(GPUMatrix.fp8Format.name) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
+        if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel (run `kiln tune` to measure it)") }
+        return (GemmFP8.defaultConfig(m: m), 1)
+    }
+
+    /// y[m, n] = X · W^T over FP8 weights (gemm_fp8, m ≤ 16): `xq`/`xs` the activations quantized per 1×128 block
+    /// (FP8ActivationQuantizer), `w`/`scale8` the e4m3 codes and their expanded scales (GPUMatrix.fp8).
+    public func fp8(_ op: String, xq: CUdeviceptr, xs: CUdeviceptr, w: CUdeviceptr, scale8: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
+                    epilogue: GemmSplitK.Epilogue, stream: GPUStream) throws {
+        let (c, split) = chooseFP8(op: op, m: m, n: n, k: k)
+        let kernel: GemmFP8
+        if let cached = fp8Kernels[c] { kernel = cached } else { kernel = try GemmFP8(library, config: c); fp8Kernels[c] = kernel }
+        try kernel(xq: xq, xs: xs, w: w, scale8: scale8, y: y, m: m, n: n, k: k, split: split, workspace: workspace.address,
+                   counters: counters.address, epilogue: epilogue, stream: stream)
     }
 
     /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16. `epilogue` .swiglu (the decode GEMMs;

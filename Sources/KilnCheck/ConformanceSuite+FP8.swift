@@ -10,9 +10,8 @@ import KilnKernels
 /// block quantizer the checkpoint writer uses. Shapes include N and K that are not multiples of 128.
 extension ConformanceSuite {
     public func runFP8Checks() {
-        let cc = context.info.computeCapability
-        guard cc.major * 10 + cc.minor >= 89 else {
-            log("skipped: gemm_fp8.cu (e4m3 tensor cores need compute capability 8.9; this GPU has \(cc.major).\(cc.minor))")
+        guard context.info.hasE4M3TensorCores else {
+            log("skipped: gemm_fp8.cu (e4m3 tensor cores need compute capability 8.9; this GPU is \(context.info.arch))")
             return
         }
         checkFP8Quantizer(); checkFP8Dequantizer(); checkGemmFP8(); checkGemmFP8SwiGLU()

@@ -15,6 +15,9 @@ public struct DeviceInfo: Sendable, CustomStringConvertible {
     public var sharedMemoryPerMultiprocessor: Int
     public var maxThreadsPerBlock: Int
 
+    /// Whether the tensor cores multiply e4m3 (mma …e4m3: compute capability 8.9, Ada, and newer).
+    public var hasE4M3TensorCores: Bool { computeCapability.major * 10 + computeCapability.minor >= 89 }
+
     /// NVRTC architecture: the arch-specific `sm_90a` on Hopper so wgmma/TMA kernels can be built later.
     public var arch: String {
         let base = "sm_\(computeCapability.major)\(computeCapability.minor)"

@@ -63,8 +63,8 @@ public struct GemmFP8 {
     public let config: Config
     let kernel: Kernel
     public init(_ library: KernelLibrary, config: Config) throws {
-        if let cc = library.context?.info.computeCapability, cc.major * 10 + cc.minor < 89 {
-            throw KilnError("gemm_fp8 needs e4m3 tensor cores (compute capability 8.9 or newer; this GPU: \(cc.major).\(cc.minor))")
+        if let info = library.context?.info, !info.hasE4M3TensorCores {
+            throw KilnError("gemm_fp8 needs e4m3 tensor cores (compute capability 8.9 or newer; this GPU: \(info.arch))")
         }
         self.config = config
         kernel = try library.kernel(GemmFP8.file, config.name)

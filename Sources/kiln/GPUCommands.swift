@@ -34,6 +34,8 @@ enum GPURun {
         var tuneMissing = false
         var defaultsOnly = false
         var engine = GPUEngineOptions()
+        /// `--dummy-weights` with FP8 linear layers (`--weights fp8`).
+        var dummyFP8 = false
     }
 
     /// The tuning table for `config` on this GPU, or nil for the defaults.
@@ -51,7 +53,7 @@ enum GPURun {
         if let dummy {
             let table = try self.table(for: try DummyModels.config(dummy), library: library, tuning: tuning)
             return try GPUModel.dummy(dummy, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table,
-                                      options: tuning.engine, log: log)
+                                      options: tuning.engine, fp8: tuning.dummyFP8, log: log)
         }
         guard let source = try weights ?? path.map({ try openModel(path: $0) }) else {
             throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
@@ -67,7 +69,7 @@ enum GPURun {
         let m = try model(path: path, dummy: dummy, maxBatch: batch, maxSeq: prompt + generate + 8, tuning: tuning)
         let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions, printIds: printIds,
                                      sampling: sampling)
-        let name = dummy.map { "\($0) (dummy bf16)" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
+        let name = dummy.map { "\($0) (dummy \(tuning.dummyFP8 ? "fp8" : "bf16"))" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
         let ppMs = r.median(r.prefillMs), tgMs = r.median(r.decodeMsPerStep)
         if json {
             let obj: [String: Any] = ["model": name, "backend": "CUDA (Kiln kernels)", "kernels": tuning.defaultsOnly ? "defaults" : "tuned table", "device": m.context.info.name, "n_batch": batch,
@@ -129,12 +131,19 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "A/B: prefill attention on the mma.sync kernel instead of wgmma on Hopper.") var mmaAttention = false
     @Flag(name: .long, help: "A/B: SwiGLU as its own kernel instead of in the gate_up GEMM's epilogue on the decode path.")
     var noFusedSwiglu = false
+    @Option(name: .long, help: "With --dummy-weights: the linear layers' format, bf16 or fp8 (e4m3 with 128×128 block scales, on gemm_fp8).")
+    var weights: String = "bf16"
+    @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
+    func validate() throws { try OptionCheck.oneOf(weights, "--weights", ["bf16", "fp8"]) }
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
+        o.fp8Kernels = !noFp8Kernels
         return o
     }
-    var value: GPURun.Tuning { GPURun.Tuning(cachePath: tuneCache, tuneMissing: tune, defaultsOnly: defaultKernels, engine: engine) }
+    var value: GPURun.Tuning {
+        GPURun.Tuning(cachePath: tuneCache, tuneMissing: tune, defaultsOnly: defaultKernels, engine: engine, dummyFP8: weights == "fp8")
+    }
 }
 
 /// `kiln bench kernels`: every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt.
