@@ -25,7 +25,7 @@ import KilnCore
     let p = UnsafeRawPointer(a)
     let s = w.0 &* p.loadUnaligned(as: SIMD8<Int16>.self) &+ w.1 &* p.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self)
         &+ w.2 &* p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int16>.self) &+ w.3 &* p.loadUnaligned(fromByteOffset: 48, as: SIMD8<Int16>.self)
-    return LinearWeight.widenPairs(s)
+    return pairwiseWiden(s)
 }
 
 enum Q5_0Blocks: Q8BlockProduct {
@@ -59,7 +59,7 @@ enum IQ4_NLBlocks: Q8BlockProduct {
     /// Table values reach -127: two products per Int16 lane (≤ 2 · 127²), widened per pair of vectors.
     @inline(__always) static func dot(_ w: BlockVectors, _ a: UnsafePointer<Int16>) -> SIMD4<Int32> {
         let p = UnsafeRawPointer(a)
-        return LinearWeight.widenPairs(w.0 &* p.loadUnaligned(as: SIMD8<Int16>.self) &+ w.1 &* p.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self))
-            &+ LinearWeight.widenPairs(w.2 &* p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int16>.self) &+ w.3 &* p.loadUnaligned(fromByteOffset: 48, as: SIMD8<Int16>.self))
+        return pairwiseWiden(w.0 &* p.loadUnaligned(as: SIMD8<Int16>.self) &+ w.1 &* p.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self))
+            &+ pairwiseWiden(w.2 &* p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int16>.self) &+ w.3 &* p.loadUnaligned(fromByteOffset: 48, as: SIMD8<Int16>.self))
     }
 }

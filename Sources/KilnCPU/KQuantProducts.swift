@@ -48,11 +48,12 @@ extension LinearWeight {
         }
     }
 
+    /// Tokens four at a time (each unpacked super-block serves four), then the remaining tokens one by one. Every
+    /// token keeps four partial sums across the row's super-blocks, added up once at the end.
     @inline(__always)
     private func superBlockRows<F: SuperBlockProduct>(_: F.Type, _ range: Range<Int>, _ act: Q8KActivations, _ tokens: Int,
                                                     _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
         let nb = cols / 256, bytes = F.block.blockBytes
-        let qStride = act.maxCols, dStride = act.maxCols / 256, sumStride = act.maxCols / 16
         withUnsafeTemporaryAllocation(of: SIMD8<Int16>.self, capacity: 32) { codes in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 32) { floats in
                 let u = UnpackedSuperBlock(codes: UnsafeMutableRawPointer(codes.baseAddress!).assumingMemoryBound(to: Int16.self),
@@ -60,20 +61,27 @@ extension LinearWeight {
                 for r in range {
                     let row = data + r * rowBytes
                     var t = 0
-                    while t < tokens {
-                        let group = min(4, tokens - t)
-                        var sums = SIMD4<Float>()
+                    while t + 4 <= tokens {
+                        var s0 = SIMD4<Float>(), s1 = SIMD4<Float>(), s2 = SIMD4<Float>(), s3 = SIMD4<Float>()
                         for b in 0..<nb {
                             let (d, dmin) = F.unpack(row + b * bytes, into: u)
-                            for k in 0..<group {
-                                let a = act.q + (t + k) * qStride + 256 * b
-                                var v = d * (F.scalePer32 ? dotPer32(u, a) : dotPer16(u, a))
-                                if F.hasMins { v -= dmin * minimumsDot(u.mins, act.bsums + (t + k) * sumStride + 16 * b) }
-                                sums[k] += act.d[(t + k) * dStride + b] * v
-                            }
+                            s0 += superBlockDot(F.self, u, d, dmin, act, token: t, block: b)
+                            s1 += superBlockDot(F.self, u, d, dmin, act, token: t + 1, block: b)
+                            s2 += superBlockDot(F.self, u, d, dmin, act, token: t + 2, block: b)
+                            s3 += superBlockDot(F.self, u, d, dmin, act, token: t + 3, block: b)
                         }
-                        for k in 0..<group { out[(t + k) * outStride + r] = sums[k] }
-                        t += group
+                        out[t * outStride + r] = s0.sum(); out[(t + 1) * outStride + r] = s1.sum()
+                        out[(t + 2) * outStride + r] = s2.sum(); out[(t + 3) * outStride + r] = s3.sum()
+                        t += 4
+                    }
+                    while t < tokens {
+                        var s = SIMD4<Float>()
+                        for b in 0..<nb {
+                            let (d, dmin) = F.unpack(row + b * bytes, into: u)
+                            s += superBlockDot(F.self, u, d, dmin, act, token: t, block: b)
+                        }
+                        out[t * outStride + r] = s.sum()
+                        t += 1
                     }
                 }
             }
@@ -81,22 +89,32 @@ extension LinearWeight {
     }
 }
 
+/// One unpacked super-block against token `t`'s super-block `b`, as four partial sums:
+/// d_act · (d · Σ scale · codes · quants − dmin · Σ mins · bsums).
+@inline(__always) private func superBlockDot<F: SuperBlockProduct>(_: F.Type, _ u: UnpackedSuperBlock, _ d: Float, _ dmin: Float,
+                                                                  _ act: Q8KActivations, token t: Int, block b: Int) -> SIMD4<Float> {
+    let a = act.q + t * act.maxCols + 256 * b
+    var v = d * (F.scalePer32 ? dotPer32(u, a) : dotPer16(u, a))
+    if F.hasMins { v -= dmin * minimumsDot(u.mins, act.bsums + t * (act.maxCols / 16) + 16 * b) }
+    return act.d[t * (act.maxCols / 256) + b] * v
+}
+
 /// Σ over 16 groups of 16 of scale · Σ code · activation: two products per Int16 lane, widened once per group.
 /// Every term is an integer below 2²⁴ in magnitude (≤ 32258 · 128), so each is exact in f32.
-@inline(__always) private func dotPer16(_ u: UnpackedSuperBlock, _ a: UnsafePointer<Int16>) -> Float {
+@inline(__always) private func dotPer16(_ u: UnpackedSuperBlock, _ a: UnsafePointer<Int16>) -> SIMD4<Float> {
     let w = UnsafeRawPointer(u.codes), x = UnsafeRawPointer(a)
     var acc = SIMD4<Float>()
     for g in 0..<16 {
         let o = 32 * g
         let s = w.load(fromByteOffset: o, as: SIMD8<Int16>.self) &* x.loadUnaligned(fromByteOffset: o, as: SIMD8<Int16>.self)
             &+ w.load(fromByteOffset: o + 16, as: SIMD8<Int16>.self) &* x.loadUnaligned(fromByteOffset: o + 16, as: SIMD8<Int16>.self)
-        acc += SIMD4<Float>(LinearWeight.widenPairs(s)) * u.scales[g]
+        acc += SIMD4<Float>(pairwiseWiden(s)) * u.scales[g]
     }
-    return acc.sum()
+    return acc
 }
 
 /// Σ over 8 groups of 32 of scale · Σ code · activation: four products per Int16 lane (Q4_K, Q5_K).
-@inline(__always) private func dotPer32(_ u: UnpackedSuperBlock, _ a: UnsafePointer<Int16>) -> Float {
+@inline(__always) private func dotPer32(_ u: UnpackedSuperBlock, _ a: UnsafePointer<Int16>) -> SIMD4<Float> {
     let w = UnsafeRawPointer(u.codes), x = UnsafeRawPointer(a)
     var acc = SIMD4<Float>()
     for g in 0..<8 {
@@ -105,14 +123,25 @@ extension LinearWeight {
         s &+= w.load(fromByteOffset: o + 16, as: SIMD8<Int16>.self) &* x.loadUnaligned(fromByteOffset: o + 16, as: SIMD8<Int16>.self)
         s &+= w.load(fromByteOffset: o + 32, as: SIMD8<Int16>.self) &* x.loadUnaligned(fromByteOffset: o + 32, as: SIMD8<Int16>.self)
         s &+= w.load(fromByteOffset: o + 48, as: SIMD8<Int16>.self) &* x.loadUnaligned(fromByteOffset: o + 48, as: SIMD8<Int16>.self)
-        acc += SIMD4<Float>(LinearWeight.widenPairs(s)) * u.scales[g]
+        acc += SIMD4<Float>(pairwiseWiden(s)) * u.scales[g]
     }
-    return acc.sum()
+    return acc
 }
 
-/// Σ mins[g] · bsums[g] over the 16 groups: exact in f32 (|bsum| ≤ 2032, mins ≤ 63).
-@inline(__always) private func minimumsDot(_ mins: UnsafePointer<Float>, _ bsums: UnsafePointer<Float>) -> Float {
-    (UnsafeRawPointer(mins).loadUnaligned(as: SIMD16<Float>.self) * UnsafeRawPointer(bsums).loadUnaligned(as: SIMD16<Float>.self)).sum()
+/// Σ mins[g] · bsums[g] over the 16 groups, as four partial sums (exact in f32: |bsum| ≤ 2032, mins ≤ 63).
+@inline(__always) private func minimumsDot(_ mins: UnsafePointer<Float>, _ bsums: UnsafePointer<Float>) -> SIMD4<Float> {
+    let m = UnsafeRawPointer(mins), s = UnsafeRawPointer(bsums)
+    @inline(__always) func part(_ i: Int) -> SIMD4<Float> {
+        m.loadUnaligned(fromByteOffset: 16 * i, as: SIMD4<Float>.self) * s.loadUnaligned(fromByteOffset: 16 * i, as: SIMD4<Float>.self)
+    }
+    return (part(0) + part(1)) + (part(2) + part(3))
+}
+
+/// Sums the eight Int16 lanes pairwise into four Int32 lanes with sign-extending shifts (as `LinearWeight.widenPairs`;
+/// a copy in this file so debug builds, which do not inline across files, keep it inline).
+@inline(__always) func pairwiseWiden(_ s: SIMD8<Int16>) -> SIMD4<Int32> {
+    let s32 = unsafeBitCast(s, to: SIMD4<Int32>.self)
+    return ((s32 &<< 16) &>> 16) &+ (s32 &>> 16)
 }
 
 /// 32 bytes read as two vectors of byte pairs: element 2i of the 32 is the low byte of lane i of the first vector,

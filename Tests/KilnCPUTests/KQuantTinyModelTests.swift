@@ -29,6 +29,9 @@ final class KQuantTinyModelTests: XCTestCase {
             XCTAssertTrue(stored.contains(name), "no \(name) tensor in the fixture (types: \(stored.sorted()))")
         }
 
+        // `kiln info` lists nothing it cannot run (Q2_K and Q3_K included).
+        XCTAssertEqual(try ModelSummary(path: path).unsupportedTensorTypes.map(\.type), [])
+
         let tokens = [3, 17, 42, 5, 79, 0, 11, 64]
         let expected = try TinyModelTests.reference(source, tokens)
         let v = source.config.vocabSize
