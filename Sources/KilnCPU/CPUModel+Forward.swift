@@ -220,6 +220,7 @@ extension CPUModel {
 
     private func quantizeIfBlocked(_ x: UnsafePointer<Float>, tokens n: Int, cols: Int) {
         guard cols % 32 == 0 else { return }
+        quantizeSuperBlocks(x, tokens: n, cols: cols)   // Q8_K for K-quant matrices (KQuantActivations.swift)
         let act = buffers.act
         if n == 1 { act.quantize(x, tokens: 1, cols: cols); return }
         pool.run { i, p in act.quantize(x, rows: ThreadPool.slice(n, i, p), cols: cols) }

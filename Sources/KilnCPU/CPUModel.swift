@@ -111,6 +111,7 @@ public final class CPUModel {
         try weights.checkAllUsed()
         pool = ThreadPool(threads: threads)
         buffers = ForwardBuffers(config: c, maxBatch: self.maxBatch, threads: pool.threadCount)
+        if needsQ8K { buffers.act.superBlocks = Q8KActivations(maxTokens: self.maxBatch, maxCols: buffers.act.maxCols) }
     }
 
     /// Creates an empty KV cache for `capacity` positions (at most the model's context length unless `allowLonger`).

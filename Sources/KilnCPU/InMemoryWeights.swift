@@ -92,7 +92,7 @@ public final class InMemoryWeights: WeightSource {
             out = x.map(E4M3.encode)
         case .i32, .i64, .u8:
             preconditionFailure("InMemoryWeights stores floating-point weights only")
-        case .q5_0, .q5_1, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs:
+        case .q5_0, .q5_1, .q2_k, .q3_k, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs:
             preconditionFailure("Kiln has no quantizer for \(dtype.rawValue): such weights are read from GGUF files, not encoded")
         }
         return out

@@ -53,7 +53,7 @@ public struct LinearWeight {
     /// Whether this weight consumes Q8-quantized activations (otherwise it reads the float activations).
     public var usesQ8: Bool {
         switch format {
-        case .gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0): return true
+        case .gguf: return true   // Q8_0/Q8_1, or Q8_K for the super-block formats (`usesQ8K`, KQuantActivations.swift)
         default: return false
         }
     }
@@ -66,6 +66,11 @@ public struct LinearWeight {
         case .gguf(.q4_0): quantRows(Q4_0Blocks.self, range, act, tokens, out, outStride)
         case .gguf(.q4_1): quantRows(Q4_1Blocks.self, range, act, tokens, out, outStride)
         case .gguf(.q8_0): quantRows(Q8_0Blocks.self, range, act, tokens, out, outStride)
+        case .gguf(.q5_0): quantRows(Q5_0Blocks.self, range, act, tokens, out, outStride)
+        case .gguf(.q5_1): quantRows(Q5_1Blocks.self, range, act, tokens, out, outStride)
+        case .gguf(.iq4_nl): quantRows(IQ4_NLBlocks.self, range, act, tokens, out, outStride)
+        case .gguf(let block) where act.superBlocks != nil:   // KQuantProducts.swift
+            superBlockRows(block, range, act.superBlocks!, tokens, out, outStride)
         case .gguf(let block): dequantizedRows(block, range, x, tokens, out, outStride)
         case .dense(.f32): floatRows(range, x, tokens, out, outStride)
         case .dense(let e): widenedRows(e, range, x, tokens, out, outStride)

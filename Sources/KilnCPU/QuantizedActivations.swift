@@ -24,6 +24,8 @@ public final class Q8Activations {
     let d: UnsafeMutablePointer<Float>     // [maxTokens × maxCols/32]
     let sumQ: UnsafeMutablePointer<Float>  // [maxTokens × maxCols/32]
     let s: UnsafeMutablePointer<Float>     // [maxTokens × maxCols/32]
+    /// The same rows quantized to Q8_K for the super-block formats (KQuantActivations.swift), when the model has any.
+    public var superBlocks: Q8KActivations?
 
     public init(maxTokens: Int, maxCols: Int) {
         self.maxTokens = maxTokens

@@ -6,6 +6,11 @@
 ///  - Q5_0 (32, 22 B): f16 d, u32 qh, u8 qs[16]; q = nibble | (bit j of qh) << 4; x = d * (q - 16)
 ///  - Q5_1 (32, 24 B): f16 d, f16 m, u32 qh, u8 qs[16]; x = d * q + m
 ///  - IQ4_NL (32, 18 B): f16 d, u8 qs[16]; x = d * kvalues[nibble]
+///  - Q2_K (256, 84 B): u8 scales[16] (low nibble scale, high nibble minimum of each 16 elements), u8 qs[64], f16 d,
+///    f16 dmin; element e = 128h + 32s + l has code (qs[32h + l] >> 2s) & 3; x = (d * sc) * q - dmin * m
+///  - Q3_K (256, 110 B): u8 hmask[32], u8 qs[64], u8 scales[12] (16 packed 6-bit scales), f16 d; element e = 128h + 32s + l
+///    has low bits (qs[32h + l] >> 2s) & 3 and subtracts 4 unless bit e/32 of hmask[l] is set; scale j (of elements
+///    16j..<16j+16) = (low nibble j | 2 high bits j << 4) - 32 (`scaleQ3K`); x = (d * scale) * q
 ///  - Q4_K (256, 144 B): f16 d, f16 dmin, u8 scales[12] (8 packed 6-bit scales and mins), u8 qs[128];
 ///    sub-block j (32 elements) of nibbles: qs[32·(j/2) ..< 32·(j/2)+32], low nibbles for even j, high for odd;
 ///    x = (d * sc_j) * q - dmin * m_j
@@ -19,9 +24,17 @@ extension QuantBlocks {
     public static let iq4Values: [Int8] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
 
     /// Q4_K's and Q5_K's 6-bit scale and minimum of sub-block `j` (0..<8) from the 12 packed bytes (ggml's `get_scale_min_k4`).
-    @inline(__always) static func scaleMinK4(_ j: Int, _ s: UnsafePointer<UInt8>) -> (scale: UInt8, min: UInt8) {
+    @inlinable public static func scaleMinK4(_ j: Int, _ s: UnsafePointer<UInt8>) -> (scale: UInt8, min: UInt8) {
         if j < 4 { return (s[j] & 63, s[j + 4] & 63) }
         return ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+    }
+
+    /// Q3_K's signed 6-bit scale `j` (0..<16) from its 12 packed bytes: the low nibble is nibble j of bytes 0..<8
+    /// (low nibbles first), the two high bits are bits 2·(j/4) of byte 8 + j%4.
+    @inlinable public static func scaleQ3K(_ j: Int, _ s: UnsafePointer<UInt8>) -> Int {
+        let low = (s[j % 8] >> UInt8(4 * (j / 8))) & 0xF
+        let high = (s[8 + j % 4] >> UInt8(2 * (j / 4))) & 3
+        return Int(low | high << 4) - 32
     }
 
     /// `count` elements (whole blocks) of one of the formats above; returns false for any other type.
@@ -48,6 +61,20 @@ extension QuantBlocks {
                 for j in 0..<16 {
                     out[j] = d * Float(iq4Values[Int(qs[j] & 0xF)])
                     out[j + 16] = d * Float(iq4Values[Int(qs[j] >> 4)])
+                }
+            case .q2_k:
+                let scales = u8, qs = u8 + 16, d = half(80), dmin = half(82)
+                for e in 0..<256 {
+                    let sc = scales[e / 16]
+                    let q = (qs[32 * (e / 128) + e % 32] >> UInt8(2 * ((e % 128) / 32))) & 3
+                    out[e] = (d * Float(sc & 0xF)) * Float(q) - dmin * Float(sc >> 4)
+                }
+            case .q3_k:
+                let hmask = u8, qs = u8 + 32, scales = u8 + 96, d = half(108)
+                for e in 0..<256 {
+                    let low = Int((qs[32 * (e / 128) + e % 32] >> UInt8(2 * ((e % 128) / 32))) & 3)
+                    let q = (hmask[e % 32] >> UInt8(e / 32)) & 1 == 1 ? low : low - 4
+                    out[e] = (d * Float(scaleQ3K(e / 16, scales))) * Float(q)
                 }
             case .q4_k, .q5_k:
                 let d = half(0), dmin = half(2), scales = u8 + 4

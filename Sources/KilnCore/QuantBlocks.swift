@@ -43,7 +43,7 @@ public enum QuantBlocks {
                     dst[b * 32 + j + 16] = d * Float(qs[j] >> 4) + m
                 }
             }
-        case .q5_0, .q5_1, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs:
+        case .q5_0, .q5_1, .q2_k, .q3_k, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs:
             _ = dequantizeExtended(type, src, dst, count: count)   // KQuantBlocks.swift
         case .i32:
             for i in 0..<count { dst[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }

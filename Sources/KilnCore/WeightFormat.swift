@@ -29,7 +29,7 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
     /// The GGML block types Kiln reads. Layouts (ggml's): Q8_0 = f16 d, int8 q[32]; Q4_0 = f16 d, u8 qs[16];
     /// Q4_1 = f16 d, f16 m, u8 qs[16]; the K-quants and i-quants are described in `QuantBlocks`.
     public enum GGUFBlock: String, Hashable, Sendable, CaseIterable {
-        case q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, iq4_nl, iq4_xs
+        case q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs
         /// The plane element type: one element is one whole block.
         public var dtype: DType { DType(rawValue: rawValue)! }
         /// Elements per block: 32, or 256 for the K-quant super-blocks and IQ4_XS.
@@ -62,7 +62,7 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
         case .q8_0: self = .gguf(.q8_0)
         case .q4_0: self = .gguf(.q4_0)
         case .q4_1: self = .gguf(.q4_1)
-        case .q5_0, .q5_1, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs: self = .gguf(GGUFBlock(rawValue: dtype.rawValue)!)
+        case .q5_0, .q5_1, .q2_k, .q3_k, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs: self = .gguf(GGUFBlock(rawValue: dtype.rawValue)!)
         case .i32, .i64, .u8, .f8_e4m3: return nil   // FP8 codes are a matrix only with their scales
         }
     }

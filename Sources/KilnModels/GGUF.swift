@@ -62,6 +62,8 @@ public enum GGMLType {
         case 6: return .q5_0
         case 7: return .q5_1
         case 8: return .q8_0
+        case 10: return .q2_k
+        case 11: return .q3_k
         case 12: return .q4_k
         case 13: return .q5_k
         case 14: return .q6_k
@@ -75,7 +77,7 @@ public enum GGMLType {
     }
     public static func name(_ raw: UInt32) -> String { names[raw] ?? "unknown type \(raw)" }
     /// The GGML type names Kiln reads and runs, for error messages.
-    public static let supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS"
+    public static let supportedNames = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS"
 }
 
 /// One tensor of a GGUF file. `shape` is in ggml order: `shape[0]` is the contiguous (innermost) dimension.

@@ -75,6 +75,8 @@ public struct GGUFWriter {
         case .q5_0: return 6
         case .q5_1: return 7
         case .q8_0: return 8
+        case .q2_k: return 10
+        case .q3_k: return 11
         case .q4_k: return 12
         case .q5_k: return 13
         case .q6_k: return 14

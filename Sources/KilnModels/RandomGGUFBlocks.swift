@@ -9,6 +9,8 @@ public enum RandomGGUFBlocks {
         switch type {
         case .q4_1, .q5_1, .q4_k, .q5_k: return [0, 2]
         case .q6_k: return [208]
+        case .q2_k: return [80, 82]
+        case .q3_k: return [108]
         default: return [0]   // Q8_0, Q4_0, Q5_0, IQ4_NL, IQ4_XS: d first
         }
     }
@@ -41,16 +43,18 @@ public enum RandomGGUFBlocks {
 
     /// Types Kiln reads but cannot encode from floats (`TensorEncoding` covers F32/F16/BF16/Q8_0/Q4_0/Q4_1).
     public static func hasNoQuantizer(_ type: DType) -> Bool {
-        [.q5_0, .q5_1, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs].contains(type)
+        [.q5_0, .q5_1, .q2_k, .q3_k, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs].contains(type)
     }
 
     /// The largest |code × sub-block scale| product a block of `type` can produce, so tiny models can pick scale
-    /// magnitudes that keep their weights near ±0.1 (x = d × that at most, plus dmin × 63 for the K-quants' minimums).
+    /// magnitudes that keep their weights near ±0.1 (x = d × that at most, plus dmin × 63 (Q2_K: × 15) for the K-quants' minimums).
     public static func codeRange(_ type: DType) -> Float {
         switch type {
         case .q5_0: return 16
         case .q5_1: return 31
         case .iq4_nl: return 127
+        case .q2_k: return 3 * 15
+        case .q3_k: return 4 * 32
         case .q4_k: return 15 * 63
         case .q5_k: return 31 * 63
         case .q6_k: return 32 * 128

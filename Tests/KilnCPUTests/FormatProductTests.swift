@@ -99,9 +99,9 @@ final class FormatProductTests: XCTestCase {
 
     func testBlockProductsMatchTheirDescriptors() {
         let products: [any Q8BlockProduct.Type] = [Q8_0Blocks.self, Q4_0Blocks.self, Q4_1Blocks.self]
-        // The other GGUF blocks (K-quants, i-quants, Q5_0/Q5_1) have no integer product yet: rows dequantized, float dot.
-        let dequantizedRows: [WeightFormat.GGUFBlock] = [.q5_0, .q5_1, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs]
-        XCTAssertEqual(products.map { $0.block } + dequantizedRows, WeightFormat.GGUFBlock.allCases)
+        // The other GGUF blocks (K-quants, i-quants, Q5_0/Q5_1) are checked by KQuantProductTests.
+        let others: [WeightFormat.GGUFBlock] = [.q5_0, .q5_1, .q2_k, .q3_k, .q4_k, .q5_k, .q6_k, .iq4_nl, .iq4_xs]
+        XCTAssertEqual(products.map { $0.block } + others, WeightFormat.GGUFBlock.allCases)
         for p in products { XCTAssertEqual(p.bytes, p.block.blockBytes, "\(p.block)") }
     }
 

@@ -187,10 +187,10 @@ final class WeightFormatTests: XCTestCase {
         let all: [WeightFormat] = WeightFormat.DenseElement.allCases.map { .dense($0) } + WeightFormat.GGUFBlock.allCases.map { .gguf($0) }
             + [.fp8E4M3(blockRows: 128, blockCols: 128), .lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: false)),
                .lut(.init(bits: 2, groupSize: 32, table: .int, hasOffsets: true))]
-        XCTAssertEqual(all.map(\.name), ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
+        XCTAssertEqual(all.map(\.name), ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
                                         "iq4_nl", "iq4_xs", "fp8_e4m3_b128x128", "lut4_g64_nf", "lut2_g32_int_affine"])
         for f in all { XCTAssertEqual(WeightFormat(name: f.name), f) }
-        for bad in ["", "Q4_1", "q2_k", "Q4_K", "fp8_e4m3", "fp8_e4m3_b0x128", "lut4_g64", "lut4_g64_nf_x", "lutx_g64_nf"] {
+        for bad in ["", "Q4_1", "iq2_xxs", "Q4_K", "fp8_e4m3", "fp8_e4m3_b0x128", "lut4_g64", "lut4_g64_nf_x", "lutx_g64_nf"] {
             XCTAssertNil(WeightFormat(name: bad), bad)
         }
         XCTAssertEqual(WeightFormat(stored: .q4_1), .gguf(.q4_1))

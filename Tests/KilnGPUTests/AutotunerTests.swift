@@ -84,7 +84,7 @@ final class AutotunerTests: XCTestCase {
         t.record(TuneEntry(op: "o", format: .bf16, n: 8, k: 8, mBucket: 1, config: "x", split: 1, microseconds: 1, defaultMicroseconds: 1))
         let path = tempPath()
         try t.save(path: path)
-        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "\"bf16\"", with: "\"q2_k\"")   // a GGUF type Kiln does not read yet
+        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "\"bf16\"", with: "\"iq2_xxs\"")   // a GGUF type Kiln does not read yet
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try TuneTable.load(path: path, expecting: key())) { XCTAssertTrue("\($0)".contains(path), "\($0)") }
     }

@@ -99,11 +99,11 @@ final class MalformedGGUFTests: XCTestCase {
     func testUnsupportedTensorTypesNameTensorAndType() throws {
         let dir = try TempDir()
         var w = try base()
-        w.tensors.append(tensor("blk.0.ffn_down.weight", dims: [256], type: 10, bytes: 84))   // Q2_K: not read yet
+        w.tensors.append(tensor("blk.0.ffn_down.weight", dims: [256], type: 21, bytes: 110))   // IQ3_S: not read yet
         w.tensors.append(tensor("odd", dims: [32], type: 200, bytes: 32))
         let path = dir.file("k-quant.gguf", w.bytes())
         let g = try GGUFFile(path: path)   // listing is fine; reading is not
-        assertKilnError(try g.floats("blk.0.ffn_down.weight"), path: path, "tensor blk.0.ffn_down.weight has unsupported type Q2_K")
+        assertKilnError(try g.floats("blk.0.ffn_down.weight"), path: path, "tensor blk.0.ffn_down.weight has unsupported type IQ3_S")
         assertKilnError(try g.floats("odd"), path: path, "tensor odd has unsupported type unknown type 200")
         assertKilnError(try g.floats("missing"), path: path, "missing tensor missing")
     }
