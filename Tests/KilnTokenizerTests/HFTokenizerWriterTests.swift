@@ -8,7 +8,7 @@ import XCTest
 /// Face's `tokenizers` library (installed into $KILN_HOME/python by scripts/fetch-test-data.sh) loads the written
 /// tokenizer.json and must encode llama.cpp's conformance texts to llama.cpp's expected ids (which HF's tokenizers
 /// produced from the models' own files) — for every vocabulary file Kiln's GGUF tokenizer supports. Kiln's own
-/// tokenizer.json loader must then agree with Kiln's GGUF tokenizer (byte-level BPE; the loader has no SentencePiece).
+/// tokenizer.json loader must then agree with Kiln's GGUF tokenizer on the same texts.
 final class HFTokenizerWriterTests: XCTestCase {
     /// Vocabularies the conformance suite covers; every one must be written (a file Kiln stops supporting fails here).
     static let mustSupport: Set<String> = ["llama-bpe", "llama-spm", "starcoder", "gpt-2", "qwen2", "command-r", "refact", "mpt", "phi-3"]
@@ -56,12 +56,13 @@ final class HFTokenizerWriterTests: XCTestCase {
         let files = try FileManager.default.contentsOfDirectory(atPath: TestData.vocabDirectory)
         let names = files.filter { $0.hasPrefix("ggml-vocab-") && $0.hasSuffix(".gguf.inp") }
             .map { String($0.dropFirst("ggml-vocab-".count).dropLast(".gguf.inp".count)) }.sorted()
-        var written: [(name: String, folder: String, cases: [(input: String, ids: [Int])])] = []
+        var written: [(name: String, folder: String, cases: [(input: String, ids: [Int])], gguf: Tokenizer)] = []
         var skipped: [String] = []
         for name in names {
             let gguf = try GGUFFile(path: try TestData.vocabPath(name))
+            let ggufTokenizer: Tokenizer
             do {
-                _ = try Tokenizer(gguf: gguf)
+                ggufTokenizer = try Tokenizer(gguf: gguf)
             } catch {
                 // Unsupported by Kiln's GGUF tokenizer: the writer must refuse it with the same value named.
                 skipped.append("\(name) (\(error))")
@@ -73,7 +74,7 @@ final class HFTokenizerWriterTests: XCTestCase {
             let folder = dir + "/" + name
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             try HFTokenizerWriter.write(gguf: gguf, to: folder)
-            written.append((name, folder, try TestData.cases(name)))
+            written.append((name, folder, try TestData.cases(name), ggufTokenizer))
         }
         print("HF tokenizer writer: conformance vocabularies written: \(written.map(\.name).joined(separator: ", ")); skipped (Kiln's GGUF tokenizer refuses them): \(skipped.joined(separator: "; "))")
         XCTAssertTrue(Self.mustSupport.isSubset(of: Set(written.map(\.name))), "written: \(written.map(\.name))")
@@ -88,21 +89,24 @@ final class HFTokenizerWriterTests: XCTestCase {
             }
             XCTAssertEqual(failures.count, 0, "\(w.name): \(failures.count) of \(w.cases.count) cases differ")
             // The written decoder gives the text back as Kiln's GGUF tokenizer decodes it (SentencePiece: less the prefix space).
-            let ggufTokenizer = try TestData.tokenizer(w.name)
+            let ggufTokenizer = w.gguf
             for (i, c) in w.cases.enumerated() where r.decoded[i] != ggufTokenizer.decode(c.ids) {
                 XCTFail("\(w.name): tokenizers decodes \(c.ids.prefix(20)) to \(r.decoded[i].debugDescription.prefix(80)), Kiln to \(ggufTokenizer.decode(c.ids).debugDescription.prefix(80))")
             }
 
             // Kiln's tokenizer.json loader on the written file agrees with Kiln's GGUF tokenizer.
-            guard ggufTokenizer.model == .byteLevelBPE else { continue }
             let loaded = try Tokenizer(tokenizerJSON: w.folder + "/tokenizer.json", configPath: w.folder + "/tokenizer_config.json")
+            XCTAssertEqual(loaded.model, ggufTokenizer.model, w.name)
             XCTAssertEqual(loaded.preTokenizer, ggufTokenizer.preTokenizer, w.name)
+            XCTAssertEqual(loaded.addsSpacePrefix, ggufTokenizer.addsSpacePrefix, w.name)
+            XCTAssertEqual(loaded.unknownId, ggufTokenizer.unknownId, w.name)
             XCTAssertEqual(loaded.bosId, ggufTokenizer.bosId, w.name)
             XCTAssertEqual(loaded.eosId, ggufTokenizer.eosId, w.name)
             XCTAssertEqual(loaded.addsBOS, ggufTokenizer.addsBOS, w.name)
             for c in w.cases {
                 XCTAssertEqual(loaded.encode(c.input, addSpecial: true), ggufTokenizer.encode(c.input, addSpecial: true),
                                "\(w.name): \(c.input.debugDescription.prefix(80))")
+                XCTAssertEqual(loaded.decode(c.ids), ggufTokenizer.decode(c.ids), "\(w.name): decoding \(c.ids.prefix(20))")
             }
         }
     }
@@ -151,11 +155,33 @@ final class HFTokenizerWriterTests: XCTestCase {
         let generation = try HFGenerationConfig.load(path: dir + "/smollm2/generation_config.json")
         XCTAssertEqual(generation.bosTokenId, bos)
         XCTAssertEqual(generation.eosTokenIds.first, eos)
-        // Kiln reads the written folder's tokenizer back as the GGUF one.
-        let loaded = try Tokenizer(tokenizerJSON: dir + "/smollm2/tokenizer.json", configPath: dir + "/smollm2/tokenizer_config.json")
-        for text in texts {
-            XCTAssertEqual(loaded.encode(text, addSpecial: true, parseSpecial: true), tokenizers[0].encode(text, addSpecial: true, parseSpecial: true))
+        // Kiln reads the written folders' tokenizers back as the GGUF ones.
+        for (i, s) in sources.enumerated() {
+            let loaded = try Tokenizer(tokenizerJSON: dir + "/\(s.name)/tokenizer.json", configPath: dir + "/\(s.name)/tokenizer_config.json")
+            for text in texts {
+                XCTAssertEqual(loaded.encode(text, addSpecial: true, parseSpecial: true), tokenizers[i].encode(text, addSpecial: true, parseSpecial: true),
+                               "\(s.name): \(text.debugDescription.prefix(80))")
+            }
+            XCTAssertEqual(loaded.eogIds, tokenizers[i].eogIds, s.name)
+            XCTAssertEqual(loaded.bosId, tokenizers[i].bosId, s.name)
+            XCTAssertEqual(loaded.addsBOS, tokenizers[i].addsBOS, s.name)
         }
-        XCTAssertEqual(loaded.eogIds, tokenizers[0].eogIds)
+    }
+
+    /// Kiln's tokenizer.json loader takes byte-fallback BPE only in the Llama 2 form it can run exactly; Metaspace with
+    /// prepend_scheme "first" (a "▁" before the first segment only) is refused, naming the value.
+    func testSentencePieceJSONWithFirstOnlyPrefixIsRefused() throws {
+        let dir = try makeDirectory("metaspace")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let json = #"{"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "vocab": {"<unk>": 0, "a": 1, "b": 2, "ab": 3}, "merges": [["a", "b"]]}, "normalizer": null, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}}"#
+        try json.write(toFile: dir + "/tokenizer.json", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Tokenizer(tokenizerJSON: dir + "/tokenizer.json")) { error in
+            XCTAssertTrue("\(error)".contains(dir + "/tokenizer.json") && "\(error)".contains("\"prepend_scheme\":\"first\""), "\(error)")
+        }
+        // The same vocabulary in Llama 2's form loads and merges.
+        let llama2 = json.replacingOccurrences(of: #""normalizer": null, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}"#,
+                                               with: #""normalizer": {"type": "Sequence", "normalizers": [{"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}, "pre_tokenizer": null"#)
+        try llama2.write(toFile: dir + "/tokenizer.json", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try Tokenizer(tokenizerJSON: dir + "/tokenizer.json").encode("abba", addSpecial: false), [3, 2, 1])
     }
 }
