@@ -75,6 +75,23 @@ final class GGUFToHFTests: XCTestCase {
         XCTAssertEqual(try HFModel(folder: dir + "/hf").config, try GGUFModel(path: dir + "/model.gguf").config)
     }
 
+    /// Each architecture's folder names its transformers class and reads back as the GGUF's model (RoPE in halves).
+    func testEveryArchitectureReadsBack() throws {
+        for (arch, cls) in [(Architecture.llama, "LlamaForCausalLM"), (.qwen2, "Qwen2ForCausalLM"), (.qwen3, "Qwen3ForCausalLM"),
+                            (.granite, "GraniteForCausalLM")] {
+            var o = TinyCheckpoint.Options()
+            o.architecture = arch
+            o.headDim = 24   // not hidden / heads, as Qwen3 has it: head_dim must travel
+            let (dir, _, config) = try export(o)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            XCTAssertEqual(config["architectures"] as? [String], [cls])
+            XCTAssertEqual(config["head_dim"] as? Int, 24)
+            var want = try GGUFModel(path: dir + "/model.gguf").config
+            want.ropeStyle = .halves
+            XCTAssertEqual(try HFModel(folder: dir + "/hf").config, want, arch.rawValue)
+        }
+    }
+
     /// llama.cpp's converter (LlamaModel.generate_extra_tensors) turns `rope_scaling` {factor, low_freq_factor,
     /// high_freq_factor, original_max_position_embeddings} into one factor per dimension pair; written here from it.
     func llamaCppRopeFactors(headDim: Int, theta: Double, factor: Double, low: Double, high: Double, original: Double) -> [Float] {
