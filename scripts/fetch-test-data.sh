@@ -4,7 +4,9 @@
 #    from the llama.cpp source package on PyPI (llama-cpp-python==0.3.36, a source distribution).
 #  - nvrtc: NVRTC 13.0 from PyPI, so `kiln check --compile-only` can compile every kernel without a GPU.
 #  - python: the `gguf` package (llama.cpp's Python reference, with numpy) from PyPI, whose dequantization the
-#    GGUF block tests compare Kiln's with bit for bit (Tests/KilnModelsTests/GGUFDequantizeReferenceTests.swift).
+#    GGUF block tests compare Kiln's with bit for bit (Tests/KilnModelsTests/GGUFDequantizeReferenceTests.swift),
+#    and Hugging Face's `tokenizers` (no dependencies needed to load a tokenizer.json), the reference that the
+#    tokenizer.json files Kiln writes from GGUF vocabularies are checked against (Tests/KilnTokenizerTests/HFTokenizerWriterTests.swift).
 # The default model is fetched by kiln itself on first use.
 set -euo pipefail
 home="${KILN_HOME:-$HOME/.cache/kiln}"
@@ -27,5 +29,9 @@ python="$home/python"
 if [ ! -f "$python/.complete" ]; then
   python3 -m pip install -q --disable-pip-version-check --target "$python" gguf==0.19.0 numpy==2.2.6
   touch "$python/.complete"
+fi
+if [ ! -f "$python/.tokenizers-complete" ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$python" tokenizers==0.23.3
+  touch "$python/.tokenizers-complete"
 fi
 echo "test data in $home"

@@ -5,8 +5,8 @@ import KilnCore
 /// fine-grained FP8 (`kiln quantize --to fp8`) or every tensor in its source precision (tests convert a GGUF model to a
 /// bf16 folder this way). Each tensor is read through the source's one CPU reference (`QuantizedMatrix.dequantize`).
 ///
-/// Not yet: sharding (the whole file is built in memory, fine up to a few GB) and the GGUF tokenizer as HF files (so a
-/// folder written from a GGUF source has no tokenizer; `kiln quantize` refuses GGUF sources for that reason).
+/// Not yet: sharding (the whole file is built in memory, fine up to a few GB). The tokenizer of a GGUF source is written
+/// by `HFTokenizerWriter` (KilnTokenizer), its config by `GGUFModel.huggingFaceConfig`.
 public enum CheckpointExport {
     public struct Options {
         /// Quantize the layers' linear weights to fp8_e4m3_b128x128; else every tensor stays in source precision.

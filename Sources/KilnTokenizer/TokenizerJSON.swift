@@ -2,7 +2,8 @@ import Foundation
 import KilnCore
 import KilnModels
 
-/// Reading a Hugging Face `tokenizer.json` (byte-level BPE models) into a `TokenizerSpec`.
+/// Reading a Hugging Face `tokenizer.json` (byte-level BPE models; SentencePiece-style BPE with byte fallback in
+/// TokenizerJSON+SentencePiece.swift) into a `TokenizerSpec`.
 extension TokenizerSpec {
     /// The split regexes of the byte-level BPE tokenizers Kiln implements by hand, as they appear in tokenizer.json.
     static let knownSplitRegexes: [String: PreTokenizer] = [
@@ -33,9 +34,7 @@ extension TokenizerSpec {
         guard modelType == "BPE" else {
             throw KilnError("\(path): unsupported model.type \"\(modelType)\" (supported: BPE)")
         }
-        if modelObject["byte_fallback"] as? Bool == true {
-            throw KilnError("\(path): unsupported model.byte_fallback = true (SentencePiece-style BPE in tokenizer.json; use the GGUF file)")
-        }
+        let byteFallback = modelObject["byte_fallback"] as? Bool == true   // SentencePiece-style BPE (Llama 2)
         guard let vocab = modelObject["vocab"] as? [String: Any] else { throw KilnError("\(path): missing field model.vocab") }
         var idToText: [Int: String] = [:]
         idToText.reserveCapacity(vocab.count)
@@ -75,21 +74,29 @@ extension TokenizerSpec {
         }
         let ignoreMerges = modelObject["ignore_merges"] as? Bool ?? false
 
-        // normalizer
-        switch root["normalizer"] {
-        case nil, is NSNull: break
-        case let object as [String: Any] where object["type"] as? String == "NFC": normalizeNFC = true
-        case let object as [String: Any] where object["type"] as? String == "Sequence" && (object["normalizers"] as? [Any])?.isEmpty == true: break
-        case let object as [String: Any]:
-            throw KilnError("\(path): unsupported normalizer \(TokenizerSpec.describe(object)) (supported: none, NFC)")
-        default:
-            throw KilnError("\(path): normalizer is not an object")
-        }
+        if byteFallback {
+            let sp = try TokenizerSpec.sentencePieceModel(root: root, tokens: tokens, merges: merges, path: path)
+            model = sp.model
+            addSpacePrefix = sp.addSpacePrefix
+            for id in sp.byteTokens { types[id] = .byte }
+            if let unk = modelObject["unk_token"] as? String, let id = tokens.firstIndex(of: unk) { unknownId = id; types[id] = .unknown }
+        } else {
+            // normalizer
+            switch root["normalizer"] {
+            case nil, is NSNull: break
+            case let object as [String: Any] where object["type"] as? String == "NFC": normalizeNFC = true
+            case let object as [String: Any] where object["type"] as? String == "Sequence" && (object["normalizers"] as? [Any])?.isEmpty == true: break
+            case let object as [String: Any]:
+                throw KilnError("\(path): unsupported normalizer \(TokenizerSpec.describe(object)) (supported: none, NFC)")
+            default:
+                throw KilnError("\(path): normalizer is not an object")
+            }
 
-        // pre-tokenizer
-        let (pre, prefixSpace) = try TokenizerSpec.preTokenizer(root["pre_tokenizer"], path: path)
-        prefixSpaceToText = prefixSpace
-        model = .byteLevelBPE(pre, ignoreMerges: ignoreMerges, merges: merges)
+            // pre-tokenizer
+            let (pre, prefixSpace) = try TokenizerSpec.preTokenizer(root["pre_tokenizer"], path: path)
+            prefixSpaceToText = prefixSpace
+            model = .byteLevelBPE(pre, ignoreMerges: ignoreMerges, merges: merges)
+        }
 
         // BOS from the post-processor template ("single": [<bos>, $A]), then tokenizer_config.json, which wins.
         if let (bos, _) = TokenizerSpec.templateBOS(root["post_processor"]) {
