@@ -6,7 +6,8 @@
 #   tune     kiln tune --dummy-weights llama3-8b (every M bucket; skipped where the binary's table already exists)
 #   kernels  kiln bench kernels, M = 1…16 (graph-timed, against cuBLASLt)
 #   decode   kiln bench-gpu bs=2 p512 tg256 r3 with the tuned table (pp512 and decode ms/step), twice each
-# Full logs: $OUT/ab-logs.tgz; the lines that carry the numbers: $OUT/ab-summary.txt.
+# Full logs: $OUT/ab-logs.tgz; the lines that carry the numbers: $OUT/ab-summary.txt, written as they come (a call cut
+# short by its time limit still brings back what ran).
 set -uo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 A.gz B.gz [tune|kernels|decode]..."; exit 2; }
 out="${OUT:-device-logs}"; mkdir -p "$out"
@@ -28,30 +29,29 @@ run() {  # run SIDE NAME SECONDS ARGS... : kiln of SIDE with its own KILN_HOME; 
   local side=$1 name=$2 secs=$3; shift 3
   local t0=$(date +%s)
   KILN_HOME=/tmp/kiln-home-$side timeout "$secs" /tmp/kiln-$side "$@" > "$logs/$side-$name.log" 2>&1; local rc=$?
-  echo "-- $side $name rc=$rc ($(( $(date +%s) - t0 )) s)" | tee -a "$logs/summary.txt"
+  echo "-- $side $name rc=$rc ($(( $(date +%s) - t0 )) s)" | tee -a "$out/ab-summary.txt"
   [ $rc = 0 ] || status=1
 }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$logs/summary.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$out/ab-summary.txt"
 for s in "${steps[@]}"; do
   case $s in
     tune)
       for side in a b; do
-        if ls /tmp/kiln-home-$side/tune/*.json > /dev/null 2>&1; then echo "-- $side tune: table exists" | tee -a "$logs/summary.txt"
+        if ls /tmp/kiln-home-$side/tune/*.json > /dev/null 2>&1; then echo "-- $side tune: table exists" | tee -a "$out/ab-summary.txt"
         else run $side tune 300 tune $dummy; fi
       done ;;
     kernels)
       for side in a b; do
         run $side kernels 200 bench kernels $dummy --m 1,2,4,8,16
-        grep -E "^\|" "$logs/$side-kernels.log" | sed "s/^/$side /" >> "$logs/summary.txt"
+        grep -E "^\|" "$logs/$side-kernels.log" | sed "s/^/$side /" >> "$out/ab-summary.txt"
       done ;;
     decode)
       for round in 1 2; do for side in a b; do
         run $side decode$round 150 bench-gpu $dummy --batch 2 -p 512 -n 256 -r 3
-        grep -E "^\|.*(pp|tg)" "$logs/$side-decode$round.log" | sed "s/^/$side /" >> "$logs/summary.txt"
+        grep -E "^\|.*(pp|tg)" "$logs/$side-decode$round.log" | sed "s/^/$side /" >> "$out/ab-summary.txt"
       done; done ;;
     *) echo "unknown step: $s"; status=1 ;;
   esac
 done
-cat "$logs/summary.txt" > "$out/ab-summary.txt"
 tar czf "$out/ab-logs.tgz" -C "$(dirname "$logs")" "$(basename "$logs")"
 exit $status
