@@ -74,12 +74,7 @@ public final class OpenAIServer: @unchecked Sendable {
     private func generate(_ request: Request, _ kind: EndpointKind) async throws -> Response {
         let arrival = Date()
         try authorize(request)
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: configuration.maxBodyBytes)
-        } catch let error as HTTPResponseError where error.status == .contentTooLarge {
-            throw APIError.bodyTooLarge(limit: configuration.maxBodyBytes)
-        }
+        let body = try await collectBody(request)
         let parsed: OpenAIRequest
         do {
             parsed = try OpenAIRequest.parse(try JSON.parse(Data(body.readableBytesView)), kind: kind)
@@ -170,6 +165,23 @@ public final class OpenAIServer: @unchecked Sendable {
     }
 
     // MARK: Support
+
+    /// The request body, up to `maxBodyBytes`. A larger body is read to its end and dropped before the 413: clients
+    /// send the whole body before they read the response, so stopping early would leave them blocked on a full socket.
+    private func collectBody(_ request: Request) async throws -> ByteBuffer {
+        let limit = configuration.maxBodyBytes
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit * 16 {
+            throw APIError.bodyTooLarge(limit: limit)  // too large even to drain (the connection is closed after the 413)
+        }
+        var body = ByteBuffer()
+        var total = 0
+        for try await part in request.body {
+            total += part.readableBytes
+            if total <= limit { var part = part; body.writeBuffer(&part) }
+        }
+        if total > limit { throw APIError.bodyTooLarge(limit: limit) }
+        return body
+    }
 
     private func authorize(_ request: Request) throws {
         guard !configuration.apiKeys.isEmpty else { return }

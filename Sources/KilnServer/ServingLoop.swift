@@ -106,6 +106,7 @@ public final class ServingLoop: @unchecked Sendable {
     }
 
     private func run() {
+        publish()  // the gauges hold the idle pool before the first request
         while true {
             condition.lock()
             while commands.isEmpty && (!engine.hasWork || broken != nil) && !stopping { condition.wait() }
