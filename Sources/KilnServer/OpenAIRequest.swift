@@ -28,13 +28,15 @@ public struct OpenAIRequest: Sendable {
     public var includeUsage: Bool
     /// nil: no log-probabilities; k: the chosen token's and k alternatives.
     public var logprobs: Int?
+    /// vLLM's extension: generate `maxTokens` even past end-of-generation tokens (load generators use it).
+    public var ignoreEOS = false
     /// Top-level fields this server does not know (ignored, logged once per name).
     public var unknownFields: [String]
 
     /// Fields every generation endpoint understands.
     static let commonFields: Set<String> = [
         "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream", "stream_options",
-        "logprobs", "n", "presence_penalty", "frequency_penalty", "logit_bias",
+        "logprobs", "n", "presence_penalty", "frequency_penalty", "logit_bias", "ignore_eos",
     ]
     static let chatFields: Set<String> = commonFields.union([
         "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
@@ -133,7 +135,8 @@ public struct OpenAIRequest: Sendable {
             }
         }
         return OpenAIRequest(kind: kind, model: try f.string("model"), prompt: prompt, maxTokens: maxTokens, sampling: s, stops: stops,
-                             stream: stream, includeUsage: includeUsage, logprobs: logprobs, unknownFields: unknown)
+                             stream: stream, includeUsage: includeUsage, logprobs: logprobs, ignoreEOS: try f.bool("ignore_eos") ?? false,
+                             unknownFields: unknown)
     }
 
     static func parseMessages(_ f: Fields) throws -> [ChatMessage] {

@@ -90,7 +90,7 @@ public final class OpenAIServer: @unchecked Sendable {
                                    param: kind == .chat ? "messages" : "prompt", code: "context_length_exceeded")
         }
         let maxTokens = parsed.maxTokens ?? (model.contextLength - prompt.count)
-        let generation = GenerationRequest(prompt: prompt, maxTokens: maxTokens, endOfGeneration: model.endOfGeneration)
+        let generation = GenerationRequest(prompt: prompt, maxTokens: maxTokens, endOfGeneration: parsed.ignoreEOS ? [] : model.endOfGeneration)
         let (ticket, events) = try await loop.submit(generation, sampling: parsed.sampling, logprobs: parsed.logprobs).get()
         let bodies = ResponseBodies(kind: kind, model: model, wantsLogprobs: parsed.logprobs != nil)
         let timing = TokenTiming(arrival: arrival, metrics: metrics)

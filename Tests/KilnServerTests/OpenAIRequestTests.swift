@@ -58,6 +58,8 @@ final class OpenAIRequestTests: XCTestCase {
         XCTAssertEqual(r.sampling.seed, 7, "no seed: the random one")
         XCTAssertEqual(r.stops, ["."])
         XCTAssertFalse(r.stream); XCTAssertNil(r.logprobs)
+        XCTAssertFalse(r.ignoreEOS)
+        XCTAssertTrue(try parse(#"{"prompt": "x", "ignore_eos": true}"#, .completion).ignoreEOS, "vLLM's ignore_eos is known")
         XCTAssertEqual(try parse(#"{"prompt": [1, 2, 3], "logprobs": 0}"#, .completion).prompt, .tokens([1, 2, 3]))
         XCTAssertEqual(try parse(#"{"prompt": ["one"], "logprobs": 0}"#, .completion).logprobs, 0)
         XCTAssertEqual(try parse(#"{"messages": [{"role": "user", "content": "x"}], "temperature": null, "tools": null}"#).sampling.temperature, 1,
