@@ -89,7 +89,8 @@ public final class OpenAIServer: @unchecked Sendable {
             throw APIError.invalid("the prompt has \(prompt.count) tokens but the context is \(model.contextLength) tokens (the prompt must be shorter)",
                                    param: kind == .chat ? "messages" : "prompt", code: "context_length_exceeded")
         }
-        let maxTokens = parsed.maxTokens ?? (model.contextLength - prompt.count)
+        // Generation stops at the context anyway; clamping also keeps prompt + max_tokens from overflowing.
+        let maxTokens = min(parsed.maxTokens ?? Int.max, model.contextLength - prompt.count)
         let generation = GenerationRequest(prompt: prompt, maxTokens: maxTokens, endOfGeneration: parsed.ignoreEOS ? [] : model.endOfGeneration)
         let (ticket, events) = try await loop.submit(generation, sampling: parsed.sampling, logprobs: parsed.logprobs).get()
         let bodies = ResponseBodies(kind: kind, model: model, wantsLogprobs: parsed.logprobs != nil)

@@ -146,6 +146,9 @@ class Basics(unittest.TestCase):
         self.assertEqual(r.choices[0].finish_reason, "length")
         self.assertEqual(r.usage.completion_tokens, 5)
         self.assertEqual(r.usage.prompt_tokens, token_count(prompt))
+        huge = complete("Hi", max_tokens=2**63 - 1, temperature=0, stream=True)
+        self.assertIsNotNone(next(iter(huge)), "a max_tokens beyond the context is clamped to it")
+        huge.close()
 
     def test_streamed_equals_not_streamed_and_ends_with_usage_and_done(self):
         prompt = "Once upon a time, in a small village by the sea,"
@@ -166,6 +169,21 @@ class Basics(unittest.TestCase):
         self.assertTrue(all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks))
         self.assertEqual(chunks[-1]["choices"][0]["finish_reason"], "length")
         self.assertNotIn("usage", chunks[0], "no usage without stream_options.include_usage")
+
+    def test_multibyte_characters_split_across_tokens_stream_whole(self):
+        # Byte-level BPE splits 日 and emoji over several tokens; the stream must never send half a character.
+        messages = [{"role": "user", "content": "Repeat exactly: 日本語 café 🙂🙂"}]
+        whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, temperature=0, logprobs=True)
+        text = whole.choices[0].message.content
+        self.assertEqual(whole.choices[0].finish_reason, "stop", text)
+        split = [t for t in whole.choices[0].logprobs.content if t.bytes and not bytes(t.bytes).decode(errors="ignore")]
+        self.assertTrue(split, f"some token should hold only part of a character: {text!r}")
+        chunks = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=40, temperature=0, stream=True) if c.choices]
+        self.assertEqual("".join(chunks), text)
+        self.assertIn("本", text)
+        for c in chunks:
+            self.assertNotIn("\ufffd", c)
 
     def test_stop_strings(self):
         prompt = "Name the three primary colours of light, please:"
