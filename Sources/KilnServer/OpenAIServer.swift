@@ -72,9 +72,26 @@ public final class OpenAIServer: @unchecked Sendable {
     // MARK: Generation
 
     private func generate(_ request: Request, _ kind: EndpointKind) async throws -> Response {
-        let arrival = Date()
         try authorize(request)
-        let body = try await collectBody(request)
+        // A client that closes its connection while its reply is generated cancels the request (a stream also notices
+        // when a write fails). Hummingbird then closes the connection after the response instead of keeping it alive.
+        // "Connection: close" says so, so that clients do not reuse a connection the server is about to close.
+        let watch = ConnectionWatch(loop: loop)
+        var response: Response
+        do {
+            response = try await request.body.consumeWithInboundCloseHandler({ body in
+                try await self.generate(request, body: body, kind, watch: watch)
+            }, onInboundClosed: { watch.closed() })
+        } catch let error as APIError {
+            response = Self.error(error)
+        }
+        response.headers[.connection] = "close"
+        return response
+    }
+
+    private func generate(_ request: Request, body requestBody: RequestBody, _ kind: EndpointKind, watch: ConnectionWatch) async throws -> Response {
+        let arrival = Date()
+        let body = try await collectBody(request, requestBody)
         let parsed: OpenAIRequest
         do {
             parsed = try OpenAIRequest.parse(try JSON.parse(Data(body.readableBytesView)), kind: kind)
@@ -93,6 +110,8 @@ public final class OpenAIServer: @unchecked Sendable {
         let maxTokens = min(parsed.maxTokens ?? Int.max, model.contextLength - prompt.count)
         let generation = GenerationRequest(prompt: prompt, maxTokens: maxTokens, endOfGeneration: parsed.ignoreEOS ? [] : model.endOfGeneration)
         let (ticket, events) = try await loop.submit(generation, sampling: parsed.sampling, logprobs: parsed.logprobs).get()
+        // Streams notice a gone client when a write fails (the inbound side reads as closed once the handler returns).
+        if !parsed.stream { watch.watch(ticket) }
         let bodies = ResponseBodies(kind: kind, model: model, wantsLogprobs: parsed.logprobs != nil)
         let timing = TokenTiming(arrival: arrival, metrics: metrics)
         guard parsed.stream else {
@@ -169,14 +188,14 @@ public final class OpenAIServer: @unchecked Sendable {
 
     /// The request body, up to `maxBodyBytes`. A larger body is read to its end and dropped before the 413: clients
     /// send the whole body before they read the response, so stopping early would leave them blocked on a full socket.
-    private func collectBody(_ request: Request) async throws -> ByteBuffer {
+    private func collectBody(_ request: Request, _ requestBody: RequestBody) async throws -> ByteBuffer {
         let limit = configuration.maxBodyBytes
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit * 16 {
             throw APIError.bodyTooLarge(limit: limit)  // too large even to drain (the connection is closed after the 413)
         }
         var body = ByteBuffer()
         var total = 0
-        for try await part in request.body {
+        for try await part in requestBody {
             total += part.readableBytes
             if total <= limit { var part = part; body.writeBuffer(&part) }
         }
@@ -229,6 +248,25 @@ public final class OpenAIServer: @unchecked Sendable {
         var response = json(e.body, status: HTTPResponse.Status(code: e.status))
         if let retry = e.retryAfter { response.headers[.retryAfter] = String(retry) }
         return response
+    }
+}
+
+/// Cancels a request when its client's connection closes (which may happen before the request is submitted).
+final class ConnectionWatch: @unchecked Sendable {
+    private let loop: ServingLoop
+    private let lock = NSLock()
+    private var ticket: Ticket?
+    private var isClosed = false
+    init(loop: ServingLoop) { self.loop = loop }
+
+    func watch(_ t: Ticket) {
+        lock.lock(); ticket = t; let closed = isClosed; lock.unlock()
+        if closed { loop.cancel(t) }
+    }
+
+    func closed() {
+        lock.lock(); isClosed = true; let t = ticket; lock.unlock()
+        if let t { loop.cancel(t) }
     }
 }
 

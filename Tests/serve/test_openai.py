@@ -261,6 +261,13 @@ class Concurrency(unittest.TestCase):
         self.assertEqual(m["kiln_kv_blocks_free"], before)
         self.assertEqual(complete("Hi", max_tokens=2).choices[0].finish_reason, "length", "the server keeps serving")
 
+    def test_a_client_giving_up_on_a_non_streamed_request_cancels_it(self):
+        impatient = openai.OpenAI(base_url=URL + "/v1", api_key="unused", max_retries=0, timeout=1.5)
+        with self.assertRaises(openai.APITimeoutError):
+            impatient.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=900, extra_body={"ignore_eos": True})
+        m = wait_idle(timeout=10)
+        self.assertEqual((m["kiln_requests_running"], m["kiln_kv_blocks_used"]), (0, 0))
+
     def test_a_burst_beyond_the_queue_gets_429_and_the_server_keeps_serving(self):
         busy = openai.OpenAI(base_url=BUSY_URL + "/v1", api_key=BUSY_KEY, max_retries=0, timeout=120)
         def one(i):
