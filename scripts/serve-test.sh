@@ -56,6 +56,15 @@ if [ $status -ne 0 ]; then
   echo "serve-test: the Python tests failed ($status); main server log:" >&2; tail -50 "$logs/main.log" >&2
 fi
 
+# kiln bench serve against the main server: every request completes, and the report has its fields.
+if ! "$kiln" bench serve --url "http://127.0.0.1:$main_port" --concurrency 2 --requests 4 --prompt-tokens 8-16 --output-tokens 4 -o json \
+    > "$logs/bench.json" 2> "$logs/bench.err" \
+  || ! "$venv/bin/python" -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["completed"] == 4 and r["failed"] == 0 and r["output_tokens_per_second"] > 0 and r["ttft_ms"]["p99"] >= r["ttft_ms"]["p50"] > 0, r' "$logs/bench.json"; then
+  echo "serve-test: kiln bench serve failed:" >&2; cat "$logs/bench.json" "$logs/bench.err" >&2; status=1
+else
+  echo "serve-test: kiln bench serve: $(cat "$logs/bench.json")"
+fi
+
 # SIGTERM while a request streams: the busy server (2 s deadline) must cancel it and exit 0.
 curl -sN --max-time 60 -H "Authorization: Bearer $key" "http://127.0.0.1:$busy_port/v1/completions" \
   -d '{"prompt": "Once upon a time", "max_tokens": 200, "stream": true}' > "$logs/stream.txt" 2>&1 &

@@ -16,6 +16,8 @@ public struct ServerConfiguration: Sendable {
     public var maxBodyBytes = 4 << 20
     /// On SIGINT/SIGTERM, running requests may finish for this long; then they are cancelled.
     public var shutdownSeconds = 10.0
+    /// Told the bound port once the server listens (an in-process server on port 0).
+    public var onListening: (@Sendable (Int) -> Void)?
     public init() {}
 }
 
@@ -31,6 +33,9 @@ public final class OpenAIServer: @unchecked Sendable {
     private let startTime = Int(Date().timeIntervalSince1970)
     private let unknownFieldsLock = NSLock()
     private var loggedUnknownFields: Set<String> = []
+    private let groupLock = NSLock()
+    private var group: ServiceGroup?
+    private var shutdownRequested = false
 
     public init(engine: CPUServingEngine, model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
         self.model = model; self.configuration = configuration; self.logger = logger
@@ -60,13 +65,23 @@ public final class OpenAIServer: @unchecked Sendable {
         }
         let host = configuration.host
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: configuration.port), serverName: "kiln"),
-                              onServerRunning: { [logger] channel in
-                                  logger.notice("listening on http://\(host):\(channel.localAddress?.port ?? 0)")
+                              onServerRunning: { [logger, configuration] channel in
+                                  let port = channel.localAddress?.port ?? 0
+                                  logger.notice("listening on http://\(host):\(port)")
+                                  configuration.onListening?(port)
                               }, logger: logger)
         // Services shut down last first: the drain runs before the HTTP server stops taking connections.
         let group = ServiceGroup(configuration: .init(services: [app, DrainOnShutdown(server: self)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let early = groupLock.withLock { self.group = group; return shutdownRequested }
+        if early { await group.triggerGracefulShutdown() }
         try await group.run()
+    }
+
+    /// Shuts down as SIGTERM does (an in-process server when its work is done).
+    public func shutdown() async {
+        let group = groupLock.withLock { shutdownRequested = true; return self.group }
+        await group?.triggerGracefulShutdown()
     }
 
     // MARK: Generation

@@ -1,10 +1,14 @@
 import ArgumentParser
 import Foundation
+import KilnEngine
 import KilnServer
 
 /// `kiln bench serve`'s options (an option group of `kiln bench`).
 struct ServeBenchOptions: ParsableArguments {
-    @Option(name: .long, help: "serve only: the server's base URL (plain http).") var url = "http://127.0.0.1:8080"
+    @Option(name: .long, help: "serve only: the server's base URL (plain http); without it, an in-process CPU server on a free port (-m, -t).")
+    var url: String?
+    @Option(name: [.customShort("c"), .customLong("context")], parsing: .unconditional,
+            help: "serve only, in-process: context per sequence (default 1024).") var context = 1024
     @Option(name: .long, parsing: .unconditional, help: "serve only: clients sending requests at once.") var concurrency = 8
     @Option(name: .long, parsing: .unconditional, help: "serve only: requests in all (default: 4 per client).") var requests: Int?
     @Option(name: .customLong("prompt-tokens"), help: "serve only: prompt length range in tokens, MIN-MAX or N.") var promptTokens = "64-256"
@@ -28,8 +32,33 @@ struct ServeBenchOptions: ParsableArguments {
         _ = try Self.range(outputTokens, "--output-tokens")
     }
 
-    /// Runs the load and prints the table (md) or one JSON object.
-    func run(json: Bool) throws {
+    /// Runs the load (against `url`, or an in-process server of `model` with one sequence per client) and prints the
+    /// table (md) or one JSON object.
+    func run(json: Bool, model: String?, threads: Int?, verbose: Bool) throws {
+        guard let url else {
+            let logger = makeLogger(verbose: verbose)
+            let loaded = try LoadedModel.load(path: model, threads: threads, device: "cpu", logger: logger)
+            let positions = EngineSession.contextSize(requested: context, model: loaded.model.config, logger: logger)
+            let engine = try CPUServingEngine(model: loaded.model, maxSequences: concurrency, contextLength: positions, maxWaiting: concurrency)
+            let served = try ServedModel(name: "bench", tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate, contextLength: positions)
+            let listening = DispatchSemaphore(value: 0), stopped = DispatchSemaphore(value: 0)
+            let port = PortBox()
+            var config = ServerConfiguration()
+            config.port = 0
+            config.onListening = { port.set($0); listening.signal() }
+            var quiet = logger
+            quiet.logLevel = verbose ? .debug : .warning
+            let server = OpenAIServer(engine: engine, model: served, configuration: config, logger: quiet)
+            Task { try? await server.run(); stopped.signal() }
+            guard listening.wait(timeout: .now() + 60) == .success else { throw ValidationError("the in-process server did not start") }
+            var local = self
+            local.url = "http://127.0.0.1:\(port.get())"
+            defer {
+                Task { await server.shutdown() }
+                _ = stopped.wait(timeout: .now() + 30)
+            }
+            return try local.run(json: json, model: model, threads: threads, verbose: verbose)
+        }
         let options = LoadGenerator.Options(url: url, model: nil, apiKey: apiKey, concurrency: concurrency, requests: requests ?? 4 * concurrency,
                                             promptTokens: try Self.range(promptTokens, "--prompt-tokens"),
                                             outputTokens: try Self.range(outputTokens, "--output-tokens"), seed: seed)
@@ -56,4 +85,12 @@ struct ServeBenchOptions: ParsableArguments {
         }
         if let e = r.firstError { FileHandle.standardError.write("first error: \(e)\n".data(using: .utf8)!) }
     }
+}
+
+/// The in-process server's port, from its listening callback.
+private final class PortBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var port = 0
+    func set(_ p: Int) { lock.lock(); port = p; lock.unlock() }
+    func get() -> Int { lock.lock(); defer { lock.unlock() }; return port }
 }
