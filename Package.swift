@@ -22,6 +22,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // `kiln serve`: the HTTP server and its Prometheus metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         .target(name: "KilnCore", swiftSettings: hotSettings),
@@ -47,8 +51,16 @@ let package = Package(
             "KilnCore", "KilnModels", "KilnTokenizer", "KilnTemplates", "KilnCPU", "KilnCUDA",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // `kiln serve`'s OpenAI-compatible HTTP layer over the serving engine.
+        .target(name: "KilnServer", dependencies: [
+            "KilnEngine", "KilnCore", "KilnTokenizer", "KilnTemplates",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         .executableTarget(name: "kiln", dependencies: [
-            "KilnEngine", "KilnTune", "KilnCheck",
+            "KilnEngine", "KilnTune", "KilnCheck", "KilnServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings, plugins: ["BuildInfo"]),
@@ -59,6 +71,7 @@ let package = Package(
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "KilnModels"]),
         // `kiln` too: the CLI tests parse the README's command lines with the real argument parser (@testable import kiln).
         .testTarget(name: "KilnEngineTests", dependencies: ["KilnEngine", "kiln"]),
+        .testTarget(name: "KilnServerTests", dependencies: ["KilnServer", "KilnEngine"]),
         .testTarget(name: "KilnGPUTests", dependencies: ["KilnGPU", "KilnKernels", "KilnCUDA", "KilnTune", "KilnCheck"]),
     ]
 )

@@ -11,3 +11,5 @@ swift build --product kiln
 # Every GPU kernel must compile for Hopper (NVRTC from PyPI works without a GPU); fails on compile errors and hot-kernel spills.
 LD_LIBRARY_PATH="$home/nvrtc/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}" .build/debug/kiln check --compile-only --arch sm_90a
 swift test --disable-swift-testing
+# `kiln serve` end to end with the openai Python client (venv under $KILN_HOME), on the binary just built.
+KILN_BIN=.build/debug/kiln ./scripts/serve-test.sh

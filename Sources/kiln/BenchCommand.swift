@@ -12,11 +12,12 @@ struct BenchCommand: ParsableCommand {
             kiln bench [model]     prompt processing and generation (CPU, or --device cuda / --dummy-weights)
             kiln bench kernels     every GEMM shape of a model at M = 1…1024, Kiln against cuBLASLt (GPU)
             kiln bench tokenizer   single-threaded encoding speed of a model's tokenizer in MB/s
+            kiln bench serve       load on a running `kiln serve` (--url): requests/s, output tokens/s, TTFT and ITL percentiles
             """)
 
     /// One command with a positional target (not subcommands), so -m, -r and --dummy-weights mean the same for all three.
-    enum Target: String, ExpressibleByArgument, CaseIterable { case model, kernels, tokenizer }
-    @Argument(help: "What to measure: model, kernels or tokenizer.") var target: Target = .model
+    enum Target: String, ExpressibleByArgument, CaseIterable { case model, kernels, tokenizer, serve }
+    @Argument(help: "What to measure: model, kernels, tokenizer or serve.") var target: Target = .model
 
     @Option(name: .shortAndLong, help: "Model file (GGUF) or Hugging Face folder; default: SmolLM2-135M-Instruct.") var model: String?
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Prompt tokens, at least 0 (0 skips the pp test).") var p: Int = 128
@@ -37,6 +38,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "tokenizer only: text file to encode (default: the licences in /usr/share/common-licenses).")
     var file: String?
     @Flag(name: .shortAndLong, help: "Debug logs: load time per phase.") var verbose = false
+    @OptionGroup(title: "kiln bench serve") var serve: ServeBenchOptions
 
     func validate() throws {
         try OptionCheck.atLeast(p, "-p", 0, note: " (0 skips the pp test)")
@@ -50,6 +52,7 @@ struct BenchCommand: ParsableCommand {
         if let kernelMs { _ = try TuneCommand.parseMs(kernelMs) }
         try InputFiles.requireModel(model)
         if let file { _ = try InputFiles.readText(file) }
+        if target == .serve { try serve.check() }
     }
 
     func run() throws {
@@ -58,6 +61,7 @@ struct BenchCommand: ParsableCommand {
             return try BenchKernels.run(model: model, dummyWeights: dummyWeights ?? "llama3-8b", tuning: tuning.value,
                                         ms: try kernelMs.map { try TuneCommand.parseMs($0) })
         case .tokenizer: return try BenchTokenizer.run(model: model, file: file, repeats: r)
+        case .serve: return try serve.run(json: o == "json", model: model, threads: threads, verbose: verbose)
         case .model: break
         }
         let backend = try DeviceChoice.resolve(device)

@@ -11,7 +11,7 @@ struct Kiln: ParsableCommand {
         version: KilnVersion.description,
         subcommands: [RunCommand.self, InfoCommand.self, TokenizeCommand.self, PerplexityCommand.self,
                       BenchCommand.self, TuneCommand.self, CheckCommand.self, DoctorCommand.self,
-                      GPUBenchCommand.self, LogitsCommand.self, QuantizeCommand.self])
+                      GPUBenchCommand.self, LogitsCommand.self, QuantizeCommand.self, ServeCommand.self])
 }
 
 Kiln.main()

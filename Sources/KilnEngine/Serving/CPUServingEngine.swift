@@ -14,6 +14,10 @@ public final class CPUServingEngine {
     private let caches: [KVCache]
     private var samplers: [RequestID: Sampler] = [:]
     private var prompts: [RequestID: [Int32]] = [:]
+    /// Requests that asked for log-probabilities → how many alternatives (0: the chosen token's only).
+    private var logprobRequests: [RequestID: Int] = [:]
+    /// The log-probabilities of the tokens the last `step()` sampled, for the requests that asked for them.
+    public private(set) var stepLogprobs: [RequestID: TokenLogprobs] = [:]
 
     /// `tokenBudget` rows per forward pass (at most the model's `maxBatch`, its default).
     public init(model: CPUModel, maxSequences: Int, contextLength: Int, maxWaiting: Int, tokenBudget: Int? = nil, blockSize: Int = 16) throws {
@@ -27,14 +31,24 @@ public final class CPUServingEngine {
         self.model = model
     }
 
-    /// Queues a request with its sampling settings.
-    public func submit(_ request: GenerationRequest, sampling: SamplingOptions = .greedy) -> EnqueueResult {
+    /// Queues a request with its sampling settings. `logprobs`: report each sampled token's log-probability and its
+    /// `logprobs` most likely alternatives (at most `TokenLogprobs.maxTop`) in `stepLogprobs`; nil reports none.
+    public func submit(_ request: GenerationRequest, sampling: SamplingOptions = .greedy, logprobs: Int? = nil) -> EnqueueResult {
+        if let logprobs, !(0...TokenLogprobs.maxTop).contains(logprobs) {
+            return .rejected("log-probability alternatives must be 0…\(TokenLogprobs.maxTop), got \(logprobs)")
+        }
         let result = scheduler.enqueue(request)
         if case .accepted(let id) = result {
             samplers[id] = Sampler(options: sampling)
             prompts[id] = request.prompt
+            logprobRequests[id] = logprobs
         }
         return result
+    }
+
+    /// Cancels every waiting and running request (a server shutting down); they end at the next step.
+    public func cancelAll() {
+        for id in scheduler.waitingIDs + scheduler.runningIDs { scheduler.cancel(id) }
     }
 
     @discardableResult
@@ -44,6 +58,7 @@ public final class CPUServingEngine {
 
     /// Plans and runs one forward pass; returns its sampled tokens and finished requests.
     public func step() throws -> [SchedulerEvent] {
+        stepLogprobs.removeAll(keepingCapacity: true)
         let plan = try scheduler.step()
         var events = plan.finished
         guard !plan.isEmpty else { forget(events); return events }
@@ -63,7 +78,9 @@ public final class CPUServingEngine {
             for (j, id) in plan.requests.enumerated() where plan.samples[j] {
                 let row = UnsafeBufferPointer(rebasing: logits[j * vocab..<(j + 1) * vocab])
                 let history = prompts[id]! + (scheduler.generated(id) ?? [])
-                sampled.append(samplers[id]!.sample(row, history: history, promptLength: prompts[id]!.count))
+                let token = samplers[id]!.sample(row, history: history, promptLength: prompts[id]!.count)
+                sampled.append(token)
+                if let top = logprobRequests[id] { stepLogprobs[id] = TokenLogprobs.compute(row, token: token, top: top) }
             }
         }
         let done = try scheduler.complete(plan, sampled: sampled)
@@ -78,6 +95,6 @@ public final class CPUServingEngine {
     }
 
     private func forget(_ events: [SchedulerEvent]) {
-        for case .finished(let id, _) in events { samplers[id] = nil; prompts[id] = nil }
+        for case .finished(let id, _) in events { samplers[id] = nil; prompts[id] = nil; logprobRequests[id] = nil }
     }
 }

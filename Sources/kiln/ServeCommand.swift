@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import Logging
+import KilnCore
+import KilnEngine
+import KilnServer
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve a model over an OpenAI-compatible HTTP API (CPU engine).",
+        discussion: """
+            Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /metrics (Prometheus).
+            Requests run together: each engine step batches every running sequence's next token and the next chunks of new
+            prompts. SIGINT or SIGTERM: stop taking requests, let running ones finish (--shutdown-timeout), exit 0.
+            """)
+
+    @Option(name: .shortAndLong, help: "Model file (GGUF) or Hugging Face folder; default: SmolLM2-135M-Instruct.") var model: String?
+    @Option(name: .long, help: "Address to listen on (loopback by default).") var host = "127.0.0.1"
+    @Option(name: .long, parsing: .unconditional, help: "Port (0: any free port, named in the log).") var port = 8080
+    @Option(name: .long, help: "Device: auto or cpu (the GPU server is not built yet).") var device = "auto"
+    @Option(name: .customLong("api-key"), help: "Accept this bearer key on /v1/* (repeatable; none: no key needed).") var apiKeys: [String] = []
+    @Option(name: .customLong("max-sequences"), parsing: .unconditional, help: "Requests running at once.") var maxSequences = 8
+    @Option(name: .customLong("max-waiting"), parsing: .unconditional, help: "Requests waiting beyond the running ones; more get 429.")
+    var maxWaiting = 64
+    @Option(name: [.customShort("c"), .customLong("context")], parsing: .unconditional,
+            help: "Context per sequence in tokens (default: min(model context, 4096)).") var context: Int?
+    @Option(name: .customLong("served-model-name"), help: "The model's name in the API (default: the file name without .gguf).")
+    var servedModelName: String?
+    @Option(name: .customLong("token-budget"), parsing: .unconditional,
+            help: "Token rows per engine step: decode rows plus prompt chunks (default and maximum: the CPU model's batch, 64).")
+    var tokenBudget: Int?
+    @Option(name: .customLong("shutdown-timeout"), parsing: .unconditional, help: "Seconds running requests may take to finish on shutdown.")
+    var shutdownTimeout: Double = 10
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Threads (default: all cores).") var threads: Int?
+    @Flag(name: .shortAndLong, help: "Debug logs.") var verbose = false
+
+    func validate() throws {
+        try OptionCheck.oneOf(device, "--device", OptionCheck.devices)
+        try OptionCheck.range(port, "--port", 0...65535)
+        try OptionCheck.range(maxSequences, "--max-sequences", 1...4096)
+        try OptionCheck.range(maxWaiting, "--max-waiting", 0...1 << 20)
+        if let context { try OptionCheck.range(context, "-c/--context", 2...1 << 24, note: " (and at most the model's context)") }
+        if let tokenBudget { try OptionCheck.atLeast(tokenBudget, "--token-budget", 1) }
+        guard shutdownTimeout >= 0, shutdownTimeout.isFinite else { throw ValidationError("--shutdown-timeout must be at least 0, got \(shutdownTimeout)") }
+        if apiKeys.contains(where: \.isEmpty) { throw ValidationError("--api-key must not be empty") }
+        if servedModelName?.isEmpty == true { throw ValidationError("--served-model-name must not be empty") }
+        try OptionCheck.threads(threads)
+        try InputFiles.requireModel(model)
+    }
+
+    func run() throws {
+        let logger = makeLogger(verbose: verbose)
+        if device == "cuda" {
+            throw KilnError("the GPU server is not built yet: `kiln serve` runs on the CPU engine for now; use --device cpu (or auto)")
+        }
+        if device == "auto", (try? DeviceChoice.resolve("auto")) == "cuda" {
+            logger.notice("a GPU is present but the GPU server is not built yet: serving on the CPU")
+        }
+        let loaded = try LoadedModel.load(path: model, threads: threads, device: "cpu", logger: logger)
+        let positions = EngineSession.contextSize(requested: context, model: loaded.model.config, logger: logger)
+        let engine = try CPUServingEngine(model: loaded.model, maxSequences: maxSequences, contextLength: positions, maxWaiting: maxWaiting,
+                                          tokenBudget: tokenBudget)
+        let name = servedModelName ?? URL(fileURLWithPath: loaded.path).deletingPathExtension().lastPathComponent
+        let served = try ServedModel(name: name, tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate, contextLength: positions)
+        var config = ServerConfiguration()
+        config.host = host; config.port = port; config.apiKeys = apiKeys; config.shutdownSeconds = shutdownTimeout
+        logger.info("serving '\(name)' on the CPU: \(maxSequences) sequences of \(positions) positions, \(maxWaiting) waiting at most, \(engine.scheduler.config.tokenBudget) tokens per step")
+        let server = OpenAIServer(engine: engine, model: served, configuration: config, logger: logger)
+        // ArgumentParser's command is synchronous; the server runs on Swift concurrency until it shuts down.
+        let done = DispatchSemaphore(value: 0)
+        let failure = LockedError()
+        Task {
+            do { try await server.run() } catch { failure.set(error) }
+            done.signal()
+        }
+        done.wait()
+        if let error = failure.get() { throw error }
+        logger.info("server stopped")
+    }
+}
+
+/// The server task's error, handed to the waiting command thread.
+private final class LockedError: @unchecked Sendable {
+    private let lock = NSLock()
+    private var error: Error?
+    func set(_ e: Error) { lock.lock(); error = e; lock.unlock() }
+    func get() -> Error? { lock.lock(); defer { lock.unlock() }; return error }
+}
