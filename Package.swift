@@ -64,11 +64,13 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings, plugins: ["BuildInfo"]),
+        // Test helpers shared by the test targets (the external Python references).
+        .target(name: "KilnTestSupport", dependencies: ["KilnCore"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
-        .testTarget(name: "KilnModelsTests", dependencies: ["KilnModels"]),
-        .testTarget(name: "KilnTokenizerTests", dependencies: ["KilnTokenizer", "KilnModels"], exclude: ["Fixtures"]),
+        .testTarget(name: "KilnModelsTests", dependencies: ["KilnModels", "KilnTestSupport"]),
+        .testTarget(name: "KilnTokenizerTests", dependencies: ["KilnTokenizer", "KilnModels", "KilnTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
-        .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "KilnModels"]),
+        .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "KilnModels", "KilnTestSupport"]),
         // `kiln` too: the CLI tests parse the README's command lines with the real argument parser (@testable import kiln).
         .testTarget(name: "KilnEngineTests", dependencies: ["KilnEngine", "kiln"]),
         .testTarget(name: "KilnServerTests", dependencies: ["KilnServer", "KilnEngine"]),

@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnModels
+import KilnTestSupport
 import XCTest
 @testable import KilnCPU
 
@@ -207,23 +208,7 @@ enum GGUFPackageReference {
         defer { try? FileManager.default.removeItem(at: dir) }
         let input = dir.appendingPathComponent("in.bin"), output = dir.appendingPathComponent("out.f32")
         try Data(blocks).write(to: input)
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let python = KilnHome.path + "/python"
-        guard FileManager.default.fileExists(atPath: python + "/gguf") else {
-            throw KilnError("missing \(python)/gguf: run scripts/fetch-test-data.sh (it installs the gguf Python package and numpy)")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", root.appendingPathComponent("scripts/gguf-dequantize.py").path, name, input.path, output.path]
-        var env = ProcessInfo.processInfo.environment
-        env["PYTHONPATH"] = python
-        p.environment = env
-        let errors = Pipe()
-        p.standardError = errors
-        try p.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw KilnError("gguf-dequantize.py \(name) failed (exit \(p.terminationStatus)): \(message)") }
+        try ReferencePython.ggufDequantize(type: name, input: input.path, output: output.path)
         let data = try Data(contentsOf: output)
         return data.withUnsafeBytes { raw in (0..<(data.count / 4)).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnModels
+import KilnTestSupport
 import XCTest
 
 /// Kiln's dequantization of every GGML block type it reads equals the `gguf` Python package's (llama.cpp's reference,
@@ -44,27 +45,6 @@ final class GGUFDequantizeReferenceTests: XCTestCase {
 
     /// Runs the reference script; fails with the script's error output when python3 or the package is missing.
     func runReference(_ type: String, _ input: String, _ output: String) throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let script = root.appendingPathComponent("scripts/gguf-dequantize.py").path
-        let python = KilnHome.path + "/python"
-        guard FileManager.default.fileExists(atPath: python + "/gguf") else {
-            let message = "missing \(python)/gguf: run scripts/fetch-test-data.sh (it installs the gguf Python package and numpy into $KILN_HOME/python)"
-            XCTFail(message); throw KilnError(message)
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, type, input, output]
-        var env = ProcessInfo.processInfo.environment
-        env["PYTHONPATH"] = python
-        p.environment = env
-        let errors = Pipe()
-        p.standardError = errors
-        try p.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            let failure = "python3 \(script) \(type) failed (exit \(p.terminationStatus)); is python3 with numpy and gguf installed (scripts/fetch-test-data.sh)? \(message)"
-            XCTFail(failure); throw KilnError(failure)
-        }
+        try ReferencePython.ggufDequantize(type: type, input: input, output: output)
     }
 }

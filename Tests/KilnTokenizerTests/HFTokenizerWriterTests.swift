@@ -2,6 +2,7 @@ import Foundation
 import KilnCore
 import KilnModels
 import KilnTokenizer
+import KilnTestSupport
 import XCTest
 
 /// The Hugging Face tokenizer files Kiln writes from a GGUF vocabulary, checked against an external reference: Hugging
@@ -18,29 +19,11 @@ final class HFTokenizerWriterTests: XCTestCase {
 
     /// Runs the `tokenizers` reference on `jobs` in one Python process.
     func runReference(_ jobs: [Job], in dir: String) throws -> [Result] {
-        let python = KilnHome.path + "/python"
-        guard FileManager.default.fileExists(atPath: python + "/tokenizers") else {
-            let message = "missing \(python)/tokenizers: run scripts/fetch-test-data.sh (it installs Hugging Face's tokenizers into $KILN_HOME/python)"
-            XCTFail(message); throw KilnError(message)
-        }
+        try ReferencePython.require("tokenizers", hint: "run scripts/fetch-test-data.sh (it installs Hugging Face's tokenizers into $KILN_HOME/python)")
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/hf_tokenizers_encode.py").path
         let input = dir + "/jobs.json", output = dir + "/results.json"
         try JSONEncoder().encode(jobs).write(to: URL(fileURLWithPath: input))
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, input, output]
-        var env = ProcessInfo.processInfo.environment
-        env["PYTHONPATH"] = python
-        p.environment = env
-        let errors = Pipe()
-        p.standardError = errors
-        try p.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            let failure = "python3 \(script) failed (exit \(p.terminationStatus)): \(message)"
-            XCTFail(failure); throw KilnError(failure)
-        }
+        try ReferencePython.run(script, [input, output])
         return try JSONDecoder().decode([Result].self, from: Data(contentsOf: URL(fileURLWithPath: output)))
     }
 
