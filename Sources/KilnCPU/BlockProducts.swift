@@ -108,16 +108,19 @@ extension LinearWeight {
 
 /// Σ w·a over one block as eight 32-bit partial sums. Two products summed in 16 bits cannot overflow (4-bit weights:
 /// 2 · 15 · 127; 8-bit: 2 · 128 · 127 < 32768), so the block is two pmullw, one paddw and one widening of lane pairs.
-/// Four products still fit in 16 bits for 4-bit weights (4 · 15 · 127), so their pair sum is formed in the upper half
-/// of each 32-bit lane and shifted down (three instructions); Q8_0's may not (4 · 128 · 127), so its halves are
-/// sign-extended separately (four).
+/// Four products still fit in 16 bits for 4- and 5-bit weights (Q4_0/Q4_1: 4 · 15 · 127; Q5_0/Q5_1: 4 · 31 · 127), so
+/// their pair sum is formed in the upper half of each 32-bit lane and shifted down (three instructions); 8-bit weight
+/// values (Q8_0, IQ4_NL's table, any other format) may not (4 · 128 · 127), so their halves are sign-extended
+/// separately (four).
 /// (Written this way rather than as the pmaddwd pattern, x.evenHalf · y.evenHalf + x.oddHalf · y.oddHalf: LLVM sees
 /// through the unpacking into that pattern and emits ~50 shuffles per block instead of ~20 instructions.)
 @inline(__always) private func blockDot<F: Q8BlockProduct>(_: F.Type, _ w0: SIMD16<Int16>, _ w1: SIMD16<Int16>, _ a: UnsafeRawPointer) -> SIMD8<Int32> {
     let s = w0 &* a.loadUnaligned(as: SIMD16<Int16>.self) &+ w1 &* a.loadUnaligned(fromByteOffset: 32, as: SIMD16<Int16>.self)
     let s32 = unsafeBitCast(s, to: SIMD8<Int32>.self)
-    if F.block == .q8_0 { return ((s32 &<< 16) &>> 16) &+ (s32 &>> 16) }
-    return (s32 &+ (s32 &<< 16)) &>> 16
+    switch F.block {
+    case .q4_0, .q4_1, .q5_0, .q5_1: return (s32 &+ (s32 &<< 16)) &>> 16
+    default: return ((s32 &<< 16) &>> 16) &+ (s32 &>> 16)
+    }
 }
 
 /// The IEEE half at `p` as a Float (one vcvtph2ps where F16C is available).

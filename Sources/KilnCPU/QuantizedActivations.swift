@@ -20,13 +20,13 @@ public final class Q8Activations {
     public let maxCols: Int
     /// Columns of the rows quantized last.
     public private(set) var cols = 0
+    /// `d` and `s` again, block-major, so a tile of consecutive tokens reads its scales with one vector load.
+    let dByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
+    let sByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
     let q: UnsafeMutablePointer<Int16>     // [maxTokens × maxCols]
     let d: UnsafeMutablePointer<Float>     // [maxTokens × maxCols/32]
     let sumQ: UnsafeMutablePointer<Float>  // [maxTokens × maxCols/32]
     let s: UnsafeMutablePointer<Float>     // [maxTokens × maxCols/32]
-    /// `d` and `s` again, block-major, so a tile of consecutive tokens reads its scales with one vector load.
-    let dByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
-    let sByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
 
     public init(maxTokens: Int, maxCols: Int) {
         self.maxTokens = maxTokens
