@@ -5,87 +5,176 @@ import KilnModels
 extension CPUModel {
     /// Causal grouped-query attention of the query rows `rows` (one sequence's new tokens, at positions `start...`) over
     /// its cache, whose rows for the new tokens are already written. Writes those rows of `out` (`[rows × qDim]`).
-    /// Work items are (token, head) pairs.
+    /// Work items are (token, head) pairs, dealt to the threads in turn (later tokens see more positions).
     ///
     /// This follows llama.cpp's CPU flash attention with an F16 cache step by step (the golden data was made with it):
     /// the query is rounded to half, keys are visited in order with an online softmax, and the weighted sum of values
     /// is accumulated in half precision (every scale and multiply-add rounded to half). Matching its rounding keeps
     /// logits within a few hundredths of llama.cpp's instead of a few tenths.
+    ///
+    /// Same arithmetic, in two passes per item so each runs at full speed: the first computes every score (four keys at
+    /// a time, each dot summed in the same order) and the online softmax's per-position factors (the rescale of the
+    /// running sum, the value weight); the second replays them over the values with the running sum held in registers,
+    /// 64 dimensions at a time, instead of a load-round-store of the sum at every position.
     func attention(layer l: Int, rows: Range<Int>, start: Int, cache: KVCache, out: UnsafeMutablePointer<Float>) {
         let c = config, b = buffers, n = rows.count, first = rows.lowerBound
         let d = c.headDim, heads = c.numHeads, group = c.numHeads / c.numKVHeads
-        let scale = c.attentionScale
+        let scale = c.attentionScale, kvDim = c.kvDim
+        b.reserveScores(d + 2 * (start + n))
         let q = b.q, scratch = b.scores, scratchStride = b.scoreCapacity
         pool.run { i, p in
             let qh = scratch + i * scratchStride   // [headDim] the query rounded to half
-            for item in ThreadPool.slice(n * heads, i, p) {
+            let factors = qh + d                   // [positions × 2] (rescale of the running sum, value weight)
+            for item in stride(from: i, to: n * heads, by: p) {
                 let t = item / heads, hd = item % heads
                 let positions = start + t + 1
-                let qv = q + ((first + t) * heads + hd) * d
-                roundToHalf(qv, into: qh, d)
+                roundToHalf(q + ((first + t) * heads + hd) * d, into: qh, d)
                 let kvOffset = (hd / group) * d
-                let acc = out + ((first + t) * heads + hd) * d   // the half-precision running sum of values
-                for k in 0..<d { acc[k] = 0 }
-                var m = -Float.infinity, sum: Float = 0
-                for j in 0..<positions {
-                    let s = dot(qh, cache.keyRow(l, j) + kvOffset, d) * scale
-                    var ms: Float = 1, vs: Float = 1
-                    if s > m {
-                        ms = exp(m - s); m = s
-                        scaleHalf(acc, ms, d)
-                    } else {
-                        vs = exp(s - m)
-                    }
-                    madHalf(vs, cache.valueRow(l, j) + kvOffset, acc, d)
-                    sum = sum * ms + vs
-                }
-                let inv = sum == 0 ? 0 : 1 / sum
-                for k in 0..<d { acc[k] *= inv }
+                attendHead(qh, keys: cache.keyRow(l, 0) + kvOffset, values: cache.valueRow(l, 0) + kvOffset, stride: kvDim, d,
+                           positions: positions, scale: scale, factors: factors, out: out + ((first + t) * heads + hd) * d)
             }
         }
     }
 }
 
-/// Rounds to the nearest half-precision value (ties to even), kept in Float; exact for the normal and subnormal
-/// half range, which is all attention sums reach. Eight lanes at a time, with integer tricks rather than F16C.
-@inline(__always) func roundToHalf(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let bits = unsafeBitCast(x, to: SIMD8<UInt32>.self)
-    let lsb = (bits &>> 13) & 1
-    let normal = unsafeBitCast((bits &+ 0x0fff &+ lsb) & 0xffff_e000, to: SIMD8<Float>.self)
-    // Below 2^-14 half values are multiples of 2^-24: round with the 1.5·2^23 magic constant.
-    let magic = SIMD8<Float>(repeating: 12_582_912)
-    let sub = ((x * 16_777_216 + magic) - magic) * (1 / 16_777_216)
-    let tiny = (unsafeBitCast(bits & 0x7fff_ffff, to: SIMD8<Float>.self) .< SIMD8<Float>(repeating: 6.103515625e-05))
-    return normal.replacing(with: sub, where: tiny)
+/// One query head (`qh`, already rounded to half, `[d]`) over `positions` keys and values (rows `stride` apart):
+/// the normalized weighted sum of values into `out` (`[d]`). `factors` is scratch for `2 · positions` floats.
+@inline(__always) func attendHead(_ qh: UnsafePointer<Float>, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, stride: Int,
+                                  _ d: Int, positions: Int, scale: Float, factors: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
+    let sum = softmaxFactors(qh, keys: keys, stride: stride, d, positions, scale, factors)
+    accumulateValues(factors, values: values, stride: stride, d, positions, into: out)
+    let inv = sum == 0 ? 0 : 1 / sum
+    for k in 0..<d { out[k] *= inv }
 }
 
+/// The online softmax over `positions` keys (rows `stride` apart): for each position, in order, the factor that rescales
+/// the running sum (1 when the maximum did not change) and the value's weight, into `factors`; returns the softmax
+/// denominator. Scores are `dot(qh, key) · scale`, with `dot`'s summation order.
+@inline(__always) private func softmaxFactors(_ qh: UnsafePointer<Float>, keys: UnsafePointer<Float16>, stride: Int, _ d: Int,
+                                              _ positions: Int, _ scale: Float, _ factors: UnsafeMutablePointer<Float>) -> Float {
+    var m = -Float.infinity, sum: Float = 0
+    @inline(__always) func visit(_ j: Int, _ s: Float) {
+        var ms: Float = 1, vs: Float = 1
+        if s > m { ms = exp(m - s); m = s } else { vs = exp(s - m) }
+        factors[2 * j] = ms; factors[2 * j + 1] = vs
+        sum = sum * ms + vs
+    }
+    var j = 0
+    if d % 8 == 0 {
+        while j + 4 <= positions {
+            let k = keys + j * stride
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            for i in Swift.stride(from: 0, to: d, by: 8) {
+                let x = UnsafeRawPointer(qh + i).loadUnaligned(as: SIMD8<Float>.self)
+                a0 += x * widen(k + i); a1 += x * widen(k + stride + i)
+                a2 += x * widen(k + 2 * stride + i); a3 += x * widen(k + 3 * stride + i)
+            }
+            visit(j, a0.sum() * scale); visit(j + 1, a1.sum() * scale); visit(j + 2, a2.sum() * scale); visit(j + 3, a3.sum() * scale)
+            j += 4
+        }
+    }
+    while j < positions {
+        visit(j, dotHalf(qh, keys + j * stride, d) * scale)
+        j += 1
+    }
+    return sum
+}
+
+/// acc = Σ over positions in order of: acc = half(acc · rescale) where the rescale is not 1, then acc = half(acc + weight · value),
+/// from acc = 0 (`factors` from `softmaxFactors`; value rows `stride` apart).
+@inline(__always) private func accumulateValues(_ factors: UnsafePointer<Float>, values: UnsafePointer<Float16>, stride: Int, _ d: Int,
+                                                _ positions: Int, into acc: UnsafeMutablePointer<Float>) {
+    var k = 0
+    while k + 64 <= d {
+        // Eight independent chains of eight lanes: the half rounding's latency overlaps.
+        var v0 = SIMD8<Float>(), v1 = SIMD8<Float>(), v2 = SIMD8<Float>(), v3 = SIMD8<Float>()
+        var v4 = SIMD8<Float>(), v5 = SIMD8<Float>(), v6 = SIMD8<Float>(), v7 = SIMD8<Float>()
+        for j in 0..<positions {
+            let ms = factors[2 * j], vs = factors[2 * j + 1]
+            if ms != 1 {
+                v0 = roundToHalfF16C(v0 * ms); v1 = roundToHalfF16C(v1 * ms); v2 = roundToHalfF16C(v2 * ms); v3 = roundToHalfF16C(v3 * ms)
+                v4 = roundToHalfF16C(v4 * ms); v5 = roundToHalfF16C(v5 * ms); v6 = roundToHalfF16C(v6 * ms); v7 = roundToHalfF16C(v7 * ms)
+            }
+            let x = values + j * stride + k
+            v0 = roundToHalfF16C(v0 + vs * widen(x)); v1 = roundToHalfF16C(v1 + vs * widen(x + 8))
+            v2 = roundToHalfF16C(v2 + vs * widen(x + 16)); v3 = roundToHalfF16C(v3 + vs * widen(x + 24))
+            v4 = roundToHalfF16C(v4 + vs * widen(x + 32)); v5 = roundToHalfF16C(v5 + vs * widen(x + 40))
+            v6 = roundToHalfF16C(v6 + vs * widen(x + 48)); v7 = roundToHalfF16C(v7 + vs * widen(x + 56))
+        }
+        let o = UnsafeMutableRawPointer(acc + k)
+        o.storeBytes(of: v0, toByteOffset: 0, as: SIMD8<Float>.self); o.storeBytes(of: v1, toByteOffset: 32, as: SIMD8<Float>.self)
+        o.storeBytes(of: v2, toByteOffset: 64, as: SIMD8<Float>.self); o.storeBytes(of: v3, toByteOffset: 96, as: SIMD8<Float>.self)
+        o.storeBytes(of: v4, toByteOffset: 128, as: SIMD8<Float>.self); o.storeBytes(of: v5, toByteOffset: 160, as: SIMD8<Float>.self)
+        o.storeBytes(of: v6, toByteOffset: 192, as: SIMD8<Float>.self); o.storeBytes(of: v7, toByteOffset: 224, as: SIMD8<Float>.self)
+        k += 64
+    }
+    while k + 8 <= d {
+        var v = SIMD8<Float>()
+        for j in 0..<positions {
+            let ms = factors[2 * j], vs = factors[2 * j + 1]
+            if ms != 1 { v = roundToHalfF16C(v * ms) }
+            v = roundToHalfF16C(v + vs * widen(values + j * stride + k))
+        }
+        UnsafeMutableRawPointer(acc + k).storeBytes(of: v, as: SIMD8<Float>.self)
+        k += 8
+    }
+    while k < d {
+        var v: Float = 0
+        for j in 0..<positions {
+            let ms = factors[2 * j], vs = factors[2 * j + 1]
+            if ms != 1 { v = Float(Float16(v * ms)) }
+            v = Float(Float16(v + vs * Float(values[j * stride + k])))
+        }
+        acc[k] = v
+        k += 1
+    }
+}
+
+// The conversions below are written lane by lane: LLVM merges them into one vcvtph2ps / vcvtps2ph, while the standard
+// library's generic SIMD8<Float>(SIMD8<Float16>) stays an out-of-line call (with a vzeroupper) in this module.
+
+/// Eight halves at `p` as Floats (one vcvtph2ps).
+@inline(__always) func widen(_ p: UnsafePointer<Float16>) -> SIMD8<Float> {
+    let h = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float16>.self)
+    return SIMD8<Float>(Float(h[0]), Float(h[1]), Float(h[2]), Float(h[3]), Float(h[4]), Float(h[5]), Float(h[6]), Float(h[7]))
+}
+
+/// Eight Floats rounded to the nearest half, ties to even (one vcvtps2ph).
+@inline(__always) func narrow(_ x: SIMD8<Float>) -> SIMD8<Float16> {
+    SIMD8<Float16>(Float16(x[0]), Float16(x[1]), Float16(x[2]), Float16(x[3]), Float16(x[4]), Float16(x[5]), Float16(x[6]), Float16(x[7]))
+}
+
+/// Rounds to the nearest half (ties to even), kept in Float: vcvtps2ph + vcvtph2ps.
+@inline(__always) func roundToHalfF16C(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let h = narrow(x)
+    return SIMD8<Float>(Float(h[0]), Float(h[1]), Float(h[2]), Float(h[3]), Float(h[4]), Float(h[5]), Float(h[6]), Float(h[7]))
+}
+
+/// Writes `n` floats rounded to half (ties to even) into `y`.
+@inline(__always) func storeHalf(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float16>, _ n: Int) {
+    let n8 = n / 8 * 8
+    for i in stride(from: 0, to: n8, by: 8) {
+        UnsafeMutableRawPointer(y + i).storeBytes(of: narrow(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)), as: SIMD8<Float16>.self)
+    }
+    for i in n8..<n { y[i] = Float16(x[i]) }
+}
+
+/// Σ a[i]·b[i] with `b` in half precision, in `dot`'s order (eight lanes, then the tail).
+@inline(__always) func dotHalf(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float16>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(), tail: Float = 0
+    let n8 = n / 8 * 8
+    for i in stride(from: 0, to: n8, by: 8) { acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * widen(b + i) }
+    for i in n8..<n { tail += a[i] * Float(b[i]) }
+    return acc.sum() + tail
+}
+
+/// y = x rounded to the nearest half (ties to even), kept in Float.
 @inline(__always) func roundToHalf(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
     let n8 = n / 8 * 8
     for i in stride(from: 0, to: n8, by: 8) {
-        UnsafeMutableRawPointer(y + i).storeBytes(of: roundToHalf(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)), as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(y + i).storeBytes(of: roundToHalfF16C(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)), as: SIMD8<Float>.self)
     }
-    for i in n8..<n { y[i] = halfTable[Int(floatToHalf(x[i]))] }
-}
-
-/// y = half(y · s), as ggml_vec_scale_f16.
-@inline(__always) func scaleHalf(_ y: UnsafeMutablePointer<Float>, _ s: Float, _ n: Int) {
-    let n8 = n / 8 * 8
-    for i in stride(from: 0, to: n8, by: 8) {
-        let p = UnsafeMutableRawPointer(y + i)
-        p.storeBytes(of: roundToHalf(p.loadUnaligned(as: SIMD8<Float>.self) * s), as: SIMD8<Float>.self)
-    }
-    for i in n8..<n { y[i] = halfTable[Int(floatToHalf(y[i] * s))] }
-}
-
-/// y = half(y + a · x), as ggml_vec_mad_f16.
-@inline(__always) func madHalf(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-    let n8 = n / 8 * 8
-    for i in stride(from: 0, to: n8, by: 8) {
-        let p = UnsafeMutableRawPointer(y + i)
-        let v = p.loadUnaligned(as: SIMD8<Float>.self) + a * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-        p.storeBytes(of: roundToHalf(v), as: SIMD8<Float>.self)
-    }
-    for i in n8..<n { y[i] = halfTable[Int(floatToHalf(y[i] + a * x[i]))] }
+    for i in n8..<n { y[i] = Float(Float16(x[i])) }
 }
 
 /// Σ a[i]·b[i] over `n` floats, eight lanes at a time.

@@ -158,11 +158,8 @@ extension CPUModel: DecoderOperations {
         for s in batch.sequences {
             let cache = pass.caches[s.id]
             for t in 0..<s.count {
-                let kr = cache.keyRow(l, s.start + t), vr = cache.valueRow(l, s.start + t)
-                for i in 0..<c.kvDim {
-                    kr[i] = halfTable[Int(floatToHalf(b.k[row * c.kvDim + i]))]
-                    vr[i] = halfTable[Int(floatToHalf(b.v[row * c.kvDim + i]))]
-                }
+                storeHalf(b.k + row * c.kvDim, into: cache.keyRow(l, s.start + t), c.kvDim)
+                storeHalf(b.v + row * c.kvDim, into: cache.valueRow(l, s.start + t), c.kvDim)
                 row += 1
             }
         }

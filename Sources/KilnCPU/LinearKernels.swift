@@ -85,9 +85,9 @@ public struct LinearWeight {
         return ((s32 &<< 16) &>> 16) &+ (s32 &>> 16)
     }
 
-    /// Quantized rows; tokens are processed four at a time so each unpacked weight block serves four tokens (prefill).
-    @inline(__always)
-    private func quantRows<F: Q8BlockProduct>(_: F.Type, _ range: Range<Int>, _ act: Q8Activations, _ tokens: Int,
+    /// The plain product of quantized rows, the reference the fast `quantRows` (BlockProducts.swift) is tested against:
+    /// tokens four at a time so each unpacked weight block serves four tokens.
+    func referenceQuantRows<F: Q8BlockProduct>(_: F.Type, _ range: Range<Int>, _ act: Q8Activations, _ tokens: Int,
                                            _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
         let nb = cols / 32
         let table = halfTable

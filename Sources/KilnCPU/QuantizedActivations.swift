@@ -20,6 +20,9 @@ public final class Q8Activations {
     public let maxCols: Int
     /// Columns of the rows quantized last.
     public private(set) var cols = 0
+    /// `d` and `s` again, block-major, so a tile of consecutive tokens reads its scales with one vector load.
+    let dByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
+    let sByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
     let q: UnsafeMutablePointer<Int16>     // [maxTokens × maxCols]
     let d: UnsafeMutablePointer<Float>     // [maxTokens × maxCols/32]
     let sumQ: UnsafeMutablePointer<Float>  // [maxTokens × maxCols/32]
@@ -33,11 +36,13 @@ public final class Q8Activations {
         q = .allocate(capacity: maxTokens * self.maxCols)
         let nb = maxTokens * self.maxCols / 32
         d = .allocate(capacity: nb); sumQ = .allocate(capacity: nb); s = .allocate(capacity: nb)
+        dByBlock = .allocate(capacity: nb); sByBlock = .allocate(capacity: nb)
+        dByBlock.initialize(repeating: 0, count: nb); sByBlock.initialize(repeating: 0, count: nb)
         q.initialize(repeating: 0, count: maxTokens * self.maxCols)
         d.initialize(repeating: 0, count: nb); sumQ.initialize(repeating: 0, count: nb); s.initialize(repeating: 0, count: nb)
     }
 
-    deinit { q.deallocate(); d.deallocate(); sumQ.deallocate(); s.deallocate() }
+    deinit { q.deallocate(); d.deallocate(); sumQ.deallocate(); s.deallocate(); dByBlock.deallocate(); sByBlock.deallocate() }
 
     /// Position of element `j` of a block in the permuted layout.
     @inline(__always) static func slot(_ j: Int) -> Int {
@@ -75,9 +80,10 @@ public final class Q8Activations {
                 sum &+= Int32(v)
             }
             let i = t * (maxCols / 32) + b
-            d[i] = halfTable[Int(floatToHalf(scale))]
+            d[i] = Float(Float16(scale))
             sumQ[i] = Float(sum)
-            s[i] = halfTable[Int(floatToHalf(scale * Float(sum)))]
+            s[i] = Float(Float16(scale * Float(sum)))
+            dByBlock[b * maxTokens + t] = d[i]; sByBlock[b * maxTokens + t] = s[i]
         }
     }
 }

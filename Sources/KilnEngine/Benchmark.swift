@@ -24,18 +24,22 @@ public enum Benchmark {
     }
 
     /// `pp`: `prompt` tokens in batches from an empty cache. `tg`: `generate` single-token steps from an empty cache.
-    /// Each test runs once to warm up, then `repetitions` times. Token ids are arbitrary valid ids (llama-bench uses random ones).
-    public static func run(model: CPUModel, prompt: Int, generate: Int, repetitions: Int) throws -> [Row] {
-        let cache = try model.makeCache(capacity: max(prompt, generate, 1))
+    /// With `depth` > 0 (llama-bench's `-d`), both start after `depth` tokens already in the cache (filled once, untimed;
+    /// each repetition rewinds the cache to them). Each test runs once to warm up, then `repetitions` times.
+    /// Token ids are arbitrary valid ids (llama-bench uses random ones).
+    public static func run(model: CPUModel, prompt: Int, generate: Int, repetitions: Int, depth: Int = 0) throws -> [Row] {
+        let cache = try model.makeCache(capacity: depth + max(prompt, generate, 1))
         var rows: [Row] = []
         var rng = SplitMix64(seed: 42)
         let vocab = UInt64(model.config.vocabSize)
         func ids(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % vocab) } }
+        let suffix = depth > 0 ? " @ d\(depth)" : ""
+        if depth > 0 { _ = try model.forward(ids(depth), cache: cache, logits: .none) }
         if prompt > 0 {
             let tokens = ids(prompt)
-            var row = Row(test: "pp\(prompt)", nPrompt: prompt, nGen: 0, samplesNs: [])
+            var row = Row(test: "pp\(prompt)\(suffix)", nPrompt: prompt, nGen: 0, samplesNs: [])
             for r in 0...repetitions {
-                cache.reset()
+                cache.truncate(to: depth)
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 var i = 0
                 while i < prompt {
@@ -48,10 +52,10 @@ public enum Benchmark {
             rows.append(row)
         }
         if generate > 0 {
-            var row = Row(test: "tg\(generate)", nPrompt: 0, nGen: generate, samplesNs: [])
+            var row = Row(test: "tg\(generate)\(suffix)", nPrompt: 0, nGen: generate, samplesNs: [])
             var token: [Int32] = [1]
             for r in 0...repetitions {
-                cache.reset()
+                cache.truncate(to: depth)
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 for _ in 0..<generate {
                     let logits = try token.withUnsafeBufferPointer { try model.forward($0, cache: cache, logits: .last) }

@@ -23,6 +23,8 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Prompt tokens, at least 0 (0 skips the pp test).") var p: Int = 128
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Generated tokens, at least 0 (0 skips the tg test).") var n: Int = 64
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Repetitions (at least 1).") var r: Int = 3
+    @Option(name: [.short, .customLong("depth")], parsing: .unconditional,
+            help: "CPU only: tokens already in the KV cache before each test (llama-bench's -d), at least 0.") var d: Int = 0
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Threads (default: all cores).") var threads: Int?
     @Option(name: .shortAndLong, help: "Output: md or json.") var o: String = "md"
     @Option(name: .long, help: "Device: auto (the GPU when one is present), cpu or cuda.") var device: String = "auto"
@@ -44,6 +46,7 @@ struct BenchCommand: ParsableCommand {
         try OptionCheck.atLeast(p, "-p", 0, note: " (0 skips the pp test)")
         try OptionCheck.atLeast(n, "-n", 0, note: " (0 skips the tg test)")
         try OptionCheck.atLeast(r, "-r", 1)
+        try OptionCheck.atLeast(d, "-d", 0)
         try OptionCheck.threads(threads)
         try OptionCheck.range(batch, "-b/--batch", 1...8)
         if let printIds { try OptionCheck.atLeast(printIds, "--print-ids", 1) }
@@ -73,7 +76,7 @@ struct BenchCommand: ParsableCommand {
         let logger = makeLogger(verbose: verbose)
         let loaded = try LoadedModel.load(path: model, threads: threads, device: backend, logger: logger)
         let m = loaded.model
-        let rows = try Benchmark.run(model: m, prompt: p, generate: n, repetitions: r)
+        let rows = try Benchmark.run(model: m, prompt: p, generate: n, repetitions: r, depth: d)
         let name = URL(fileURLWithPath: loaded.path).lastPathComponent
         let size = (try? FileManager.default.attributesOfItem(atPath: loaded.path)[.size] as? Int) ?? 0
         let c = m.config
@@ -83,7 +86,7 @@ struct BenchCommand: ParsableCommand {
             let list: [[String: Any]] = rows.map { row in
                 ["model_filename": loaded.path, "model_type": "\(c.architecture.rawValue) \(name)", "model_size": size,
                  "model_n_params": params, "backends": "CPU", "n_batch": m.maxBatch, "n_threads": nThreads,
-                 "n_prompt": row.nPrompt, "n_gen": row.nGen, "test_time": ISO8601DateFormatter().string(from: Date()),
+                 "n_prompt": row.nPrompt, "n_gen": row.nGen, "n_depth": d, "test_time": ISO8601DateFormatter().string(from: Date()),
                  "avg_ns": Int(row.averageNs), "stddev_ns": Int(row.stddevNs), "avg_ts": row.averageRate, "stddev_ts": row.stddevRate,
                  "samples_ns": row.samplesNs.map { Int($0) }, "samples_ts": row.rates]
             }
