@@ -8,10 +8,22 @@ import KilnModels
 final class BlockProductTests: XCTestCase {
     func testTiledProductEqualsTheReferenceOnRandomInputs() throws {
         var rng = SplitMix64(seed: 77)
-        for format in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0)] {
+        // Q4_0 / Q4_1 / Q8_0 from random values through the writer; Q5_0 / Q5_1 / IQ4_NL (KQuantLegacyProducts.swift) as
+        // random blocks with finite f16 scales, since the writer has no quantizer for them.
+        for format in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0), .gguf(.q5_0), .gguf(.q5_1), .gguf(.iq4_nl)] {
             for (rows, cols) in [(7, 96), (13, 160), (3, 32)] {
-                let values = (0..<(rows * cols)).map { _ in Float(rng.unit() * 2 - 1) * (rng.unit() < 0.1 ? 4 : 0.5) }
-                let bytes = InMemoryWeights.encode(values, as: format.singleTensorType!)
+                let type = format.singleTensorType!
+                let bytes: [UInt8]
+                switch type {
+                case .q4_0, .q4_1, .q8_0:
+                    bytes = InMemoryWeights.encode((0..<(rows * cols)).map { _ in Float(rng.unit() * 2 - 1) * (rng.unit() < 0.1 ? 4 : 0.5) }, as: type)
+                default:
+                    bytes = RandomGGUFBlocks.make(type, blocks: rows * cols / 32, scaleMagnitude: 0.5 / RandomGGUFBlocks.codeRange(type), rng: &rng)
+                }
+                var values = [Float](repeating: 0, count: rows * cols)   // the weights' values, for the error bound
+                try bytes.withUnsafeBytes { raw in
+                    try QuantizedMatrix(name: "values", rows: rows, cols: cols, format: format, data: raw).dequantize(rows: 0..<rows, into: &values)
+                }
                 try bytes.withUnsafeBytes { raw in
                     let m = try QuantizedMatrix(name: "blk.0.ffn_up.weight", rows: rows, cols: cols, format: format, data: raw)
                     let w = try LinearWeight(m)
@@ -30,6 +42,9 @@ final class BlockProductTests: XCTestCase {
                                 switch format {
                                 case .gguf(.q4_0): w.referenceQuantRows(Q4_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
                                 case .gguf(.q4_1): w.referenceQuantRows(Q4_1Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                case .gguf(.q5_0): w.referenceQuantRows(Q5_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                case .gguf(.q5_1): w.referenceQuantRows(Q5_1Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                case .gguf(.iq4_nl): w.referenceQuantRows(IQ4_NLBlocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
                                 default: w.referenceQuantRows(Q8_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
                                 }
                             }
