@@ -10,6 +10,8 @@ public struct LUTQuantizedMatrix {
     public var table: [Float]        // [2^bits]
     /// ‖W − Ŵ‖_F / ‖W‖_F, Ŵ = the planes through the CPU reference (`LUTCodes.dequantizeRow`).
     public var relativeError: Double
+    /// `learned` only: the relative error of the fixed table the learned one started from (never below `relativeError`).
+    public var seedRelativeError: Double? = nil
 
     /// The values the planes stand for, row-major, through the format's one CPU reference.
     public func dequantized() -> [Float] {
@@ -37,8 +39,8 @@ public struct LUTQuantizedMatrix {
 /// rounded to f16, and the best kept; the codes are then re-chosen for the final f16 scale (llama.cpp's IQ4_NL
 /// quantizer searches the same way). Codes are always the nearest table entry.
 ///
-/// `learned` tables: the matrix is quantized with each fixed table of its bit width (int, nf, and fp4 at 4 bits) and the
-/// best one seeds a 1-D k-means (Lloyd) of the group-normalized weights u = (w − offset) / scale, weighted by scale²
+/// `learned` tables: the fixed table of its bit width (int, nf, and fp4 at 4 bits) that reconstructs a sample of the
+/// matrix's rows best seeds a 1-D k-means (Lloyd) of the group-normalized weights u = (w − offset) / scale, weighted by scale²
 /// so that its objective is exactly the reconstruction error; scales are then searched again with the learned table
 /// (the current scale among the candidates) and Lloyd runs once more. Every step cannot increase the error, and the
 /// result is compared with the seed at the end, so a learned table never reconstructs a matrix worse than the best
@@ -66,13 +68,18 @@ public enum LUTQuantizer {
         case .learned:
             var kinds: [WeightFormat.LUTFormat.Table] = [.int, .nf]
             if format.bits == 4 { kinds.append(.fp4) }
-            var best: LUTQuantizedMatrix?
+            // The seed table is chosen on up to 64 evenly spaced rows (each fixed table is a full search), then the
+            // matrix is quantized with it in full.
+            let sampleRows = Array(stride(from: 0, to: rows, by: max(1, rows / 64)))
+            let sample = sampleRows.flatMap { weights[($0 * cols)..<(($0 + 1) * cols)] }
+            var bestTable: [Float] = [], bestError = Double.infinity
             for kind in kinds {
                 var f = format; f.table = kind
-                let q = try withTable(weights, rows, cols, format, try LUTTables.fixed(f)!, name)
-                if best == nil || q.relativeError < best!.relativeError { best = q }
+                let table = try LUTTables.fixed(f)!
+                let e = try withTable(sample, sampleRows.count, cols, format, table, name).relativeError
+                if e < bestError { bestTable = table; bestError = e }
             }
-            return try learn(weights, seed: best!, name)
+            return try learn(weights, seed: try withTable(weights, rows, cols, format, bestTable, name), name)
         }
     }
 
@@ -111,7 +118,7 @@ public enum LUTQuantizer {
             throw KilnError("tensor \(name): group \(bad) needs a scale or offset beyond f16's range")
         }
         var q = LUTQuantizedMatrix(format: f, rows: rows, cols: cols, codes: codes, scales: scales,
-                                   offsets: f.hasOffsets ? offsets : nil, table: table, relativeError: 0)
+                                   offsets: f.hasOffsets ? offsets : nil, table: table, relativeError: 0, seedRelativeError: nil)
         q.relativeError = relativeError(w, q.dequantized())
         return q
     }
@@ -139,41 +146,43 @@ public enum LUTQuantizer {
         }
         q.relativeError = relativeError(w, q.dequantized())
         if q.relativeError >= seed.relativeError { q = seed }   // float noise aside, Lloyd cannot lose; never return worse
+        q.seedRelativeError = seed.relativeError
         return q
     }
 
     /// `iterations` rounds of weighted 1-D k-means of u = (w − m)/s (weight s²), starting from `q`'s table and codes.
+    /// Each round moves every entry to the weighted mean of its members, then re-chooses every code; neither step can
+    /// increase Σ s²(u − table[code])², which is the reconstruction error.
     static func lloyd(_ w: [Float], _ q: LUTQuantizedMatrix, iterations: Int) -> [Float] {
-        let n = 1 << q.format.bits, g = q.format.groupSize, groups = q.cols / g
-        var table = q.table.map(Double.init)
-        var codes = [UInt8](repeating: 0, count: q.rows * q.cols)
+        let n = 1 << q.format.bits, g = q.format.groupSize, groups = q.cols / g, count = q.rows * q.cols
+        var table = q.table
+        // Normalized weights and their weights, per element; zero-scale groups carry no weight.
+        var u = [Float](repeating: 0, count: count), weight = [Float](repeating: 0, count: q.rows * groups)
+        var codes = [Int](repeating: 0, count: count)
         let rb = LUTCodes.rowBytes(cols: q.cols, bits: q.format.bits)
         q.codes.withUnsafeBufferPointer { c in
-            for r in 0..<q.rows { for k in 0..<q.cols { codes[r * q.cols + k] = UInt8(LUTCodes.code(c.baseAddress! + r * rb, k, bits: q.format.bits)) } }
-        }
-        for _ in 0..<iterations {
-            var sum = [Double](repeating: 0, count: n), weight = [Double](repeating: 0, count: n)
-            for r in 0..<q.rows {
-                for gi in 0..<groups {
-                    let s = Double(halfToFloat(q.scales[r * groups + gi])), m = Double(q.offsets.map { halfToFloat($0[r * groups + gi]) } ?? 0)
-                    guard s != 0 else { continue }
-                    for k in (gi * g)..<((gi + 1) * g) {
-                        let c = Int(codes[r * q.cols + k])
-                        sum[c] += s * (Double(w[r * q.cols + k]) - m); weight[c] += s * s   // s²·u = s·(w − m)
-                    }
-                }
-            }
-            for j in 0..<n where weight[j] > 0 { table[j] = sum[j] / weight[j] }
-            let book = Codebook(table.map { Float($0) })
             for r in 0..<q.rows {
                 for gi in 0..<groups {
                     let s = halfToFloat(q.scales[r * groups + gi]), m = q.offsets.map { halfToFloat($0[r * groups + gi]) } ?? 0
-                    guard s != 0 else { continue }
-                    for k in (gi * g)..<((gi + 1) * g) { codes[r * q.cols + k] = UInt8(book.nearest((w[r * q.cols + k] - m) / s)) }
+                    weight[r * groups + gi] = s * s
+                    for k in (gi * g)..<((gi + 1) * g) {
+                        u[r * q.cols + k] = s == 0 ? 0 : (w[r * q.cols + k] - m) / s
+                        codes[r * q.cols + k] = LUTCodes.code(c.baseAddress! + r * rb, k, bits: q.format.bits)
+                    }
                 }
             }
         }
-        return table.map { Float($0) }
+        for _ in 0..<iterations {
+            var sum = [Double](repeating: 0, count: n), total = [Double](repeating: 0, count: n)
+            for i in 0..<count {
+                let wt = Double(weight[i / g])
+                sum[codes[i]] += wt * Double(u[i]); total[codes[i]] += wt
+            }
+            for j in 0..<n where total[j] > 0 { table[j] = Float(sum[j] / total[j]) }
+            let book = Codebook(table)
+            for i in 0..<count { codes[i] = book.nearest(u[i]) }
+        }
+        return table
     }
 }
 
