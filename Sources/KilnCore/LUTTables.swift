@@ -21,8 +21,10 @@ public enum LUTTables {
     /// -Φ⁻¹(linspace(offset, 0.5, 2^(b-1))[:-1]), an exact zero, all divided by the largest. `offset` is the mean of
     /// 1 - 1/(2·(2^b-1)) and 1 - 1/(2·2^b), which for b = 4 is QLoRA's 0.9677083; for b = 3 it is 0.9330357 and for
     /// b = 2 0.8541667. For b = 4 this reproduces `nf4` to 1e-6 (tested); `nf4` itself is the published literal.
-    public static func normalFloat(bits: Int) -> [Float] {
-        if bits == 4 { return nf4 }
+    public static func normalFloat(bits: Int) -> [Float] { bits == 4 ? nf4 : normalFloatQuantiles(bits: bits) }
+
+    /// The construction behind `normalFloat` (for 4 bits it rebuilds `nf4`, which the tests check).
+    public static func normalFloatQuantiles(bits: Int) -> [Float] {
         let n = 1 << bits
         let offset = 1 - 0.5 * (1 / (2 * Double(n - 1)) + 1 / (2 * Double(n)))
         func linspace(_ a: Double, _ b: Double, _ count: Int) -> [Double] {
