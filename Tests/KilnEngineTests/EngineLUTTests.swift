@@ -12,11 +12,11 @@ import KilnEngine
 /// Apache-2.0 text with `-c 512`.
 ///
 /// The source is not re-evaluated (CI time): its perplexity with float activations is 15.9195 (EngineFP8Tests pins it
-/// to llama.cpp's 15.9289). Measured on the 2-core machine: nf 21.226 (+33.3%), learned 19.003 (+19.4%); mean relative
-/// reconstruction error nf 0.0802, learned 0.0782. The issue quotes +29% for searched-scale NF4 g64 and +35% for
-/// absmax NF4 on this model (with a slightly different evaluation), so the bounds are nf ≤ +38% (a broken scale
-/// search or table lands far above: absmax alone costs +35%), learned ≤ nf, and both > +5% (4 bits cost something;
-/// a folder that kept the source's values would be no test of the format).
+/// to llama.cpp's 15.9289). Measured on the shared 2-core machine (test ~95 s): nf 20.513 (+28.85%), learned 19.324
+/// (+21.38%); mean relative reconstruction error nf 0.0796, learned 0.0780. The issue quotes +29% for searched-scale NF4
+/// g64 and +35% for plain-absmax NF4 on this model; a coarser search (0.8…1.2 × absmax by 0.04) measured +33.3%. So
+/// the bound nf ≤ +32% fails when the search degrades towards absmax, learned ≤ nf checks the learned table, and both
+/// > +5% (4 bits cost something: a folder that kept the source's values would be no test of the format).
 final class EngineLUTTests: XCTestCase {
     func testSmolLM2LUT4G64NFAndLearned() throws {
         let license = "/usr/share/common-licenses/Apache-2.0"
@@ -55,7 +55,7 @@ final class EngineLUTTests: XCTestCase {
             XCTAssertLessThanOrEqual(try XCTUnwrap(learnedErrors[name]), e, name)
             XCTAssertGreaterThan(e, 0.01, name)   // 4 bits lose something on every matrix
         }
-        XCTAssertLessThanOrEqual(nf / source - 1, 0.38)
+        XCTAssertLessThanOrEqual(nf / source - 1, 0.32)
         XCTAssertGreaterThan(nf / source - 1, 0.05)
         XCTAssertLessThanOrEqual(learned, nf)
         XCTAssertGreaterThan(learned / source - 1, 0.05)
