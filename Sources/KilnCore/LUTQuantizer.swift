@@ -43,11 +43,10 @@ public struct LUTQuantizedMatrix {
 /// matrix's rows best seeds a 1-D k-means (Lloyd) of the group-normalized weights u = (w − offset) / scale, weighted by scale²
 /// so that its objective is exactly the reconstruction error; scales are then searched again with the learned table
 /// (the current scale among the candidates) and Lloyd runs once more. Every step cannot increase the error, and the
-/// result is compared with the seed at the end, so a learned table never reconstructs a matrix worse than the best
-/// fixed table. `custom` tables are quantized against the table given.
+/// result is compared with the seed at the end, so a learned table never reconstructs a matrix worse than the fixed
+/// table it starts from (`seedRelativeError`; the seed is the best fixed table on the sample, nearly always NF at 4 bits). `custom` tables are quantized against the table given.
 public enum LUTQuantizer {
-    /// Multipliers of the base scale tried per group.
-    /// 0.70…1.30 by 0.02: on SmolLM2-135M NF4 g64 this grid costs +28.8% perplexity where 0.80…1.20 by 0.04 cost +33.3%.
+    /// Multipliers of the base scale tried per group: 0.70…1.30 by 0.02: on SmolLM2-135M NF4 g64 this grid costs +28.8% perplexity where 0.80…1.20 by 0.04 cost +33.3%.
     static let scaleGrid: [Float] = stride(from: Float(0.70), through: 1.3001, by: 0.02).map { $0 }
     /// The coarser grid of the second search of `learned` (which also keeps each group's current scale as a candidate).
     static let refineGrid: [Float] = stride(from: Float(0.80), through: 1.2001, by: 0.04).map { $0 }

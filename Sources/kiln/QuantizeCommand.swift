@@ -59,14 +59,14 @@ struct QuantizeCommand: ParsableCommand {
         var bar: ProgressBar?   // made on the first tensor, when the count is known
         var errors: [(String, Double)] = []
         try Self.quantize(path, to: output, quantizeOutput: quantizeOutput, lut: lut?.format, lutTable: lut?.table,
-                          matrixError: { errors.append(($0, $1)) }) { done, total in
-            if bar == nil { bar = ProgressBar(total: total, label: "tensors") }
-            bar?.update(done: done)
-        }
+                          progress: { done, total in
+                              if bar == nil { bar = ProgressBar(total: total, label: "tensors") }
+                              bar?.update(done: done)
+                          }, matrixError: { errors.append(($0, $1)) })
         bar?.finish()
         if let l = lut?.format {
             print("relative reconstruction error ‖W − Ŵ‖/‖W‖ per matrix:")
-            for (name, e) in errors { print(String(format: "  %-32@ %.5f", name, e)) }
+            for (name, e) in errors { print("  " + name.padding(toLength: max(32, name.count), withPad: " ", startingAt: 0) + String(format: " %.5f", e)) }
             let mean = errors.map(\.1).reduce(0, +) / Double(max(1, errors.count))
             print(String(format: "mean %.5f over %d matrices", mean, errors.count))
             print("wrote \(output): \(WeightFormat.lut(l).name) layers\(quantizeOutput ? " and lm_head" : ""), embeddings\(quantizeOutput ? "" : " and lm_head") in source precision")
@@ -78,10 +78,11 @@ struct QuantizeCommand: ParsableCommand {
     /// Writes the model at `path` (a Hugging Face folder or a GGUF file) into `output` as a fine-grained FP8 folder.
     /// A folder keeps its `config.json` (less `quantization_config`) and companion files; a GGUF file gets a
     /// `config.json` from its metadata and its tokenizer as Hugging Face files. Either way each weight is read through
-    /// its format's one CPU reference and quantized by `CheckpointExport`. `progress(done, total)` counts tensors.
+    /// its format's one CPU reference and quantized by `CheckpointExport`. `progress(done, total)` counts tensors;
+    /// `matrixError(name, ‖W − Ŵ‖/‖W‖)` is called per lookup-table matrix.
     static func quantize(_ path: String, to output: String, quantizeOutput: Bool, lut: WeightFormat.LUTFormat? = nil,
-                         lutTable: [Float]? = nil, matrixError: ((String, Double) -> Void)? = nil,
-                         progress: (Int, Int) -> Void = { _, _ in }) throws {
+                         lutTable: [Float]? = nil, progress: (Int, Int) -> Void = { _, _ in },
+                         matrixError: ((String, Double) -> Void)? = nil) throws {
         let files = try ModelFiles.locate(path)
         let fm = FileManager.default
         if let existing = try? fm.contentsOfDirectory(atPath: output), !existing.isEmpty {
