@@ -11,7 +11,7 @@ import KilnModels
 ///    (`QuantBlocks`), then the float product (`dequantizedRows`). Correct, not fast: llama.cpp's Q8_K activations and
 ///    integer dot products for these types are the next step.
 ///  - FP8 e4m3 with block scales: `FP8Numerics` (W8A16 or W8A8, `FP8Linear.swift`).
-/// Formats without a CPU product yet (lookup tables) are an error naming the tensor when the weight is built.
+///  - lookup tables (`WeightFormat.lut`): rows dequantized by the format's reference, float product (`LUTProducts.swift`).
 public struct LinearWeight {
     public let name: String
     public let format: WeightFormat
@@ -23,6 +23,8 @@ public struct LinearWeight {
     /// FP8 only: `scale_inv` `[ceil(rows/blockRows), ceil(cols/blockCols)]` and the product's numerics.
     let fp8Scales: UnsafePointer<Float>?
     public let fp8Numerics: FP8Numerics
+    /// Lookup-table formats only: codes, scales, offsets and table (`LUTProducts.swift`).
+    var lutPlanes: LUTPlanes? = nil
 
     /// The weight over `m`'s planes, without copying them (`m`'s source must stay alive). `fp8` picks the product
     /// numerics of FP8 matrices (ignored for other formats).
@@ -35,8 +37,10 @@ public struct LinearWeight {
             data = m.planes[0].bytes.baseAddress!
             fp8Scales = m.planes[1].bytes.baseAddress!.assumingMemoryBound(to: Float.self)
             return
-        case .lut:
-            throw KilnError("tensor \(m.name): the CPU engine has no product for \(m.format.name) weights yet")
+        case .lut:   // LUTProducts.swift
+            name = m.name; format = m.format; rows = m.rows; cols = m.cols; rowBytes = m.planes[0].shape[1]
+            data = m.planes[0].bytes.baseAddress!; fp8Scales = nil; lutPlanes = try LUTPlanes(m)
+            return
         }
         guard let rb = m.rowBytes, let base = m.planes[0].bytes.baseAddress else {
             throw KilnError("tensor \(m.name): a \(m.format.name) matrix should be one plane")
@@ -75,7 +79,7 @@ public struct LinearWeight {
         case .dense(.f32): floatRows(range, x, tokens, out, outStride)
         case .dense(let e): widenedRows(e, range, x, tokens, out, outStride)
         case .fp8E4M3(let br, let bc): fp8Rows(blockRows: br, blockCols: bc, range, x, tokens, out, outStride)
-        case .lut: preconditionFailure("LinearWeight.init rejects \(format.name)")
+        case .lut: lutRows(lutPlanes!, range, x, tokens, out, outStride)
         }
     }
 

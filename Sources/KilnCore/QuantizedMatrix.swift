@@ -87,8 +87,8 @@ public struct QuantizedMatrix {
                 let scaleRow = scales.baseAddress! + (r / br) * scaleCols, codeRow = codes.baseAddress! + r * cols
                 for c in 0..<cols { out[i * cols + c] = table[Int(codeRow[c])] * scaleRow[c / bc] }
             }
-        case .lut:
-            throw KilnError("tensor \(name): \(format.name) has no CPU reference yet (planes and layout only; its issue adds the decoder)")
+        case .lut(let l):
+            try dequantizeLUT(l, rows: range, into: out)   // LUTTables.swift
         }
     }
 

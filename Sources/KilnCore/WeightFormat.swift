@@ -16,7 +16,8 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
     /// `QuantizedMatrix.dequantize` (e4m3 is `E4M3`), the quantizer `FP8BlockQuantizer`, the products in KilnCPU.
     case fp8E4M3(blockRows: Int, blockCols: Int)
     /// b-bit codes into a table of 2^b values, times a per-group scale (plus a per-group offset when affine).
-    /// Descriptor and planes only: its CPU reference comes with the lookup-table issue.
+    /// CPU reference: `LUTCodes.dequantizeRow` (tables in `LUTTables`), the quantizer `LUTQuantizer`, the product in
+    /// KilnCPU's `LUTProducts.swift`.
     case lut(LUTFormat)
 
     public enum DenseElement: String, Hashable, Sendable, CaseIterable {

@@ -2,7 +2,7 @@ import Foundation
 import KilnCore
 
 /// Writes any loaded model as a Hugging Face folder (`config.json` + `model.safetensors`): the layers' linear weights as
-/// fine-grained FP8 (`kiln quantize --to fp8`) or every tensor in its source precision (tests convert a GGUF model to a
+/// fine-grained FP8 (`kiln quantize --to fp8`), lookup-table codes (`--to lut4`…) or every tensor in its source precision (tests convert a GGUF model to a
 /// bf16 folder this way). Each tensor is read through the source's one CPU reference (`QuantizedMatrix.dequantize`).
 ///
 /// Not yet: sharding (the whole file is built in memory, fine up to a few GB). The tokenizer of a GGUF source is written
@@ -16,12 +16,18 @@ public enum CheckpointExport {
         /// The source's own `config.json` object (Hugging Face sources), kept except for `quantization_config` and
         /// `torch_dtype`; nil writes one from `ModelConfig`.
         public var baseConfig: [String: Any]? = nil
+        /// Quantize the layers' linear weights to this lookup-table format instead of FP8 (`LUTQuantizer`).
+        public var lut: WeightFormat.LUTFormat? = nil
+        /// The table of a `custom` lookup-table format (2^bits values).
+        public var lutTable: [Float]? = nil
+        /// Called per quantized matrix with its canonical name and relative reconstruction error ‖W − Ŵ‖ / ‖W‖.
+        public var matrixError: ((String, Double) -> Void)? = nil
         public init() {}
     }
 
     /// The canonical tensors that become FP8 under `options`.
     static func quantizes(_ name: String, shape: [Int], _ o: Options) -> Bool {
-        o.fp8 && shape.count == 2 && (name.hasPrefix("blk.") || (o.quantizeOutput && name == "output.weight"))
+        (o.fp8 || o.lut != nil) && shape.count == 2 && (name.hasPrefix("blk.") || (o.quantizeOutput && name == "output.weight"))
     }
 
     /// Writes `source` into `folder` (created if needed). `progress(done, total)` counts tensors.
@@ -41,7 +47,11 @@ public enum CheckpointExport {
             let (values, dtype) = try read(source, t.name, t.shape)
             let rows = t.shape[0], cols = t.shape.count == 2 ? t.shape[1] : 1   // a vector as [n, 1] (a bias unpermutes as rows)
             let hfValues = c.ropeStyle == .interleaved ? unpermuteRoPE(values, t.name, rows: rows, cols: cols, c) : values
-            if quantizes(t.name, shape: t.shape, o) {
+            if quantizes(t.name, shape: t.shape, o), let l = o.lut {   // LUTCheckpoint.swift
+                let q = try LUTQuantizer.quantize(hfValues, rows: rows, cols: cols, format: l, table: o.lutTable, name: t.name)
+                LUTCheckpoint.add(q, hf: hf, to: &writer)
+                o.matrixError?(t.name, q.relativeError)
+            } else if quantizes(t.name, shape: t.shape, o) {
                 let fp8 = FP8Planes(hfValues, rows: rows, cols: cols)
                 writer.addRaw(hf, dtype: .f8_e4m3, shape: t.shape, bytes: fp8.codes)
                 writer.addRaw(String(hf.dropLast(".weight".count)) + ".weight_scale_inv", dtype: .f32, shape: fp8.scaleShape,
@@ -53,7 +63,8 @@ public enum CheckpointExport {
         }
         writer.alignTensors()
         var config = try o.baseConfig ?? configJSON(c)
-        config["quantization_config"] = o.fp8 ? HFQuantizationConfig(modulesToNotConvert: o.quantizeOutput ? [] : ["lm_head"]).json : nil
+        config["quantization_config"] = o.lut.map { HFQuantizationConfig(format: .lut($0), modulesToNotConvert: o.quantizeOutput ? [] : ["lm_head"]).json }
+            ?? (o.fp8 ? HFQuantizationConfig(modulesToNotConvert: o.quantizeOutput ? [] : ["lm_head"]).json : nil)
         let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         guard FileManager.default.createFile(atPath: folder + "/config.json", contents: data) else {
             throw KilnError("\(folder)/config.json: cannot write")

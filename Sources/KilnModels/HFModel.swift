@@ -12,10 +12,10 @@ public final class HFModel: WeightSource {
     public let hfConfig: HFConfig
     public let config: ModelConfig
     public let checkpoint: SafetensorsCheckpoint
-    /// `quantization_config` (fine-grained FP8), nil for unquantized folders.
+    /// `quantization_config` (fine-grained FP8 or kiln-lut), nil for unquantized folders.
     public let quantization: HFQuantizationConfig?
     public var sourcePath: String { folder }
-    private var used = Set<String>()
+    var used = Set<String>()
 
     /// Opens `folder`; fails on a bad `config.json` or any bad safetensors file before returning.
     public init(folder: String) throws {
@@ -77,7 +77,7 @@ public final class HFModel: WeightSource {
 
     public func has(_ name: String) -> Bool {
         guard let hf = HFModel.hfName(canonical: name), !isIgnored(hf: hf) else { return false }
-        return checkpoint.tensors[hf] != nil
+        return checkpoint.tensors[hf] != nil || checkpoint.tensors[hf + "_codes"] != nil   // lookup-table planes
     }
 
     public func tensor(_ name: String, shape: [Int]) throws -> WeightTensor {
@@ -99,6 +99,8 @@ public final class HFModel: WeightSource {
     /// `[ceil(N/128), ceil(K/128)]` as one `fp8_e4m3_b128x128` matrix. A scale without an FP8 weight, an FP8 weight
     /// without its scale or without `quantization_config`, and scales of another type or shape are errors naming the tensor.
     public func matrix(_ name: String, rows: Int, cols: Int) throws -> QuantizedMatrix {
+        if let hf = HFModel.hfName(canonical: name), hf.hasSuffix(".weight"), !isIgnored(hf: hf),
+           let lut = try lutMatrix(name, hf: hf, rows: rows, cols: cols) { return lut }   // HFQuantization+LUT.swift
         guard let hf = HFModel.hfName(canonical: name), hf.hasSuffix(".weight"), let found = checkpoint.info(hf), !isIgnored(hf: hf) else {
             return try defaultMatrix(name, rows: rows, cols: cols)
         }

@@ -29,8 +29,9 @@ public struct HFQuantizationConfig: Equatable, Sendable {
         guard let method = q["quant_method"] as? String else {
             throw KilnError("\(path): \(field).quant_method is missing or not a string")
         }
+        if method == lutMethod { return try parseLUT(q, path: path) }   // HFQuantization+LUT.swift
         guard method == "fp8" else {
-            throw KilnError("\(path): unsupported \(field).quant_method \"\(method.prefix(40))\" (supported: fp8, transformers' fine-grained FP8)")
+            throw KilnError("\(path): unsupported \(field).quant_method \"\(method.prefix(40))\" (supported: fp8, transformers' fine-grained FP8; kiln-lut)")
         }
         let scheme = (q["activation_scheme"] as? String) ?? "dynamic"
         guard scheme.lowercased() == "dynamic" else {
@@ -64,6 +65,7 @@ public struct HFQuantizationConfig: Equatable, Sendable {
 
     /// The object Kiln writes (`kiln quantize`), exactly the fields transformers reads.
     public var json: [String: Any] {
+        if let lut = lutJSON { return lut }
         guard case .fp8E4M3(let r, let c) = format else { preconditionFailure("HFQuantizationConfig: \(format.name)") }
         return ["quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [r, c],
                 "modules_to_not_convert": modulesToNotConvert]

@@ -82,9 +82,9 @@ public final class SafetensorsFile {
         guard let shape64 = e.shape else { throw KilnError("\(path): tensor \(name) has no shape") }
         guard let offsets = e.dataOffsets else { throw KilnError("\(path): tensor \(name) has no data_offsets") }
         guard let dtype = dtypeOf(dtypeName) else {
-            let known = ["F64", "I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"]
+            let known = ["F64", "I64", "I32", "I16", "I8", "U16", "U32", "U64", "BOOL", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"]
             let what = known.contains(dtypeName) ? "unsupported dtype \(dtypeName)" : "unknown dtype \"\(dtypeName.prefix(40))\""
-            throw KilnError("\(path): tensor \(name) has \(what) (supported: F32, F16, BF16, F8_E4M3)")
+            throw KilnError("\(path): tensor \(name) has \(what) (supported: F32, F16, BF16, F8_E4M3, U8)")
         }
         guard shape64.count <= maxDims else { throw KilnError("\(path): tensor \(name) has \(shape64.count) dimensions (at most \(maxDims))") }
         var shape: [Int] = []
@@ -122,6 +122,7 @@ public final class SafetensorsFile {
         case "F16": return .f16
         case "BF16": return .bf16
         case "F8_E4M3": return .f8_e4m3
+        case "U8": return .u8   // lookup-table codes (kiln-lut)
         default: return nil
         }
     }
@@ -133,6 +134,7 @@ public final class SafetensorsFile {
         case .f16: return "F16"
         case .bf16: return "BF16"
         case .f8_e4m3: return "F8_E4M3"
+        case .u8: return "U8"
         default: return nil
         }
     }

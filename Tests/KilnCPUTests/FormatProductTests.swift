@@ -105,10 +105,9 @@ final class FormatProductTests: XCTestCase {
         for p in products { XCTAssertEqual(p.bytes, p.block.blockBytes, "\(p.block)") }
     }
 
-    func testFormatsWithoutACPUProductAreAnErrorNamingTheTensor() throws {
-        // A 4-bit lookup-table matrix (its CPU product comes with the lookup-table issue): codes [4, 32], scales [4, 1]
-        // f16, table [16] f32.
-        let codes = [UInt8](repeating: 0, count: 4 * 32), scales = [UInt8](repeating: 0, count: 4 * 2), table = [UInt8](repeating: 0, count: 64)
+    func testLookupTableWithANaNEntryIsAnErrorNamingTheTensor() throws {
+        // A 4-bit lookup-table matrix: codes [4, 32], scales [4, 1] f16, table [16] f32 of NaNs (all bytes 0xFF).
+        let codes = [UInt8](repeating: 0, count: 4 * 32), scales = [UInt8](repeating: 0, count: 4 * 2), table = [UInt8](repeating: 0xFF, count: 64)
         try codes.withUnsafeBytes { c in
             try scales.withUnsafeBytes { s in
               try table.withUnsafeBytes { t in
