@@ -13,17 +13,6 @@ final class FP8CheckpointTests: XCTestCase {
         return o
     }
 
-    /// Loads every tensor of the model as the engine would (matrices through `matrix`), then checks strictness.
-    func loadAll(_ m: HFModel) throws -> [String: QuantizedMatrix] {
-        var out: [String: QuantizedMatrix] = [:]
-        for t in m.config.canonicalTensorShapes {
-            if t.shape.count == 2 { out[t.name] = try m.matrix(t.name, rows: t.shape[0], cols: t.shape[1]) }
-            else { _ = try m.tensor(t.name, shape: t.shape) }
-        }
-        try m.checkAllUsed()
-        return out
-    }
-
     func testFP8FolderLoadsAsBlockScaledMatrices() throws {
         let dir = try TempDir()
         let o = fp8Options()
@@ -31,7 +20,7 @@ final class FP8CheckpointTests: XCTestCase {
         let original = Dictionary(uniqueKeysWithValues: TinyCheckpoint.weights(o).map { ($0.name, $0.values) })
         let m = try HFModel(folder: dir.path)
         XCTAssertEqual(m.quantization, HFQuantizationConfig(modulesToNotConvert: ["lm_head"]))
-        let matrices = try loadAll(m)
+        let matrices = try m.loadAllMatrices()
         let q = matrices["blk.0.ffn_down.weight"]!
         XCTAssertEqual(q.format, .fp8E4M3(blockRows: 128, blockCols: 128))
         XCTAssertEqual(q.planes.map(\.shape), [[160, 200], [2, 2]])
@@ -80,7 +69,7 @@ final class FP8CheckpointTests: XCTestCase {
                     edit: (inout [String: SafetensorsWriter.Tensor]) -> Void = { _ in }, line: UInt = #line) throws {
             let dir = try TempDir("malformed\(line)")
             try malformed(dir, config: config, quantization: quantization, edit: edit)
-            assertKilnError(try loadAll(try HFModel(folder: dir.path)), path: dir.path, words, line: line)
+            assertKilnError(try HFModel(folder: dir.path).loadAllMatrices(), path: dir.path, words, line: line)
         }
         let down = self.down
         // Numerics fields Kiln does not implement, each named.
@@ -115,6 +104,6 @@ final class FP8CheckpointTests: XCTestCase {
                                           "activation_scheme": "DYNAMIC", "modules_to_not_convert": ["lm_head", "model.embed_tokens"]])
         let m = try HFModel(folder: dir.path)
         XCTAssertEqual(m.quantization?.modulesToNotConvert, ["lm_head", "model.embed_tokens"])
-        XCTAssertEqual(try loadAll(m).count, m.config.canonicalTensorShapes.filter { $0.shape.count == 2 }.count)
+        XCTAssertEqual(try m.loadAllMatrices().count, m.config.canonicalTensorShapes.filter { $0.shape.count == 2 }.count)
     }
 }

@@ -49,22 +49,12 @@ final class LUTFolderTests: XCTestCase {
         return (Dictionary(uniqueKeysWithValues: original.compactMap { k, v in HFModel.canonicalName(hf: k).map { ($0, v) } }), format)
     }
 
-    func loadAll(_ m: HFModel) throws -> [String: QuantizedMatrix] {
-        var out: [String: QuantizedMatrix] = [:]
-        for t in m.config.canonicalTensorShapes {
-            if t.shape.count == 2 { out[t.name] = try m.matrix(t.name, rows: t.shape[0], cols: t.shape[1]) }
-            else { _ = try m.tensor(t.name, shape: t.shape) }
-        }
-        try m.checkAllUsed()
-        return out
-    }
-
     func testFolderRoundTrip() throws {
         for affine in [false, true] {
             let dir = try TempDir()
             let (original, format) = try exportLUT(dir, affine: affine)
             let m = try HFModel(folder: dir.path + "/lut")
-            let matrices = try loadAll(m)
+            let matrices = try m.loadAllMatrices()
             XCTAssertEqual(matrices["output.weight"]?.format, .dense(.f32))
             for (name, q) in matrices where name.hasPrefix("blk.") {
                 XCTAssertEqual(q.format, .lut(format), name)
@@ -104,7 +94,7 @@ final class LUTFolderTests: XCTestCase {
             let dir = try TempDir()
             _ = try exportLUT(dir, affine: false)
             try rewrite(dir.path + "/lut", edit)
-            XCTAssertThrowsError(try loadAll(try HFModel(folder: dir.path + "/lut")), what) {
+            XCTAssertThrowsError(try HFModel(folder: dir.path + "/lut").loadAllMatrices(), what) {
                 XCTAssertTrue("\($0)".contains(plane + what), "\(what): \($0)")
             }
         }
