@@ -37,7 +37,7 @@ public final class CPUModel {
     deinit { for p in ownedWeights { p.deallocate() } }
 
     /// Loads the model's weights from `weights` (strictly: unknown tensors are an error) and starts `threads` threads.
-    /// `floatWeights`: dequantize Q4_0/Q4_1/Q8_0 matrices to f32 at load, so matrix products use the float
+    /// `floatWeights`: dequantize every GGUF block matrix to f32 at load, so matrix products use the float
     /// activations instead of llama.cpp's Q8 activation quantization — slower and 4–8× the memory, but free of
     /// activation-rounding noise: the reference against which other engines' arithmetic (the GPU's) is judged.
     /// `fp8`: the numerics of FP8 block-scaled matrices (`FP8Numerics.default`, or W8A8 as transformers computes).

@@ -5,11 +5,12 @@ import KilnModels
 /// the CPU engine's product, and the one CPU reference of each weight format's product (its dequantization is
 /// `QuantizedMatrix.dequantize`). Per format:
 ///  - dense f32 / f16 / bf16: float weights against float activations (`floatRows`);
-///  - GGUF Q8_0 / Q4_0 / Q4_1: block by block against `Q8Activations` with integer dot products, the way llama.cpp's
-///    CPU backend does (`quantRows` with the format's `Q8BlockProduct`); matrices are never dequantized whole.
-///  - GGUF Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS: each row dequantized to f32 by the format's reference
-///    (`QuantBlocks`), then the float product (`dequantizedRows`). Correct, not fast: llama.cpp's Q8_K activations and
-///    integer dot products for these types are the next step.
+///  - GGUF Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL: block by block against `Q8Activations` with integer dot products,
+///    the way llama.cpp's CPU backend does (`quantRows` with the format's `Q8BlockProduct`; BlockProducts.swift,
+///    KQuantLegacyProducts.swift); matrices are never dequantized whole.
+///  - GGUF Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_XS: super-blocks against Q8_K activations (`superBlockRows`,
+///    KQuantProducts.swift); without a Q8_K set attached, each row is dequantized to f32 by the format's reference and
+///    multiplied in float (`dequantizedRows`, the fallback).
 ///  - FP8 e4m3 with block scales: `FP8Numerics` (W8A16 or W8A8, `FP8Linear.swift`).
 ///  - lookup tables (`WeightFormat.lut`): rows dequantized by the format's reference, float product (`LUTProducts.swift`).
 public struct LinearWeight {
@@ -139,8 +140,8 @@ public struct LinearWeight {
         }
     }
 
-    /// Blocks without an integer product yet: each row dequantized to f32 once by the format's one reference, then
-    /// dotted with every token in float (the same loop as widened half-precision rows).
+    /// The fallback for super-block formats when no Q8_K activations are attached: each row dequantized to f32 once by
+    /// the format's one reference, then dotted with every token in float (the same loop as widened half-precision rows).
     private func dequantizedRows(_ block: WeightFormat.GGUFBlock, _ range: Range<Int>, _ x: UnsafePointer<Float>, _ tokens: Int,
                                  _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { rowBuffer in
