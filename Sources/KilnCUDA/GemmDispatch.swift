@@ -56,8 +56,7 @@ public final class GemmDispatch {
             }
             if m >= 64, hopperOK, !outF32, let c = GemmHopper.config(named: e.config) { return Choice(.hopper(c)) }
         } else {
-            let key = "\(op) \(format.name) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
-            if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel (run `kiln tune` to measure it)") }
+            warnUntuned(op: op, format: format, m: m, n: n, k: k)
         }
         if m >= 64, hopperOK, !outF32 { return Choice(.hopper(GemmHopper.defaultConfig(m: m, n: n))) }
         return Choice(.splitK(GemmSplitK.defaultConfig(m: min(m, 16))))
@@ -80,14 +79,19 @@ public final class GemmDispatch {
         let k = try GemmHopper(library, config: c); hopperKernels[c] = k; return k
     }
 
+    /// One warning per shape that a loaded tuning table has no entry for (none when running on the defaults by choice).
+    private func warnUntuned(op: String, format: WeightFormat, m: Int, n: Int, k: Int) {
+        let key = "\(op) \(format.name) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
+        if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel (run `kiln tune` to measure it)") }
+    }
+
     /// The FP8 decode GEMM for `op` on `[n, k]` at `m` ≤ 16 tokens: the table's entry for (op, fp8, M bucket, N, K) if
     /// it names a gemm_fp8 instance that serves m, else GemmFP8's default.
     public func chooseFP8(op: String, m: Int, n: Int, k: Int) -> (config: GemmFP8.Config, split: Int) {
         if let e = tune?.lookup(op: op, format: GPUMatrix.fp8Format, n: n, k: k, m: m), let c = GemmFP8.config(named: e.config), c.maxM >= m {
             return (c, min(max(1, e.split), GemmDispatch.maxSplit))
         }
-        let key = "\(op) \(GPUMatrix.fp8Format.name) N=\(n) K=\(k) M≤\(MBucket.bucket(for: m))"
-        if tune != nil, warned.insert(key).inserted { log("warning: no tuning entry for \(key); using the default kernel (run `kiln tune` to measure it)") }
+        warnUntuned(op: op, format: GPUMatrix.fp8Format, m: m, n: n, k: k)
         return (GemmFP8.defaultConfig(m: m), 1)
     }
 
