@@ -14,16 +14,15 @@ extension GPUWeights {
     static func fp8Matrix(_ parts: [QuantizedMatrix], interleaveHalves: Bool, scale: Float, context: Context) throws -> GPUMatrix? {
         guard let first = parts.first, parts.allSatisfy({ $0.format == GPUMatrix.fp8Format && $0.cols == first.cols && $0.rows % 8 == 0 }),
               first.cols % 16 == 0, !interleaveHalves || (parts.count == 2 && parts[0].rows == parts[1].rows) else { return nil }
-        let k = first.cols, kb = (k + GemmFP8.block - 1) / GemmFP8.block
+        let k = first.cols
         let rows = parts.reduce(0) { $0 + $1.rows }
         let codes = try DeviceBuffer<UInt8>(context, count: rows * k)
-        var scale8 = [Float]()
-        scale8.reserveCapacity((rows / 8) * kb)
-        /// The scale_inv row of checkpoint row `row`'s 128-row block (the plane may sit unaligned in a mapped file).
-        func scaleRow(_ part: QuantizedMatrix, row: Int) -> [Float] {
-            let base = (row / GemmFP8.block) * kb
-            return (0..<kb).map { part.planes[1].bytes.loadUnaligned(fromByteOffset: 4 * (base + $0), as: Float.self) }
+        /// A part's scale_inv plane `[ceil(rows/128), kb]` (it may sit unaligned in a mapped file).
+        func scaleInv(_ part: QuantizedMatrix) -> [Float] {
+            let plane = part.planes[1].bytes
+            return (0..<(plane.count / 4)).map { plane.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
         }
+        var scale8 = [Float]()
         if interleaveHalves {
             let f = parts[0].rows
             var host = [UInt8](repeating: 0, count: rows * k)
@@ -31,16 +30,21 @@ extension GPUWeights {
                 for (h, part) in parts.enumerated() {
                     let src = part.planes[0].bytes.baseAddress! + 8 * j * k
                     host.withUnsafeMutableBytes { dst in (dst.baseAddress! + (16 * j + 8 * h) * k).copyMemory(from: src, byteCount: 8 * k) }
-                    scale8 += scaleRow(part, row: 8 * j)
                 }
             }
             try codes.upload(host)
+            // gate's scale blocks, then up's: an up row s (≥ f) sits in block gateBlocks + (s − f)/128.
+            let gateBlocks = (f + GemmFP8.block - 1) / GemmFP8.block
+            scale8 = try GemmFP8.expandScales(scaleInv(parts[0]) + scaleInv(parts[1]), rows: rows, cols: k, rowOf: { r in
+                let s = GemmFP8.gateUpSourceRow(r, ffn: f)
+                return s < f ? s : gateBlocks * GemmFP8.block + (s - f)
+            })
         } else {
             var offset = 0
             for part in parts {
                 try codes.upload(bytes: part.planes[0].bytes, atByte: offset)
                 offset += part.rows * k
-                for g in 0..<(part.rows / 8) { scale8 += scaleRow(part, row: 8 * g) }
+                scale8 += try GemmFP8.expandScales(scaleInv(part), rows: part.rows, cols: k)
             }
         }
         if scale != 1 { scale8 = scale8.map { $0 * scale } }

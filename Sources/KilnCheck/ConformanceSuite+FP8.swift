@@ -181,7 +181,7 @@ extension ConformanceSuite {
                 let gate = fp8Weights(n: f, k: k), up = fp8Weights(n: f, k: k)
                 let kb = FP8ActivationQuantizer.scaleColumns(k: k)
                 // The kernel's rows: tile j = gate rows 8j…8j+7, then up rows 8j…8j+7.
-                let source = { (r: Int) -> Int in (r % 16 < 8) ? 8 * (r / 16) + r % 8 : f + 8 * (r / 16) + r % 8 }
+                let source = { (r: Int) -> Int in GemmFP8.gateUpSourceRow(r, ffn: f) }
                 var codes = [UInt8](repeating: 0, count: n * k)
                 for r in 0..<n {
                     let s = source(r)

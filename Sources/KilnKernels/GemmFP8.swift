@@ -57,6 +57,12 @@ public struct GemmFP8 {
         return out
     }
 
+    /// The row of the stacked [gate; up] checkpoint matrix (`ffn` rows each) that row `r` of the SwiGLU epilogue's
+    /// interleaved layout holds: 16-row tile j = gate rows 8j…8j+7, then up rows 8j…8j+7 (GPUWeights.interleaveGateUp).
+    public static func gateUpSourceRow(_ r: Int, ffn: Int) -> Int {
+        (r % 16 < 8 ? 0 : ffn) + 8 * (r / 16) + r % 8
+    }
+
     // Mirrors Fp8GemmParams.
     struct Params { var xq, xs, w, scale8, y, ws, cnt: UInt64; var m, n, k, epi: Int32 }
 
