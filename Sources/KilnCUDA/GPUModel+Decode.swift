@@ -10,7 +10,6 @@ import KilnKernels
 extension GPUModel {
     /// Enqueues one decode step (kernels only), for capture or for a plain (uncaptured) run.
     func enqueueDecodeStep(batch b: Int, sampled: Bool) throws {
-        let c = config
         pass.mode = .decode(batch: b)
         // Positions are read from the device at replay time; `start` here is the host's view when captured.
         try transformer.forward(self, StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: $0, start: sequenceLengths[$0], count: 1) }))
