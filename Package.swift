@@ -39,7 +39,10 @@ let package = Package(
         .target(name: "KilnModels", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
         .target(name: "KilnTokenizer", dependencies: ["KilnCore", "KilnModels"], swiftSettings: hotSettings),
         .target(name: "KilnTemplates", dependencies: ["KilnCore"], swiftSettings: swiftSettings),
-        .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels"], swiftSettings: cpuBackendSettings),
+        // The CPU products' int8 dot-product kernels (VNNI), chosen at run time: C, so each function can target an
+        // instruction set the rest of KilnCPU does not assume. Optimised in debug builds too, like the Swift loops.
+        .target(name: "KilnCPUSIMD", exclude: ["int8_product_body.inc"], cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "KilnCPU", dependencies: ["KilnCore", "KilnModels", "KilnCPUSIMD"], swiftSettings: cpuBackendSettings),
         .target(name: "KilnGPU", dependencies: ["KilnCore"], swiftSettings: gpuHostSettings),
         // The kernel sources travel inside the binary (one static executable on the GPU machine): the EmbedKernels
         // build-tool plugin writes every file under cuda/ into KernelSources.swift at build time (a clean debug build

@@ -41,8 +41,9 @@ public final class CPUModel {
     /// activations instead of llama.cpp's Q8 activation quantization — slower and 4–8× the memory, but free of
     /// activation-rounding noise: the reference against which other engines' arithmetic (the GPU's) is judged.
     /// `fp8`: the numerics of FP8 block-scaled matrices (`FP8Numerics.default`, or W8A8 as transformers computes).
+    /// `int8Products`: Q4_0/Q4_1/Q8_0 matrices take the VNNI product where the CPU has it (`Int8Products.swift`).
     public init(weights: WeightSource, threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 64,
-                floatWeights: Bool = false, fp8: FP8Numerics = .default) throws {
+                floatWeights: Bool = false, fp8: FP8Numerics = .default, int8Products: Bool = true) throws {
         let c = weights.config
         config = c
         let d = Transformer(config: c)
@@ -67,8 +68,11 @@ public final class CPUModel {
         func linear(_ m: () throws -> QuantizedMatrix) throws -> LinearWeight {
             do {
                 let matrix = try m()
-                let w = try LinearWeight(matrix, fp8: fp8)
-                guard floatWeights, w.usesQ8 else { return w }
+                var w = try LinearWeight(matrix, fp8: fp8)
+                guard floatWeights, w.usesQ8 else {
+                    if int8Products, let p = w.makeInterleaved() { owned.append(p); w.interleaved = UnsafeRawPointer(p) }
+                    return w
+                }
                 let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * w.rows * w.cols, alignment: 64)
                 owned.append(p)
                 try matrix.dequantize(rows: 0..<w.rows, into: p.assumingMemoryBound(to: Float.self))

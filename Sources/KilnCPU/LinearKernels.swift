@@ -26,6 +26,9 @@ public struct LinearWeight {
     public let fp8Numerics: FP8Numerics
     /// Lookup-table formats only: codes, scales, offsets and table (`LUTProducts.swift`).
     var lutPlanes: LUTPlanes? = nil
+    /// Q4_0 / Q4_1 / Q8_0 on CPUs with VNNI: the rows interleaved for the int8 product (`Int8Products.swift`), owned
+    /// by the model.
+    public var interleaved: UnsafeRawPointer? = nil
 
     /// The weight over `m`'s planes, without copying them (`m`'s source must stay alive). `fp8` picks the product
     /// numerics of FP8 matrices (ignored for other formats).
@@ -67,6 +70,7 @@ public struct LinearWeight {
     /// `act` must hold the same rows quantized when `usesQ8`. Writes `out[t * outStride + r]`.
     public func apply(rows range: Range<Int>, x: UnsafePointer<Float>, act: Q8Activations, tokens: Int,
                       out: UnsafeMutablePointer<Float>, outStride: Int) {
+        if interleaved != nil, interleavedRows(range, act, tokens, out, outStride) { return }
         switch format {
         case .gguf(.q4_0): quantRows(Q4_0Blocks.self, range, act, tokens, out, outStride)
         case .gguf(.q4_1): quantRows(Q4_1Blocks.self, range, act, tokens, out, outStride)

@@ -24,6 +24,8 @@ public final class Q8Activations {
     let dByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
     let sByBlock: UnsafeMutablePointer<Float>  // [maxCols/32 × maxTokens]
     let q: UnsafeMutablePointer<Int16>     // [maxTokens × maxCols]
+    /// The same values as int8 in natural order, for the VNNI product (Int8Products.swift).
+    let q8: UnsafeMutablePointer<Int8>     // [maxTokens × maxCols]
     let d: UnsafeMutablePointer<Float>     // [maxTokens × maxCols/32]
     let sumQ: UnsafeMutablePointer<Float>  // [maxTokens × maxCols/32]
     let s: UnsafeMutablePointer<Float>     // [maxTokens × maxCols/32]
@@ -34,6 +36,8 @@ public final class Q8Activations {
         self.maxTokens = maxTokens
         self.maxCols = (maxCols + 31) / 32 * 32
         q = .allocate(capacity: maxTokens * self.maxCols)
+        q8 = .allocate(capacity: maxTokens * self.maxCols)
+        q8.initialize(repeating: 0, count: maxTokens * self.maxCols)
         let nb = maxTokens * self.maxCols / 32
         d = .allocate(capacity: nb); sumQ = .allocate(capacity: nb); s = .allocate(capacity: nb)
         dByBlock = .allocate(capacity: nb); sByBlock = .allocate(capacity: nb)
@@ -42,7 +46,7 @@ public final class Q8Activations {
         d.initialize(repeating: 0, count: nb); sumQ.initialize(repeating: 0, count: nb); s.initialize(repeating: 0, count: nb)
     }
 
-    deinit { q.deallocate(); d.deallocate(); sumQ.deallocate(); s.deallocate(); dByBlock.deallocate(); sByBlock.deallocate() }
+    deinit { q.deallocate(); q8.deallocate(); d.deallocate(); sumQ.deallocate(); s.deallocate(); dByBlock.deallocate(); sByBlock.deallocate() }
 
     /// Position of element `j` of a block in the permuted layout.
     @inline(__always) static func slot(_ j: Int) -> Int {
@@ -71,12 +75,13 @@ public final class Q8Activations {
             for j in 0..<32 { amax = max(amax, abs(src[j])) }
             let scale = amax / 127
             let inv: Float = amax != 0 ? 127 / amax : 0
-            let dst = q + t * maxCols + b * 32
+            let dst = q + t * maxCols + b * 32, dst8 = q8 + t * maxCols + b * 32
             var sum: Int32 = 0
             for j in 0..<32 {
                 // llama.cpp's AVX quantizer rounds half to even.
                 let v = Int16((src[j] * inv).rounded(.toNearestOrEven))
                 dst[Q8Activations.slot(j)] = v
+                dst8[j] = Int8(truncatingIfNeeded: v)
                 sum &+= Int32(v)
             }
             let i = t * (maxCols / 32) + b

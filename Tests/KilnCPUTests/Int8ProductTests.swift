@@ -1,0 +1,115 @@
+import XCTest
+import KilnCore
+import KilnModels
+@testable import KilnCPU
+
+/// The VNNI product over interleaved rows (Int8Products.swift, KilnCPUSIMD) against the plain reference
+/// (`referenceQuantRows`) on random weights and activations: row counts that are not a multiple of the eight-row group,
+/// thread ranges that start and end inside a group, every token-tile tail.
+final class Int8ProductTests: XCTestCase {
+    func testInterleavedProductEqualsTheReferenceOnRandomInputs() throws {
+        try XCTSkipIf(Int8Products.level == 0, "this CPU has neither AVX-VNNI nor AVX512-VNNI: the Swift products run instead")
+        var rng = SplitMix64(seed: 91)
+        for format in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0)] {
+            let type = format.singleTensorType!
+            for (rows, cols) in [(7, 96), (21, 160), (16, 32), (40, 576)] {
+                // Mostly small values with a few large ones, so block scales vary and every quant value occurs.
+                let values = (0..<(rows * cols)).map { _ in Float(rng.unit() * 2 - 1) * (rng.unit() < 0.1 ? 4 : 0.5) }
+                let bytes = InMemoryWeights.encode(values, as: type)
+                var dequantized = [Float](repeating: 0, count: rows * cols)
+                try bytes.withUnsafeBytes { raw in
+                    let m = try QuantizedMatrix(name: "blk.0.ffn_up.weight", rows: rows, cols: cols, format: format, data: raw)
+                    try m.dequantize(rows: 0..<rows, into: &dequantized)
+                    var w = try LinearWeight(m)
+                    let copy = try XCTUnwrap(w.makeInterleaved())
+                    defer { copy.deallocate() }
+                    w.interleaved = UnsafeRawPointer(copy)
+                    for tokens in [1, 2, 3, 4, 5, 8, 9] {
+                        let x = (0..<(tokens * cols)).map { _ in Float(rng.unit() * 2 - 1) * (rng.unit() < 0.05 ? 8 : 1) }
+                        let act = Q8Activations(maxTokens: tokens + 2, maxCols: cols + 64)   // strides wider than the rows
+                        var fast = [Float](repeating: .nan, count: tokens * rows), ref = fast
+                        x.withUnsafeBufferPointer { xp in
+                            act.quantize(xp.baseAddress!, tokens: tokens, cols: cols)
+                            fast.withUnsafeMutableBufferPointer { o in
+                                // Three ranges, split inside the eight-row groups, as threads would split them.
+                                let cuts = [0, rows / 3, 2 * rows / 3 + 1, rows]
+                                for i in 0..<3 where cuts[i] < cuts[i + 1] {
+                                    XCTAssertTrue(w.interleavedRows(cuts[i]..<cuts[i + 1], act, tokens, o.baseAddress!, rows))
+                                }
+                            }
+                            ref.withUnsafeMutableBufferPointer { o in
+                                switch type {
+                                case .q4_0: w.referenceQuantRows(Q4_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                case .q4_1: w.referenceQuantRows(Q4_1Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                default: w.referenceQuantRows(Q8_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                }
+                            }
+                        }
+                        // Same integer dots; only the float summation order and FMA rounding differ.
+                        for t in 0..<tokens {
+                            for r in 0..<rows {
+                                var magnitude: Float = 0
+                                for c in 0..<cols { magnitude += abs(dequantized[r * cols + c] * x[t * cols + c]) }
+                                let i = t * rows + r
+                                XCTAssertFalse(fast[i].isNaN, "\(type) \(rows)×\(cols), \(tokens) tokens, output \(i) not written")
+                                XCTAssertLessThanOrEqual(abs(fast[i] - ref[i]), 2e-5 * magnitude + 1e-6,
+                                                         "\(type) \(rows)×\(cols), \(tokens) tokens, output \(i): \(fast[i]) vs \(ref[i])")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The layout itself, read back independently of the kernel: record (group, block) holds row 8g+i's scale at
+    /// bytes 2i, and quant 4m+j of that row at byte 32m + 4i + j after the header (low nibble for m < 4, high for
+    /// m ≥ 4 in Q4; plus 128 in Q8_0).
+    func testInterleavedLayoutPlacesEveryQuantInItsLane() throws {
+        var rng = SplitMix64(seed: 5)
+        for format in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0)] {
+            let type = format.singleTensorType!
+            let rows = 11, cols = 64
+            let values = (0..<(rows * cols)).map { _ in Float(rng.unit() * 2 - 1) }
+            let bytes = InMemoryWeights.encode(values, as: type)
+            try bytes.withUnsafeBytes { raw in
+                let m = try QuantizedMatrix(name: "w", rows: rows, cols: cols, format: format, data: raw)
+                let w = try LinearWeight(m)
+                let copy = try XCTUnwrap(w.makeInterleaved(force: true))
+                defer { copy.deallocate() }
+                let blockBytes = type == .q4_0 ? 18 : type == .q4_1 ? 20 : 34
+                let header = type == .q4_1 ? 32 : 16, record = header + (type == .q8_0 ? 256 : 128)
+                for g in 0..<2 {
+                    for b in 0..<2 {
+                        let rec = copy + (g * 2 + b) * record
+                        for i in 0..<8 {
+                            let r = g * 8 + i
+                            let d = rec.load(fromByteOffset: 2 * i, as: UInt16.self)
+                            guard r < rows else { XCTAssertEqual(d, 0, "padding row \(r)"); continue }
+                            let blk = raw.baseAddress! + r * (cols / 32) * blockBytes + b * blockBytes
+                            XCTAssertEqual(d, blk.loadUnaligned(as: UInt16.self))
+                            if type == .q4_1 { XCTAssertEqual(rec.load(fromByteOffset: 16 + 2 * i, as: UInt16.self), blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) }
+                            for k in 0..<32 {
+                                let m8 = k / 4, j = k % 4
+                                let stored = rec.load(fromByteOffset: header + 32 * (m8 % (type == .q8_0 ? 8 : 4)) + 4 * i + j, as: UInt8.self)
+                                let quant: Int
+                                switch type {
+                                case .q8_0: quant = Int(stored) - 128
+                                default: quant = Int(k < 16 ? stored & 0xF : stored >> 4)
+                                }
+                                // The element's quant as the GGML block stores it (element k of the block).
+                                let expected: Int
+                                switch type {
+                                case .q8_0: expected = Int(blk.load(fromByteOffset: 2 + k, as: Int8.self))
+                                case .q4_0: expected = Int(k < 16 ? blk.load(fromByteOffset: 2 + k, as: UInt8.self) & 0xF : blk.load(fromByteOffset: 2 + k - 16, as: UInt8.self) >> 4)
+                                default: expected = Int(k < 16 ? blk.load(fromByteOffset: 4 + k, as: UInt8.self) & 0xF : blk.load(fromByteOffset: 4 + k - 16, as: UInt8.self) >> 4)
+                                }
+                                XCTAssertEqual(quant, expected, "\(type) row \(r) block \(b) element \(k)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
