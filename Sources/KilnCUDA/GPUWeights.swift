@@ -40,6 +40,10 @@ public final class GPUWeights {
     /// Whether any gate_up matrix is FP8 (those are interleaved at load, so every layer must be).
     public var hasFP8GateUp: Bool { layers.contains { $0.gateUp.fp8Elements > 0 } }
     /// The largest FP8 matrix in elements: the bf16 scratch prefill dequantizes into (0 without FP8 weights).
+    /// Whether any gate_up matrix is lookup-table (interleaved at load, like FP8).
+    public var hasLUTGateUp: Bool { layers.contains { $0.gateUp.lutElements > 0 } }
+    /// The largest lookup-table matrix in elements: the bf16 scratch prefill dequantizes into (0 without LUT weights).
+    public var largestLUTMatrix: Int { layers.map { max($0.qkv.lutElements, $0.o.lutElements, $0.gateUp.lutElements, $0.down.lutElements) }.max() ?? 0 }
     public var largestFP8Matrix: Int { layers.map { max($0.qkv.fp8Elements, $0.o.fp8Elements, $0.gateUp.fp8Elements, $0.down.fp8Elements) }.max() ?? 0 }
 
     init(config: ModelConfig, embedding: DeviceBuffer<UInt16>, layers: [Layer], outputNorm: DeviceBuffer<UInt16>,
@@ -68,7 +72,10 @@ public final class GPUWeights {
     /// are an error, as on the CPU.
     /// `nativeFP8`: FP8 128×128 block-scaled linear layers stay FP8 for gemm_fp8.cu (the GPU has e4m3 tensor cores);
     /// otherwise they are converted to bf16 like every other format.
-    public static func load(_ source: WeightSource, context: Context, nativeFP8: Bool = false, log: (String) -> Void = { _ in }) throws -> GPUWeights {
+    /// `nativeLUT`: 4-bit lookup-table linear layers whose parts share one table stay in their format for gemm_lut.cu
+    /// (GPUWeights+LUT.swift); other LUT layers are converted to bf16, each such layer logged with the reason.
+    public static func load(_ source: WeightSource, context: Context, nativeFP8: Bool = false, nativeLUT: Bool = false,
+                            log: (String) -> Void = { _ in }) throws -> GPUWeights {
         let c = source.config
         let h = c.hiddenSize, qkvRows = c.qkvDim
         let emb = c.embeddingMultiplier
@@ -106,6 +113,16 @@ public final class GPUWeights {
                 if let m = try GPUWeights.fp8Matrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
                     for (p, q) in zip(parts, ms) { record(p.name, q.format) }
                     return m
+                }
+            }
+            if nativeLUT {
+                let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
+                if case .lut = ms[0].format {
+                    if let m = try GPUWeights.lutMatrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
+                        for (p, q) in zip(parts, ms) { record(p.name, q.format) }
+                        return m
+                    }
+                    log("layer \(i) \(layer.rawValue): converted to bf16 (\(GPUWeights.lutUnsupported(ms, interleaveHalves: layer == .gateUp) ?? "?"))")
                 }
             }
             let dst = try alloc(model.outputs(layer) * model.inputs(layer))
@@ -157,7 +174,7 @@ public final class GPUWeights {
         let inv = try DeviceBuffer<Float>(context, ropeInverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, freqFactors: freqFactors))
         try source.checkAllUsed()
         for (format, names) in planned.sorted(by: { $0.key.name < $1.key.name }) {
-            log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format, nativeFP8: nativeFP8).describe(format))")
+            log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format, nativeFP8: nativeFP8, nativeLUT: nativeLUT).describe(format))")
         }
         return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
     }
@@ -200,18 +217,23 @@ public final class GPUWeights {
     /// tensor cores (`nativeFP8`; linear layers only — the embedding and output layer stay bf16, and a layer whose
     /// shapes gemm_fp8 cannot read is converted); every other format (f32/f16, GGUF blocks, lookup tables) is converted
     /// to bf16 at load until kernels for it exist (the lookup-table issue).
-    public static func plan(_ format: WeightFormat, nativeFP8: Bool = false) -> Plan {
+    /// `nativeLUT`: 4-bit lookup tables with groups of 32, 64 or 128 are native (gemm_lut; a fused layer whose parts
+    /// have different tables is still converted, logged per layer at load).
+    public static func plan(_ format: WeightFormat, nativeFP8: Bool = false, nativeLUT: Bool = false) -> Plan {
         switch format {
         case .dense(.bf16): return .native
         case .fp8E4M3 where nativeFP8 && format == GPUMatrix.fp8Format: return .native
+        case .lut(let l) where nativeLUT && l.bits == GemmLUT.bits && GemmLUT.groupSizes.contains(l.groupSize): return .native
         case .dense(.f32), .dense(.f16), .gguf, .fp8E4M3, .lut: return .convert(to: .bf16)
         }
     }
 
     /// Random bf16 weights made on the GPU (no checkpoint read): matrices ±[0.005, 0.035) (σ ≈ 0.02),
     /// norms 1 ± 0.1, biases ±[0.005, 0.035). Never zero, reproducible from `seed`.
-    /// `fp8`: the linear layers FP8 instead (`dummyFP8`), for FP8 benchmarks.
-    public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, fp8: Bool = false, seed: UInt64 = 1) throws -> GPUWeights {
+    /// `fp8`: the linear layers FP8 instead (`dummyFP8`), for FP8 benchmarks; `lut`: 4-bit lookup-table linear layers of
+    /// that format (`DummyLUT`; gate_up as if interleaved — the rows are random either way).
+    public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, fp8: Bool = false,
+                             lut: WeightFormat.LUTFormat? = nil, seed: UInt64 = 1) throws -> GPUWeights {
         let stream = try GPUStream(context)
         let rand = try RandomInit(library)
         var tensorSeed = seed &* 1_000_003
@@ -223,6 +245,10 @@ public final class GPUWeights {
             return b
         }
         func matrix(_ rows: Int, _ cols: Int) throws -> GPUMatrix {
+            if let lut {
+                tensorSeed &+= 1
+                return try dummyLUT(rows: rows, cols: cols, format: lut, seed: tensorSeed, context: context)
+            }
             guard fp8 else { return .bf16(try make(rows * cols)) }
             tensorSeed &+= 1
             return try dummyFP8(rows: rows, cols: cols, seed: tensorSeed, rand: rand, context: context, stream: stream)
