@@ -38,7 +38,34 @@ extension GPUWeights {
     /// The LUT matrix of `parts` (stacked row after row, or gate/up interleaved per 16-row tile), or nil when gemm_lut
     /// cannot read them (`lutUnsupported`; the caller converts to bf16 and logs why).
     static func lutMatrix(_ parts: [QuantizedMatrix], interleaveHalves: Bool, scale: Float, context: Context) throws -> GPUMatrix? {
-        guard lutUnsupported(parts, interleaveHalves: interleaveHalves) == nil, case .lut(let l) = parts[0].format else { return nil }
+        guard lutUnsupported(parts, interleaveHalves: interleaveHalves) == nil else { return nil }
+        return try LUTDevicePlanes(parts: parts, interleaveHalves: interleaveHalves, scale: scale).upload(context)
+    }
+
+    static func dummyLUT(rows: Int, cols: Int, format: WeightFormat.LUTFormat, seed: UInt64, context: Context) throws -> GPUMatrix {
+        try LUTDevicePlanes(dummyRows: rows, cols: cols, format: format, seed: seed).upload(context)
+    }
+}
+
+/// A 4-bit lookup-table matrix's planes on the host, in gemm_lut's device layout (`GemmLUT.DeviceLayout`): what
+/// `GPUMatrix.lut` holds once uploaded. Built from checkpoint parts, or random for `--dummy-weights`.
+public struct LUTDevicePlanes {
+    public let format: WeightFormat.LUTFormat
+    public let rows: Int, cols: Int
+    public var codes: [UInt8]         // [layout.codeBytes]
+    public var scales: [UInt32]       // [layout.scaleWords] bf16 pairs
+    public var offsets: [UInt32]?     // [layout.scaleWords] bf16 pairs, affine only
+    public var table: [Float]         // [16]
+    public var layout: GemmLUT.DeviceLayout { GemmLUT.DeviceLayout(rows: rows, cols: cols, group: format.groupSize) }
+
+    /// The planes of a (fused) layer's checkpoint matrices: rows stacked part after part, or (`interleaveHalves`) the
+    /// [gate, up] pair interleaved per 16-row tile (`GemmFP8.gateUpSourceRow`, the SwiGLU epilogue's layout); scales and
+    /// offsets times `scale` in f32 before their rounding to bf16. The parts must pass `GPUWeights.lutUnsupported`.
+    public init(parts: [QuantizedMatrix], interleaveHalves: Bool, scale: Float) throws {
+        if let why = GPUWeights.lutUnsupported(parts, interleaveHalves: interleaveHalves) {
+            throw KilnError("\(parts.first?.name ?? "?"): gemm_lut cannot read this layer: \(why)")
+        }
+        guard case .lut(let l) = parts[0].format else { throw KilnError("\(parts[0].name): not a lookup-table matrix") }
         let k = parts[0].cols, rows = parts.reduce(0) { $0 + $1.rows }, groups = k / l.groupSize
         // Row r of the kernel's matrix → (part, row within it).
         var source: [(part: Int, row: Int)] = []
@@ -51,7 +78,6 @@ extension GPUWeights {
         }
         let rowBytes = LUTCodes.rowBytes(cols: k, bits: l.bits)
         let codePlanes = parts.map { $0.planes[0].bytes.bindMemory(to: UInt8.self).baseAddress! }
-        let codes = GemmLUT.restructure(rows: rows, cols: k, group: l.groupSize) { r in codePlanes[source[r].part] + source[r].row * rowBytes }
         /// Group `gi` of kernel row r of plane `index` (1 = scales, 2 = offsets), f16 as stored (maybe unaligned), times `scale`.
         func plane(_ index: Int) -> [UInt32] {
             let bytes = parts.map { $0.planes[index].bytes }
@@ -60,57 +86,46 @@ extension GPUWeights {
                 return halfToFloat(bytes[p].loadUnaligned(fromByteOffset: 2 * (row * groups + gi), as: UInt16.self)) * scale
             }
         }
-        let scales = plane(1), offsets = l.hasOffsets ? plane(2) : nil
-        return .lut(GPUMatrix.LUTMatrix(format: l, rows: rows, cols: k, codes: try DeviceBuffer<UInt8>(context, codes),
-                                        scales: try DeviceBuffer<UInt32>(context, scales),
-                                        offsets: try offsets.map { try DeviceBuffer<UInt32>(context, $0) },
-                                        table: try DeviceBuffer<Float>(context, lutTable(parts[0]))))
+        format = l; self.rows = rows; cols = k
+        codes = GemmLUT.restructure(rows: rows, cols: k, group: l.groupSize) { r in codePlanes[source[r].part] + source[r].row * rowBytes }
+        scales = plane(1)
+        offsets = l.hasOffsets ? plane(2) : nil
+        table = GPUWeights.lutTable(parts[0])
     }
 
-    /// The host planes of a random 4-bit LUT matrix `[rows, cols]` already in the device layout, for `--dummy-weights …
-    /// --weights lut4-g64`: uniformly random codes (padding included: it meets zero scales and zero activations),
-    /// scales of random sign with magnitude in [0.02, 0.05) (so values fall in ±0.05 as the bf16 dummies' ±0.035;
-    /// never zero), offsets in ±[0.001, 0.01) when affine, and the format's fixed table (nf when none is fixed).
-    public struct DummyLUT {
-        public var codes: [UInt8]
-        public var scales: [UInt32]
-        public var offsets: [UInt32]?
-        public var table: [Float]
-
-        public init(rows: Int, cols: Int, format l: WeightFormat.LUTFormat, seed: UInt64) throws {
-            guard GemmLUT.unsupported(.lut(l), rows: rows, cols: cols) == nil else {
-                throw KilnError("dummy \(WeightFormat.lut(l).name) [\(rows), \(cols)]: \(GemmLUT.unsupported(.lut(l), rows: rows, cols: cols)!)")
-            }
-            var rng = SplitMix64(seed: seed)
-            let layout = GemmLUT.DeviceLayout(rows: rows, cols: cols, group: l.groupSize)
-            var codes = [UInt8](repeating: 0, count: layout.codeBytes)
-            codes.withUnsafeMutableBytes { raw in
-                let words = raw.bindMemory(to: UInt64.self)
-                for i in 0..<words.count { words[i] = rng.next() }
-            }
-            self.codes = codes
-            func randomValues(_ lo: Float, _ hi: Float) -> [UInt32] {
-                var r = rng
-                let out = GemmLUT.restructureScales(rows: rows, cols: cols, group: l.groupSize) { _, _ in
-                    let bits = r.next()
-                    let magnitude = lo + (hi - lo) * Float(bits >> 40) / Float(1 << 24)
-                    return (bits & 1) == 0 ? magnitude : -magnitude
-                }
-                rng = r
-                return out
-            }
-            scales = randomValues(0.02, 0.05)
-            offsets = l.hasOffsets ? randomValues(0.001, 0.01) : nil
-            table = try LUTTables.fixed(l) ?? LUTTables.normalFloat(bits: l.bits)
+    /// Random planes of a `[rows, cols]` matrix for `--dummy-weights … --weights lut4-g64`, reproducible from `seed`:
+    /// uniformly random codes (padding included: it meets zero scales and zero activations), scales of random sign
+    /// with magnitude in [0.02, 0.05) (values within ±0.05, like the bf16 dummies' ±0.035; never zero), offsets in
+    /// ±[0.001, 0.01) when affine, and the format's fixed table (nf for `learned`/`custom`, which have none).
+    public init(dummyRows rows: Int, cols: Int, format l: WeightFormat.LUTFormat, seed: UInt64) throws {
+        if let why = GemmLUT.unsupported(.lut(l), rows: rows, cols: cols) {
+            throw KilnError("dummy \(WeightFormat.lut(l).name) [\(rows), \(cols)]: \(why)")
         }
+        var rng = SplitMix64(seed: seed)
+        let layout = GemmLUT.DeviceLayout(rows: rows, cols: cols, group: l.groupSize)
+        var codes = [UInt8](repeating: 0, count: layout.codeBytes)   // a multiple of 512 bytes: whole UInt64 words
+        codes.withUnsafeMutableBytes { raw in
+            let words = raw.bindMemory(to: UInt64.self)
+            for i in 0..<words.count { words[i] = rng.next() }
+        }
+        func randomValues(_ lo: Float, _ hi: Float) -> [UInt32] {
+            GemmLUT.restructureScales(rows: rows, cols: cols, group: l.groupSize) { _, _ in
+                let bits = rng.next()
+                let magnitude = lo + (hi - lo) * Float(bits >> 40) / Float(1 << 24)
+                return (bits & 1) == 0 ? magnitude : -magnitude
+            }
+        }
+        format = l; self.rows = rows; self.cols = cols; self.codes = codes
+        scales = randomValues(0.02, 0.05)
+        offsets = l.hasOffsets ? randomValues(0.001, 0.01) : nil
+        table = try LUTTables.fixed(l) ?? LUTTables.normalFloat(bits: l.bits)
     }
 
-    static func dummyLUT(rows: Int, cols: Int, format: WeightFormat.LUTFormat, seed: UInt64, context: Context) throws -> GPUMatrix {
-        let d = try DummyLUT(rows: rows, cols: cols, format: format, seed: seed)
-        return .lut(GPUMatrix.LUTMatrix(format: format, rows: rows, cols: cols, codes: try DeviceBuffer<UInt8>(context, d.codes),
-                                        scales: try DeviceBuffer<UInt32>(context, d.scales),
-                                        offsets: try d.offsets.map { try DeviceBuffer<UInt32>(context, $0) },
-                                        table: try DeviceBuffer<Float>(context, d.table)))
+    public func upload(_ context: Context) throws -> GPUMatrix {
+        .lut(GPUMatrix.LUTMatrix(format: format, rows: rows, cols: cols, codes: try DeviceBuffer<UInt8>(context, codes),
+                                 scales: try DeviceBuffer<UInt32>(context, scales),
+                                 offsets: try offsets.map { try DeviceBuffer<UInt32>(context, $0) },
+                                 table: try DeviceBuffer<Float>(context, table)))
     }
 }
 

@@ -49,7 +49,7 @@ public final class ConformanceSuite {
 
     public func runAll() {
         checkConvert(); checkEmbedding(); checkRMSNorm(); checkRoPE(); checkSiLUMul(); checkSoftmax(); checkSampling(); checkGraph()
-        runEngineChecks(); runFP8Checks()
+        runEngineChecks(); runFP8Checks(); runLUTChecks()
     }
 
     // MARK: families

@@ -162,6 +162,10 @@ enum BenchKernels {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
         let table = try GPURun.table(for: c, library: library, tuning: tuning)
+        if let lut = tuning.dummyLUT {   // --weights lut4-…: the LUT decode GEMMs (M ≤ 16) against Kiln's bf16 GEMM
+            return try EngineBench.lutKernels(config: c, format: lut, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
+                                              pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
+        }
         try EngineBench.kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
                                 pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
     }
