@@ -7,13 +7,17 @@
 //  * mma.m16n8k16 bf16 with the operands swapped, as gemm_splitk.cu: weights = the 16-row A operand, tokens = the
 //    8-wide B side, fp32 accumulators in gemm_util.cuh's layout (its epilogues, WARPS_K sum and split-K reduction).
 //  * Chunks of 16 rows × 64 k. Lane (g = lane/4, t = lane%4) covers k = k0 + 16t … k0 + 16t + 15 of rows g and g+8:
-//    its activation pairs p = 0…7 (k0 + 16t + 2p, +1) are two 16-byte loads of token g, and mma j (0…3) of the chunk
+//    its activation pairs p = 0…7 (k0 + 16t + 2p, +1) are two 16-byte loads of token g (rows past M read row M-1: their
+//    output columns are never stored), and mma j (0…3) of the chunk
 //    takes pairs 2j (k-slots 2t, 2t+1) and 2j+1 (k-slots 2t+8, 2t+9). A dot product may visit k in any order as long
 //    as A and B agree, and they do: the slot → k map depends on t only (gemm_splitk's argument).
 //  * The codes are restructured at load (GemmLUT.restructure, host side) so that one 16-byte load per lane and chunk
 //    holds exactly its fragments: word j = [row g pair 2j, row g+8 pair 2j, row g pair 2j+1, row g+8 pair 2j+1], each
 //    byte the canonical byte of two codes (low nibble = the even k). So byte i of word j is register a_i of mma j.
-//    A warp's load is 512 contiguous bytes; rows are padded to 16 and K to 64 with zero codes (and zero scales).
+//    A warp's load is 512 contiguous bytes. Rows are padded to 16 and K to 64; padding codes meet zero scales and
+//    offsets (and zero activations past K), so they add nothing.
+//  * Per code pair: prmt (byte to the bottom) + shift-add (its shared address) + lds + fma.rn.bf16x2 — about 2.3
+//    instructions per weight with the mmas and loads (docs/perf-notes-lut.md).
 //  * The table: 256 entries, entry b = bf16x2 {table[b & 15], table[b >> 4]} — one lookup per code byte (FLUTE's
 //    vectorized lookup) — replicated 32 times in shared memory, entry b of lane l at word 32·b + l, so every lane
 //    reads its own bank and a lookup never conflicts (32 KB per block).
@@ -84,6 +88,17 @@ __device__ __forceinline__ unsigned ld_scale(const unsigned* p) {
 // Activations are small and shared by every row tile: L1-cached.
 __device__ __forceinline__ U4 ld_act(const kiln::bf16* p) { return kiln_attn::ld_nc(p); }
 
+// Table lookup of byte I of `w`: `base` = the shared-memory address of this lane's copy of entry 0 (32-bit, so the
+// address arithmetic stays 32-bit), entry b at base + 128·b. The byte is extracted by one prmt (byte I to the bottom,
+// zeros above), so the address costs prmt + one shift-add. volatile: never hoisted above the barrier after the fill.
+template <int I>
+__device__ __forceinline__ unsigned lookup(unsigned base, unsigned w) {
+    unsigned b, r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(b) : "r"(w), "r"(0u), "n"(0x4440 | I));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(base + (b << 7)));
+    return r;
+}
+
 __device__ __forceinline__ unsigned prmt(unsigned a, unsigned sel) {
     unsigned r;
     asm("prmt.b32 %0, %1, %1, %2;" : "=r"(r) : "r"(a), "r"(sel));
@@ -134,11 +149,13 @@ __device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE>& 
     }
 }
 
-// The lane's activation pairs of chunks c … c+UNROLL-1 for each token group: x[n][u][0] = pairs 0…3, [1] = pairs 4…7.
-// PRED: lanes whose 16 columns start at or past K load zeros (the partial last chunk when K % 64 == 32).
+// The lane's activation pairs of chunks c … c+UNROLL-1 for each token group: x[u][n][0] = pairs 0…3, [1] = pairs 4…7.
+// Token rows past M read row M-1 (xrow is clamped): an mma's output column depends on its own B column only, and the
+// columns of tokens ≥ M are never stored, so no per-lane token test (a branch around every load) is needed.
+// PRED: lanes whose 16 columns start at or past K load zeros (the partial last chunk when K % 64 == 32; they would read
+// past the row, and meet the zero padding codes and scales).
 template <int NT, int UNROLL, bool PRED>
-__device__ __forceinline__ void load_x(U4 (&x)[UNROLL][NT][2], const kiln::bf16* const (&xrow)[2], const bool (&xok)[2], int c, int t,
-                                       int K) {
+__device__ __forceinline__ void load_x(U4 (&x)[UNROLL][NT][2], const kiln::bf16* const (&xrow)[2], int c, int t, int K) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int k = (c + u) * 64 + 16 * t;
@@ -146,14 +163,14 @@ __device__ __forceinline__ void load_x(U4 (&x)[UNROLL][NT][2], const kiln::bf16*
 #pragma unroll
         for (int n = 0; n < NT; ++n)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) x[u][n][h] = (ok && xok[n]) ? ld_act(xrow[n] + k + 8 * h) : U4{0u, 0u, 0u, 0u};
+            for (int h = 0; h < 2; ++h) x[u][n][h] = ok ? ld_act(xrow[n] + k + 8 * h) : U4{0u, 0u, 0u, 0u};
     }
 }
 
 // Dequantizes chunk u's fragments tile by tile (lookup + fma per code pair) and runs its 4·NT mmas per tile.
 template <int NT, int TILES, int UNROLL, bool AFFINE>
 __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
-                                         const U4 (&x)[UNROLL][NT][2], const unsigned* lut) {
+                                         const U4 (&x)[UNROLL][NT][2], unsigned lut) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
@@ -165,10 +182,10 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const Weigh
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const unsigned w = words[j];
-                const unsigned a0 = fma_bf16x2(lut[(w & 0xffu) << 5], s_top, o_top);
-                const unsigned a1 = fma_bf16x2(lut[((w >> 8) & 0xffu) << 5], s_bottom, o_bottom);
-                const unsigned a2 = fma_bf16x2(lut[((w >> 16) & 0xffu) << 5], s_top, o_top);
-                const unsigned a3 = fma_bf16x2(lut[(w >> 24) << 5], s_bottom, o_bottom);
+                const unsigned a0 = fma_bf16x2(lookup<0>(lut, w), s_top, o_top);
+                const unsigned a1 = fma_bf16x2(lookup<1>(lut, w), s_bottom, o_bottom);
+                const unsigned a2 = fma_bf16x2(lookup<2>(lut, w), s_top, o_top);
+                const unsigned a3 = fma_bf16x2(lookup<3>(lut, w), s_bottom, o_bottom);
 #pragma unroll
                 for (int n = 0; n < NT; ++n) {
                     const U4& xx = x[u][n][j >> 1];
@@ -213,12 +230,8 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
         a.obase[tt] = AFFINE ? p.offsets + (long long)tile * GP * 8 + g : nullptr;
     }
     const kiln::bf16* xrow[2];
-    bool xok[2];
 #pragma unroll
-    for (int n = 0; n < 2; ++n) {
-        xok[n] = n < NT && 8 * n + g < M;
-        xrow[n] = p.x + (long long)min(8 * n + g, M - 1) * K;
-    }
+    for (int n = 0; n < 2; ++n) xrow[n] = p.x + (long long)min(8 * n + g, M - 1) * K;
 
     float acc[TILES][NT][4];
 #pragma unroll
@@ -244,18 +257,18 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
         }
     }
     __syncthreads();
-    const unsigned* lut = lut_smem + lane;
+    const unsigned lut = kiln_attn::smem_addr(lut_smem + lane);
     pdl_wait_then_trigger();
 
     U4 xr[UNROLL][NT][2];
 #pragma unroll 1
     for (int s = 0; s < mine; s += 2) {
         if (s + 1 < mine) load_weights<TILES, UNROLL, AFFINE>(rb, a, first_chunk(s + 1), t, gshift);
-        load_x<NT, UNROLL, false>(xr, xrow, xok, first_chunk(s), t, K);
+        load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s), t, K);
         mma_step<NT, TILES, UNROLL, AFFINE>(acc, ra, xr, lut);
         if (s + 1 >= mine) break;
         if (s + 2 < mine) load_weights<TILES, UNROLL, AFFINE>(ra, a, first_chunk(s + 2), t, gshift);
-        load_x<NT, UNROLL, false>(xr, xrow, xok, first_chunk(s + 1), t, K);
+        load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s + 1), t, K);
         mma_step<NT, TILES, UNROLL, AFFINE>(acc, rb, xr, lut);
     }
     // The rest, one chunk at a time: full chunks that did not fill a super-step, and the partial chunk (K % 64 == 32),
@@ -265,7 +278,7 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
         WeightRegs<TILES, 1, AFFINE> r1;
         U4 x1[1][NT][2];
         load_weights<TILES, 1, AFFINE>(r1, a, c, t, gshift);
-        load_x<NT, 1, true>(x1, xrow, xok, c, t, K);
+        load_x<NT, 1, true>(x1, xrow, c, t, K);
         mma_step<NT, TILES, 1, AFFINE>(acc, r1, x1, lut);
     }
 
