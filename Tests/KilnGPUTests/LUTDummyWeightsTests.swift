@@ -81,3 +81,22 @@ final class LUTDummyWeightsTests: XCTestCase {
         XCTAssertEqual(GemmLUT.configs.first?.name, "kiln_gemm_lut4_nt1_wn1_wk4_t1_u4_a0")
     }
 }
+
+/// The GPU's per-format decision for lookup tables: 4-bit with groups of 32/64/128 native when the LUT kernels are on.
+final class LUTWeightPlanTests: XCTestCase {
+    func testFourBitLUTIsNativeOnlyWithTheKernelsOn() {
+        for g in [32, 64, 128] {
+            for table in [WeightFormat.LUTFormat.Table.nf, .learned, .int] {
+                let f = WeightFormat.lut(.init(bits: 4, groupSize: g, table: table, hasOffsets: table == .int))
+                XCTAssertEqual(GPUWeights.plan(f, nativeLUT: true), .native, f.name)
+                XCTAssertEqual(GPUWeights.plan(f), .convert(to: .bf16), f.name)
+            }
+        }
+        for f in [WeightFormat.lut(.init(bits: 3, groupSize: 64, table: .nf, hasOffsets: false)),
+                  .lut(.init(bits: 2, groupSize: 32, table: .int, hasOffsets: true)), .gguf(.q4_0), .bf16] where f != .bf16 {
+            XCTAssertEqual(GPUWeights.plan(f, nativeLUT: true), .convert(to: .bf16), f.name)
+        }
+        XCTAssertEqual(GPUWeights.plan(.lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: false)), nativeLUT: true)
+            .describe(.lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: false))), "lut4_g64_nf, native")
+    }
+}
