@@ -66,9 +66,11 @@ final class LUTDummyWeightsTests: XCTestCase {
         XCTAssertEqual(c.nt, 1); XCTAssertFalse(c.affine)
         XCTAssertEqual(GemmLUT.defaultConfig(m: 9, affine: true).nt, 2)
         XCTAssertTrue(GemmLUT.defaultConfig(m: 9, affine: true).affine)
-        // 4096×4096 at one tile per block: 256 blocks, split so that the 132 SMs get two blocks each.
-        let s = GemmLUT.defaultSplit(c, n: 4096, k: 4096, multiprocessors: 132, maxSplit: 8)
-        XCTAssertGreaterThanOrEqual(c.gridX(n: 4096) * s, 264)
+        // 4096×4096 at one tile per block: 256 blocks, split 2 (a third split would leave each warp one super-step).
+        XCTAssertEqual(GemmLUT.defaultSplit(c, n: 4096, k: 4096, multiprocessors: 132, maxSplit: 8), 2)
+        XCTAssertEqual(GemmLUT.defaultSplit(c, n: 6144, k: 4096, multiprocessors: 132, maxSplit: 8), 2)
+        XCTAssertEqual(GemmLUT.defaultSplit(c, n: 4096, k: 14336, multiprocessors: 132, maxSplit: 8), 4)
+        XCTAssertEqual(GemmLUT.defaultSplit(c, n: 4096, k: 14336, multiprocessors: 132, maxSplit: 2), 2)
         // gate_up (57344 rows) needs no split; a short K is never split below two super-steps per warp.
         XCTAssertEqual(GemmLUT.defaultSplit(c, n: 57344, k: 4096, multiprocessors: 132, maxSplit: 8), 1)
         XCTAssertEqual(GemmLUT.defaultSplit(c, n: 64, k: 256, multiprocessors: 132, maxSplit: 8), 1)
