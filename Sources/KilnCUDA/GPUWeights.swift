@@ -20,7 +20,7 @@ public final class GPUWeights {
         public let kNorm: DeviceBuffer<UInt16>?     // [headDim] (qwen3)
         public let o: GPUMatrix                     // [hidden, qDim]
         public let ffnNorm: DeviceBuffer<UInt16>    // [hidden]
-        public let gateUp: GPUMatrix                // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below; FP8 always)
+        public let gateUp: GPUMatrix                // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below; FP8 and LUT always)
         public let down: GPUMatrix                  // [hidden, ffn]
     }
     public let config: ModelConfig
@@ -40,11 +40,11 @@ public final class GPUWeights {
     /// Whether any gate_up matrix is FP8 (those are interleaved at load, so every layer must be).
     public var hasFP8GateUp: Bool { layers.contains { $0.gateUp.fp8Elements > 0 } }
     /// The largest FP8 matrix in elements: the bf16 scratch prefill dequantizes into (0 without FP8 weights).
+    public var largestFP8Matrix: Int { layers.map { max($0.qkv.fp8Elements, $0.o.fp8Elements, $0.gateUp.fp8Elements, $0.down.fp8Elements) }.max() ?? 0 }
     /// Whether any gate_up matrix is lookup-table (interleaved at load, like FP8).
     public var hasLUTGateUp: Bool { layers.contains { $0.gateUp.lutElements > 0 } }
     /// The largest lookup-table matrix in elements: the bf16 scratch prefill dequantizes into (0 without LUT weights).
     public var largestLUTMatrix: Int { layers.map { max($0.qkv.lutElements, $0.o.lutElements, $0.gateUp.lutElements, $0.down.lutElements) }.max() ?? 0 }
-    public var largestFP8Matrix: Int { layers.map { max($0.qkv.fp8Elements, $0.o.fp8Elements, $0.gateUp.fp8Elements, $0.down.fp8Elements) }.max() ?? 0 }
 
     init(config: ModelConfig, embedding: DeviceBuffer<UInt16>, layers: [Layer], outputNorm: DeviceBuffer<UInt16>,
          untiedOutput: DeviceBuffer<UInt16>?, invFreq: DeviceBuffer<Float>) {
@@ -231,7 +231,7 @@ public final class GPUWeights {
     /// Random bf16 weights made on the GPU (no checkpoint read): matrices ±[0.005, 0.035) (σ ≈ 0.02),
     /// norms 1 ± 0.1, biases ±[0.005, 0.035). Never zero, reproducible from `seed`.
     /// `fp8`: the linear layers FP8 instead (`dummyFP8`), for FP8 benchmarks; `lut`: 4-bit lookup-table linear layers of
-    /// that format (`DummyLUT`; gate_up as if interleaved — the rows are random either way).
+    /// that format (`LUTDevicePlanes(dummyRows:…)`; gate_up as if interleaved — the rows are random either way).
     public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, fp8: Bool = false,
                              lut: WeightFormat.LUTFormat? = nil, seed: UInt64 = 1) throws -> GPUWeights {
         let stream = try GPUStream(context)
