@@ -13,12 +13,12 @@ extension GPUWeights {
     /// `learned` or file tables of q/k/v or gate/up — are converted to bf16 instead). `interleaveHalves`: [gate, up]
     /// of equal rows, a multiple of 8.
     static func lutUnsupported(_ parts: [QuantizedMatrix], interleaveHalves: Bool) -> String? {
-        guard let first = parts.first, case .lut = first.format else { return "not a lookup-table matrix" }
+        guard let first = parts.first, let l = LUTDevicePlanes.lutView(first.format) else { return "not a lookup-table matrix" }
         for p in parts {
             guard p.format == first.format, p.cols == first.cols else { return "\(p.name): parts of one layer in different formats or widths" }
-            if let why = GemmLUT.unsupported(p.format, rows: p.rows, cols: p.cols) { return "\(p.name): \(why)" }
+            if let why = GemmLUT.unsupported(.lut(l), rows: p.rows, cols: p.cols) { return "\(p.name): \(why)" }
         }
-        let tables = parts.map { lutTable($0) }
+        let tables = parts.map { LUTDevicePlanes.ggufMember($0.format)?.table ?? lutTable($0) }
         if tables.contains(where: { $0 != tables[0] }) { return "the parts' tables differ (one table per launch)" }
         if let bad = tables[0].firstIndex(where: { !bf16ToFloat(floatToBF16($0)).isFinite }) {
             return "\(first.name): table entry \(bad) (\(tables[0][bad])) is not finite in bf16"
@@ -65,32 +65,22 @@ public struct LUTDevicePlanes {
         if let why = GPUWeights.lutUnsupported(parts, interleaveHalves: interleaveHalves) {
             throw KilnError("\(parts.first?.name ?? "?"): gemm_lut cannot read this layer: \(why)")
         }
-        guard case .lut(let l) = parts[0].format else { throw KilnError("\(parts[0].name): not a lookup-table matrix") }
-        let k = parts[0].cols, rows = parts.reduce(0) { $0 + $1.rows }, groups = k / l.groupSize
-        // Row r of the kernel's matrix → (part, row within it).
-        var source: [(part: Int, row: Int)] = []
-        source.reserveCapacity(rows)
-        if interleaveHalves {
-            let f = parts[0].rows
-            for r in 0..<rows { let s = GemmFP8.gateUpSourceRow(r, ffn: f); source.append(s < f ? (0, s) : (1, s - f)) }
-        } else {
-            for (p, part) in parts.enumerated() { for r in 0..<part.rows { source.append((p, r)) } }
-        }
-        let rowBytes = LUTCodes.rowBytes(cols: k, bits: l.bits)
-        let codePlanes = parts.map { $0.planes[0].bytes.bindMemory(to: UInt8.self).baseAddress! }
-        /// Group `gi` of kernel row r of plane `index` (1 = scales, 2 = offsets), f16 as stored (maybe unaligned), times `scale`.
-        func plane(_ index: Int) -> [UInt32] {
-            let bytes = parts.map { $0.planes[index].bytes }
-            return GemmLUT.restructureScales(rows: rows, cols: k, group: l.groupSize) { r, gi in
-                let (p, row) = source[r]
-                return halfToFloat(bytes[p].loadUnaligned(fromByteOffset: 2 * (row * groups + gi), as: UInt16.self)) * scale
-            }
-        }
+        let l = LUTDevicePlanes.lutView(parts[0].format)!
+        let k = parts[0].cols, rows = parts.reduce(0) { $0 + $1.rows }, groups = k / l.groupSize, rowBytes = k / 2
+        // The parts in the canonical layout, stacked (for GGUF members this is the repack), then row r of the kernel's
+        // matrix → stacked row: part after part, or per 16-row tile 8 gate rows and the same 8 up rows.
+        let canon = try parts.map { try LUTDevicePlanes.canonical($0) }
+        let stackedCodes = canon.flatMap(\.codes), stackedScales = canon.flatMap(\.scales)
+        let stackedOffsets = l.hasOffsets ? canon.flatMap { $0.offsets! } : []
+        let stacked: [Int] = (0..<rows).map { interleaveHalves ? GemmFP8.gateUpSourceRow($0, ffn: parts[0].rows) : $0 }
         format = l; self.rows = rows; cols = k
-        codes = GemmLUT.restructure(rows: rows, cols: k, group: l.groupSize) { r in codePlanes[source[r].part] + source[r].row * rowBytes }
-        scales = plane(1)
-        offsets = l.hasOffsets ? plane(2) : nil
-        table = GPUWeights.lutTable(parts[0])
+        codes = stackedCodes.withUnsafeBufferPointer { p in
+            GemmLUT.restructure(rows: rows, cols: k, group: l.groupSize) { r in p.baseAddress! + stacked[r] * rowBytes }
+        }
+        scales = GemmLUT.restructureScales(rows: rows, cols: k, group: l.groupSize) { r, gi in stackedScales[stacked[r] * groups + gi] * scale }
+        offsets = l.hasOffsets
+            ? GemmLUT.restructureScales(rows: rows, cols: k, group: l.groupSize) { r, gi in stackedOffsets[stacked[r] * groups + gi] * scale } : nil
+        table = canon[0].table
     }
 
     /// Random planes of a `[rows, cols]` matrix for `--dummy-weights … --weights lut4-g64`, reproducible from `seed`:
@@ -130,18 +120,21 @@ public struct LUTDevicePlanes {
 }
 
 /// The linear layers' format of `--dummy-weights … --weights NAME`: `bf16`, `fp8`, or `lut4-g{32,64,128}` with an
-/// optional table (`-nf`, the default; `-int`; `-fp4`) and `-affine` for offsets, e.g. `lut4-g64`, `lut4-g32-int-affine`.
+/// optional table (`-nf`, the default; `-int`; `-fp4`) and `-affine` for offsets, e.g. `lut4-g64`, `lut4-g32-int-affine`;
+/// `q4_0` and `q4_1` are the GGUF members as the GPU holds them after the repack (`lut4-g32-int`, `lut4-g32-int-affine`).
 public enum DummyLinearFormat: Equatable, Sendable {
     case bf16, fp8
     case lut(WeightFormat.LUTFormat)
 
-    public static let examples = ["bf16", "fp8", "lut4-g32", "lut4-g64", "lut4-g128", "lut4-g64-int", "lut4-g64-int-affine", "lut4-g64-fp4"]
+    public static let examples = ["bf16", "fp8", "lut4-g32", "lut4-g64", "lut4-g128", "lut4-g64-int", "lut4-g64-int-affine", "lut4-g64-fp4",
+                                  "q4_0", "q4_1"]
 
     public init(parsing text: String) throws {
-        let bad = KilnError("--weights \(text.prefix(40)): expected bf16, fp8 or lut4-g{32,64,128}[-nf|-int|-fp4][-affine] (e.g. lut4-g64)")
+        let bad = KilnError("--weights \(text.prefix(40)): expected bf16, fp8, q4_0, q4_1 or lut4-g{32,64,128}[-nf|-int|-fp4][-affine] (e.g. lut4-g64)")
         switch text {
         case "bf16": self = .bf16; return
         case "fp8": self = .fp8; return
+        case "q4_0", "q4_1": self = .lut(LUTDevicePlanes.ggufMember(.gguf(text == "q4_0" ? .q4_0 : .q4_1))!.format); return
         default: break
         }
         var parts = text.split(separator: "-", omittingEmptySubsequences: false).map(String.init)

@@ -81,10 +81,11 @@ public final class GPUWeights {
         let emb = c.embeddingMultiplier
         let model = Transformer(config: c)
         func alloc(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(context, count: n) }
-        var planned: [WeightFormat: [String]] = [:]   // format → name patterns, for one log line per format
-        func record(_ name: String, _ format: WeightFormat) {
+        var planned: [String: [String]] = [:]   // what happened to a format → name patterns, for one log line each
+        func record(_ name: String, _ format: WeightFormat, native: Bool = false) {
             let pattern = name.split(separator: ".").map { Int($0) == nil ? String($0) : "*" }.joined(separator: ".")
-            if !(planned[format]?.contains(pattern) ?? false) { planned[format, default: []].append(pattern) }
+            let what = native ? Plan.native.describe(format) : GPUWeights.plan(format).describe(format)
+            if !(planned[what]?.contains(pattern) ?? false) { planned[what, default: []].append(pattern) }
         }
         /// Writes tensor `name` ([rows, cols] or [n]) scaled by `scale` into `dst` at element `offset`, as `plan` says.
         func put(_ name: String, _ shape: [Int], into dst: DeviceBuffer<UInt16>, at offset: Int = 0, scale: Float = 1) throws {
@@ -111,15 +112,15 @@ public final class GPUWeights {
             if nativeFP8 {
                 let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
                 if let m = try GPUWeights.fp8Matrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
-                    for (p, q) in zip(parts, ms) { record(p.name, q.format) }
+                    for (p, q) in zip(parts, ms) { record(p.name, q.format, native: true) }
                     return m
                 }
             }
             if nativeLUT {
                 let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
-                if case .lut = ms[0].format {
+                if LUTDevicePlanes.lutView(ms[0].format) != nil {   // LUT, or a GGUF member (Q4_0, Q4_1, IQ4_NL)
                     if let m = try GPUWeights.lutMatrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
-                        for (p, q) in zip(parts, ms) { record(p.name, q.format) }
+                        for (p, q) in zip(parts, ms) { record(p.name, q.format, native: true) }
                         return m
                     }
                     log("layer \(i) \(layer.rawValue): converted to bf16 (\(GPUWeights.lutUnsupported(ms, interleaveHalves: layer == .gateUp) ?? "?"))")
@@ -173,9 +174,7 @@ public final class GPUWeights {
         }
         let inv = try DeviceBuffer<Float>(context, ropeInverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, freqFactors: freqFactors))
         try source.checkAllUsed()
-        for (format, names) in planned.sorted(by: { $0.key.name < $1.key.name }) {
-            log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format, nativeFP8: nativeFP8, nativeLUT: nativeLUT).describe(format))")
-        }
+        for (what, names) in planned.sorted(by: { $0.key < $1.key }) { log("weights \(names.joined(separator: ", ")): \(what)") }
         return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
     }
 
@@ -218,12 +217,14 @@ public final class GPUWeights {
     /// shapes gemm_fp8 cannot read is converted); every other format (f32/f16, GGUF blocks, lookup tables) is converted
     /// to bf16 at load until kernels for it exist (the lookup-table issue).
     /// `nativeLUT`: 4-bit lookup tables with groups of 32, 64 or 128 are native (gemm_lut; a fused layer whose parts
-    /// have different tables is still converted, logged per layer at load).
+    /// have different tables is still converted, logged per layer at load), and so are the GGUF members of the family,
+    /// Q4_0, Q4_1 and IQ4_NL (repacked at load, `LUTDevicePlanes+GGUF.swift`); linear layers only.
     public static func plan(_ format: WeightFormat, nativeFP8: Bool = false, nativeLUT: Bool = false) -> Plan {
         switch format {
         case .dense(.bf16): return .native
         case .fp8E4M3 where nativeFP8 && format == GPUMatrix.fp8Format: return .native
         case .lut(let l) where nativeLUT && l.bits == GemmLUT.bits && GemmLUT.groupSizes.contains(l.groupSize): return .native
+        case .gguf where nativeLUT && LUTDevicePlanes.ggufMember(format) != nil: return .native
         case .dense(.f32), .dense(.f16), .gguf, .fp8E4M3, .lut: return .convert(to: .bf16)
         }
     }

@@ -3,6 +3,7 @@ import KilnCore
 import KilnGPU
 import KilnKernels
 import KilnCUDA
+import KilnModels
 
 /// Conformance of gemm_lut.cu (4-bit lookup-table weights): every decode GEMM instance and the prefill dequantizer
 /// against the format's CPU reference (`QuantizedMatrix.dequantize`, then the product in f64), on random codes,
@@ -16,7 +17,7 @@ import KilnCUDA
 /// rounding may differ — that one catches a single misplaced code. NaN never passes either.
 extension ConformanceSuite {
     public func runLUTChecks() {
-        checkLUTDequantizer(); checkGemmLUT(); checkGemmLUTFused()
+        checkLUTDequantizer(); checkGemmLUT(); checkGemmLUTFused(); checkGemmLUTGGUF()
     }
 
     /// got vs want elementwise with a bound per element; NaN or infinity in either fails.
@@ -202,6 +203,47 @@ extension ConformanceSuite {
                 var want = [Float](repeating: 0, count: n * k)
                 for r in 0..<n { for c in 0..<k { want[r * k + c] = f.kernelValue(r, c) } }
                 return ConformanceSuite.compareBounded(try read(dy, .bf16), want, bound: want.map { abs($0) / 128 + 1e-30 })
+            }
+        }
+    }
+
+    /// GGUF's 4-bit members (Q4_0, Q4_1, IQ4_NL) repacked at load (`LUTDevicePlanes`) on the default instances, against
+    /// the CPU's exact dequantization of the blocks (`QuantizedMatrix.dequantize`), with the bound of `lutReferences`
+    /// (table·d, m and their sum rounded to bf16: within 2⁻⁹·(3|table·d| + 2|m|) per weight).
+    func checkGemmLUTGGUF() {
+        guard let s = lutScratch() else { check("gemm_lut gguf scratch") { throw KilnError("cannot allocate split-K scratch") }; return }
+        let scratch = (ws: s.ws.address, cnt: s.cnt.address)
+        for type in [DType.q4_0, .q4_1, .iq4_nl] {
+            for (n, k) in [(77, 96), (264, 4096)] {
+                for m in [1, 16] {
+                    let c = GemmLUT.defaultConfig(m: m, affine: type == .q4_1)
+                    let split = GemmLUT.defaultSplit(c, n: n, k: k, multiprocessors: context.info.multiprocessors, maxSplit: 8)
+                    check("gemm_lut \(type.rawValue) \(c.name) M=\(m) N=\(n) K=\(k) split=\(split)") {
+                        let bytes = RandomGGUFBlocks.make(type, blocks: n * k / 32, scaleMagnitude: type == .iq4_nl ? 0.01 : 0.1, rng: &rng)
+                        let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+                        return try bytes.withUnsafeBytes { raw in
+                            let q = try QuantizedMatrix(name: "conformance.\(type.rawValue)", rows: n, cols: k, format: WeightFormat(stored: type)!, data: raw)
+                            let planes = try LUTDevicePlanes(parts: [q], interleaveHalves: false, scale: 1)
+                            let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .bf16, scratch: scratch)
+                            let values = try q.dequantized(), canon = try LUTDevicePlanes.canonical(q)
+                            var want = [Float](repeating: 0, count: m * n), bound = want
+                            for r in 0..<n {
+                                for i in 0..<m {
+                                    var sum = 0.0, sq = 0.0, mag = 0.0
+                                    for col in 0..<k {
+                                        let xv = Double(x[i * k + col]), gi = r * (k / 32) + col / 32
+                                        let td = Double(canon.table[canon.code(r, col, cols: k)]) * Double(canon.scales[gi])
+                                        let dev = (3 * abs(td) + 2 * abs(Double(canon.offsets?[gi] ?? 0))) / 512
+                                        sum += xv * Double(values[r * k + col]); sq += (xv * dev) * (xv * dev); mag += abs(xv * Double(values[r * k + col]))
+                                    }
+                                    want[i * n + r] = Float(sum)
+                                    bound[i * n + r] = Float(6 * sq.squareRoot() + mag * 1e-5) + abs(Float(sum)) / 128 + 1e-6
+                                }
+                            }
+                            return ConformanceSuite.compareBounded(got, roundTo(want, .bf16), bound: bound)
+                        }
+                    }
+                }
             }
         }
     }

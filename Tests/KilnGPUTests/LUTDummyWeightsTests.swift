@@ -13,7 +13,9 @@ final class LUTDummyWeightsTests: XCTestCase {
         XCTAssertEqual(try DummyLinearFormat(parsing: "lut4-g128-fp4"), .lut(.init(bits: 4, groupSize: 128, table: .fp4, hasOffsets: false)))
         XCTAssertEqual(try DummyLinearFormat(parsing: "lut4-g32-int-affine"), .lut(.init(bits: 4, groupSize: 32, table: .int, hasOffsets: true)))
         XCTAssertEqual(try DummyLinearFormat(parsing: "lut4-g64-affine"), .lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: true)))
-        for bad in ["lut4", "lut4-g16", "lut4-g96", "lut3-g64", "lut4-g64-learned", "lut4-g64-nf-affine-x", "lut4-64", "LUT4-g64", "lut4-g64-", "q4_0", ""] {
+        XCTAssertEqual(try DummyLinearFormat(parsing: "q4_0"), .lut(.init(bits: 4, groupSize: 32, table: .int, hasOffsets: false)))
+        XCTAssertEqual(try DummyLinearFormat(parsing: "q4_1"), .lut(.init(bits: 4, groupSize: 32, table: .int, hasOffsets: true)))
+        for bad in ["lut4", "lut4-g16", "lut4-g96", "lut3-g64", "lut4-g64-learned", "lut4-g64-nf-affine-x", "lut4-64", "LUT4-g64", "lut4-g64-", "q8_0", "iq4_nl", ""] {
             XCTAssertThrowsError(try DummyLinearFormat(parsing: bad), bad)
         }
         for name in DummyLinearFormat.examples { XCTAssertNoThrow(try DummyLinearFormat(parsing: name), name) }
@@ -95,7 +97,7 @@ final class LUTWeightPlanTests: XCTestCase {
             }
         }
         for f in [WeightFormat.lut(.init(bits: 3, groupSize: 64, table: .nf, hasOffsets: false)),
-                  .lut(.init(bits: 2, groupSize: 32, table: .int, hasOffsets: true)), .gguf(.q4_0), .bf16] where f != .bf16 {
+                  .lut(.init(bits: 2, groupSize: 32, table: .int, hasOffsets: true)), .gguf(.q5_0), .bf16] where f != .bf16 {
             XCTAssertEqual(GPUWeights.plan(f, nativeLUT: true), .convert(to: .bf16), f.name)
         }
         XCTAssertEqual(GPUWeights.plan(.lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: false)), nativeLUT: true)
