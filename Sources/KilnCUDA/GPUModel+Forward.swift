@@ -72,7 +72,7 @@ extension GPUModel: DecoderOperations {
             let fused: Bool
             switch lw.gateUp {
             case .bf16: fused = gemm.choose(op: op, m: m, n: n, k: c.hiddenSize, outF32: false).hasSwiGLUEpilogue
-            case .fp8: fused = m <= 16
+            case .fp8, .lut: fused = m <= 16
             }
             if options.fusedSwiGLUEpilogue, weights.gateUpInterleaved, fused {
                 try project(op, x: xn.address, w: lw.gateUp, y: act.address, m: m, n: n, k: c.hiddenSize, epilogue: .swiglu)
@@ -87,7 +87,8 @@ extension GPUModel: DecoderOperations {
     }
 
     /// y = x · Wᵀ for a linear layer in its format: bf16 through the tuned GEMMs; FP8 through gemm_fp8 after the
-    /// activation quantizer at m ≤ 16 (decode), else dequantized into the bf16 scratch for the bf16 GEMMs (prefill).
+    /// activation quantizer at m ≤ 16 (decode), else dequantized into the bf16 scratch for the bf16 GEMMs (prefill);
+    /// 4-bit lookup tables through gemm_lut at m ≤ 16, else dequantized (kiln_lut4_dequant) likewise.
     func project(_ op: String, x: CUdeviceptr, w: GPUMatrix, y: CUdeviceptr, m: Int, n: Int, k: Int, epilogue: GemmSplitK.Epilogue = .bf16) throws {
         switch w {
         case .bf16(let b):
@@ -101,6 +102,15 @@ extension GPUModel: DecoderOperations {
             } else {
                 try fp8.dequantize(w: codes.address, scale8: scale8.address, y: fp8.dense.address, n: n, k: k, stream: stream)
                 try gemm(op, x: x, w: fp8.dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
+            }
+        case .lut(let l):
+            guard let lut else { throw KilnError("linear \(op): lookup-table weights without the LUT scratch (GPUModel.init makes it)") }
+            if m <= 16 {
+                try gemm.lut(op, x: x, w: l, y: y, m: m, epilogue: epilogue, stream: stream)
+            } else {
+                try lut.dequantize(codes: l.codes.address, scales: l.scales.address, offsets: l.offsets?.address ?? 0, table: l.table.address,
+                                   y: lut.dense.address, n: n, k: k, group: l.format.groupSize, stream: stream)
+                try gemm(op, x: x, w: lut.dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
             }
         }
     }

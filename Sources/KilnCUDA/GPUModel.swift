@@ -19,6 +19,9 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// FP8 128×128 block-scaled linear layers run on gemm_fp8.cu where the GPU has e4m3 tensor cores (compute
     /// capability 8.9+); off: converted to bf16 at load like other formats (A/B checks).
     public var fp8Kernels = true
+    /// 4-bit lookup-table linear layers run on gemm_lut.cu (decode) where their parts share one table; off: converted
+    /// to bf16 at load like other formats (A/B checks).
+    public var lutKernels = true
     public init() {}
 }
 
@@ -59,6 +62,13 @@ public final class GPUModel {
         let dense: DeviceBuffer<UInt16>   // [the largest FP8 matrix] bf16
     }
     let fp8: FP8Scratch?
+    /// Lookup-table linear layers: prefill dequantizes the layer into `dense` (bf16, the largest LUT matrix) for the
+    /// bf16 GEMMs (no LUT prefill GEMM yet); decode reads them natively. nil without LUT layers.
+    struct LUTScratch {
+        let dequantize: LUTDequantizer
+        let dense: DeviceBuffer<UInt16>
+    }
+    let lut: LUTScratch?
 
     // KV cache: [layers][maxBatch, kvHeads, maxSeq, headDim] bf16, one allocation each.
     let kCache: DeviceBuffer<UInt16>
@@ -133,6 +143,8 @@ public final class GPUModel {
         } else {
             fp8 = nil
         }
+        lut = weights.largestLUTMatrix > 0
+            ? LUTScratch(dequantize: try LUTDequantizer(library), dense: try DeviceBuffer<UInt16>(ctx, count: weights.largestLUTMatrix)) : nil
 
         func buf(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(ctx, count: n) }
         let cacheElements = c.numLayers * maxBatch * c.numKVHeads * maxSeq * c.headDim
@@ -160,9 +172,9 @@ public final class GPUModel {
         try x.fill(byte: 0, stream: stream)
         try attnCounters.fill(byte: 0, stream: stream)
         // SwiGLU in the gate_up GEMM's epilogue on the decode path (gemm_splitk, M ≤ 63): one kernel fewer
-        // per layer. Needs the interleaved gate_up rows (prefill's swiglu kernel reads that layout too). FP8 gate_up
-        // matrices are interleaved at load, so then every layer must be.
-        if opts.fusedSwiGLUEpilogue || weights.hasFP8GateUp, c.intermediateSize % 8 == 0 {
+        // per layer. Needs the interleaved gate_up rows (prefill's swiglu kernel reads that layout too). FP8 and LUT
+        // gate_up matrices are interleaved at load, so then every layer must be.
+        if opts.fusedSwiGLUEpilogue || weights.hasFP8GateUp || weights.hasLUTGateUp, c.intermediateSize % 8 == 0 {
             try weights.interleaveGateUp(swiglu: swiglu, context: ctx, stream: stream)
         }
         try stream.synchronize()
@@ -174,22 +186,23 @@ public final class GPUModel {
                             tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let library = try library ?? KernelLibrary(context: context)
-        let w = try GPUWeights.load(source, context: context, nativeFP8: options.fp8Kernels && context.info.hasE4M3TensorCores, log: log)
+        let w = try GPUWeights.load(source, context: context, nativeFP8: options.fp8Kernels && context.info.hasE4M3TensorCores,
+                                    nativeLUT: options.lutKernels, log: log)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq ?? 4096, source.config.contextLength), tune: tune,
                             options: options, log: log)
     }
 
     /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json; `fp8`: FP8 linear layers
-    /// (`--weights fp8`).
+    /// (`--weights fp8`); `lut`: 4-bit lookup-table linear layers of that format (`--weights lut4-g64`, host-made).
     public static func dummy(_ spec: String, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int = 4096,
                              tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(), fp8: Bool = false,
-                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
+                             lut: WeightFormat.LUTFormat? = nil, log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let c = try DummyModels.config(spec)
         if fp8, !context.info.hasE4M3TensorCores {
             throw KilnError("--weights fp8 needs e4m3 tensor cores (compute capability 8.9 or newer); this GPU is \(context.info.arch)")
         }
         let library = try library ?? KernelLibrary(context: context)
-        let w = try GPUWeights.dummy(config: c, context: context, library: library, fp8: fp8)
+        let w = try GPUWeights.dummy(config: c, context: context, library: library, fp8: fp8, lut: lut)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq, c.contextLength), tune: tune,
                             options: options, log: log)
     }

@@ -20,7 +20,7 @@ public final class GPUWeights {
         public let kNorm: DeviceBuffer<UInt16>?     // [headDim] (qwen3)
         public let o: GPUMatrix                     // [hidden, qDim]
         public let ffnNorm: DeviceBuffer<UInt16>    // [hidden]
-        public let gateUp: GPUMatrix                // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below; FP8 always)
+        public let gateUp: GPUMatrix                // [2·ffn, hidden]: gate rows, then up rows (or interleaved, below; FP8 and LUT always)
         public let down: GPUMatrix                  // [hidden, ffn]
     }
     public let config: ModelConfig
@@ -41,6 +41,10 @@ public final class GPUWeights {
     public var hasFP8GateUp: Bool { layers.contains { $0.gateUp.fp8Elements > 0 } }
     /// The largest FP8 matrix in elements: the bf16 scratch prefill dequantizes into (0 without FP8 weights).
     public var largestFP8Matrix: Int { layers.map { max($0.qkv.fp8Elements, $0.o.fp8Elements, $0.gateUp.fp8Elements, $0.down.fp8Elements) }.max() ?? 0 }
+    /// Whether any gate_up matrix is lookup-table (interleaved at load, like FP8).
+    public var hasLUTGateUp: Bool { layers.contains { $0.gateUp.lutElements > 0 } }
+    /// The largest lookup-table matrix in elements: the bf16 scratch prefill dequantizes into (0 without LUT weights).
+    public var largestLUTMatrix: Int { layers.map { max($0.qkv.lutElements, $0.o.lutElements, $0.gateUp.lutElements, $0.down.lutElements) }.max() ?? 0 }
 
     init(config: ModelConfig, embedding: DeviceBuffer<UInt16>, layers: [Layer], outputNorm: DeviceBuffer<UInt16>,
          untiedOutput: DeviceBuffer<UInt16>?, invFreq: DeviceBuffer<Float>) {
@@ -68,16 +72,20 @@ public final class GPUWeights {
     /// are an error, as on the CPU.
     /// `nativeFP8`: FP8 128×128 block-scaled linear layers stay FP8 for gemm_fp8.cu (the GPU has e4m3 tensor cores);
     /// otherwise they are converted to bf16 like every other format.
-    public static func load(_ source: WeightSource, context: Context, nativeFP8: Bool = false, log: (String) -> Void = { _ in }) throws -> GPUWeights {
+    /// `nativeLUT`: 4-bit lookup-table linear layers whose parts share one table stay in their format for gemm_lut.cu
+    /// (GPUWeights+LUT.swift); other LUT layers are converted to bf16, each such layer logged with the reason.
+    public static func load(_ source: WeightSource, context: Context, nativeFP8: Bool = false, nativeLUT: Bool = false,
+                            log: (String) -> Void = { _ in }) throws -> GPUWeights {
         let c = source.config
         let h = c.hiddenSize, qkvRows = c.qkvDim
         let emb = c.embeddingMultiplier
         let model = Transformer(config: c)
         func alloc(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(context, count: n) }
-        var planned: [WeightFormat: [String]] = [:]   // format → name patterns, for one log line per format
-        func record(_ name: String, _ format: WeightFormat) {
+        var planned: [String: [String]] = [:]   // what happened to a format → name patterns, for one log line each
+        func record(_ name: String, _ format: WeightFormat, native: Bool = false) {
             let pattern = name.split(separator: ".").map { Int($0) == nil ? String($0) : "*" }.joined(separator: ".")
-            if !(planned[format]?.contains(pattern) ?? false) { planned[format, default: []].append(pattern) }
+            let what = native ? Plan.native.describe(format) : GPUWeights.plan(format).describe(format)
+            if !(planned[what]?.contains(pattern) ?? false) { planned[what, default: []].append(pattern) }
         }
         /// Writes tensor `name` ([rows, cols] or [n]) scaled by `scale` into `dst` at element `offset`, as `plan` says.
         func put(_ name: String, _ shape: [Int], into dst: DeviceBuffer<UInt16>, at offset: Int = 0, scale: Float = 1) throws {
@@ -104,8 +112,18 @@ public final class GPUWeights {
             if nativeFP8 {
                 let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
                 if let m = try GPUWeights.fp8Matrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
-                    for (p, q) in zip(parts, ms) { record(p.name, q.format) }
+                    for (p, q) in zip(parts, ms) { record(p.name, q.format, native: true) }
                     return m
+                }
+            }
+            if nativeLUT {
+                let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
+                if LUTDevicePlanes.lutView(ms[0].format) != nil {   // LUT, or a GGUF member (Q4_0, Q4_1, IQ4_NL)
+                    if let m = try GPUWeights.lutMatrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
+                        for (p, q) in zip(parts, ms) { record(p.name, q.format, native: true) }
+                        return m
+                    }
+                    log("layer \(i) \(layer.rawValue): converted to bf16 (\(GPUWeights.lutUnsupported(ms, interleaveHalves: layer == .gateUp) ?? "?"))")
                 }
             }
             let dst = try alloc(model.outputs(layer) * model.inputs(layer))
@@ -156,9 +174,7 @@ public final class GPUWeights {
         }
         let inv = try DeviceBuffer<Float>(context, ropeInverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling, freqFactors: freqFactors))
         try source.checkAllUsed()
-        for (format, names) in planned.sorted(by: { $0.key.name < $1.key.name }) {
-            log("weights \(names.joined(separator: ", ")): \(GPUWeights.plan(format, nativeFP8: nativeFP8).describe(format))")
-        }
+        for (what, names) in planned.sorted(by: { $0.key < $1.key }) { log("weights \(names.joined(separator: ", ")): \(what)") }
         return GPUWeights(config: c, embedding: embedding, layers: layers, outputNorm: on, untiedOutput: out, invFreq: inv)
     }
 
@@ -200,18 +216,25 @@ public final class GPUWeights {
     /// tensor cores (`nativeFP8`; linear layers only — the embedding and output layer stay bf16, and a layer whose
     /// shapes gemm_fp8 cannot read is converted); every other format (f32/f16, GGUF blocks, lookup tables) is converted
     /// to bf16 at load until kernels for it exist (the lookup-table issue).
-    public static func plan(_ format: WeightFormat, nativeFP8: Bool = false) -> Plan {
+    /// `nativeLUT`: 4-bit lookup tables with groups of 32, 64 or 128 are native (gemm_lut; a fused layer whose parts
+    /// have different tables is still converted, logged per layer at load), and so are the GGUF members of the family,
+    /// Q4_0, Q4_1 and IQ4_NL (repacked at load, `LUTDevicePlanes+GGUF.swift`); linear layers only.
+    public static func plan(_ format: WeightFormat, nativeFP8: Bool = false, nativeLUT: Bool = false) -> Plan {
         switch format {
         case .dense(.bf16): return .native
         case .fp8E4M3 where nativeFP8 && format == GPUMatrix.fp8Format: return .native
+        case .lut(let l) where nativeLUT && l.bits == GemmLUT.bits && GemmLUT.groupSizes.contains(l.groupSize): return .native
+        case .gguf where nativeLUT && LUTDevicePlanes.ggufMember(format) != nil: return .native
         case .dense(.f32), .dense(.f16), .gguf, .fp8E4M3, .lut: return .convert(to: .bf16)
         }
     }
 
     /// Random bf16 weights made on the GPU (no checkpoint read): matrices ±[0.005, 0.035) (σ ≈ 0.02),
     /// norms 1 ± 0.1, biases ±[0.005, 0.035). Never zero, reproducible from `seed`.
-    /// `fp8`: the linear layers FP8 instead (`dummyFP8`), for FP8 benchmarks.
-    public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, fp8: Bool = false, seed: UInt64 = 1) throws -> GPUWeights {
+    /// `fp8`: the linear layers FP8 instead (`dummyFP8`), for FP8 benchmarks; `lut`: 4-bit lookup-table linear layers of
+    /// that format (`LUTDevicePlanes(dummyRows:…)`; gate_up as if interleaved — the rows are random either way).
+    public static func dummy(config c: ModelConfig, context: Context, library: KernelLibrary, fp8: Bool = false,
+                             lut: WeightFormat.LUTFormat? = nil, seed: UInt64 = 1) throws -> GPUWeights {
         let stream = try GPUStream(context)
         let rand = try RandomInit(library)
         var tensorSeed = seed &* 1_000_003
@@ -223,6 +246,10 @@ public final class GPUWeights {
             return b
         }
         func matrix(_ rows: Int, _ cols: Int) throws -> GPUMatrix {
+            if let lut {
+                tensorSeed &+= 1
+                return try dummyLUT(rows: rows, cols: cols, format: lut, seed: tensorSeed, context: context)
+            }
             guard fp8 else { return .bf16(try make(rows * cols)) }
             tensorSeed &+= 1
             return try dummyFP8(rows: rows, cols: cols, seed: tensorSeed, rand: rand, context: context, stream: stream)

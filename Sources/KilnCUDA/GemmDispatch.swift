@@ -23,6 +23,7 @@ public final class GemmDispatch {
     private var streamKernels: [GemmStream.Config: GemmStream] = [:]
     private var swapABKernels: [GemmSwapAB.Config: GemmSwapAB] = [:]
     private var fp8Kernels: [GemmFP8.Config: GemmFP8] = [:]
+    private var lutKernels: [GemmLUT.Config: GemmLUT] = [:]
     private var warned: Set<String> = []
     /// Split-K scratch (gemm_splitk, gemm_swapab), shared by all calls: they run one after another on one stream,
     /// each touches it only after its griddepcontrol.wait, and the counters are left zero by every launch.
@@ -42,6 +43,8 @@ public final class GemmDispatch {
     /// The weight formats this dispatch has kernels for: bf16 (every family) and FP8 128×128 at M ≤ 16 (gemm_fp8;
     /// prefill dequantizes FP8 to bf16). GPUWeights.plan converts the rest at load.
     public static let kernelFormats: Set<WeightFormat> = [.bf16, GPUMatrix.fp8Format]
+    // (4-bit lookup-table formats run on gemm_lut at M ≤ 16 — a family of formats, see GPUWeights.plan — and prefill
+    // dequantizes them to bf16.)
 
     /// The kernel for `op` on `format` weights `[n, k]` at `m` tokens: the table's entry for exactly this
     /// (op, format, M bucket, N, K) if it names an instance that can run it, else the documented default.
@@ -103,6 +106,31 @@ public final class GemmDispatch {
         let kernel: GemmFP8
         if let cached = fp8Kernels[c] { kernel = cached } else { kernel = try GemmFP8(library, config: c); fp8Kernels[c] = kernel }
         try kernel(xq: xq, xs: xs, w: w, scale8: scale8, y: y, m: m, n: n, k: k, split: split, workspace: workspace.address,
+                   counters: counters.address, epilogue: epilogue, stream: stream)
+    }
+
+    /// The 4-bit lookup-table decode GEMM for `op` on an [n, k] matrix of `format` at `m` ≤ 16 tokens: the table's entry
+    /// for (op, format, M bucket, N, K) if it names a gemm_lut instance that serves m with the matrix's offsets (or
+    /// not), else GemmLUT's default with `GemmLUT.defaultSplit`.
+    public func chooseLUT(op: String, format: WeightFormat.LUTFormat, m: Int, n: Int, k: Int) -> (config: GemmLUT.Config, split: Int) {
+        let f = WeightFormat.lut(format)
+        if let e = tune?.lookup(op: op, format: f, n: n, k: k, m: m), let c = GemmLUT.config(named: e.config), c.maxM >= m,
+           c.affine == format.hasOffsets {
+            return (c, min(max(1, e.split), GemmDispatch.maxSplit))
+        }
+        warnUntuned(op: op, format: f, m: m, n: n, k: k)
+        let c = GemmLUT.defaultConfig(m: m, affine: format.hasOffsets)
+        return (c, GemmLUT.defaultSplit(c, n: n, k: k, multiprocessors: library.context?.info.multiprocessors ?? 132, maxSplit: GemmDispatch.maxSplit))
+    }
+
+    /// y[m, n] = X · W^T over a 4-bit lookup-table matrix (gemm_lut, m ≤ 16), `w` in the kernel's device layout.
+    public func lut(_ op: String, x: CUdeviceptr, w: GPUMatrix.LUTMatrix, y: CUdeviceptr, m: Int, epilogue: GemmSplitK.Epilogue,
+                    stream: GPUStream) throws {
+        let (c, split) = chooseLUT(op: op, format: w.format, m: m, n: w.rows, k: w.cols)
+        let kernel: GemmLUT
+        if let cached = lutKernels[c] { kernel = cached } else { kernel = try GemmLUT(library, config: c); lutKernels[c] = kernel }
+        try kernel(x: x, codes: w.codes.address, scales: w.scales.address, offsets: w.offsets?.address ?? 0, table: w.table.address, y: y,
+                   m: m, n: w.rows, k: w.cols, group: w.format.groupSize, split: split, workspace: workspace.address,
                    counters: counters.address, epilogue: epilogue, stream: stream)
     }
 

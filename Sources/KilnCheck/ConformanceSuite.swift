@@ -49,7 +49,17 @@ public final class ConformanceSuite {
 
     public func runAll() {
         checkConvert(); checkEmbedding(); checkRMSNorm(); checkRoPE(); checkSiLUMul(); checkSoftmax(); checkSampling(); checkGraph()
-        runEngineChecks(); runFP8Checks()
+        runEngineChecks(); runFP8Checks(); runLUTChecks()
+    }
+
+    /// The families `kiln check --only` runs alone (a device session spent on one kernel family).
+    public static let families = ["fp8", "lut"]
+    public func run(family: String) throws {
+        switch family {
+        case "fp8": runFP8Checks()
+        case "lut": runLUTChecks()
+        default: throw KilnError("--only \(family.prefix(20)): expected one of \(ConformanceSuite.families.joined(separator: ", "))")
+        }
     }
 
     // MARK: families

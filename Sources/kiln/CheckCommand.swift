@@ -26,8 +26,14 @@ struct CheckCommand: ParsableCommand {
     @Flag(help: "Measure copy bandwidth and the memory-bound kernels (GB/s and % of copy) instead of checking.")
     var bench = false
 
+    @Option(help: "Run one kernel family's checks only: fp8 or lut (and the self-test).") var only: String?
+
     @Option(parsing: .unconditional, help: "Seed for the random inputs (default: time-based; printed so a failure can be reproduced).")
     var seed: UInt64?
+
+    func validate() throws {
+        if let only { try OptionCheck.oneOf(only, "--only", ConformanceSuite.families) }
+    }
 
     func run() throws {
         let out: (String) -> Void = { print($0) }
@@ -50,7 +56,7 @@ struct CheckCommand: ParsableCommand {
             let s = seed ?? UInt64(Date().timeIntervalSince1970 * 1000)
             out("kiln check on \(ctx.info.name) (\(ctx.info.arch)), seed \(s)")
             let suite = try ConformanceSuite(context: ctx, library: library, seed: s, log: out)
-            if !selfTest { suite.runAll() }
+            if let only, !selfTest { try suite.run(family: only) } else if !selfTest { suite.runAll() }
             // The self-test is one more check: the comparison must catch a kernel known to be wrong.
             let caught = suite.selfTest()
             passed = suite.passed + (caught ? 1 : 0)

@@ -36,6 +36,8 @@ enum GPURun {
         var engine = GPUEngineOptions()
         /// `--dummy-weights` with FP8 linear layers (`--weights fp8`).
         var dummyFP8 = false
+        /// `--dummy-weights` with 4-bit lookup-table linear layers (`--weights lut4-g64`).
+        var dummyLUT: WeightFormat.LUTFormat? = nil
     }
 
     /// The tuning table for `config` on this GPU, or nil for the defaults.
@@ -53,7 +55,7 @@ enum GPURun {
         if let dummy {
             let table = try self.table(for: try DummyModels.config(dummy), library: library, tuning: tuning)
             return try GPUModel.dummy(dummy, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table,
-                                      options: tuning.engine, fp8: tuning.dummyFP8, log: log)
+                                      options: tuning.engine, fp8: tuning.dummyFP8, lut: tuning.dummyLUT, log: log)
         }
         guard let source = try weights ?? path.map({ try openModel(path: $0) }) else {
             throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
@@ -69,7 +71,7 @@ enum GPURun {
         let m = try model(path: path, dummy: dummy, maxBatch: batch, maxSeq: prompt + generate + 8, tuning: tuning)
         let r = try EngineBench.model(m, batch: batch, prompt: max(1, prompt), generate: generate, repetitions: repetitions, printIds: printIds,
                                      sampling: sampling)
-        let name = dummy.map { "\($0) (dummy \(tuning.dummyFP8 ? "fp8" : "bf16"))" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
+        let name = dummy.map { "\($0) (dummy \(tuning.dummyLUT.map { WeightFormat.lut($0).name } ?? (tuning.dummyFP8 ? "fp8" : "bf16")))" } ?? URL(fileURLWithPath: path ?? "").lastPathComponent
         let ppMs = r.median(r.prefillMs), tgMs = r.median(r.decodeMsPerStep)
         if json {
             let obj: [String: Any] = ["model": name, "backend": "CUDA (Kiln kernels)", "kernels": tuning.defaultsOnly ? "defaults" : "tuned table", "device": m.context.info.name, "n_batch": batch,
@@ -131,18 +133,25 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "A/B: prefill attention on the mma.sync kernel instead of wgmma on Hopper.") var mmaAttention = false
     @Flag(name: .long, help: "A/B: SwiGLU as its own kernel instead of in the gate_up GEMM's epilogue on the decode path.")
     var noFusedSwiglu = false
-    @Option(name: .long, help: "With --dummy-weights: the linear layers' format, bf16 or fp8 (e4m3 with 128×128 block scales, on gemm_fp8).")
+    @Option(name: .long, help: "With --dummy-weights: the linear layers' format, bf16, fp8 (e4m3 with 128×128 block scales, on gemm_fp8), lut4-g32|g64|g128[-nf|-int|-fp4][-affine] (4-bit lookup table, nf by default, on gemm_lut), or q4_0 / q4_1 (GGUF's, as gemm_lut holds them).")
     var weights: String = "bf16"
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
-    func validate() throws { try OptionCheck.oneOf(weights, "--weights", ["bf16", "fp8"]) }
+    @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
+    func validate() throws {
+        do { _ = try DummyLinearFormat(parsing: weights) } catch let e as KilnError { throw ValidationError(e.message) }
+    }
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels
         return o
     }
     var value: GPURun.Tuning {
-        GPURun.Tuning(cachePath: tuneCache, tuneMissing: tune, defaultsOnly: defaultKernels, engine: engine, dummyFP8: weights == "fp8")
+        let format = (try? DummyLinearFormat(parsing: weights)) ?? .bf16
+        var lut: WeightFormat.LUTFormat? = nil
+        if case .lut(let l) = format { lut = l }
+        return GPURun.Tuning(cachePath: tuneCache, tuneMissing: tune, defaultsOnly: defaultKernels, engine: engine, dummyFP8: format == .fp8,
+                             dummyLUT: lut)
     }
 }
 
@@ -153,6 +162,10 @@ enum BenchKernels {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
         let table = try GPURun.table(for: c, library: library, tuning: tuning)
+        if let lut = tuning.dummyLUT {   // --weights lut4-…: the LUT decode GEMMs (M ≤ 16) against Kiln's bf16 GEMM
+            return try EngineBench.lutKernels(config: c, format: lut, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
+                                              pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
+        }
         try EngineBench.kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
                                 pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
     }

@@ -1,0 +1,73 @@
+import Foundation
+import KilnCore
+
+/// A random lookup-table matrix in the checkpoint's canonical planes (codes packed little-endian along K, f16 scales and
+/// offsets per group, an f32 table), owning its memory, as the conformance checks and the host tests need one:
+/// random codes, scales of random sign in [0.5, 1.5) (never zero), offsets in ±[0.05, 0.5), and a random table
+/// (16 distinct values in ±[0.1, 1), never zero) or a fixed one.
+public final class LUTFixture {
+    public let format: WeightFormat.LUTFormat
+    public let rows: Int, cols: Int
+    public let codes: [UInt8]          // [rows, cols/2]
+    public let scales: [UInt16]        // [rows, cols/g] f16
+    public let offsets: [UInt16]?      // [rows, cols/g] f16, affine only
+    public let table: [Float]          // [16]
+    private let buffers: [UnsafeMutableRawBufferPointer]
+    /// The format's matrix over this fixture's memory (valid while the fixture lives).
+    public let matrix: QuantizedMatrix
+
+    public init(rows: Int, cols: Int, format: WeightFormat.LUTFormat, table fixedTable: [Float]? = nil, rng: inout SplitMix64,
+                name: String = "fixture.weight") throws {
+        let groups = cols / format.groupSize, rowBytes = LUTCodes.rowBytes(cols: cols, bits: format.bits)
+        func f16(_ lo: Float, _ hi: Float) -> UInt16 {
+            let v = lo + (hi - lo) * rng.unit()
+            return floatToHalf(rng.next() & 1 == 0 ? v : -v)
+        }
+        self.format = format; self.rows = rows; self.cols = cols
+        codes = (0..<(rows * rowBytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        scales = (0..<(rows * groups)).map { _ in f16(0.5, 1.5) }
+        offsets = format.hasOffsets ? (0..<(rows * groups)).map { _ in f16(0.05, 0.5) } : nil
+        if let fixedTable { table = fixedTable } else {
+            var t: [Float] = []
+            while t.count < (1 << format.bits) {
+                let v = (0.1 + 0.9 * rng.unit()) * (rng.next() & 1 == 0 ? 1 : -1)
+                if !t.contains(v) { t.append(v) }
+            }
+            table = t
+        }
+        let le16 = { (v: [UInt16]) in v.flatMap { [UInt8($0 & 0xff), UInt8($0 >> 8)] } }
+        var blobs: [(PlaneRole, [Int], DType, [UInt8])] = [(.codes, [rows, rowBytes], .u8, codes), (.scales, [rows, groups], .f16, le16(scales))]
+        if let offsets { blobs.append((.offsets, [rows, groups], .f16, le16(offsets))) }
+        blobs.append((.table, [table.count], .f32, table.flatMap { v in (0..<4).map { UInt8((v.bitPattern >> (8 * $0)) & 0xff) } }))
+        buffers = blobs.map { UnsafeMutableRawBufferPointer.allocate(byteCount: $0.3.count, alignment: 16) }
+        for (b, p) in zip(buffers, blobs) { b.copyBytes(from: p.3) }
+        do {
+            matrix = try QuantizedMatrix(name: name, rows: rows, cols: cols, format: .lut(format),
+                                         planes: zip(blobs, buffers).map { .init($0.0, shape: $0.1, dtype: $0.2, bytes: UnsafeRawBufferPointer($1)) })
+        } catch {
+            buffers.forEach { $0.deallocate() }
+            throw error
+        }
+    }
+
+    deinit { buffers.forEach { $0.deallocate() } }
+
+    /// Code (r, k) as the canonical layout stores it.
+    public func code(_ r: Int, _ k: Int) -> Int { Int(codes[r * (cols / 2) + k / 2] >> (4 * UInt8(k % 2)) & 15) }
+
+    /// The format's value of (r, k) in f32, by the CPU reference (`QuantizedMatrix.dequantize`).
+    public func dequantized() throws -> [Float] { try matrix.dequantized() }
+
+    /// The value gemm_lut's mma sees for (r, k): bf16(bf16(table[code]) · bf16(scale) + bf16(offset)) with one final
+    /// rounding (fma.rn.bf16x2; the product of two bf16 values is exact in f32, the sum is rounded once to f32 here
+    /// and then to bf16 — a double rounding the hardware does not do, far below any tolerance that uses this).
+    public func kernelValue(_ r: Int, _ k: Int, scale: Float = 1) -> Float {
+        let gi = r * (cols / format.groupSize) + k / format.groupSize
+        let t = LUTFixture.bf16(table[code(r, k)])
+        let s = LUTFixture.bf16(halfToFloat(scales[gi]) * scale)
+        let o = offsets.map { LUTFixture.bf16(halfToFloat($0[gi]) * scale) } ?? 0
+        return LUTFixture.bf16(t * s + o)
+    }
+
+    public static func bf16(_ v: Float) -> Float { bf16ToFloat(floatToBF16(v)) }
+}

@@ -1,0 +1,176 @@
+import KilnCore
+import KilnGPU
+
+/// gemm_lut.cu: the decode GEMM over 4-bit lookup-table weights (`WeightFormat.lut` with bits 4, groups of 32, 64 or
+/// 128, with or without offsets): Y[M,N] = X[M,K]·W[N,K]^T for 1 ≤ M ≤ 16, X bf16, W[n,k] = table[code]·scale (+offset),
+/// fp32 accumulation, bf16 / fp32 / SwiGLU out. Memory-bound: each call streams N·K/2 code bytes and the group scales.
+///
+/// The device layout (`DeviceLayout`, built on the host by `restructure` and `restructureScales` from the canonical
+/// planes of the checkpoint) is what the kernel's lanes read; gemm_lut.cu's header explains the fragment map.
+public struct GemmLUT {
+    public static let file = "gemm_lut.cu"
+    public static let bits = 4
+    public static let groupSizes = [32, 64, 128]
+    /// Columns per chunk (one 16-byte load per lane of a 16-row tile).
+    public static let chunkCols = 64
+    public static let tileRows = 16
+
+    /// One row of KILN_GEMM_LUT_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL, AFFINE).
+    public struct Config: Hashable, Sendable, CustomStringConvertible {
+        public var nt, wn, wk, tiles, unroll: Int
+        public var affine: Bool
+        public var name: String { "kiln_gemm_lut4_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)_a\(affine ? 1 : 0)" }
+        public var description: String { name }
+        public var maxM: Int { 8 * nt }
+        public var threads: Int { 32 * wn * wk }
+        public var tilesPerBlock: Int { tiles * wn }
+        public func gridX(n: Int) -> Int { ((n + 15) / 16 + tilesPerBlock - 1) / tilesPerBlock }
+    }
+
+    public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_LUT_INSTANCES").compactMap { r in
+        r.count == 6 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4], affine: r[5] != 0) : nil
+    }
+    public static var instances: [KernelInstance] {
+        configs.map { KernelInstance(file, $0.name, hot: true) } + [KernelInstance(file, LUTDequantizer.kernelName, hot: true)]
+    }
+    public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
+
+    /// Default before any tuning: 4 warps over K, one tile, 4 chunks per step (gemm_splitk's default bytes in flight).
+    public static func defaultConfig(m: Int, affine: Bool) -> Config {
+        let nt = m <= 8 ? 1 : 2
+        return configs.first { $0.nt == nt && $0.affine == affine && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 4 }
+            ?? configs.first { $0.nt == nt && $0.affine == affine }!
+    }
+
+    /// The default split: doubled while the grid has fewer than four blocks per SM (`multiprocessors`; about six of the
+    /// default instance fit, at 80 registers and 32 KB of table each, and the bytes in flight are what decode needs)
+    /// and each warp keeps at least two super-steps of its split; at most `maxSplit`. Llama-3-8B, default instance:
+    /// qkv 2, o 2, down 4, gate_up 1.
+    public static func defaultSplit(_ c: Config, n: Int, k: Int, multiprocessors: Int, maxSplit: Int) -> Int {
+        let blocks = c.gridX(n: n), chunks = (k + chunkCols - 1) / chunkCols
+        var split = 1
+        while split < maxSplit, blocks * split < 4 * multiprocessors, chunks / (2 * split) >= 2 * c.wk * c.unroll { split *= 2 }
+        return split
+    }
+
+    /// Why gemm_lut cannot read a `[rows, cols]` matrix of `format`, or nil when it can.
+    public static func unsupported(_ format: WeightFormat, rows: Int, cols: Int) -> String? {
+        guard case .lut(let l) = format else { return "\(format.name) is not a lookup-table format" }
+        if l.bits != bits { return "\(l.bits)-bit codes (gemm_lut reads 4-bit codes)" }
+        if !groupSizes.contains(l.groupSize) { return "group size \(l.groupSize) (gemm_lut reads 32, 64, 128)" }
+        if rows < 1 || cols < 1 || cols % l.groupSize != 0 { return "K = \(cols) is not a positive multiple of the group size \(l.groupSize)" }
+        return nil
+    }
+
+    // MARK: the device layout
+
+    /// Sizes of a `[rows, cols]` matrix in the kernel's layout: rows padded to 16, columns to 64 (zero codes, zero scales).
+    public struct DeviceLayout: Equatable, Sendable {
+        public let rows, cols, group: Int
+        public init(rows: Int, cols: Int, group: Int) { self.rows = rows; self.cols = cols; self.group = group }
+        public var tiles: Int { (rows + 15) / 16 }
+        public var chunks: Int { (cols + 63) / 64 }
+        /// Groups per padded row (the scale words' stride per tile is 8 of these).
+        public var paddedGroups: Int { (chunks * 64 + group - 1) / group }
+        public var codeBytes: Int { tiles * chunks * 512 }
+        public var scaleWords: Int { tiles * paddedGroups * 8 }
+        public var groupShift: Int { group.trailingZeroBitCount }
+        /// Where the byte holding codes (r, k) and (r, k+1) (k even) sits: lane block (tile, chunk, lane) of the
+        /// fragment map in gemm_lut.cu's header, word j, byte i. The one statement of the map; `restructure` and the
+        /// tests use it, the tests check it against an independent model of the kernel's lanes.
+        public func byteOffset(row r: Int, col k: Int) -> Int {
+            let tile = r / 16, rr = r % 16, chunk = k / 64, kk = k % 64
+            let g = rr % 8, bottom = rr / 8          // row g or g+8 of the tile
+            let t = kk / 16, within = kk % 16        // lane t covers columns 16t … 16t+15
+            let j = within / 4, second = (within % 4) / 2   // word j: pairs at 4j, 4j+1 (first) and 4j+2, 4j+3 (second)
+            let lane = 4 * g + t
+            return ((tile * chunks + chunk) * 32 + lane) * 16 + 4 * j + 2 * second + bottom
+        }
+    }
+
+    /// The codes of a `[rows, cols]` matrix in the kernel's layout. `sourceRow(r)` is the canonical row (packed
+    /// little-endian along K, `cols / 2` bytes each, as the checkpoint stores it) that row r of the kernel's matrix
+    /// holds: the rows of stacked parts, or gate/up interleaved per 16-row tile (`GemmFP8.gateUpSourceRow`).
+    public static func restructure(rows: Int, cols: Int, group: Int, sourceRow: (Int) -> UnsafePointer<UInt8>) -> [UInt8] {
+        let layout = DeviceLayout(rows: rows, cols: cols, group: group)
+        var out = [UInt8](repeating: 0, count: layout.codeBytes)
+        out.withUnsafeMutableBufferPointer { dst in
+            for r in 0..<rows {
+                let src = sourceRow(r)
+                for b in 0..<(cols / 2) { dst[layout.byteOffset(row: r, col: 2 * b)] = src[b] }
+            }
+        }
+        return out
+    }
+
+    /// Scales (or offsets) in the kernel's layout: per 16-row tile and group, 8 words {bf16 of row g (low half),
+    /// bf16 of row g+8 (high half)}, each value rounded to bf16 to nearest even. `value(r, gi)` is group gi of row r of
+    /// the kernel's matrix (f16 from the checkpoint, times the layer's output scale where one is folded in). Padding
+    /// rows and groups are 0.
+    public static func restructureScales(rows: Int, cols: Int, group: Int, value: (_ row: Int, _ group: Int) -> Float) -> [UInt32] {
+        let layout = DeviceLayout(rows: rows, cols: cols, group: group)
+        var out = [UInt32](repeating: 0, count: layout.scaleWords)
+        for r in 0..<rows {
+            let tile = r / 16, g = r % 8, shift: UInt32 = (r % 16) < 8 ? 0 : 16
+            for gi in 0..<(cols / group) {
+                out[(tile * layout.paddedGroups + gi) * 8 + g] |= UInt32(floatToBF16(value(r, gi))) << shift
+            }
+        }
+        return out
+    }
+
+    // Mirrors LutGemmParams.
+    struct Params { var x, codes, scales, offsets, table, y, ws, cnt: UInt64; var m, n, k, groupShift, epi: Int32 }
+
+    public let config: Config
+    let kernel: Kernel
+    public init(_ library: KernelLibrary, config: Config) throws {
+        self.config = config
+        kernel = try library.kernel(GemmLUT.file, config.name)
+    }
+
+    /// fp32 workspace elements a call with `split` > 1 needs (none for split 1).
+    public static func workspaceFloats(m: Int, n: Int, split: Int) -> Int { split > 1 ? split * m * n : 0 }
+
+    /// x: [m, k] bf16; codes / scales / offsets: the `DeviceLayout` of an [n, k] matrix (offsets only for affine
+    /// instances, else 0); table: 16 f32; y: [m, n] bf16 (fp32 for `.f32`), or [m, n/2] bf16 for `.swiglu`. With
+    /// split > 1, `workspace` holds ≥ workspaceFloats floats and `counters` ≥ config.gridX(n) zeroed UInt32 (left zero).
+    public func callAsFunction(x: CUdeviceptr, codes: CUdeviceptr, scales: CUdeviceptr, offsets: CUdeviceptr, table: CUdeviceptr,
+                               y: CUdeviceptr, m: Int, n: Int, k: Int, group: Int, split: Int = 1, workspace: CUdeviceptr = 0,
+                               counters: CUdeviceptr = 0, epilogue: GemmSplitK.Epilogue = .bf16, stream: GPUStream) throws {
+        guard GemmLUT.groupSizes.contains(group), k > 0, k % group == 0, n > 0 else {
+            throw KilnError("gemm_lut: K = \(k) must be a positive multiple of the group size \(group) (32, 64 or 128; N = \(n))")
+        }
+        guard m >= 1, m <= config.maxM else { throw KilnError("gemm_lut \(config.name): M = \(m) outside 1…\(config.maxM)") }
+        guard epilogue != .swiglu || n % 16 == 0 else { throw KilnError("gemm_lut SwiGLU epilogue: N = \(n) must be a multiple of 16") }
+        guard config.affine == (offsets != 0) else {
+            throw KilnError("gemm_lut \(config.name): \(config.affine ? "an affine instance needs offsets" : "offsets given to a symmetric instance")")
+        }
+        guard split >= 1, split == 1 || (workspace != 0 && counters != 0) else { throw KilnError("gemm_lut: split \(split) needs workspace and counters") }
+        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), stream: stream, pdl: stream.pdl,
+                          Params(x: x, codes: codes, scales: scales, offsets: offsets, table: table, y: y, ws: workspace, cnt: counters,
+                                 m: Int32(m), n: Int32(n), k: Int32(k), groupShift: Int32(group.trailingZeroBitCount), epi: epilogue.rawValue))
+    }
+}
+
+/// gemm_lut.cu's `kiln_lut4_dequant`: the `DeviceLayout` of an [n, k] lookup-table matrix → bf16 [n, k], with the
+/// decode kernel's numbers (bf16(bf16(table)·bf16(scale) + bf16(offset))). Prefill over LUT weights reads this copy
+/// with the bf16 GEMMs until a LUT prefill GEMM exists.
+public struct LUTDequantizer {
+    static let kernelName = "kiln_lut4_dequant"
+    struct Params { var codes, scales, offsets, table, y: UInt64; var n, k, groupShift: Int32 }
+    let kernel: Kernel
+    public init(_ library: KernelLibrary) throws { kernel = try library.kernel(GemmLUT.file, LUTDequantizer.kernelName) }
+
+    public func callAsFunction(codes: CUdeviceptr, scales: CUdeviceptr, offsets: CUdeviceptr, table: CUdeviceptr, y: CUdeviceptr,
+                               n: Int, k: Int, group: Int, stream: GPUStream) throws {
+        guard GemmLUT.groupSizes.contains(group), n >= 1, k > 0, k % group == 0 else {
+            throw KilnError("LUT dequantizer: n = \(n), k = \(k), group \(group) (k a positive multiple of the group, 32/64/128)")
+        }
+        let layout = GemmLUT.DeviceLayout(rows: n, cols: k, group: group)
+        let threads = layout.tiles * layout.chunks * 32
+        try kernel.launch(grid: ((threads + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, pdl: stream.pdl,
+                          Params(codes: codes, scales: scales, offsets: offsets, table: table, y: y, n: Int32(n), k: Int32(k),
+                                 groupShift: Int32(group.trailingZeroBitCount)))
+    }
+}

@@ -1,0 +1,358 @@
+// gemm_lut.cu — decode GEMMs over 4-bit lookup-table weights (WeightFormat.lut, bits 4): Y[M,N] = X[M,K] · W[N,K]^T
+// for 1 ≤ M ≤ 16, X bf16, W[n, k] = table[code[n, k]] · scale[n, k/g] (+ offset[n, k/g] when affine), g ∈ {32, 64, 128}.
+//
+// Decode reads the weights once per step, so the floor is N·K/2 code bytes + N·K/g·2 scale bytes (·2 affine) ÷
+// bandwidth, a quarter of bf16's. At 4 bits the dequantization itself is work the kernel must keep small (at 4 TB/s an
+// H200 must turn ~8·10^12 codes per second into bf16): per PAIR of codes one shared-memory lookup and one bf16x2 fma.
+//  * mma.m16n8k16 bf16 with the operands swapped, as gemm_splitk.cu: weights = the 16-row A operand, tokens = the
+//    8-wide B side, fp32 accumulators in gemm_util.cuh's layout (its epilogues, WARPS_K sum and split-K reduction).
+//  * Chunks of 16 rows × 64 k. Lane (g = lane/4, t = lane%4) covers k = k0 + 16t … k0 + 16t + 15 of rows g and g+8:
+//    its activation pairs p = 0…7 (k0 + 16t + 2p, +1) are two 16-byte loads of token g (rows past M read row M-1: their
+//    output columns are never stored), and mma j (0…3) of the chunk
+//    takes pairs 2j (k-slots 2t, 2t+1) and 2j+1 (k-slots 2t+8, 2t+9). A dot product may visit k in any order as long
+//    as A and B agree, and they do: the slot → k map depends on t only (gemm_splitk's argument).
+//  * The codes are restructured at load (GemmLUT.restructure, host side) so that one 16-byte load per lane and chunk
+//    holds exactly its fragments: word j = [row g pair 2j, row g+8 pair 2j, row g pair 2j+1, row g+8 pair 2j+1], each
+//    byte the canonical byte of two codes (low nibble = the even k). So byte i of word j is register a_i of mma j.
+//    A warp's load is 512 contiguous bytes. Rows are padded to 16 and K to 64; padding codes meet zero scales and
+//    offsets (and zero activations past K), so they add nothing.
+//  * Per code pair: prmt (byte to the bottom) + shift-add (its shared address) + lds + fma.rn.bf16x2 — about 2.3
+//    instructions per weight with the mmas and loads (docs/perf-notes-lut.md).
+//  * The table: 256 entries, entry b = bf16x2 {table[b & 15], table[b >> 4]} — one lookup per code byte (FLUTE's
+//    vectorized lookup) — replicated 32 times in shared memory, entry b of lane l at word 32·b + l, so every lane
+//    reads its own bank and a lookup never conflicts (32 KB per block).
+//  * Scales (and offsets) as bf16 pairs {row g, row g+8} per 16-row tile and group (GemmLUT.restructureScales): one
+//    4-byte load per lane and chunk, applied in registers by fma.rn.bf16x2: a = lut · {s, s} + {o, o} (−0 without
+//    offsets), one rounding to bf16, as the mma needs bf16 anyway. The weight the mma sees is
+//    bf16(bf16(table[c]) · bf16(scale) + bf16(offset)) — the CPU reference's f32 value up to three bf16 roundings.
+//  * Split-K over whole chunks, WARPS_K warps interleaved over a split's super-steps of UNROLL chunks; the codes and
+//    scales of step s+1 are loaded before the mmas of step s (two register sets); activations per step.
+//
+// Entry points, all with the parameters of `LutGemmParams` (one struct; GemmLUT.swift mirrors it):
+//   kiln_gemm_lut4_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_a{AFFINE}   block = 32·WN·WK threads,
+//                                                             grid = (ceil(ceil(N/16) / (T·WN)), splitK)
+//   kiln_lut4_dequant (LutDequantParams)                      block = 256, grid = ceil(ceil(N/16)·KC·32 / 256): W → bf16
+// Requirements (checked by the launcher): K % g == 0 and g ∈ {32, 64, 128} (so K % 32 == 0), x 16-byte aligned,
+// 1 ≤ M ≤ 8·NT; the SwiGLU epilogue needs N % 16 == 0 (gate/up interleaved per 16-row tile by the restructure).
+
+#include "kiln.cuh"
+#include "attention_util.cuh"   // U4, ld_nc, ld_cg, mma16816, pack_bf16x2, pdl_wait_then_trigger
+#include "gemm_util.cuh"        // accumulator layout, store_out, sum_warps_k, KILN_SPLITK_REDUCE
+
+struct LutGemmParams {
+    const kiln::bf16* x;           // [M, K] bf16 activations
+    const unsigned char* codes;    // [ceil(N/16), KC, 32 lanes, 16 bytes] restructured codes (KC = ceil(K/64))
+    const unsigned* scales;        // [ceil(N/16), GP, 8] bf16x2 {scale row g, scale row g+8} (GP = ceil(64·KC / g))
+    const unsigned* offsets;       // same layout, affine instances only (else unused)
+    const float* table;            // [16] f32 table values
+    void* y;                       // [M, N] bf16 / fp32, or [M, N/2] bf16 (SwiGLU)
+    float* ws;                     // [splitK, M, N] fp32 split-K partials (splitK > 1)
+    unsigned* cnt;                 // [gridDim.x] zeroed counters (splitK > 1), left zeroed
+    int M, N, K;
+    int group_shift;               // log2(g)
+    kiln::Epilogue epi;
+};
+
+struct LutDequantParams {
+    const unsigned char* codes;    // restructured codes, as LutGemmParams
+    const unsigned* scales;        // as LutGemmParams
+    const unsigned* offsets;       // as LutGemmParams, or null (symmetric)
+    const float* table;            // [16] f32
+    kiln::bf16* y;                 // [N, K] bf16
+    int N, K;
+    int group_shift;
+};
+
+namespace kiln_lut {
+
+using kiln::Epilogue;
+using kiln_attn::U4;
+using kiln_attn::ld_cg;
+using kiln_attn::mma16816;
+using kiln_attn::pdl_wait_then_trigger;
+using kiln_gemm::store_out;
+
+// Codes are streamed once: skip L1, ask L2 for the whole 256-byte span (as gemm_splitk's ld_weight). `volatile` keeps
+// the loads where the source puts them (ahead of the previous step's mmas).
+__device__ __forceinline__ U4 ld_codes(const unsigned char* p) {
+    U4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+__device__ __forceinline__ unsigned ld_scale(const unsigned* p) {
+    unsigned r;
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+    return r;
+}
+// Activations are small and shared by every row tile: L1-cached.
+__device__ __forceinline__ U4 ld_act(const kiln::bf16* p) { return kiln_attn::ld_nc(p); }
+
+// Table lookup of byte I of `w`: `base` = the shared-memory address of this lane's copy of entry 0 (32-bit, so the
+// address arithmetic stays 32-bit), entry b at base + 128·b. The byte is extracted by one prmt (byte I to the bottom,
+// zeros above), so the address costs prmt + one shift-add. volatile: never hoisted above the barrier after the fill.
+template <int I>
+__device__ __forceinline__ unsigned lookup(unsigned base, unsigned w) {
+    unsigned b, r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(b) : "r"(w), "r"(0u), "n"(0x4440 | I));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(base + (b << 7)));
+    return r;
+}
+
+__device__ __forceinline__ unsigned prmt(unsigned a, unsigned sel) {
+    unsigned r;
+    asm("prmt.b32 %0, %1, %1, %2;" : "=r"(r) : "r"(a), "r"(sel));
+    return r;
+}
+// d = a·b + c on bf16 pairs, one rounding (round to nearest even).
+__device__ __forceinline__ unsigned fma_bf16x2(unsigned a, unsigned b, unsigned c) {
+    unsigned d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// Table entry b as the shared-memory table holds it (the dequantizer reads the 16 f32 values directly).
+__device__ __forceinline__ unsigned lut_value(const float* table, unsigned b) {
+    return kiln_attn::pack_bf16x2(__ldg(table + (b & 15u)), __ldg(table + (b >> 4)));
+}
+
+constexpr unsigned kNegZero2 = 0x80008000u;   // {−0, −0}: a·b + (−0) = a·b exactly, sign of zero included
+
+// The registers of one super-step's weights: per chunk u and tile tt, the lane's 16 code bytes and its scale pair
+// (and offset pair).
+template <int TILES, int UNROLL, bool AFFINE>
+struct WeightRegs {
+    U4 q[UNROLL][TILES];
+    unsigned s[UNROLL][TILES];
+    unsigned o[AFFINE ? UNROLL : 1][AFFINE ? TILES : 1];
+};
+
+// Where lane (g, t)'s data of tile `tile` sits: codes at chunk c are qbase + 512·c; its scale word of group G at
+// sbase + 8·G.
+struct LaneAddr {
+    const unsigned char* qbase[4];
+    const unsigned* sbase[4];
+    const unsigned* obase[4];
+};
+
+template <int TILES, int UNROLL, bool AFFINE>
+__device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE>& r, const LaneAddr& a, int c, int t, int gshift) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const int group = ((c + u) * 64 + 16 * t) >> gshift;
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt) {
+            r.q[u][tt] = ld_codes(a.qbase[tt] + (long long)(c + u) * 512);
+            r.s[u][tt] = ld_scale(a.sbase[tt] + group * 8);
+            if constexpr (AFFINE) r.o[u][tt] = ld_scale(a.obase[tt] + group * 8);
+        }
+    }
+}
+
+// The lane's activation pairs of chunks c … c+UNROLL-1 for each token group: x[u][n][0] = pairs 0…3, [1] = pairs 4…7.
+// Token rows past M read row M-1 (xrow is clamped): an mma's output column depends on its own B column only, and the
+// columns of tokens ≥ M are never stored, so no per-lane token test (a branch around every load) is needed.
+// PRED: lanes whose 16 columns start at or past K load zeros (the partial last chunk when K % 64 == 32; they would read
+// past the row, and meet the zero padding codes and scales).
+template <int NT, int UNROLL, bool PRED>
+__device__ __forceinline__ void load_x(U4 (&x)[UNROLL][NT][2], const kiln::bf16* const (&xrow)[2], int c, int t, int K) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const int k = (c + u) * 64 + 16 * t;
+        const bool ok = !PRED || k < K;
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) x[u][n][h] = ok ? ld_act(xrow[n] + k + 8 * h) : U4{0u, 0u, 0u, 0u};
+    }
+}
+
+// Dequantizes chunk u's fragments tile by tile (lookup + fma per code pair) and runs its 4·NT mmas per tile.
+template <int NT, int TILES, int UNROLL, bool AFFINE>
+__device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+                                         const U4 (&x)[UNROLL][NT][2], unsigned lut) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt) {
+            const unsigned s_top = prmt(r.s[u][tt], 0x1010u), s_bottom = prmt(r.s[u][tt], 0x3232u);
+            unsigned o_top = kNegZero2, o_bottom = kNegZero2;
+            if constexpr (AFFINE) { o_top = prmt(r.o[u][tt], 0x1010u); o_bottom = prmt(r.o[u][tt], 0x3232u); }
+            const unsigned words[4] = {r.q[u][tt].x, r.q[u][tt].y, r.q[u][tt].z, r.q[u][tt].w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const unsigned w = words[j];
+                const unsigned a0 = fma_bf16x2(lookup<0>(lut, w), s_top, o_top);
+                const unsigned a1 = fma_bf16x2(lookup<1>(lut, w), s_bottom, o_bottom);
+                const unsigned a2 = fma_bf16x2(lookup<2>(lut, w), s_top, o_top);
+                const unsigned a3 = fma_bf16x2(lookup<3>(lut, w), s_bottom, o_bottom);
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    const U4& xx = x[u][n][j >> 1];
+                    const unsigned b0 = (j & 1) ? xx.z : xx.x, b1 = (j & 1) ? xx.w : xx.y;
+                    mma16816(acc[tt][n], a0, a1, a2, a3, b0, b1);
+                }
+            }
+        }
+}
+
+template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, bool AFFINE>
+__device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
+    static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
+    static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
+    static_assert(TILES <= 4, "at most 4 tiles per warp");
+    static_assert(2 * UNROLL * TILES * 4 + UNROLL * NT * 8 <= 96, "two code sets plus one activation set: at most 96 registers (more spills)");
+    // The table, 32 copies: entry b of lane l at word 32·b + l, so a warp's 32 lookups hit 32 different banks.
+    __shared__ unsigned lut_smem[256 * 32];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int wn = warp % WARPS_N, wk = warp / WARPS_N, g = lane >> 2, t = lane & 3;
+    const int M = p.M, N = p.N, K = p.K, gshift = p.group_shift;
+    const int KC = (K + 63) >> 6, KF = K >> 6;            // chunks; chunks whose 64 columns all lie below K
+    const int GP = ((KC << 6) + (1 << gshift) - 1) >> gshift;
+    const int tiles = (N + 15) >> 4;
+
+    // This block's split: whole chunks [c0, c1); the full ones end at cfull.
+    const int splitK = gridDim.y, split = blockIdx.y;
+    const int per = (KC + splitK - 1) / splitK;
+    const int c0 = min(KC, split * per), c1 = min(KC, c0 + per);
+    const int cfull = min(c1, max(c0, KF));
+    const int tile0 = (blockIdx.x * WARPS_N + wn) * TILES;
+    const int row0 = tile0 * 16;
+
+    // Tiles past the last read the last one (valid memory) and are never stored.
+    LaneAddr a;
+#pragma unroll
+    for (int tt = 0; tt < TILES; ++tt) {
+        const int tile = min(tile0 + tt, tiles - 1);
+        a.qbase[tt] = p.codes + ((long long)tile * KC * 32 + lane) * 16;
+        a.sbase[tt] = p.scales + (long long)tile * GP * 8 + g;
+        a.obase[tt] = AFFINE ? p.offsets + (long long)tile * GP * 8 + g : nullptr;
+    }
+    const kiln::bf16* xrow[2];
+#pragma unroll
+    for (int n = 0; n < 2; ++n) xrow[n] = p.x + (long long)min(8 * n + g, M - 1) * K;
+
+    float acc[TILES][NT][4];
+#pragma unroll
+    for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[tt][n][i] = 0.f;
+
+    const int steps = (cfull - c0) / UNROLL;
+    const int mine = steps > wk ? (steps - wk + WARPS_K - 1) / WARPS_K : 0;
+    auto first_chunk = [&](int s) { return c0 + (wk + s * WARPS_K) * UNROLL; };
+    WeightRegs<TILES, UNROLL, AFFINE> ra, rb;
+    // The first codes are requested before the table is built and before the PDL wait (weights never depend on the
+    // previous kernel).
+    if (mine > 0) load_weights<TILES, UNROLL, AFFINE>(ra, a, first_chunk(0), t, gshift);
+    {
+        // Lane l of every warp holds table[l & 15]; entry b = {table[b & 15], table[b >> 4]} by two broadcasts.
+        const float v = __ldg(p.table + (lane & 15));
+        for (int b = warp; b < 256; b += blockDim.x >> 5) {
+            const float lo = __shfl_sync(0xffffffffu, v, b & 15), hi = __shfl_sync(0xffffffffu, v, b >> 4);
+            lut_smem[b * 32 + lane] = kiln_attn::pack_bf16x2(lo, hi);
+        }
+    }
+    __syncthreads();
+    const unsigned lut = kiln_attn::smem_addr(lut_smem + lane);
+    pdl_wait_then_trigger();
+
+    U4 xr[UNROLL][NT][2];
+#pragma unroll 1
+    for (int s = 0; s < mine; s += 2) {
+        if (s + 1 < mine) load_weights<TILES, UNROLL, AFFINE>(rb, a, first_chunk(s + 1), t, gshift);
+        load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s), t, K);
+        mma_step<NT, TILES, UNROLL, AFFINE>(acc, ra, xr, lut);
+        if (s + 1 >= mine) break;
+        if (s + 2 < mine) load_weights<TILES, UNROLL, AFFINE>(ra, a, first_chunk(s + 2), t, gshift);
+        load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s + 1), t, K);
+        mma_step<NT, TILES, UNROLL, AFFINE>(acc, rb, xr, lut);
+    }
+    // The rest, one chunk at a time: full chunks that did not fill a super-step, and the partial chunk (K % 64 == 32),
+    // whose upper lanes read zero activations against the zero padding codes.
+#pragma unroll 1
+    for (int c = c0 + steps * UNROLL + wk; c < c1; c += WARPS_K) {
+        WeightRegs<TILES, 1, AFFINE> r1;
+        U4 x1[1][NT][2];
+        load_weights<TILES, 1, AFFINE>(r1, a, c, t, gshift);
+        load_x<NT, 1, true>(x1, xrow, c, t, K);
+        mma_step<NT, TILES, 1, AFFINE>(acc, r1, x1, lut);
+    }
+
+    kiln_gemm::sum_warps_k<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
+    if (splitK == 1) {
+        if (wk == 0) store_out<TILES, NT>(acc, p.y, row0, g, t, M, N, p.epi);
+        return;
+    }
+    void* y = p.y;
+    float* ws = p.ws;
+    unsigned* cnt = p.cnt;
+    const Epilogue epi = p.epi;
+    KILN_SPLITK_REDUCE(TILES, NT);
+}
+
+// Prefill over lookup-table weights (until a LUT prefill GEMM exists): W dequantized to bf16 [N, K] for the Hopper
+// GEMM, with the decode kernel's numbers (the same lookup and fma, so prefill and decode see the same weights). One
+// thread per lane block (16 code bytes = 16 columns of two rows), reading the restructured layout as a lane of
+// gemm_lut does and writing each bf16 pair where the fragment map says it belongs.
+__device__ __forceinline__ void dequant(const LutDequantParams& p) {
+    const int N = p.N, K = p.K, gshift = p.group_shift;
+    const int KC = (K + 63) >> 6, tiles = (N + 15) >> 4;
+    const int GP = ((KC << 6) + (1 << gshift) - 1) >> gshift;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;   // (tile, chunk, lane)
+    pdl_wait_then_trigger();
+    if (i >= (long long)tiles * KC * 32) return;
+    const int lane = (int)(i & 31), chunk = (int)((i >> 5) % KC), tile = (int)((i >> 5) / KC);
+    const int g = lane >> 2, t = lane & 3;
+    const int k = chunk * 64 + 16 * t;
+    if (k >= K) return;   // padding columns
+    const U4 q = ld_codes(p.codes + i * 16);
+    const long long sidx = ((long long)tile * GP + (k >> gshift)) * 8 + g;
+    const unsigned s = p.scales[sidx];
+    const unsigned s_top = prmt(s, 0x1010u), s_bottom = prmt(s, 0x3232u);
+    unsigned o_top = kNegZero2, o_bottom = kNegZero2;
+    if (p.offsets) { const unsigned o = p.offsets[sidx]; o_top = prmt(o, 0x1010u); o_bottom = prmt(o, 0x3232u); }
+    const int top = tile * 16 + g, bottom = top + 8;
+    const unsigned words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const unsigned w = words[j];
+        // Byte 0: row g, columns k + 4j, +1; byte 1: row g+8, same; byte 2: row g, k + 4j + 2, +3; byte 3: row g+8.
+        const unsigned a0 = fma_bf16x2(lut_value(p.table, w & 0xffu), s_top, o_top);
+        const unsigned a1 = fma_bf16x2(lut_value(p.table, (w >> 8) & 0xffu), s_bottom, o_bottom);
+        const unsigned a2 = fma_bf16x2(lut_value(p.table, (w >> 16) & 0xffu), s_top, o_top);
+        const unsigned a3 = fma_bf16x2(lut_value(p.table, w >> 24), s_bottom, o_bottom);
+        const int col = k + 4 * j;
+        if (top < N) {
+            *(unsigned*)(p.y + (long long)top * K + col) = a0;
+            *(unsigned*)(p.y + (long long)top * K + col + 2) = a2;
+        }
+        if (bottom < N) {
+            *(unsigned*)(p.y + (long long)bottom * K + col) = a1;
+            *(unsigned*)(p.y + (long long)bottom * K + col + 2) = a3;
+        }
+    }
+}
+
+}  // namespace kiln_lut
+
+extern "C" __global__ void __launch_bounds__(256) kiln_lut4_dequant(const LutDequantParams p) { kiln_lut::dequant(p); }
+
+// X(NT, WARPS_N, WARPS_K, TILES, UNROLL, AFFINE) — the instances the tuner chooses from. NT = 1 serves M ≤ 8, NT = 2
+// M ≤ 16; AFFINE = 1 reads offsets. A first set (no device has run them yet): 4 warps over K with one tile as the
+// bf16 and FP8 defaults, 8 warps for the small shapes, two tiles per warp, a 2-warp-wide block; UNROLL 4 keeps as many
+// weight bytes in flight per lane as gemm_splitk's UNROLL 2 (one 16-byte load per 64 columns instead of two per 32).
+#define KILN_GEMM_LUT_INSTANCES(X) \
+    X(1, 1, 4, 1, 4, 0) X(1, 1, 4, 1, 2, 0) X(1, 1, 8, 1, 2, 0) X(1, 2, 4, 1, 2, 0) X(1, 1, 4, 2, 2, 0) \
+    X(2, 1, 4, 1, 4, 0) X(2, 1, 4, 1, 2, 0) X(2, 1, 8, 1, 2, 0) \
+    X(1, 1, 4, 1, 4, 1) X(1, 1, 8, 1, 2, 1) X(2, 1, 4, 1, 4, 1) X(2, 1, 8, 1, 2, 1)
+
+#define KILN_GEMM_LUT_NAME(NT, WN, WK, T, U, A) kiln_gemm_lut4_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_a##A
+#define KILN_GEMM_LUT_DEFINE(NT, WN, WK, T, U, A)                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_LUT_NAME(NT, WN, WK, T, U, A)(const LutGemmParams p) { \
+        kiln_lut::gemm_lut<NT, WN, WK, T, U, (A) != 0>(p);                                                         \
+    }
+KILN_GEMM_LUT_INSTANCES(KILN_GEMM_LUT_DEFINE)
