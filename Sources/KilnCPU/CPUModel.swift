@@ -32,6 +32,9 @@ public final class CPUModel {
     /// State of the forward pass in progress (set by `forward`, read by the operations; reused, never reallocated).
     var pass = PassState()
 
+    /// Matrices on the VNNI int8 products (`Int8Products.swift`), for logs.
+    public let int8ProductMatrices: Int
+
     /// Dequantized f32 copies of quantized matrices (`floatWeights`), owned here; LinearWeight points into them.
     private var ownedWeights: [UnsafeMutableRawPointer] = []
     deinit { for p in ownedWeights { p.deallocate() } }
@@ -63,6 +66,7 @@ public final class CPUModel {
             return out
         }
         var owned: [UnsafeMutableRawPointer] = []
+        var interleaved = 0
         /// The engine's weight for `m`: its planes in place, or with `floatWeights` a GGUF matrix dequantized to f32
         /// by the format's reference. Errors are prefixed with the source.
         func linear(_ m: () throws -> QuantizedMatrix) throws -> LinearWeight {
@@ -70,7 +74,9 @@ public final class CPUModel {
                 let matrix = try m()
                 var w = try LinearWeight(matrix, fp8: fp8)
                 guard floatWeights, w.usesQ8 else {
-                    if int8Products, let p = w.makeInterleaved() { owned.append(p); w.interleaved = UnsafeRawPointer(p) }
+                    if int8Products, let p = w.makeInterleaved() {
+                        owned.append(p); w.interleaved = UnsafeRawPointer(p); interleaved += 1
+                    }
                     return w
                 }
                 let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * w.rows * w.cols, alignment: 64)
@@ -109,6 +115,7 @@ public final class CPUModel {
         outputNorm = try vector(d.outputNorm.name, h)
         output = weights.has(d.output.name) ? try linear(d.output.name, c.vocabSize, h) : try linear { embdMatrix }
         ownedWeights = owned
+        int8ProductMatrices = interleaved
         var freqFactors: [Float]? = nil
         if weights.has(d.ropeFreqs.name) { freqFactors = try vector(d.ropeFreqs.name, c.headDim / 2) }
         invFreq = CPUModel.ropeInverseFrequencies(config: c, freqFactors: freqFactors)

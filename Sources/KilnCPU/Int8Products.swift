@@ -12,6 +12,8 @@ import KilnCPUSIMD
 public enum Int8Products {
     /// 0: no VNNI (the Swift products run); 1: AVX-VNNI; 2: AVX512-VNNI.
     public static let level = Int(kiln_int8_dot_level())
+    /// The instruction set `level` names, for logs.
+    public static var instructionSet: String { ["none", "AVX-VNNI", "AVX512-VNNI"][level] }
 
     /// The interleaved layout of `format`, if it has one.
     static func interleavedFormat(_ format: WeightFormat) -> kiln_interleaved_format? {

@@ -40,6 +40,7 @@ struct LoadedModel {
         let model = try CPUModel(weights: weights, threads: n)
         let c = model.config
         logger.debug("CPU model: weights prepared for \(n) threads, batches of up to \(model.maxBatch) tokens: \(secondsSince(phase))")
+        logger.debug("CPU products: \(model.int8ProductMatrices) matrices on int8 dot-product kernels (\(Int8Products.instructionSet))")
         logger.debug("model: \(c.architecture.rawValue), \(c.numLayers) layers, hidden \(c.hiddenSize), \(c.numHeads) heads (\(c.numKVHeads) KV), context \(c.contextLength)")
         let seconds = Date().timeIntervalSince(start)
         logger.info("loaded \(modelPath) in \(String(format: "%.2f", seconds)) s: \(c.architecture.rawValue), \(c.numLayers) layers, \(n) threads")
