@@ -1,7 +1,7 @@
 import KilnCore
 import KilnCPUSIMD
 
-/// The VNNI product of Q4_0 / Q4_1 / Q8_0 weights against `Q8Activations` (KilnCPUSIMD's int8_products.c), used
+/// The VNNI product of Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q5_1 / IQ4_NL weights against `Q8Activations` (KilnCPUSIMD's int8_products.c), used
 /// instead of `quantRows` (BlockProducts.swift) on CPUs with AVX-VNNI or AVX512-VNNI.
 ///
 /// It reads an interleaved copy of the matrix made at load (`makeInterleaved`): per group of eight rows and per
@@ -21,6 +21,9 @@ public enum Int8Products {
         case .gguf(.q4_0): return KILN_INTERLEAVED_Q4_0
         case .gguf(.q4_1): return KILN_INTERLEAVED_Q4_1
         case .gguf(.q8_0): return KILN_INTERLEAVED_Q8_0
+        case .gguf(.q5_0): return KILN_INTERLEAVED_Q5_0
+        case .gguf(.q5_1): return KILN_INTERLEAVED_Q5_1
+        case .gguf(.iq4_nl): return KILN_INTERLEAVED_IQ4_NL
         default: return nil
         }
     }

@@ -3,19 +3,25 @@ import KilnCore
 import KilnModels
 @testable import KilnCPU
 
-/// The VNNI product over interleaved rows (Int8Products.swift, KilnCPUSIMD) against the plain reference
+/// The VNNI product over interleaved rows of every format it covers (Int8Products.swift, KilnCPUSIMD) against the plain reference
 /// (`referenceQuantRows`) on random weights and activations: row counts that are not a multiple of the eight-row group,
 /// thread ranges that start and end inside a group, every token-tile tail.
 final class Int8ProductTests: XCTestCase {
     func testInterleavedProductEqualsTheReferenceOnRandomInputs() throws {
         try XCTSkipIf(Int8Products.level == 0, "this CPU has neither AVX-VNNI nor AVX512-VNNI: the Swift products run instead")
         var rng = SplitMix64(seed: 91)
-        for format in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0)] {
+        for format in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.q8_0), .gguf(.q5_0), .gguf(.q5_1), .gguf(.iq4_nl)] {
             let type = format.singleTensorType!
             for (rows, cols) in [(7, 96), (21, 160), (16, 32), (40, 576)] {
-                // Mostly small values with a few large ones, so block scales vary and every quant value occurs.
-                let values = (0..<(rows * cols)).map { _ in Float(rng.unit() * 2 - 1) * (rng.unit() < 0.1 ? 4 : 0.5) }
-                let bytes = InMemoryWeights.encode(values, as: type)
+                let bytes: [UInt8]
+                switch type {
+                case .q4_0, .q4_1, .q8_0:
+                    // Mostly small values with a few large ones, so block scales vary and every quant value occurs.
+                    let values = (0..<(rows * cols)).map { _ in Float(rng.unit() * 2 - 1) * (rng.unit() < 0.1 ? 4 : 0.5) }
+                    bytes = InMemoryWeights.encode(values, as: type)
+                default:   // no quantizer for these: random blocks with finite f16 scales
+                    bytes = RandomGGUFBlocks.make(type, blocks: rows * cols / 32, scaleMagnitude: 0.5 / RandomGGUFBlocks.codeRange(type), rng: &rng)
+                }
                 var dequantized = [Float](repeating: 0, count: rows * cols)
                 try bytes.withUnsafeBytes { raw in
                     let m = try QuantizedMatrix(name: "blk.0.ffn_up.weight", rows: rows, cols: cols, format: format, data: raw)
@@ -41,6 +47,9 @@ final class Int8ProductTests: XCTestCase {
                                 switch type {
                                 case .q4_0: w.referenceQuantRows(Q4_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
                                 case .q4_1: w.referenceQuantRows(Q4_1Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                case .q5_0: w.referenceQuantRows(Q5_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                case .q5_1: w.referenceQuantRows(Q5_1Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
+                                case .iq4_nl: w.referenceQuantRows(IQ4_NLBlocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
                                 default: w.referenceQuantRows(Q8_0Blocks.self, 0..<rows, act, tokens, o.baseAddress!, rows)
                                 }
                             }

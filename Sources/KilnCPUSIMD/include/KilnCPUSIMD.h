@@ -11,6 +11,9 @@ typedef enum {
     KILN_INTERLEAVED_Q4_0 = 0,   // f16 d, 16 bytes of nibbles (value - 8)
     KILN_INTERLEAVED_Q4_1 = 1,   // f16 d, f16 m, 16 bytes of nibbles
     KILN_INTERLEAVED_Q8_0 = 2,   // f16 d, 32 int8
+    KILN_INTERLEAVED_Q5_0 = 3,   // f16 d, 32 high bits, 16 bytes of nibbles (value - 16); stored as one byte per quant
+    KILN_INTERLEAVED_Q5_1 = 4,   // f16 d, f16 m, 32 high bits, 16 bytes of nibbles; stored as one byte per quant
+    KILN_INTERLEAVED_IQ4_NL = 5, // f16 d, 16 bytes of nibbles indexing ggml's kvalues_iq4nl
 } kiln_interleaved_format;
 
 /// Which int8 dot-product instructions the kernels use on this CPU: 0 none (the caller keeps its own path),
@@ -23,7 +26,9 @@ int kiln_interleaved_record_bytes(kiln_interleaved_format format);
 /// Rewrites `rows` GGML rows of `blocks` blocks each (`row_bytes` apart, at `src`) into the interleaved layout at `dst`:
 /// for every group of eight rows and every block, one record of the eight rows' scales (f16 d ×8, then f16 m ×8 for Q4_1)
 /// and their quants arranged so that one 32-byte load holds four consecutive quants of each of the eight rows
-/// (a 32-bit lane per row). Q8_0 quants are stored plus 128 (unsigned); a last partial group is padded with zero rows.
+/// (a 32-bit lane per row). 4-bit formats keep their nibbles (IQ4_NL's are looked up in the kernel); Q5_0/Q5_1 quants
+/// are stored whole, one byte each; Q8_0 quants are stored plus 128 (unsigned); a last partial group is padded with
+/// zero rows.
 /// `dst` must hold ceil(rows/8) × blocks records.
 void kiln_interleave_rows(kiln_interleaved_format format, const uint8_t *src, int64_t row_bytes, int rows, int blocks,
                           uint8_t *dst);
