@@ -1,7 +1,8 @@
 import KilnCore
 import KilnCPUSIMD
 
-/// The VNNI product of Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q5_1 / IQ4_NL weights against `Q8Activations` (KilnCPUSIMD's int8_products.c), used
+/// The VNNI product of Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q5_1 / IQ4_NL weights against `Q8Activations` (and of Q4_K
+/// against its Q8_K set) (KilnCPUSIMD's int8_products.c), used
 /// instead of `quantRows` (BlockProducts.swift) on CPUs with AVX-VNNI or AVX512-VNNI.
 ///
 /// It reads an interleaved copy of the matrix made at load (`makeInterleaved`): per group of eight rows and per
@@ -24,6 +25,7 @@ public enum Int8Products {
         case .gguf(.q5_0): return KILN_INTERLEAVED_Q5_0
         case .gguf(.q5_1): return KILN_INTERLEAVED_Q5_1
         case .gguf(.iq4_nl): return KILN_INTERLEAVED_IQ4_NL
+        case .gguf(.q4_k): return KILN_INTERLEAVED_Q4_K
         default: return nil
         }
     }
@@ -33,8 +35,10 @@ extension LinearWeight {
     /// An interleaved copy of this matrix for the VNNI product (the caller owns it; 64-byte aligned), or nil where
     /// the CPU has no VNNI or the format has no interleaved layout. `force` makes one regardless of the CPU (tests).
     public func makeInterleaved(force: Bool = false) -> UnsafeMutableRawPointer? {
-        guard force || Int8Products.level > 0, let f = Int8Products.interleavedFormat(format), cols % 32 == 0 else { return nil }
-        let blocks = cols / 32
+        guard force || Int8Products.level > 0, let f = Int8Products.interleavedFormat(format) else { return nil }
+        let blockSize = f == KILN_INTERLEAVED_Q4_K ? 256 : 32
+        guard cols % blockSize == 0 else { return nil }
+        let blocks = cols / blockSize
         let bytes = (rows + 7) / 8 * blocks * Int(kiln_interleaved_record_bytes(f))
         let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         kiln_interleave_rows(f, data.assumingMemoryBound(to: UInt8.self), Int64(rowBytes), Int32(rows), Int32(blocks),
@@ -48,12 +52,23 @@ extension LinearWeight {
     func interleavedRows(_ range: Range<Int>, _ act: Q8Activations, _ tokens: Int, _ out: UnsafeMutablePointer<Float>,
                          _ outStride: Int) -> Bool {
         guard let records = interleaved, let f = Int8Products.interleavedFormat(format) else { return false }
-        var p = kiln_int8_product(
-            format: f, records: records.assumingMemoryBound(to: UInt8.self), blocks: Int32(cols / 32),
-            row_begin: Int32(range.lowerBound), row_end: Int32(range.upperBound),
-            q: UnsafePointer(act.q8), q_stride: Int64(act.maxCols),
-            d: UnsafePointer(act.d), sum_q: UnsafePointer(act.sumQ), s: UnsafePointer(act.s), scale_stride: Int64(act.maxCols / 32),
-            tokens: Int32(tokens), out: out, out_stride: Int64(outStride))
+        var p: kiln_int8_product
+        if f == KILN_INTERLEAVED_Q4_K {
+            guard let k = act.superBlocks else { return false }
+            p = kiln_int8_product(
+                format: f, records: records.assumingMemoryBound(to: UInt8.self), blocks: Int32(cols / 256),
+                row_begin: Int32(range.lowerBound), row_end: Int32(range.upperBound),
+                q: UnsafePointer(k.q8), q_stride: Int64(k.maxCols),
+                d: UnsafePointer(k.d), sum_q: UnsafePointer(k.bsums), s: nil, scale_stride: Int64(k.maxCols / 256),
+                sum_stride: Int64(k.maxCols / 16), tokens: Int32(tokens), out: out, out_stride: Int64(outStride))
+        } else {
+            p = kiln_int8_product(
+                format: f, records: records.assumingMemoryBound(to: UInt8.self), blocks: Int32(cols / 32),
+                row_begin: Int32(range.lowerBound), row_end: Int32(range.upperBound),
+                q: UnsafePointer(act.q8), q_stride: Int64(act.maxCols),
+                d: UnsafePointer(act.d), sum_q: UnsafePointer(act.sumQ), s: UnsafePointer(act.s), scale_stride: Int64(act.maxCols / 32),
+                sum_stride: Int64(act.maxCols / 32), tokens: Int32(tokens), out: out, out_stride: Int64(outStride))
+        }
         return kiln_int8_product_run(&p) == 0
     }
 }

@@ -18,6 +18,8 @@ public final class Q8KActivations {
     /// Columns of the rows quantized last.
     public private(set) var cols = 0
     let q: UnsafeMutablePointer<Int16>      // [maxTokens × maxCols]
+    /// The same quants as int8 in natural order, for the VNNI Q4_K product (Int8Products.swift).
+    let q8: UnsafeMutablePointer<Int8>      // [maxTokens × maxCols]
     let d: UnsafeMutablePointer<Float>      // [maxTokens × maxCols/256]
     let bsums: UnsafeMutablePointer<Float>  // [maxTokens × maxCols/16]
 
@@ -26,10 +28,11 @@ public final class Q8KActivations {
         self.maxCols = (maxCols + 255) / 256 * 256
         let n = maxTokens * self.maxCols
         q = .allocate(capacity: n); d = .allocate(capacity: n / 256); bsums = .allocate(capacity: n / 16)
+        q8 = .allocate(capacity: n); q8.initialize(repeating: 0, count: n)
         q.initialize(repeating: 0, count: n); d.initialize(repeating: 0, count: n / 256); bsums.initialize(repeating: 0, count: n / 16)
     }
 
-    deinit { q.deallocate(); d.deallocate(); bsums.deallocate() }
+    deinit { q.deallocate(); q8.deallocate(); d.deallocate(); bsums.deallocate() }
 
     /// Quantizes `tokens` rows of `cols` floats (row stride `cols`); `cols` must be a multiple of 256.
     public func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int) {
@@ -61,6 +64,7 @@ public final class Q8KActivations {
             let dst = q + t * maxCols + 256 * b, sums = bsums + t * (maxCols / 16) + 16 * b
             guard amax != 0 else {
                 dst.update(repeating: 0, count: 256); sums.update(repeating: 0, count: 16)
+                (q8 + t * maxCols + 256 * b).update(repeating: 0, count: 256)
                 d[t * (maxCols / 256) + b] = 0
                 continue
             }
@@ -70,6 +74,7 @@ public final class Q8KActivations {
                 for j in (16 * g)..<(16 * g + 16) {
                     let v = Int16(min(127, (iscale * src[j]).rounded(.toNearestOrEven)))
                     dst[(j & ~31) + Q8Activations.slot(j & 31)] = v
+                    q8[t * maxCols + 256 * b + j] = Int8(truncatingIfNeeded: v)
                     sum &+= Int32(v)
                 }
                 sums[g] = Float(sum)

@@ -26,7 +26,7 @@ public struct LinearWeight {
     public let fp8Numerics: FP8Numerics
     /// Lookup-table formats only: codes, scales, offsets and table (`LUTProducts.swift`).
     var lutPlanes: LUTPlanes? = nil
-    /// Q4_0 / Q4_1 / Q8_0 on CPUs with VNNI: the rows interleaved for the int8 product (`Int8Products.swift`), owned
+    /// Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q5_1 / IQ4_NL / Q4_K on CPUs with VNNI: the rows interleaved for the int8 product (`Int8Products.swift`), owned
     /// by the model.
     public var interleaved: UnsafeRawPointer? = nil
 

@@ -10,6 +10,7 @@ static int record_bytes(kiln_interleaved_format format) {
     case KILN_INTERLEAVED_Q5_0: return 16 + 256;     // d ×8, 8 rows × 32 five-bit quants in bytes
     case KILN_INTERLEAVED_Q5_1: return 32 + 256;     // d ×8, m ×8, quants in bytes
     case KILN_INTERLEAVED_IQ4_NL: return 16 + 128;   // d ×8, nibbles
+    case KILN_INTERLEAVED_Q4_K: return 32 + 128 + 1024;   // d ×8, dmin ×8, scales [8][8], mins [8][8], 8 rows × 128 B
     }
     return 0;
 }
@@ -24,8 +25,39 @@ static int has_min(kiln_interleaved_format f) { return f == KILN_INTERLEAVED_Q4_
 
 int kiln_interleaved_record_bytes(kiln_interleaved_format format) { return record_bytes(format); }
 
+/// Q4_K: per super-block record, d ×8 and dmin ×8 (f16), then the 6-bit scales and minimums unpacked to bytes
+/// (scales[s][i] at 32 + 8s + i, mins[s][i] at 96 + 8s + i for sub-block s of row i; ggml's get_scale_min_k4), then
+/// the nibbles: for chunk c (sub-blocks 2c and 2c+1, qs bytes 32c ..< 32c+32) and m = 0..7, 32 bytes whose lane i
+/// is row i's qs[32c + 4m ..< 32c + 4m + 4] (low nibbles: elements 64c + 4m.., high: 64c + 32 + 4m..).
+static void interleave_q4_k(const uint8_t *src, int64_t row_bytes, int rows, int blocks, uint8_t *dst) {
+    const int rec = record_bytes(KILN_INTERLEAVED_Q4_K);
+    for (int g = 0; g < (rows + 7) / 8; g++) {
+        for (int b = 0; b < blocks; b++) {
+            uint8_t *r = dst + ((int64_t)g * blocks + b) * rec;
+            memset(r, 0, rec);
+            for (int i = 0; i < 8 && g * 8 + i < rows; i++) {
+                const uint8_t *blk = src + (int64_t)(g * 8 + i) * row_bytes + (int64_t)b * 144;
+                memcpy(r + 2 * i, blk, 2);
+                memcpy(r + 16 + 2 * i, blk + 2, 2);
+                const uint8_t *sc = blk + 4;
+                for (int j = 0; j < 8; j++) {
+                    uint8_t scale, min;
+                    if (j < 4) { scale = sc[j] & 63; min = sc[j + 4] & 63; }
+                    else { scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4); min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4); }
+                    r[32 + 8 * j + i] = scale;
+                    r[96 + 8 * j + i] = min;
+                }
+                const uint8_t *qs = blk + 16;
+                for (int c = 0; c < 4; c++)
+                    for (int m = 0; m < 8; m++) memcpy(r + 160 + 256 * c + 32 * m + 4 * i, qs + 32 * c + 4 * m, 4);
+            }
+        }
+    }
+}
+
 void kiln_interleave_rows(kiln_interleaved_format format, const uint8_t *src, int64_t row_bytes, int rows, int blocks,
                           uint8_t *dst) {
+    if (format == KILN_INTERLEAVED_Q4_K) { interleave_q4_k(src, row_bytes, rows, blocks, dst); return; }
     const int rec = record_bytes(format);
     const int header = has_min(format) ? 32 : 16;
     int block_bytes = 0;
@@ -35,6 +67,7 @@ void kiln_interleave_rows(kiln_interleaved_format format, const uint8_t *src, in
     case KILN_INTERLEAVED_Q8_0: block_bytes = 34; break;
     case KILN_INTERLEAVED_Q5_0: block_bytes = 22; break;
     case KILN_INTERLEAVED_Q5_1: block_bytes = 24; break;
+    case KILN_INTERLEAVED_Q4_K: break;
     }
     for (int g = 0; g < (rows + 7) / 8; g++) {
         for (int b = 0; b < blocks; b++) {

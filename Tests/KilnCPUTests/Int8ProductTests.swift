@@ -71,6 +71,56 @@ final class Int8ProductTests: XCTestCase {
         }
     }
 
+    /// Q4_K against the Swift super-block product (`superBlockRows`, itself checked against the gguf package's
+    /// dequantization): random blocks, 256-element super-blocks, Q8_K activations.
+    func testInterleavedQ4KEqualsTheSuperBlockProduct() throws {
+        try XCTSkipIf(Int8Products.level == 0, "this CPU has neither AVX-VNNI nor AVX512-VNNI: the Swift products run instead")
+        var rng = SplitMix64(seed: 17)
+        for (rows, cols) in [(5, 256), (19, 512), (24, 1536)] {
+            let bytes = RandomGGUFBlocks.make(.q4_k, blocks: rows * cols / 256, scaleMagnitude: nil, rng: &rng)
+            var dequantized = [Float](repeating: 0, count: rows * cols)
+            try bytes.withUnsafeBytes { raw in
+                let m = try QuantizedMatrix(name: "blk.0.ffn_up.weight", rows: rows, cols: cols, format: .gguf(.q4_k), data: raw)
+                try m.dequantize(rows: 0..<rows, into: &dequantized)
+                var w = try LinearWeight(m)
+                let copy = try XCTUnwrap(w.makeInterleaved())
+                defer { copy.deallocate() }
+                w.interleaved = UnsafeRawPointer(copy)
+                for tokens in [1, 3, 4, 6] {
+                    let x = (0..<(tokens * cols)).map { i in Float(rng.unit() * 2 - 1) * (i % 512 < 256 ? 2 : 0.1) }
+                    let act = Q8Activations(maxTokens: tokens, maxCols: cols)
+                    act.superBlocks = Q8KActivations(maxTokens: tokens + 1, maxCols: cols + 256)   // wider strides
+                    var fast = [Float](repeating: .nan, count: tokens * rows), ref = fast
+                    x.withUnsafeBufferPointer { xp in
+                        act.superBlocks!.quantize(xp.baseAddress!, tokens: tokens, cols: cols)
+                        fast.withUnsafeMutableBufferPointer { o in
+                            XCTAssertTrue(w.interleavedRows(0..<(rows / 2), act, tokens, o.baseAddress!, rows))
+                            XCTAssertTrue(w.interleavedRows((rows / 2)..<rows, act, tokens, o.baseAddress!, rows))
+                        }
+                        ref.withUnsafeMutableBufferPointer { o in
+                            w.superBlockRows(.q4_k, 0..<rows, act.superBlocks!, tokens, o.baseAddress!, rows)
+                        }
+                    }
+                    for t in 0..<tokens {
+                        for r in 0..<rows {
+                            // d·sc·q − dmin·m cancels inside each weight: bound by both terms' magnitudes.
+                            var magnitude: Float = 0
+                            for c in 0..<cols {
+                                let blk = r * (cols / 256) + c / 256
+                                let dmin = abs(Float(Float16(bitPattern: UInt16(bytes[144 * blk + 2]) | UInt16(bytes[144 * blk + 3]) << 8)))
+                                magnitude += (abs(dequantized[r * cols + c]) + 63 * dmin) * abs(x[t * cols + c])
+                            }
+                            let i = t * rows + r
+                            XCTAssertFalse(fast[i].isNaN, "q4_k \(rows)×\(cols), \(tokens) tokens, output \(i) not written")
+                            XCTAssertLessThanOrEqual(abs(fast[i] - ref[i]), 2e-5 * magnitude + 1e-6,
+                                                     "q4_k \(rows)×\(cols), \(tokens) tokens, output \(i): \(fast[i]) vs \(ref[i])")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The layout itself, read back independently of the kernel: record (group, block) holds row 8g+i's scale at
     /// bytes 2i, and quant 4m+j of that row at byte 32m + 4i + j after the header (low nibble for m < 4, high for
     /// m ≥ 4 in Q4; plus 128 in Q8_0).

@@ -14,13 +14,15 @@ typedef enum {
     KILN_INTERLEAVED_Q5_0 = 3,   // f16 d, 32 high bits, 16 bytes of nibbles (value - 16); stored as one byte per quant
     KILN_INTERLEAVED_Q5_1 = 4,   // f16 d, f16 m, 32 high bits, 16 bytes of nibbles; stored as one byte per quant
     KILN_INTERLEAVED_IQ4_NL = 5, // f16 d, 16 bytes of nibbles indexing ggml's kvalues_iq4nl
+    KILN_INTERLEAVED_Q4_K = 6,   // 256-element super-blocks: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes
+                                 // of nibbles; against Q8_K activations (d per 256, sums per 16)
 } kiln_interleaved_format;
 
 /// Which int8 dot-product instructions the kernels use on this CPU: 0 none (the caller keeps its own path),
 /// 1 AVX-VNNI (256-bit VEX), 2 AVX512-VNNI with AVX512VL (the same 256-bit operations, EVEX-encoded, 32 registers).
 int kiln_int8_dot_level(void);
 
-/// Bytes of one interleaved record (eight rows × one 32-element block) of `format`.
+/// Bytes of one interleaved record (eight rows × one block: 32 elements, or 256 for Q4_K) of `format`.
 int kiln_interleaved_record_bytes(kiln_interleaved_format format);
 
 /// Rewrites `rows` GGML rows of `blocks` blocks each (`row_bytes` apart, at `src`) into the interleaved layout at `dst`:
@@ -38,14 +40,15 @@ void kiln_interleave_rows(kiln_interleaved_format format, const uint8_t *src, in
 typedef struct {
     kiln_interleaved_format format;
     const uint8_t *records;   // [ceil(rows/8)][blocks] interleaved records
-    int blocks;               // cols / 32
+    int blocks;               // cols / 32 (Q4_K: cols / 256)
     int row_begin, row_end;
-    const int8_t *q;          // [tokens][q_stride] activations quantized per 32-element block (natural order)
+    const int8_t *q;          // [tokens][q_stride] activations quantized per block (natural order)
     int64_t q_stride;
-    const float *d;           // [tokens][scale_stride] activation block scales (half-rounded, as llama.cpp's Q8_0/Q8_1 d)
-    const float *sum_q;       // [tokens][scale_stride] Σ q per block (exact small integers)
-    const float *s;           // [tokens][scale_stride] llama.cpp's Q8_1 s (Q4_1 only)
+    const float *d;           // [tokens][scale_stride] activation block scales (Q8_0/Q8_1: half-rounded; Q8_K: per 256)
+    const float *sum_q;       // [tokens][sum_stride] Σ q per block (Q8_K: per 16 elements; exact small integers)
+    const float *s;           // [tokens][scale_stride] llama.cpp's Q8_1 s (Q4_1 and Q5_1 only)
     int64_t scale_stride;
+    int64_t sum_stride;
     int tokens;
     float *out;
     int64_t out_stride;
