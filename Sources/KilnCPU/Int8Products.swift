@@ -1,8 +1,8 @@
 import KilnCore
 import KilnCPUSIMD
 
-/// The VNNI product of Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q5_1 / IQ4_NL weights against `Q8Activations` (and of Q4_K
-/// against its Q8_K set) (KilnCPUSIMD's int8_products.c), used
+/// The VNNI product of Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q5_1 / IQ4_NL weights against `Q8Activations` (and of Q4_K and
+/// Q6_K against its Q8_K set) (KilnCPUSIMD's int8_products.c), used
 /// instead of `quantRows` (BlockProducts.swift) on CPUs with AVX-VNNI or AVX512-VNNI.
 ///
 /// It reads an interleaved copy of the matrix made at load (`makeInterleaved`): per group of eight rows and per
@@ -16,6 +16,9 @@ public enum Int8Products {
     /// The instruction set `level` names, for logs.
     public static var instructionSet: String { ["none", "AVX-VNNI", "AVX512-VNNI"][level] }
 
+    /// Whether `f` is a 256-element super-block format (read against the Q8_K activations).
+    static func isSuperBlock(_ f: kiln_interleaved_format) -> Bool { f == KILN_INTERLEAVED_Q4_K || f == KILN_INTERLEAVED_Q6_K }
+
     /// The interleaved layout of `format`, if it has one.
     static func interleavedFormat(_ format: WeightFormat) -> kiln_interleaved_format? {
         switch format {
@@ -26,6 +29,7 @@ public enum Int8Products {
         case .gguf(.q5_1): return KILN_INTERLEAVED_Q5_1
         case .gguf(.iq4_nl): return KILN_INTERLEAVED_IQ4_NL
         case .gguf(.q4_k): return KILN_INTERLEAVED_Q4_K
+        case .gguf(.q6_k): return KILN_INTERLEAVED_Q6_K
         default: return nil
         }
     }
@@ -36,7 +40,7 @@ extension LinearWeight {
     /// the CPU has no VNNI or the format has no interleaved layout. `force` makes one regardless of the CPU (tests).
     public func makeInterleaved(force: Bool = false) -> UnsafeMutableRawPointer? {
         guard force || Int8Products.level > 0, let f = Int8Products.interleavedFormat(format) else { return nil }
-        let blockSize = f == KILN_INTERLEAVED_Q4_K ? 256 : 32
+        let blockSize = Int8Products.isSuperBlock(f) ? 256 : 32
         guard cols % blockSize == 0 else { return nil }
         let blocks = cols / blockSize
         let bytes = (rows + 7) / 8 * blocks * Int(kiln_interleaved_record_bytes(f))
@@ -53,7 +57,7 @@ extension LinearWeight {
                          _ outStride: Int) -> Bool {
         guard let records = interleaved, let f = Int8Products.interleavedFormat(format) else { return false }
         var p: kiln_int8_product
-        if f == KILN_INTERLEAVED_Q4_K {
+        if Int8Products.isSuperBlock(f) {
             guard let k = act.superBlocks else { return false }
             p = kiln_int8_product(
                 format: f, records: records.assumingMemoryBound(to: UInt8.self), blocks: Int32(cols / 256),

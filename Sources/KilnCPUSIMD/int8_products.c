@@ -11,6 +11,7 @@ static int record_bytes(kiln_interleaved_format format) {
     case KILN_INTERLEAVED_Q5_1: return 32 + 256;     // d ×8, m ×8, quants in bytes
     case KILN_INTERLEAVED_IQ4_NL: return 16 + 128;   // d ×8, nibbles
     case KILN_INTERLEAVED_Q4_K: return 32 + 128 + 1024;   // d ×8, dmin ×8, scales [8][8], mins [8][8], 8 rows × 128 B
+    case KILN_INTERLEAVED_Q6_K: return 16 + 128 + 2048;   // d ×8, scales [16][8], 8 rows × 256 quants
     }
     return 0;
 }
@@ -55,9 +56,40 @@ static void interleave_q4_k(const uint8_t *src, int64_t row_bytes, int rows, int
     }
 }
 
+/// Q6_K: per super-block record, d ×8 (f16), the int8 scales (scales[s][i] at 16 + 8s + i for the 16 elements
+/// 16s ..< 16s+16 of row i), then the quants whole (0..63, ggml's dequantize_row_q6_K order): for s = 0..15 and
+/// m = 0..3, 32 bytes whose lane i is row i's quants 16s + 4m ..< 16s + 4m + 4.
+static void interleave_q6_k(const uint8_t *src, int64_t row_bytes, int rows, int blocks, uint8_t *dst) {
+    const int rec = record_bytes(KILN_INTERLEAVED_Q6_K);
+    for (int g = 0; g < (rows + 7) / 8; g++) {
+        for (int b = 0; b < blocks; b++) {
+            uint8_t *r = dst + ((int64_t)g * blocks + b) * rec;
+            memset(r, 0, rec);
+            for (int i = 0; i < 8 && g * 8 + i < rows; i++) {
+                const uint8_t *blk = src + (int64_t)(g * 8 + i) * row_bytes + (int64_t)b * 210;
+                const uint8_t *ql = blk, *qh = blk + 128;
+                memcpy(r + 2 * i, blk + 208, 2);
+                for (int s = 0; s < 16; s++) r[16 + 8 * s + i] = blk[192 + s];
+                uint8_t q[256];
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *l8 = ql + 64 * h, *h8 = qh + 32 * h;
+                    for (int l = 0; l < 32; l++) {
+                        q[128 * h + l] = (uint8_t)((l8[l] & 0xF) | ((h8[l] >> 0) & 3) << 4);
+                        q[128 * h + l + 32] = (uint8_t)((l8[l + 32] & 0xF) | ((h8[l] >> 2) & 3) << 4);
+                        q[128 * h + l + 64] = (uint8_t)((l8[l] >> 4) | ((h8[l] >> 4) & 3) << 4);
+                        q[128 * h + l + 96] = (uint8_t)((l8[l + 32] >> 4) | ((h8[l] >> 6) & 3) << 4);
+                    }
+                }
+                for (int k = 0; k < 64; k++) memcpy(r + 144 + 32 * k + 4 * i, q + 4 * k, 4);
+            }
+        }
+    }
+}
+
 void kiln_interleave_rows(kiln_interleaved_format format, const uint8_t *src, int64_t row_bytes, int rows, int blocks,
                           uint8_t *dst) {
     if (format == KILN_INTERLEAVED_Q4_K) { interleave_q4_k(src, row_bytes, rows, blocks, dst); return; }
+    if (format == KILN_INTERLEAVED_Q6_K) { interleave_q6_k(src, row_bytes, rows, blocks, dst); return; }
     const int rec = record_bytes(format);
     const int header = has_min(format) ? 32 : 16;
     int block_bytes = 0;
@@ -67,7 +99,7 @@ void kiln_interleave_rows(kiln_interleaved_format format, const uint8_t *src, in
     case KILN_INTERLEAVED_Q8_0: block_bytes = 34; break;
     case KILN_INTERLEAVED_Q5_0: block_bytes = 22; break;
     case KILN_INTERLEAVED_Q5_1: block_bytes = 24; break;
-    case KILN_INTERLEAVED_Q4_K: break;
+    case KILN_INTERLEAVED_Q4_K: case KILN_INTERLEAVED_Q6_K: break;
     }
     for (int g = 0; g < (rows + 7) / 8; g++) {
         for (int b = 0; b < blocks; b++) {

@@ -71,16 +71,18 @@ final class Int8ProductTests: XCTestCase {
         }
     }
 
-    /// Q4_K against the Swift super-block product (`superBlockRows`, itself checked against the gguf package's
+    /// Q4_K and Q6_K against the Swift super-block product (`superBlockRows`, itself checked against the gguf package's
     /// dequantization): random blocks, 256-element super-blocks, Q8_K activations.
-    func testInterleavedQ4KEqualsTheSuperBlockProduct() throws {
+    func testInterleavedSuperBlocksEqualTheSuperBlockProduct() throws {
         try XCTSkipIf(Int8Products.level == 0, "this CPU has neither AVX-VNNI nor AVX512-VNNI: the Swift products run instead")
         var rng = SplitMix64(seed: 17)
+        for type in [DType.q4_k, .q6_k] {
+        let block: WeightFormat.GGUFBlock = type == .q4_k ? .q4_k : .q6_k
         for (rows, cols) in [(5, 256), (19, 512), (24, 1536)] {
-            let bytes = RandomGGUFBlocks.make(.q4_k, blocks: rows * cols / 256, scaleMagnitude: nil, rng: &rng)
+            let bytes = RandomGGUFBlocks.make(type, blocks: rows * cols / 256, scaleMagnitude: nil, rng: &rng)
             var dequantized = [Float](repeating: 0, count: rows * cols)
             try bytes.withUnsafeBytes { raw in
-                let m = try QuantizedMatrix(name: "blk.0.ffn_up.weight", rows: rows, cols: cols, format: .gguf(.q4_k), data: raw)
+                let m = try QuantizedMatrix(name: "blk.0.ffn_up.weight", rows: rows, cols: cols, format: .gguf(block), data: raw)
                 try m.dequantize(rows: 0..<rows, into: &dequantized)
                 var w = try LinearWeight(m)
                 let copy = try XCTUnwrap(w.makeInterleaved())
@@ -98,7 +100,7 @@ final class Int8ProductTests: XCTestCase {
                             XCTAssertTrue(w.interleavedRows((rows / 2)..<rows, act, tokens, o.baseAddress!, rows))
                         }
                         ref.withUnsafeMutableBufferPointer { o in
-                            w.superBlockRows(.q4_k, 0..<rows, act.superBlocks!, tokens, o.baseAddress!, rows)
+                            w.superBlockRows(block, 0..<rows, act.superBlocks!, tokens, o.baseAddress!, rows)
                         }
                     }
                     for t in 0..<tokens {
@@ -107,17 +109,18 @@ final class Int8ProductTests: XCTestCase {
                             var magnitude: Float = 0
                             for c in 0..<cols {
                                 let blk = r * (cols / 256) + c / 256
-                                let dmin = abs(Float(Float16(bitPattern: UInt16(bytes[144 * blk + 2]) | UInt16(bytes[144 * blk + 3]) << 8)))
+                                let dmin = type == .q6_k ? 0 : abs(Float(Float16(bitPattern: UInt16(bytes[144 * blk + 2]) | UInt16(bytes[144 * blk + 3]) << 8)))
                                 magnitude += (abs(dequantized[r * cols + c]) + 63 * dmin) * abs(x[t * cols + c])
                             }
                             let i = t * rows + r
-                            XCTAssertFalse(fast[i].isNaN, "q4_k \(rows)×\(cols), \(tokens) tokens, output \(i) not written")
+                            XCTAssertFalse(fast[i].isNaN, "\(type) \(rows)×\(cols), \(tokens) tokens, output \(i) not written")
                             XCTAssertLessThanOrEqual(abs(fast[i] - ref[i]), 2e-5 * magnitude + 1e-6,
-                                                     "q4_k \(rows)×\(cols), \(tokens) tokens, output \(i): \(fast[i]) vs \(ref[i])")
+                                                     "\(type) \(rows)×\(cols), \(tokens) tokens, output \(i): \(fast[i]) vs \(ref[i])")
                         }
                     }
                 }
             }
+        }
         }
     }
 

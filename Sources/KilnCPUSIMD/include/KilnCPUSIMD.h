@@ -16,13 +16,15 @@ typedef enum {
     KILN_INTERLEAVED_IQ4_NL = 5, // f16 d, 16 bytes of nibbles indexing ggml's kvalues_iq4nl
     KILN_INTERLEAVED_Q4_K = 6,   // 256-element super-blocks: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes
                                  // of nibbles; against Q8_K activations (d per 256, sums per 16)
+    KILN_INTERLEAVED_Q6_K = 7,   // 256-element super-blocks: 128 B low nibbles, 64 B high bit pairs, int8 scales per
+                                 // 16, f16 d; quants stored whole (0..63, one byte each); against Q8_K activations
 } kiln_interleaved_format;
 
 /// Which int8 dot-product instructions the kernels use on this CPU: 0 none (the caller keeps its own path),
 /// 1 AVX-VNNI (256-bit VEX), 2 AVX512-VNNI with AVX512VL (the same 256-bit operations, EVEX-encoded, 32 registers).
 int kiln_int8_dot_level(void);
 
-/// Bytes of one interleaved record (eight rows × one block: 32 elements, or 256 for Q4_K) of `format`.
+/// Bytes of one interleaved record (eight rows × one block: 32 elements, or 256 for Q4_K and Q6_K) of `format`.
 int kiln_interleaved_record_bytes(kiln_interleaved_format format);
 
 /// Rewrites `rows` GGML rows of `blocks` blocks each (`row_bytes` apart, at `src`) into the interleaved layout at `dst`:
@@ -40,7 +42,7 @@ void kiln_interleave_rows(kiln_interleaved_format format, const uint8_t *src, in
 typedef struct {
     kiln_interleaved_format format;
     const uint8_t *records;   // [ceil(rows/8)][blocks] interleaved records
-    int blocks;               // cols / 32 (Q4_K: cols / 256)
+    int blocks;               // cols / 32 (Q4_K, Q6_K: cols / 256)
     int row_begin, row_end;
     const int8_t *q;          // [tokens][q_stride] activations quantized per block (natural order)
     int64_t q_stride;
