@@ -253,16 +253,11 @@ __device__ __forceinline__ void gemm_fp8(const Fp8GemmParams& p) {
         mma_block<NT, TILES, true>(acc, r, sw, xsr, xsok, blk, b1);
     }
 
-    kiln_gemm::sum_warps_k<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
-    if (splitK == 1) {
-        if (wk == 0) store_out<TILES, NT>(acc, p.y, row0, g, t, M, N, p.epi);
-        return;
-    }
     void* y = p.y;
     float* ws = p.ws;
     unsigned* cnt = p.cnt;
     const Epilogue epi = p.epi;
-    KILN_SPLITK_REDUCE(TILES, NT);
+    KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
 }
 
 // One warp per (token, 128-column block): 4 values per lane, absmax over the warp, s = absmax / 448, codes e4m3(x / s)

@@ -282,16 +282,11 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
         mma_step<NT, TILES, 1, AFFINE>(acc, r1, x1, lut);
     }
 
-    kiln_gemm::sum_warps_k<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
-    if (splitK == 1) {
-        if (wk == 0) store_out<TILES, NT>(acc, p.y, row0, g, t, M, N, p.epi);
-        return;
-    }
     void* y = p.y;
     float* ws = p.ws;
     unsigned* cnt = p.cnt;
     const Epilogue epi = p.epi;
-    KILN_SPLITK_REDUCE(TILES, NT);
+    KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
 }
 
 // Prefill over lookup-table weights (until a LUT prefill GEMM exists): W dequantized to bf16 [N, K] for the Hopper

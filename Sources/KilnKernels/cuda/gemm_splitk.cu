@@ -336,15 +336,8 @@ __device__ __forceinline__ void gemm_splitk(const kiln::bf16* __restrict__ x, co
     if constexpr (STAGES == 1) pdl_wait_then_trigger();   // warps that loaded nothing; a no-op after the first
 
     // ---- Sum the WARPS_K partials of each row tile (fixed order) --------------------------------
-    sum_warps_k<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
-
-    if (splitK == 1) {
-        if (wk == 0) store_out<TILES, NT>(acc, y, row0, g, t, M, N, epi);
-        return;
-    }
-
-    // ---- Split-K: publish the partial, the last block of the column reduces (gemm_util.cuh) ---------
-    KILN_SPLITK_REDUCE(TILES, NT);
+    // ---- Sum the K warps; store, or split-K: publish the partial, the last block of the column reduces ------
+    KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
 }
 
 // Lane (g, t)'s weights of one super-step of a 16-row tile: rows row0 + g and row0 + 8 + g, 16 bytes at

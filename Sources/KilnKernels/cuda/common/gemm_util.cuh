@@ -146,4 +146,16 @@ __device__ __forceinline__ void sum_warps_k(float (&acc)[TILES][NT][4], int wn, 
     if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;                                                             \
     do {} while (0)
 
+// The end of every split-K decode GEMM (gemm_splitk, gemm_fp8, gemm_lut): the WARPS_K warps' partial sums added up, then
+// the output stored (splitK == 1) or the split-K reduction. The names KILN_SPLITK_REDUCE needs, plus wn and lane, must
+// be in scope. A macro for the same reason as KILN_SPLITK_REDUCE (the kernels' SASS is unchanged by it:
+// scripts/cubin-diff.py).
+#define KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT)                                                           \
+    kiln_gemm::sum_warps_k<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);                                 \
+    if (splitK == 1) {                                                                                      \
+        if (wk == 0) kiln_gemm::store_out<TILES, NT>(acc, y, row0, g, t, M, N, epi);                        \
+        return;                                                                                             \
+    }                                                                                                       \
+    KILN_SPLITK_REDUCE(TILES, NT)
+
 }  // namespace kiln_gemm
