@@ -45,7 +45,8 @@ public final class KVBlockPool {
     private var next: [Int], previous: [Int]
     private var head = -1, tail = -1
     public private(set) var freeCount = 0
-    /// Prefix-cache statistics for the server's metrics.
+    /// Prefix-cache statistics for the server's metrics: blocks a table took from the cache (whether another table
+    /// still held them or they were free), and cached blocks reused for other contents.
     public private(set) var cacheHits = 0, evictions = 0
 
     public init(blockSize: Int, count: Int) throws {
@@ -79,10 +80,13 @@ public final class KVBlockPool {
     /// The cached block holding `key`, if any (not yet retained).
     public func lookup(_ key: BlockKey) -> Int? { cached[key] }
 
-    /// One more table holds `block` (a prefix-cache hit); a free cached block leaves the free queue.
+    /// One more table holds `block` (a prefix-cache hit, counted whether or not another table holds it); a free cached
+    /// block leaves the free queue.
     public func retain(_ block: Int) {
-        if referenceCounts[block] == 0 { unlink(block); cacheHits += 1 }
+        precondition(keys[block] != nil, "KV block \(block) is shared but holds no cached prefix")
+        if referenceCounts[block] == 0 { unlink(block) }
         referenceCounts[block] += 1
+        cacheHits += 1
     }
 
     /// A table lets go of `block`; at zero it joins the free queue's tail, keeping its key (still cached).
