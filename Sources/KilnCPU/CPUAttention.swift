@@ -22,37 +22,81 @@ extension CPUModel {
         let scale = c.attentionScale, kvDim = c.kvDim
         b.reserveScores(d + 2 * (start + n))
         let q = b.q, scratch = b.scores, scratchStride = b.scoreCapacity
-        pool.run { i, p in
-            let qh = scratch + i * scratchStride   // [headDim] the query rounded to half
-            let factors = qh + d                   // [positions × 2] (rescale of the running sum, value weight)
-            for item in stride(from: i, to: n * heads, by: p) {
-                let t = item / heads, hd = item % heads
-                let positions = start + t + 1
-                roundToHalf(q + ((first + t) * heads + hd) * d, into: qh, d)
-                let kvOffset = (hd / group) * d
-                attendHead(qh, keys: cache.keyRow(l, 0) + kvOffset, values: cache.valueRow(l, 0) + kvOffset, stride: kvDim, d,
-                           positions: positions, scale: scale, factors: factors, out: out + ((first + t) * heads + hd) * d)
+        let keys = cache.layerKeys(l), values = cache.layerValues(l)
+        cache.runStarts.withUnsafeBufferPointer { runStarts in
+            cache.runRows.withUnsafeBufferPointer { runRows in
+                let runs = KVRuns(starts: runStarts.baseAddress!, rows: runRows.baseAddress!)
+                pool.run { i, p in
+                    let qh = scratch + i * scratchStride   // [headDim] the query rounded to half
+                    let factors = qh + d                   // [positions × 2] (rescale of the running sum, value weight)
+                    for item in stride(from: i, to: n * heads, by: p) {
+                        let t = item / heads, hd = item % heads
+                        let positions = start + t + 1
+                        roundToHalf(q + ((first + t) * heads + hd) * d, into: qh, d)
+                        let kvOffset = (hd / group) * d
+                        attendHead(qh, keys: keys + kvOffset, values: values + kvOffset, runs: runs, stride: kvDim, d,
+                                   positions: positions, scale: scale, factors: factors, out: out + ((first + t) * heads + hd) * d)
+                    }
+                }
             }
         }
     }
+}
+
+/// A cache's block table as runs of consecutive rows: run r covers positions `starts[r]..<starts[r + 1]` (the last
+/// start is `Int.max`), stored from row `rows[r]` of the layer.
+struct KVRuns {
+    let starts: UnsafePointer<Int>
+    let rows: UnsafePointer<Int>
+}
+
+/// One query head over `positions` positions of a paged layer (`keys`/`values` at the layer's row 0, rows `stride`
+/// apart, positions placed by `runs`): each run is visited contiguously, the softmax's running maximum and sum and the
+/// weighted sum of values carried from run to run. Visiting order and arithmetic are those of one contiguous run, so the
+/// result is the same bit for bit however the positions are split into blocks.
+@inline(__always) func attendHead(_ qh: UnsafePointer<Float>, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, runs: KVRuns,
+                                  stride: Int, _ d: Int, positions: Int, scale: Float, factors: UnsafeMutablePointer<Float>,
+                                  out: UnsafeMutablePointer<Float>) {
+    var m = -Float.infinity, sum: Float = 0
+    var r = 0
+    while runs.starts[r] < positions {
+        let lo = runs.starts[r], hi = min(runs.starts[r + 1], positions)
+        softmaxFactors(qh, keys: keys + runs.rows[r] * stride, stride: stride, d, hi - lo, scale, factors + 2 * lo, max: &m, sum: &sum)
+        r += 1
+    }
+    for k in 0..<d { out[k] = 0 }
+    r = 0
+    while runs.starts[r] < positions {
+        let lo = runs.starts[r], hi = min(runs.starts[r + 1], positions)
+        accumulateValues(factors + 2 * lo, values: values + runs.rows[r] * stride, stride: stride, d, hi - lo, into: out)
+        r += 1
+    }
+    let inv = sum == 0 ? 0 : 1 / sum
+    for k in 0..<d { out[k] *= inv }
 }
 
 /// One query head (`qh`, already rounded to half, `[d]`) over `positions` keys and values (rows `stride` apart):
 /// the normalized weighted sum of values into `out` (`[d]`). `factors` is scratch for `2 · positions` floats.
 @inline(__always) func attendHead(_ qh: UnsafePointer<Float>, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, stride: Int,
                                   _ d: Int, positions: Int, scale: Float, factors: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
-    let sum = softmaxFactors(qh, keys: keys, stride: stride, d, positions, scale, factors)
-    accumulateValues(factors, values: values, stride: stride, d, positions, into: out)
-    let inv = sum == 0 ? 0 : 1 / sum
-    for k in 0..<d { out[k] *= inv }
+    let starts = [0, Int.max], rows = [0]
+    starts.withUnsafeBufferPointer { s in
+        rows.withUnsafeBufferPointer { r in
+            attendHead(qh, keys: keys, values: values, runs: KVRuns(starts: s.baseAddress!, rows: r.baseAddress!), stride: stride, d,
+                       positions: positions, scale: scale, factors: factors, out: out)
+        }
+    }
 }
 
-/// The online softmax over `positions` keys (rows `stride` apart): for each position, in order, the factor that rescales
-/// the running sum (1 when the maximum did not change) and the value's weight, into `factors`; returns the softmax
-/// denominator. Scores are `dot(qh, key) · scale`, with `dot`'s summation order.
+/// The online softmax over `positions` keys (rows `stride` apart), continuing from the running maximum `m` and
+/// denominator `sum` of the keys before them: for each position, in order, the factor that rescales the running sum
+/// (1 when the maximum did not change) and the value's weight, into `factors`. Scores are `dot(qh, key) · scale`, with
+/// `dot`'s summation order.
 @inline(__always) private func softmaxFactors(_ qh: UnsafePointer<Float>, keys: UnsafePointer<Float16>, stride: Int, _ d: Int,
-                                              _ positions: Int, _ scale: Float, _ factors: UnsafeMutablePointer<Float>) -> Float {
-    var m = -Float.infinity, sum: Float = 0
+                                              _ positions: Int, _ scale: Float, _ factors: UnsafeMutablePointer<Float>,
+                                              max runningMax: inout Float, sum runningSum: inout Float) {
+    var m = runningMax, sum = runningSum   // in registers through the loop
+    defer { runningMax = m; runningSum = sum }
     @inline(__always) func visit(_ j: Int, _ s: Float) {
         var ms: Float = 1, vs: Float = 1
         if s > m { ms = exp(m - s); m = s } else { vs = exp(s - m) }
@@ -77,18 +121,20 @@ extension CPUModel {
         visit(j, dotHalf(qh, keys + j * stride, d) * scale)
         j += 1
     }
-    return sum
 }
 
 /// acc = Σ over positions in order of: acc = half(acc · rescale) where the rescale is not 1, then acc = half(acc + weight · value),
-/// from acc = 0 (`factors` from `softmaxFactors`; value rows `stride` apart).
+/// continuing from acc's values (0 before the first position; `factors` from `softmaxFactors`; value rows `stride` apart).
 @inline(__always) private func accumulateValues(_ factors: UnsafePointer<Float>, values: UnsafePointer<Float16>, stride: Int, _ d: Int,
                                                 _ positions: Int, into acc: UnsafeMutablePointer<Float>) {
     var k = 0
     while k + 64 <= d {
         // Eight independent chains of eight lanes: the half rounding's latency overlaps.
-        var v0 = SIMD8<Float>(), v1 = SIMD8<Float>(), v2 = SIMD8<Float>(), v3 = SIMD8<Float>()
-        var v4 = SIMD8<Float>(), v5 = SIMD8<Float>(), v6 = SIMD8<Float>(), v7 = SIMD8<Float>()
+        let a = UnsafeRawPointer(acc + k)
+        var v0 = a.loadUnaligned(as: SIMD8<Float>.self), v1 = a.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+        var v2 = a.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self), v3 = a.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+        var v4 = a.loadUnaligned(fromByteOffset: 128, as: SIMD8<Float>.self), v5 = a.loadUnaligned(fromByteOffset: 160, as: SIMD8<Float>.self)
+        var v6 = a.loadUnaligned(fromByteOffset: 192, as: SIMD8<Float>.self), v7 = a.loadUnaligned(fromByteOffset: 224, as: SIMD8<Float>.self)
         for j in 0..<positions {
             let ms = factors[2 * j], vs = factors[2 * j + 1]
             if ms != 1 {
@@ -109,7 +155,7 @@ extension CPUModel {
         k += 64
     }
     while k + 8 <= d {
-        var v = SIMD8<Float>()
+        var v = UnsafeRawPointer(acc + k).loadUnaligned(as: SIMD8<Float>.self)
         for j in 0..<positions {
             let ms = factors[2 * j], vs = factors[2 * j + 1]
             if ms != 1 { v = roundToHalfF16C(v * ms) }
@@ -119,7 +165,7 @@ extension CPUModel {
         k += 8
     }
     while k < d {
-        var v: Float = 0
+        var v = acc[k]
         for j in 0..<positions {
             let ms = factors[2 * j], vs = factors[2 * j + 1]
             if ms != 1 { v = Float(Float16(v * ms)) }

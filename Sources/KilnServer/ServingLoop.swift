@@ -179,6 +179,7 @@ public final class ServingLoop: @unchecked Sendable {
         guard let metrics else { return }
         let pool = engine.scheduler.cache.pool
         metrics.engineState(waiting: engine.scheduler.waitingCount, running: engine.scheduler.runningCount,
-                            blocksUsed: pool.usedCount, blocksFree: pool.freeCount, prefixCacheHits: pool.cacheHits)
+                            blocksUsed: pool.usedCount, blocksFree: pool.freeCount, blocksCached: pool.cachedFreeCount,
+                            prefixCacheHits: pool.cacheHits)
     }
 }

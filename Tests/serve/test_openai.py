@@ -114,7 +114,7 @@ class Basics(unittest.TestCase):
         _, hdrs, text = raw("GET", "/metrics")
         for name in ["kiln_requests_total", "kiln_prompt_tokens_total", "kiln_generation_tokens_total", "kiln_time_to_first_token_seconds_bucket",
                      "kiln_inter_token_latency_seconds_bucket", "kiln_requests_waiting", "kiln_requests_running", "kiln_kv_blocks_used",
-                     "kiln_kv_blocks_free", "kiln_prefix_cache_hits_total"]:
+                     "kiln_kv_blocks_free", "kiln_kv_blocks_cached", "kiln_prefix_cache_hits_total"]:
             self.assertIn(name, text)
 
     def test_chat_completion_and_usage_equal_to_the_tokenizer(self):
@@ -283,6 +283,43 @@ class Concurrency(unittest.TestCase):
         self.assertGreater(results.count("429"), 0, results)
         self.assertGreater(results.count("ok"), 0, results)
         self.assertEqual(busy.completions.create(model=MODEL, prompt="Hi", max_tokens=2).choices[0].finish_reason, "length")
+
+
+class PrefixCache(unittest.TestCase):
+    def test_a_second_request_sharing_a_long_prefix_hits_the_cache_and_answers_the_same(self):
+        # A prefix of some 600 tokens that no other test sends, so the first request below finds nothing cached.
+        colours, things = ["red", "green", "blue", "amber", "violet", "grey", "white"], ["lamp", "chair", "kettle", "drum", "boat", "clock", "glove", "map", "bell", "coat", "kite"]
+        prefix = "Inventory of the old theatre's storeroom. " + " ".join(
+            f"Shelf {i} holds a {colours[i % 7]} {things[(3 * i) % 11]} and {i % 5 + 2} spare parts." for i in range(48))
+        first, second = prefix + " Question: which shelf holds the first kettle?", prefix + " Question: what colour is the boat on shelf 4?"
+        prefix_tokens = token_count(prefix)
+        self.assertGreater(prefix_tokens, 500)
+        wait_idle()
+
+        def timed(prompt):
+            """Greedy streamed text and the time to its first chunk."""
+            start, ttft, text = time.time(), None, ""
+            for chunk in complete(prompt, max_tokens=12, temperature=0, stream=True):
+                ttft = ttft or time.time() - start
+                text += "".join(c.text for c in chunk.choices)
+            return text, ttft
+
+        hits0 = metrics()["kiln_prefix_cache_hits_total"]
+        cold, cold_ttft = timed(second)
+        hits1 = metrics()["kiln_prefix_cache_hits_total"]
+        self.assertEqual(hits1, hits0, "nothing should be cached for a new prefix")
+        timed(first)
+        hits2 = metrics()["kiln_prefix_cache_hits_total"]
+        # Every full 16-token block of the common prefix except the last (its tokens may merge with what follows).
+        self.assertGreaterEqual(hits2 - hits1, prefix_tokens // 16 - 1)
+        warm, warm_ttft = timed(second)
+        self.assertGreaterEqual(metrics()["kiln_prefix_cache_hits_total"] - hits2, prefix_tokens // 16 - 1)
+        self.assertEqual(warm, cold, "a cached prefix must not change the greedy text")
+        m = wait_idle()
+        self.assertEqual(m["kiln_kv_blocks_used"], 0)
+        self.assertGreater(m["kiln_kv_blocks_cached"], prefix_tokens // 16 - 1)
+        print(f"\nprefix cache: {prefix_tokens}-token prefix, time to first token {cold_ttft * 1000:.0f} ms cold, "
+              f"{warm_ttft * 1000:.0f} ms with the prefix cached", flush=True)
 
 
 class Errors(unittest.TestCase):

@@ -4,13 +4,18 @@ import KilnCPU
 /// The scheduler driving the CPU backend: each step is one `CPUModel.forward` over every scheduled sequence's rows
 /// (decode rows and prefill chunks together, so concurrent requests share the weight reads).
 ///
-/// The CPU cache is not paged yet: each scheduler handle owns a contiguous `KVCache` for the whole context, so the
-/// block pool only does the accounting (sized so every handle can reach the context) and prefix caching is off — a
-/// hit would skip positions this handle's cache never computed.
+/// The KV cache is paged: one `KVBlockStorage` holds the scheduler's whole block pool, and each scheduler handle is a
+/// `KVCache` view whose table is set to the scheduler's block table before every pass. With prefix caching on, a request
+/// whose prompt starts with full blocks another request computed (a system prompt, the earlier turns of a chat) gets
+/// those blocks in its table and prefills only the rest. Only full blocks are shared and a sequence only writes
+/// positions from its first uncached one, so a shared block is never written (no copy-on-write); the scheduler caches
+/// at most `prompt - 1` positions, so every request computes at least its last prompt token's logits.
 public final class CPUServingEngine {
     public let model: CPUModel
     public let scheduler: Scheduler
-    /// [maxSequences] one cache per scheduler handle (`StepBatch.Sequence.id`).
+    /// The keys and values of every block of the scheduler's pool.
+    public let storage: KVBlockStorage
+    /// [maxSequences] one cache view per scheduler handle (`StepBatch.Sequence.id`).
     private let caches: [KVCache]
     private var samplers: [RequestID: Sampler] = [:]
     private var prompts: [RequestID: [Int32]] = [:]
@@ -18,16 +23,24 @@ public final class CPUServingEngine {
     private var logprobRequests: [RequestID: Int] = [:]
     /// The log-probabilities of the tokens the last `step()` sampled, for the requests that asked for them.
     public private(set) var stepLogprobs: [RequestID: TokenLogprobs] = [:]
+    /// Prompt and generated rows run through the model so far (cached prefixes are not run).
+    public private(set) var computedRows = 0
 
-    /// `tokenBudget` rows per forward pass (at most the model's `maxBatch`, its default).
-    public init(model: CPUModel, maxSequences: Int, contextLength: Int, maxWaiting: Int, tokenBudget: Int? = nil, blockSize: Int = 16) throws {
+    /// `tokenBudget` rows per forward pass (at most the model's `maxBatch`, its default). `kvBlocks` sizes the pool
+    /// (default: enough for every sequence to reach `contextLength`; blocks beyond what running sequences hold keep
+    /// cached prefixes).
+    public init(model: CPUModel, maxSequences: Int, contextLength: Int, maxWaiting: Int, tokenBudget: Int? = nil, blockSize: Int = 16,
+                kvBlocks: Int? = nil, prefixCaching: Bool = true) throws {
         guard maxSequences > 0 else { throw KilnError("the CPU serving engine needs at least one sequence, got \(maxSequences)") }
         let budget = min(tokenBudget ?? model.maxBatch, model.maxBatch)
         let blocksPerSequence = (contextLength + blockSize - 1) / blockSize
-        scheduler = try Scheduler(SchedulerConfig(blockSize: blockSize, blocks: maxSequences * blocksPerSequence, maxRunning: maxSequences,
+        let blocks = kvBlocks ?? maxSequences * blocksPerSequence
+        scheduler = try Scheduler(SchedulerConfig(blockSize: blockSize, blocks: blocks, maxRunning: maxSequences,
                                                   maxWaiting: maxWaiting, tokenBudget: budget, contextLength: contextLength,
-                                                  prefixCaching: false))
-        caches = try (0..<maxSequences).map { _ in try KVCache(config: model.config, capacity: contextLength) }
+                                                  prefixCaching: prefixCaching))
+        let storage = try KVBlockStorage(config: model.config, blockSize: blockSize, blockCount: blocks)
+        self.storage = storage
+        caches = (0..<maxSequences).map { _ in KVCache(storage: storage) }
         self.model = model
     }
 
@@ -62,13 +75,10 @@ public final class CPUServingEngine {
         let plan = try scheduler.step()
         var events = plan.finished
         guard !plan.isEmpty else { forget(events); return events }
-        for s in plan.batch.sequences {
-            let cache = caches[s.id]
-            // A handle reused by a new (or preempted and recomputed) request starts over.
-            if s.start == 0 { cache.reset() }
-            guard cache.count == s.start else {
-                throw KilnError("CPU serving: sequence \(s.id) starts at \(s.start) but its cache holds \(cache.count) positions")
-            }
+        // Each handle reads and writes through this step's table; positions before `start` were computed by this
+        // sequence in earlier steps or, for a cached prefix, by another.
+        for (j, s) in plan.batch.sequences.enumerated() {
+            try caches[s.id].assign(blocks: plan.blockTables[j], count: s.start)
         }
         var sampled: [Int32] = []
         let vocab = model.config.vocabSize
@@ -83,6 +93,7 @@ public final class CPUServingEngine {
                 if let top = logprobRequests[id] { stepLogprobs[id] = TokenLogprobs.compute(row, token: token, top: top) }
             }
         }
+        computedRows += plan.batch.rows
         let done = try scheduler.complete(plan, sampled: sampled)
         forget(done)
         events += done

@@ -45,7 +45,8 @@ public final class KVBlockPool {
     private var next: [Int], previous: [Int]
     private var head = -1, tail = -1
     public private(set) var freeCount = 0
-    /// Prefix-cache statistics for the server's metrics.
+    /// Prefix-cache statistics for the server's metrics: blocks a table took from the cache (whether another table
+    /// still held them or they were free), and cached blocks reused for other contents.
     public private(set) var cacheHits = 0, evictions = 0
 
     public init(blockSize: Int, count: Int) throws {
@@ -61,8 +62,9 @@ public final class KVBlockPool {
     /// Blocks a request of `tokens` positions occupies.
     public func blocks(for tokens: Int) -> Int { (tokens + blockSize - 1) / blockSize }
 
-    /// Free blocks that hold a cached prefix (evictable).
-    public var cachedFreeCount: Int { cached.values.reduce(0) { $0 + (referenceCounts[$1] == 0 ? 1 : 0) } }
+    /// Free blocks that hold a cached prefix (evictable), kept up to date rather than counted: the server reads it
+    /// after every step.
+    public private(set) var cachedFreeCount = 0
     /// Blocks currently held by a table.
     public var usedCount: Int { count - freeCount }
 
@@ -71,7 +73,7 @@ public final class KVBlockPool {
         guard head >= 0 else { return nil }
         let b = head
         unlink(b)
-        if let k = keys[b] { cached[k] = nil; keys[b] = nil; evictions += 1 }
+        if let k = keys[b] { cached[k] = nil; keys[b] = nil; evictions += 1; cachedFreeCount -= 1 }
         referenceCounts[b] = 1
         return b
     }
@@ -79,17 +81,23 @@ public final class KVBlockPool {
     /// The cached block holding `key`, if any (not yet retained).
     public func lookup(_ key: BlockKey) -> Int? { cached[key] }
 
-    /// One more table holds `block` (a prefix-cache hit); a free cached block leaves the free queue.
+    /// One more table holds `block` (a prefix-cache hit, counted whether or not another table holds it); a free cached
+    /// block leaves the free queue.
     public func retain(_ block: Int) {
-        if referenceCounts[block] == 0 { unlink(block); cacheHits += 1 }
+        precondition(keys[block] != nil, "KV block \(block) is shared but holds no cached prefix")
+        if referenceCounts[block] == 0 { unlink(block); cachedFreeCount -= 1 }
         referenceCounts[block] += 1
+        cacheHits += 1
     }
 
     /// A table lets go of `block`; at zero it joins the free queue's tail, keeping its key (still cached).
     public func release(_ block: Int) {
         precondition(referenceCounts[block] > 0, "KV block \(block) released more often than it was held")
         referenceCounts[block] -= 1
-        if referenceCounts[block] == 0 { pushTail(block) }
+        if referenceCounts[block] == 0 {
+            pushTail(block)
+            if keys[block] != nil { cachedFreeCount += 1 }
+        }
     }
 
     /// Publishes a full block whose keys and values are computed. If another block already holds the same content
@@ -99,6 +107,7 @@ public final class KVBlockPool {
         guard keys[block] == nil, cached[key] == nil else { return }
         keys[block] = key
         cached[key] = block
+        if referenceCounts[block] == 0 { cachedFreeCount += 1 }
     }
 
     /// The free queue from head (next to be reused) to tail, for tests and invariant checks.
@@ -120,6 +129,8 @@ public final class KVBlockPool {
             if let k = keys[b], cached[k] != b { problems.append("block \(b) has a key the cache maps elsewhere") }
         }
         for (k, b) in cached where keys[b] != k { problems.append("cache entry points at block \(b) whose key differs") }
+        let cachedFree = cached.values.reduce(0) { $0 + (referenceCounts[$1] == 0 ? 1 : 0) }
+        if cachedFree != cachedFreeCount { problems.append("\(cachedFree) free cached blocks but cachedFreeCount \(cachedFreeCount)") }
         return problems
     }
 
