@@ -29,6 +29,11 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("token-budget"), parsing: .unconditional,
             help: "Token rows per engine step: decode rows plus prompt chunks (default and maximum: the CPU model's batch, 64).")
     var tokenBudget: Int?
+    @Option(name: .customLong("kv-blocks"), parsing: .unconditional,
+            help: "KV-cache blocks of 16 positions in the pool (default: enough for every sequence to reach the context); blocks beyond what running requests hold keep cached prefixes.")
+    var kvBlocks: Int?
+    @Flag(name: .customLong("no-prefix-caching"), help: "Compute every prompt in full instead of reusing the cached blocks of an earlier request with the same prefix.")
+    var noPrefixCaching = false
     @Option(name: .customLong("shutdown-timeout"), parsing: .unconditional, help: "Seconds running requests may take to finish on shutdown.")
     var shutdownTimeout: Double = 10
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Threads (default: all cores).") var threads: Int?
@@ -41,6 +46,7 @@ struct ServeCommand: ParsableCommand {
         try OptionCheck.range(maxWaiting, "--max-waiting", 0...1 << 20)
         if let context { try OptionCheck.range(context, "-c/--context", 2...1 << 24, note: " (and at most the model's context)") }
         if let tokenBudget { try OptionCheck.atLeast(tokenBudget, "--token-budget", 1) }
+        if let kvBlocks { try OptionCheck.atLeast(kvBlocks, "--kv-blocks", 1) }
         guard shutdownTimeout >= 0, shutdownTimeout.isFinite else { throw ValidationError("--shutdown-timeout must be at least 0, got \(shutdownTimeout)") }
         if apiKeys.contains(where: \.isEmpty) { throw ValidationError("--api-key must not be empty") }
         if servedModelName?.isEmpty == true { throw ValidationError("--served-model-name must not be empty") }
@@ -59,12 +65,12 @@ struct ServeCommand: ParsableCommand {
         let loaded = try LoadedModel.load(path: model, threads: threads, device: "cpu", logger: logger)
         let positions = EngineSession.contextSize(requested: context, model: loaded.model.config, logger: logger)
         let engine = try CPUServingEngine(model: loaded.model, maxSequences: maxSequences, contextLength: positions, maxWaiting: maxWaiting,
-                                          tokenBudget: tokenBudget)
+                                          tokenBudget: tokenBudget, kvBlocks: kvBlocks, prefixCaching: !noPrefixCaching)
         let name = servedModelName ?? URL(fileURLWithPath: loaded.path).deletingPathExtension().lastPathComponent
         let served = try ServedModel(name: name, tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate, contextLength: positions)
         var config = ServerConfiguration()
         config.host = host; config.port = port; config.apiKeys = apiKeys; config.shutdownSeconds = shutdownTimeout
-        logger.info("serving '\(name)' on the CPU: \(maxSequences) sequences of \(positions) positions, \(maxWaiting) waiting at most, \(engine.scheduler.config.tokenBudget) tokens per step")
+        logger.info("serving '\(name)' on the CPU: \(maxSequences) sequences of \(positions) positions, \(maxWaiting) waiting at most, \(engine.scheduler.config.tokenBudget) tokens per step, \(engine.scheduler.config.blocks) KV blocks, prefix caching \(noPrefixCaching ? "off" : "on")")
         let server = OpenAIServer(engine: engine, model: served, configuration: config, logger: logger)
         // ArgumentParser's command is synchronous; the server runs on Swift concurrency until it shuts down.
         let done = DispatchSemaphore(value: 0)
