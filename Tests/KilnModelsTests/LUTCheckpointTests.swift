@@ -66,6 +66,29 @@ final class LUTFolderTests: XCTestCase {
         }
     }
 
+    /// `learned`: q/k/v of a layer carry one table, gate/up one table (the GPU stacks them and reads one table per
+    /// stacked matrix); o and down their own.
+    func testLearnedTablesAreSharedPerFusedGroup() throws {
+        let dir = try TempDir()
+        _ = try exportLUT(dir, affine: false)
+        let m = try HFModel(folder: dir.path + "/lut")
+        let matrices = try m.loadAllMatrices()
+        func table(_ name: String) throws -> [Float] {
+            let bytes = try XCTUnwrap(matrices[name], name).planes.last!.bytes
+            return (0..<(bytes.count / 4)).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+        }
+        for l in 0..<m.config.numLayers {
+            let p = "blk.\(l)."
+            let q = try table(p + "attn_q.weight"), gate = try table(p + "ffn_gate.weight")
+            XCTAssertEqual(q.count, 8)
+            XCTAssertEqual(try table(p + "attn_k.weight"), q); XCTAssertEqual(try table(p + "attn_v.weight"), q)
+            XCTAssertEqual(try table(p + "ffn_up.weight"), gate)
+            XCTAssertNotEqual(gate, q)
+            XCTAssertNotEqual(try table(p + "attn_output.weight"), q)
+            XCTAssertNotEqual(try table(p + "ffn_down.weight"), gate)
+        }
+    }
+
     /// Rewrites the folder's safetensors with `edit` applied to the tensor list.
     func rewrite(_ folder: String, _ edit: (inout [SafetensorsWriter.Tensor]) -> Void) throws {
         let m = try HFModel(folder: folder)
