@@ -55,7 +55,8 @@ public enum CheckpointExport {
                 } else if l.table == .learned, let group = LUTCheckpoint.fusedGroup(of: t.name, in: tensors), group.count > 1 {
                     // One learned table for the matrices the GPU stacks (it reads one table per stacked matrix).
                     let members = try group.map { m -> (weights: [Float], rows: Int, cols: Int, name: String) in
-                        let values = m.name == t.name ? hfValues : try read(source, m.name, m.shape).0
+                        if m.name == t.name { return (hfValues, rows, cols, m.name) }   // already in Hugging Face row order
+                        let values = try read(source, m.name, m.shape).0
                         let hfMember = c.ropeStyle == .interleaved ? unpermuteRoPE(values, m.name, rows: m.shape[0], cols: m.shape[1], c) : values
                         return (hfMember, m.shape[0], m.shape[1], m.name)
                     }

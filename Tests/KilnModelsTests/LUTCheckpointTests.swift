@@ -89,6 +89,32 @@ final class LUTFolderTests: XCTestCase {
         }
     }
 
+    /// A GGUF source (llama: Q/K rows interleaved for RoPE, which the export turns into Hugging Face's halves): every
+    /// learned matrix, fused groups included, reconstructs the plain export of the same file (the per-tensor path),
+    /// so no member of a group is permuted twice or not at all.
+    func testLearnedGroupsFromGGUFKeepHuggingFaceRowOrder() throws {
+        let dir = try TempDir()
+        var o = TinyCheckpoint.Options()
+        o.ggufMatrixFormats = [.dense(.f32)]
+        try TinyCheckpoint.writeGGUF(path: dir.path + "/tiny.gguf", options: o)
+        var plain = CheckpointExport.Options()
+        plain.fp8 = false
+        try CheckpointExport.write(try GGUFModel(path: dir.path + "/tiny.gguf"), to: dir.path + "/plain", options: plain)
+        var e = CheckpointExport.Options()
+        e.lut = WeightFormat.LUTFormat(bits: 4, groupSize: 32, table: .learned, hasOffsets: false)
+        try CheckpointExport.write(try GGUFModel(path: dir.path + "/tiny.gguf"), to: dir.path + "/lut", options: e)
+        let plainModel = try HFModel(folder: dir.path + "/plain"), lutModel = try HFModel(folder: dir.path + "/lut")   // own the mapped files
+        let want = try plainModel.loadAllMatrices(), got = try lutModel.loadAllMatrices()
+        var checked = 0
+        for (name, q) in got where name.hasPrefix("blk.") {
+            let rel = LUTQuantizer.relativeError(try XCTUnwrap(want[name], name).dequantized(), try q.dequantized())
+            XCTAssertLessThan(rel, 0.2, name); XCTAssertGreaterThan(rel, 0.001, name)
+            checked += 1
+        }
+        XCTAssertEqual(checked, 14)
+        withExtendedLifetime((plainModel, lutModel)) {}
+    }
+
     /// Rewrites the folder's safetensors with `edit` applied to the tensor list.
     func rewrite(_ folder: String, _ edit: (inout [SafetensorsWriter.Tensor]) -> Void) throws {
         let m = try HFModel(folder: folder)
