@@ -87,10 +87,16 @@ for bits in 4 3 2; do
     done
   done
   if [ "$bits" = 4 ]; then
-    "$llama_quantize" --token-embedding-type f32 --output-tensor-type f32 "$source" "$work/iq4_nl.gguf" IQ4_NL \
-      >"$work/llama-quantize-iq4.log" 2>&1
-    printf "llama.cpp IQ4_NL\tIQ4_NL\t32\t%s\t-\n" "$(perplexity "$work/iq4_nl.gguf")" >>"$results"
-    echo "$(tail -n 1 "$results" | tr '\t' ' ') ($(( $(date +%s) - start )) s)" >&2
+    # llama.cpp's IQ4_NL mix (its default for the type: a few early ffn_down in q5_K) and --pure (every layer IQ4_NL,
+    # the format against the format).
+    for pure in "" --pure; do
+      # shellcheck disable=SC2086
+      "$llama_quantize" $pure --token-embedding-type f32 --output-tensor-type f32 "$source" "$work/iq4_nl.gguf" IQ4_NL \
+        >"$work/llama-quantize-iq4.log" 2>&1
+      printf "llama.cpp IQ4_NL%s\tIQ4_NL\t32\t%s\t-\n" "${pure:+ $pure}" "$(perplexity "$work/iq4_nl.gguf")" >>"$results"
+      echo "$(tail -n 1 "$results" | tr '\t' ' ') ($(( $(date +%s) - start )) s)" >&2
+      rm -f "$work/iq4_nl.gguf"
+    done
   fi
 done
 
