@@ -10,7 +10,8 @@ public struct LUTQuantizedMatrix {
     public var table: [Float]        // [2^bits]
     /// ‖W − Ŵ‖_F / ‖W‖_F, Ŵ = the planes through the CPU reference (`LUTCodes.dequantizeRow`).
     public var relativeError: Double
-    /// `learned` only: the relative error of the fixed table the learned one started from (never below `relativeError`).
+    /// `learned` only: the relative error of the fixed table the learned one started from (never below `relativeError`
+    /// for a matrix learned alone; for a member of a fused group only the group's total error is never above its seed's).
     public var seedRelativeError: Double? = nil
 
     /// The values the planes stand for, row-major, through the format's one CPU reference.
@@ -44,7 +45,9 @@ public struct LUTQuantizedMatrix {
 /// so that its objective is exactly the reconstruction error; scales are then searched again with the learned table
 /// (the current scale among the candidates) and Lloyd runs once more. Every step cannot increase the error, and the
 /// result is compared with the seed at the end, so a learned table never reconstructs a matrix worse than the fixed
-/// table it starts from (`seedRelativeError`; the seed is the best fixed table on the sample, nearly always NF at 4 bits). `custom` tables are quantized against the table given.
+/// table it starts from (`seedRelativeError`; the seed is the best fixed table on the sample, nearly always NF at 4 bits).
+/// `quantizeGroup` does the same over the matrices the GPU fuses (q/k/v, gate/up), which then share one table; the
+/// guarantee is then the group's total error. `custom` tables are quantized against the table given.
 public enum LUTQuantizer {
     /// Multipliers of the base scale tried per group: 0.70…1.30 by 0.02: on SmolLM2-135M NF4 g64 this grid costs +28.8% perplexity where 0.80…1.20 by 0.04 cost +33.3%.
     static let scaleGrid: [Float] = stride(from: Float(0.70), through: 1.3001, by: 0.02).map { $0 }
@@ -68,21 +71,50 @@ public enum LUTQuantizer {
             }
             return try withTable(weights, rows, cols, format, custom, name)
         case .learned:
-            var kinds: [WeightFormat.LUTFormat.Table] = [.int, .nf]
-            if format.bits == 4 { kinds.append(.fp4) }
-            // The seed table is chosen on up to 64 evenly spaced rows (each fixed table is a full search), then the
-            // matrix is quantized with it in full.
-            let sampleRows = Array(stride(from: 0, to: rows, by: max(1, rows / 64)))
-            let sample = sampleRows.flatMap { weights[($0 * cols)..<(($0 + 1) * cols)] }
-            var bestTable: [Float] = [], bestError = Double.infinity
-            for kind in kinds {
-                var f = format; f.table = kind
-                let table = try LUTTables.fixed(f)!
-                let e = try withTable(sample, sampleRows.count, cols, format, table, name).relativeError
-                if e < bestError { bestTable = table; bestError = e }
-            }
-            return try learn(weights, seed: try withTable(weights, rows, cols, format, bestTable, name), name)
+            return try quantizeGroup([(weights, rows, cols, name)], format: format)[0]
         }
+    }
+
+    /// Quantizes the matrices of one fused group (q/k/v of a layer, or gate/up), which the GPU stacks into one matrix
+    /// read with one table: a `learned` table is learned once over the union of the members' normalized weights (the
+    /// seed is the fixed table with the least total error on the members' sampled rows; Lloyd and the scale search run
+    /// on all members together) and every member carries it. The guarantee is then the group's: the members' total
+    /// squared error is never above the seed's (one member alone may be, slightly). Fixed and custom tables are the same
+    /// for every matrix anyway and are quantized one by one. Each member is `[rows, cols]` row-major.
+    public static func quantizeGroup(_ members: [(weights: [Float], rows: Int, cols: Int, name: String)],
+                                     format: WeightFormat.LUTFormat, table custom: [Float]? = nil) throws -> [LUTQuantizedMatrix] {
+        guard format.table == .learned else {
+            return try members.map { try quantize($0.weights, rows: $0.rows, cols: $0.cols, format: format, table: custom, name: $0.name) }
+        }
+        guard !members.isEmpty else { return [] }
+        for m in members {
+            _ = try WeightFormat.lut(format).planes(rows: m.rows, cols: m.cols, what: "tensor \(m.name)")
+            guard m.weights.count == m.rows * m.cols else { throw KilnError("tensor \(m.name): \(m.weights.count) values for [\(m.rows), \(m.cols)]") }
+            if let bad = m.weights.firstIndex(where: { !$0.isFinite }) {
+                throw KilnError("tensor \(m.name): element \(bad) is \(m.weights[bad]); only finite weights can be quantized")
+            }
+        }
+        var kinds: [WeightFormat.LUTFormat.Table] = [.int, .nf]
+        if format.bits == 4 { kinds.append(.fp4) }
+        // The seed table is chosen on up to 64 evenly spaced rows of each member (each fixed table is a full search),
+        // by the total squared error over the members; then every member is quantized with it in full.
+        let samples: [(w: [Float], rows: Int, cols: Int, name: String)] = members.map { m in
+            let rows = Array(stride(from: 0, to: m.rows, by: max(1, m.rows / 64)))
+            return (rows.flatMap { m.weights[($0 * m.cols)..<(($0 + 1) * m.cols)] }, rows.count, m.cols, m.name)
+        }
+        var bestTable: [Float] = [], bestError = Double.infinity
+        for kind in kinds {
+            var f = format; f.table = kind
+            let table = try LUTTables.fixed(f)!
+            var total = 0.0
+            for s in samples {
+                let e = try withTable(s.w, s.rows, s.cols, format, table, s.name).relativeError
+                total += e * e * squaredNorm(s.w)
+            }
+            if total < bestError { bestTable = table; bestError = total }
+        }
+        let seeds = try members.map { try withTable($0.weights, $0.rows, $0.cols, format, bestTable, $0.name) }
+        return try learn(members.map(\.weights), seeds: seeds, members.map(\.name))
     }
 
     /// `w` quantized with `table` by the per-group search; `previous` (same table size) adds each group's current scale
@@ -131,58 +163,80 @@ public enum LUTQuantizer {
         return den > 0 ? (num / den).squareRoot() : (num > 0 ? .infinity : 0)
     }
 
-    /// Weighted Lloyd on the seed's normalized weights, a scale search with the learned table, Lloyd again.
-    static func learn(_ w: [Float], seed: LUTQuantizedMatrix, _ name: String) throws -> LUTQuantizedMatrix {
-        var q = seed
-        q.table = lloyd(w, q, iterations: 8)
-        q = try withTable(w, q.rows, q.cols, seed.format, q.table, name, previous: q)
-        q.table = lloyd(w, q, iterations: 4)
-        var codes = [UInt8](repeating: 0, count: q.cols)
-        let book = Codebook(q.table), g = q.format.groupSize, groups = q.cols / g, rb = LUTCodes.rowBytes(cols: q.cols, bits: q.format.bits)
-        for r in 0..<q.rows {   // codes re-chosen for the final table (the last Lloyd step moved the centroids)
-            for gi in 0..<groups {
-                let s = halfToFloat(q.scales[r * groups + gi]), m = q.offsets.map { halfToFloat($0[r * groups + gi]) } ?? 0
-                for k in 0..<g { codes[gi * g + k] = UInt8(book.nearest(s == 0 ? 0 : (w[r * q.cols + gi * g + k] - m) / s)) }
-            }
-            codes.withUnsafeBufferPointer { c in q.codes.withUnsafeMutableBufferPointer { LUTCodes.pack(c.baseAddress!, count: q.cols, bits: q.format.bits, into: $0.baseAddress! + r * rb) } }
-        }
-        q.relativeError = relativeError(w, q.dequantized())
-        if q.relativeError >= seed.relativeError { q = seed }   // float noise aside, Lloyd cannot lose; never return worse
-        q.seedRelativeError = seed.relativeError
-        return q
+    static func squaredNorm(_ w: [Float]) -> Double { w.reduce(0.0) { $0 + Double($1) * Double($1) } }
+
+    /// ‖W − Ŵ‖² / ‖W‖² summed over a group: Σ e_i² ‖W_i‖² / Σ ‖W_i‖² (`norms` the ‖W_i‖²), square-rooted.
+    static func groupRelativeError(_ qs: [LUTQuantizedMatrix], norms: [Double]) -> Double {
+        let den = norms.reduce(0, +), num = zip(qs, norms).reduce(0.0) { $0 + $1.0.relativeError * $1.0.relativeError * $1.1 }
+        return den > 0 ? (num / den).squareRoot() : 0
     }
 
-    /// `iterations` rounds of weighted 1-D k-means of u = (w − m)/s (weight s²), starting from `q`'s table and codes.
-    /// Each round moves every entry to the weighted mean of its members, then re-chooses every code; neither step can
-    /// increase Σ s²(u − table[code])², which is the reconstruction error.
-    static func lloyd(_ w: [Float], _ q: LUTQuantizedMatrix, iterations: Int) -> [Float] {
-        let n = 1 << q.format.bits, g = q.format.groupSize, groups = q.cols / g, count = q.rows * q.cols
-        var table = q.table
-        // Normalized weights and their weights, per element; zero-scale groups carry no weight.
-        var u = [Float](repeating: 0, count: count), weight = [Float](repeating: 0, count: q.rows * groups)
-        var codes = [Int](repeating: 0, count: count)
-        let rb = LUTCodes.rowBytes(cols: q.cols, bits: q.format.bits)
-        q.codes.withUnsafeBufferPointer { c in
+    /// Weighted Lloyd on the seeds' normalized weights (all members together), a scale search of every member with the
+    /// learned table, Lloyd again; the group keeps the seeds if the learned table does not lower the total error.
+    static func learn(_ ws: [[Float]], seeds: [LUTQuantizedMatrix], _ names: [String]) throws -> [LUTQuantizedMatrix] {
+        var qs = seeds
+        var table = lloyd(ws, qs, iterations: 8)
+        qs = try zip(ws, qs).enumerated().map { i, p in
+            try withTable(p.0, p.1.rows, p.1.cols, p.1.format, table, names[i], previous: p.1)
+        }
+        table = lloyd(ws, qs, iterations: 4)
+        let book = Codebook(table)
+        for (i, w) in ws.enumerated() {   // codes re-chosen for the final table (the last Lloyd step moved the centroids)
+            var q = qs[i]
+            q.table = table
+            var codes = [UInt8](repeating: 0, count: q.cols)
+            let g = q.format.groupSize, groups = q.cols / g, rb = LUTCodes.rowBytes(cols: q.cols, bits: q.format.bits)
             for r in 0..<q.rows {
                 for gi in 0..<groups {
                     let s = halfToFloat(q.scales[r * groups + gi]), m = q.offsets.map { halfToFloat($0[r * groups + gi]) } ?? 0
-                    weight[r * groups + gi] = s * s
-                    for k in (gi * g)..<((gi + 1) * g) {
-                        u[r * q.cols + k] = s == 0 ? 0 : (w[r * q.cols + k] - m) / s
-                        codes[r * q.cols + k] = LUTCodes.code(c.baseAddress! + r * rb, k, bits: q.format.bits)
+                    for k in 0..<g { codes[gi * g + k] = UInt8(book.nearest(s == 0 ? 0 : (w[r * q.cols + gi * g + k] - m) / s)) }
+                }
+                codes.withUnsafeBufferPointer { c in q.codes.withUnsafeMutableBufferPointer { LUTCodes.pack(c.baseAddress!, count: q.cols, bits: q.format.bits, into: $0.baseAddress! + r * rb) } }
+            }
+            q.relativeError = relativeError(w, q.dequantized())
+            qs[i] = q
+        }
+        let norms = ws.map(squaredNorm)
+        // Float noise aside, Lloyd cannot lose; never return a group worse than its seed.
+        if groupRelativeError(qs, norms: norms) >= groupRelativeError(seeds, norms: norms) { qs = seeds }
+        for i in qs.indices { qs[i].seedRelativeError = seeds[i].relativeError }
+        return qs
+    }
+
+    /// `iterations` rounds of weighted 1-D k-means of u = (w − m)/s (weight s²) over all of `qs` (one table, which
+    /// they share), starting from their table and codes. Each round moves every entry to the weighted mean of its
+    /// members, then re-chooses every code; neither step can increase Σ s²(u − table[code])², which is the group's
+    /// total reconstruction error.
+    static func lloyd(_ ws: [[Float]], _ qs: [LUTQuantizedMatrix], iterations: Int) -> [Float] {
+        let n = 1 << qs[0].format.bits
+        var table = qs[0].table
+        // Normalized weights and their weights, per element; zero-scale groups carry no weight.
+        var u: [Float] = [], weight: [Float] = [], codes: [Int] = []
+        for (w, q) in zip(ws, qs) {
+            let g = q.format.groupSize, groups = q.cols / g, rb = LUTCodes.rowBytes(cols: q.cols, bits: q.format.bits)
+            u.reserveCapacity(u.count + w.count); weight.reserveCapacity(weight.count + w.count); codes.reserveCapacity(codes.count + w.count)
+            q.codes.withUnsafeBufferPointer { c in
+                for r in 0..<q.rows {
+                    for gi in 0..<groups {
+                        let s = halfToFloat(q.scales[r * groups + gi]), m = q.offsets.map { halfToFloat($0[r * groups + gi]) } ?? 0
+                        for k in (gi * g)..<((gi + 1) * g) {
+                            u.append(s == 0 ? 0 : (w[r * q.cols + k] - m) / s)
+                            weight.append(s * s)
+                            codes.append(LUTCodes.code(c.baseAddress! + r * rb, k, bits: q.format.bits))
+                        }
                     }
                 }
             }
         }
         for _ in 0..<iterations {
             var sum = [Double](repeating: 0, count: n), total = [Double](repeating: 0, count: n)
-            for i in 0..<count {
-                let wt = Double(weight[i / g])
+            for i in 0..<u.count {
+                let wt = Double(weight[i])
                 sum[codes[i]] += wt * Double(u[i]); total[codes[i]] += wt
             }
             for j in 0..<n where total[j] > 0 { table[j] = Float(sum[j] / total[j]) }
             let book = Codebook(table)
-            for i in 0..<count { codes[i] = book.nearest(u[i]) }
+            for i in 0..<u.count { codes[i] = book.nearest(u[i]) }
         }
         return table
     }

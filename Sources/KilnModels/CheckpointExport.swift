@@ -40,6 +40,7 @@ public enum CheckpointExport {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let tensors = c.canonicalTensorShapes
         var writer = SafetensorsWriter()
+        var groupQuantized: [String: LUTQuantizedMatrix] = [:]   // members of a fused group quantized with their first
         for (i, t) in tensors.enumerated() {
             guard let hf = HFModel.hfName(canonical: t.name) else {
                 throw KilnError("\(source.sourcePath): tensor \(t.name) has no Hugging Face name")
@@ -48,7 +49,23 @@ public enum CheckpointExport {
             let rows = t.shape[0], cols = t.shape.count == 2 ? t.shape[1] : 1   // a vector as [n, 1] (a bias unpermutes as rows)
             let hfValues = c.ropeStyle == .interleaved ? unpermuteRoPE(values, t.name, rows: rows, cols: cols, c) : values
             if quantizes(t.name, shape: t.shape, o), let l = o.lut {   // LUTCheckpoint.swift
-                let q = try LUTQuantizer.quantize(hfValues, rows: rows, cols: cols, format: l, table: o.lutTable, name: t.name)
+                let q: LUTQuantizedMatrix
+                if let done = groupQuantized.removeValue(forKey: t.name) {
+                    q = done
+                } else if l.table == .learned, let group = LUTCheckpoint.fusedGroup(of: t.name, in: tensors), group.count > 1 {
+                    // One learned table for the matrices the GPU stacks (it reads one table per stacked matrix).
+                    let members = try group.map { m -> (weights: [Float], rows: Int, cols: Int, name: String) in
+                        if m.name == t.name { return (hfValues, rows, cols, m.name) }   // already in Hugging Face row order
+                        let values = try read(source, m.name, m.shape).0
+                        let hfMember = c.ropeStyle == .interleaved ? unpermuteRoPE(values, m.name, rows: m.shape[0], cols: m.shape[1], c) : values
+                        return (hfMember, m.shape[0], m.shape[1], m.name)
+                    }
+                    let qs = try LUTQuantizer.quantizeGroup(members, format: l)
+                    for (m, mq) in zip(group, qs) where m.name != t.name { groupQuantized[m.name] = mq }
+                    q = qs[group.firstIndex { $0.name == t.name }!]
+                } else {
+                    q = try LUTQuantizer.quantize(hfValues, rows: rows, cols: cols, format: l, table: o.lutTable, name: t.name)
+                }
                 LUTCheckpoint.add(q, hf: hf, to: &writer)
                 o.matrixError?(t.name, q.relativeError)
             } else if quantizes(t.name, shape: t.shape, o) {

@@ -11,6 +11,18 @@ public enum LUTCheckpoint {
         writer.addRaw(hf + "_table", dtype: .f32, shape: [q.table.count], bytes: littleEndian(q.table.map(\.bitPattern)))
     }
 
+    /// The layer matrices that the GPU stacks into one matrix with `name` (`blk.N.attn_q/k/v.weight`, or
+    /// `blk.N.ffn_gate/up.weight`), in `tensors`' order, `name` included; nil for any other tensor. A `learned` table is
+    /// learned once per such group, since the GPU kernel reads one table per stacked matrix.
+    public static func fusedGroup(of name: String, in tensors: [(name: String, shape: [Int])]) -> [(name: String, shape: [Int])]? {
+        let parts = name.split(separator: ".")
+        guard parts.count == 4, parts[0] == "blk", parts[3] == "weight" else { return nil }
+        let groups = [["attn_q", "attn_k", "attn_v"], ["ffn_gate", "ffn_up"]]
+        guard let kinds = groups.first(where: { $0.contains(String(parts[2])) }) else { return nil }
+        let names = Set(kinds.map { "blk.\(parts[1]).\($0).weight" })
+        return tensors.filter { names.contains($0.name) && $0.shape.count == 2 }
+    }
+
     static func littleEndian(_ v: [UInt16]) -> [UInt8] { v.flatMap { [UInt8($0 & 0xff), UInt8($0 >> 8)] } }
     static func littleEndian(_ v: [UInt32]) -> [UInt8] { v.flatMap { x in (0..<4).map { UInt8((x >> (8 * $0)) & 0xff) } } }
 }

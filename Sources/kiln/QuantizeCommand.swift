@@ -9,7 +9,8 @@ import KilnTune
 /// 128×128 block scales, `quantization_config`) that transformers and Kiln load, from a Hugging Face folder or a GGUF
 /// file (whose config and tokenizer are written as Hugging Face files). `--to lut4|lut3|lut2 [--group 64]
 /// [--table nf|int|fp4|learned|FILE] [--offsets]` writes Kiln's lookup-table folder instead (`kiln-lut`, read by Kiln),
-/// reporting each matrix's relative reconstruction error.
+/// reporting each matrix's relative reconstruction error. A `learned` table is learned once per fused group (q/k/v of a
+/// layer, gate/up), which the GPU stacks into one matrix read with one table; o and down learn their own.
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
@@ -20,7 +21,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output folder (must not exist yet or be empty).") var output: String
     @Flag(name: .long, help: "Quantize lm_head too (embeddings always stay in source precision).") var quantizeOutput = false
     @Option(name: .long, help: "lut*: input elements per group scale (32, 64, 128).") var group = 64
-    @Option(name: .long, help: "lut*: table: nf, int, fp4 (4-bit), learned, or a file of 2^bits numbers.") var table = "nf"
+    @Option(name: .long, help: "lut*: table: nf, int, fp4 (4-bit), learned (one per q/k/v and per gate/up group), or a file of 2^bits numbers.") var table = "nf"
     @Flag(name: .long, help: "lut*: one offset per group besides the scale (affine).") var offsets = false
 
     /// The lookup-table format of `--to lutB` with `--group`, `--table` and `--offsets` (and the table of a table file),

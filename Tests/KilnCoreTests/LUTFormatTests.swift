@@ -172,6 +172,40 @@ final class LUTFormatTests: XCTestCase {
         print("gaussian 64×256 lut4 g64: absmax nf \(absmaxError), searched nf \(q.relativeError), learned \(learned.relativeError)")
     }
 
+    /// A fused group (like q/k/v: different heights, different spreads) learns one table that every member carries;
+    /// the group's total squared error, computed here from the members' planes, is no worse than the seed's total
+    /// (from each member's reported seed error) and than NF4's (quantized here per matrix).
+    func testFusedGroupSharesOneLearnedTable() throws {
+        let cols = 128
+        let shapes = [(64, 1.0 as Float), (16, 3.0 as Float), (16, 0.5 as Float)]
+        let members = shapes.enumerated().map { i, s in
+            (weights: gaussian(s.0 * cols, seed: UInt64(20 + i)).enumerated().map { j, v in v * s.1 * (j % 7 == 0 ? 2.5 : 1) },
+             rows: s.0, cols: cols, name: "blk.0.attn_\(["q", "k", "v"][i]).weight")
+        }
+        let f = WeightFormat.LUTFormat(bits: 4, groupSize: 32, table: .learned, hasOffsets: false)
+        let qs = try LUTQuantizer.quantizeGroup(members, format: f)
+        XCTAssertEqual(qs.count, 3)
+        XCTAssertEqual(qs[1].table, qs[0].table); XCTAssertEqual(qs[2].table, qs[0].table)
+        XCTAssertNotEqual(qs[0].table, LUTTables.nf4)   // learned, not the seed kept
+        var nf = f; nf.table = .nf
+        var learnedSq = 0.0, seedSq = 0.0, nfSq = 0.0, normSq = 0.0
+        for (m, q) in zip(members, qs) {
+            let got = q.dequantized()
+            let norm = m.weights.reduce(0.0) { $0 + Double($1) * Double($1) }
+            let err = zip(m.weights, got).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+            XCTAssertEqual((err / norm).squareRoot(), q.relativeError, accuracy: 1e-9, m.name)
+            learnedSq += err; normSq += norm
+            seedSq += pow(try XCTUnwrap(q.seedRelativeError), 2) * norm
+            nfSq += pow(try LUTQuantizer.quantize(m.weights, rows: m.rows, cols: cols, format: nf).relativeError, 2) * norm
+        }
+        XCTAssertLessThanOrEqual(learnedSq, seedSq)
+        XCTAssertLessThanOrEqual(learnedSq, nfSq)
+        XCTAssertGreaterThan(learnedSq / normSq, 1e-5)   // 4 bits lose something
+        // Fixed tables are per matrix anyway: the group path gives each member exactly its own quantization.
+        let fixed = try LUTQuantizer.quantizeGroup(members, format: nf)
+        XCTAssertEqual(fixed.map(\.codes), try members.map { try LUTQuantizer.quantize($0.weights, rows: $0.rows, cols: cols, format: nf).codes })
+    }
+
     func testShapeErrorsNameTheMatrix() {
         let f = WeightFormat.LUTFormat(bits: 4, groupSize: 64, table: .nf, hasOffsets: false)
         XCTAssertThrowsError(try LUTQuantizer.quantize([Float](repeating: 1, count: 96), rows: 1, cols: 96, format: f, name: "blk.0.ffn_up.weight")) {

@@ -52,17 +52,17 @@ final class LUTLoaderTests: XCTestCase {
         }
     }
 
-    /// Learned tables differ from matrix to matrix: the fused layers cannot share one and stay on the bf16 path; the
-    /// single-matrix layers run natively.
-    func testLearnedTablesKeepFusedLayersOnBF16() throws {
+    /// Learned tables are learned once per fused group (q/k/v, gate/up: `LUTQuantizer.quantizeGroup`), so the fused
+    /// layers share one table and run natively, like the single-matrix layers.
+    func testLearnedTablesRunFusedLayersNatively() throws {
         let (dir, source) = try exportTiny(table: .learned)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let t = Transformer(config: source.config)
         func parts(_ layer: LinearLayer) throws -> [QuantizedMatrix] {
             try t.parts(layer, layer: 0).map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
         }
-        XCTAssertNotNil(GPUWeights.lutUnsupported(try parts(.qkv), interleaveHalves: false))
-        XCTAssertNotNil(GPUWeights.lutUnsupported(try parts(.gateUp), interleaveHalves: true))
+        XCTAssertNil(GPUWeights.lutUnsupported(try parts(.qkv), interleaveHalves: false))
+        XCTAssertNil(GPUWeights.lutUnsupported(try parts(.gateUp), interleaveHalves: true))
         XCTAssertNil(GPUWeights.lutUnsupported(try parts(.o), interleaveHalves: false))
         XCTAssertNil(GPUWeights.lutUnsupported(try parts(.down), interleaveHalves: false))
     }

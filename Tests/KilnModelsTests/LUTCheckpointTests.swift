@@ -66,6 +66,55 @@ final class LUTFolderTests: XCTestCase {
         }
     }
 
+    /// `learned`: q/k/v of a layer carry one table, gate/up one table (the GPU stacks them and reads one table per
+    /// stacked matrix); o and down their own.
+    func testLearnedTablesAreSharedPerFusedGroup() throws {
+        let dir = try TempDir()
+        _ = try exportLUT(dir, affine: false)
+        let m = try HFModel(folder: dir.path + "/lut")
+        let matrices = try m.loadAllMatrices()
+        func table(_ name: String) throws -> [Float] {
+            let bytes = try XCTUnwrap(matrices[name], name).planes.last!.bytes
+            return (0..<(bytes.count / 4)).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+        }
+        for l in 0..<m.config.numLayers {
+            let p = "blk.\(l)."
+            let q = try table(p + "attn_q.weight"), gate = try table(p + "ffn_gate.weight")
+            XCTAssertEqual(q.count, 8)
+            XCTAssertEqual(try table(p + "attn_k.weight"), q); XCTAssertEqual(try table(p + "attn_v.weight"), q)
+            XCTAssertEqual(try table(p + "ffn_up.weight"), gate)
+            XCTAssertNotEqual(gate, q)
+            XCTAssertNotEqual(try table(p + "attn_output.weight"), q)
+            XCTAssertNotEqual(try table(p + "ffn_down.weight"), gate)
+        }
+    }
+
+    /// A GGUF source (llama: Q/K rows interleaved for RoPE, which the export turns into Hugging Face's halves): every
+    /// learned matrix, fused groups included, reconstructs the plain export of the same file (the per-tensor path),
+    /// so no member of a group is permuted twice or not at all.
+    func testLearnedGroupsFromGGUFKeepHuggingFaceRowOrder() throws {
+        let dir = try TempDir()
+        var o = TinyCheckpoint.Options()
+        o.ggufMatrixFormats = [.dense(.f32)]
+        try TinyCheckpoint.writeGGUF(path: dir.path + "/tiny.gguf", options: o)
+        var plain = CheckpointExport.Options()
+        plain.fp8 = false
+        try CheckpointExport.write(try GGUFModel(path: dir.path + "/tiny.gguf"), to: dir.path + "/plain", options: plain)
+        var e = CheckpointExport.Options()
+        e.lut = WeightFormat.LUTFormat(bits: 4, groupSize: 32, table: .learned, hasOffsets: false)
+        try CheckpointExport.write(try GGUFModel(path: dir.path + "/tiny.gguf"), to: dir.path + "/lut", options: e)
+        let plainModel = try HFModel(folder: dir.path + "/plain"), lutModel = try HFModel(folder: dir.path + "/lut")   // own the mapped files
+        let want = try plainModel.loadAllMatrices(), got = try lutModel.loadAllMatrices()
+        var checked = 0
+        for (name, q) in got where name.hasPrefix("blk.") {
+            let rel = LUTQuantizer.relativeError(try XCTUnwrap(want[name], name).dequantized(), try q.dequantized())
+            XCTAssertLessThan(rel, 0.2, name); XCTAssertGreaterThan(rel, 0.001, name)
+            checked += 1
+        }
+        XCTAssertEqual(checked, 14)
+        withExtendedLifetime((plainModel, lutModel)) {}
+    }
+
     /// Rewrites the folder's safetensors with `edit` applied to the tensor list.
     func rewrite(_ folder: String, _ edit: (inout [SafetensorsWriter.Tensor]) -> Void) throws {
         let m = try HFModel(folder: folder)
