@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU speed against llama.cpp (issue 22 item 4); not run in CI.
-# Builds llama.cpp's llama-bench once into $KILN_HOME/llama.cpp-build from the llama.cpp source inside the
+# Builds llama.cpp's llama-bench once (scripts/llama-cpp-tool.sh) into $KILN_HOME/llama.cpp-build from the llama.cpp source inside the
 # llama-cpp-python==0.3.36 source package on PyPI (the package scripts/fetch-test-data.sh already uses; cmake from
 # pip when missing), then runs `kiln bench` (release build) and `llama-bench` back to back, alternately, ROUNDS
 # times each, both with THREADS threads, for pp128, pp512, tg128, pp2048 and tg128 after a 2,048-token prompt,
@@ -15,26 +15,7 @@ model="${MODEL:-$home/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 build="$home/llama.cpp-build"
 llama_bench="$build/cmake/bin/llama-bench"
 
-if [ ! -x "$llama_bench" ]; then
-  cmake_bin="$(command -v cmake || true)"
-  if [ -z "$cmake_bin" ]; then
-    python3 -m pip install -q --disable-pip-version-check --target "$build/cmake-pip" cmake
-    cmake_bin="$(ls "$build"/cmake-pip/cmake/data/bin/cmake)"
-  fi
-  src="$build/src"
-  if [ ! -d "$src/llama.cpp" ]; then
-    tmp=$(mktemp -d)
-    python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary=llama-cpp-python llama-cpp-python==0.3.36 -d "$tmp"
-    mkdir -p "$src"
-    tar -xzf "$tmp"/llama_cpp_python-0.3.36.tar.gz -C "$tmp"
-    mv "$tmp"/llama_cpp_python-0.3.36/vendor/llama.cpp "$src/llama.cpp"
-    rm -rf "$tmp"
-  fi
-  # The default CPU build (GGML_NATIVE: -march=native), as a llama.cpp user builds it.
-  "$cmake_bin" -S "$src/llama.cpp" -B "$build/cmake" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-    -DGGML_OPENMP=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >/dev/null
-  "$cmake_bin" --build "$build/cmake" --target llama-bench -j "$(nproc)" >/dev/null
-fi
+"$root/scripts/llama-cpp-tool.sh" llama-bench >/dev/null   # builds it once
 
 kiln="${KILN:-}"
 if [ -z "$kiln" ]; then

@@ -7,7 +7,7 @@
 # The source: the only SmolLM2 Kiln fetches is the Q4_1 GGUF, so it is first written as an F32 GGUF by llama.cpp's
 # `llama-quantize --allow-requantize … F32` (exact: every Q4_1 value d·q + m and the Q8_0 embeddings are f32 numbers).
 # That F32 file is the common source of Kiln's LUT folders and of llama.cpp's IQ4_NL file; the baseline row is it.
-# llama-quantize is built once into $KILN_HOME/llama.cpp-build from the llama.cpp source inside the
+# llama-quantize is built once (scripts/llama-cpp-tool.sh) into $KILN_HOME/llama.cpp-build from the llama.cpp source inside the
 # llama-cpp-python==0.3.36 source package on PyPI, as scripts/bench-cpu.sh builds llama-bench (the same build tree).
 # IQ4_NL keeps token_embd (the tied output layer) in f32, as Kiln's folders keep it in source precision.
 #
@@ -26,27 +26,7 @@ build="$home/llama.cpp-build"
 llama_quantize="$build/cmake/bin/llama-quantize"
 threads="${THREADS:-$(nproc)}"
 
-if [ ! -x "$llama_quantize" ]; then
-  cmake_bin="$(command -v cmake || true)"
-  if [ -z "$cmake_bin" ]; then
-    python3 -m pip install -q --disable-pip-version-check --target "$build/cmake-pip" cmake
-    cmake_bin="$(ls "$build"/cmake-pip/cmake/data/bin/cmake)"
-  fi
-  src="$build/src"
-  if [ ! -d "$src/llama.cpp" ]; then
-    tmp=$(mktemp -d)
-    python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary=llama-cpp-python llama-cpp-python==0.3.36 -d "$tmp"
-    mkdir -p "$src"
-    tar -xzf "$tmp"/llama_cpp_python-0.3.36.tar.gz -C "$tmp"
-    mv "$tmp"/llama_cpp_python-0.3.36/vendor/llama.cpp "$src/llama.cpp"
-    rm -rf "$tmp"
-  fi
-  if [ ! -f "$build/cmake/CMakeCache.txt" ]; then
-    "$cmake_bin" -S "$src/llama.cpp" -B "$build/cmake" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-      -DGGML_OPENMP=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >/dev/null
-  fi
-  "$cmake_bin" --build "$build/cmake" --target llama-quantize -j "$(nproc)" >/dev/null
-fi
+"$root/scripts/llama-cpp-tool.sh" llama-quantize >/dev/null   # builds it once
 
 kiln="${KILN:-}"
 if [ -z "$kiln" ]; then
