@@ -56,23 +56,23 @@ extension LinearWeight {
     func interleavedRows(_ range: Range<Int>, _ act: Q8Activations, _ tokens: Int, _ out: UnsafeMutablePointer<Float>,
                          _ outStride: Int) -> Bool {
         guard let records = interleaved, let f = Int8Products.interleavedFormat(format) else { return false }
-        var p: kiln_int8_product
+        // The activations the format reads: Q8_K (d per 256, sums per 16) for super-blocks, else Q8_0/Q8_1 (per 32).
+        let q: UnsafeMutablePointer<Int8>, maxCols: Int, d: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>
+        var s: UnsafePointer<Float>? = nil
+        let blockSize: Int, sumSize: Int
         if Int8Products.isSuperBlock(f) {
             guard let k = act.superBlocks else { return false }
-            p = kiln_int8_product(
-                format: f, records: records.assumingMemoryBound(to: UInt8.self), blocks: Int32(cols / 256),
-                row_begin: Int32(range.lowerBound), row_end: Int32(range.upperBound),
-                q: UnsafePointer(k.q8), q_stride: Int64(k.maxCols),
-                d: UnsafePointer(k.d), sum_q: UnsafePointer(k.bsums), s: nil, scale_stride: Int64(k.maxCols / 256),
-                sum_stride: Int64(k.maxCols / 16), tokens: Int32(tokens), out: out, out_stride: Int64(outStride))
+            (q, maxCols, d, sums, blockSize, sumSize) = (k.q8, k.maxCols, k.d, k.bsums, 256, 16)
         } else {
-            p = kiln_int8_product(
-                format: f, records: records.assumingMemoryBound(to: UInt8.self), blocks: Int32(cols / 32),
-                row_begin: Int32(range.lowerBound), row_end: Int32(range.upperBound),
-                q: UnsafePointer(act.q8), q_stride: Int64(act.maxCols),
-                d: UnsafePointer(act.d), sum_q: UnsafePointer(act.sumQ), s: UnsafePointer(act.s), scale_stride: Int64(act.maxCols / 32),
-                sum_stride: Int64(act.maxCols / 32), tokens: Int32(tokens), out: out, out_stride: Int64(outStride))
+            (q, maxCols, d, sums, blockSize, sumSize) = (act.q8, act.maxCols, act.d, act.sumQ, 32, 32)
+            s = UnsafePointer(act.s)
         }
+        var p = kiln_int8_product(
+            format: f, records: records.assumingMemoryBound(to: UInt8.self), blocks: Int32(cols / blockSize),
+            row_begin: Int32(range.lowerBound), row_end: Int32(range.upperBound),
+            q: UnsafePointer(q), q_stride: Int64(maxCols), d: UnsafePointer(d), sum_q: UnsafePointer(sums), s: s,
+            scale_stride: Int64(maxCols / blockSize), sum_stride: Int64(maxCols / sumSize),
+            tokens: Int32(tokens), out: out, out_stride: Int64(outStride))
         return kiln_int8_product_run(&p) == 0
     }
 }
