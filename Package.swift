@@ -55,7 +55,7 @@ let package = Package(
         // The GPU backend; beside it, one way each: the tuner and benches (KilnTune) and the conformance suite (KilnCheck).
         .target(name: "KilnCUDA", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels"], swiftSettings: gpuHostSettings),
         .target(name: "KilnTune", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCUDA"], swiftSettings: gpuHostSettings),
-        .target(name: "KilnCheck", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCUDA", "KilnTune", "KilnCPU"],
+        .target(name: "KilnCheck", dependencies: ["KilnCore", "KilnModels", "KilnGPU", "KilnKernels", "KilnCUDA", "KilnTune", "KilnCPU", "KilnEngine"],
                 swiftSettings: gpuHostSettings),
         .target(name: "KilnEngine", dependencies: [
             "KilnCore", "KilnModels", "KilnTokenizer", "KilnTemplates", "KilnCPU", "KilnCUDA",

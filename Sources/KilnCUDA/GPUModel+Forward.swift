@@ -19,6 +19,8 @@ extension GPUModel: DecoderOperations {
         case prefill(batch: Int, tokens: Int, qStart: Int, seqOffset: Int)
         /// One row per sequence 0..<batch; positions and lengths come from the device buffers.
         case decode(batch: Int)
+        /// The server's paged cache (GPUModel+Paged.swift): decode rows and prompt chunks of many sequences.
+        case paged(PagedStep)
     }
 
     /// The pass in progress: its attention mode and where its logits go.
@@ -122,6 +124,9 @@ extension GPUModel: DecoderOperations {
         switch pass.mode {
         case let .prefill(b, tokens, _, offset): (rows, tokensPerSeq, seqOffset) = (b * tokens, tokens, offset)
         case let .decode(b): (rows, tokensPerSeq, seqOffset) = (b, 1, 0)
+        case .paged(let step):
+            guard let paged else { throw KilnError("a paged pass without the paged cache") }
+            return try pagedPositionalEncoding(layer: l, rows: step.rows, paged: paged)
         }
         try rope(qkv: qkv.address, bias: lw.qkvBias?.address ?? 0, qNorm: lw.qNorm?.address ?? 0, kNorm: lw.kNorm?.address ?? 0,
                  eps: c.rmsNormEps, positions: positions.address, invFreq: weights.invFreq.address, kcache: kc, vcache: vc,
@@ -142,6 +147,9 @@ extension GPUModel: DecoderOperations {
             try attnDecode(q: qkv.address, k: kc, v: vc, o: attn.address, workspace: attnWorkspace.address, counters: attnCounters.address,
                            lens: lens.address, batch: b, heads: c.numHeads, kvHeads: c.numKVHeads, maxS: maxSeq, ldq: qkvDim,
                            splits: decodeSplits, scale: c.attentionScale, stream: stream)
+        case .paged(let step):
+            guard let paged else { throw KilnError("a paged pass without the paged cache") }
+            try pagedAttention(layer: l, step: step, paged: paged)
         }
     }
 
@@ -164,6 +172,8 @@ extension GPUModel: DecoderOperations {
             return
         }
         switch pass.mode {
+        case .paged(let step):
+            try pagedLogits(step: step)
         case .decode(let b):
             try gemm("logits", x: xn.address, w: weights.output.address, y: logits.address, m: b, n: v, k: h, outF32: true, stream: stream)
         case let .prefill(b, tokens, _, seqOffset):

@@ -70,10 +70,13 @@ public final class GPUModel {
     }
     let lut: LUTScratch?
 
-    // KV cache: [layers][maxBatch, kvHeads, maxSeq, headDim] bf16, one allocation each.
+    // KV cache: [layers][maxBatch, kvHeads, maxSeq, headDim] bf16, one allocation each; with `paged`, the server's pool
+    // [layers][blocks + 1, kvHeads, blockSize, headDim] (the extra block takes the padding rows' writes).
     let kCache: DeviceBuffer<UInt16>
     let vCache: DeviceBuffer<UInt16>
-    var layerCacheElements: Int { maxBatch * config.numKVHeads * maxSeq * config.headDim }
+    let layerCacheElements: Int
+    /// The server's paged cache and its per-step buffers (GPUModel+Paged.swift); nil for the static cache.
+    let paged: PagedState?
 
     // Activations, [rows, features] row-major.
     let x: DeviceBuffer<Float>         // [maxRows, hidden] residual stream, f32
@@ -96,6 +99,8 @@ public final class GPUModel {
     /// Decode graphs per (batch, whether the step samples on the device).
     var graphs: [GraphKey: GraphExec] = [:]
     struct GraphKey: Hashable { var batch: Int; var sampled: Bool }
+    /// The paged cache's decode graphs per (batch bucket, selection).
+    var pagedGraphs: [PagedGraphKey: GraphExec] = [:]
     /// Device sampling (GPUModel+Sampling.swift): per-sequence settings, random streams and penalty state.
     let samplingParams: DeviceBuffer<Sampling.RowParams>   // [maxBatch]
     var samplingState: SamplingState
@@ -108,10 +113,16 @@ public final class GPUModel {
 
     public var qkvDim: Int { config.qkvDim }
 
-    public init(weights: GPUWeights, library: KernelLibrary, maxBatch: Int = 8, maxSeq: Int = 4096, maxRows: Int = 1024,
-                tune: TuneTable? = nil, options opts: GPUEngineOptions = GPUEngineOptions(), log: @escaping (String) -> Void = { _ in }) throws {
+    /// `paged`: the server's paged KV cache (GPUModel+Paged.swift) instead of the static one; then `maxBatch` and
+    /// `maxSeq` come from it (its sequences, and their context).
+    public init(weights: GPUWeights, library: KernelLibrary, maxBatch requestedBatch: Int = 8, maxSeq requestedSeq: Int = 4096, maxRows: Int = 1024,
+                tune: TuneTable? = nil, options opts: GPUEngineOptions = GPUEngineOptions(), paged pagedConfig: PagedKVConfig? = nil,
+                log: @escaping (String) -> Void = { _ in }) throws {
         guard let ctx = library.context else { throw KilnError("GPUModel needs a GPU context") }
-        guard (1...8).contains(maxBatch) else { throw KilnError("batch size \(maxBatch) outside 1…8") }
+        // The paged cache's sampling has a slot per sequence plus one for the padding rows of a graph's batch bucket.
+        let maxBatch = pagedConfig.map { $0.maxSequences + 1 } ?? requestedBatch
+        let maxSeq = pagedConfig?.contextLength ?? requestedSeq
+        if pagedConfig == nil, !(1...8).contains(maxBatch) { throw KilnError("batch size \(maxBatch) outside 1…8") }
         let c = weights.config
         guard maxSeq >= 1, maxSeq <= c.contextLength else { throw KilnError("max sequence \(maxSeq) outside 1…\(c.contextLength) (the model's context)") }
         guard c.hiddenSize % 8 == 0, c.intermediateSize % 8 == 0, c.qDim % 8 == 0 else {
@@ -131,7 +142,8 @@ public final class GPUModel {
         sampling = try Sampling(library)
         let wgmma = ctx.info.computeCapability.major == 9 && !opts.mmaPrefillAttention
         attnPrefill = try Attention.Prefill(library, choice: Attention.PrefillChoice.best(headDim: c.headDim, hopper: wgmma))
-        attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads))
+        attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads,
+                                                                                   paged: pagedConfig != nil))
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
         gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qkvDim), stream: stream, log: log)
         if weights.largestFP8Matrix > 0 {
@@ -147,8 +159,10 @@ public final class GPUModel {
             ? LUTScratch(dequantize: try LUTDequantizer(library), dense: try DeviceBuffer<UInt16>(ctx, count: weights.largestLUTMatrix)) : nil
 
         func buf(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(ctx, count: n) }
-        let cacheElements = c.numLayers * maxBatch * c.numKVHeads * maxSeq * c.headDim
-        kCache = try buf(cacheElements); vCache = try buf(cacheElements)
+        layerCacheElements = pagedConfig.map { ($0.blocks + 1) * c.numKVHeads * $0.blockSize * c.headDim }
+            ?? maxBatch * c.numKVHeads * maxSeq * c.headDim
+        kCache = try buf(c.numLayers * layerCacheElements); vCache = try buf(c.numLayers * layerCacheElements)
+        paged = try pagedConfig.map { try PagedState(config: $0, model: c, library: library, maxRows: max(maxRows, maxBatch)) }
         let r = self.maxRows, h = c.hiddenSize
         x = try DeviceBuffer<Float>(ctx, count: r * h); xn = try buf(r * h); branch = try buf(r * h)
         qkv = try buf(r * c.qkvDim); attn = try buf(r * c.qDim)
@@ -158,7 +172,10 @@ public final class GPUModel {
         ids = try DeviceBuffer<Int32>(ctx, count: r)
         positions = try DeviceBuffer<Int32>(ctx, count: maxBatch)
         lens = try DeviceBuffer<Int32>(ctx, count: maxBatch)
-        attnWorkspace = try DeviceBuffer<Float>(ctx, count: max(1, Attention.decodeWorkspaceFloats(batch: maxBatch, heads: c.numHeads, splits: decodeSplits, headDim: c.headDim)))
+        // The paged cache's graphs choose their splits per batch bucket (PagedState.splits): the workspace covers the largest.
+        let workspaceRows = pagedConfig == nil ? maxBatch * decodeSplits
+            : (1...maxBatch).map { $0 * Attention.defaultSplits(batch: $0, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors) }.max()!
+        attnWorkspace = try DeviceBuffer<Float>(ctx, count: max(1, Attention.decodeWorkspaceFloats(batch: workspaceRows, heads: c.numHeads, splits: 1, headDim: c.headDim)))
         attnCounters = try DeviceBuffer<UInt32>(ctx, count: maxBatch * c.numKVHeads)
         hostInts = try PinnedBuffer<Int32>(ctx, count: r + 2 * maxBatch)
         hostLogits = try PinnedBuffer<Float>(ctx, count: 16 * c.vocabSize)

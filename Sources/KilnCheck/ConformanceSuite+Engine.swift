@@ -323,6 +323,23 @@ extension ConformanceSuite {
         }
     }
 
+    /// What rope_qkv_cache does before rotating, on the CPU: + bias (rounded to bf16, as a bf16 Linear with bias), then
+    /// transformers' Qwen3RMSNorm on each q and k head: f32 statistics, normalized value rounded to bf16, times the bf16
+    /// weight (`qkNorm`: q's d weights, then k's), rounded again.
+    static func ropePrologueReference(_ qkv: inout [Float], rows: Int, ld: Int, hq: Int, hkv: Int, d: Int, bias: [Float]?, qkNorm normW: [Float]?,
+                                      eps: Float) {
+        if let bv = bias { for r in 0..<rows { for j in 0..<ld { qkv[r * ld + j] = roundTo([qkv[r * ld + j] + bv[j]], .bf16)[0] } } }
+        guard let normW else { return }
+        for r in 0..<rows {
+            for h in 0..<(hq + hkv) {
+                let off = r * ld + h * d, w = h < hq ? 0 : d
+                let ss = (0..<d).reduce(Float(0)) { $0 + qkv[off + $1] * qkv[off + $1] }
+                let scale = 1 / (ss / Float(d) + eps).squareRoot()
+                for i in 0..<d { qkv[off + i] = roundTo([roundTo([qkv[off + i] * scale], .bf16)[0] * normW[w + i]], .bf16)[0] }
+            }
+        }
+    }
+
     func checkRoPECache() {
         for pairing in RoPE.Pairing.allCases {
             // qkNorm: qwen3's per-head q/k RMSNorm (the rope_qkv_cache_qknorm kernel); d up to its 256 limit, odd head counts.
@@ -343,19 +360,8 @@ extension ConformanceSuite {
                                                              positions: dpos.address, invFreq: dinv.address,
                                                              kcache: dk.address, vcache: dv.address, rows: rows, tokensPerSeq: s, heads: hq, kvHeads: hkv,
                                                              headDim: d, ldqkv: ld, maxSeq: maxS, stream: stream)
-                    if bias { for r in 0..<rows { for j in 0..<ld { qkv[r * ld + j] = roundTo([qkv[r * ld + j] + bv[j]], .bf16)[0] } } }
-                    if qkNorm {
-                        // transformers' Qwen3RMSNorm on each q and k head: f32 statistics, normalized value rounded to bf16,
-                        // times the bf16 weight (q: the first d weights, k: the next d), rounded again.
-                        for r in 0..<rows {
-                            for h in 0..<(hq + hkv) {
-                                let off = r * ld + h * d, w = h < hq ? 0 : d
-                                let ss = (0..<d).reduce(Float(0)) { $0 + qkv[off + $1] * qkv[off + $1] }
-                                let scale = 1 / (ss / Float(d) + eps).squareRoot()
-                                for i in 0..<d { qkv[off + i] = roundTo([roundTo([qkv[off + i] * scale], .bf16)[0] * normW[w + i]], .bf16)[0] }
-                            }
-                        }
-                    }
+                    ConformanceSuite.ropePrologueReference(&qkv, rows: rows, ld: ld, hq: hq, hkv: hkv, d: d, bias: bias ? bv : nil,
+                                                           qkNorm: qkNorm ? normW : nil, eps: eps)
                     let rowPos = (0..<rows).map { pos[$0 / s] + Int32($0 % s) }
                     // q and k rotate like the rope kernel on [rows, hq + hkv heads]; v is copied.
                     let rotated = Reference.rope(qkv, positions: rowPos, invFreq: inv, tokens: rows, heads: hq + hkv, headDim: d,

@@ -49,15 +49,16 @@ public final class ConformanceSuite {
 
     public func runAll() {
         checkConvert(); checkEmbedding(); checkRMSNorm(); checkRoPE(); checkSiLUMul(); checkSoftmax(); checkSampling(); checkGraph()
-        runEngineChecks(); runFP8Checks(); runLUTChecks()
+        runEngineChecks(); runFP8Checks(); runLUTChecks(); runPagedChecks()
     }
 
     /// The families `kiln check --only` runs alone (a device session spent on one kernel family).
-    public static let families = ["fp8", "lut"]
+    public static let families = ["fp8", "lut", "paged"]
     public func run(family: String) throws {
         switch family {
         case "fp8": runFP8Checks()
         case "lut": runLUTChecks()
+        case "paged": runPagedChecks()
         default: throw KilnError("--only \(family.prefix(20)): expected one of \(ConformanceSuite.families.joined(separator: ", "))")
         }
     }

@@ -18,7 +18,9 @@ public enum Attention {
     /// X(D, GMAX, W, KT) of KILN_ATTN_DECODE_INSTANCES.
     public struct DecodeConfig: Hashable, Sendable, CustomStringConvertible {
         public var d, gmax, w, kt: Int
-        public var name: String { "kiln_attn_decode_d\(d)_g\(gmax)_w\(w)_kt\(kt)" }
+        /// Over the paged cache (block tables) instead of the static one.
+        public var paged = false
+        public var name: String { "kiln_attn_decode_\(paged ? "paged_" : "")d\(d)_g\(gmax)_w\(w)_kt\(kt)" }
         public var description: String { name }
     }
 
@@ -28,8 +30,13 @@ public enum Attention {
     public static let decodeConfigs: [DecodeConfig] = InstanceTable.rows(file: decodeFile, macro: "KILN_ATTN_DECODE_INSTANCES").compactMap { r in
         r.count == 4 ? DecodeConfig(d: r[0], gmax: r[1], w: r[2], kt: r[3]) : nil
     }
+    /// X(D, GMAX, W, KT) of KILN_ATTN_DECODE_PAGED_INSTANCES: the same kernel over the server's paged cache.
+    public static let pagedDecodeConfigs: [DecodeConfig] = InstanceTable.rows(file: decodeFile, macro: "KILN_ATTN_DECODE_PAGED_INSTANCES").compactMap { r in
+        r.count == 4 ? DecodeConfig(d: r[0], gmax: r[1], w: r[2], kt: r[3], paged: true) : nil
+    }
     public static var instances: [KernelInstance] {
-        prefillConfigs.map { KernelInstance(file, $0.name, hot: true) } + decodeConfigs.map { KernelInstance(decodeFile, $0.name, hot: true) }
+        prefillConfigs.map { KernelInstance(file, $0.name, hot: true) }
+            + (decodeConfigs + pagedDecodeConfigs).map { KernelInstance(decodeFile, $0.name, hot: true) }
     }
 
     /// Defaults: the best instances of the first device run (br128_bc64, kc32 for d=128 and kc64 for d=64;
@@ -42,9 +49,10 @@ public enum Attention {
         }
         return c
     }
-    public static func defaultDecode(headDim d: Int, group g: Int) throws -> DecodeConfig {
-        guard let c = decodeConfigs.filter({ $0.d == d && $0.gmax >= g && $0.w == 8 && $0.kt == 1 }).min(by: { $0.gmax < $1.gmax })
-                ?? decodeConfigs.filter({ $0.d == d && $0.gmax >= g }).min(by: { $0.gmax < $1.gmax }) else {
+    public static func defaultDecode(headDim d: Int, group g: Int, paged: Bool = false) throws -> DecodeConfig {
+        let configs = paged ? pagedDecodeConfigs : decodeConfigs
+        guard let c = configs.filter({ $0.d == d && $0.gmax >= g && $0.w == 8 && $0.kt == 1 }).min(by: { $0.gmax < $1.gmax })
+                ?? configs.filter({ $0.d == d && $0.gmax >= g }).min(by: { $0.gmax < $1.gmax }) else {
             throw KilnError("attention: no decode kernel for head dim \(d) with \(g) query heads per kv head")
         }
         return c
@@ -97,6 +105,11 @@ public enum Attention {
         static let offsets: [Int] = [\Params.q, \Params.k, \Params.v, \Params.o, \Params.ws, \Params.cnt, \Params.lens].map { MemoryLayout<Params>.offset(of: $0)! }
             + [\Params.hq, \Params.hkv, \Params.maxS, \Params.ldq, \Params.splits].map { MemoryLayout<Params>.offset(of: $0)! }
             + [MemoryLayout<Params>.offset(of: \Params.scale)!]
+        /// The paged instances' arguments: the static ones, then the block table, its row stride and the page size.
+        struct PagedParams { var decode: Params; var table: UInt64; var tableStride, page: Int32 }
+        static let pagedOffsets: [Int] = offsets + [\PagedParams.table, \PagedParams.tableStride, \PagedParams.page].map {
+            MemoryLayout<PagedParams>.offset(of: $0)!
+        }
         public let config: DecodeConfig
         let kernel: Kernel
         public init(_ library: KernelLibrary, config: DecodeConfig) throws {
@@ -116,6 +129,22 @@ public enum Attention {
                               fields: Params(q: q, k: k, v: v, o: o, ws: workspace, cnt: counters, lens: lens, hq: Int32(hq), hkv: Int32(hkv),
                                              maxS: Int32(maxS), ldq: Int32(ldq), splits: Int32(splits), scale: scale),
                               offsets: Decode.offsets)
+        }
+
+        /// Over the paged cache: k, v pools [blocks, Hkv, page, D]; key pos of sequence b is row pos % page of block
+        /// table[b·tableStride + pos / page] (int32 device buffer); page a multiple of 16. Otherwise as above.
+        public func paged(q: CUdeviceptr, k: CUdeviceptr, v: CUdeviceptr, o: CUdeviceptr, workspace: CUdeviceptr, counters: CUdeviceptr,
+                          lens: CUdeviceptr, table: CUdeviceptr, tableStride: Int, page: Int, batch: Int, heads hq: Int, kvHeads hkv: Int,
+                          ldq: Int, splits: Int, scale: Float, stream: GPUStream) throws {
+            guard config.paged, batch >= 1, hkv >= 1, hq % hkv == 0, hq / hkv <= config.gmax, splits >= 1,
+                  splits == 1 || (workspace != 0 && counters != 0), page >= 16, page % 16 == 0, tableStride >= 1 else {
+                throw KilnError("attention decode \(config.name): bad shape (B \(batch), Hq \(hq), Hkv \(hkv), splits \(splits), page \(page))")
+            }
+            let p = Params(q: q, k: k, v: v, o: o, ws: workspace, cnt: counters, lens: lens, hq: Int32(hq), hkv: Int32(hkv), maxS: 0,
+                           ldq: Int32(ldq), splits: Int32(splits), scale: scale)
+            try kernel.launch(grid: (splits, hkv, batch), block: (32 * config.w, 1, 1), stream: stream, pdl: stream.pdl,
+                              fields: PagedParams(decode: p, table: table, tableStride: Int32(tableStride), page: Int32(page)),
+                              offsets: Decode.pagedOffsets)
         }
     }
 }

@@ -31,7 +31,7 @@ public enum KernelCatalog {
         Copy.instances + Embedding.instances + RMSNorm.instances + RoPE.instances + SiLUMul.instances
             + Softmax.instances + Sampling.instances + Convert.instances
             + GemmSplitK.instances + GemmFP8.instances + GemmLUT.instances + GemmStream.instances + GemmSwapAB.instances + GemmHopper.instances + Attention.instances + AttentionHopper.instances
-            + RoPECache.instances + SwiGLU.instances + RandomInit.instances
+            + RoPECache.instances + SwiGLU.instances + RandomInit.instances + KVPages.instances
     }
     public static var files: [String] { Array(Set(all.map(\.file))).sorted() }
     public static func instances(in file: String) -> [KernelInstance] { all.filter { $0.file == file } }

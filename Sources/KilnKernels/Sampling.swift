@@ -65,6 +65,7 @@ public struct Sampling {
         var logits, params, state, out, logprobs, topIds, counts, recentCounts, recent, support: UInt64
         var logitsStride: Int64
         var rows, vocab, topLogprobs, recentCapacity: Int32
+        var rowSlots: UInt64
     }
 
     let argmaxKernel: Kernel, sampleKernel: Kernel
@@ -86,10 +87,13 @@ public struct Sampling {
     /// a CUDA graph: new settings are uploaded to `params` between replays.
     /// `logitsStride`: elements between rows (default vocab; 0 makes every row read row 0, for many draws of one row).
     /// `support`: int32 [rows, 2] or 0: the kept set's size and its lowest-ranked id (what `kiln check` compares).
+    /// `rowSlots`: int32 [rows] or 0: row r uses the settings (`params`) and state of slot rowSlots[r] (< state.rows), for
+    /// sequences that change rows between steps (the server); 0: row r uses slot r.
     public func sample(logits: CUdeviceptr, rows: Int, vocab: Int, params: CUdeviceptr, state: SamplingState, out: CUdeviceptr,
-                       logprobs: LogprobOutput? = nil, logitsStride: Int? = nil, support: CUdeviceptr = 0, stream: GPUStream) throws {
+                       logprobs: LogprobOutput? = nil, logitsStride: Int? = nil, support: CUdeviceptr = 0, rowSlots: CUdeviceptr = 0,
+                       stream: GPUStream) throws {
         guard rows > 0 else { return }
-        guard rows <= state.rows, vocab == state.vocab else {
+        guard rowSlots != 0 || rows <= state.rows, vocab == state.vocab else {
             throw KilnError("sampling \(rows) rows of vocabulary \(vocab) with a state made for \(state.rows) rows of \(state.vocab)")
         }
         if let lp = logprobs, !(0...Sampling.maxTopLogprobs).contains(lp.count) {
@@ -100,7 +104,7 @@ public struct Sampling {
                              counts: state.counts?.address ?? 0, recentCounts: state.recentCounts?.address ?? 0,
                              recent: state.recent?.address ?? 0, support: support, logitsStride: Int64(logitsStride ?? vocab),
                              rows: Int32(rows), vocab: Int32(vocab), topLogprobs: Int32(logprobs?.count ?? 0),
-                             recentCapacity: Int32(state.recentCapacity))
+                             recentCapacity: Int32(state.recentCapacity), rowSlots: rowSlots)
         try sampleKernel.launch(grid: (rows, 1, 1), block: (1024, 1, 1), stream: stream, p)
     }
 }

@@ -18,15 +18,19 @@ public struct LoadGenerator {
         public var promptTokens: ClosedRange<Int>
         public var outputTokens: ClosedRange<Int>
         public var seed: UInt64
+        /// Tokens every prompt starts with (the same for all: a system prompt), before its own `promptTokens`.
+        public var sharedPrefix: Int
         public init(url: String, model: String?, apiKey: String?, concurrency: Int, requests: Int, promptTokens: ClosedRange<Int>,
-                    outputTokens: ClosedRange<Int>, seed: UInt64) {
+                    outputTokens: ClosedRange<Int>, seed: UInt64, sharedPrefix: Int = 0) {
             self.url = url; self.model = model; self.apiKey = apiKey; self.concurrency = concurrency; self.requests = requests
-            self.promptTokens = promptTokens; self.outputTokens = outputTokens; self.seed = seed
+            self.promptTokens = promptTokens; self.outputTokens = outputTokens; self.seed = seed; self.sharedPrefix = sharedPrefix
         }
     }
 
     /// One request's timings.
     public struct Sample: Sendable {
+        /// Which request (0: the first sent).
+        public var request: Int
         public var timeToFirstToken: Double
         public var interTokenLatencies: [Double]
         public var outputTokens: Int
@@ -42,6 +46,9 @@ public struct LoadGenerator {
         public var requestsPerSecond: Double { seconds > 0 ? Double(completed) / seconds : 0 }
         public var outputTokensPerSecond: Double { seconds > 0 ? Double(samples.reduce(0) { $0 + $1.outputTokens }) / seconds : 0 }
         public var timeToFirstToken: [Double] { samples.map(\.timeToFirstToken) }
+        /// The first request's time to first token (the one that computes a shared prefix), and the others'.
+        public var firstRequestTTFT: Double? { samples.first { $0.request == 0 }?.timeToFirstToken }
+        public var laterTTFT: [Double] { samples.filter { $0.request != 0 }.map(\.timeToFirstToken) }
         public var interTokenLatency: [Double] { samples.flatMap(\.interTokenLatencies) }
 
         /// The p-th percentile (0…100) by nearest rank; 0 when empty.
@@ -59,12 +66,7 @@ public struct LoadGenerator {
     public func run() throws -> Report {
         let target = try HTTPTarget(url: options.url)
         let shared = Shared()
-        var rng = SplitMix(seed: options.seed)
-        // Every request's lengths and prompt are drawn up front, so a run is the same whatever the scheduling.
-        let plans: [(prompt: [Int], output: Int)] = (0..<options.requests).map { _ in
-            let p = rng.int(in: options.promptTokens), o = rng.int(in: options.outputTokens)
-            return ((0..<p).map { _ in rng.int(in: 100...999) }, o)
-        }
+        let plans = self.plans()
         let start = Date()
         let group = DispatchGroup()
         for _ in 0..<options.concurrency {
@@ -73,7 +75,9 @@ public struct LoadGenerator {
                 defer { group.leave() }
                 while let i = shared.take(below: plans.count) {
                     do {
-                        shared.record(try self.one(target, prompt: plans[i].prompt, maxTokens: plans[i].output))
+                        var sample = try self.one(target, prompt: plans[i].prompt, maxTokens: plans[i].output)
+                        sample.request = i
+                        shared.record(sample)
                     } catch {
                         shared.record(failure: "\(error)")
                     }
@@ -83,6 +87,17 @@ public struct LoadGenerator {
         }
         group.wait()
         return shared.report(seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Every request's prompt (token ids 100…999, valid in any vocabulary of a thousand or more) and output length, drawn
+    /// up front from the seed, so a run is the same whatever the scheduling.
+    public func plans() -> [(prompt: [Int], output: Int)] {
+        var rng = SplitMix(seed: options.seed)
+        let prefix = (0..<options.sharedPrefix).map { _ in rng.int(in: 100...999) }
+        return (0..<options.requests).map { _ in
+            let p = rng.int(in: options.promptTokens), o = rng.int(in: options.outputTokens)
+            return (prefix + (0..<p).map { _ in rng.int(in: 100...999) }, o)
+        }
     }
 
     /// The clients' shared state: the next request to send, and what came back.
@@ -125,7 +140,7 @@ public struct LoadGenerator {
         guard let first, case .int(let out)? = usage?["completion_tokens"], case .int(let inp)? = usage?["prompt_tokens"] else {
             throw LoadError(message: "a stream ended without tokens or usage")
         }
-        return Sample(timeToFirstToken: first.timeIntervalSince(sent), interTokenLatencies: gaps, outputTokens: out, promptTokens: inp)
+        return Sample(request: -1, timeToFirstToken: first.timeIntervalSince(sent), interTokenLatencies: gaps, outputTokens: out, promptTokens: inp)
     }
 }
 

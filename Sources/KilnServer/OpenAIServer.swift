@@ -37,7 +37,7 @@ public final class OpenAIServer: @unchecked Sendable {
     private var group: ServiceGroup?
     private var shutdownRequested = false
 
-    public init(engine: CPUServingEngine, model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
+    public init(engine: any ServingEngine, model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
         self.model = model; self.configuration = configuration; self.logger = logger
         metrics = ServerMetrics()
         loop = ServingLoop(engine: engine, metrics: metrics, logger: logger)

@@ -15,12 +15,12 @@ public enum LoopEvent: Sendable {
 /// A request handed to the loop: the handler keeps it to cancel the request.
 public struct Ticket: Hashable, Sendable { let value: UInt64 }
 
-/// Runs a `CPUServingEngine` on a thread of its own, step after step while there is work (iteration-level batching:
+/// Runs a `ServingEngine` (CPU or GPU) on a thread of its own, step after step while there is work (iteration-level batching:
 /// requests join and leave between steps), so model work never runs on the server's event loops or its tasks.
 /// Handlers talk to it only through `submit` and `cancel`, which queue commands under a lock; the loop applies them
 /// between steps and answers through continuations.
 public final class ServingLoop: @unchecked Sendable {
-    private let engine: CPUServingEngine
+    private let engine: any ServingEngine
     private let metrics: ServerMetrics?
     private let logger: Logger
     private let condition = NSCondition()
@@ -45,7 +45,7 @@ public final class ServingLoop: @unchecked Sendable {
         case cancelAll
     }
 
-    public init(engine: CPUServingEngine, metrics: ServerMetrics?, logger: Logger) {
+    public init(engine: any ServingEngine, metrics: ServerMetrics?, logger: Logger) {
         self.engine = engine; self.metrics = metrics; self.logger = logger
     }
 

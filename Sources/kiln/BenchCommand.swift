@@ -64,7 +64,9 @@ struct BenchCommand: ParsableCommand {
             return try BenchKernels.run(model: model, dummyWeights: dummyWeights ?? "llama3-8b", tuning: tuning.value,
                                         ms: try kernelMs.map { try TuneCommand.parseMs($0) })
         case .tokenizer: return try BenchTokenizer.run(model: model, file: file, repeats: r)
-        case .serve: return try serve.run(json: o == "json", model: model, threads: threads, verbose: verbose)
+        case .serve:
+            return try serve.run(json: o == "json", model: model, threads: threads, verbose: verbose,
+                                 gpu: dummyWeights != nil || (try DeviceChoice.resolve(device)) == "cuda", dummy: dummyWeights, tuning: tuning.value)
         case .model: break
         }
         let backend = try DeviceChoice.resolve(device)

@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import KilnEngine
 import KilnServer
+import KilnModels
+import KilnTokenizer
+import Logging
 
 /// `kiln bench serve`'s options (an option group of `kiln bench`).
 struct ServeBenchOptions: ParsableArguments {
@@ -15,6 +18,16 @@ struct ServeBenchOptions: ParsableArguments {
     @Option(name: .customLong("output-tokens"), help: "serve only: output length range in tokens, MIN-MAX or N.") var outputTokens = "32-128"
     @Option(name: .customLong("api-key"), help: "serve only: bearer key for the server.") var apiKey: String?
     @Option(name: .long, parsing: .unconditional, help: "serve only: seed of the random lengths and prompts.") var seed: UInt64 = 1
+    @Option(name: .customLong("shared-prefix"), parsing: .unconditional,
+            help: "serve only: tokens every prompt starts with (a common system prompt), before its own --prompt-tokens; the report adds the first request's TTFT and the others'.")
+    var sharedPrefix = 0
+    @Flag(name: .customLong("engine-only"),
+          help: "serve only, no --url: drive the serving engine directly (no HTTP, no tokenizer): what the engine sustains (with --device cuda, also --dummy-weights).")
+    var engineOnly = false
+    @Option(name: .customLong("max-sequences"), parsing: .unconditional, help: "serve only, in-process: sequences running at once (default: --concurrency).")
+    var maxSequences: Int?
+    @Option(name: .customLong("token-budget"), parsing: .unconditional, help: "serve only, in-process GPU: token rows per step (default 2048).")
+    var tokenBudget: Int?
 
     /// "A-B" or "N" as a range of at least 1.
     static func range(_ text: String, _ name: String) throws -> ClosedRange<Int> {
@@ -30,17 +43,55 @@ struct ServeBenchOptions: ParsableArguments {
         if let requests { try OptionCheck.atLeast(requests, "--requests", 1) }
         _ = try Self.range(promptTokens, "--prompt-tokens")
         _ = try Self.range(outputTokens, "--output-tokens")
+        try OptionCheck.atLeast(sharedPrefix, "--shared-prefix", 0)
+        if let maxSequences { try OptionCheck.range(maxSequences, "--max-sequences", 1...4096) }
+        if let tokenBudget { try OptionCheck.atLeast(tokenBudget, "--token-budget", 1) }
+        if engineOnly, url != nil { throw ValidationError("--engine-only drives an in-process engine; it does not take --url") }
+    }
+
+    var loadOptions: LoadGenerator.Options {
+        get throws {
+            LoadGenerator.Options(url: url ?? "", model: nil, apiKey: apiKey, concurrency: concurrency, requests: requests ?? 4 * concurrency,
+                                  promptTokens: try Self.range(promptTokens, "--prompt-tokens"),
+                                  outputTokens: try Self.range(outputTokens, "--output-tokens"), seed: seed, sharedPrefix: sharedPrefix)
+        }
+    }
+
+    /// The in-process engine: the GPU's (a checkpoint or --dummy-weights) or the CPU's.
+    func engine(model: String?, threads: Int?, logger: Logger, gpu: Bool, dummy: String?, tuning: GPURun.Tuning) throws
+        -> (engine: any ServingEngine, loaded: LoadedModel?) {
+        let sequences = maxSequences ?? concurrency
+        if gpu {
+            let e = try GPURun.servingEngine(path: model, dummy: dummy, shape: .init(sequences: sequences, context: context, tokenBudget: tokenBudget,
+                                                                                      kvBlocks: nil, maxWaiting: max(concurrency, 1)), tuning: tuning)
+            return (e, nil)
+        }
+        let loaded = try LoadedModel.load(path: model, threads: threads, device: "cpu", logger: logger)
+        let positions = EngineSession.contextSize(requested: context, model: loaded.model.config, logger: logger)
+        return (try CPUServingEngine(model: loaded.model, maxSequences: sequences, contextLength: positions, maxWaiting: concurrency), loaded)
     }
 
     /// Runs the load (against `url`, or an in-process server of `model` with one sequence per client) and prints the
     /// table (md) or one JSON object.
-    func run(json: Bool, model: String?, threads: Int?, verbose: Bool) throws {
+    func run(json: Bool, model: String?, threads: Int?, verbose: Bool, gpu: Bool = false, dummy: String? = nil,
+             tuning: GPURun.Tuning = GPURun.Tuning()) throws {
+        if engineOnly {
+            let (engine, _) = try self.engine(model: model, threads: threads, logger: makeLogger(verbose: verbose), gpu: gpu, dummy: dummy, tuning: tuning)
+            let options = try loadOptions
+            return try report(try LoadGenerator(options: options).run(engine: engine), options: options, target: "engine (\(engine.deviceDescription))",
+                              json: json)
+        }
         guard let url else {
+            guard dummy == nil else { throw ValidationError("--dummy-weights has no tokenizer for the HTTP server: add --engine-only") }
             let logger = makeLogger(verbose: verbose)
-            let loaded = try LoadedModel.load(path: model, threads: threads, device: "cpu", logger: logger)
-            let positions = EngineSession.contextSize(requested: context, model: loaded.model.config, logger: logger)
-            let engine = try CPUServingEngine(model: loaded.model, maxSequences: concurrency, contextLength: positions, maxWaiting: concurrency)
-            let served = try ServedModel(name: "bench", tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate, contextLength: positions)
+            let (engine, loaded) = try self.engine(model: model, threads: threads, logger: logger, gpu: gpu, dummy: nil, tuning: tuning)
+            let tokenizer: Tokenizer, template: String?
+            if let loaded { (tokenizer, template) = (loaded.tokenizer, loaded.chatTemplate) } else {
+                let path = try model ?? ModelStore.defaultModelPath()
+                (tokenizer, template) = try loadTokenizer(weights: try openModel(path: path), path: path)
+            }
+            let positions = engine.scheduler.config.contextLength
+            let served = try ServedModel(name: "bench", tokenizer: tokenizer, chatTemplate: template, contextLength: positions)
             let listening = DispatchSemaphore(value: 0), stopped = DispatchSemaphore(value: 0)
             let port = PortBox()
             var config = ServerConfiguration()
@@ -59,22 +110,27 @@ struct ServeBenchOptions: ParsableArguments {
             }
             return try local.run(json: json, model: model, threads: threads, verbose: verbose)
         }
-        let options = LoadGenerator.Options(url: url, model: nil, apiKey: apiKey, concurrency: concurrency, requests: requests ?? 4 * concurrency,
-                                            promptTokens: try Self.range(promptTokens, "--prompt-tokens"),
-                                            outputTokens: try Self.range(outputTokens, "--output-tokens"), seed: seed)
-        let r = try LoadGenerator(options: options).run()
-        if r.completed == 0 { throw ValidationError("no request completed against \(url): \(r.firstError ?? "unknown error")") }
+        let options = try loadOptions
+        try report(try LoadGenerator(options: options).run(), options: options, target: url, json: json)
+    }
+
+    /// Prints a load's results: a markdown table or one JSON object.
+    func report(_ r: LoadGenerator.Report, options: LoadGenerator.Options, target: String, json: Bool) throws {
+        if r.completed == 0 { throw ValidationError("no request completed against \(target): \(r.firstError ?? "unknown error")") }
         let p = LoadGenerator.Report.percentile
         let ttft = r.timeToFirstToken, itl = r.interTokenLatency
         if json {
-            let object: [String: Any] = [
-                "url": url, "concurrency": concurrency, "requests": options.requests, "completed": r.completed, "failed": r.failed,
+            var object: [String: Any] = [
+                "target": target, "concurrency": concurrency, "requests": options.requests, "completed": r.completed, "failed": r.failed,
+                "shared_prefix_tokens": sharedPrefix,
                 "prompt_tokens": [options.promptTokens.lowerBound, options.promptTokens.upperBound],
                 "output_tokens": [options.outputTokens.lowerBound, options.outputTokens.upperBound],
                 "seconds": r.seconds, "requests_per_second": r.requestsPerSecond, "output_tokens_per_second": r.outputTokensPerSecond,
                 "ttft_ms": ["p50": p(ttft, 50) * 1000, "p90": p(ttft, 90) * 1000, "p99": p(ttft, 99) * 1000],
                 "itl_ms": ["p50": p(itl, 50) * 1000, "p90": p(itl, 90) * 1000, "p99": p(itl, 99) * 1000],
             ]
+            if let first = r.firstRequestTTFT { object["ttft_first_request_ms"] = first * 1000 }
+            if !r.laterTTFT.isEmpty { object["ttft_later_requests_p50_ms"] = p(r.laterTTFT, 50) * 1000 }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
@@ -82,6 +138,10 @@ struct ServeBenchOptions: ParsableArguments {
             print("| concurrency | requests | failed | req/s | output tok/s | TTFT p50/p90/p99 ms | ITL p50/p90/p99 ms |")
             print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             print("| \(concurrency) | \(r.completed) | \(r.failed) | \(String(format: "%.2f", r.requestsPerSecond)) | \(String(format: "%.1f", r.outputTokensPerSecond)) | \(ms(p(ttft, 50))) / \(ms(p(ttft, 90))) / \(ms(p(ttft, 99))) | \(ms(p(itl, 50))) / \(ms(p(itl, 90))) / \(ms(p(itl, 99))) |")
+            if sharedPrefix > 0, let first = r.firstRequestTTFT, !r.laterTTFT.isEmpty {
+                let later = p(r.laterTTFT, 50)
+                print("shared prefix of \(sharedPrefix) tokens: TTFT of the first request \(ms(first)) ms, the others' p50 \(ms(later)) ms (\(String(format: "%.2f", later / first))×)")
+            }
         }
         if let e = r.firstError { FileHandle.standardError.write("first error: \(e)\n".data(using: .utf8)!) }
     }

@@ -27,4 +27,22 @@ final class LoadGeneratorTests: XCTestCase {
         XCTAssertEqual(xs, (0..<200).map { _ in b.int(in: 3...9) })
         XCTAssertEqual(Set(xs), Set(3...9), "every length of the range is drawn")
     }
+
+    func testASharedPrefixStartsEveryPromptAndLengthsAreBeyondIt() {
+        let o = LoadGenerator.Options(url: "", model: nil, apiKey: nil, concurrency: 2, requests: 6, promptTokens: 3...5, outputTokens: 2...2,
+                                      seed: 9, sharedPrefix: 40)
+        let plans = LoadGenerator(options: o).plans()
+        XCTAssertEqual(plans.count, 6)
+        let prefix = Array(plans[0].prompt.prefix(40))
+        for p in plans {
+            XCTAssertEqual(Array(p.prompt.prefix(40)), prefix)
+            XCTAssertTrue((43...45).contains(p.prompt.count), "\(p.prompt.count)")
+            XCTAssertTrue(p.prompt.allSatisfy { (100...999).contains($0) })
+        }
+        XCTAssertGreaterThan(Set(plans.map { Array($0.prompt.dropFirst(40)) }).count, 1, "each request has its own suffix")
+        var none = o
+        none.sharedPrefix = 0
+        XCTAssertTrue(LoadGenerator(options: none).plans().allSatisfy { (3...5).contains($0.prompt.count) })
+    }
 }
+

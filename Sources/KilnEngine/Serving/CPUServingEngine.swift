@@ -10,7 +10,7 @@ import KilnCPU
 /// those blocks in its table and prefills only the rest. Only full blocks are shared and a sequence only writes
 /// positions from its first uncached one, so a shared block is never written (no copy-on-write); the scheduler caches
 /// at most `prompt - 1` positions, so every request computes at least its last prompt token's logits.
-public final class CPUServingEngine {
+public final class CPUServingEngine: ServingEngine {
     public let model: CPUModel
     public let scheduler: Scheduler
     /// The keys and values of every block of the scheduler's pool.
@@ -46,6 +46,8 @@ public final class CPUServingEngine {
 
     /// Queues a request with its sampling settings. `logprobs`: report each sampled token's log-probability and its
     /// `logprobs` most likely alternatives (at most `TokenLogprobs.maxTop`) in `stepLogprobs`; nil reports none.
+    public var deviceDescription: String { "the CPU" }
+
     public func submit(_ request: GenerationRequest, sampling: SamplingOptions = .greedy, logprobs: Int? = nil) -> EnqueueResult {
         if let logprobs, !(0...TokenLogprobs.maxTop).contains(logprobs) {
             return .rejected("log-probability alternatives must be 0…\(TokenLogprobs.maxTop), got \(logprobs)")
@@ -58,16 +60,6 @@ public final class CPUServingEngine {
         }
         return result
     }
-
-    /// Cancels every waiting and running request (a server shutting down); they end at the next step.
-    public func cancelAll() {
-        for id in scheduler.waitingIDs + scheduler.runningIDs { scheduler.cancel(id) }
-    }
-
-    @discardableResult
-    public func cancel(_ id: RequestID) -> Bool { scheduler.cancel(id) }
-
-    public var hasWork: Bool { scheduler.hasWork }
 
     /// Plans and runs one forward pass; returns its sampled tokens and finished requests.
     public func step() throws -> [SchedulerEvent] {
@@ -98,11 +90,6 @@ public final class CPUServingEngine {
         forget(done)
         events += done
         return events
-    }
-
-    /// Steps until every request has finished, handing each event to `onEvent` as it happens.
-    public func runUntilIdle(_ onEvent: (SchedulerEvent) -> Void = { _ in }) throws {
-        while hasWork { for e in try step() { onEvent(e) } }
     }
 
     private func forget(_ events: [SchedulerEvent]) {

@@ -44,6 +44,11 @@
 //            (max·log2e·scale, sum) pairs [B][Hq][numSplits][2]. Size: KILN_ATTN_DECODE_WS_FLOATS.
 //    Launches that may run concurrently must not share ws/cnt.
 //
+// Paged: kiln_attn_decode_paged_d{D}_g{GMAX}_w{W}_kt{KT}(..., const int* table, int tableStride, int page)
+//    The same kernel over the server's paged cache: K, V [blocks, Hkv, page, D]; key pos of sequence b is row
+//    pos % page of block table[b·tableStride + pos / page]; maxS is unused. page % 16 == 0, so a 16-key tile
+//    never straddles two blocks: one table read per tile.
+//
 // Instance table: KILN_ATTN_DECODE_INSTANCES(X) with X(D, GMAX, W, KT), right below; the split count is a
 // launch parameter. Every instance is checked by bench/attention/harness.cu and `kiln check`.
 // ------------------------------------------------------------------------------------------------
@@ -52,20 +57,30 @@
 #define KILN_ATTN_DECODE_INSTANCES(X) \
     X(128, 4, 4, 1) X(128, 4, 4, 2) X(128, 4, 8, 1) X(128, 4, 8, 2) X(128, 8, 8, 1) \
     X(64, 4, 4, 2) X(64, 4, 8, 1) X(64, 8, 8, 1)
+// The paged cache's instances: the static defaults' configurations (Attention.defaultDecode).
+#define KILN_ATTN_DECODE_PAGED_INSTANCES(X) \
+    X(128, 4, 8, 1) X(128, 8, 8, 1) X(64, 4, 8, 1) X(64, 8, 8, 1)
 
 #define KILN_ATTN_DECODE_NAME(D, G, W, KT) kiln_attn_decode_d##D##_g##G##_w##W##_kt##KT
+#define KILN_ATTN_DECODE_PAGED_NAME(D, G, W, KT) kiln_attn_decode_paged_d##D##_g##G##_w##W##_kt##KT
 #define KILN_ATTN_DECODE_WS_FLOATS(B, Hq, numSplits, D) ((long long)(B) * (Hq) * (numSplits) * ((D) + 2))
 
 #include "attention_util.cuh"
 
 namespace kiln_attn {
 
-template <int D, int GMAX, int W, int KT>
+// The paged cache's block tables (PAGED instances only).
+struct KVTable {
+    const int* __restrict__ table;   // [B, stride] block ids
+    int stride, page;
+};
+
+template <int D, int GMAX, int W, int KT, bool PAGED = false>
 __device__ __forceinline__ void attn_decode(const kiln::bf16* __restrict__ q, const kiln::bf16* __restrict__ k,
                                             const kiln::bf16* __restrict__ v, kiln::bf16* __restrict__ o,
                                             float* __restrict__ ws, unsigned* __restrict__ cnt,
                                             const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq,
-                                            int numSplits, float scale) {
+                                            int numSplits, float scale, KVTable pages = {nullptr, 0, 16}) {
     constexpr int NS = D / 32;       // 32-d steps (two mmas each)
     constexpr int LPR = D / 8;       // lanes per V row (16 bytes each)
     constexpr int RPW = 32 / LPR;    // V rows per warp load
@@ -101,7 +116,7 @@ __device__ __forceinline__ void attn_decode(const kiln::bf16* __restrict__ q, co
             else qf[s].x = qf[s].y = qf[s].z = qf[s].w = 0u;
         }
     }
-    const long long kvoff = (long long)(b * Hkv + kvh) * maxS * D;
+    const long long kvoff = PAGED ? 0 : (long long)(b * Hkv + kvh) * maxS * D;
     const kiln::bf16* kbase = k + kvoff;
     const kiln::bf16* vbase = v + kvoff;
     const int vr = lane / LPR, vc = lane % LPR;
@@ -120,17 +135,26 @@ __device__ __forceinline__ void attn_decode(const kiln::bf16* __restrict__ q, co
         for (int u = 0; u < KT; ++u) {
             const int base = base0 + u * 16;
             const int r0 = base + g, r1 = base + g + 8;
+            // Key r of this tile is at kt + (r − t0)·D (and likewise in V): the sequence's rows, or the tile's block.
+            const kiln::bf16* kt = kbase;
+            const kiln::bf16* vt = vbase;
+            int t0 = 0;
+            if constexpr (PAGED) {
+                const int block = base < end ? pages.table[(long long)b * pages.stride + base / pages.page] : 0;
+                const long long off = (((long long)block * Hkv + kvh) * pages.page + base % pages.page) * D;
+                kt = k + off; vt = v + off; t0 = base;
+            }
 #pragma unroll
             for (int s = 0; s < NS; ++s) {
-                if (r0 < end) ka[u][s] = ld_stream(kbase + (long long)r0 * D + s * 32 + 8 * t);
+                if (r0 < end) ka[u][s] = ld_stream(kt + (long long)(r0 - t0) * D + s * 32 + 8 * t);
                 else ka[u][s].x = ka[u][s].y = ka[u][s].z = ka[u][s].w = 0u;
-                if (r1 < end) kb8[u][s] = ld_stream(kbase + (long long)r1 * D + s * 32 + 8 * t);
+                if (r1 < end) kb8[u][s] = ld_stream(kt + (long long)(r1 - t0) * D + s * 32 + 8 * t);
                 else kb8[u][s].x = kb8[u][s].y = kb8[u][s].z = kb8[u][s].w = 0u;
             }
 #pragma unroll
             for (int jj = 0; jj < KPL; ++jj) {
                 const int key = base + vr + RPW * jj;
-                if (key < end) vv[u][jj] = ld_stream(vbase + (long long)key * D + vc * 8);
+                if (key < end) vv[u][jj] = ld_stream(vt + (long long)(key - t0) * D + vc * 8);
                 else vv[u][jj].x = vv[u][jj].y = vv[u][jj].z = vv[u][jj].w = 0u;
             }
         }
@@ -296,3 +320,16 @@ __device__ __forceinline__ void attn_decode(const kiln::bf16* __restrict__ q, co
     }
 
 KILN_ATTN_DECODE_INSTANCES(KILN_ATTN_DECODE_DEFINE)
+
+#define KILN_ATTN_DECODE_PAGED_DEFINE(D, G, W, KT)                                                         \
+    extern "C" __global__ void __launch_bounds__(32 * W) KILN_ATTN_DECODE_PAGED_NAME(D, G, W, KT)(         \
+        const kiln::bf16* __restrict__ q, const kiln::bf16* __restrict__ k, const kiln::bf16* __restrict__ v,  \
+        kiln::bf16* __restrict__ o, float* __restrict__ ws, unsigned* __restrict__ cnt,                     \
+        const int* __restrict__ lens, int Hq, int Hkv, int maxS, int ldq, int numSplits, float scale,       \
+        const int* __restrict__ table, int tableStride, int page) {                                         \
+        kiln_attn::pdl_wait_then_trigger();                                                                 \
+        kiln_attn::attn_decode<D, G, W, KT, true>(q, k, v, o, ws, cnt, lens, Hq, Hkv, maxS, ldq, numSplits, scale, \
+                                                  kiln_attn::KVTable{table, tableStride, page});            \
+    }
+
+KILN_ATTN_DECODE_PAGED_INSTANCES(KILN_ATTN_DECODE_PAGED_DEFINE)

@@ -12,6 +12,10 @@
 // Row r belongs to sequence seq = seqOffset + r / tokensPerSeq at absolute position
 //   pos = positions[seq] + r % tokensPerSeq      (positions: int32 [B] on the device, so a
 //   captured decode graph reads the current position at replay time).
+// The paged variants (`_paged`, the server's cache) take each row's place from the device instead:
+//   seq = row_seq[r] (the row's sequence in this step's batch), pos = row_pos[r], and write into a pool of blocks
+//   kcache, vcache [blocks, Hkv, page, D] through the sequence's block table: position pos of sequence seq is
+//   row pos % page of block table[seq · table_stride + pos / page].
 // Angles: pos · invFreq[i] in f32 with accurate sincosf (long contexts make angles large).
 #include "kiln.cuh"
 
@@ -22,10 +26,41 @@ struct RoPECacheParams {
     int rows, tokens_per_seq, seq_offset, hq, hkv, head_dim, ldqkv, max_seq;
 };
 
+// The paged cache's addressing (the server's; KVPages.swift).
+struct KVPaging {
+    u64 row_seq, row_pos;   // int32 [rows]: each row's sequence (index into the table) and position
+    u64 table;              // int32 [sequences, table_stride]: block ids
+    int table_stride, page;
+};
+
+// Where the rows of the static cache go: sequence and position from the launch shape, rows [B, Hkv, maxS, D].
+struct StaticPlace {
+    const RoPECacheParams& p;
+    __device__ __forceinline__ void locate(int r, int& seq, int& pos) const {
+        seq = p.seq_offset + r / p.tokens_per_seq;
+        pos = ((const int*)p.positions)[seq] + r % p.tokens_per_seq;
+    }
+    __device__ __forceinline__ bf16* cache_row(u64 cache, int seq, int kvh, int pos) const {
+        return (bf16*)cache + (((long long)seq * p.hkv + kvh) * p.max_seq + pos) * p.head_dim;
+    }
+};
+
+// Where the rows of the paged cache go: sequence and position per row from the device, blocks through the table.
+struct PagedPlace {
+    const RoPECacheParams& p;
+    const KVPaging& g;
+    __device__ __forceinline__ void locate(int r, int& seq, int& pos) const {
+        seq = ((const int*)g.row_seq)[r];
+        pos = ((const int*)g.row_pos)[r];
+    }
+    __device__ __forceinline__ bf16* cache_row(u64 cache, int seq, int kvh, int pos) const {
+        const int block = ((const int*)g.table)[(long long)seq * g.table_stride + pos / g.page];
+        return (bf16*)cache + (((long long)block * p.hkv + kvh) * g.page + pos % g.page) * p.head_dim;
+    }
+};
+
 // One thread per (row, head of q|k|v, rotation pair). PAIRING 0: (2i, 2i+1); 1: (i, i + D/2).
-template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoPECacheParams p) {
-    pdl_wait();      // PDL (kiln.cuh): nothing is read before the previous kernel is done; then the next may launch
-    pdl_trigger();
+template <int PAIRING, class Place> __device__ __forceinline__ void rope_rows(const RoPECacheParams& p, const Place& place) {
     const int half = p.head_dim / 2;
     const int heads = p.hq + 2 * p.hkv;
     const long long total = (long long)p.rows * heads * half;
@@ -34,8 +69,8 @@ template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoP
     const int i = (int)(idx % half);
     const int h = (int)((idx / half) % heads);
     const int r = (int)(idx / ((long long)half * heads));
-    const int seq = p.seq_offset + r / p.tokens_per_seq;
-    const int pos = ((const int*)p.positions)[seq] + r % p.tokens_per_seq;
+    int seq, pos;
+    place.locate(r, seq, pos);
     const int e0 = PAIRING == 0 ? 2 * i : i;
     const int e1 = PAIRING == 0 ? 2 * i + 1 : i + half;
     const long long col = (long long)h * p.head_dim;
@@ -58,9 +93,26 @@ template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoP
         return;
     }
     const int kvh = h < p.hq + p.hkv ? h - p.hq : h - p.hq - p.hkv;
-    bf16* cache = (bf16*)(h < p.hq + p.hkv ? p.kcache : p.vcache) + (((long long)seq * p.hkv + kvh) * p.max_seq + pos) * p.head_dim;
+    bf16* cache = place.cache_row(h < p.hq + p.hkv ? p.kcache : p.vcache, seq, kvh, pos);
     cache[e0] = from_float<bf16>(x0);
     cache[e1] = from_float<bf16>(x1);
+}
+
+template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache(RoPECacheParams p) {
+    pdl_wait();      // PDL (kiln.cuh): nothing is read before the previous kernel is done; then the next may launch
+    pdl_trigger();
+    rope_rows<PAIRING>(p, StaticPlace{p});
+}
+
+struct RoPECachePagedParams {
+    RoPECacheParams rope;
+    KVPaging paging;
+};
+
+template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_paged(RoPECachePagedParams p) {
+    pdl_wait();
+    pdl_trigger();
+    rope_rows<PAIRING>(p.rope, PagedPlace{p.rope, p.paging});
 }
 
 // The qwen3 variant: q and k heads are RMS-normalized over head_dim with their [head_dim] weight before the
@@ -73,9 +125,8 @@ struct RoPECacheQKNormParams {
     float eps;
 };
 
-template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_qknorm(RoPECacheQKNormParams params) {
-    pdl_wait();
-    pdl_trigger();
+template <int PAIRING, class Place>
+__device__ __forceinline__ void rope_rows_qknorm(const RoPECacheQKNormParams& params, const Place& place) {
     const RoPECacheParams& p = params.rope;
     const int half = p.head_dim / 2;
     const int heads = p.hq + 2 * p.hkv;
@@ -84,8 +135,8 @@ template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_qkn
     if (warp >= (long long)p.rows * heads) return;   // uniform per warp
     const int h = (int)(warp % heads);
     const int r = (int)(warp / heads);
-    const int seq = p.seq_offset + r / p.tokens_per_seq;
-    const int pos = ((const int*)p.positions)[seq] + r % p.tokens_per_seq;
+    int seq, pos;
+    place.locate(r, seq, pos);
     const long long col = (long long)h * p.head_dim;
     bf16* row = (bf16*)p.qkv + (long long)r * p.ldqkv;
     float x0[4], x1[4], ss = 0.f;
@@ -122,8 +173,7 @@ template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_qkn
         }
     }
     const int kvh = h < p.hq + p.hkv ? h - p.hq : h - p.hq - p.hkv;
-    bf16* dst = is_q ? row + col
-                     : (bf16*)(is_k ? p.kcache : p.vcache) + (((long long)seq * p.hkv + kvh) * p.max_seq + pos) * p.head_dim;
+    bf16* dst = is_q ? row + col : place.cache_row(is_k ? p.kcache : p.vcache, seq, kvh, pos);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
         const int i = lane + 32 * j;
@@ -133,6 +183,23 @@ template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_qkn
             dst[e1] = from_float<bf16>(x1[j]);
         }
     }
+}
+
+template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_qknorm(RoPECacheQKNormParams params) {
+    pdl_wait();
+    pdl_trigger();
+    rope_rows_qknorm<PAIRING>(params, StaticPlace{params.rope});
+}
+
+struct RoPECacheQKNormPagedParams {
+    RoPECacheQKNormParams qk;
+    KVPaging paging;
+};
+
+template <int PAIRING> __global__ void __launch_bounds__(256) rope_qkv_cache_qknorm_paged(RoPECacheQKNormPagedParams p) {
+    pdl_wait();
+    pdl_trigger();
+    rope_rows_qknorm<PAIRING>(p.qk, PagedPlace{p.qk.rope, p.paging});
 }
 
 struct AdvanceParams {

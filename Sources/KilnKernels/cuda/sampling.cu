@@ -4,6 +4,7 @@
 //
 // sample: one 1024-thread block per row, each row with its own settings (SampleRowParams, filled from
 // SamplingOptions), applying the CPU Sampler's steps (KilnCore/Sampler.swift) in its order:
+// Settings and state are per slot (`row_slots`, default the row itself), logits and outputs per row.
 //   0. penalties, when the row has them and the state buffers are given: repetition over the row's recent-token
 //      window (positive ÷ p, negative × p), then presence/frequency over its generated-token counts; NaN is −∞;
 //   1. temperature <= 0: the (penalized) argmax, ties to the lowest id;
@@ -92,6 +93,8 @@ struct SampleParams {
     u64 support;         // int32 [rows, 2] or 0: the kept set's size and its lowest-ranked id (kiln check)
     long long logits_stride;
     int rows, vocab, top_logprobs, recent_capacity;
+    u64 row_slots;       // int32 [rows] or 0: row r's settings, state and penalty rows are those of slot row_slots[r]
+                         // (the server's sequences move between rows from step to step); 0: slot r
 };
 
 constexpr int SAMPLE_THREADS = 1024;
@@ -363,8 +366,9 @@ __device__ Cut select_mass(const Row& row, float m, float scale, Cut limit, u64 
 __global__ void __launch_bounds__(SAMPLE_THREADS) sample(SampleParams p) {
     __shared__ SampleShared sh;
     const int r = blockIdx.x, tid = threadIdx.x;
-    const SampleRowParams rp = ((const SampleRowParams*)p.params)[r];
-    SampleRowState* state = (SampleRowState*)p.state + r;
+    const int slot = p.row_slots ? ((const int*)p.row_slots)[r] : r;
+    const SampleRowParams rp = ((const SampleRowParams*)p.params)[slot];
+    SampleRowState* state = (SampleRowState*)p.state + slot;
     const u64 step = state->step;
 
     Row row;
@@ -372,8 +376,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample(SampleParams p) {
     row.n = p.vocab;
     const bool repetition = p.recent_counts && rp.repeat_penalty != 1.f && rp.repeat_last_n != 0;
     const bool presence = p.counts && (rp.presence_penalty != 0.f || rp.frequency_penalty != 0.f);
-    row.recent_counts = repetition ? (const int*)p.recent_counts + (long long)r * p.vocab : nullptr;
-    row.counts = presence ? (const int*)p.counts + (long long)r * p.vocab : nullptr;
+    row.recent_counts = repetition ? (const int*)p.recent_counts + (long long)slot * p.vocab : nullptr;
+    row.counts = presence ? (const int*)p.counts + (long long)slot * p.vocab : nullptr;
     row.repeat = rp.repeat_penalty;
     row.presence = rp.presence_penalty;
     row.frequency = rp.frequency_penalty;
@@ -472,12 +476,12 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample(SampleParams p) {
             ((int*)p.support)[2 * r] = kept;
             ((int*)p.support)[2 * r + 1] = last;
         }
-        if (p.counts) ((int*)p.counts)[(long long)r * p.vocab + chosen] += 1;
+        if (p.counts) ((int*)p.counts)[(long long)slot * p.vocab + chosen] += 1;
         if (p.recent_counts && rp.repeat_last_n != 0) {
-            int* window = (int*)p.recent_counts + (long long)r * p.vocab;
+            int* window = (int*)p.recent_counts + (long long)slot * p.vocab;
             const int n = min(rp.repeat_last_n, p.recent_capacity);
             if (rp.repeat_last_n > 0 && p.recent && n > 0) {
-                int* ring = (int*)p.recent + (long long)r * p.recent_capacity;
+                int* ring = (int*)p.recent + (long long)slot * p.recent_capacity;
                 int pos = state->recent_pos;
                 if (pos < 0 || pos >= n) pos = 0;
                 const int old = ring[pos];

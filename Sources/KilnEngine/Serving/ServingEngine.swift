@@ -1,0 +1,35 @@
+import KilnCore
+
+/// What the server's loop drives, one engine per backend: requests in, one `step()` at a time (a forward pass over every
+/// scheduled sequence: decode rows and prompt chunks together), events out. `CPUServingEngine` and `GPUServingEngine`.
+public protocol ServingEngine: AnyObject {
+    var scheduler: Scheduler { get }
+    /// Queues a request with its sampling settings; `logprobs`: report each sampled token's log-probability and that
+    /// many alternatives (at most `TokenLogprobs.maxTop`) in `stepLogprobs`.
+    func submit(_ request: GenerationRequest, sampling: SamplingOptions, logprobs: Int?) -> EnqueueResult
+    @discardableResult func cancel(_ id: RequestID) -> Bool
+    /// Cancels every waiting and running request (a server shutting down); they end at the next step.
+    func cancelAll()
+    var hasWork: Bool { get }
+    /// Plans and runs one forward pass; returns its sampled tokens and finished requests.
+    func step() throws -> [SchedulerEvent]
+    /// The log-probabilities of the tokens the last `step()` sampled, for the requests that asked for them.
+    var stepLogprobs: [RequestID: TokenLogprobs] { get }
+    /// Prompt and generated rows run through the model so far (cached prefixes are not run).
+    var computedRows: Int { get }
+    /// Where it runs, for logs ("the CPU", "NVIDIA H200").
+    var deviceDescription: String { get }
+}
+
+extension ServingEngine {
+    public func cancelAll() {
+        for id in scheduler.waitingIDs + scheduler.runningIDs { scheduler.cancel(id) }
+    }
+    @discardableResult public func cancel(_ id: RequestID) -> Bool { scheduler.cancel(id) }
+    public var hasWork: Bool { scheduler.hasWork }
+
+    /// Steps until every request has finished, handing each event to `onEvent` as it happens.
+    public func runUntilIdle(_ onEvent: (SchedulerEvent) -> Void = { _ in }) throws {
+        while hasWork { for e in try step() { onEvent(e) } }
+    }
+}
