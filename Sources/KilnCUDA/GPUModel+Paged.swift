@@ -188,7 +188,7 @@ extension GPUModel {
         } else {
             try enqueuePaged(step, selection: selection)
         }
-        try stream.copy(from: ids.address, to: UnsafeMutableRawPointer(hostInts.pointer), bytes: 4 * logits)
+        if logits > 0 { try stream.copy(from: ids.address, to: UnsafeMutableRawPointer(hostInts.pointer), bytes: 4 * logits) }
         try stream.synchronize()
         return (0..<step.logitRows).map { hostInts[$0] }
     }
