@@ -175,8 +175,8 @@ extension GPUModel {
         try upload(paged.tableAt, n * stride, to: paged.table.address)
 
         let logits = step.logitRows + padding
-        if step.chunks.isEmpty {
-            let key = PagedGraphKey(bucket: bucket, selection: selection)
+        let key = PagedGraphKey(bucket: bucket, selection: selection)
+        if step.chunks.isEmpty, pagedGraphs[key] != nil || pagedWarm.contains(key) {
             let graph: GraphExec
             if let g = pagedGraphs[key] { graph = g } else {
                 graph = try Graph.capture(on: stream) {
@@ -185,6 +185,10 @@ extension GPUModel {
                 pagedGraphs[key] = graph
             }
             try graph.launch(on: stream)
+        } else if step.chunks.isEmpty {
+            // A bucket's first step runs eagerly: every kernel it needs is loaded (and configured) outside a capture.
+            try enqueuePaged(PagedStep(decodeRows: bucket, chunks: [], logitRows: bucket), selection: selection)
+            pagedWarm.insert(key)
         } else {
             try enqueuePaged(step, selection: selection)
         }

@@ -101,6 +101,8 @@ public final class GPUModel {
     struct GraphKey: Hashable { var batch: Int; var sampled: Bool }
     /// The paged cache's decode graphs per (batch bucket, selection).
     var pagedGraphs: [PagedGraphKey: GraphExec] = [:]
+    /// Buckets whose first step ran eagerly (their kernels loaded): the next one is captured.
+    var pagedWarm: Set<PagedGraphKey> = []
     /// Device sampling (GPUModel+Sampling.swift): per-sequence settings, random streams and penalty state.
     let samplingParams: DeviceBuffer<Sampling.RowParams>   // [maxBatch]
     var samplingState: SamplingState
