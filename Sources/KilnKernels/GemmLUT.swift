@@ -1,3 +1,4 @@
+import Dispatch
 import KilnCore
 import KilnGPU
 
@@ -124,16 +125,21 @@ public struct GemmLUT {
             }
             return out
         }
-        // The places of one 16 × 64 record, then every code of the matrix.
+        // The places of one 16 × 64 record, then every code of the matrix, one 16-row tile per task (tiles write
+        // disjoint records; a bit at a time is ~N·K operations, so a 70B model's load wants the cores).
         let places = (0..<(16 * 64)).map { lowBitPlace(bits: bits, row: $0 / 64, col: $0 % 64) }
-        out.withUnsafeMutableBufferPointer { dst in
-            for r in 0..<rows {
-                let src = sourceRow(r), tileBase = (r / 16) * layout.chunks, rr = r % 16
-                for k in 0..<cols {
-                    let c = LUTCodes.code(src, k, bits: bits), p = places[rr * 64 + k % 64]
-                    let base = (tileBase + k / 64) * layout.chunkBytes
-                    dst[base + p.lowByte] |= UInt8(c & 3) << UInt8(p.lowShift)
-                    if bits == 3 { dst[base + p.highByte] |= UInt8(c >> 2) << UInt8(p.highShift) }
+        let starts = (0..<rows).map(sourceRow)
+        out.withUnsafeMutableBufferPointer { buffer in
+            let dst = buffer.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: layout.tiles) { tile in
+                for r in (16 * tile)..<min(rows, 16 * tile + 16) {
+                    let src = starts[r], tileBase = tile * layout.chunks, rr = r % 16
+                    for k in 0..<cols {
+                        let c = LUTCodes.code(src, k, bits: bits), p = places[rr * 64 + k % 64]
+                        let base = (tileBase + k / 64) * layout.chunkBytes
+                        dst[base + p.lowByte] |= UInt8(c & 3) << UInt8(p.lowShift)
+                        if bits == 3 { dst[base + p.highByte] |= UInt8(c >> 2) << UInt8(p.highShift) }
+                    }
                 }
             }
         }
