@@ -9,9 +9,9 @@ public enum GPUMatrix {
     /// FP8 e4m3 `[rows, cols]` read by gemm_fp8.cu, with scale_inv per 8-row group and 128-column block
     /// (`scale8` `[ceil(rows/8), ceil(cols/128)]`, `GemmFP8.expandScales`).
     case fp8(codes: DeviceBuffer<UInt8>, scale8: DeviceBuffer<Float>)
-    /// 4-bit lookup-table `[rows, cols]` read by gemm_lut.cu in its device layout (`GemmLUT.DeviceLayout`): codes
-    /// restructured into fragment order, bf16 scale (and offset) pairs per 16-row tile and group, and the one table
-    /// of 16 f32 values every row of the matrix shares.
+    /// 4-, 3- or 2-bit lookup-table `[rows, cols]` read by gemm_lut.cu in its device layout (`GemmLUT.DeviceLayout`):
+    /// codes restructured into fragment order, bf16 scale (and offset) pairs per 16-row tile and group, and the one
+    /// table of 2^bits f32 values every row of the matrix shares.
     case lut(LUTMatrix)
 
     public struct LUTMatrix {
@@ -20,7 +20,7 @@ public enum GPUMatrix {
         public let codes: DeviceBuffer<UInt8>       // [DeviceLayout.codeBytes]
         public let scales: DeviceBuffer<UInt32>     // [DeviceLayout.scaleWords] bf16 pairs
         public let offsets: DeviceBuffer<UInt32>?   // [DeviceLayout.scaleWords] bf16 pairs, affine only
-        public let table: DeviceBuffer<Float>       // [16]
+        public let table: DeviceBuffer<Float>       // [2^bits]
         public var byteCount: Int { codes.byteCount + scales.byteCount + (offsets?.byteCount ?? 0) + table.byteCount }
     }
 

@@ -111,7 +111,7 @@ extension GPUModel: DecoderOperations {
                 try gemm.lut(op, x: x, w: l, y: y, m: m, epilogue: epilogue, stream: stream)
             } else {
                 try lut.dequantize(codes: l.codes.address, scales: l.scales.address, offsets: l.offsets?.address ?? 0, table: l.table.address,
-                                   y: lut.dense.address, n: n, k: k, group: l.format.groupSize, stream: stream)
+                                   y: lut.dense.address, n: n, k: k, group: l.format.groupSize, bits: l.format.bits, stream: stream)
                 try gemm(op, x: x, w: lut.dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
             }
         }

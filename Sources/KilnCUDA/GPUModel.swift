@@ -19,7 +19,7 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// FP8 128×128 block-scaled linear layers run on gemm_fp8.cu where the GPU has e4m3 tensor cores (compute
     /// capability 8.9+); off: converted to bf16 at load like other formats (A/B checks).
     public var fp8Kernels = true
-    /// 4-bit lookup-table linear layers run on gemm_lut.cu (decode) where their parts share one table; off: converted
+    /// 4-, 3- and 2-bit lookup-table linear layers run on gemm_lut.cu (decode) where their parts share one table; off: converted
     /// to bf16 at load like other formats (A/B checks).
     public var lutKernels = true
     public init() {}
@@ -212,7 +212,7 @@ public final class GPUModel {
     }
 
     /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json; `fp8`: FP8 linear layers
-    /// (`--weights fp8`); `lut`: 4-bit lookup-table linear layers of that format (`--weights lut4-g64`, host-made).
+    /// (`--weights fp8`); `lut`: lookup-table linear layers of that format (`--weights lut4-g64`, `lut3-g64`, host-made).
     public static func dummy(_ spec: String, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int = 4096,
                              tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(), fp8: Bool = false,
                              lut: WeightFormat.LUTFormat? = nil, log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {

@@ -3,13 +3,13 @@ import KilnGPU
 import KilnKernels
 import KilnModels
 
-/// 4-bit lookup-table linear layers as gemm_lut.cu reads them (`GPUMatrix.lut`): the checkpoint's canonical planes
+/// 4-, 3- and 2-bit lookup-table linear layers as gemm_lut.cu reads them (`GPUMatrix.lut`): the checkpoint's canonical planes
 /// (codes packed little-endian along K, f16 scales/offsets per group, one f32 table per matrix) restructured on the
 /// host into the kernel's device layout (`GemmLUT.restructure`), times the layer's output scale (Granite's multiplier
 /// folded into the scales and offsets in f32 before their rounding to bf16).
 extension GPUWeights {
-    /// Why the parts of a (fused) layer cannot run on gemm_lut, or nil when they can: all parts of one 4-bit format
-    /// gemm_lut reads, one K, and one table (the kernel holds one table per launch: parts with different tables —
+    /// Why the parts of a (fused) layer cannot run on gemm_lut, or nil when they can: all parts of one format (2, 3 or
+    /// 4 bits) gemm_lut reads, one K, and one table (the kernel holds one table per launch: parts with different tables —
     /// `learned` or file tables of q/k/v or gate/up — are converted to bf16 instead). `interleaveHalves`: [gate, up]
     /// of equal rows, a multiple of 8.
     static func lutUnsupported(_ parts: [QuantizedMatrix], interleaveHalves: Bool) -> String? {
@@ -47,7 +47,7 @@ extension GPUWeights {
     }
 }
 
-/// A 4-bit lookup-table matrix's planes on the host, in gemm_lut's device layout (`GemmLUT.DeviceLayout`): what
+/// A lookup-table matrix's planes on the host, in gemm_lut's device layout (`GemmLUT.DeviceLayout`): what
 /// `GPUMatrix.lut` holds once uploaded. Built from checkpoint parts, or random for `--dummy-weights`.
 public struct LUTDevicePlanes {
     public let format: WeightFormat.LUTFormat
@@ -55,8 +55,8 @@ public struct LUTDevicePlanes {
     public var codes: [UInt8]         // [layout.codeBytes]
     public var scales: [UInt32]       // [layout.scaleWords] bf16 pairs
     public var offsets: [UInt32]?     // [layout.scaleWords] bf16 pairs, affine only
-    public var table: [Float]         // [16]
-    public var layout: GemmLUT.DeviceLayout { GemmLUT.DeviceLayout(rows: rows, cols: cols, group: format.groupSize) }
+    public var table: [Float]         // [2^bits]
+    public var layout: GemmLUT.DeviceLayout { GemmLUT.DeviceLayout(rows: rows, cols: cols, group: format.groupSize, bits: format.bits) }
 
     /// The planes of a (fused) layer's checkpoint matrices: rows stacked part after part, or (`interleaveHalves`) the
     /// [gate, up] pair interleaved per 16-row tile (`GemmFP8.gateUpSourceRow`, the SwiGLU epilogue's layout); scales and
@@ -66,7 +66,8 @@ public struct LUTDevicePlanes {
             throw KilnError("\(parts.first?.name ?? "?"): gemm_lut cannot read this layer: \(why)")
         }
         let l = LUTDevicePlanes.lutView(parts[0].format)!
-        let k = parts[0].cols, rows = parts.reduce(0) { $0 + $1.rows }, groups = k / l.groupSize, rowBytes = k / 2
+        let k = parts[0].cols, rows = parts.reduce(0) { $0 + $1.rows }, groups = k / l.groupSize
+        let rowBytes = LUTCodes.rowBytes(cols: k, bits: l.bits)
         // The parts in the canonical layout, stacked (for GGUF members this is the repack), then row r of the kernel's
         // matrix → stacked row: part after part, or per 16-row tile 8 gate rows and the same 8 up rows.
         let canon = try parts.map { try LUTDevicePlanes.canonical($0) }
@@ -75,7 +76,7 @@ public struct LUTDevicePlanes {
         let stacked: [Int] = (0..<rows).map { interleaveHalves ? GemmFP8.gateUpSourceRow($0, ffn: parts[0].rows) : $0 }
         format = l; self.rows = rows; cols = k
         codes = stackedCodes.withUnsafeBufferPointer { p in
-            GemmLUT.restructure(rows: rows, cols: k, group: l.groupSize) { r in p.baseAddress! + stacked[r] * rowBytes }
+            GemmLUT.restructure(rows: rows, cols: k, group: l.groupSize, bits: l.bits) { r in p.baseAddress! + stacked[r] * rowBytes }
         }
         scales = GemmLUT.restructureScales(rows: rows, cols: k, group: l.groupSize) { r, gi in stackedScales[stacked[r] * groups + gi] * scale }
         offsets = l.hasOffsets
@@ -83,7 +84,8 @@ public struct LUTDevicePlanes {
         table = canon[0].table
     }
 
-    /// Random planes of a `[rows, cols]` matrix for `--dummy-weights … --weights lut4-g64`, reproducible from `seed`:
+    /// Random planes of a `[rows, cols]` matrix for `--dummy-weights … --weights lut4-g64` (or lut3-…, lut2-…),
+    /// reproducible from `seed`:
     /// uniformly random codes (padding included: it meets zero scales and zero activations), scales of random sign
     /// with magnitude in [0.02, 0.05) (values within ±0.05, like the bf16 dummies' ±0.035; never zero), offsets in
     /// ±[0.001, 0.01) when affine, and the format's fixed table (nf for `learned`/`custom`, which have none).
@@ -92,8 +94,8 @@ public struct LUTDevicePlanes {
             throw KilnError("dummy \(WeightFormat.lut(l).name) [\(rows), \(cols)]: \(why)")
         }
         var rng = SplitMix64(seed: seed)
-        let layout = GemmLUT.DeviceLayout(rows: rows, cols: cols, group: l.groupSize)
-        var codes = [UInt8](repeating: 0, count: layout.codeBytes)   // a multiple of 512 bytes: whole UInt64 words
+        let layout = GemmLUT.DeviceLayout(rows: rows, cols: cols, group: l.groupSize, bits: l.bits)
+        var codes = [UInt8](repeating: 0, count: layout.codeBytes)   // a multiple of 256 bytes: whole UInt64 words
         codes.withUnsafeMutableBytes { raw in
             let words = raw.bindMemory(to: UInt64.self)
             for i in 0..<words.count { words[i] = rng.next() }
@@ -119,18 +121,19 @@ public struct LUTDevicePlanes {
     }
 }
 
-/// The linear layers' format of `--dummy-weights … --weights NAME`: `bf16`, `fp8`, or `lut4-g{32,64,128}` with an
-/// optional table (`-nf`, the default; `-int`; `-fp4`) and `-affine` for offsets, e.g. `lut4-g64`, `lut4-g32-int-affine`;
-/// `q4_0` and `q4_1` are the GGUF members as the GPU holds them after the repack (`lut4-g32-int`, `lut4-g32-int-affine`).
+/// The linear layers' format of `--dummy-weights … --weights NAME`: `bf16`, `fp8`, or `lut{4,3,2}-g{32,64,128}` with an
+/// optional table (`-nf`, the default; `-int`; `-fp4`, 4 bits only) and `-affine` for offsets, e.g. `lut4-g64`,
+/// `lut3-g64`, `lut2-g32-int-affine`; `q4_0` and `q4_1` are the GGUF members as the GPU holds them after the repack
+/// (`lut4-g32-int`, `lut4-g32-int-affine`).
 public enum DummyLinearFormat: Equatable, Sendable {
     case bf16, fp8
     case lut(WeightFormat.LUTFormat)
 
     public static let examples = ["bf16", "fp8", "lut4-g32", "lut4-g64", "lut4-g128", "lut4-g64-int", "lut4-g64-int-affine", "lut4-g64-fp4",
-                                  "q4_0", "q4_1"]
+                                  "lut3-g64", "lut3-g128-int", "lut2-g64", "lut2-g32-int-affine", "q4_0", "q4_1"]
 
     public init(parsing text: String) throws {
-        let bad = KilnError("--weights \(text.prefix(40)): expected bf16, fp8, q4_0, q4_1 or lut4-g{32,64,128}[-nf|-int|-fp4][-affine] (e.g. lut4-g64)")
+        let bad = KilnError("--weights \(text.prefix(40)): expected bf16, fp8, q4_0, q4_1 or lut{4,3,2}-g{32,64,128}[-nf|-int|-fp4][-affine] (e.g. lut4-g64, lut3-g64; fp4 is 4-bit)")
         switch text {
         case "bf16": self = .bf16; return
         case "fp8": self = .fp8; return
@@ -138,7 +141,8 @@ public enum DummyLinearFormat: Equatable, Sendable {
         default: break
         }
         var parts = text.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count >= 2, parts.count <= 4, parts[0] == "lut4", parts[1].hasPrefix("g"), let group = Int(parts[1].dropFirst()),
+        guard parts.count >= 2, parts.count <= 4, parts[0].hasPrefix("lut"), let bits = Int(parts[0].dropFirst(3)), GemmLUT.bitWidths.contains(bits),
+              parts[0] == "lut\(bits)", parts[1].hasPrefix("g"), let group = Int(parts[1].dropFirst()),
               GemmLUT.groupSizes.contains(group) else { throw bad }
         parts.removeFirst(2)
         let affine = parts.last == "affine"
@@ -148,10 +152,10 @@ public enum DummyLinearFormat: Equatable, Sendable {
         switch parts.first ?? "nf" {
         case "nf": table = .nf
         case "int": table = .int
-        case "fp4": table = .fp4
+        case "fp4" where bits == 4: table = .fp4
         default: throw bad
         }
-        self = .lut(WeightFormat.LUTFormat(bits: 4, groupSize: group, table: table, hasOffsets: affine))
+        self = .lut(WeightFormat.LUTFormat(bits: bits, groupSize: group, table: table, hasOffsets: affine))
     }
 
     public var name: String {

@@ -72,7 +72,7 @@ public final class GPUWeights {
     /// are an error, as on the CPU.
     /// `nativeFP8`: FP8 128×128 block-scaled linear layers stay FP8 for gemm_fp8.cu (the GPU has e4m3 tensor cores);
     /// otherwise they are converted to bf16 like every other format.
-    /// `nativeLUT`: 4-bit lookup-table linear layers whose parts share one table stay in their format for gemm_lut.cu
+    /// `nativeLUT`: 4-, 3- and 2-bit lookup-table linear layers whose parts share one table stay in their format for gemm_lut.cu
     /// (GPUWeights+LUT.swift); other LUT layers are converted to bf16, each such layer logged with the reason.
     public static func load(_ source: WeightSource, context: Context, nativeFP8: Bool = false, nativeLUT: Bool = false,
                             log: (String) -> Void = { _ in }) throws -> GPUWeights {
@@ -216,14 +216,14 @@ public final class GPUWeights {
     /// tensor cores (`nativeFP8`; linear layers only — the embedding and output layer stay bf16, and a layer whose
     /// shapes gemm_fp8 cannot read is converted); every other format (f32/f16, GGUF blocks, lookup tables) is converted
     /// to bf16 at load until kernels for it exist (the lookup-table issue).
-    /// `nativeLUT`: 4-bit lookup tables with groups of 32, 64 or 128 are native (gemm_lut; a fused layer whose parts
+    /// `nativeLUT`: 4-, 3- and 2-bit lookup tables with groups of 32, 64 or 128 are native (gemm_lut; a fused layer whose parts
     /// have different tables is still converted, logged per layer at load), and so are the GGUF members of the family,
     /// Q4_0, Q4_1 and IQ4_NL (repacked at load, `LUTDevicePlanes+GGUF.swift`); linear layers only.
     public static func plan(_ format: WeightFormat, nativeFP8: Bool = false, nativeLUT: Bool = false) -> Plan {
         switch format {
         case .dense(.bf16): return .native
         case .fp8E4M3 where nativeFP8 && format == GPUMatrix.fp8Format: return .native
-        case .lut(let l) where nativeLUT && l.bits == GemmLUT.bits && GemmLUT.groupSizes.contains(l.groupSize): return .native
+        case .lut(let l) where nativeLUT && GemmLUT.bitWidths.contains(l.bits) && GemmLUT.groupSizes.contains(l.groupSize): return .native
         case .gguf where nativeLUT && LUTDevicePlanes.ggufMember(format) != nil: return .native
         case .dense(.f32), .dense(.f16), .gguf, .fp8E4M3, .lut: return .convert(to: .bf16)
         }

@@ -109,21 +109,21 @@ public final class GemmDispatch {
                    counters: counters.address, epilogue: epilogue, stream: stream)
     }
 
-    /// The 4-bit lookup-table decode GEMM for `op` on an [n, k] matrix of `format` at `m` ≤ 16 tokens: the table's entry
+    /// The lookup-table decode GEMM (4, 3 or 2 bits) for `op` on an [n, k] matrix of `format` at `m` ≤ 16 tokens: the table's entry
     /// for (op, format, M bucket, N, K) if it names a gemm_lut instance that serves m with the matrix's offsets (or
     /// not), else GemmLUT's default with `GemmLUT.defaultSplit`.
     public func chooseLUT(op: String, format: WeightFormat.LUTFormat, m: Int, n: Int, k: Int) -> (config: GemmLUT.Config, split: Int) {
         let f = WeightFormat.lut(format)
         if let e = tune?.lookup(op: op, format: f, n: n, k: k, m: m), let c = GemmLUT.config(named: e.config), c.maxM >= m,
-           c.affine == format.hasOffsets {
+           c.affine == format.hasOffsets, c.bits == format.bits {
             return (c, min(max(1, e.split), GemmDispatch.maxSplit))
         }
         warnUntuned(op: op, format: f, m: m, n: n, k: k)
-        let c = GemmLUT.defaultConfig(m: m, affine: format.hasOffsets)
+        let c = GemmLUT.defaultConfig(m: m, affine: format.hasOffsets, bits: format.bits)
         return (c, GemmLUT.defaultSplit(c, n: n, k: k, multiprocessors: library.context?.info.multiprocessors ?? 132, maxSplit: GemmDispatch.maxSplit))
     }
 
-    /// y[m, n] = X · W^T over a 4-bit lookup-table matrix (gemm_lut, m ≤ 16), `w` in the kernel's device layout.
+    /// y[m, n] = X · W^T over a lookup-table matrix (gemm_lut, m ≤ 16), `w` in the kernel's device layout.
     public func lut(_ op: String, x: CUdeviceptr, w: GPUMatrix.LUTMatrix, y: CUdeviceptr, m: Int, epilogue: GemmSplitK.Epilogue,
                     stream: GPUStream) throws {
         let (c, split) = chooseLUT(op: op, format: w.format, m: m, n: w.rows, k: w.cols)

@@ -5,7 +5,7 @@ import KilnKernels
 import KilnCUDA
 import KilnModels
 
-/// Conformance of gemm_lut.cu (4-bit lookup-table weights): every decode GEMM instance and the prefill dequantizer
+/// Conformance of gemm_lut.cu (4-, 3- and 2-bit lookup-table weights): every decode GEMM instance and the prefill dequantizers
 /// against the format's CPU reference (`QuantizedMatrix.dequantize`, then the product in f64), on random codes,
 /// scales, offsets and tables (never zero), through the loader's own host restructuring (`LUTDevicePlanes`), with odd
 /// N, K a multiple of the group but not of the 64-column chunk or of a warp's super-step, M = 1…16, split 1 and 3.
@@ -66,8 +66,8 @@ extension ConformanceSuite {
         return (exact, exactBound, rounded, roundedBound)
     }
 
-    func lutFixture(n: Int, k: Int, group: Int, affine: Bool, table: [Float]? = nil) throws -> LUTFixture {
-        try LUTFixture(rows: n, cols: k, format: .init(bits: 4, groupSize: group, table: table == nil ? .learned : .nf, hasOffsets: affine),
+    func lutFixture(n: Int, k: Int, group: Int, affine: Bool, bits: Int = 4, table: [Float]? = nil) throws -> LUTFixture {
+        try LUTFixture(rows: n, cols: k, format: .init(bits: bits, groupSize: group, table: table == nil ? .learned : .nf, hasOffsets: affine),
                        table: table, rng: &rng)
     }
 
@@ -88,7 +88,7 @@ extension ConformanceSuite {
     func lutGemmCheck(_ name: String, c: GemmLUT.Config, m: Int, n: Int, k: Int, group: Int, split: Int, f32: Bool, table: [Float]? = nil,
                       scratch: (ws: CUdeviceptr, cnt: CUdeviceptr)) {
         check(name) {
-            let f = try lutFixture(n: n, k: k, group: group, affine: c.affine, table: table)
+            let f = try lutFixture(n: n, k: k, group: group, affine: c.affine, bits: c.bits, table: table)
             let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
             let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
             let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: f32 ? .f32 : .bf16, scratch: scratch)
@@ -121,19 +121,22 @@ extension ConformanceSuite {
                 }
             }
         }
-        // The defaults at every M = 1…16, bf16 out with the dispatch's default split and fp32 out (split 4), the NF table.
-        for m in 1...16 {
-            for affine in [false, true] {
-                let c = GemmLUT.defaultConfig(m: m, affine: affine)
-                let split = GemmLUT.defaultSplit(c, n: 520, k: 1024, multiprocessors: context.info.multiprocessors, maxSplit: 8)
-                for (sp, f32) in [(split, false), (4, true)] {
-                    lutGemmCheck("gemm_lut default \(c.name) M=\(m) N=520 K=1024 g=64 split=\(sp) f32=\(f32) nf", c: c, m: m, n: 520, k: 1024,
-                                 group: 64, split: sp, f32: f32, table: LUTTables.nf4, scratch: scratch)
+        // The defaults of every width at every M = 1…16, bf16 out with the dispatch's default split and fp32 out (split 4),
+        // the width's NF table.
+        for bits in GemmLUT.bitWidths {
+            for m in 1...16 {
+                for affine in [false, true] {
+                    let c = GemmLUT.defaultConfig(m: m, affine: affine, bits: bits)
+                    let split = GemmLUT.defaultSplit(c, n: 520, k: 1024, multiprocessors: context.info.multiprocessors, maxSplit: 8)
+                    for (sp, f32) in [(split, false), (4, true)] {
+                        lutGemmCheck("gemm_lut default \(c.name) M=\(m) N=520 K=1024 g=64 split=\(sp) f32=\(f32) nf", c: c, m: m, n: 520, k: 1024,
+                                     group: 64, split: sp, f32: f32, table: LUTTables.normalFloat(bits: bits), scratch: scratch)
+                    }
                 }
             }
         }
         check("gemm_lut rejects M=17, K % g != 0 and offsets given to a symmetric instance") {
-            let c = GemmLUT.defaultConfig(m: 16, affine: false)
+            let c = GemmLUT.defaultConfig(m: 16, affine: false, bits: 4)
             var refused = 0
             for (m, k, offsets) in [(17, 128, UInt64(0)), (1, 96, UInt64(0)), (1, 128, UInt64(256))] {
                 do {
@@ -149,11 +152,12 @@ extension ConformanceSuite {
     func checkGemmLUTFused() {
         guard let s = lutScratch() else { check("gemm_lut fused scratch") { throw KilnError("cannot allocate split-K scratch") }; return }
         let scratch = (ws: s.ws.address, cnt: s.cnt.address)
-        for (m, affine, split) in [(1, false, 1), (9, true, 2)] {
-            let c = GemmLUT.defaultConfig(m: m, affine: affine)
+        for (m, affine, split, bits) in [(1, false, 1, 4), (9, true, 2, 4), (1, true, 1, 3), (9, false, 2, 3), (1, false, 2, 2), (9, true, 1, 2)] {
+            let c = GemmLUT.defaultConfig(m: m, affine: affine, bits: bits)
+            let nf = LUTTables.normalFloat(bits: bits)
             check("gemm_lut stacked q/k/v \(c.name) M=\(m) split=\(split) (scale 0.5 folded)") {
                 let k = 576, heights = [192, 64, 64]
-                let parts = try heights.map { try lutFixture(n: $0, k: k, group: 64, affine: affine, table: LUTTables.nf4) }
+                let parts = try heights.map { try lutFixture(n: $0, k: k, group: 64, affine: affine, bits: bits, table: nf) }
                 let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
                 let planes = try LUTDevicePlanes(parts: parts.map(\.matrix), interleaveHalves: false, scale: 0.5)
                 let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .bf16, scratch: scratch)
@@ -169,8 +173,8 @@ extension ConformanceSuite {
             }
             check("gemm_lut swiglu \(c.name) M=\(m) F=264 K=1024 split=\(split)") {
                 let f = 264, k = 1024
-                let gate = try lutFixture(n: f, k: k, group: 64, affine: affine, table: LUTTables.nf4)
-                let up = try lutFixture(n: f, k: k, group: 64, affine: affine, table: LUTTables.nf4)
+                let gate = try lutFixture(n: f, k: k, group: 64, affine: affine, bits: bits, table: nf)
+                let up = try lutFixture(n: f, k: k, group: 64, affine: affine, bits: bits, table: nf)
                 let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
                 let planes = try LUTDevicePlanes(parts: [gate.matrix, up.matrix], interleaveHalves: true, scale: 1)
                 let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .swiglu, scratch: scratch)
@@ -188,22 +192,28 @@ extension ConformanceSuite {
         }
     }
 
-    /// kiln_lut4_dequant: bf16 [n, k] within one bf16 ulp of the kernel-rounded values (`LUTFixture.kernelValue`, itself
-    /// within the derived bound of the format's f32 values, which the GEMM checks compare against).
+    /// kiln_lut{4,3,2}_dequant: bf16 [n, k] within one bf16 ulp of the kernel-rounded values (`LUTFixture.kernelValue`,
+    /// itself within the derived bound of the format's f32 values, which the GEMM checks compare against).
     func checkLUTDequantizer() {
-        for (n, k, group, affine) in [(77, 96, 32, false), (264, 4096, 64, true), (40, 1152, 128, false)] {
-            check("lut4_dequant N=\(n) K=\(k) g=\(group) affine=\(affine)") {
-                let f = try lutFixture(n: n, k: k, group: group, affine: affine)
-                let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
-                let dq = try DeviceBuffer<UInt8>(context, planes.codes), ds = try DeviceBuffer<UInt32>(context, planes.scales)
-                let dof = try planes.offsets.map { try DeviceBuffer<UInt32>(context, $0) }, dt = try DeviceBuffer<Float>(context, planes.table)
-                let dy = try output(n * k, .bf16)
-                try LUTDequantizer(library)(codes: dq.address, scales: ds.address, offsets: dof?.address ?? 0, table: dt.address, y: dy.address,
-                                            n: n, k: k, group: group, stream: stream)
-                var want = [Float](repeating: 0, count: n * k)
-                for r in 0..<n { for c in 0..<k { want[r * k + c] = f.kernelValue(r, c) } }
-                return ConformanceSuite.compareBounded(try read(dy, .bf16), want, bound: want.map { abs($0) / 128 + 1e-30 })
+        for bits in GemmLUT.bitWidths {
+            for (n, k, group, affine) in [(77, 96, 32, false), (264, 4096, 64, true), (40, 1152, 128, false)] {
+                checkLUTDequantizer(bits: bits, n: n, k: k, group: group, affine: affine)
             }
+        }
+    }
+
+    func checkLUTDequantizer(bits: Int, n: Int, k: Int, group: Int, affine: Bool) {
+        check("lut\(bits)_dequant N=\(n) K=\(k) g=\(group) affine=\(affine)") {
+            let f = try lutFixture(n: n, k: k, group: group, affine: affine, bits: bits)
+            let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
+            let dq = try DeviceBuffer<UInt8>(context, planes.codes), ds = try DeviceBuffer<UInt32>(context, planes.scales)
+            let dof = try planes.offsets.map { try DeviceBuffer<UInt32>(context, $0) }, dt = try DeviceBuffer<Float>(context, planes.table)
+            let dy = try output(n * k, .bf16)
+            try LUTDequantizer(library)(codes: dq.address, scales: ds.address, offsets: dof?.address ?? 0, table: dt.address, y: dy.address,
+                                        n: n, k: k, group: group, bits: bits, stream: stream)
+            var want = [Float](repeating: 0, count: n * k)
+            for r in 0..<n { for c in 0..<k { want[r * k + c] = f.kernelValue(r, c) } }
+            return ConformanceSuite.compareBounded(try read(dy, .bf16), want, bound: want.map { abs($0) / 128 + 1e-30 })
         }
     }
 
@@ -216,7 +226,7 @@ extension ConformanceSuite {
         for type in [DType.q4_0, .q4_1, .iq4_nl] {
             for (n, k) in [(77, 96), (264, 4096)] {
                 for m in [1, 16] {
-                    let c = GemmLUT.defaultConfig(m: m, affine: type == .q4_1)
+                    let c = GemmLUT.defaultConfig(m: m, affine: type == .q4_1, bits: 4)
                     let split = GemmLUT.defaultSplit(c, n: n, k: k, multiprocessors: context.info.multiprocessors, maxSplit: 8)
                     check("gemm_lut \(type.rawValue) \(c.name) M=\(m) N=\(n) K=\(k) split=\(split)") {
                         let bytes = RandomGGUFBlocks.make(type, blocks: n * k / 32, scaleMagnitude: type == .iq4_nl ? 0.01 : 0.1, rng: &rng)

@@ -4,14 +4,14 @@ import KilnCore
 /// A random lookup-table matrix in the checkpoint's canonical planes (codes packed little-endian along K, f16 scales and
 /// offsets per group, an f32 table), owning its memory, as the conformance checks and the host tests need one:
 /// random codes, scales of random sign in [0.5, 1.5) (never zero), offsets in ±[0.05, 0.5), and a random table
-/// (16 distinct values in ±[0.1, 1), never zero) or a fixed one.
+/// (2^bits distinct values in ±[0.1, 1), never zero) or a fixed one.
 public final class LUTFixture {
     public let format: WeightFormat.LUTFormat
     public let rows: Int, cols: Int
-    public let codes: [UInt8]          // [rows, cols/2]
+    public let codes: [UInt8]          // [rows, ceil(cols·bits/8)]
     public let scales: [UInt16]        // [rows, cols/g] f16
     public let offsets: [UInt16]?      // [rows, cols/g] f16, affine only
-    public let table: [Float]          // [16]
+    public let table: [Float]          // [2^bits]
     private let buffers: [UnsafeMutableRawBufferPointer]
     /// The format's matrix over this fixture's memory (valid while the fixture lives).
     public let matrix: QuantizedMatrix
@@ -53,7 +53,11 @@ public final class LUTFixture {
     deinit { buffers.forEach { $0.deallocate() } }
 
     /// Code (r, k) as the canonical layout stores it.
-    public func code(_ r: Int, _ k: Int) -> Int { Int(codes[r * (cols / 2) + k / 2] >> (4 * UInt8(k % 2)) & 15) }
+    public func code(_ r: Int, _ k: Int) -> Int {
+        let rowBytes = LUTCodes.rowBytes(cols: cols, bits: format.bits), bit = k * format.bits
+        let pair = Int(codes[r * rowBytes + bit / 8]) | (bit / 8 + 1 < rowBytes ? Int(codes[r * rowBytes + bit / 8 + 1]) << 8 : 0)
+        return (pair >> (bit % 8)) & ((1 << format.bits) - 1)
+    }
 
     /// The format's value of (r, k) in f32, by the CPU reference (`QuantizedMatrix.dequantize`).
     public func dequantized() throws -> [Float] { try matrix.dequantized() }

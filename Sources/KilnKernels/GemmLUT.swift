@@ -1,25 +1,26 @@
+import Dispatch
 import KilnCore
 import KilnGPU
 
-/// gemm_lut.cu: the decode GEMM over 4-bit lookup-table weights (`WeightFormat.lut` with bits 4, groups of 32, 64 or
+/// gemm_lut.cu: the decode GEMMs over 4-, 3- and 2-bit lookup-table weights (`WeightFormat.lut`, groups of 32, 64 or
 /// 128, with or without offsets): Y[M,N] = X[M,K]·W[N,K]^T for 1 ≤ M ≤ 16, X bf16, W[n,k] = table[code]·scale (+offset),
-/// fp32 accumulation, bf16 / fp32 / SwiGLU out. Memory-bound: each call streams N·K/2 code bytes and the group scales.
+/// fp32 accumulation, bf16 / fp32 / SwiGLU out. Memory-bound: each call streams N·K·bits/8 code bytes and the group scales.
 ///
 /// The device layout (`DeviceLayout`, built on the host by `restructure` and `restructureScales` from the canonical
 /// planes of the checkpoint) is what the kernel's lanes read; gemm_lut.cu's header explains the fragment map.
 public struct GemmLUT {
     public static let file = "gemm_lut.cu"
-    public static let bits = 4
+    public static let bitWidths = [2, 3, 4]
     public static let groupSizes = [32, 64, 128]
     /// Columns per chunk (one 16-byte load per lane of a 16-row tile).
     public static let chunkCols = 64
     public static let tileRows = 16
 
-    /// One row of KILN_GEMM_LUT_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL, AFFINE).
+    /// One row of KILN_GEMM_LUT_INSTANCES: X(BITS, NT, WARPS_N, WARPS_K, TILES, UNROLL, AFFINE).
     public struct Config: Hashable, Sendable, CustomStringConvertible {
-        public var nt, wn, wk, tiles, unroll: Int
+        public var bits, nt, wn, wk, tiles, unroll: Int
         public var affine: Bool
-        public var name: String { "kiln_gemm_lut4_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)_a\(affine ? 1 : 0)" }
+        public var name: String { "kiln_gemm_lut\(bits)_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)_a\(affine ? 1 : 0)" }
         public var description: String { name }
         public var maxM: Int { 8 * nt }
         public var threads: Int { 32 * wn * wk }
@@ -28,18 +29,19 @@ public struct GemmLUT {
     }
 
     public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_LUT_INSTANCES").compactMap { r in
-        r.count == 6 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4], affine: r[5] != 0) : nil
+        r.count == 7 ? Config(bits: r[0], nt: r[1], wn: r[2], wk: r[3], tiles: r[4], unroll: r[5], affine: r[6] != 0) : nil
     }
     public static var instances: [KernelInstance] {
-        configs.map { KernelInstance(file, $0.name, hot: true) } + [KernelInstance(file, LUTDequantizer.kernelName, hot: true)]
+        configs.map { KernelInstance(file, $0.name, hot: true) } + bitWidths.map { KernelInstance(file, LUTDequantizer.kernelName(bits: $0), hot: true) }
     }
     public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
 
-    /// Default before any tuning: 4 warps over K, one tile, 4 chunks per step (gemm_splitk's default bytes in flight).
-    public static func defaultConfig(m: Int, affine: Bool) -> Config {
+    /// Default before any tuning, at every width: 4 warps over K, one tile, 4 chunks per step (gemm_splitk's default
+    /// bytes in flight at 4 bits).
+    public static func defaultConfig(m: Int, affine: Bool, bits: Int) -> Config {
         let nt = m <= 8 ? 1 : 2
-        return configs.first { $0.nt == nt && $0.affine == affine && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 4 }
-            ?? configs.first { $0.nt == nt && $0.affine == affine }!
+        return configs.first { $0.bits == bits && $0.nt == nt && $0.affine == affine && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 4 }
+            ?? configs.first { $0.bits == bits && $0.nt == nt && $0.affine == affine }!
     }
 
     /// The default split: doubled while the grid has fewer than four blocks per SM (`multiprocessors`; about six of the
@@ -56,7 +58,7 @@ public struct GemmLUT {
     /// Why gemm_lut cannot read a `[rows, cols]` matrix of `format`, or nil when it can.
     public static func unsupported(_ format: WeightFormat, rows: Int, cols: Int) -> String? {
         guard case .lut(let l) = format else { return "\(format.name) is not a lookup-table format" }
-        if l.bits != bits { return "\(l.bits)-bit codes (gemm_lut reads 4-bit codes)" }
+        if !bitWidths.contains(l.bits) { return "\(l.bits)-bit codes (gemm_lut reads 2-, 3- and 4-bit codes)" }
         if !groupSizes.contains(l.groupSize) { return "group size \(l.groupSize) (gemm_lut reads 32, 64, 128)" }
         if rows < 1 || cols < 1 || cols % l.groupSize != 0 { return "K = \(cols) is not a positive multiple of the group size \(l.groupSize)" }
         return nil
@@ -64,18 +66,21 @@ public struct GemmLUT {
 
     // MARK: the device layout
 
-    /// Sizes of a `[rows, cols]` matrix in the kernel's layout: rows padded to 16, columns to 64 (zero codes, zero scales).
+    /// Sizes of a `[rows, cols]` matrix of `bits`-bit codes in the kernel's layout: rows padded to 16, columns to 64
+    /// (zero codes, zero scales).
     public struct DeviceLayout: Equatable, Sendable {
-        public let rows, cols, group: Int
-        public init(rows: Int, cols: Int, group: Int) { self.rows = rows; self.cols = cols; self.group = group }
+        public let rows, cols, group, bits: Int
+        public init(rows: Int, cols: Int, group: Int, bits: Int = 4) { self.rows = rows; self.cols = cols; self.group = group; self.bits = bits }
         public var tiles: Int { (rows + 15) / 16 }
         public var chunks: Int { (cols + 63) / 64 }
         /// Groups per padded row (the scale words' stride per tile is 8 of these).
         public var paddedGroups: Int { (chunks * 64 + group - 1) / group }
-        public var codeBytes: Int { tiles * chunks * 512 }
+        /// Bytes of one 16-row × 64-column chunk record: 32 lanes × 4·bits.
+        public var chunkBytes: Int { 128 * bits }
+        public var codeBytes: Int { tiles * chunks * chunkBytes }
         public var scaleWords: Int { tiles * paddedGroups * 8 }
         public var groupShift: Int { group.trailingZeroBitCount }
-        /// Where the byte holding codes (r, k) and (r, k+1) (k even) sits: lane block (tile, chunk, lane) of the
+        /// 4 bits: where the byte holding codes (r, k) and (r, k+1) (k even) sits: lane block (tile, chunk, lane) of the
         /// fragment map in gemm_lut.cu's header, word j, byte i. The one statement of the map; `restructure` and the
         /// tests use it, the tests check it against an independent model of the kernel's lanes.
         public func byteOffset(row r: Int, col k: Int) -> Int {
@@ -88,16 +93,54 @@ public struct GemmLUT {
         }
     }
 
-    /// The codes of a `[rows, cols]` matrix in the kernel's layout. `sourceRow(r)` is the canonical row (packed
-    /// little-endian along K, `cols / 2` bytes each, as the checkpoint stores it) that row r of the kernel's matrix
-    /// holds: the rows of stacked parts, or gate/up interleaved per 16-row tile (`GemmFP8.gateUpSourceRow`).
-    public static func restructure(rows: Int, cols: Int, group: Int, sourceRow: (Int) -> UnsafePointer<UInt8>) -> [UInt8] {
-        let layout = DeviceLayout(rows: rows, cols: cols, group: group)
+    /// 3 and 2 bits: where code (r, k) sits within its chunk record (tile r / 16, chunk k / 64; rr = r % 16, kk = k % 64):
+    /// the byte and bit of its low two bits and (3 bits) of its high bit — gemm_lut.cu's header, "3 bits" / "2 bits",
+    /// slot (j, i), code e. The one statement of that map; `restructure` uses it, the tests read the result back with
+    /// an independent model of the kernel's unpacking.
+    public static func lowBitPlace(bits: Int, row rr: Int, col kk: Int) -> (lowByte: Int, lowShift: Int, highByte: Int, highShift: Int) {
+        let g = rr % 8, bottom = rr / 8, t = kk / 16, within = kk % 16
+        let j = within / 4, i = 2 * ((within % 4) / 2) + bottom, e = within % 2, lane = 4 * g + t
+        if bits == 3 {
+            let a = 32 * (j / 2) + 8 * i + 4 * (j % 2) + 2 * e        // A0 / A1: byte i, nibble j & 1, code e
+            let b = 8 * i + [4, 6, 0, 2][j] + e                        // B: byte i, the slot's two high bits
+            return (8 * lane + a / 8, a % 8, 256 + 4 * lane + b / 8, b % 8)
+        }
+        let s = 2 * (j % 2) + i / 2                                    // 2 bits: selector group s of W_{j/2}
+        let w = 32 * (j / 2) + 8 * (2 * (i % 2) + e) + 2 * s
+        return (8 * lane + w / 8, w % 8, 0, 0)
+    }
+
+    /// The codes of a `[rows, cols]` matrix of `bits`-bit codes in the kernel's layout. `sourceRow(r)` is the canonical
+    /// row (packed little-endian along K, `ceil(cols·bits/8)` bytes each, as the checkpoint stores it) that row r of the
+    /// kernel's matrix holds: the rows of stacked parts, or gate/up interleaved per 16-row tile (`GemmFP8.gateUpSourceRow`).
+    public static func restructure(rows: Int, cols: Int, group: Int, bits: Int = 4, sourceRow: (Int) -> UnsafePointer<UInt8>) -> [UInt8] {
+        let layout = DeviceLayout(rows: rows, cols: cols, group: group, bits: bits)
         var out = [UInt8](repeating: 0, count: layout.codeBytes)
-        out.withUnsafeMutableBufferPointer { dst in
-            for r in 0..<rows {
-                let src = sourceRow(r)
-                for b in 0..<(cols / 2) { dst[layout.byteOffset(row: r, col: 2 * b)] = src[b] }
+        if bits == 4 {
+            out.withUnsafeMutableBufferPointer { dst in
+                for r in 0..<rows {
+                    let src = sourceRow(r)
+                    for b in 0..<(cols / 2) { dst[layout.byteOffset(row: r, col: 2 * b)] = src[b] }
+                }
+            }
+            return out
+        }
+        // The places of one 16 × 64 record, then every code of the matrix, one 16-row tile per task (tiles write
+        // disjoint records; a bit at a time is ~N·K operations, so a 70B model's load wants the cores).
+        let places = (0..<(16 * 64)).map { lowBitPlace(bits: bits, row: $0 / 64, col: $0 % 64) }
+        let starts = (0..<rows).map(sourceRow)
+        out.withUnsafeMutableBufferPointer { buffer in
+            let dst = buffer.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: layout.tiles) { tile in
+                for r in (16 * tile)..<min(rows, 16 * tile + 16) {
+                    let src = starts[r], tileBase = tile * layout.chunks, rr = r % 16
+                    for k in 0..<cols {
+                        let c = LUTCodes.code(src, k, bits: bits), p = places[rr * 64 + k % 64]
+                        let base = (tileBase + k / 64) * layout.chunkBytes
+                        dst[base + p.lowByte] |= UInt8(c & 3) << UInt8(p.lowShift)
+                        if bits == 3 { dst[base + p.highByte] |= UInt8(c >> 2) << UInt8(p.highShift) }
+                    }
+                }
             }
         }
         return out
@@ -132,8 +175,8 @@ public struct GemmLUT {
     /// fp32 workspace elements a call with `split` > 1 needs (none for split 1).
     public static func workspaceFloats(m: Int, n: Int, split: Int) -> Int { split > 1 ? split * m * n : 0 }
 
-    /// x: [m, k] bf16; codes / scales / offsets: the `DeviceLayout` of an [n, k] matrix (offsets only for affine
-    /// instances, else 0); table: 16 f32; y: [m, n] bf16 (fp32 for `.f32`), or [m, n/2] bf16 for `.swiglu`. With
+    /// x: [m, k] bf16; codes / scales / offsets: the `DeviceLayout` of an [n, k] matrix of `config.bits`-bit codes
+    /// (offsets only for affine instances, else 0); table: 2^bits f32; y: [m, n] bf16 (fp32 for `.f32`), or [m, n/2] bf16 for `.swiglu`. With
     /// split > 1, `workspace` holds ≥ workspaceFloats floats and `counters` ≥ config.gridX(n) zeroed UInt32 (left zero).
     public func callAsFunction(x: CUdeviceptr, codes: CUdeviceptr, scales: CUdeviceptr, offsets: CUdeviceptr, table: CUdeviceptr,
                                y: CUdeviceptr, m: Int, n: Int, k: Int, group: Int, split: Int = 1, workspace: CUdeviceptr = 0,
@@ -153,21 +196,25 @@ public struct GemmLUT {
     }
 }
 
-/// gemm_lut.cu's `kiln_lut4_dequant`: the `DeviceLayout` of an [n, k] lookup-table matrix → bf16 [n, k], with the
-/// decode kernel's numbers (bf16(bf16(table)·bf16(scale) + bf16(offset))). Prefill over LUT weights reads this copy
+/// gemm_lut.cu's `kiln_lut{4,3,2}_dequant`: the `DeviceLayout` of an [n, k] lookup-table matrix → bf16 [n, k], with
+/// the decode kernel's numbers (bf16(bf16(table)·bf16(scale) + bf16(offset))). Prefill over LUT weights reads this copy
 /// with the bf16 GEMMs until a LUT prefill GEMM exists.
 public struct LUTDequantizer {
-    static let kernelName = "kiln_lut4_dequant"
+    static func kernelName(bits: Int) -> String { "kiln_lut\(bits)_dequant" }
     struct Params { var codes, scales, offsets, table, y: UInt64; var n, k, groupShift: Int32 }
-    let kernel: Kernel
-    public init(_ library: KernelLibrary) throws { kernel = try library.kernel(GemmLUT.file, LUTDequantizer.kernelName) }
+    let kernels: [Int: Kernel]   // by code width
+    public init(_ library: KernelLibrary) throws {
+        kernels = try Dictionary(uniqueKeysWithValues: GemmLUT.bitWidths.map { ($0, try library.kernel(GemmLUT.file, LUTDequantizer.kernelName(bits: $0))) })
+    }
 
+    /// codes / scales / offsets (0 when symmetric) / table: an [n, k] matrix of `bits`-bit codes as GemmLUT reads it;
+    /// y: bf16 [n, k].
     public func callAsFunction(codes: CUdeviceptr, scales: CUdeviceptr, offsets: CUdeviceptr, table: CUdeviceptr, y: CUdeviceptr,
-                               n: Int, k: Int, group: Int, stream: GPUStream) throws {
-        guard GemmLUT.groupSizes.contains(group), n >= 1, k > 0, k % group == 0 else {
-            throw KilnError("LUT dequantizer: n = \(n), k = \(k), group \(group) (k a positive multiple of the group, 32/64/128)")
+                               n: Int, k: Int, group: Int, bits: Int, stream: GPUStream) throws {
+        guard GemmLUT.groupSizes.contains(group), n >= 1, k > 0, k % group == 0, let kernel = kernels[bits] else {
+            throw KilnError("LUT dequantizer: n = \(n), k = \(k), group \(group), \(bits) bits (k a positive multiple of the group, 32/64/128; 2, 3 or 4 bits)")
         }
-        let layout = GemmLUT.DeviceLayout(rows: n, cols: k, group: group)
+        let layout = GemmLUT.DeviceLayout(rows: n, cols: k, group: group, bits: bits)
         let threads = layout.tiles * layout.chunks * 32
         try kernel.launch(grid: ((threads + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, pdl: stream.pdl,
                           Params(codes: codes, scales: scales, offsets: offsets, table: table, y: y, n: Int32(n), k: Int32(k),

@@ -6,14 +6,14 @@ import KilnCUDA
 import KilnModels
 
 extension EngineBench {
-    /// Bytes one decode GEMM over a 4-bit LUT matrix [n, k] moves at m tokens: codes (k/2 per row), bf16 scales (and
-    /// offsets) per group as the kernel reads them, the bf16 activations and the bf16 output (the byte count
-    /// plus the output).
+    /// Bytes one decode GEMM over a LUT matrix [n, k] of `format.bits`-bit codes moves at m tokens: codes (k·bits/8
+    /// per row), bf16 scales (and offsets) per group as the kernel reads them, the bf16 activations and the bf16 output
+    /// (the byte count plus the output).
     public static func lutBytes(n: Int, k: Int, m: Int, format: WeightFormat.LUTFormat) -> Int {
-        n * k / 2 + n * (k / format.groupSize) * 2 * (format.hasOffsets ? 2 : 1) + 2 * m * (k + n)
+        n * k * format.bits / 8 + n * (k / format.groupSize) * 2 * (format.hasOffsets ? 2 : 1) + 2 * m * (k + n)
     }
 
-    /// `kiln bench kernels --weights lut4-g64`: every linear GEMM shape of `c` (not the logits, which stay bf16) at each
+    /// `kiln bench kernels --weights lut4-g64` (lut3-…, lut2-…): every linear GEMM shape of `c` (not the logits, which stay bf16) at each
     /// M ≤ 16 over random LUT weights of `format`, rotated over ≥ 256 MB of copies (HBM, not L2), each call timed as
     /// the decode step runs it (graph replay): the dispatch's choice (tuning table, else GemmLUT's default and split),
     /// the fastest of every instance × split 1, 2, 4, 8 (a sweep, for the next tuning table), and Kiln's bf16 GEMM on
@@ -38,7 +38,7 @@ extension EngineBench {
         log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for (op, n, k) in shapes {
             guard GemmLUT.unsupported(.lut(format), rows: n, cols: k) == nil else { log("| \(op) | \(n) | \(k) | — | not a \(WeightFormat.lut(format).name) shape |"); continue }
-            let lutBytesPerCopy = n * k / 2 + n * (k / format.groupSize) * 4
+            let lutBytesPerCopy = n * k * format.bits / 8 + n * (k / format.groupSize) * 4
             let copies = max(1, min(8, (256 << 20) / lutBytesPerCopy + 1))
             let mats: [GPUMatrix.LUTMatrix] = try (0..<copies).map { i in
                 guard case .lut(let l) = try LUTDevicePlanes(dummyRows: n, cols: k, format: format, seed: UInt64(2000 + i)).upload(ctx) else { fatalError() }
@@ -61,7 +61,7 @@ extension EngineBench {
                     try dispatch.lut(op, x: x.address, w: mats[i % copies], y: y.address, m: m, epilogue: .bf16, stream: stream); i += 1
                 }
                 var best = (ms: Double.infinity, name: "—")
-                for cfg in GemmLUT.configs where cfg.maxM >= m && cfg.affine == format.hasOffsets {
+                for cfg in GemmLUT.configs where cfg.maxM >= m && cfg.affine == format.hasOffsets && cfg.bits == format.bits {
                     let kernel: GemmLUT
                     if let cached = kernels[cfg] { kernel = cached } else { kernel = try GemmLUT(library, config: cfg); kernels[cfg] = kernel }
                     for split in [1, 2, 4, 8] {

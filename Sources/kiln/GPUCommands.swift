@@ -36,7 +36,7 @@ enum GPURun {
         var engine = GPUEngineOptions()
         /// `--dummy-weights` with FP8 linear layers (`--weights fp8`).
         var dummyFP8 = false
-        /// `--dummy-weights` with 4-bit lookup-table linear layers (`--weights lut4-g64`).
+        /// `--dummy-weights` with lookup-table linear layers (`--weights lut4-g64`, `lut3-g64`, `lut2-g64`).
         var dummyLUT: WeightFormat.LUTFormat? = nil
     }
 
@@ -133,7 +133,7 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "A/B: prefill attention on the mma.sync kernel instead of wgmma on Hopper.") var mmaAttention = false
     @Flag(name: .long, help: "A/B: SwiGLU as its own kernel instead of in the gate_up GEMM's epilogue on the decode path.")
     var noFusedSwiglu = false
-    @Option(name: .long, help: "With --dummy-weights: the linear layers' format, bf16, fp8 (e4m3 with 128×128 block scales, on gemm_fp8), lut4-g32|g64|g128[-nf|-int|-fp4][-affine] (4-bit lookup table, nf by default, on gemm_lut), or q4_0 / q4_1 (GGUF's, as gemm_lut holds them).")
+    @Option(name: .long, help: "With --dummy-weights: the linear layers' format, bf16, fp8 (e4m3 with 128×128 block scales, on gemm_fp8), lut4|lut3|lut2-g32|g64|g128[-nf|-int|-fp4][-affine] (4-, 3- or 2-bit lookup table, nf by default, fp4 4-bit only, on gemm_lut; e.g. lut3-g64), or q4_0 / q4_1 (GGUF's, as gemm_lut holds them).")
     var weights: String = "bf16"
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
@@ -162,7 +162,7 @@ enum BenchKernels {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
         let table = try GPURun.table(for: c, library: library, tuning: tuning)
-        if let lut = tuning.dummyLUT {   // --weights lut4-…: the LUT decode GEMMs (M ≤ 16) against Kiln's bf16 GEMM
+        if let lut = tuning.dummyLUT {   // --weights lut4-… / lut3-… / lut2-…: the LUT decode GEMMs (M ≤ 16) against Kiln's bf16 GEMM
             return try EngineBench.lutKernels(config: c, format: lut, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
                                               pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
         }

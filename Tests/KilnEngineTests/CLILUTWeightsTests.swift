@@ -20,7 +20,11 @@ final class CLILUTWeightsTests: XCTestCase {
         XCTAssertTrue(plain.tuning.value.engine.lutKernels)
         let off = try XCTUnwrap(try Kiln.parseAsRoot(["bench-gpu", "--dummy-weights", "llama3-8b", "--no-lut-kernels"]) as? GPUBenchCommand)
         XCTAssertFalse(off.tuning.value.engine.lutKernels)
-        for bad in ["lut4-g16", "lut3-g64", "q4", "lut4-g64-learned"] {
+        let lut3 = try XCTUnwrap(try Kiln.parseAsRoot(["bench", "kernels", "--dummy-weights", "llama3-70b", "--weights", "lut3-g64"]) as? BenchCommand)
+        XCTAssertEqual(lut3.tuning.value.dummyLUT, WeightFormat.LUTFormat(bits: 3, groupSize: 64, table: .nf, hasOffsets: false))
+        let lut2 = try XCTUnwrap(try Kiln.parseAsRoot(["bench-gpu", "--dummy-weights", "llama3-8b", "--weights", "lut2-g64"]) as? GPUBenchCommand)
+        XCTAssertEqual(lut2.tuning.value.dummyLUT, WeightFormat.LUTFormat(bits: 2, groupSize: 64, table: .nf, hasOffsets: false))
+        for bad in ["lut4-g16", "lut5-g64", "lut3-g64-fp4", "q4", "lut4-g64-learned"] {
             XCTAssertThrowsError(try Kiln.parseAsRoot(["bench-gpu", "--dummy-weights", "llama3-8b", "--weights", bad]), bad)
         }
     }

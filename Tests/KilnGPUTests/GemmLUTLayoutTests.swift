@@ -133,7 +133,8 @@ final class GemmLUTLayoutTests: XCTestCase {
         let g32 = try LUTFixture(rows: 16, cols: 128, format: format(32, affine: false), table: a.table, rng: &rng)
         XCTAssertNotNil(GPUWeights.lutUnsupported([a.matrix, g32.matrix], interleaveHalves: false))
         let three = try LUTFixture(rows: 16, cols: 128, format: .init(bits: 3, groupSize: 64, table: .nf, hasOffsets: false), rng: &rng)
-        XCTAssertNotNil(GPUWeights.lutUnsupported([three.matrix], interleaveHalves: false))
+        XCTAssertNil(GPUWeights.lutUnsupported([three.matrix], interleaveHalves: false))                  // 3 bits run natively
+        XCTAssertNotNil(GPUWeights.lutUnsupported([a.matrix, three.matrix], interleaveHalves: false))     // but not mixed with 4
         XCTAssertThrowsError(try LUTDevicePlanes(parts: [a.matrix, b.matrix], interleaveHalves: false, scale: 1))
     }
 

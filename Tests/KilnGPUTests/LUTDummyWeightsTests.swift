@@ -15,11 +15,36 @@ final class LUTDummyWeightsTests: XCTestCase {
         XCTAssertEqual(try DummyLinearFormat(parsing: "lut4-g64-affine"), .lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: true)))
         XCTAssertEqual(try DummyLinearFormat(parsing: "q4_0"), .lut(.init(bits: 4, groupSize: 32, table: .int, hasOffsets: false)))
         XCTAssertEqual(try DummyLinearFormat(parsing: "q4_1"), .lut(.init(bits: 4, groupSize: 32, table: .int, hasOffsets: true)))
-        for bad in ["lut4", "lut4-g16", "lut4-g96", "lut3-g64", "lut4-g64-learned", "lut4-g64-nf-affine-x", "lut4-64", "LUT4-g64", "lut4-g64-", "q8_0", "iq4_nl", ""] {
+        XCTAssertEqual(try DummyLinearFormat(parsing: "lut3-g64"), .lut(.init(bits: 3, groupSize: 64, table: .nf, hasOffsets: false)))
+        XCTAssertEqual(try DummyLinearFormat(parsing: "lut2-g32-int-affine"), .lut(.init(bits: 2, groupSize: 32, table: .int, hasOffsets: true)))
+        XCTAssertEqual(try DummyLinearFormat(parsing: "lut3-g128-affine"), .lut(.init(bits: 3, groupSize: 128, table: .nf, hasOffsets: true)))
+        for bad in ["lut4", "lut4-g16", "lut4-g96", "lut5-g64", "lut1-g64", "lut3-g64-fp4", "lut2-g64-fp4", "lut03-g64", "lut+3-g64", "lut4-g64-learned",
+                    "lut4-g64-nf-affine-x", "lut4-64", "LUT4-g64", "lut4-g64-", "q8_0", "iq4_nl", ""] {
             XCTAssertThrowsError(try DummyLinearFormat(parsing: bad), bad)
         }
         for name in DummyLinearFormat.examples { XCTAssertNoThrow(try DummyLinearFormat(parsing: name), name) }
         XCTAssertEqual(try DummyLinearFormat(parsing: "lut4-g64").name, "lut4_g64_nf")
+        XCTAssertEqual(try DummyLinearFormat(parsing: "lut2-g64").name, "lut2_g64_nf")
+    }
+
+    /// 3 and 2 bits: the device layout's sizes (128·bits bytes per 16 × 64 record), uniformly random codes in every
+    /// record bit, and the width's fixed table.
+    func testLowBitDummyPlanes() throws {
+        for bits in [3, 2] {
+            let f = WeightFormat.LUTFormat(bits: bits, groupSize: 64, table: .nf, hasOffsets: false)
+            let (n, k) = (40, 4096 + 64)
+            let a = try LUTDevicePlanes(dummyRows: n, cols: k, format: f, seed: 5)
+            XCTAssertEqual(a.codes.count, 3 * 65 * 128 * bits)
+            XCTAssertEqual(a.layout.codeBytes, a.codes.count)
+            XCTAssertEqual(a.scales.count, GemmLUT.DeviceLayout(rows: n, cols: k, group: 64, bits: bits).scaleWords)
+            XCTAssertEqual(a.table, LUTTables.normalFloat(bits: bits))
+            XCTAssertEqual(a.table.count, 1 << bits)
+            var ones = 0
+            for b in a.codes { ones += b.nonzeroBitCount }
+            XCTAssertEqual(Double(ones), Double(a.codes.count * 4), accuracy: 0.02 * Double(a.codes.count * 4))
+            XCTAssertEqual(try LUTDevicePlanes(dummyRows: 16, cols: 64, format: .init(bits: bits, groupSize: 32, table: .int, hasOffsets: true), seed: 1).table,
+                           (0..<(1 << bits)).map { Float($0) })
+        }
     }
 
     func testDummyPlanes() throws {
@@ -64,10 +89,10 @@ final class LUTDummyWeightsTests: XCTestCase {
     }
 
     func testDefaultSplitFillsTheGPU() {
-        let c = GemmLUT.defaultConfig(m: 1, affine: false)
+        let c = GemmLUT.defaultConfig(m: 1, affine: false, bits: 4)
         XCTAssertEqual(c.nt, 1); XCTAssertFalse(c.affine)
-        XCTAssertEqual(GemmLUT.defaultConfig(m: 9, affine: true).nt, 2)
-        XCTAssertTrue(GemmLUT.defaultConfig(m: 9, affine: true).affine)
+        XCTAssertEqual(GemmLUT.defaultConfig(m: 9, affine: true, bits: 4).nt, 2)
+        XCTAssertTrue(GemmLUT.defaultConfig(m: 9, affine: true, bits: 4).affine)
         // 4096×4096 at one tile per block: 256 blocks, split 2 (a third split would leave each warp one super-step).
         XCTAssertEqual(GemmLUT.defaultSplit(c, n: 4096, k: 4096, multiprocessors: 132, maxSplit: 8), 2)
         XCTAssertEqual(GemmLUT.defaultSplit(c, n: 6144, k: 4096, multiprocessors: 132, maxSplit: 8), 2)
@@ -79,25 +104,43 @@ final class LUTDummyWeightsTests: XCTestCase {
     }
 
     func testInstanceTableParses() {
-        XCTAssertEqual(GemmLUT.configs.count, 12)
-        XCTAssertTrue(GemmLUT.configs.contains { $0.affine } && GemmLUT.configs.contains { !$0.affine })
-        for m in 1...16 { for a in [false, true] { XCTAssertGreaterThanOrEqual(GemmLUT.defaultConfig(m: m, affine: a).maxM, m) } }
+        XCTAssertEqual(GemmLUT.configs.filter { $0.bits == 4 }.count, 12)
+        XCTAssertEqual(GemmLUT.configs.filter { $0.bits == 3 }.count, 9)
+        XCTAssertEqual(GemmLUT.configs.filter { $0.bits == 2 }.count, 10)
+        XCTAssertEqual(GemmLUT.configs.count, 31)
+        XCTAssertEqual(Set(GemmLUT.configs.map(\.name)).count, 31)
+        for bits in GemmLUT.bitWidths {
+            XCTAssertTrue(GemmLUT.configs.contains { $0.bits == bits && $0.affine } && GemmLUT.configs.contains { $0.bits == bits && !$0.affine })
+            for m in 1...16 {
+                for a in [false, true] {
+                    let c = GemmLUT.defaultConfig(m: m, affine: a, bits: bits)
+                    XCTAssertGreaterThanOrEqual(c.maxM, m); XCTAssertEqual(c.bits, bits); XCTAssertEqual(c.affine, a)
+                }
+            }
+        }
         XCTAssertEqual(GemmLUT.configs.first?.name, "kiln_gemm_lut4_nt1_wn1_wk4_t1_u4_a0")
+        XCTAssertEqual(GemmLUT.defaultConfig(m: 1, affine: false, bits: 3).name, "kiln_gemm_lut3_nt1_wn1_wk4_t1_u4_a0")
+        XCTAssertEqual(GemmLUT.defaultConfig(m: 16, affine: true, bits: 2).name, "kiln_gemm_lut2_nt2_wn1_wk4_t1_u4_a1")
+        // Every instance and the three dequantizers are compiled and checked for spills.
+        XCTAssertEqual(GemmLUT.instances.count, 34)
     }
 }
 
-/// The GPU's per-format decision for lookup tables: 4-bit with groups of 32/64/128 native when the LUT kernels are on.
+/// The GPU's per-format decision for lookup tables: 4-, 3- and 2-bit with groups of 32/64/128 native when the LUT
+/// kernels are on.
 final class LUTWeightPlanTests: XCTestCase {
-    func testFourBitLUTIsNativeOnlyWithTheKernelsOn() {
-        for g in [32, 64, 128] {
-            for table in [WeightFormat.LUTFormat.Table.nf, .learned, .int] {
-                let f = WeightFormat.lut(.init(bits: 4, groupSize: g, table: table, hasOffsets: table == .int))
-                XCTAssertEqual(GPUWeights.plan(f, nativeLUT: true), .native, f.name)
-                XCTAssertEqual(GPUWeights.plan(f), .convert(to: .bf16), f.name)
+    func testLUTIsNativeOnlyWithTheKernelsOn() {
+        for bits in [4, 3, 2] {
+            for g in [32, 64, 128] {
+                for table in [WeightFormat.LUTFormat.Table.nf, .learned, .int] {
+                    let f = WeightFormat.lut(.init(bits: bits, groupSize: g, table: table, hasOffsets: table == .int))
+                    XCTAssertEqual(GPUWeights.plan(f, nativeLUT: true), .native, f.name)
+                    XCTAssertEqual(GPUWeights.plan(f), .convert(to: .bf16), f.name)
+                }
             }
         }
-        for f in [WeightFormat.lut(.init(bits: 3, groupSize: 64, table: .nf, hasOffsets: false)),
-                  .lut(.init(bits: 2, groupSize: 32, table: .int, hasOffsets: true)), .gguf(.q5_0), .bf16] where f != .bf16 {
+        for f in [WeightFormat.lut(.init(bits: 3, groupSize: 16, table: .nf, hasOffsets: false)),
+                  .lut(.init(bits: 2, groupSize: 256, table: .int, hasOffsets: true)), .gguf(.q5_0)] {
             XCTAssertEqual(GPUWeights.plan(f, nativeLUT: true), .convert(to: .bf16), f.name)
         }
         XCTAssertEqual(GPUWeights.plan(.lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: false)), nativeLUT: true)

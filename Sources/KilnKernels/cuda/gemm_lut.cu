@@ -1,4 +1,4 @@
-// gemm_lut.cu — decode GEMMs over 4-bit lookup-table weights (WeightFormat.lut, bits 4): Y[M,N] = X[M,K] · W[N,K]^T
+// gemm_lut.cu — decode GEMMs over 4-, 3- and 2-bit lookup-table weights (WeightFormat.lut): Y[M,N] = X[M,K] · W[N,K]^T
 // for 1 ≤ M ≤ 16, X bf16, W[n, k] = table[code[n, k]] · scale[n, k/g] (+ offset[n, k/g] when affine), g ∈ {32, 64, 128}.
 //
 // Decode reads the weights once per step, so the floor is N·K/2 code bytes + N·K/g·2 scale bytes (·2 affine) ÷
@@ -28,10 +28,30 @@
 //  * Split-K over whole chunks, WARPS_K warps interleaved over a split's super-steps of UNROLL chunks; the codes and
 //    scales of step s+1 are loaded before the mmas of step s (two register sets); activations per step.
 //
+// 3 and 2 bits (BITS template parameter; the description above is BITS = 4). The same fragment map, chunks, scales,
+// split-K and main loop; a lane's 32 codes per chunk are 12 or 8 bytes, restructured at load so that turning them into
+// the mma's bf16 pairs costs few instructions (docs/perf-notes-lut.md, "3 and 2 bits", has the counts). Name the 16
+// pairs of a lane's chunk by slot (j, i) = register a_i of mma j: row g + 8·(i & 1), columns 16t + 4j + 2·(i >> 1) + e,
+// e = 0 (even column, low half) or 1.
+//  * 3 bits: per chunk 384 bytes = [32 lanes × 8 bytes A][32 lanes × 4 bytes B]. A = words A0 (mmas 0, 1), A1 (2, 3):
+//    byte i of A_{j>>1}, nibble j & 1, holds the low two bits of slot (j, i)'s codes (even code in bits 0-1). B byte i
+//    holds their high bits: slot (0, i) at bits 4-5, (1, i) 6-7, (2, i) 0-1, (3, i) 2-3 (even code first). Nine
+//    shift/logic ops per chunk (`pair_words<3>`) turn A0, A1, B into four words shaped like the 4-bit ones: byte i of
+//    word j = slot (j, i)'s pair index (bits 0-3 the low bits, 4-5 the high bits, 6-7 junk), looked up in a 256-entry
+//    pair table that ignores bits 6-7 (entry b = {table[(b & 3) | (b >> 2 & 4)], table[(b >> 2 & 3) | (b >> 3 & 4)]}),
+//    32 copies as at 4 bits: the 4-bit lookup and fma, unchanged.
+//  * 2 bits: per chunk 256 bytes, 8 per lane (words W0 for mmas 0, 1 and W1 for 2, 3). No shared memory: the 4-entry
+//    table, scaled per row and group (fma.rn.bf16x2 on {table[0], table[1]} and {table[2], table[3]}: the same bf16
+//    value per weight as the lookup-then-fma order), sits in two registers per row, and one prmt per code pair selects
+//    from them. Bits 2s-2s+1 of byte b of W_w hold code e = b & 1 of slot (2w + (s >> 1), 2·(s & 1) + (b >> 1)): the
+//    four codes at bits 2s of W_w, masked (x = (W >> 2s) & 0x03030303) and multiplied by 0x22 (+0x10101010), are two
+//    prmt selectors {2c, 2c+1} per code (bytes 2c, 2c+1 of the register pair = table entry c): the low half of
+//    x·0x22 for the top row's slot, the high half (__umulhi(x, 0x220000)) for the bottom row's (`select2`).
+//
 // Entry points, all with the parameters of `LutGemmParams` (one struct; GemmLUT.swift mirrors it):
-//   kiln_gemm_lut4_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_a{AFFINE}   block = 32·WN·WK threads,
+//   kiln_gemm_lut{BITS}_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_a{AFFINE}   block = 32·WN·WK threads,
 //                                                             grid = (ceil(ceil(N/16) / (T·WN)), splitK)
-//   kiln_lut4_dequant (LutDequantParams)                      block = 256, grid = ceil(ceil(N/16)·KC·32 / 256): W → bf16
+//   kiln_lut{BITS}_dequant (LutDequantParams)                 block = 256, grid = ceil(ceil(N/16)·KC·32 / 256): W → bf16
 // Requirements (checked by the launcher): K % g == 0 and g ∈ {32, 64, 128} (so K % 32 == 0), x 16-byte aligned,
 // 1 ≤ M ≤ 8·NT; the SwiGLU epilogue needs N % 16 == 0 (gate/up interleaved per 16-row tile by the restructure).
 
@@ -41,10 +61,10 @@
 
 struct LutGemmParams {
     const kiln::bf16* x;           // [M, K] bf16 activations
-    const unsigned char* codes;    // [ceil(N/16), KC, 32 lanes, 16 bytes] restructured codes (KC = ceil(K/64))
+    const unsigned char* codes;    // [ceil(N/16), KC, 128·BITS bytes] restructured codes (KC = ceil(K/64)); 4 bits: [32 lanes, 16 bytes]
     const unsigned* scales;        // [ceil(N/16), GP, 8] bf16x2 {scale row g, scale row g+8} (GP = ceil(64·KC / g))
     const unsigned* offsets;       // same layout, affine instances only (else unused)
-    const float* table;            // [16] f32 table values
+    const float* table;            // [2^BITS] f32 table values
     void* y;                       // [M, N] bf16 / fp32, or [M, N/2] bf16 (SwiGLU)
     float* ws;                     // [splitK, M, N] fp32 split-K partials (splitK > 1)
     unsigned* cnt;                 // [gridDim.x] zeroed counters (splitK > 1), left zeroed
@@ -57,7 +77,7 @@ struct LutDequantParams {
     const unsigned char* codes;    // restructured codes, as LutGemmParams
     const unsigned* scales;        // as LutGemmParams
     const unsigned* offsets;       // as LutGemmParams, or null (symmetric)
-    const float* table;            // [16] f32
+    const float* table;            // [2^BITS] f32
     kiln::bf16* y;                 // [N, K] bf16
     int N, K;
     int group_shift;
@@ -78,6 +98,15 @@ __device__ __forceinline__ U4 ld_codes(const unsigned char* p) {
     U4 r;
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+// The 3- and 2-bit records: 8 bytes (A, or W0/W1) and 4 bytes (B) per lane, with ld_codes' hints.
+__device__ __forceinline__ void ld_codes8(const unsigned char* p, unsigned& a, unsigned& b) {
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(a), "=r"(b) : "l"(p));
+}
+__device__ __forceinline__ unsigned ld_codes4(const unsigned char* p) {
+    unsigned r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.u32 %0, [%1];" : "=r"(r) : "l"(p));
     return r;
 }
 __device__ __forceinline__ unsigned ld_scale(const unsigned* p) {
@@ -116,9 +145,54 @@ __device__ __forceinline__ unsigned lut_value(const float* table, unsigned b) {
     return kiln_attn::pack_bf16x2(__ldg(table + (b & 15u)), __ldg(table + (b >> 4)));
 }
 
+// The codes of 3-bit pair-table entry b (bits 0-1 / 2-3: low bits of the even / odd code, 4 / 5: their high bits).
+__device__ __forceinline__ unsigned lut3_even(unsigned b) { return (b & 3u) | ((b >> 2) & 4u); }
+__device__ __forceinline__ unsigned lut3_odd(unsigned b) { return ((b >> 2) & 3u) | ((b >> 3) & 4u); }
+__device__ __forceinline__ unsigned lut3_value(const float* table, unsigned b) {
+    return kiln_attn::pack_bf16x2(__ldg(table + lut3_even(b)), __ldg(table + lut3_odd(b)));
+}
+
+// The four pair-index words a lane looks up per chunk (byte i of word j = register a_i of mma j): the 4-bit codes as
+// loaded; 3 bits: A0 = q.x, A1 = q.y, B = q.z combined as the header says (bits 6-7 of each byte are left as junk,
+// which the 3-bit table ignores).
+template <int BITS>
+__device__ __forceinline__ void pair_words(const U4& q, unsigned (&w)[4]) {
+    if constexpr (BITS == 4) {
+        w[0] = q.x; w[1] = q.y; w[2] = q.z; w[3] = q.w;
+    } else {
+        static_assert(BITS == 3, "pair_words: 4 or 3 bits");
+        constexpr unsigned lo = 0x0F0F0F0Fu;
+        w[0] = (q.x & lo) | (q.z & ~lo);                 // high bits: B bits 4-5 of each byte
+        w[1] = ((q.x >> 4) & lo) | ((q.z >> 2) & ~lo);   // B bits 6-7
+        w[2] = (q.y & lo) | ((q.z << 4) & ~lo);          // B bits 0-1
+        w[3] = ((q.y >> 4) & lo) | ((q.z << 2) & ~lo);   // B bits 2-3
+    }
+}
+
+// prmt over the byte pool {a (bytes 0-3), b (bytes 4-7)}, selector bits 0-15.
+__device__ __forceinline__ unsigned prmt2(unsigned a, unsigned b, unsigned sel) {
+    unsigned r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+// 2 bits: the pairs of selector group S of word w — slot (2w' + (S >> 1), 2·(S & 1)) of the top row from {top01, top23}
+// and the next slot (bottom row) from {bottom01, bottom23}, each register pair = the row's 4 scaled table entries.
+template <int S>
+__device__ __forceinline__ void select2(unsigned w, unsigned top01, unsigned top23, unsigned bottom01, unsigned bottom23,
+                                        unsigned& top, unsigned& bottom) {
+    const unsigned x = (w >> (2 * S)) & 0x03030303u;                      // 4 codes, one per byte
+    top = prmt2(top01, top23, x * 0x22u + 0x10101010u);                   // bytes 0, 1: {2c, 2c+1} per code
+    bottom = prmt2(bottom01, bottom23, __umulhi(x, 0x220000u) + 0x1010u);  // bytes 2, 3, moved to bits 0-15
+}
+// The row's 4 entries times its group scale (+ offset), as two bf16 pairs: {entry 0, 1}, {entry 2, 3}.
+__device__ __forceinline__ void scaled_table2(unsigned t01, unsigned t23, unsigned s, unsigned o, unsigned& e01, unsigned& e23) {
+    e01 = fma_bf16x2(t01, s, o); e23 = fma_bf16x2(t23, s, o);
+}
+
 constexpr unsigned kNegZero2 = 0x80008000u;   // {−0, −0}: a·b + (−0) = a·b exactly, sign of zero included
 
-// The registers of one super-step's weights: per chunk u and tile tt, the lane's 16 code bytes and its scale pair
+// The registers of one super-step's weights: per chunk u and tile tt, the lane's 16 code bytes (3 bits: A0, A1, B in
+// x, y, z; 2 bits: W0, W1 in x, y — the unused words are never assigned, so they take no registers) and its scale pair
 // (and offset pair).
 template <int TILES, int UNROLL, bool AFFINE>
 struct WeightRegs {
@@ -127,22 +201,29 @@ struct WeightRegs {
     unsigned o[AFFINE ? UNROLL : 1][AFFINE ? TILES : 1];
 };
 
-// Where lane (g, t)'s data of tile `tile` sits: codes at chunk c are qbase + 512·c; its scale word of group G at
-// sbase + 8·G.
+// Where lane (g, t)'s data of tile `tile` sits: codes at chunk c are qbase + 128·BITS·c (3 bits: A there, B at
+// + bofs); its scale word of group G at sbase + 8·G.
 struct LaneAddr {
     const unsigned char* qbase[4];
     const unsigned* sbase[4];
     const unsigned* obase[4];
+    int bofs;   // 3 bits: 256 − 4·lane (B's offset from A)
 };
 
-template <int TILES, int UNROLL, bool AFFINE>
+template <int BITS, int TILES, int UNROLL, bool AFFINE>
 __device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE>& r, const LaneAddr& a, int c, int t, int gshift) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int group = ((c + u) * 64 + 16 * t) >> gshift;
 #pragma unroll
         for (int tt = 0; tt < TILES; ++tt) {
-            r.q[u][tt] = ld_codes(a.qbase[tt] + (long long)(c + u) * 512);
+            if constexpr (BITS == 4) {
+                r.q[u][tt] = ld_codes(a.qbase[tt] + (long long)(c + u) * 512);
+            } else {
+                const unsigned char* chunk = a.qbase[tt] + (long long)(c + u) * (128 * BITS);
+                ld_codes8(chunk, r.q[u][tt].x, r.q[u][tt].y);
+                if constexpr (BITS == 3) r.q[u][tt].z = ld_codes4(chunk + a.bofs);
+            }
             r.s[u][tt] = ld_scale(a.sbase[tt] + group * 8);
             if constexpr (AFFINE) r.o[u][tt] = ld_scale(a.obase[tt] + group * 8);
         }
@@ -167,8 +248,9 @@ __device__ __forceinline__ void load_x(U4 (&x)[UNROLL][NT][2], const kiln::bf16*
     }
 }
 
-// Dequantizes chunk u's fragments tile by tile (lookup + fma per code pair) and runs its 4·NT mmas per tile.
-template <int NT, int TILES, int UNROLL, bool AFFINE>
+// Dequantizes chunk u's fragments tile by tile (lookup + fma per code pair) and runs its 4·NT mmas per tile (4 and 3
+// bits: `lut` = this lane's copy of the shared pair table; 2 bits: mma_step2).
+template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE>
 __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
                                          const U4 (&x)[UNROLL][NT][2], unsigned lut) {
 #pragma unroll
@@ -178,7 +260,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const Weigh
             const unsigned s_top = prmt(r.s[u][tt], 0x1010u), s_bottom = prmt(r.s[u][tt], 0x3232u);
             unsigned o_top = kNegZero2, o_bottom = kNegZero2;
             if constexpr (AFFINE) { o_top = prmt(r.o[u][tt], 0x1010u); o_bottom = prmt(r.o[u][tt], 0x3232u); }
-            const unsigned words[4] = {r.q[u][tt].x, r.q[u][tt].y, r.q[u][tt].z, r.q[u][tt].w};
+            unsigned words[4];
+            pair_words<BITS>(r.q[u][tt], words);
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const unsigned w = words[j];
@@ -196,14 +279,60 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const Weigh
         }
 }
 
-template <int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, bool AFFINE>
+// 2 bits: per chunk and tile the row's scaled 4-entry tables (4 fma.rn.bf16x2), then one prmt per code pair (select2).
+// t01 / t23 = {table[0], table[1]} / {table[2], table[3]} in bf16.
+template <int NT, int TILES, int UNROLL, bool AFFINE>
+__device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+                                          const U4 (&x)[UNROLL][NT][2], unsigned t01, unsigned t23) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt) {
+            const unsigned s_top = prmt(r.s[u][tt], 0x1010u), s_bottom = prmt(r.s[u][tt], 0x3232u);
+            unsigned o_top = kNegZero2, o_bottom = kNegZero2;
+            if constexpr (AFFINE) { o_top = prmt(r.o[u][tt], 0x1010u); o_bottom = prmt(r.o[u][tt], 0x3232u); }
+            unsigned top01, top23, bottom01, bottom23;
+            scaled_table2(t01, t23, s_top, o_top, top01, top23);
+            scaled_table2(t01, t23, s_bottom, o_bottom, bottom01, bottom23);
+            const unsigned words[2] = {r.q[u][tt].x, r.q[u][tt].y};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                unsigned a0, a1, a2, a3;
+                if (j & 1) {
+                    select2<2>(words[j >> 1], top01, top23, bottom01, bottom23, a0, a1);
+                    select2<3>(words[j >> 1], top01, top23, bottom01, bottom23, a2, a3);
+                } else {
+                    select2<0>(words[j >> 1], top01, top23, bottom01, bottom23, a0, a1);
+                    select2<1>(words[j >> 1], top01, top23, bottom01, bottom23, a2, a3);
+                }
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    const U4& xx = x[u][n][j >> 1];
+                    const unsigned b0 = (j & 1) ? xx.z : xx.x, b1 = (j & 1) ? xx.w : xx.y;
+                    mma16816(acc[tt][n], a0, a1, a2, a3, b0, b1);
+                }
+            }
+        }
+}
+
+// One super-step's dequantization and mmas at any width.
+template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE>
+__device__ __forceinline__ void mma_any(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+                                        const U4 (&x)[UNROLL][NT][2], unsigned lut, unsigned t01, unsigned t23) {
+    if constexpr (BITS == 2) mma_step2<NT, TILES, UNROLL, AFFINE>(acc, r, x, t01, t23);
+    else mma_step<BITS, NT, TILES, UNROLL, AFFINE>(acc, r, x, lut);
+}
+
+template <int BITS, int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, bool AFFINE>
 __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
     static_assert(TILES <= 4, "at most 4 tiles per warp");
-    static_assert(2 * UNROLL * TILES * 4 + UNROLL * NT * 8 <= 96, "two code sets plus one activation set: at most 96 registers (more spills)");
-    // The table, 32 copies: entry b of lane l at word 32·b + l, so a warp's 32 lookups hit 32 different banks.
-    __shared__ unsigned lut_smem[256 * 32];
+    static_assert(BITS >= 2 && BITS <= 4, "2-, 3- or 4-bit codes");
+    static_assert(2 * UNROLL * TILES * BITS + UNROLL * NT * 8 <= 96, "two code sets plus one activation set: at most 96 registers (more spills)");
+    // The table, 32 copies: entry b of lane l at word 32·b + l, so a warp's 32 lookups hit 32 different banks (2 bits:
+    // none, the table lives in registers).
+    __shared__ unsigned lut_smem[BITS == 2 ? 1 : 256 * 32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WARPS_N, wk = warp / WARPS_N, g = lane >> 2, t = lane & 3;
@@ -222,10 +351,12 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
 
     // Tiles past the last read the last one (valid memory) and are never stored.
     LaneAddr a;
+    if constexpr (BITS == 3) a.bofs = 256 - 4 * lane;
 #pragma unroll
     for (int tt = 0; tt < TILES; ++tt) {
         const int tile = min(tile0 + tt, tiles - 1);
-        a.qbase[tt] = p.codes + ((long long)tile * KC * 32 + lane) * 16;
+        if constexpr (BITS == 4) a.qbase[tt] = p.codes + ((long long)tile * KC * 32 + lane) * 16;
+        else a.qbase[tt] = p.codes + (long long)tile * KC * (128 * BITS) + 8 * lane;
         a.sbase[tt] = p.scales + (long long)tile * GP * 8 + g;
         a.obase[tt] = AFFINE ? p.offsets + (long long)tile * GP * 8 + g : nullptr;
     }
@@ -247,29 +378,42 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     WeightRegs<TILES, UNROLL, AFFINE> ra, rb;
     // The first codes are requested before the table is built and before the PDL wait (weights never depend on the
     // previous kernel).
-    if (mine > 0) load_weights<TILES, UNROLL, AFFINE>(ra, a, first_chunk(0), t, gshift);
-    {
+    if (mine > 0) load_weights<BITS, TILES, UNROLL, AFFINE>(ra, a, first_chunk(0), t, gshift);
+    unsigned lut = 0, t01 = 0, t23 = 0;
+    if constexpr (BITS == 4) {
         // Lane l of every warp holds table[l & 15]; entry b = {table[b & 15], table[b >> 4]} by two broadcasts.
         const float v = __ldg(p.table + (lane & 15));
         for (int b = warp; b < 256; b += blockDim.x >> 5) {
             const float lo = __shfl_sync(0xffffffffu, v, b & 15), hi = __shfl_sync(0xffffffffu, v, b >> 4);
             lut_smem[b * 32 + lane] = kiln_attn::pack_bf16x2(lo, hi);
         }
+    } else if constexpr (BITS == 3) {
+        // Lane l holds table[l & 7]; entry b = {table[lut3_even(b)], table[lut3_odd(b)]} (bits 6-7 of b ignored).
+        const float v = __ldg(p.table + (lane & 7));
+        for (int b = warp; b < 256; b += blockDim.x >> 5) {
+            const float lo = __shfl_sync(0xffffffffu, v, lut3_even(b)), hi = __shfl_sync(0xffffffffu, v, lut3_odd(b));
+            lut_smem[b * 32 + lane] = kiln_attn::pack_bf16x2(lo, hi);
+        }
+    } else {
+        t01 = kiln_attn::pack_bf16x2(__ldg(p.table + 0), __ldg(p.table + 1));
+        t23 = kiln_attn::pack_bf16x2(__ldg(p.table + 2), __ldg(p.table + 3));
     }
-    __syncthreads();
-    const unsigned lut = kiln_attn::smem_addr(lut_smem + lane);
+    if constexpr (BITS != 2) {
+        __syncthreads();
+        lut = kiln_attn::smem_addr(lut_smem + lane);
+    }
     pdl_wait_then_trigger();
 
     U4 xr[UNROLL][NT][2];
 #pragma unroll 1
     for (int s = 0; s < mine; s += 2) {
-        if (s + 1 < mine) load_weights<TILES, UNROLL, AFFINE>(rb, a, first_chunk(s + 1), t, gshift);
+        if (s + 1 < mine) load_weights<BITS, TILES, UNROLL, AFFINE>(rb, a, first_chunk(s + 1), t, gshift);
         load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s), t, K);
-        mma_step<NT, TILES, UNROLL, AFFINE>(acc, ra, xr, lut);
+        mma_any<BITS, NT, TILES, UNROLL, AFFINE>(acc, ra, xr, lut, t01, t23);
         if (s + 1 >= mine) break;
-        if (s + 2 < mine) load_weights<TILES, UNROLL, AFFINE>(ra, a, first_chunk(s + 2), t, gshift);
+        if (s + 2 < mine) load_weights<BITS, TILES, UNROLL, AFFINE>(ra, a, first_chunk(s + 2), t, gshift);
         load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s + 1), t, K);
-        mma_step<NT, TILES, UNROLL, AFFINE>(acc, rb, xr, lut);
+        mma_any<BITS, NT, TILES, UNROLL, AFFINE>(acc, rb, xr, lut, t01, t23);
     }
     // The rest, one chunk at a time: full chunks that did not fill a super-step, and the partial chunk (K % 64 == 32),
     // whose upper lanes read zero activations against the zero padding codes.
@@ -277,9 +421,9 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     for (int c = c0 + steps * UNROLL + wk; c < c1; c += WARPS_K) {
         WeightRegs<TILES, 1, AFFINE> r1;
         U4 x1[1][NT][2];
-        load_weights<TILES, 1, AFFINE>(r1, a, c, t, gshift);
+        load_weights<BITS, TILES, 1, AFFINE>(r1, a, c, t, gshift);
         load_x<NT, 1, true>(x1, xrow, c, t, K);
-        mma_step<NT, TILES, 1, AFFINE>(acc, r1, x1, lut);
+        mma_any<BITS, NT, TILES, 1, AFFINE>(acc, r1, x1, lut, t01, t23);
     }
 
     void* y = p.y;
@@ -332,22 +476,95 @@ __device__ __forceinline__ void dequant(const LutDequantParams& p) {
     }
 }
 
+// The same for 3 and 2 bits, through the decode kernel's own conversions (pair_words<3> and the 3-bit table entry;
+// select2 on the scaled 2-bit tables), so prefill's weights are decode's and `kiln check` on this kernel also checks
+// those conversions.
+template <int BITS>
+__device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
+    const int N = p.N, K = p.K, gshift = p.group_shift;
+    const int KC = (K + 63) >> 6, tiles = (N + 15) >> 4;
+    const int GP = ((KC << 6) + (1 << gshift) - 1) >> gshift;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;   // (tile, chunk, lane)
+    pdl_wait_then_trigger();
+    if (i >= (long long)tiles * KC * 32) return;
+    const int lane = (int)(i & 31), chunk = (int)((i >> 5) % KC), tile = (int)((i >> 5) / KC);
+    const int g = lane >> 2, t = lane & 3;
+    const int k = chunk * 64 + 16 * t;
+    if (k >= K) return;   // padding columns
+    const unsigned char* rec = p.codes + ((long long)tile * KC + chunk) * (128 * BITS);
+    U4 q{0u, 0u, 0u, 0u};
+    ld_codes8(rec + 8 * lane, q.x, q.y);
+    if constexpr (BITS == 3) q.z = ld_codes4(rec + 256 + 4 * lane);
+    const long long sidx = ((long long)tile * GP + (k >> gshift)) * 8 + g;
+    const unsigned s = p.scales[sidx];
+    const unsigned s_top = prmt(s, 0x1010u), s_bottom = prmt(s, 0x3232u);
+    unsigned o_top = kNegZero2, o_bottom = kNegZero2;
+    if (p.offsets) { const unsigned o = p.offsets[sidx]; o_top = prmt(o, 0x1010u); o_bottom = prmt(o, 0x3232u); }
+    unsigned a[4][4];   // [mma j][register i]
+    if constexpr (BITS == 3) {
+        unsigned words[4];
+        pair_words<3>(q, words);
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                a[j][r] = fma_bf16x2(lut3_value(p.table, (words[j] >> (8 * r)) & 0xffu), (r & 1) ? s_bottom : s_top, (r & 1) ? o_bottom : o_top);
+    } else {
+        const unsigned t01 = kiln_attn::pack_bf16x2(__ldg(p.table + 0), __ldg(p.table + 1));
+        const unsigned t23 = kiln_attn::pack_bf16x2(__ldg(p.table + 2), __ldg(p.table + 3));
+        unsigned top01, top23, bottom01, bottom23;
+        scaled_table2(t01, t23, s_top, o_top, top01, top23);
+        scaled_table2(t01, t23, s_bottom, o_bottom, bottom01, bottom23);
+#pragma unroll
+        for (int w = 0; w < 2; ++w) {
+            const unsigned word = w ? q.y : q.x;
+            select2<0>(word, top01, top23, bottom01, bottom23, a[2 * w][0], a[2 * w][1]);
+            select2<1>(word, top01, top23, bottom01, bottom23, a[2 * w][2], a[2 * w][3]);
+            select2<2>(word, top01, top23, bottom01, bottom23, a[2 * w + 1][0], a[2 * w + 1][1]);
+            select2<3>(word, top01, top23, bottom01, bottom23, a[2 * w + 1][2], a[2 * w + 1][3]);
+        }
+    }
+    // Register i of mma j: row g + 8·(i & 1), columns k + 4j + 2·(i >> 1), +1.
+    const int top = tile * 16 + g, bottom = top + 8;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int col = k + 4 * j;
+        if (top < N) {
+            *(unsigned*)(p.y + (long long)top * K + col) = a[j][0];
+            *(unsigned*)(p.y + (long long)top * K + col + 2) = a[j][2];
+        }
+        if (bottom < N) {
+            *(unsigned*)(p.y + (long long)bottom * K + col) = a[j][1];
+            *(unsigned*)(p.y + (long long)bottom * K + col + 2) = a[j][3];
+        }
+    }
+}
+
 }  // namespace kiln_lut
 
 extern "C" __global__ void __launch_bounds__(256) kiln_lut4_dequant(const LutDequantParams p) { kiln_lut::dequant(p); }
+extern "C" __global__ void __launch_bounds__(256) kiln_lut3_dequant(const LutDequantParams p) { kiln_lut::dequant_low<3>(p); }
+extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDequantParams p) { kiln_lut::dequant_low<2>(p); }
 
-// X(NT, WARPS_N, WARPS_K, TILES, UNROLL, AFFINE) — the instances the tuner chooses from. NT = 1 serves M ≤ 8, NT = 2
-// M ≤ 16; AFFINE = 1 reads offsets. A first set (no device has run them yet): 4 warps over K with one tile as the
+// X(BITS, NT, WARPS_N, WARPS_K, TILES, UNROLL, AFFINE) — the instances the tuner chooses from. NT = 1 serves M ≤ 8,
+// NT = 2 M ≤ 16; AFFINE = 1 reads offsets. A first set (no device has run them yet): 4 warps over K with one tile as the
 // bf16 and FP8 defaults, 8 warps for the small shapes, two tiles per warp, a 2-warp-wide block; UNROLL 4 keeps as many
 // weight bytes in flight per lane as gemm_splitk's UNROLL 2 (one 16-byte load per 64 columns instead of two per 32).
+// 3 and 2 bits: fewer bytes per chunk (12, 8 per lane), so also UNROLL 8 (2 bits, M ≤ 8) and four tiles per warp at
+// UNROLL 2 for more bytes in flight per lane (not two tiles with one token group: those would share NVVM's
+// instantiations of the TILES = 2, NT = 1 epilogue with the 4-bit t2 instance and change its machine code).
 #define KILN_GEMM_LUT_INSTANCES(X) \
-    X(1, 1, 4, 1, 4, 0) X(1, 1, 4, 1, 2, 0) X(1, 1, 8, 1, 2, 0) X(1, 2, 4, 1, 2, 0) X(1, 1, 4, 2, 2, 0) \
-    X(2, 1, 4, 1, 4, 0) X(2, 1, 4, 1, 2, 0) X(2, 1, 8, 1, 2, 0) \
-    X(1, 1, 4, 1, 4, 1) X(1, 1, 8, 1, 2, 1) X(2, 1, 4, 1, 4, 1) X(2, 1, 8, 1, 2, 1)
+    X(4, 1, 1, 4, 1, 4, 0) X(4, 1, 1, 4, 1, 2, 0) X(4, 1, 1, 8, 1, 2, 0) X(4, 1, 2, 4, 1, 2, 0) X(4, 1, 1, 4, 2, 2, 0) \
+    X(4, 2, 1, 4, 1, 4, 0) X(4, 2, 1, 4, 1, 2, 0) X(4, 2, 1, 8, 1, 2, 0) \
+    X(4, 1, 1, 4, 1, 4, 1) X(4, 1, 1, 8, 1, 2, 1) X(4, 2, 1, 4, 1, 4, 1) X(4, 2, 1, 8, 1, 2, 1) \
+    X(3, 1, 1, 4, 1, 4, 0) X(3, 1, 1, 8, 1, 2, 0) X(3, 1, 1, 4, 4, 2, 0) X(3, 2, 1, 4, 1, 4, 0) X(3, 2, 1, 8, 1, 2, 0) \
+    X(3, 1, 1, 4, 1, 4, 1) X(3, 1, 1, 8, 1, 2, 1) X(3, 2, 1, 4, 1, 4, 1) X(3, 2, 1, 8, 1, 2, 1) \
+    X(2, 1, 1, 4, 1, 4, 0) X(2, 1, 1, 4, 1, 8, 0) X(2, 1, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 4, 2, 0) X(2, 2, 1, 4, 1, 4, 0) \
+    X(2, 2, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 1, 4, 1) X(2, 1, 1, 8, 1, 2, 1) X(2, 2, 1, 4, 1, 4, 1) X(2, 2, 1, 8, 1, 2, 1)
 
-#define KILN_GEMM_LUT_NAME(NT, WN, WK, T, U, A) kiln_gemm_lut4_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_a##A
-#define KILN_GEMM_LUT_DEFINE(NT, WN, WK, T, U, A)                                                                  \
-    extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_LUT_NAME(NT, WN, WK, T, U, A)(const LutGemmParams p) { \
-        kiln_lut::gemm_lut<NT, WN, WK, T, U, (A) != 0>(p);                                                         \
+#define KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A) kiln_gemm_lut##B##_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_a##A
+#define KILN_GEMM_LUT_DEFINE(B, NT, WN, WK, T, U, A)                                                               \
+    extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A)(const LutGemmParams p) { \
+        kiln_lut::gemm_lut<B, NT, WN, WK, T, U, (A) != 0>(p);                                                      \
     }
 KILN_GEMM_LUT_INSTANCES(KILN_GEMM_LUT_DEFINE)
