@@ -88,9 +88,10 @@ extension GPUModel: DecoderOperations {
         }
     }
 
-    /// y = x · Wᵀ for a linear layer in its format: bf16 through the tuned GEMMs; FP8 through gemm_fp8 after the
-    /// activation quantizer at m ≤ 16 (decode), else dequantized into the bf16 scratch for the bf16 GEMMs (prefill);
-    /// 4-bit lookup tables through gemm_lut at m ≤ 16, else dequantized (kiln_lut4_dequant) likewise.
+    /// y = x · Wᵀ for a linear layer in its format: bf16 through the tuned GEMMs; FP8 through the activation quantizer
+    /// and then gemm_fp8 at m ≤ 16 (decode) or gemm_fp8_hopper (prefill, chunks included; without Hopper prefill
+    /// dequantizes the layer into the bf16 scratch for the bf16 GEMMs); 4-bit lookup tables through gemm_lut at m ≤ 16,
+    /// else dequantized (kiln_lut4_dequant) likewise.
     func project(_ op: String, x: CUdeviceptr, w: GPUMatrix, y: CUdeviceptr, m: Int, n: Int, k: Int, epilogue: GemmSplitK.Epilogue = .bf16) throws {
         switch w {
         case .bf16(let b):
@@ -101,9 +102,14 @@ extension GPUModel: DecoderOperations {
                 try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream)
                 try gemm.fp8(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y, m: m, n: n, k: k,
                              epilogue: epilogue, stream: stream)
+            } else if gemm.hasFP8Prefill, epilogue == .bf16 {
+                try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream)
+                try gemm.fp8Prefill(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y,
+                                    m: m, n: n, k: k, stream: stream)
             } else {
-                try fp8.dequantize(w: codes.address, scale8: scale8.address, y: fp8.dense.address, n: n, k: k, stream: stream)
-                try gemm(op, x: x, w: fp8.dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
+                guard let dense = fp8.dense else { throw KilnError("linear \(op): no FP8 prefill kernel for the \(epilogue) epilogue") }
+                try fp8.dequantize(w: codes.address, scale8: scale8.address, y: dense.address, n: n, k: k, stream: stream)
+                try gemm(op, x: x, w: dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
             }
         case .lut(let l):
             guard let lut else { throw KilnError("linear \(op): lookup-table weights without the LUT scratch (GPUModel.init makes it)") }

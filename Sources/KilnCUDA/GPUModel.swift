@@ -52,14 +52,15 @@ public final class GPUModel {
     let attnDecode: Attention.Decode
     let decodeSplits: Int
     public let gemm: GemmDispatch
-    /// FP8 linear layers: decode quantizes each GEMM input per 1×128 block into `act`/`scales` for gemm_fp8; prefill
-    /// dequantizes the layer into `dense` for the bf16 GEMMs (no FP8 prefill GEMM yet). nil without FP8 layers.
+    /// FP8 linear layers: each GEMM input is quantized per 1×128 block into `act`/`scales` for gemm_fp8 (decode) and, on
+    /// Hopper, gemm_fp8_hopper (prefill); without Hopper, prefill dequantizes the layer into `dense` for the bf16 GEMMs.
+    /// nil without FP8 layers.
     struct FP8Scratch {
         let quantize: FP8ActivationQuantizer
         let dequantize: FP8Dequantizer
-        let act: DeviceBuffer<UInt8>      // [16, maxK] e4m3
-        let scales: DeviceBuffer<Float>   // [16, ceil(maxK/128)]
-        let dense: DeviceBuffer<UInt16>   // [the largest FP8 matrix] bf16
+        let act: DeviceBuffer<UInt8>      // [maxRows (16 without Hopper), maxK] e4m3
+        let scales: DeviceBuffer<Float>   // [maxRows (16 without Hopper), ceil(maxK/128)]
+        let dense: DeviceBuffer<UInt16>?  // [the largest FP8 matrix] bf16, only without Hopper
     }
     let fp8: FP8Scratch?
     /// Lookup-table linear layers: prefill dequantizes the layer into `dense` (bf16, the largest LUT matrix) for the
@@ -149,11 +150,11 @@ public final class GPUModel {
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
         gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qkvDim), stream: stream, log: log)
         if weights.largestFP8Matrix > 0 {
-            let maxK = max(c.hiddenSize, c.qDim, c.intermediateSize)
+            let maxK = max(c.hiddenSize, c.qDim, c.intermediateSize), rows = gemm.hasFP8Prefill ? max(16, self.maxRows) : 16
             fp8 = FP8Scratch(quantize: try FP8ActivationQuantizer(library), dequantize: try FP8Dequantizer(library),
-                             act: try DeviceBuffer<UInt8>(ctx, count: 16 * maxK),
-                             scales: try DeviceBuffer<Float>(ctx, count: 16 * FP8ActivationQuantizer.scaleColumns(k: maxK)),
-                             dense: try DeviceBuffer<UInt16>(ctx, count: weights.largestFP8Matrix))
+                             act: try DeviceBuffer<UInt8>(ctx, count: rows * maxK),
+                             scales: try DeviceBuffer<Float>(ctx, count: rows * FP8ActivationQuantizer.scaleColumns(k: maxK)),
+                             dense: gemm.hasFP8Prefill ? nil : try DeviceBuffer<UInt16>(ctx, count: weights.largestFP8Matrix))
         } else {
             fp8 = nil
         }

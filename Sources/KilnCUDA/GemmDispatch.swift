@@ -9,6 +9,7 @@ import KilnKernels
 ///
 ///   M ≤ 16          gemm_splitk (decode; bf16 or fp32 out), or on Hopper gemm_stream / gemm_swapab where the table says so
 ///   M ≥ 64, Hopper  gemm_hopper (prefill; bf16 out)
+///   FP8 weights     gemm_fp8 at M ≤ 16; gemm_fp8_hopper at M > 16 on Hopper (fp8Prefill)
 ///   otherwise       gemm_splitk over row blocks of 16 (short prefill chunks, fp32 logits, non-Hopper GPUs)
 public final class GemmDispatch {
     /// A kernel instance and its split count: the tuner's candidate type, so a table entry and a choice are one thing.
@@ -23,6 +24,7 @@ public final class GemmDispatch {
     private var streamKernels: [GemmStream.Config: GemmStream] = [:]
     private var swapABKernels: [GemmSwapAB.Config: GemmSwapAB] = [:]
     private var fp8Kernels: [GemmFP8.Config: GemmFP8] = [:]
+    private var fp8HopperKernels: [GemmFP8Hopper.Config: GemmFP8Hopper] = [:]
     private var lutKernels: [GemmLUT.Config: GemmLUT] = [:]
     private var warned: Set<String> = []
     /// Split-K scratch (gemm_splitk, gemm_swapab), shared by all calls: they run one after another on one stream,
@@ -40,8 +42,8 @@ public final class GemmDispatch {
         try counters.fill(byte: 0, stream: stream)
     }
 
-    /// The weight formats this dispatch has kernels for: bf16 (every family) and FP8 128×128 at M ≤ 16 (gemm_fp8;
-    /// prefill dequantizes FP8 to bf16). GPUWeights.plan converts the rest at load.
+    /// The weight formats this dispatch has kernels for: bf16 (every family) and FP8 128×128 (gemm_fp8 at M ≤ 16,
+    /// gemm_fp8_hopper above on Hopper; elsewhere prefill dequantizes FP8 to bf16). GPUWeights.plan converts the rest at load.
     public static let kernelFormats: Set<WeightFormat> = [.bf16, GPUMatrix.fp8Format]
     // (4-bit lookup-table formats run on gemm_lut at M ≤ 16 — a family of formats, see GPUWeights.plan — and prefill
     // dequantizes them to bf16.)
@@ -107,6 +109,27 @@ public final class GemmDispatch {
         if let cached = fp8Kernels[c] { kernel = cached } else { kernel = try GemmFP8(library, config: c); fp8Kernels[c] = kernel }
         try kernel(xq: xq, xs: xs, w: w, scale8: scale8, y: y, m: m, n: n, k: k, split: split, workspace: workspace.address,
                    counters: counters.address, epilogue: epilogue, stream: stream)
+    }
+
+    /// Whether FP8 matrices at m > 16 run on gemm_fp8_hopper (a Hopper GPU); else prefill dequantizes them to bf16.
+    public var hasFP8Prefill: Bool { hopperOK }
+
+    /// The FP8 prefill GEMM for `op` on `[n, k]` at `m` > 16 tokens: the table's entry for (op, fp8, M bucket, N, K) if it
+    /// names a gemm_fp8_hopper instance, else GemmFP8Hopper's default for this shape.
+    public func chooseFP8Prefill(op: String, m: Int, n: Int, k: Int) -> GemmFP8Hopper.Config {
+        if let e = tune?.lookup(op: op, format: GPUMatrix.fp8Format, n: n, k: k, m: m), let c = GemmFP8Hopper.config(named: e.config) { return c }
+        warnUntuned(op: op, format: GPUMatrix.fp8Format, m: m, n: n, k: k)
+        return GemmFP8Hopper.defaultConfig(m: m, n: n, multiprocessors: library.context?.info.multiprocessors ?? 132)
+    }
+
+    /// y[m, n] bf16 = X · W^T over FP8 weights on gemm_fp8_hopper (m > 16, a Hopper GPU): `xq`/`xs` the activations
+    /// quantized per 1×128 block, `w`/`scale8` as for `fp8`.
+    public func fp8Prefill(_ op: String, xq: CUdeviceptr, xs: CUdeviceptr, w: CUdeviceptr, scale8: CUdeviceptr, y: CUdeviceptr,
+                           m: Int, n: Int, k: Int, stream: GPUStream) throws {
+        let c = chooseFP8Prefill(op: op, m: m, n: n, k: k)
+        let kernel: GemmFP8Hopper
+        if let cached = fp8HopperKernels[c] { kernel = cached } else { kernel = try GemmFP8Hopper(library, config: c); fp8HopperKernels[c] = kernel }
+        try kernel(xq: xq, xs: xs, w: w, scale8: scale8, y: y, m: m, n: n, k: k, stream: stream)
     }
 
     /// The lookup-table decode GEMM (4, 3 or 2 bits) for `op` on an [n, k] matrix of `format` at `m` ≤ 16 tokens: the table's entry

@@ -15,6 +15,7 @@ extension ConformanceSuite {
             return
         }
         checkFP8Quantizer(); checkFP8Dequantizer(); checkGemmFP8(); checkGemmFP8SwiGLU()
+        runFP8PrefillChecks()   // gemm_fp8_hopper and the engine's FP8 prefill (ConformanceSuite+FP8Prefill.swift)
     }
 
     /// Random weights [n, k] in (−1, 1) quantized to e4m3 with 128×128 scales: (codes, scale_inv).

@@ -45,6 +45,15 @@ public struct TensorMap: Sendable {
                                 box: [UInt32(boxCols), UInt32(boxRows)])
     }
 
+    /// A 2-D e4m3 (one byte per element) row-major matrix [rows, cols] read in boxes of [boxRows, boxCols] with 128-byte
+    /// swizzle and zero fill out of bounds (the layout gemm_fp8_hopper.cu documents): TMA's UINT8 type, since the copy
+    /// moves bytes and never converts them.
+    public static func e4m3Matrix(_ context: Context, address: CUdeviceptr, rows: Int, cols: Int, boxRows: Int, boxCols: Int) throws -> TensorMap {
+        guard cols % 16 == 0, address % 16 == 0 else { throw KilnError("TMA needs a 16-byte aligned e4m3 matrix with cols % 16 == 0 (got cols \(cols))") }
+        return try swizzled(context, dataType: 0, address: address, dims: [UInt64(cols), UInt64(rows)], strides: [UInt64(cols)],
+                            box: [UInt32(boxCols), UInt32(boxRows)])
+    }
+
     /// A bf16 row-major matrix [rows, cols] (cols % 64 == 0) viewed as 3-D {64, rows, cols/64} (strides 2·cols and
     /// 128 bytes), read in boxes of {64, boxRows, boxChunks}: boxChunks 64-column chunks of boxRows rows in one box,
     /// 128-byte swizzle, zero fill past the last row (the layout gemm_stream.cu documents).
@@ -54,15 +63,20 @@ public struct TensorMap: Sendable {
                                 box: [64, UInt32(boxRows), UInt32(boxChunks)])
     }
 
-    /// The one cuTensorMapEncodeTiled call: bf16 elements, dims innermost first (strides of dims 1…), element strides 1.
     private static func bf16Swizzled(_ context: Context, address: CUdeviceptr, dims: [UInt64], strides: [UInt64], box: [UInt32]) throws -> TensorMap {
+        try swizzled(context, dataType: 9, address: address, dims: dims, strides: strides, box: box)
+    }
+
+    /// The one cuTensorMapEncodeTiled call: `dataType` a CUtensorMapDataType (0 = UINT8, 9 = BFLOAT16), dims innermost
+    /// first (strides of dims 1…), element strides 1.
+    private static func swizzled(_ context: Context, dataType: Int32, address: CUdeviceptr, dims: [UInt64], strides: [UInt64], box: [UInt32]) throws -> TensorMap {
         guard let encode = context.driver.cuTensorMapEncodeTiled else {
             throw KilnError("this NVIDIA driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the Hopper GEMMs)")
         }
         let elem = [UInt32](repeating: 1, count: dims.count)
-        // 9 = BFLOAT16, interleave 0 = NONE, swizzle 3 = 128B, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
+        // interleave 0 = NONE, swizzle 3 = 128B, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
         return try encoded { map in
-            try cuCheck("cuTensorMapEncodeTiled", encode(map, 9, UInt32(dims.count), address, dims, strides, box, elem, 0, 3, 3, 0))
+            try cuCheck("cuTensorMapEncodeTiled", encode(map, dataType, UInt32(dims.count), address, dims, strides, box, elem, 0, 3, 3, 0))
         }
     }
 

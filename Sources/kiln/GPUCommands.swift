@@ -166,6 +166,10 @@ enum BenchKernels {
             return try EngineBench.lutKernels(config: c, format: lut, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
                                               pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
         }
+        if tuning.dummyFP8 {   // --weights fp8: gemm_fp8 (decode) and gemm_fp8_hopper (prefill, TFLOP/s) against Kiln's bf16 GEMMs
+            return try EngineBench.fp8Kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.fp8KernelMs,
+                                              pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
+        }
         try EngineBench.kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
                                 pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
     }

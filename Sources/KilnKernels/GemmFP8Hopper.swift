@@ -1,0 +1,91 @@
+import KilnCore
+import KilnGPU
+
+/// gemm_fp8_hopper.cu: the FP8 prefill GEMM Y[M,N] = X[M,K]·W[N,K]^T on Hopper (wgmma e4m3 + TMA, persistent and
+/// warp-specialised), W8A8 with 2D block scales: X quantized per 1×128 block by `FP8ActivationQuantizer`, W with
+/// `GemmFP8.expandScales`' per-8-row scale_inv, each 128-column block's e4m3 sum promoted to fp32 with its two scales;
+/// bf16 out. Meant for M > 16 (gemm_fp8.cu serves decode); docs/perf-notes-fp8.md has the design and the roofline.
+public struct GemmFP8Hopper {
+    public static let file = "gemm_fp8_hopper.cu"
+    /// Columns of one k block: one 128-byte swizzle row of e4m3 and one scale block.
+    public static let blockK = 128
+
+    /// One row of KILN_GEMM_FP8_HOPPER_INSTANCES: X(BM, BN, STAGES, CONSUMERS, GROUP_M), or of the check-only table
+    /// (`promotes` false: all of K accumulated in the tensor core; never dispatched).
+    public struct Config: Hashable, Sendable, CustomStringConvertible {
+        public var bm, bn, stages, consumers, groupM: Int
+        public var promotes: Bool
+        public var name: String {
+            (promotes ? "kiln_gemm_fp8_hopper" : "kiln_gemm_fp8_hopper_nopromote") + "_bm\(bm)_bn\(bn)_s\(stages)_c\(consumers)_g\(groupM)"
+        }
+        public var description: String { name }
+        public var threads: Int { 128 * (consumers + 1) }
+        public var sharedBytes: Int { stages * (bm + bn) * GemmFP8Hopper.blockK + 1024 }
+        public func tiles(m: Int, n: Int) -> Int { ((m + bm - 1) / bm) * ((n + bn - 1) / bn) }
+    }
+
+    static func rows(_ macro: String, promotes: Bool) -> [Config] {
+        InstanceTable.rows(file: file, macro: macro).compactMap { r in
+            r.count == 5 ? Config(bm: r[0], bn: r[1], stages: r[2], consumers: r[3], groupM: r[4], promotes: promotes) : nil
+        }
+    }
+    /// The shipped instances (tuner candidates and defaults).
+    public static let configs: [Config] = rows("KILN_GEMM_FP8_HOPPER_INSTANCES", promotes: true)
+    /// The check-only instance without promotion (`kiln check` shows it misses the tolerance at K = 8192).
+    public static let checkOnlyConfigs: [Config] = rows("KILN_GEMM_FP8_HOPPER_CHECK_ONLY", promotes: false)
+    /// Every instance is compiled and checked for spills by `kiln check --compile-only` (hot: prefill runs them per layer).
+    public static var instances: [KernelInstance] { (configs + checkOnlyConfigs).map { KernelInstance(file, $0.name, hot: true) } }
+    public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
+
+    /// Default when no tuning entry exists: among the instances with the 8-tile raster group, the one with the least
+    /// estimated time, waves · cost(tile), where waves = ceil(tiles / SMs) and a tile's cost is the larger of its
+    /// tensor-core work, BM·BN (÷ 0.75 with one consumer warp group: its promotion stalls the tensor core, which a
+    /// second one fills), and its operand traffic, 64·(BM + BN) (a 128×128 tile is balanced, a 128×64 tile waits on
+    /// L2); ties go to the larger tile. A model, to be replaced by measured tuning entries (docs/perf-notes-fp8.md).
+    public static func defaultConfig(m: Int, n: Int, multiprocessors: Int) -> Config {
+        func cost(_ c: Config) -> Double {
+            let waves = Double((c.tiles(m: m, n: n) + multiprocessors - 1) / max(1, multiprocessors))
+            let compute = Double(c.bm * c.bn) / (c.consumers >= 2 ? 1.0 : 0.75)
+            return waves * max(compute, 64.0 * Double(c.bm + c.bn))
+        }
+        let candidates = configs.filter { $0.groupM == 8 }
+        return candidates.min { a, b in
+            let (ca, cb) = (cost(a), cost(b))
+            return ca != cb ? ca < cb : a.bm * a.bn > b.bm * b.bn
+        } ?? configs[0]
+    }
+
+    /// Mirrors `Fp8HopperArgs` of gemm_fp8_hopper.cu, field for field (C layout: 3 pointers, 4 ints, 40 bytes).
+    struct Args { var xs, scale8, y: UInt64; var m, n, k, kb: Int32 }
+    // The kernel's parameters (tmap_x, tmap_w, args); the maps are 128 bytes each, passed by value.
+    struct Params { var tx: TensorMap; var tw: TensorMap; var args: Args }
+    static let offsets: [Int] = [MemoryLayout<Params>.offset(of: \Params.tx)!, MemoryLayout<Params>.offset(of: \Params.tw)!,
+                                 MemoryLayout<Params>.offset(of: \Params.args)!]
+
+    public let config: Config
+    let kernel: Kernel
+    let context: Context
+    public init(_ library: KernelLibrary, config: Config) throws {
+        self.config = config
+        (context, kernel) = try library.hopperKernel(family: "gemm_fp8_hopper", file: GemmFP8Hopper.file, name: config.name,
+                                                     sharedBytes: config.sharedBytes)
+    }
+
+    /// xq: [m, k] e4m3 and xs: [m, ceil(k/128)] f32 (FP8ActivationQuantizer); w: [n, k] e4m3; scale8: [ceil(n/8),
+    /// ceil(k/128)] f32 (`GemmFP8.expandScales`); y: [m, n] bf16. Tensor maps are encoded per call (a few µs of host
+    /// time), since activation buffers are views whose row count changes. `maxCTAs` caps the persistent grid below the
+    /// SM count (checks use it to give each CTA many tiles).
+    public func callAsFunction(xq: CUdeviceptr, xs: CUdeviceptr, w: CUdeviceptr, scale8: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
+                               maxCTAs: Int? = nil, stream: GPUStream) throws {
+        guard m >= 1, n >= 1, k >= 16, k % 16 == 0 else {
+            throw KilnError("gemm_fp8_hopper: need M, N ≥ 1 and K a multiple of 16 ≥ 16 (M \(m), N \(n), K \(k))")
+        }
+        let kb = (k + GemmFP8Hopper.blockK - 1) / GemmFP8Hopper.blockK
+        let tx = try TensorMap.e4m3Matrix(context, address: xq, rows: m, cols: k, boxRows: config.bm, boxCols: GemmFP8Hopper.blockK)
+        let tw = try TensorMap.e4m3Matrix(context, address: w, rows: n, cols: k, boxRows: config.bn, boxCols: GemmFP8Hopper.blockK)
+        let grid = max(1, min(maxCTAs ?? context.info.multiprocessors, context.info.multiprocessors, config.tiles(m: m, n: n)))
+        try kernel.launch(grid: (grid, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
+                          fields: Params(tx: tx, tw: tw, args: Args(xs: xs, scale8: scale8, y: y, m: Int32(m), n: Int32(n), k: Int32(k), kb: Int32(kb))),
+                          offsets: GemmFP8Hopper.offsets)
+    }
+}

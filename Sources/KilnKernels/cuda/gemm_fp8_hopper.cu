@@ -1,0 +1,338 @@
+// gemm_fp8_hopper.cu — Kiln's FP8 prefill GEMM for Hopper (sm_90a), W8A8 with 2D block scales:
+// Y[M,N] = X[M,K] · W[N,K]^T with X e4m3 quantized per 1×128 block (kiln_fp8_quant_act in gemm_fp8.cu), W e4m3 with a
+// scale_inv per 8-row group and 128-column block (GemmFP8.expandScales' `scale8`: the checkpoint's 128×128 blocks, or
+// gate/up interleaved per 16 rows), fp32 accumulation, bf16 out. For M ≥ 17 (prefill); decode (M ≤ 16) is gemm_fp8.cu.
+//
+// Design: gemm_hopper.cu's (persistent, warp-specialized, TMA ring, one CTA per SM), with e4m3 operands:
+//  * A k block is 128 columns: one 128-byte swizzle row of e4m3 per tile row, and exactly one scale block. Warp group 0
+//    is the producer: one thread issues a TMA copy of X [BM x 128] and of W [BN x 128] (128B swizzle) into a
+//    STAGES-deep ring, with a "full" mbarrier (transaction bytes) and an "empty" mbarrier (one arrive per consumer warp)
+//    per stage. Warp groups 1..CONS are consumers; consumer c owns tile rows c*64…c*64+63. setmaxnreg moves registers
+//    from the producer (40) to the consumers.
+//  * Per k block a consumer issues 4 wgmma.mma_async m64n{BN}k32 e4m3 (both operands K-major, as e4m3 requires; the
+//    descriptor of k step s starts 32 bytes further into the 128-byte swizzle row), the first with scale-d = 0 so the
+//    block accumulator starts from zero. Then FP32 promotion: wait for the block, free the stage, and
+//        total[r][c] += block[r][c] · (s_x[r][kb] · s_w[c/8][kb])
+//    with s_x the token's scale and s_w the scale_inv of the column's 8-row weight group (an accumulator fragment's 8
+//    columns are one group). The tensor core's FP8 accumulation keeps ~14 bits; summing only 128 products there and
+//    the rest in FP32 is what keeps a K = 8192 product accurate (docs/perf-notes-fp8.md, "FP8 prefill").
+//    Promotion needs the block result, so each consumer waits for its own wgmmas every k block; the other consumer
+//    warp group's wgmmas keep the tensor core busy meanwhile (hence two consumers for the large tiles).
+//  * Scales are read straight from global memory (L1-cached, issued before the stage wait so the wgmmas hide their
+//    latency): per k block the two token scales of the lane's rows, and one weight scale per lane (lane j holds group
+//    j's), broadcast with shfl.
+//  * Persistent tile loop: grid = min(#SMs, #tiles); CTA b takes tiles b, b + grid, … in a grouped raster (GROUP_M M
+//    tiles per group, N walked inside the group, M fastest), the template's raster order: GROUP_M ≥ tiles_m walks every
+//    M tile of an N tile before the next (each W tile read from HBM once), small GROUP_M keeps X rows in L2 instead.
+//    The producer runs ahead into the next tile while the consumers store the previous one.
+//
+// Tails: TMA zero-fills box elements past M, N or K, so a partial k block adds zeros and rows/columns past the matrix are
+// never stored; scale reads are clamped to valid rows. Requirements (checked by the launcher): K % 16 == 0 (TMA row
+// stride), M, N ≥ 1, X and W 16-byte aligned; KB = ceil(K / 128).
+//
+// Entry points: one extern "C" kernel per row of KILN_GEMM_FP8_HOPPER_INSTANCES (and of the check-only table below,
+// `…_nopromote_…`), named kiln_gemm_fp8_hopper_bm{BM}_bn{BN}_s{STAGES}_c{CONS}_g{GROUP_M}(
+//       const __grid_constant__ KilnTensorMap tmap_x,   // X e4m3 [M, K] tensor map (below)
+//       const __grid_constant__ KilnTensorMap tmap_w,   // W e4m3 [N, K] tensor map (below)
+//       const Fp8HopperArgs args)                       // the rest (GemmFP8Hopper.swift declares the same struct)
+// Tensor maps (cuTensorMapEncodeTiled): dataType CU_TENSOR_MAP_DATA_TYPE_UINT8, rank 2, globalDim {K, rows},
+//   globalStrides {K} bytes, boxDim {128, BM} for X and {128, BN} for W, elementStrides {1, 1}, interleave NONE,
+//   swizzle 128B, L2 promotion 256B, oobFill NONE (zeros).
+// Launch: block = 128 * (CONS + 1) threads, BM = 64 * CONS; grid = min(multiProcessorCount, tiles) (1-D; any grid ≥ 1
+//   is correct, each CTA loops over its tiles), tiles = ceil(M / BM) * ceil(N / BN); dynamic shared memory =
+//   KILN_GEMM_FP8_HOPPER_SMEM(BM, BN, STAGES) = STAGES * (BM + BN) * 128 + 1024 (the +1024 realigns the ring to 1 KB),
+//   over 48 KB, so the launcher raises CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first.
+//
+// NVRTC: no CUDA headers, only common/hopper_util.cuh and kiln.cuh; all Hopper instructions are inline PTX. sm_90a.
+
+// Instance table: X(BM, BN, STAGES, CONSUMER_WARPGROUPS, GROUP_M). BM = 64 * CONSUMER_WARPGROUPS; BN in {64, 128, 192}
+// (the block and total accumulators take BN registers per thread: 256 does not fit); STAGES * (BM + BN) * 128 + 1024
+// bytes of shared memory ≤ 227 KB.
+#define KILN_GEMM_FP8_HOPPER_INSTANCES(X) \
+    X(128, 128, 6, 2, 8)                  \
+    X(128, 128, 6, 2, 64)                 \
+    X(128, 192, 5, 2, 8)                  \
+    X(128, 64, 8, 2, 8)                   \
+    X(64, 128, 8, 1, 8)                   \
+    X(64, 192, 6, 1, 8)
+
+// Check-only (never dispatched): the same kernel accumulating all of K in the tensor core, the scales of k block 0
+// applied once at the end. Exact only where every k block of a row (and of a weight group) has the same scale; `kiln
+// check` builds such data to show that this variant misses the tolerance the shipped kernels meet at K = 8192.
+#define KILN_GEMM_FP8_HOPPER_CHECK_ONLY(X) X(128, 128, 6, 2, 8)
+
+#define KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, G) kiln_gemm_fp8_hopper_bm##BM##_bn##BN##_s##S##_c##C##_g##G
+#define KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, G) kiln_gemm_fp8_hopper_nopromote_bm##BM##_bn##BN##_s##S##_c##C##_g##G
+#define KILN_GEMM_FP8_HOPPER_SMEM(BM, BN, S) ((S) * ((BM) + (BN)) * 128 + 1024)
+#define KILN_GEMM_FP8_HOPPER_THREADS(C) (128 * ((C) + 1))
+
+#include "hopper_util.cuh"
+
+struct Fp8HopperArgs {
+    const float* xs;       // [M, KB] activation scales s = absmax / 448 per token and 128-column block
+    const float* scale8;   // [ceil(N / 8), KB] weight scale_inv per 8-row group and 128-column block
+    kiln::bf16* y;         // [M, N] bf16, row-major
+    int M, N, K;
+    int KB;                // ceil(K / 128): the row length of xs and scale8
+};
+
+namespace kiln_gemm_fp8_hopper {
+
+using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, TMA loads, wgmma descriptor / fence / commit / wait
+using kiln::bf16;
+
+constexpr int BK = 128;   // e4m3 columns (= bytes) per k block: one 128-byte swizzle row, one scale block
+
+// K-major tile with 128B swizzle: rows of 128 e4m3 (128 B), 8-row core groups 1024 B apart, base 1024-aligned.
+__device__ __forceinline__ u64 make_desc(u32 addr) { return sw128_desc(addr, 16, 1024); }
+
+template <int N> __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], u64 da, u64 db, int acc);
+// D[64 x 64] (+)= A[64 x 32] · B[64 x 32]^T, e4m3 operands K-major in shared memory (128B swizzle); acc = 0 overwrites D.
+template <> __device__ __forceinline__ void wgmma_e4m3<64>(float (&d)[32], u64 da, u64 db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, %32, %33, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(da), "l"(db), "r"(acc));
+}
+// D[64 x 128] (+)= A[64 x 32] · B[128 x 32]^T, e4m3 operands K-major in shared memory (128B swizzle); acc = 0 overwrites D.
+template <> __device__ __forceinline__ void wgmma_e4m3<128>(float (&d)[64], u64 da, u64 db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, %64, %65, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(acc));
+}
+// D[64 x 192] (+)= A[64 x 32] · B[192 x 32]^T, e4m3 operands K-major in shared memory (128B swizzle); acc = 0 overwrites D.
+template <> __device__ __forceinline__ void wgmma_e4m3<192>(float (&d)[96], u64 da, u64 db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %98, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+        "}, %96, %97, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+        : "l"(da), "l"(db), "r"(acc));
+}
+
+// Tile t -> (m tile, n tile) in groups of GROUP_M M tiles; inside a group, M varies fastest.
+template <int GROUP_M>
+__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
+    const int per_group = GROUP_M * tiles_n;
+    const int g = t / per_group;
+    const int first_m = g * GROUP_M;
+    const int gsize = min(tiles_m - first_m, GROUP_M);
+    const int r = t - g * per_group;
+    tm = first_m + r % gsize;
+    tn = r / gsize;
+}
+
+template <int BM, int BN, int STAGES, int CONS, int GROUP_M, bool PROMOTE>
+__device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTensorMap* tmw, const Fp8HopperArgs& args) {
+    static_assert(BM == 64 * CONS && (CONS == 1 || CONS == 2), "each consumer warp group owns 64 rows");
+    static_assert(BN == 64 || BN == 128 || BN == 192, "BN in {64, 128, 192}");
+    static_assert(GROUP_M >= 1, "GROUP_M: M tiles per raster group");
+    constexpr u32 A_BYTES = BM * BK;
+    constexpr u32 B_BYTES = BN * BK;
+    constexpr u32 STAGE_BYTES = A_BYTES + B_BYTES;
+    static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "every tile starts on a 1 KB swizzle atom");
+    constexpr int R = BN / 2;   // accumulator registers per thread (m64nBN: 64·BN f32 over 128 threads)
+
+    extern __shared__ unsigned char smem_raw[];
+    __shared__ __align__(8) u64 full_bar[STAGES];
+    __shared__ __align__(8) u64 empty_bar[STAGES];
+
+    const u32 smem_base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+    const int wg = threadIdx.x / 128;
+    const int tid_wg = threadIdx.x % 128;
+    const int M = args.M, N = args.N, KB = args.KB;
+    const int tiles_m = (M + BM - 1) / BM;
+    const int tiles_n = (N + BN - 1) / BN;
+    const int tiles = tiles_m * tiles_n;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(smem_u32(&full_bar[s]), 1);
+            mbar_init(smem_u32(&empty_bar[s]), CONS * 4);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        // ---------------- producer ----------------
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (tid_wg == 0) {
+            tma_prefetch_desc(tmx);
+            tma_prefetch_desc(tmw);
+            int stage = 0;
+            u32 phase = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+                int tm, tn;
+                tile_coords<GROUP_M>(t, tiles_m, tiles_n, tm, tn);
+                const int m0 = tm * BM, n0 = tn * BN;
+                for (int kb = 0; kb < KB; ++kb) {
+                    mbar_wait(smem_u32(&empty_bar[stage]), phase ^ 1);
+                    const u32 fb = smem_u32(&full_bar[stage]);
+                    mbar_arrive_expect_tx(fb, STAGE_BYTES);
+                    const u32 sa = smem_base + stage * STAGE_BYTES;
+                    tma_load_2d(sa, tmx, fb, kb * BK, m0);
+                    tma_load_2d(sa + A_BYTES, tmw, fb, kb * BK, n0);
+                    if (++stage == STAGES) { stage = 0; phase ^= 1; }
+                }
+            }
+        }
+    } else {
+        // ---------------- consumers ----------------
+        if (CONS == 1) asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+        else           asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+        const int cw = wg - 1;
+        const int warp = tid_wg / 32, lane = tid_wg % 32;
+        const int groups = (N + 7) / 8;
+        float acc[R];     // the wgmma accumulator: one k block (PROMOTE) or all of K
+        float total[R];   // fp32 sum over k blocks of block · s_x · s_w; the values stored
+#pragma unroll
+        for (int i = 0; i < R; ++i) acc[i] = 0.f;
+        int stage = 0;
+        u32 phase = 0;
+        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+            int tm, tn;
+            tile_coords<GROUP_M>(t, tiles_m, tiles_n, tm, tn);
+            // Accumulator fragment (j, r): row = warp*16 + lane/4 + 8*(r/2), col = 8j + 2*(lane%4) + r%2 of this
+            // consumer's 64 x BN block; rows past M read row M-1's scales (never stored), lanes past the tile's
+            // groups read a clamped group (never used).
+            const int row_a = tm * BM + cw * 64 + warp * 16 + lane / 4;
+            const float* xs_a = args.xs + (long long)min(row_a, M - 1) * KB;
+            const float* xs_b = args.xs + (long long)min(row_a + 8, M - 1) * KB;
+            const float* sw_lane = args.scale8 + (long long)min(tn * (BN / 8) + lane, groups - 1) * KB;
+#pragma unroll
+            for (int i = 0; i < R; ++i) total[i] = 0.f;
+            int prev = 0;
+            for (int kb = 0; kb < KB; ++kb) {
+                // This k block's scales, requested before the stage wait so that the wgmmas hide their latency.
+                const float s_a = PROMOTE ? __ldg(xs_a + kb) : 0.f, s_b = PROMOTE ? __ldg(xs_b + kb) : 0.f;
+                const float s_w = PROMOTE ? __ldg(sw_lane + kb) : 0.f;
+                mbar_wait(smem_u32(&full_bar[stage]), phase);
+                const u32 sa = smem_base + stage * STAGE_BYTES + cw * (64 * BK);
+                const u32 sb = smem_base + stage * STAGE_BYTES + A_BYTES;
+                wgmma_fence();
+#pragma unroll
+                for (int k = 0; k < BK / 32; ++k)
+                    wgmma_e4m3<BN>(acc, make_desc(sa + k * 32), make_desc(sb + k * 32), (k > 0 || (!PROMOTE && kb > 0)) ? 1 : 0);
+                wgmma_commit();
+                if (PROMOTE) {
+                    // Promotion: the block's sum is final once its wgmmas retire; the stage is free from then on.
+                    wgmma_wait<0>();
+#pragma unroll
+                    for (int i = 0; i < R; ++i) reg_fence(acc[i]);
+                    if (lane == 0) mbar_arrive(smem_u32(&empty_bar[stage]));
+#pragma unroll
+                    for (int j = 0; j < BN / 8; ++j) {
+                        const float w = __shfl_sync(0xffffffffu, s_w, j);
+                        const float fa = s_a * w, fb = s_b * w;
+                        total[4 * j + 0] = fmaf(acc[4 * j + 0], fa, total[4 * j + 0]);
+                        total[4 * j + 1] = fmaf(acc[4 * j + 1], fa, total[4 * j + 1]);
+                        total[4 * j + 2] = fmaf(acc[4 * j + 2], fb, total[4 * j + 2]);
+                        total[4 * j + 3] = fmaf(acc[4 * j + 3], fb, total[4 * j + 3]);
+                    }
+                } else {
+                    // gemm_hopper.cu's pipelining: one k block of wgmmas in flight, the previous stage freed.
+                    wgmma_wait<1>();
+                    if (kb > 0 && lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
+                    prev = stage;
+                }
+                if (++stage == STAGES) { stage = 0; phase ^= 1; }
+            }
+            if (!PROMOTE) {
+                wgmma_wait<0>();
+#pragma unroll
+                for (int i = 0; i < R; ++i) reg_fence(acc[i]);
+                if (lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
+                // All of K was summed in the tensor core: the scales of k block 0, once.
+                const float s_a = __ldg(xs_a), s_b = __ldg(xs_b), s_w = __ldg(sw_lane);
+#pragma unroll
+                for (int j = 0; j < BN / 8; ++j) {
+                    const float w = __shfl_sync(0xffffffffu, s_w, j);
+                    total[4 * j + 0] = acc[4 * j + 0] * (s_a * w);
+                    total[4 * j + 1] = acc[4 * j + 1] * (s_a * w);
+                    total[4 * j + 2] = acc[4 * j + 2] * (s_b * w);
+                    total[4 * j + 3] = acc[4 * j + 3] * (s_b * w);
+                }
+            }
+
+            // Epilogue (gemm_hopper.cu's): bf16 pairs stored as one 4-byte word when N is even.
+            const int colb = tn * BN + 2 * (lane % 4);
+            const bool even_n = (N & 1) == 0;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = row_a + 8 * h;
+                if (row < M) {
+                    bf16* yr = args.y + (long long)row * N;
+#pragma unroll
+                    for (int j = 0; j < BN / 8; ++j) {
+                        const int col = colb + 8 * j;
+                        const float v0 = total[4 * j + 2 * h], v1 = total[4 * j + 2 * h + 1];
+                        if (even_n && col + 1 < N) {
+                            *reinterpret_cast<u32*>(yr + col) = kiln::pack2<bf16>(v0, v1);
+                        } else {
+                            if (col < N) yr[col] = kiln::from_float<bf16>(v0);
+                            if (col + 1 < N) yr[col + 1] = kiln::from_float<bf16>(v1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace kiln_gemm_fp8_hopper
+
+#define KILN_GEMM_FP8_HOPPER_KERNEL(NAME, BM, BN, S, C, G, PROMOTE)                                                 \
+    extern "C" __global__ void __launch_bounds__(KILN_GEMM_FP8_HOPPER_THREADS(C), 1)                               \
+        NAME(const __grid_constant__ KilnTensorMap tmap_x, const __grid_constant__ KilnTensorMap tmap_w,            \
+             const Fp8HopperArgs args) {                                                                            \
+        kiln_gemm_fp8_hopper::gemm_body<BM, BN, S, C, G, PROMOTE>(&tmap_x, &tmap_w, args);                          \
+    }
+#define KILN_GEMM_FP8_HOPPER_DEFINE(BM, BN, S, C, G) \
+    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, G), BM, BN, S, C, G, true)
+#define KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE(BM, BN, S, C, G) \
+    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, G), BM, BN, S, C, G, false)
+KILN_GEMM_FP8_HOPPER_INSTANCES(KILN_GEMM_FP8_HOPPER_DEFINE)
+KILN_GEMM_FP8_HOPPER_CHECK_ONLY(KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE)
