@@ -10,23 +10,25 @@ public struct GemmFP8Hopper {
     /// Columns of one k block: one 128-byte swizzle row of e4m3 and one scale block.
     public static let blockK = 128
 
-    /// One row of KILN_GEMM_FP8_HOPPER_INSTANCES: X(BM, BN, STAGES, CONSUMERS, GROUP_M), or of the check-only table
-    /// (`promotes` false: all of K accumulated in the tensor core; never dispatched).
+    /// One row of KILN_GEMM_FP8_HOPPER_INSTANCES: X(BM, BN, STAGES, CONSUMERS, CLUSTER, GROUP_M), or of the check-only
+    /// table (`promotes` false: all of K accumulated in the tensor core; never dispatched).
     public struct Config: Hashable, Sendable, CustomStringConvertible {
-        public var bm, bn, stages, consumers, groupM: Int
+        public var bm, bn, stages, consumers, cluster, groupM: Int
         public var promotes: Bool
         public var name: String {
-            (promotes ? "kiln_gemm_fp8_hopper" : "kiln_gemm_fp8_hopper_nopromote") + "_bm\(bm)_bn\(bn)_s\(stages)_c\(consumers)_g\(groupM)"
+            (promotes ? "kiln_gemm_fp8_hopper" : "kiln_gemm_fp8_hopper_nopromote")
+                + "_bm\(bm)_bn\(bn)_s\(stages)_c\(consumers)_cl\(cluster)_g\(groupM)"
         }
         public var description: String { name }
         public var threads: Int { 128 * (consumers + 1) }
         public var sharedBytes: Int { stages * (bm + bn) * GemmFP8Hopper.blockK + 1024 }
-        public func tiles(m: Int, n: Int) -> Int { ((m + bm - 1) / bm) * ((n + bn - 1) / bn) }
+        /// Work items of the persistent loop: tiles, or pairs of M tiles with cluster 2.
+        public func tiles(m: Int, n: Int) -> Int { ((m + cluster * bm - 1) / (cluster * bm)) * ((n + bn - 1) / bn) }
     }
 
     static func rows(_ macro: String, promotes: Bool) -> [Config] {
         InstanceTable.rows(file: file, macro: macro).compactMap { r in
-            r.count == 5 ? Config(bm: r[0], bn: r[1], stages: r[2], consumers: r[3], groupM: r[4], promotes: promotes) : nil
+            r.count == 6 ? Config(bm: r[0], bn: r[1], stages: r[2], consumers: r[3], cluster: r[4], groupM: r[5], promotes: promotes) : nil
         }
     }
     /// The shipped instances (tuner candidates and defaults).
@@ -37,7 +39,8 @@ public struct GemmFP8Hopper {
     public static var instances: [KernelInstance] { (configs + checkOnlyConfigs).map { KernelInstance(file, $0.name, hot: true) } }
     public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
 
-    /// Default when no tuning entry exists: among the instances with the 8-tile raster group, the one with the least
+    /// Default when no tuning entry exists: among the instances without a cluster (whose grid sizing is not measured
+    /// yet, as for gemm_hopper's) and with the 8-tile raster group, the one with the least
     /// estimated time, waves · cost(tile), where waves = ceil(tiles / SMs) and a tile's cost is the larger of its
     /// tensor-core work, BM·BN (÷ 0.75 with one consumer warp group: its promotion stalls the tensor core, which a
     /// second one fills), and its operand traffic, 64·(BM + BN) (a 128×128 tile is balanced, a 128×64 tile waits on
@@ -48,7 +51,7 @@ public struct GemmFP8Hopper {
             let compute = Double(c.bm * c.bn) / (c.consumers >= 2 ? 1.0 : 0.75)
             return waves * max(compute, 64.0 * Double(c.bm + c.bn))
         }
-        let candidates = configs.filter { $0.groupM == 8 }
+        let candidates = configs.filter { $0.groupM == 8 && $0.cluster == 1 }
         return candidates.min { a, b in
             let (ca, cb) = (cost(a), cost(b))
             return ca != cb ? ca < cb : a.bm * a.bn > b.bm * b.bn
@@ -69,12 +72,23 @@ public struct GemmFP8Hopper {
         self.config = config
         (context, kernel) = try library.hopperKernel(family: "gemm_fp8_hopper", file: GemmFP8Hopper.file, name: config.name,
                                                      sharedBytes: config.sharedBytes)
+        // As gemm_hopper: pairs must share a GPC, so the persistent grid of pairs is sized by the driver's count of
+        // resident clusters (a quarter-size grid of pairs, which always fits, when it cannot say).
+        if config.cluster > 1 {
+            let fit = try kernel.maxActiveClusters(gridX: context.info.multiprocessors - context.info.multiprocessors % config.cluster,
+                                                   block: config.threads, sharedBytes: config.sharedBytes)
+            clusterSlots = fit ?? context.info.multiprocessors / 4
+        } else {
+            clusterSlots = context.info.multiprocessors
+        }
     }
+    /// Clusters (or CTAs when cluster = 1) resident at once: the persistent grid's size.
+    let clusterSlots: Int
 
     /// xq: [m, k] e4m3 and xs: [m, ceil(k/128)] f32 (FP8ActivationQuantizer); w: [n, k] e4m3; scale8: [ceil(n/8),
     /// ceil(k/128)] f32 (`GemmFP8.expandScales`); y: [m, n] bf16. Tensor maps are encoded per call (a few µs of host
-    /// time), since activation buffers are views whose row count changes. `maxCTAs` caps the persistent grid below the
-    /// SM count (checks use it to give each CTA many tiles).
+    /// time), since activation buffers are views whose row count changes. `maxCTAs` caps the persistent grid (checks use
+    /// it to give each CTA many tiles; with cluster 2 it counts both CTAs of a pair).
     public func callAsFunction(xq: CUdeviceptr, xs: CUdeviceptr, w: CUdeviceptr, scale8: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
                                maxCTAs: Int? = nil, stream: GPUStream) throws {
         guard m >= 1, n >= 1, k >= 16, k % 16 == 0 else {
@@ -82,8 +96,9 @@ public struct GemmFP8Hopper {
         }
         let kb = (k + GemmFP8Hopper.blockK - 1) / GemmFP8Hopper.blockK
         let tx = try TensorMap.e4m3Matrix(context, address: xq, rows: m, cols: k, boxRows: config.bm, boxCols: GemmFP8Hopper.blockK)
-        let tw = try TensorMap.e4m3Matrix(context, address: w, rows: n, cols: k, boxRows: config.bn, boxCols: GemmFP8Hopper.blockK)
-        let grid = max(1, min(maxCTAs ?? context.info.multiprocessors, context.info.multiprocessors, config.tiles(m: m, n: n)))
+        let tw = try TensorMap.e4m3Matrix(context, address: w, rows: n, cols: k, boxRows: config.bn / config.cluster, boxCols: GemmFP8Hopper.blockK)
+        let slots = max(1, min(clusterSlots, (maxCTAs ?? clusterSlots * config.cluster) / config.cluster))
+        let grid = config.cluster * min(slots, config.tiles(m: m, n: n))
         try kernel.launch(grid: (grid, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
                           fields: Params(tx: tx, tw: tw, args: Args(xs: xs, scale8: scale8, y: y, m: Int32(m), n: Int32(n), k: Int32(k), kb: Int32(kb))),
                           offsets: GemmFP8Hopper.offsets)

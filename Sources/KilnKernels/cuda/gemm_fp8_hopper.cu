@@ -25,44 +25,52 @@
 //    tiles per group, N walked inside the group, M fastest), the template's raster order: GROUP_M ≥ tiles_m walks every
 //    M tile of an N tile before the next (each W tile read from HBM once), small GROUP_M keeps X rows in L2 instead.
 //    The producer runs ahead into the next tile while the consumers store the previous one.
+//  * CLUSTER = 2 (gemm_hopper.cu's scheme): a pair of CTAs takes adjacent M tiles of one N tile; each loads half of the
+//    W tile and multicasts it to both, so a CTA pulls (BM + BN/2)·128 bytes per k block from L2 instead of (BM + BN)·128.
+//    A stage is free once the consumers of both CTAs have read it (they arrive on both CTAs' empty barriers).
 //
 // Tails: TMA zero-fills box elements past M, N or K, so a partial k block adds zeros and rows/columns past the matrix are
 // never stored; scale reads are clamped to valid rows. Requirements (checked by the launcher): K % 16 == 0 (TMA row
 // stride), M, N ≥ 1, X and W 16-byte aligned; KB = ceil(K / 128).
 //
 // Entry points: one extern "C" kernel per row of KILN_GEMM_FP8_HOPPER_INSTANCES (and of the check-only table below,
-// `…_nopromote_…`), named kiln_gemm_fp8_hopper_bm{BM}_bn{BN}_s{STAGES}_c{CONS}_g{GROUP_M}(
+// `…_nopromote_…`), named kiln_gemm_fp8_hopper_bm{BM}_bn{BN}_s{STAGES}_c{CONS}_cl{CLUSTER}_g{GROUP_M}(
 //       const __grid_constant__ KilnTensorMap tmap_x,   // X e4m3 [M, K] tensor map (below)
 //       const __grid_constant__ KilnTensorMap tmap_w,   // W e4m3 [N, K] tensor map (below)
 //       const Fp8HopperArgs args)                       // the rest (GemmFP8Hopper.swift declares the same struct)
 // Tensor maps (cuTensorMapEncodeTiled): dataType CU_TENSOR_MAP_DATA_TYPE_UINT8, rank 2, globalDim {K, rows},
-//   globalStrides {K} bytes, boxDim {128, BM} for X and {128, BN} for W, elementStrides {1, 1}, interleave NONE,
+//   globalStrides {K} bytes, boxDim {128, BM} for X and {128, BN / CLUSTER} for W, elementStrides {1, 1}, interleave NONE,
 //   swizzle 128B, L2 promotion 256B, oobFill NONE (zeros).
-// Launch: block = 128 * (CONS + 1) threads, BM = 64 * CONS; grid = min(multiProcessorCount, tiles) (1-D; any grid ≥ 1
-//   is correct, each CTA loops over its tiles), tiles = ceil(M / BM) * ceil(N / BN); dynamic shared memory =
+// Launch: block = 128 * (CONS + 1) threads, BM = 64 * CONS; tiles = ceil(M / (CLUSTER * BM)) * ceil(N / BN);
+//   CLUSTER = 1: grid = min(multiProcessorCount, tiles) (1-D; any grid ≥ 1 is correct, each CTA loops over its tiles);
+//   CLUSTER = 2: grid = 2 * min(maxActiveClusters, tiles) (even; the kernel carries __cluster_dims__(2, 1, 1); the W map's
+//   box is {128, BN / 2}); dynamic shared memory =
 //   KILN_GEMM_FP8_HOPPER_SMEM(BM, BN, STAGES) = STAGES * (BM + BN) * 128 + 1024 (the +1024 realigns the ring to 1 KB),
 //   over 48 KB, so the launcher raises CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first.
 //
 // NVRTC: no CUDA headers, only common/hopper_util.cuh and kiln.cuh; all Hopper instructions are inline PTX. sm_90a.
 
-// Instance table: X(BM, BN, STAGES, CONSUMER_WARPGROUPS, GROUP_M). BM = 64 * CONSUMER_WARPGROUPS; BN in {64, 128, 192}
-// (the block and total accumulators take BN registers per thread: 256 does not fit); STAGES * (BM + BN) * 128 + 1024
-// bytes of shared memory ≤ 227 KB.
+// Instance table: X(BM, BN, STAGES, CONSUMER_WARPGROUPS, CLUSTER, GROUP_M). BM = 64 * CONSUMER_WARPGROUPS; BN in
+// {64, 128, 192} (the block and total accumulators take BN registers per thread: 256 does not fit); CLUSTER in {1, 2};
+// STAGES * (BM + BN) * 128 + 1024 bytes of shared memory ≤ 227 KB.
 #define KILN_GEMM_FP8_HOPPER_INSTANCES(X) \
-    X(128, 128, 6, 2, 8)                  \
-    X(128, 128, 6, 2, 64)                 \
-    X(128, 192, 5, 2, 8)                  \
-    X(128, 64, 8, 2, 8)                   \
-    X(64, 128, 8, 1, 8)                   \
-    X(64, 192, 6, 1, 8)
+    X(128, 128, 6, 2, 1, 8)               \
+    X(128, 192, 5, 2, 1, 8)               \
+    X(128, 192, 5, 2, 1, 64)              \
+    X(128, 192, 5, 2, 2, 8)               \
+    X(128, 128, 6, 2, 2, 8)               \
+    X(128, 64, 8, 2, 1, 8)                \
+    X(64, 128, 8, 1, 1, 8)                \
+    X(64, 192, 6, 1, 1, 8)
 
 // Check-only (never dispatched): the same kernel accumulating all of K in the tensor core, the scales of k block 0
 // applied once at the end. Exact only where every k block of a row (and of a weight group) has the same scale; `kiln
 // check` builds such data to show that this variant misses the tolerance the shipped kernels meet at K = 8192.
-#define KILN_GEMM_FP8_HOPPER_CHECK_ONLY(X) X(128, 128, 6, 2, 8)
+#define KILN_GEMM_FP8_HOPPER_CHECK_ONLY(X) X(128, 128, 6, 2, 1, 8)
 
-#define KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, G) kiln_gemm_fp8_hopper_bm##BM##_bn##BN##_s##S##_c##C##_g##G
-#define KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, G) kiln_gemm_fp8_hopper_nopromote_bm##BM##_bn##BN##_s##S##_c##C##_g##G
+#define KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, CL, G) kiln_gemm_fp8_hopper_bm##BM##_bn##BN##_s##S##_c##C##_cl##CL##_g##G
+#define KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, CL, G) \
+    kiln_gemm_fp8_hopper_nopromote_bm##BM##_bn##BN##_s##S##_c##C##_cl##CL##_g##G
 #define KILN_GEMM_FP8_HOPPER_SMEM(BM, BN, S) ((S) * ((BM) + (BN)) * 128 + 1024)
 #define KILN_GEMM_FP8_HOPPER_THREADS(C) (128 * ((C) + 1))
 
@@ -151,6 +159,13 @@ template <> __device__ __forceinline__ void wgmma_e4m3<192>(float (&d)[96], u64 
         : "l"(da), "l"(db), "r"(acc));
 }
 
+// A consumer warp has read a stage: one arrive on its empty barrier in every CTA of the cluster (each CTA's producer
+// multicast half of the stage's W into both).
+template <int CL> __device__ __forceinline__ void release(u32 empty) {
+    if (CL == 1) mbar_arrive(empty);
+    else for (u32 c = 0; c < CL; ++c) mbar_arrive_cluster(empty, c);
+}
+
 // Tile t -> (m tile, n tile) in groups of GROUP_M M tiles; inside a group, M varies fastest.
 template <int GROUP_M>
 __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
@@ -163,7 +178,7 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
     tn = r / gsize;
 }
 
-template <int BM, int BN, int STAGES, int CONS, int GROUP_M, bool PROMOTE>
+template <int BM, int BN, int STAGES, int CONS, int CL, int GROUP_M, bool PROMOTE>
 __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTensorMap* tmw, const Fp8HopperArgs& args) {
     static_assert(BM == 64 * CONS && (CONS == 1 || CONS == 2), "each consumer warp group owns 64 rows");
     static_assert(BN == 64 || BN == 128 || BN == 192, "BN in {64, 128, 192}");
@@ -171,7 +186,9 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
     constexpr u32 A_BYTES = BM * BK;
     constexpr u32 B_BYTES = BN * BK;
     constexpr u32 STAGE_BYTES = A_BYTES + B_BYTES;
-    static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "every tile starts on a 1 KB swizzle atom");
+    static_assert(CL == 1 || CL == 2, "cluster of 1 or 2 CTAs");
+    constexpr u32 B_PART = B_BYTES / CL;   // W rows loaded (and multicast) by each CTA of the pair
+    static_assert(A_BYTES % 1024 == 0 && B_PART % 1024 == 0, "every box starts on a 1 KB swizzle atom");
     constexpr int R = BN / 2;   // accumulator registers per thread (m64nBN: 64·BN f32 over 128 threads)
 
     extern __shared__ unsigned char smem_raw[];
@@ -182,19 +199,23 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
     const int wg = threadIdx.x / 128;
     const int tid_wg = threadIdx.x % 128;
     const int M = args.M, N = args.N, KB = args.KB;
-    const int tiles_m = (M + BM - 1) / BM;
+    // With CL = 2 the schedule runs over pairs of M tiles; CTA rank r of the cluster takes M tile CL*tm + r (possibly
+    // entirely past M: it still loads and multicasts its half of W, its X box is zero-filled and it stores nothing).
+    const u32 rank = CL > 1 ? cluster_ctarank() : 0;
+    const int tiles_m = (M + CL * BM - 1) / (CL * BM);
     const int tiles_n = (N + BN - 1) / BN;
     const int tiles = tiles_m * tiles_n;
+    const int cta_id = blockIdx.x / CL, ncta = gridDim.x / CL;
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
             mbar_init(smem_u32(&full_bar[s]), 1);
-            mbar_init(smem_u32(&empty_bar[s]), CONS * 4);
+            mbar_init(smem_u32(&empty_bar[s]), CL * CONS * 4);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     }
-    __syncthreads();
+    if (CL > 1) cluster_sync(); else __syncthreads();
 
     if (wg == 0) {
         // ---------------- producer ----------------
@@ -204,17 +225,19 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
             tma_prefetch_desc(tmw);
             int stage = 0;
             u32 phase = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+            for (int t = cta_id; t < tiles; t += ncta) {
                 int tm, tn;
                 tile_coords<GROUP_M>(t, tiles_m, tiles_n, tm, tn);
-                const int m0 = tm * BM, n0 = tn * BN;
+                const int m0 = (tm * CL + rank) * BM, n0 = tn * BN;
                 for (int kb = 0; kb < KB; ++kb) {
                     mbar_wait(smem_u32(&empty_bar[stage]), phase ^ 1);
                     const u32 fb = smem_u32(&full_bar[stage]);
                     mbar_arrive_expect_tx(fb, STAGE_BYTES);
                     const u32 sa = smem_base + stage * STAGE_BYTES;
                     tma_load_2d(sa, tmx, fb, kb * BK, m0);
-                    tma_load_2d(sa + A_BYTES, tmw, fb, kb * BK, n0);
+                    if (CL == 1) tma_load_2d(sa + A_BYTES, tmw, fb, kb * BK, n0);
+                    else tma_load_2d_mc(sa + A_BYTES + rank * B_PART, tmw, fb, kb * BK, n0 + rank * (BN / CL),
+                                        (unsigned short)((1u << CL) - 1));
                     if (++stage == STAGES) { stage = 0; phase ^= 1; }
                 }
             }
@@ -232,9 +255,10 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
         for (int i = 0; i < R; ++i) acc[i] = 0.f;
         int stage = 0;
         u32 phase = 0;
-        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+        for (int t = cta_id; t < tiles; t += ncta) {
             int tm, tn;
             tile_coords<GROUP_M>(t, tiles_m, tiles_n, tm, tn);
+            tm = tm * CL + rank;
             // Accumulator fragment (j, r): row = warp*16 + lane/4 + 8*(r/2), col = 8j + 2*(lane%4) + r%2 of this
             // consumer's 64 x BN block; rows past M read row M-1's scales (never stored), lanes past the tile's
             // groups read a clamped group (never used).
@@ -262,7 +286,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
                     wgmma_wait<0>();
 #pragma unroll
                     for (int i = 0; i < R; ++i) reg_fence(acc[i]);
-                    if (lane == 0) mbar_arrive(smem_u32(&empty_bar[stage]));
+                    if (lane == 0) release<CL>(smem_u32(&empty_bar[stage]));
 #pragma unroll
                     for (int j = 0; j < BN / 8; ++j) {
                         const float w = __shfl_sync(0xffffffffu, s_w, j);
@@ -275,7 +299,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
                 } else {
                     // gemm_hopper.cu's pipelining: one k block of wgmmas in flight, the previous stage freed.
                     wgmma_wait<1>();
-                    if (kb > 0 && lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
+                    if (kb > 0 && lane == 0) release<CL>(smem_u32(&empty_bar[prev]));
                     prev = stage;
                 }
                 if (++stage == STAGES) { stage = 0; phase ^= 1; }
@@ -284,7 +308,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
                 wgmma_wait<0>();
 #pragma unroll
                 for (int i = 0; i < R; ++i) reg_fence(acc[i]);
-                if (lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
+                if (lane == 0) release<CL>(smem_u32(&empty_bar[prev]));
                 // All of K was summed in the tensor core: the scales of k block 0, once.
                 const float s_a = __ldg(xs_a), s_b = __ldg(xs_b), s_w = __ldg(sw_lane);
 #pragma unroll
@@ -320,19 +344,23 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
             }
         }
     }
+    // A CTA of a pair must not exit while its peer can still arrive on its barriers.
+    if (CL > 1) cluster_sync();
 }
 
 }  // namespace kiln_gemm_fp8_hopper
 
-#define KILN_GEMM_FP8_HOPPER_KERNEL(NAME, BM, BN, S, C, G, PROMOTE)                                                 \
-    extern "C" __global__ void __launch_bounds__(KILN_GEMM_FP8_HOPPER_THREADS(C), 1)                               \
+#define KILN_GEMM_FP8_HOPPER_CLUSTER_ATTR_1
+#define KILN_GEMM_FP8_HOPPER_CLUSTER_ATTR_2 __cluster_dims__(2, 1, 1)
+#define KILN_GEMM_FP8_HOPPER_KERNEL(NAME, BM, BN, S, C, CL, G, PROMOTE)                                             \
+    extern "C" __global__ void __launch_bounds__(KILN_GEMM_FP8_HOPPER_THREADS(C), 1) KILN_GEMM_FP8_HOPPER_CLUSTER_ATTR_##CL \
         NAME(const __grid_constant__ KilnTensorMap tmap_x, const __grid_constant__ KilnTensorMap tmap_w,            \
              const Fp8HopperArgs args) {                                                                            \
-        kiln_gemm_fp8_hopper::gemm_body<BM, BN, S, C, G, PROMOTE>(&tmap_x, &tmap_w, args);                          \
+        kiln_gemm_fp8_hopper::gemm_body<BM, BN, S, C, CL, G, PROMOTE>(&tmap_x, &tmap_w, args);                      \
     }
-#define KILN_GEMM_FP8_HOPPER_DEFINE(BM, BN, S, C, G) \
-    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, G), BM, BN, S, C, G, true)
-#define KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE(BM, BN, S, C, G) \
-    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, G), BM, BN, S, C, G, false)
+#define KILN_GEMM_FP8_HOPPER_DEFINE(BM, BN, S, C, CL, G) \
+    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, CL, G), BM, BN, S, C, CL, G, true)
+#define KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE(BM, BN, S, C, CL, G) \
+    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, CL, G), BM, BN, S, C, CL, G, false)
 KILN_GEMM_FP8_HOPPER_INSTANCES(KILN_GEMM_FP8_HOPPER_DEFINE)
 KILN_GEMM_FP8_HOPPER_CHECK_ONLY(KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE)
