@@ -10,14 +10,14 @@ public struct GemmFP8Hopper {
     /// Columns of one k block: one 128-byte swizzle row of e4m3 and one scale block.
     public static let blockK = 128
 
-    /// One row of KILN_GEMM_FP8_HOPPER_INSTANCES: X(BM, BN, STAGES, CONSUMERS, CLUSTER, GROUP_M), or of the check-only
-    /// table (`promotes` false: all of K accumulated in the tensor core; never dispatched).
+    /// One row of KILN_GEMM_FP8_HOPPER_INSTANCES: X(BM, BN, STAGES, CONSUMERS, ACC_BUFFERS, CLUSTER, GROUP_M), or of the
+    /// check-only table (`promotes` false: all of K accumulated in the tensor core; never dispatched).
     public struct Config: Hashable, Sendable, CustomStringConvertible {
-        public var bm, bn, stages, consumers, cluster, groupM: Int
+        public var bm, bn, stages, consumers, buffers, cluster, groupM: Int
         public var promotes: Bool
         public var name: String {
             (promotes ? "kiln_gemm_fp8_hopper" : "kiln_gemm_fp8_hopper_nopromote")
-                + "_bm\(bm)_bn\(bn)_s\(stages)_c\(consumers)_cl\(cluster)_g\(groupM)"
+                + "_bm\(bm)_bn\(bn)_s\(stages)_c\(consumers)_b\(buffers)_cl\(cluster)_g\(groupM)"
         }
         public var description: String { name }
         public var threads: Int { 128 * (consumers + 1) }
@@ -28,7 +28,8 @@ public struct GemmFP8Hopper {
 
     static func rows(_ macro: String, promotes: Bool) -> [Config] {
         InstanceTable.rows(file: file, macro: macro).compactMap { r in
-            r.count == 6 ? Config(bm: r[0], bn: r[1], stages: r[2], consumers: r[3], cluster: r[4], groupM: r[5], promotes: promotes) : nil
+            r.count == 7 ? Config(bm: r[0], bn: r[1], stages: r[2], consumers: r[3], buffers: r[4], cluster: r[5], groupM: r[6],
+                                  promotes: promotes) : nil
         }
     }
     /// The shipped instances (tuner candidates and defaults).
@@ -40,21 +41,25 @@ public struct GemmFP8Hopper {
     public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
 
     /// Default when no tuning entry exists: among the instances without a cluster (whose grid sizing is not measured
-    /// yet, as for gemm_hopper's) and with the 8-tile raster group, the one with the least
-    /// estimated time, waves · cost(tile), where waves = ceil(tiles / SMs) and a tile's cost is the larger of its
-    /// tensor-core work, BM·BN (÷ 0.75 with one consumer warp group: its promotion stalls the tensor core, which a
-    /// second one fills), and its operand traffic, 64·(BM + BN) (a 128×128 tile is balanced, a 128×64 tile waits on
-    /// L2); ties go to the larger tile. A model, to be replaced by measured tuning entries (docs/perf-notes-fp8.md).
+    /// yet, as for gemm_hopper's) and with the 8-tile raster group, the one with the least estimated time, waves ·
+    /// cost(tile), waves = ceil(tiles / SMs). A tile's cost is the larger of its tensor-core work, BM·BN ÷ the share of
+    /// time the tensor core is fed (1 with two block accumulators; with one, promotion stalls it: 0.8 with two consumer
+    /// warp groups, whose wgmmas partly fill the gap, 0.6 with one), and its operand traffic, 88·(BM + BN): the bf16
+    /// kernel's best tiles pulled ~8.5 TB/s from L2, against ~1,500 TFLOP/s of FP8 work that a good kernel sustains (1979
+    /// peak), so a 128×128 tile waits on L2 and a 128×192 one less. Ties go to more tiles (single-wave small M: more SMs
+    /// streaming W), then to two accumulators. A model, to be replaced by measured tuning entries.
     public static func defaultConfig(m: Int, n: Int, multiprocessors: Int) -> Config {
         func cost(_ c: Config) -> Double {
             let waves = Double((c.tiles(m: m, n: n) + multiprocessors - 1) / max(1, multiprocessors))
-            let compute = Double(c.bm * c.bn) / (c.consumers >= 2 ? 1.0 : 0.75)
-            return waves * max(compute, 64.0 * Double(c.bm + c.bn))
+            let compute = Double(c.bm * c.bn) / (c.buffers == 2 ? 1.0 : c.consumers >= 2 ? 0.8 : 0.6)
+            return waves * max(compute, 88.0 * Double(c.bm + c.bn))
         }
         let candidates = configs.filter { $0.groupM == 8 && $0.cluster == 1 }
         return candidates.min { a, b in
             let (ca, cb) = (cost(a), cost(b))
-            return ca != cb ? ca < cb : a.bm * a.bn > b.bm * b.bn
+            if ca != cb { return ca < cb }
+            let (ta, tb) = (a.tiles(m: m, n: n), b.tiles(m: m, n: n))
+            return ta != tb ? ta > tb : a.buffers > b.buffers
         } ?? configs[0]
     }
 

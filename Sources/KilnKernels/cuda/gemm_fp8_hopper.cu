@@ -16,8 +16,10 @@
 //    with s_x the token's scale and s_w the scale_inv of the column's 8-row weight group (an accumulator fragment's 8
 //    columns are one group). The tensor core's FP8 accumulation keeps ~14 bits; summing only 128 products there and
 //    the rest in FP32 is what keeps a K = 8192 product accurate (docs/perf-notes-fp8.md, "FP8 prefill").
-//    Promotion needs the block result, so each consumer waits for its own wgmmas every k block; the other consumer
-//    warp group's wgmmas keep the tensor core busy meanwhile (hence two consumers for the large tiles).
+//    Promotion needs the block result, so with one block accumulator (ACC_BUFFERS = 1) a consumer waits for its own
+//    wgmmas every k block and the other consumer warp group's keep the tensor core busy meanwhile, as far as the two
+//    drift apart (they start each stage together). With two (ACC_BUFFERS = 2, BN ≤ 128) a consumer issues block kb's
+//    wgmmas into one, then waits only for block kb-1's (wait_group 1) and promotes it from the other while kb's run.
 //  * Scales are read straight from global memory (L1-cached, issued before the stage wait so the wgmmas hide their
 //    latency): per k block the two token scales of the lane's rows, and one weight scale per lane (lane j holds group
 //    j's), broadcast with shfl.
@@ -34,7 +36,7 @@
 // stride), M, N ≥ 1, X and W 16-byte aligned; KB = ceil(K / 128).
 //
 // Entry points: one extern "C" kernel per row of KILN_GEMM_FP8_HOPPER_INSTANCES (and of the check-only table below,
-// `…_nopromote_…`), named kiln_gemm_fp8_hopper_bm{BM}_bn{BN}_s{STAGES}_c{CONS}_cl{CLUSTER}_g{GROUP_M}(
+// `…_nopromote_…`), named kiln_gemm_fp8_hopper_bm{BM}_bn{BN}_s{STAGES}_c{CONS}_b{ACC_BUFFERS}_cl{CLUSTER}_g{GROUP_M}(
 //       const __grid_constant__ KilnTensorMap tmap_x,   // X e4m3 [M, K] tensor map (below)
 //       const __grid_constant__ KilnTensorMap tmap_w,   // W e4m3 [N, K] tensor map (below)
 //       const Fp8HopperArgs args)                       // the rest (GemmFP8Hopper.swift declares the same struct)
@@ -50,27 +52,30 @@
 //
 // NVRTC: no CUDA headers, only common/hopper_util.cuh and kiln.cuh; all Hopper instructions are inline PTX. sm_90a.
 
-// Instance table: X(BM, BN, STAGES, CONSUMER_WARPGROUPS, CLUSTER, GROUP_M). BM = 64 * CONSUMER_WARPGROUPS; BN in
-// {64, 128, 192} (the block and total accumulators take BN registers per thread: 256 does not fit); CLUSTER in {1, 2};
-// STAGES * (BM + BN) * 128 + 1024 bytes of shared memory ≤ 227 KB.
+// Instance table: X(BM, BN, STAGES, CONSUMER_WARPGROUPS, ACC_BUFFERS, CLUSTER, GROUP_M). BM = 64 * CONSUMER_WARPGROUPS;
+// BN in {64, 128, 192} (the block and total accumulators take BN registers per thread: 256 does not fit); ACC_BUFFERS 2
+// (a second block accumulator, so a consumer's next wgmmas run while it promotes) needs 3·BN/2 ≤ 192 registers: BN ≤ 128
+// (64×128 with one consumer spilled 36 bytes with it, so it has one);
+// CLUSTER in {1, 2}; STAGES * (BM + BN) * 128 + 1024 bytes of shared memory ≤ 227 KB.
 #define KILN_GEMM_FP8_HOPPER_INSTANCES(X) \
-    X(128, 128, 6, 2, 1, 8)               \
-    X(128, 192, 5, 2, 1, 8)               \
-    X(128, 192, 5, 2, 1, 64)              \
-    X(128, 192, 5, 2, 2, 8)               \
-    X(128, 128, 6, 2, 2, 8)               \
-    X(128, 64, 8, 2, 1, 8)                \
-    X(64, 128, 8, 1, 1, 8)                \
-    X(64, 192, 6, 1, 1, 8)
+    X(128, 128, 6, 2, 1, 1, 8)            \
+    X(128, 128, 6, 2, 2, 1, 8)            \
+    X(128, 128, 6, 2, 2, 2, 8)            \
+    X(128, 192, 5, 2, 1, 1, 8)            \
+    X(128, 192, 5, 2, 1, 1, 64)           \
+    X(128, 192, 5, 2, 1, 2, 8)            \
+    X(128, 64, 8, 2, 2, 1, 8)             \
+    X(64, 128, 8, 1, 1, 1, 8)             \
+    X(64, 192, 6, 1, 1, 1, 8)
 
 // Check-only (never dispatched): the same kernel accumulating all of K in the tensor core, the scales of k block 0
 // applied once at the end. Exact only where every k block of a row (and of a weight group) has the same scale; `kiln
 // check` builds such data to show that this variant misses the tolerance the shipped kernels meet at K = 8192.
-#define KILN_GEMM_FP8_HOPPER_CHECK_ONLY(X) X(128, 128, 6, 2, 1, 8)
+#define KILN_GEMM_FP8_HOPPER_CHECK_ONLY(X) X(128, 128, 6, 2, 1, 1, 8)
 
-#define KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, CL, G) kiln_gemm_fp8_hopper_bm##BM##_bn##BN##_s##S##_c##C##_cl##CL##_g##G
-#define KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, CL, G) \
-    kiln_gemm_fp8_hopper_nopromote_bm##BM##_bn##BN##_s##S##_c##C##_cl##CL##_g##G
+#define KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, B, CL, G) kiln_gemm_fp8_hopper_bm##BM##_bn##BN##_s##S##_c##C##_b##B##_cl##CL##_g##G
+#define KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, B, CL, G) \
+    kiln_gemm_fp8_hopper_nopromote_bm##BM##_bn##BN##_s##S##_c##C##_b##B##_cl##CL##_g##G
 #define KILN_GEMM_FP8_HOPPER_SMEM(BM, BN, S) ((S) * ((BM) + (BN)) * 128 + 1024)
 #define KILN_GEMM_FP8_HOPPER_THREADS(C) (128 * ((C) + 1))
 
@@ -166,6 +171,68 @@ template <int CL> __device__ __forceinline__ void release(u32 empty) {
     else for (u32 c = 0; c < CL; ++c) mbar_arrive_cluster(empty, c);
 }
 
+// One k block's four wgmmas into acc, committed as one group; scale-d = 0 on the first unless `accumulate`.
+template <int BN>
+__device__ __forceinline__ void mma_block(float (&acc)[BN / 2], u32 sa, u32 sb, bool accumulate) {
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < BK / 32; ++k) wgmma_e4m3<BN>(acc, make_desc(sa + k * 32), make_desc(sb + k * 32), (k > 0 || accumulate) ? 1 : 0);
+    wgmma_commit();
+}
+
+// After a wgmma wait: reads of acc stay below it (a compiler-level fence per register).
+template <int R> __device__ __forceinline__ void fence_all(float (&acc)[R]) {
+#pragma unroll
+    for (int i = 0; i < R; ++i) reg_fence(acc[i]);
+}
+
+// The scales of one k block for this lane: its two rows' token scales and (lane j) weight group j's scale_inv.
+struct BlockScales { float a, b, w; };
+
+// FP32 promotion: total += acc · s_x · s_w. Fragment (j, r): rows r < 2 take s.a, r ≥ 2 s.b; the 8 columns of j are
+// weight group j, whose scale lane j holds (shfl). With `overwrite`, total = acc · s_x · s_w (no-promotion epilogue).
+template <int R, bool overwrite = false>
+__device__ __forceinline__ void promote(float (&total)[R], float (&acc)[R], BlockScales s) {
+#pragma unroll
+    for (int j = 0; j < R / 4; ++j) {
+        const float w = __shfl_sync(0xffffffffu, s.w, j);
+        const float fa = s.a * w, fb = s.b * w;
+        total[4 * j + 0] = fmaf(acc[4 * j + 0], fa, overwrite ? 0.f : total[4 * j + 0]);
+        total[4 * j + 1] = fmaf(acc[4 * j + 1], fa, overwrite ? 0.f : total[4 * j + 1]);
+        total[4 * j + 2] = fmaf(acc[4 * j + 2], fb, overwrite ? 0.f : total[4 * j + 2]);
+        total[4 * j + 3] = fmaf(acc[4 * j + 3], fb, overwrite ? 0.f : total[4 * j + 3]);
+    }
+}
+
+// The two-accumulator loop (BUFS = 2) in steps: issue(buf, kb) waits for block kb's stage and issues its wgmmas into
+// buf; retire(buf, wait) waits until at most `wait` groups are in flight (1: all but the block just issued), frees the
+// older block's stage and promotes it from buf with its scales.
+struct Ring2 {
+    u32 ring, a_off, a_bytes, stage_bytes;
+    u64* full_bar;
+    u64* empty_bar;
+    int stage, prev_stage, stages;
+    u32 phase;
+    BlockScales prev_sc;
+};
+
+template <int BN> __device__ __forceinline__ void issue(Ring2& r, float (&buf)[BN / 2], BlockScales sc) {
+    mbar_wait(smem_u32(&r.full_bar[r.stage]), r.phase);
+    const u32 base = r.ring + r.stage * r.stage_bytes;   // this stage: X tile (this consumer's rows at a_off), then W tile
+    mma_block<BN>(buf, base + r.a_off, base + r.a_bytes, false);
+    r.prev_sc = sc;
+    r.prev_stage = r.stage;
+    if (++r.stage == r.stages) { r.stage = 0; r.phase ^= 1; }
+}
+
+template <int BN, int CL, int WAIT>
+__device__ __forceinline__ void retire(Ring2& r, float (&buf)[BN / 2], float (&total)[BN / 2], BlockScales sc, int older_stage, int lane) {
+    wgmma_wait<WAIT>();
+    fence_all(buf);
+    if (lane == 0) release<CL>(smem_u32(&r.empty_bar[older_stage]));
+    promote(total, buf, sc);
+}
+
 // Tile t -> (m tile, n tile) in groups of GROUP_M M tiles; inside a group, M varies fastest.
 template <int GROUP_M>
 __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
@@ -178,11 +245,12 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
     tn = r / gsize;
 }
 
-template <int BM, int BN, int STAGES, int CONS, int CL, int GROUP_M, bool PROMOTE>
+template <int BM, int BN, int STAGES, int CONS, int BUFS, int CL, int GROUP_M, bool PROMOTE>
 __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTensorMap* tmw, const Fp8HopperArgs& args) {
     static_assert(BM == 64 * CONS && (CONS == 1 || CONS == 2), "each consumer warp group owns 64 rows");
     static_assert(BN == 64 || BN == 128 || BN == 192, "BN in {64, 128, 192}");
     static_assert(GROUP_M >= 1, "GROUP_M: M tiles per raster group");
+    static_assert(BUFS == 1 || (BUFS == 2 && PROMOTE && 3 * (BN / 2) <= 192), "two block accumulators: promotion only, BN ≤ 128");
     constexpr u32 A_BYTES = BM * BK;
     constexpr u32 B_BYTES = BN * BK;
     constexpr u32 STAGE_BYTES = A_BYTES + B_BYTES;
@@ -249,10 +317,13 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
         const int cw = wg - 1;
         const int warp = tid_wg / 32, lane = tid_wg % 32;
         const int groups = (N + 7) / 8;
-        float acc[R];     // the wgmma accumulator: one k block (PROMOTE) or all of K
-        float total[R];   // fp32 sum over k blocks of block · s_x · s_w; the values stored
+        float acc[R];                     // the wgmma accumulator: one k block (PROMOTE) or all of K
+        float acc2[BUFS == 2 ? R : 1];    // BUFS = 2: the other k block's, filled while acc is promoted (and back)
+        float total[R];                   // fp32 sum over k blocks of block · s_x · s_w; the values stored
 #pragma unroll
         for (int i = 0; i < R; ++i) acc[i] = 0.f;
+#pragma unroll
+        for (int i = 0; i < (BUFS == 2 ? R : 1); ++i) acc2[i] = 0.f;
         int stage = 0;
         u32 phase = 0;
         for (int t = cta_id; t < tiles; t += ncta) {
@@ -266,59 +337,66 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
             const float* xs_a = args.xs + (long long)min(row_a, M - 1) * KB;
             const float* xs_b = args.xs + (long long)min(row_a + 8, M - 1) * KB;
             const float* sw_lane = args.scale8 + (long long)min(tn * (BN / 8) + lane, groups - 1) * KB;
+            // k block kb's scales, requested before its stage wait so that the wgmmas hide their latency.
+            auto scales = [&](int kb) { return BlockScales{__ldg(xs_a + kb), __ldg(xs_b + kb), __ldg(sw_lane + kb)}; };
+            const u32 a_off = cw * (64 * BK);
 #pragma unroll
             for (int i = 0; i < R; ++i) total[i] = 0.f;
-            int prev = 0;
-            for (int kb = 0; kb < KB; ++kb) {
-                // This k block's scales, requested before the stage wait so that the wgmmas hide their latency.
-                const float s_a = PROMOTE ? __ldg(xs_a + kb) : 0.f, s_b = PROMOTE ? __ldg(xs_b + kb) : 0.f;
-                const float s_w = PROMOTE ? __ldg(sw_lane + kb) : 0.f;
-                mbar_wait(smem_u32(&full_bar[stage]), phase);
-                const u32 sa = smem_base + stage * STAGE_BYTES + cw * (64 * BK);
-                const u32 sb = smem_base + stage * STAGE_BYTES + A_BYTES;
-                wgmma_fence();
-#pragma unroll
-                for (int k = 0; k < BK / 32; ++k)
-                    wgmma_e4m3<BN>(acc, make_desc(sa + k * 32), make_desc(sb + k * 32), (k > 0 || (!PROMOTE && kb > 0)) ? 1 : 0);
-                wgmma_commit();
-                if (PROMOTE) {
-                    // Promotion: the block's sum is final once its wgmmas retire; the stage is free from then on.
+            if constexpr (PROMOTE && BUFS == 1) {
+                // Each block: its wgmmas, wait for them, free the stage, promote (the other consumer's wgmmas run meanwhile).
+                for (int kb = 0; kb < KB; ++kb) {
+                    const BlockScales sc = scales(kb);
+                    mbar_wait(smem_u32(&full_bar[stage]), phase);
+                    const u32 base = smem_base + stage * STAGE_BYTES;
+                    mma_block<BN>(acc, base + a_off, base + A_BYTES, false);
                     wgmma_wait<0>();
-#pragma unroll
-                    for (int i = 0; i < R; ++i) reg_fence(acc[i]);
+                    fence_all(acc);
                     if (lane == 0) release<CL>(smem_u32(&empty_bar[stage]));
-#pragma unroll
-                    for (int j = 0; j < BN / 8; ++j) {
-                        const float w = __shfl_sync(0xffffffffu, s_w, j);
-                        const float fa = s_a * w, fb = s_b * w;
-                        total[4 * j + 0] = fmaf(acc[4 * j + 0], fa, total[4 * j + 0]);
-                        total[4 * j + 1] = fmaf(acc[4 * j + 1], fa, total[4 * j + 1]);
-                        total[4 * j + 2] = fmaf(acc[4 * j + 2], fb, total[4 * j + 2]);
-                        total[4 * j + 3] = fmaf(acc[4 * j + 3], fb, total[4 * j + 3]);
-                    }
+                    promote(total, acc, sc);
+                    if (++stage == STAGES) { stage = 0; phase ^= 1; }
+                }
+            } else if constexpr (PROMOTE) {
+                // Two block accumulators: block kb's wgmmas go into one while block kb-1, in the other, is waited for
+                // (wait_group 1), its stage freed and promoted. Blocks go in pairs (acc, acc2) so that each array is
+                // named at compile time and every step of the loop has the same shape.
+                Ring2 r{smem_base, a_off, A_BYTES, STAGE_BYTES, full_bar, empty_bar, stage, 0, STAGES, phase, {0.f, 0.f, 0.f}};
+                issue<BN>(r, acc, scales(0));
+                int kb = 1;
+                for (; kb + 1 < KB; kb += 2) {
+                    BlockScales older = r.prev_sc;
+                    int older_stage = r.prev_stage;
+                    issue<BN>(r, acc2, scales(kb));
+                    retire<BN, CL, 1>(r, acc, total, older, older_stage, lane);
+                    older = r.prev_sc; older_stage = r.prev_stage;
+                    issue<BN>(r, acc, scales(kb + 1));
+                    retire<BN, CL, 1>(r, acc2, total, older, older_stage, lane);
+                }
+                if (kb < KB) {   // one block left (KB even): into acc2, then both retire
+                    const BlockScales older = r.prev_sc;
+                    const int older_stage = r.prev_stage;
+                    issue<BN>(r, acc2, scales(kb));
+                    retire<BN, CL, 1>(r, acc, total, older, older_stage, lane);
+                    retire<BN, CL, 0>(r, acc2, total, r.prev_sc, r.prev_stage, lane);
                 } else {
-                    // gemm_hopper.cu's pipelining: one k block of wgmmas in flight, the previous stage freed.
+                    retire<BN, CL, 0>(r, acc, total, r.prev_sc, r.prev_stage, lane);
+                }
+                stage = r.stage; phase = r.phase;
+            } else {
+                // No promotion (check-only): gemm_hopper.cu's pipelining, one k block of wgmmas in flight, all of K in acc.
+                int prev = 0;
+                for (int kb = 0; kb < KB; ++kb) {
+                    mbar_wait(smem_u32(&full_bar[stage]), phase);
+                    const u32 base = smem_base + stage * STAGE_BYTES;
+                    mma_block<BN>(acc, base + a_off, base + A_BYTES, kb > 0);
                     wgmma_wait<1>();
                     if (kb > 0 && lane == 0) release<CL>(smem_u32(&empty_bar[prev]));
                     prev = stage;
+                    if (++stage == STAGES) { stage = 0; phase ^= 1; }
                 }
-                if (++stage == STAGES) { stage = 0; phase ^= 1; }
-            }
-            if (!PROMOTE) {
                 wgmma_wait<0>();
-#pragma unroll
-                for (int i = 0; i < R; ++i) reg_fence(acc[i]);
+                fence_all(acc);
                 if (lane == 0) release<CL>(smem_u32(&empty_bar[prev]));
-                // All of K was summed in the tensor core: the scales of k block 0, once.
-                const float s_a = __ldg(xs_a), s_b = __ldg(xs_b), s_w = __ldg(sw_lane);
-#pragma unroll
-                for (int j = 0; j < BN / 8; ++j) {
-                    const float w = __shfl_sync(0xffffffffu, s_w, j);
-                    total[4 * j + 0] = acc[4 * j + 0] * (s_a * w);
-                    total[4 * j + 1] = acc[4 * j + 1] * (s_a * w);
-                    total[4 * j + 2] = acc[4 * j + 2] * (s_b * w);
-                    total[4 * j + 3] = acc[4 * j + 3] * (s_b * w);
-                }
+                promote<R, true>(total, acc, scales(0));   // the scales of k block 0, once
             }
 
             // Epilogue (gemm_hopper.cu's): bf16 pairs stored as one 4-byte word when N is even.
@@ -352,15 +430,15 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
 
 #define KILN_GEMM_FP8_HOPPER_CLUSTER_ATTR_1
 #define KILN_GEMM_FP8_HOPPER_CLUSTER_ATTR_2 __cluster_dims__(2, 1, 1)
-#define KILN_GEMM_FP8_HOPPER_KERNEL(NAME, BM, BN, S, C, CL, G, PROMOTE)                                             \
+#define KILN_GEMM_FP8_HOPPER_KERNEL(NAME, BM, BN, S, C, B, CL, G, PROMOTE)                                          \
     extern "C" __global__ void __launch_bounds__(KILN_GEMM_FP8_HOPPER_THREADS(C), 1) KILN_GEMM_FP8_HOPPER_CLUSTER_ATTR_##CL \
         NAME(const __grid_constant__ KilnTensorMap tmap_x, const __grid_constant__ KilnTensorMap tmap_w,            \
              const Fp8HopperArgs args) {                                                                            \
-        kiln_gemm_fp8_hopper::gemm_body<BM, BN, S, C, CL, G, PROMOTE>(&tmap_x, &tmap_w, args);                      \
+        kiln_gemm_fp8_hopper::gemm_body<BM, BN, S, C, B, CL, G, PROMOTE>(&tmap_x, &tmap_w, args);                   \
     }
-#define KILN_GEMM_FP8_HOPPER_DEFINE(BM, BN, S, C, CL, G) \
-    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, CL, G), BM, BN, S, C, CL, G, true)
-#define KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE(BM, BN, S, C, CL, G) \
-    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, CL, G), BM, BN, S, C, CL, G, false)
+#define KILN_GEMM_FP8_HOPPER_DEFINE(BM, BN, S, C, B, CL, G) \
+    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NAME(BM, BN, S, C, B, CL, G), BM, BN, S, C, B, CL, G, true)
+#define KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE(BM, BN, S, C, B, CL, G) \
+    KILN_GEMM_FP8_HOPPER_KERNEL(KILN_GEMM_FP8_HOPPER_NOPROMOTE_NAME(BM, BN, S, C, B, CL, G), BM, BN, S, C, B, CL, G, false)
 KILN_GEMM_FP8_HOPPER_INSTANCES(KILN_GEMM_FP8_HOPPER_DEFINE)
 KILN_GEMM_FP8_HOPPER_CHECK_ONLY(KILN_GEMM_FP8_HOPPER_DEFINE_NOPROMOTE)
