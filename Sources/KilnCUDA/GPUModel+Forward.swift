@@ -89,8 +89,8 @@ extension GPUModel: DecoderOperations {
     }
 
     /// y = x · Wᵀ for a linear layer in its format: bf16 through the tuned GEMMs; FP8 through the activation quantizer
-    /// and then gemm_fp8 at m ≤ 16 (decode) or gemm_fp8_hopper (prefill, chunks included; without Hopper prefill
-    /// dequantizes the layer into the bf16 scratch for the bf16 GEMMs); 4-bit lookup tables through gemm_lut at m ≤ 16,
+    /// and then gemm_fp8 at m ≤ 16 (decode) or, with `fp8PrefillKernel`, gemm_fp8_hopper (prefill, chunks included; else
+    /// prefill dequantizes the layer into the bf16 scratch for the bf16 GEMMs); 4-bit lookup tables through gemm_lut at m ≤ 16,
     /// else dequantized (kiln_lut4_dequant) likewise.
     func project(_ op: String, x: CUdeviceptr, w: GPUMatrix, y: CUdeviceptr, m: Int, n: Int, k: Int, epilogue: GemmSplitK.Epilogue = .bf16) throws {
         switch w {
@@ -102,7 +102,7 @@ extension GPUModel: DecoderOperations {
                 try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream)
                 try gemm.fp8(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y, m: m, n: n, k: k,
                              epilogue: epilogue, stream: stream)
-            } else if gemm.hasFP8Prefill, epilogue == .bf16 {
+            } else if fp8Prefill, epilogue == .bf16 {
                 try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream)
                 try gemm.fp8Prefill(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y,
                                     m: m, n: n, k: k, stream: stream)

@@ -22,6 +22,10 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// 4-, 3- and 2-bit lookup-table linear layers run on gemm_lut.cu (decode) where their parts share one table; off: converted
     /// to bf16 at load like other formats (A/B checks).
     public var lutKernels = true
+    /// FP8 prefill (M > 16) on gemm_fp8_hopper (Hopper GPUs) instead of dequantizing each layer into a bf16 scratch for
+    /// the bf16 GEMMs. Off by default until the kernel has passed `kiln check --only fp8` on a device (it was written
+    /// without one); `--fp8-prefill-kernel` turns it on, and `kiln check` runs the engine with it.
+    public var fp8PrefillKernel = false
     public init() {}
 }
 
@@ -63,6 +67,8 @@ public final class GPUModel {
         let dense: DeviceBuffer<UInt16>?  // [the largest FP8 matrix] bf16, only without Hopper
     }
     let fp8: FP8Scratch?
+    /// FP8 prefill runs on gemm_fp8_hopper (`GPUEngineOptions.fp8PrefillKernel` on a Hopper GPU).
+    let fp8Prefill: Bool
     /// Lookup-table linear layers: prefill dequantizes the layer into `dense` (bf16, the largest LUT matrix) for the
     /// bf16 GEMMs (no LUT prefill GEMM yet); decode reads them natively. nil without LUT layers.
     struct LUTScratch {
@@ -149,12 +155,13 @@ public final class GPUModel {
                                                                                    paged: pagedConfig != nil))
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
         gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qkvDim), stream: stream, log: log)
+        fp8Prefill = opts.fp8PrefillKernel && gemm.hasFP8Prefill
         if weights.largestFP8Matrix > 0 {
-            let maxK = max(c.hiddenSize, c.qDim, c.intermediateSize), rows = gemm.hasFP8Prefill ? max(16, self.maxRows) : 16
+            let maxK = max(c.hiddenSize, c.qDim, c.intermediateSize), rows = fp8Prefill ? max(16, self.maxRows) : 16
             fp8 = FP8Scratch(quantize: try FP8ActivationQuantizer(library), dequantize: try FP8Dequantizer(library),
                              act: try DeviceBuffer<UInt8>(ctx, count: rows * maxK),
                              scales: try DeviceBuffer<Float>(ctx, count: rows * FP8ActivationQuantizer.scaleColumns(k: maxK)),
-                             dense: gemm.hasFP8Prefill ? nil : try DeviceBuffer<UInt16>(ctx, count: weights.largestFP8Matrix))
+                             dense: fp8Prefill ? nil : try DeviceBuffer<UInt16>(ctx, count: weights.largestFP8Matrix))
         } else {
             fp8 = nil
         }

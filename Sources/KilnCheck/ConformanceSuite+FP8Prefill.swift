@@ -198,7 +198,9 @@ extension ConformanceSuite {
             func logits(maxRows: Int) throws -> [Float] {
                 let weights = try GPUWeights.load(try openModel(path: dir), context: context, nativeFP8: true)
                 guard weights.largestFP8Matrix > 0 else { throw KilnError("the tiny checkpoint's layers did not load as FP8") }
-                return try GPUModel(weights: weights, library: library, maxBatch: 1, maxSeq: 64, maxRows: maxRows).logits(tokens: tokens)
+                var options = GPUEngineOptions()
+                options.fp8PrefillKernel = true
+                return try GPUModel(weights: weights, library: library, maxBatch: 1, maxSeq: 64, maxRows: maxRows, options: options).logits(tokens: tokens)
             }
             let chunk = try logits(maxRows: 64), rows = try logits(maxRows: 1)
             var diff = 0.0, norm = 0.0

@@ -137,13 +137,15 @@ struct TuningOptions: ParsableArguments {
     var weights: String = "bf16"
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
+    @Flag(name: .long, help: "FP8 prefill on gemm_fp8_hopper (Hopper) instead of dequantizing each layer to bf16; off until it has passed kiln check on a device.")
+    var fp8PrefillKernel = false
     func validate() throws {
         do { _ = try DummyLinearFormat(parsing: weights) } catch let e as KilnError { throw ValidationError(e.message) }
     }
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = fp8PrefillKernel
         return o
     }
     var value: GPURun.Tuning {
