@@ -227,7 +227,9 @@ extension ConformanceSuite {
     func checkGemmHopper() {
         guard context.info.computeCapability.major == 9 else { log("skip gemm_hopper: not a Hopper GPU"); return }
         for c in GemmHopper.configs {
-            for (m, n, k) in [(64, 1000, 1832), (77, 1000, 1832), (512, 384, 1024), (130, 256, 64)] {
+            // M below one 64-row tile too (17, 32): the serving engine's decode buckets between 17 and 63 rows would run here
+            // instead of reading every weight once per 16 rows on gemm_splitk (docs/perf-notes-serve.md).
+            for (m, n, k) in [(64, 1000, 1832), (77, 1000, 1832), (512, 384, 1024), (130, 256, 64), (17, 1000, 1832), (32, 384, 1024)] {
                 gemmCheck("gemm_hopper \(c.name) M=\(m) N=\(n) K=\(k)", m: m, n: n, k: k, outF32: false) { x, w, y in
                     try GemmHopper(library, config: c)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
                 }
