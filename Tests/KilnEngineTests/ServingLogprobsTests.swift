@@ -40,6 +40,10 @@ final class ServingLogprobsTests: XCTestCase {
         }
         XCTAssertEqual(engine.submit(GenerationRequest(prompt: prompt, maxTokens: 4), logprobs: 21),
                        .rejected("log-probability alternatives must be 0…20, got 21"))
+        // Token ids beyond SmolLM2's 49,152 entries (or negative) are refused before they reach the model.
+        XCTAssertEqual(engine.submit(GenerationRequest(prompt: prompt + [49_152], maxTokens: 4)),
+                       .rejected("a prompt token is outside the vocabulary (0…49151)"))
+        XCTAssertEqual(engine.submit(GenerationRequest(prompt: [-1], maxTokens: 4)), .rejected("a prompt token is outside the vocabulary (0…49151)"))
         var reported = 0
         while engine.hasWork {
             for case .token(let id, let t) in try engine.step() {

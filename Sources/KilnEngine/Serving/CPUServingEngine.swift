@@ -17,10 +17,9 @@ public final class CPUServingEngine: ServingEngine {
     public let storage: KVBlockStorage
     /// [maxSequences] one cache view per scheduler handle (`StepBatch.Sequence.id`).
     private let caches: [KVCache]
+    private var book = RequestBook()
+    /// Each running request's sampler (its random stream).
     private var samplers: [RequestID: Sampler] = [:]
-    private var prompts: [RequestID: [Int32]] = [:]
-    /// Requests that asked for log-probabilities → how many alternatives (0: the chosen token's only).
-    private var logprobRequests: [RequestID: Int] = [:]
     /// The log-probabilities of the tokens the last `step()` sampled, for the requests that asked for them.
     public private(set) var stepLogprobs: [RequestID: TokenLogprobs] = [:]
     /// Prompt and generated rows run through the model so far (cached prefixes are not run).
@@ -49,15 +48,8 @@ public final class CPUServingEngine: ServingEngine {
     public var deviceDescription: String { "the CPU" }
 
     public func submit(_ request: GenerationRequest, sampling: SamplingOptions = .greedy, logprobs: Int? = nil) -> EnqueueResult {
-        if let logprobs, !(0...TokenLogprobs.maxTop).contains(logprobs) {
-            return .rejected("log-probability alternatives must be 0…\(TokenLogprobs.maxTop), got \(logprobs)")
-        }
-        let result = scheduler.enqueue(request)
-        if case .accepted(let id) = result {
-            samplers[id] = Sampler(options: sampling)
-            prompts[id] = request.prompt
-            logprobRequests[id] = logprobs
-        }
+        let result = book.submit(request, sampling: sampling, logprobs: logprobs, vocabularySize: model.config.vocabSize, to: scheduler)
+        if case .accepted(let id) = result { samplers[id] = Sampler(options: sampling) }
         return result
     }
 
@@ -79,10 +71,10 @@ public final class CPUServingEngine: ServingEngine {
             // `.last`: one row per sequence, in batch order; only sequences that reached their last token sample.
             for (j, id) in plan.requests.enumerated() where plan.samples[j] {
                 let row = UnsafeBufferPointer(rebasing: logits[j * vocab..<(j + 1) * vocab])
-                let history = prompts[id]! + (scheduler.generated(id) ?? [])
-                let token = samplers[id]!.sample(row, history: history, promptLength: prompts[id]!.count)
+                let prompt = book[id]!.prompt
+                let token = samplers[id]!.sample(row, history: prompt + (scheduler.generated(id) ?? []), promptLength: prompt.count)
                 sampled.append(token)
-                if let top = logprobRequests[id] { stepLogprobs[id] = TokenLogprobs.compute(row, token: token, top: top) }
+                if let top = book[id]!.logprobs { stepLogprobs[id] = TokenLogprobs.compute(row, token: token, top: top) }
             }
         }
         computedRows += plan.batch.rows
@@ -93,6 +85,7 @@ public final class CPUServingEngine: ServingEngine {
     }
 
     private func forget(_ events: [SchedulerEvent]) {
-        for case .finished(let id, _) in events { samplers[id] = nil; prompts[id] = nil; logprobRequests[id] = nil }
+        book.forget(events)
+        for case .finished(let id, _) in events { samplers[id] = nil }
     }
 }

@@ -13,9 +13,7 @@ import KilnKernels
 public final class GPUServingEngine: ServingEngine {
     public let model: GPUModel
     public let scheduler: Scheduler
-    private var samplingOptions: [RequestID: SamplingOptions] = [:]
-    private var prompts: [RequestID: [Int32]] = [:]
-    private var logprobRequests: [RequestID: Int] = [:]
+    private var book = RequestBook()
     /// The request whose settings each sampling slot (scheduler handle) holds.
     private var slotOwner: [RequestID?]
     public private(set) var stepLogprobs: [RequestID: TokenLogprobs] = [:]
@@ -39,19 +37,7 @@ public final class GPUServingEngine: ServingEngine {
     public var deviceDescription: String { model.context.info.name }
 
     public func submit(_ request: GenerationRequest, sampling: SamplingOptions = .greedy, logprobs: Int? = nil) -> EnqueueResult {
-        if let logprobs, !(0...TokenLogprobs.maxTop).contains(logprobs) {
-            return .rejected("log-probability alternatives must be 0…\(TokenLogprobs.maxTop), got \(logprobs)")
-        }
-        if request.prompt.contains(where: { $0 < 0 || Int($0) >= model.config.vocabSize }) {
-            return .rejected("a prompt token is outside the vocabulary (0…\(model.config.vocabSize - 1))")
-        }
-        let result = scheduler.enqueue(request)
-        if case .accepted(let id) = result {
-            samplingOptions[id] = sampling
-            prompts[id] = request.prompt
-            logprobRequests[id] = logprobs
-        }
-        return result
+        book.submit(request, sampling: sampling, logprobs: logprobs, vocabularySize: model.config.vocabSize, to: scheduler)
     }
 
     public func step() throws -> [SchedulerEvent] {
@@ -63,18 +49,18 @@ public final class GPUServingEngine: ServingEngine {
         var samples = false, logprobs = false
         for k in 0..<layout.step.logitRows {
             let j = layout.order[k], id = plan.requests[j], slot = plan.batch.sequences[j].id
-            let options = samplingOptions[id] ?? .greedy
+            let entry = book[id], options = entry?.sampling ?? .greedy
             if slotOwner[slot] != id {
                 // A request's first step in this slot (or its return after preemption to another): its settings, and its
                 // random stream and penalties where its draws left them.
                 let generated = scheduler.generated(id) ?? []
-                let prompt = prompts[id] ?? []
+                let prompt = entry?.prompt ?? []
                 try model.configureSlot(slot, options: options, history: prompt + generated, promptLength: prompt.count, step: generated.count)
                 slotOwner[slot] = id
             }
             let row = Sampling.RowParams(options)
             samples = samples || row.temperature > 0 || row.hasPenalties
-            logprobs = logprobs || logprobRequests[id] != nil
+            logprobs = logprobs || entry?.logprobs != nil
         }
         let selection: PagedSelection = logprobs ? .sampleWithLogprobs : samples ? .sample : .argmax
         let chosen = try model.runPaged(layout.step, inputs: layout.inputs, selection: selection)
@@ -83,7 +69,7 @@ public final class GPUServingEngine: ServingEngine {
             let rows = try model.pagedLogprobs(rows: layout.step.logitRows, top: TokenLogprobs.maxTop)
             for k in 0..<layout.step.logitRows {
                 let id = plan.requests[layout.order[k]]
-                guard let top = logprobRequests[id] else { continue }
+                guard let top = book[id]?.logprobs else { continue }
                 func entry(_ token: Int32, _ v: Float) -> TokenLogprobs.Entry { .init(token: token, logprob: v.isFinite ? max(-9999, v) : -9999) }
                 stepLogprobs[id] = TokenLogprobs(chosen: entry(chosen[k], rows[k].chosen),
                                                  top: (0..<top).map { entry(rows[k].topIds[$0], rows[k].topValues[$0]) })
@@ -97,10 +83,7 @@ public final class GPUServingEngine: ServingEngine {
     }
 
     private func forget(_ events: [SchedulerEvent]) {
-        for case .finished(let id, _) in events {
-            samplingOptions[id] = nil; prompts[id] = nil; logprobRequests[id] = nil
-            // The slot keeps the old settings until its next owner configures it (slotOwner still names the old request, whose
-            // id is never reused).
-        }
+        // A slot keeps a finished request's settings until its next owner configures it (request ids are never reused).
+        book.forget(events)
     }
 }

@@ -33,3 +33,38 @@ extension ServingEngine {
         while hasWork { for e in try step() { onEvent(e) } }
     }
 }
+
+/// What a serving engine keeps per accepted request besides the scheduler's state: its prompt, sampling settings and
+/// the log-probability alternatives it asked for. Both engines admit requests through it, so they refuse the same bad
+/// input the same way.
+struct RequestBook {
+    struct Entry {
+        var prompt: [Int32]
+        var sampling: SamplingOptions
+        /// Alternatives per token (0: the chosen token's only); nil: no log-probabilities.
+        var logprobs: Int?
+    }
+    private var entries: [RequestID: Entry] = [:]
+
+    subscript(id: RequestID) -> Entry? { entries[id] }
+
+    /// Checks what the scheduler does not (log-probability alternatives, token ids within `vocabularySize`), enqueues,
+    /// and records the accepted request.
+    mutating func submit(_ request: GenerationRequest, sampling: SamplingOptions, logprobs: Int?, vocabularySize: Int,
+                         to scheduler: Scheduler) -> EnqueueResult {
+        if let logprobs, !(0...TokenLogprobs.maxTop).contains(logprobs) {
+            return .rejected("log-probability alternatives must be 0…\(TokenLogprobs.maxTop), got \(logprobs)")
+        }
+        if request.prompt.contains(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+            return .rejected("a prompt token is outside the vocabulary (0…\(vocabularySize - 1))")
+        }
+        let result = scheduler.enqueue(request)
+        if case .accepted(let id) = result { entries[id] = Entry(prompt: request.prompt, sampling: sampling, logprobs: logprobs) }
+        return result
+    }
+
+    /// Drops the finished requests of `events`.
+    mutating func forget(_ events: [SchedulerEvent]) {
+        for case .finished(let id, _) in events { entries[id] = nil }
+    }
+}
