@@ -437,24 +437,41 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
 // GEMM, with the decode kernel's numbers (the same lookup and fma, so prefill and decode see the same weights). One
 // thread per lane block (16 code bytes = 16 columns of two rows), reading the restructured layout as a lane of
 // gemm_lut does and writing each bf16 pair where the fragment map says it belongs.
-__device__ __forceinline__ void dequant(const LutDequantParams& p) {
+// One dequantizing thread's place, shared by every width: its lane block (tile, chunk, lane of the restructured layout),
+// its first column, its two rows, and their group scale (and offset) pairs.
+struct DequantLane {
+    long long i;   // (tile, chunk, lane) flattened: the thread's index
+    int tile, chunk, lane, k, top, bottom;
+    unsigned s_top, s_bottom, o_top, o_bottom;
+};
+
+// Fills `d` for this thread; false when it has nothing to write (past the last tile, or padding columns).
+__device__ __forceinline__ bool dequant_lane(const LutDequantParams& p, DequantLane& d) {
     const int N = p.N, K = p.K, gshift = p.group_shift;
     const int KC = (K + 63) >> 6, tiles = (N + 15) >> 4;
     const int GP = ((KC << 6) + (1 << gshift) - 1) >> gshift;
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;   // (tile, chunk, lane)
+    d.i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     pdl_wait_then_trigger();
-    if (i >= (long long)tiles * KC * 32) return;
-    const int lane = (int)(i & 31), chunk = (int)((i >> 5) % KC), tile = (int)((i >> 5) / KC);
-    const int g = lane >> 2, t = lane & 3;
-    const int k = chunk * 64 + 16 * t;
-    if (k >= K) return;   // padding columns
-    const U4 q = ld_codes(p.codes + i * 16);
-    const long long sidx = ((long long)tile * GP + (k >> gshift)) * 8 + g;
+    if (d.i >= (long long)tiles * KC * 32) return false;
+    d.lane = (int)(d.i & 31); d.chunk = (int)((d.i >> 5) % KC); d.tile = (int)((d.i >> 5) / KC);
+    const int g = d.lane >> 2, t = d.lane & 3;
+    d.k = d.chunk * 64 + 16 * t;
+    if (d.k >= K) return false;   // padding columns
+    const long long sidx = ((long long)d.tile * GP + (d.k >> gshift)) * 8 + g;
     const unsigned s = p.scales[sidx];
-    const unsigned s_top = prmt(s, 0x1010u), s_bottom = prmt(s, 0x3232u);
-    unsigned o_top = kNegZero2, o_bottom = kNegZero2;
-    if (p.offsets) { const unsigned o = p.offsets[sidx]; o_top = prmt(o, 0x1010u); o_bottom = prmt(o, 0x3232u); }
-    const int top = tile * 16 + g, bottom = top + 8;
+    d.s_top = prmt(s, 0x1010u); d.s_bottom = prmt(s, 0x3232u);
+    d.o_top = kNegZero2; d.o_bottom = kNegZero2;
+    if (p.offsets) { const unsigned o = p.offsets[sidx]; d.o_top = prmt(o, 0x1010u); d.o_bottom = prmt(o, 0x3232u); }
+    d.top = d.tile * 16 + g; d.bottom = d.top + 8;
+    return true;
+}
+
+__device__ __forceinline__ void dequant(const LutDequantParams& p) {
+    DequantLane d;
+    if (!dequant_lane(p, d)) return;
+    const int N = p.N, K = p.K, k = d.k, top = d.top, bottom = d.bottom;
+    const unsigned s_top = d.s_top, s_bottom = d.s_bottom, o_top = d.o_top, o_bottom = d.o_bottom;
+    const U4 q = ld_codes(p.codes + d.i * 16);
     const unsigned words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -481,25 +498,14 @@ __device__ __forceinline__ void dequant(const LutDequantParams& p) {
 // those conversions.
 template <int BITS>
 __device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
-    const int N = p.N, K = p.K, gshift = p.group_shift;
-    const int KC = (K + 63) >> 6, tiles = (N + 15) >> 4;
-    const int GP = ((KC << 6) + (1 << gshift) - 1) >> gshift;
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;   // (tile, chunk, lane)
-    pdl_wait_then_trigger();
-    if (i >= (long long)tiles * KC * 32) return;
-    const int lane = (int)(i & 31), chunk = (int)((i >> 5) % KC), tile = (int)((i >> 5) / KC);
-    const int g = lane >> 2, t = lane & 3;
-    const int k = chunk * 64 + 16 * t;
-    if (k >= K) return;   // padding columns
-    const unsigned char* rec = p.codes + ((long long)tile * KC + chunk) * (128 * BITS);
+    DequantLane d;
+    if (!dequant_lane(p, d)) return;
+    const int N = p.N, K = p.K, KC = (K + 63) >> 6, k = d.k, lane = d.lane;
+    const unsigned s_top = d.s_top, s_bottom = d.s_bottom, o_top = d.o_top, o_bottom = d.o_bottom;
+    const unsigned char* rec = p.codes + ((long long)d.tile * KC + d.chunk) * (128 * BITS);
     U4 q{0u, 0u, 0u, 0u};
     ld_codes8(rec + 8 * lane, q.x, q.y);
     if constexpr (BITS == 3) q.z = ld_codes4(rec + 256 + 4 * lane);
-    const long long sidx = ((long long)tile * GP + (k >> gshift)) * 8 + g;
-    const unsigned s = p.scales[sidx];
-    const unsigned s_top = prmt(s, 0x1010u), s_bottom = prmt(s, 0x3232u);
-    unsigned o_top = kNegZero2, o_bottom = kNegZero2;
-    if (p.offsets) { const unsigned o = p.offsets[sidx]; o_top = prmt(o, 0x1010u); o_bottom = prmt(o, 0x3232u); }
     unsigned a[4][4];   // [mma j][register i]
     if constexpr (BITS == 3) {
         unsigned words[4];
@@ -525,7 +531,7 @@ __device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
         }
     }
     // Register i of mma j: row g + 8·(i & 1), columns k + 4j + 2·(i >> 1), +1.
-    const int top = tile * 16 + g, bottom = top + 8;
+    const int top = d.top, bottom = d.bottom;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
         const int col = k + 4 * j;
