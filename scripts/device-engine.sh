@@ -14,6 +14,7 @@
 #   logits     transformers reference checkpoints (llama, granite, qwen3) and Kiln's CUDA logits against them
 #   cpu        the same llama checkpoint on Kiln's CPU engine against its CUDA logits (minutes)
 #   attention  bench/attention/run.sh: attention kernels checked against an fp32 reference, timed, SDPA baseline
+#   serve      scripts/gpu/serve_gpu_test.py: `kiln serve --device cuda` over HTTP on a tiny checkpoint made here
 # The binary comes gzipped in .carry/kiln.gz (scripts/device-round.sh builds it).
 set -uo pipefail
 out="${OUT:-device-logs}"; mkdir -p "$out"
@@ -53,6 +54,7 @@ for s in "${steps[@]}"; do
       step decode_default 150 $kiln bench-gpu $dummy --batch 2 -p 512 -n 256 -r 3 --default-kernels
       step decode_tuned 150 $kiln bench-gpu $dummy --batch 2 -p 512 -n 256 -r 3 ;;
     fastllama) step fastllama 240 python3 bench/baselines/fastllama.py ;;
+    serve) TAIL=20 step serve 240 python3 scripts/gpu/serve_gpu_test.py --kiln $kiln ;;
     logits)
       step hf_reference 180 python3 scripts/gpu/hf_reference.py --out $ref
       for kind in llama granite qwen3; do
