@@ -77,18 +77,11 @@ public struct GemmFP8Hopper {
         self.config = config
         (context, kernel) = try library.hopperKernel(family: "gemm_fp8_hopper", file: GemmFP8Hopper.file, name: config.name,
                                                      sharedBytes: config.sharedBytes)
-        // As gemm_hopper: pairs must share a GPC, so the persistent grid of pairs is sized by the driver's count of
-        // resident clusters (a quarter-size grid of pairs, which always fits, when it cannot say).
-        if config.cluster > 1 {
-            let fit = try kernel.maxActiveClusters(gridX: context.info.multiprocessors - context.info.multiprocessors % config.cluster,
-                                                   block: config.threads, sharedBytes: config.sharedBytes)
-            clusterSlots = fit ?? context.info.multiprocessors / 4
-        } else {
-            clusterSlots = context.info.multiprocessors
-        }
+        grid = try PersistentGrid(kernel: kernel, context: context, cluster: config.cluster, threads: config.threads,
+                                  sharedBytes: config.sharedBytes)
     }
-    /// Clusters (or CTAs when cluster = 1) resident at once: the persistent grid's size.
-    let clusterSlots: Int
+    /// The persistent grid: CTAs resident at once (PersistentGrid.swift).
+    let grid: PersistentGrid
 
     /// xq: [m, k] e4m3 and xs: [m, ceil(k/128)] f32 (FP8ActivationQuantizer); w: [n, k] e4m3; scale8: [ceil(n/8),
     /// ceil(k/128)] f32 (`GemmFP8.expandScales`); y: [m, n] bf16. Tensor maps are encoded per call (a few µs of host
@@ -102,9 +95,8 @@ public struct GemmFP8Hopper {
         let kb = (k + GemmFP8Hopper.blockK - 1) / GemmFP8Hopper.blockK
         let tx = try TensorMap.e4m3Matrix(context, address: xq, rows: m, cols: k, boxRows: config.bm, boxCols: GemmFP8Hopper.blockK)
         let tw = try TensorMap.e4m3Matrix(context, address: w, rows: n, cols: k, boxRows: config.bn / config.cluster, boxCols: GemmFP8Hopper.blockK)
-        let slots = max(1, min(clusterSlots, (maxCTAs ?? clusterSlots * config.cluster) / config.cluster))
-        let grid = config.cluster * min(slots, config.tiles(m: m, n: n))
-        try kernel.launch(grid: (grid, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
+        let ctas = grid.ctas(items: config.tiles(m: m, n: n), maxCTAs: maxCTAs)
+        try kernel.launch(grid: (ctas, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
                           fields: Params(tx: tx, tw: tw, args: Args(xs: xs, scale8: scale8, y: y, m: Int32(m), n: Int32(n), k: Int32(k), kb: Int32(kb))),
                           offsets: GemmFP8Hopper.offsets)
     }

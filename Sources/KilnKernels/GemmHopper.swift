@@ -45,19 +45,11 @@ public struct GemmHopper {
     public init(_ library: KernelLibrary, config: Config) throws {
         self.config = config
         (context, kernel) = try library.hopperKernel(family: "gemm_hopper", file: GemmHopper.file, name: config.name, sharedBytes: config.sharedBytes)
-        // Cluster pairs must share a GPC, so fewer than #SMs/2 pairs fit at once: a persistent grid of all SMs
-        // runs a second wave (measured at ~half speed). Size the grid by the driver's count of resident clusters,
-        // or a quarter-size grid of pairs (always fits) when the driver cannot say.
-        if config.cluster > 1 {
-            let fit = try kernel.maxActiveClusters(gridX: context.info.multiprocessors - context.info.multiprocessors % config.cluster,
-                                                   block: config.threads, sharedBytes: config.sharedBytes)
-            clusterSlots = fit ?? context.info.multiprocessors / 4
-        } else {
-            clusterSlots = context.info.multiprocessors
-        }
+        grid = try PersistentGrid(kernel: kernel, context: context, cluster: config.cluster, threads: config.threads,
+                                  sharedBytes: config.sharedBytes)
     }
-    /// Clusters (or CTAs when cluster = 1) resident at once: the persistent grid's size.
-    let clusterSlots: Int
+    /// The persistent grid: CTAs resident at once (PersistentGrid.swift).
+    let grid: PersistentGrid
 
     /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] bf16. Tensor maps are encoded per call (a few µs of host
     /// time, overlapped with the GPU), since activation buffers are views whose row count changes.
@@ -65,9 +57,8 @@ public struct GemmHopper {
         guard m >= 1, n >= 1, k >= 8, k % 8 == 0 else { throw KilnError("gemm_hopper: need M, N ≥ 1 and K a multiple of 8 ≥ 8 (M \(m), N \(n), K \(k))") }
         let tx = try TensorMap.bf16Matrix(context, address: x, rows: m, cols: k, boxRows: config.bm, boxCols: config.bk)
         let tw = try TensorMap.bf16Matrix(context, address: w, rows: n, cols: k, boxRows: config.bn / config.cluster, boxCols: config.bk)
-        let tiles = config.tiles(m: m, n: n)
-        let grid = config.cluster == 1 ? min(clusterSlots, tiles) : config.cluster * min(tiles, clusterSlots)
-        try kernel.launch(grid: (grid, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
+        let ctas = grid.ctas(items: config.tiles(m: m, n: n))
+        try kernel.launch(grid: (ctas, 1, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes, stream: stream,
                           fields: Params(tx: tx, tw: tw, y: y, m: Int32(m), n: Int32(n), k: Int32(k)), offsets: GemmHopper.offsets)
     }
 }

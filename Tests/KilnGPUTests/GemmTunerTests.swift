@@ -206,7 +206,8 @@ final class GemmTunerTests: XCTestCase {
         let files = KernelSources.files, headers = KernelSources.headers
         let family = TuneKey.familySources(TuneKey.gemmFamilyFiles, files: files, headers: headers)
         XCTAssertEqual(family.keys.sorted(), ["attention_util.cuh", "gemm_hopper.cu", "gemm_splitk.cu", "gemm_stream.cu",
-                                              "gemm_swapab.cu", "gemm_util.cuh", "hopper_util.cuh", "kiln.cuh", "wg_ring.cuh"])
+                                              "gemm_swapab.cu", "gemm_util.cuh", "hopper_gemm.cuh", "hopper_util.cuh", "kiln.cuh",
+                                              "wg_ring.cuh"])
         let base = TuneKey.kernelSourceHash(files: files, headers: headers)
         XCTAssertEqual(base, TuneKey.kernelSourceHash())
         func edited(_ dict: [String: String], _ name: String) -> [String: String] {

@@ -50,7 +50,9 @@
 //   KILN_GEMM_FP8_HOPPER_SMEM(BM, BN, STAGES) = STAGES * (BM + BN) * 128 + 1024 (the +1024 realigns the ring to 1 KB),
 //   over 48 KB, so the launcher raises CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first.
 //
-// NVRTC: no CUDA headers, only common/hopper_util.cuh and kiln.cuh; all Hopper instructions are inline PTX. sm_90a.
+// NVRTC: no CUDA headers, only common/hopper_gemm.cuh (the ring, schedule, producer loop and epilogue shared with
+// gemm_hopper.cu) and what it includes (hopper_util.cuh, attention_util.cuh, kiln.cuh); all Hopper instructions are inline
+// PTX. sm_90a.
 
 // Instance table: X(BM, BN, STAGES, CONSUMER_WARPGROUPS, ACC_BUFFERS, CLUSTER, GROUP_M). BM = 64 * CONSUMER_WARPGROUPS;
 // BN in {64, 128, 192} (the block and total accumulators take BN registers per thread: 256 does not fit); ACC_BUFFERS 2
@@ -79,7 +81,7 @@
 #define KILN_GEMM_FP8_HOPPER_SMEM(BM, BN, S) ((S) * ((BM) + (BN)) * 128 + 1024)
 #define KILN_GEMM_FP8_HOPPER_THREADS(C) (128 * ((C) + 1))
 
-#include "hopper_util.cuh"
+#include "hopper_gemm.cuh"   // the skeleton shared with gemm_hopper.cu; includes hopper_util.cuh
 
 struct Fp8HopperArgs {
     const float* xs;       // [M, KB] activation scales s = absmax / 448 per token and 128-column block
@@ -91,7 +93,8 @@ struct Fp8HopperArgs {
 
 namespace kiln_gemm_fp8_hopper {
 
-using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, TMA loads, wgmma descriptor / fence / commit / wait
+using namespace kiln_hopper;        // u32, u64, smem_u32, mbarriers, TMA loads, wgmma descriptor / fence / commit / wait
+using namespace kiln_hopper_gemm;   // ring barriers and release, register split, tile schedule, producer loop, bf16 epilogue
 using kiln::bf16;
 
 constexpr int BK = 128;   // e4m3 columns (= bytes) per k block: one 128-byte swizzle row, one scale block
@@ -105,14 +108,8 @@ template <> __device__ __forceinline__ void wgmma_e4m3<64>(float (&d)[32], u64 d
     asm volatile(
         "{\n.reg .pred p;\n"
         "setp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-        "}, %32, %33, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {" KILN_WGMMA_R0_31 "}, %32, %33, p, 1, 1;\n}\n"
+        : KILN_WGMMA_D32(d, 0)
         : "l"(da), "l"(db), "r"(acc));
 }
 // D[64 x 128] (+)= A[64 x 32] · B[128 x 32]^T, e4m3 operands K-major in shared memory (128B swizzle); acc = 0 overwrites D.
@@ -120,20 +117,8 @@ template <> __device__ __forceinline__ void wgmma_e4m3<128>(float (&d)[64], u64 
     asm volatile(
         "{\n.reg .pred p;\n"
         "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-        "}, %64, %65, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {" KILN_WGMMA_R0_31 ", " KILN_WGMMA_R32_63 "}, %64, %65, p, 1, 1;\n}\n"
+        : KILN_WGMMA_D32(d, 0), KILN_WGMMA_D32(d, 32)
         : "l"(da), "l"(db), "r"(acc));
 }
 // D[64 x 192] (+)= A[64 x 32] · B[192 x 32]^T, e4m3 operands K-major in shared memory (128B swizzle); acc = 0 overwrites D.
@@ -141,34 +126,10 @@ template <> __device__ __forceinline__ void wgmma_e4m3<192>(float (&d)[96], u64 
     asm volatile(
         "{\n.reg .pred p;\n"
         "setp.ne.b32 p, %98, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+        "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 {" KILN_WGMMA_R0_31 ", " KILN_WGMMA_R32_63 ", " KILN_WGMMA_R64_95
         "}, %96, %97, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+        : KILN_WGMMA_D32(d, 0), KILN_WGMMA_D32(d, 32), KILN_WGMMA_D32(d, 64)
         : "l"(da), "l"(db), "r"(acc));
-}
-
-// A consumer warp has read a stage: one arrive on its empty barrier in every CTA of the cluster (each CTA's producer
-// multicast half of the stage's W into both).
-template <int CL> __device__ __forceinline__ void release(u32 empty) {
-    if (CL == 1) mbar_arrive(empty);
-    else for (u32 c = 0; c < CL; ++c) mbar_arrive_cluster(empty, c);
 }
 
 // One k block's four wgmmas into acc, committed as one group; scale-d = 0 on the first unless `accumulate`.
@@ -178,12 +139,6 @@ __device__ __forceinline__ void mma_block(float (&acc)[BN / 2], u32 sa, u32 sb, 
 #pragma unroll
     for (int k = 0; k < BK / 32; ++k) wgmma_e4m3<BN>(acc, make_desc(sa + k * 32), make_desc(sb + k * 32), (k > 0 || accumulate) ? 1 : 0);
     wgmma_commit();
-}
-
-// After a wgmma wait: reads of acc stay below it (a compiler-level fence per register).
-template <int R> __device__ __forceinline__ void fence_all(float (&acc)[R]) {
-#pragma unroll
-    for (int i = 0; i < R; ++i) reg_fence(acc[i]);
 }
 
 // The scales of one k block for this lane: its two rows' token scales and (lane j) weight group j's scale_inv.
@@ -233,30 +188,15 @@ __device__ __forceinline__ void retire(Ring2& r, float (&buf)[BN / 2], float (&t
     promote(total, buf, sc);
 }
 
-// Tile t -> (m tile, n tile) in groups of GROUP_M M tiles; inside a group, M varies fastest.
-template <int GROUP_M>
-__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
-    const int per_group = GROUP_M * tiles_n;
-    const int g = t / per_group;
-    const int first_m = g * GROUP_M;
-    const int gsize = min(tiles_m - first_m, GROUP_M);
-    const int r = t - g * per_group;
-    tm = first_m + r % gsize;
-    tn = r / gsize;
-}
-
 template <int BM, int BN, int STAGES, int CONS, int BUFS, int CL, int GROUP_M, bool PROMOTE>
 __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTensorMap* tmw, const Fp8HopperArgs& args) {
     static_assert(BM == 64 * CONS && (CONS == 1 || CONS == 2), "each consumer warp group owns 64 rows");
     static_assert(BN == 64 || BN == 128 || BN == 192, "BN in {64, 128, 192}");
-    static_assert(GROUP_M >= 1, "GROUP_M: M tiles per raster group");
     static_assert(BUFS == 1 || (BUFS == 2 && PROMOTE && 3 * (BN / 2) <= 192), "two block accumulators: promotion only, BN ≤ 128");
     constexpr u32 A_BYTES = BM * BK;
     constexpr u32 B_BYTES = BN * BK;
     constexpr u32 STAGE_BYTES = A_BYTES + B_BYTES;
-    static_assert(CL == 1 || CL == 2, "cluster of 1 or 2 CTAs");
-    constexpr u32 B_PART = B_BYTES / CL;   // W rows loaded (and multicast) by each CTA of the pair
-    static_assert(A_BYTES % 1024 == 0 && B_PART % 1024 == 0, "every box starts on a 1 KB swizzle atom");
+    static_assert(A_BYTES % 1024 == 0 && (B_BYTES / CL) % 1024 == 0, "every box starts on a 1 KB swizzle atom");
     constexpr int R = BN / 2;   // accumulator registers per thread (m64nBN: 64·BN f32 over 128 threads)
 
     extern __shared__ unsigned char smem_raw[];
@@ -267,53 +207,19 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
     const int wg = threadIdx.x / 128;
     const int tid_wg = threadIdx.x % 128;
     const int M = args.M, N = args.N, KB = args.KB;
-    // With CL = 2 the schedule runs over pairs of M tiles; CTA rank r of the cluster takes M tile CL*tm + r (possibly
-    // entirely past M: it still loads and multicasts its half of W, its X box is zero-filled and it stores nothing).
+    // The persistent schedule over items of CL*BM rows (CL = 2: a pair of M tiles, one per CTA of the cluster).
     const u32 rank = CL > 1 ? cluster_ctarank() : 0;
-    const int tiles_m = (M + CL * BM - 1) / (CL * BM);
-    const int tiles_n = (N + BN - 1) / BN;
-    const int tiles = tiles_m * tiles_n;
-    const int cta_id = blockIdx.x / CL, ncta = gridDim.x / CL;
+    const TileSchedule<BM, BN, CL, GROUP_M> sched(M, N);
 
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) {
-            mbar_init(smem_u32(&full_bar[s]), 1);
-            mbar_init(smem_u32(&empty_bar[s]), CL * CONS * 4);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    }
-    if (CL > 1) cluster_sync(); else __syncthreads();
+    init_ring<STAGES, CONS, CL>(full_bar, empty_bar);
 
     if (wg == 0) {
         // ---------------- producer ----------------
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-        if (tid_wg == 0) {
-            tma_prefetch_desc(tmx);
-            tma_prefetch_desc(tmw);
-            int stage = 0;
-            u32 phase = 0;
-            for (int t = cta_id; t < tiles; t += ncta) {
-                int tm, tn;
-                tile_coords<GROUP_M>(t, tiles_m, tiles_n, tm, tn);
-                const int m0 = (tm * CL + rank) * BM, n0 = tn * BN;
-                for (int kb = 0; kb < KB; ++kb) {
-                    mbar_wait(smem_u32(&empty_bar[stage]), phase ^ 1);
-                    const u32 fb = smem_u32(&full_bar[stage]);
-                    mbar_arrive_expect_tx(fb, STAGE_BYTES);
-                    const u32 sa = smem_base + stage * STAGE_BYTES;
-                    tma_load_2d(sa, tmx, fb, kb * BK, m0);
-                    if (CL == 1) tma_load_2d(sa + A_BYTES, tmw, fb, kb * BK, n0);
-                    else tma_load_2d_mc(sa + A_BYTES + rank * B_PART, tmw, fb, kb * BK, n0 + rank * (BN / CL),
-                                        (unsigned short)((1u << CL) - 1));
-                    if (++stage == STAGES) { stage = 0; phase ^= 1; }
-                }
-            }
-        }
+        producer_registers();
+        if (tid_wg == 0) produce<BK, STAGES, A_BYTES, B_BYTES>(sched, rank, tmx, tmw, full_bar, empty_bar, smem_base, KB);
     } else {
         // ---------------- consumers ----------------
-        if (CONS == 1) asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-        else           asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+        consumer_registers<CONS>();
         const int cw = wg - 1;
         const int warp = tid_wg / 32, lane = tid_wg % 32;
         const int groups = (N + 7) / 8;
@@ -326,9 +232,9 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
         for (int i = 0; i < (BUFS == 2 ? R : 1); ++i) acc2[i] = 0.f;
         int stage = 0;
         u32 phase = 0;
-        for (int t = cta_id; t < tiles; t += ncta) {
+        for (int t = sched.first; t < sched.tiles; t += sched.stride) {
             int tm, tn;
-            tile_coords<GROUP_M>(t, tiles_m, tiles_n, tm, tn);
+            sched.coords(t, tm, tn);
             tm = tm * CL + rank;
             // Accumulator fragment (j, r): row = warp*16 + lane/4 + 8*(r/2), col = 8j + 2*(lane%4) + r%2 of this
             // consumer's 64 x BN block; rows past M read row M-1's scales (never stored), lanes past the tile's
@@ -400,26 +306,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
             }
 
             // Epilogue (gemm_hopper.cu's): bf16 pairs stored as one 4-byte word when N is even.
-            const int colb = tn * BN + 2 * (lane % 4);
-            const bool even_n = (N & 1) == 0;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = row_a + 8 * h;
-                if (row < M) {
-                    bf16* yr = args.y + (long long)row * N;
-#pragma unroll
-                    for (int j = 0; j < BN / 8; ++j) {
-                        const int col = colb + 8 * j;
-                        const float v0 = total[4 * j + 2 * h], v1 = total[4 * j + 2 * h + 1];
-                        if (even_n && col + 1 < N) {
-                            *reinterpret_cast<u32*>(yr + col) = kiln::pack2<bf16>(v0, v1);
-                        } else {
-                            if (col < N) yr[col] = kiln::from_float<bf16>(v0);
-                            if (col + 1 < N) yr[col + 1] = kiln::from_float<bf16>(v1);
-                        }
-                    }
-                }
-            }
+            store_bf16<BN>(total, args.y, row_a, tn * BN + 2 * (lane % 4), M, N);
         }
     }
     // A CTA of a pair must not exit while its peer can still arrive on its barriers.

@@ -55,8 +55,9 @@
 //   bytes (the +1024 realigns the ring to 1024 B); this exceeds 48 KB, so the launcher must first
 //   set CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES to it. Static shared memory: 2*STAGES*8 B.
 //
-// NVRTC: no CUDA headers, only common/hopper_util.cuh and kiln.cuh (kiln::bf16; CUtensorMap is an opaque
-// 128-byte, 128-byte-aligned struct; all Hopper instructions are inline PTX). Target sm_90a.
+// NVRTC: no CUDA headers, only common/hopper_gemm.cuh (the ring, schedule, producer loop and epilogue shared with
+// gemm_fp8_hopper.cu) and what it includes: hopper_util.cuh, attention_util.cuh, kiln.cuh (kiln::bf16; CUtensorMap is an
+// opaque 128-byte, 128-byte-aligned struct; all Hopper instructions are inline PTX). Target sm_90a.
 
 // Instance table: X(BM, BN, BK, STAGES, CONSUMER_WARPGROUPS, CLUSTER). BM must be 64 * CONSUMER_WARPGROUPS,
 // BK must be 64, BN in {64, 128, 192, 256}, CLUSTER in {1, 2} (2: a pair of CTAs on adjacent M tiles of the
@@ -73,11 +74,12 @@
 #define KILN_GEMM_HOPPER_SMEM(BM, BN, BK, S) ((S) * ((BM) + (BN)) * (BK) * 2 + 1024)
 #define KILN_GEMM_HOPPER_THREADS(C) (128 * ((C) + 1))
 
-#include "hopper_util.cuh"
+#include "hopper_gemm.cuh"   // the skeleton shared with gemm_fp8_hopper.cu; includes hopper_util.cuh
 
 namespace kiln_gemm_hopper {
 
-using namespace kiln_hopper;   // u32, u64, smem_u32, mbarriers, TMA loads, clusters, wgmma fence/commit/wait (hopper_util.cuh)
+using namespace kiln_hopper;        // u32, u64, smem_u32, mbarriers, TMA loads, clusters, wgmma fence/commit/wait (hopper_util.cuh)
+using namespace kiln_hopper_gemm;   // ring barriers, register split, tile schedule, producer loop, bf16 epilogue (hopper_gemm.cuh)
 using kiln::bf16;
 
 // ---- wgmma ---------------------------------------------------------------------------------
@@ -89,14 +91,8 @@ __device__ __forceinline__ void wgmma_n64(float* d, u64 da, u64 db, int accumula
     asm volatile(
         "{\n.reg .pred p;\n"
         "setp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-        "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" KILN_WGMMA_R0_31 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : KILN_WGMMA_D32(d, 0)
         : "l"(da), "l"(db), "r"(accumulate));
 }
 
@@ -105,20 +101,9 @@ __device__ __forceinline__ void wgmma_n128(float* d, u64 da, u64 db, int accumul
     asm volatile(
         "{\n.reg .pred p;\n"
         "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" KILN_WGMMA_R0_31 ", " KILN_WGMMA_R32_63
         "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : KILN_WGMMA_D32(d, 0), KILN_WGMMA_D32(d, 32)
         : "l"(da), "l"(db), "r"(accumulate));
 }
 
@@ -127,26 +112,9 @@ __device__ __forceinline__ void wgmma_n192(float* d, u64 da, u64 db, int accumul
     asm volatile(
         "{\n.reg .pred p;\n"
         "setp.ne.b32 p, %98, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,"
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+        "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {" KILN_WGMMA_R0_31 ", " KILN_WGMMA_R32_63 ", " KILN_WGMMA_R64_95
         "}, %96, %97, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+        : KILN_WGMMA_D32(d, 0), KILN_WGMMA_D32(d, 32), KILN_WGMMA_D32(d, 64)
         : "l"(da), "l"(db), "r"(accumulate));
 }
 
@@ -155,32 +123,9 @@ __device__ __forceinline__ void wgmma_n256(float* d, u64 da, u64 db, int accumul
     asm volatile(
         "{\n.reg .pred p;\n"
         "setp.ne.b32 p, %130, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,"
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,"
-        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"
-        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-        "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" KILN_WGMMA_R0_31 ", " KILN_WGMMA_R32_63 ", " KILN_WGMMA_R64_95
+        ", " KILN_WGMMA_R96_127 "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : KILN_WGMMA_D32(d, 0), KILN_WGMMA_D32(d, 32), KILN_WGMMA_D32(d, 64), KILN_WGMMA_D32(d, 96)
         : "l"(da), "l"(db), "r"(accumulate));
 }
 
@@ -190,29 +135,7 @@ template <> __device__ __forceinline__ void wgmma_call<128>(float* d, u64 da, u6
 template <> __device__ __forceinline__ void wgmma_call<192>(float* d, u64 da, u64 db, int acc) { wgmma_n192(d, da, db, acc); }
 template <> __device__ __forceinline__ void wgmma_call<256>(float* d, u64 da, u64 db, int acc) { wgmma_n256(d, da, db, acc); }
 
-__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-__device__ __forceinline__ bf16 to_bf16(float x) {
-    bf16 r;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
-    return r;
-}
-
-constexpr int GROUP_M = 8;
-
-// Tile t -> (m tile, n tile) in groups of GROUP_M M-tiles; inside a group, M varies fastest.
-__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
-    const int per_group = GROUP_M * tiles_n;
-    const int g = t / per_group;
-    const int first_m = g * GROUP_M;
-    const int gsize = min(tiles_m - first_m, GROUP_M);
-    const int r = t - g * per_group;
-    tm = first_m + r % gsize;
-    tn = r / gsize;
-}
+constexpr int GROUP_M = 8;   // M tiles per raster group of the persistent schedule (TileSchedule, hopper_gemm.cuh)
 
 template <int BM, int BN, int BK, int STAGES, int CONS, int CL>
 __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTensorMap* tmw,
@@ -223,8 +146,6 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
     constexpr u32 A_BYTES = BM * BK * 2;
     constexpr u32 B_BYTES = BN * BK * 2;
     constexpr u32 STAGE_BYTES = A_BYTES + B_BYTES;
-    static_assert(CL == 1 || CL == 2, "cluster of 1 or 2 CTAs");
-    constexpr u32 B_PART = B_BYTES / CL;   // W rows loaded (and multicast) by each CTA of the pair
     const u32 rank = CL > 1 ? cluster_ctarank() : 0;
 
     extern __shared__ unsigned char smem_raw[];
@@ -235,54 +156,19 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
     const int wg = threadIdx.x / 128;
     const int tid_wg = threadIdx.x % 128;
 
-    // With CL = 2 the schedule runs over pairs of M tiles ("super tiles" of CL*BM rows); CTA rank r
-    // of the cluster takes M tile CL*tm + r (possibly entirely past M: it still loads and multicasts
-    // its half of W, its X box is zero-filled and its stores are skipped).
-    const int tiles_m = (M + CL * BM - 1) / (CL * BM);
-    const int tiles_n = (N + BN - 1) / BN;
-    const int tiles = tiles_m * tiles_n;
-    const int cta_id = blockIdx.x / CL, ncta = gridDim.x / CL;
+    // The persistent schedule over items of CL*BM rows (CL = 2: a pair of M tiles, one per CTA of the cluster).
+    const TileSchedule<BM, BN, CL, GROUP_M> sched(M, N);
     const int kblocks = (K + BK - 1) / BK;
 
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) {
-            mbar_init(smem_u32(&full_bar[s]), 1);
-            mbar_init(smem_u32(&empty_bar[s]), CL * CONS * 4);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    }
-    if (CL > 1) cluster_sync(); else __syncthreads();
+    init_ring<STAGES, CONS, CL>(full_bar, empty_bar);
 
     if (wg == 0) {
         // ---------------- producer ----------------
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-        if (tid_wg == 0) {
-            tma_prefetch_desc(tmx);
-            tma_prefetch_desc(tmw);
-            int stage = 0;
-            u32 phase = 0;
-            for (int t = cta_id; t < tiles; t += ncta) {
-                int tm, tn;
-                tile_coords(t, tiles_m, tiles_n, tm, tn);
-                const int m0 = (tm * CL + rank) * BM, n0 = tn * BN;
-                for (int kb = 0; kb < kblocks; ++kb) {
-                    mbar_wait(smem_u32(&empty_bar[stage]), phase ^ 1);
-                    const u32 fb = smem_u32(&full_bar[stage]);
-                    mbar_arrive_expect_tx(fb, STAGE_BYTES);
-                    const u32 sa = smem_base + stage * STAGE_BYTES;
-                    tma_load_2d(sa, tmx, fb, kb * BK, m0);
-                    if (CL == 1) tma_load_2d(sa + A_BYTES, tmw, fb, kb * BK, n0);
-                    else tma_load_2d_mc(sa + A_BYTES + rank * B_PART, tmw, fb, kb * BK, n0 + rank * (BN / CL),
-                                        (unsigned short)((1u << CL) - 1));
-                    if (++stage == STAGES) { stage = 0; phase ^= 1; }
-                }
-            }
-        }
+        producer_registers();
+        if (tid_wg == 0) produce<BK, STAGES, A_BYTES, B_BYTES>(sched, rank, tmx, tmw, full_bar, empty_bar, smem_base, kblocks);
     } else {
         // ---------------- consumers ----------------
-        if (CONS == 1) asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-        else           asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+        consumer_registers<CONS>();
         const int cw = wg - 1;
         const int warp = tid_wg / 32, lane = tid_wg % 32;
         float d[BN / 2];
@@ -290,9 +176,9 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
         for (int i = 0; i < BN / 2; ++i) d[i] = 0.f;
         int stage = 0;
         u32 phase = 0;
-        for (int t = cta_id; t < tiles; t += ncta) {
+        for (int t = sched.first; t < sched.tiles; t += sched.stride) {
             int tm, tn;
-            tile_coords(t, tiles_m, tiles_n, tm, tn);
+            sched.coords(t, tm, tn);
             tm = tm * CL + rank;
             int prev = 0;
             for (int kb = 0; kb < kblocks; ++kb) {
@@ -305,43 +191,17 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
                     wgmma_call<BN>(d, make_desc(sa + k * 32), make_desc(sb + k * 32), (kb > 0 || k > 0) ? 1 : 0);
                 wgmma_commit();
                 wgmma_wait<1>();
-                if (kb > 0 && lane == 0) {
-                    if (CL == 1) mbar_arrive(smem_u32(&empty_bar[prev]));
-                    else for (u32 c = 0; c < CL; ++c) mbar_arrive_cluster(smem_u32(&empty_bar[prev]), c);
-                }
+                if (kb > 0 && lane == 0) release<CL>(smem_u32(&empty_bar[prev]));
                 prev = stage;
                 if (++stage == STAGES) { stage = 0; phase ^= 1; }
             }
             wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < BN / 2; ++i) reg_fence(d[i]);
-            if (lane == 0) {
-                if (CL == 1) mbar_arrive(smem_u32(&empty_bar[prev]));
-                else for (u32 c = 0; c < CL; ++c) mbar_arrive_cluster(smem_u32(&empty_bar[prev]), c);
-            }
+            fence_all(d);
+            if (lane == 0) release<CL>(smem_u32(&empty_bar[prev]));
 
             // Epilogue: fragment (j, r): row = warp*16 + lane/4 + 8*(r/2), col = 8j + 2*(lane%4) + r%2.
             const int row0 = tm * BM + cw * 64 + warp * 16 + lane / 4;
-            const int colb = tn * BN + 2 * (lane % 4);
-            const bool even_n = (N & 1) == 0;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = row0 + 8 * h;
-                if (row < M) {
-                    bf16* yr = y + (size_t)row * N;
-#pragma unroll
-                    for (int j = 0; j < BN / 8; ++j) {
-                        const int col = colb + 8 * j;
-                        const float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
-                        if (even_n && col + 1 < N) {
-                            *reinterpret_cast<u32*>(yr + col) = pack_bf16x2(v0, v1);
-                        } else {
-                            if (col < N) yr[col] = to_bf16(v0);
-                            if (col + 1 < N) yr[col + 1] = to_bf16(v1);
-                        }
-                    }
-                }
-            }
+            store_bf16<BN>(d, y, row0, tn * BN + 2 * (lane % 4), M, N);
         }
     }
     // A CTA of a pair must not exit while its peer can still arrive on its barriers.
