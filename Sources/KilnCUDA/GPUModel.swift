@@ -26,6 +26,10 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// the bf16 GEMMs. Off by default until the kernel has passed `kiln check --only fp8` on a device (it was written
     /// without one); `--fp8-prefill-kernel` turns it on, and `kiln check` runs the engine with it.
     public var fp8PrefillKernel = false
+    /// On Hopper, GEMMs of 17–63 rows and the fp32 logits GEMM above 16 rows (the server's decode batches) on gemm_hopper
+    /// in one pass over the weights instead of gemm_splitk's 16-row passes (GemmDispatch.wideHopper). Off until run on a
+    /// device (`kiln check` covers the kernels: gemm_hopper at M = 17 and 32, the fp32 instances).
+    public var hopperServeGEMMs = false
     public init() {}
 }
 
@@ -154,7 +158,8 @@ public final class GPUModel {
         attnDecode = try Attention.Decode(library, config: Attention.defaultDecode(headDim: c.headDim, group: c.numHeads / c.numKVHeads,
                                                                                    paged: pagedConfig != nil))
         decodeSplits = Attention.defaultSplits(batch: maxBatch, kvHeads: c.numKVHeads, multiprocessors: ctx.info.multiprocessors)
-        gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qkvDim), stream: stream, log: log)
+        gemm = try GemmDispatch(library: library, tune: tune, maxN: max(c.vocabSize, 2 * c.intermediateSize, c.qkvDim), stream: stream,
+                                wideHopper: opts.hopperServeGEMMs, log: log)
         fp8Prefill = opts.fp8PrefillKernel && gemm.hasFP8Prefill
         if weights.largestFP8Matrix > 0 {
             let maxK = max(c.hiddenSize, c.qDim, c.intermediateSize), rows = fp8Prefill ? max(16, self.maxRows) : 16

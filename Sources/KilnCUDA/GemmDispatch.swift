@@ -33,10 +33,17 @@ public final class GemmDispatch {
     let counters: DeviceBuffer<UInt32>
     public static let maxSplit = 8
 
-    public init(library: KernelLibrary, tune: TuneTable?, maxN: Int, stream: GPUStream, log: @escaping (String) -> Void) throws {
+    /// On Hopper, M of 17…63 (bf16 out) and every M > 16 with fp32 out (the logits) run on gemm_hopper in one pass over
+    /// the weights instead of gemm_splitk's passes of 16 rows (the server's decode batches: docs/perf-notes-serve.md).
+    /// Off: gemm_hopper from M = 64, fp32 always on gemm_splitk (as measured). `GPUEngineOptions.hopperServeGEMMs`.
+    public let wideHopper: Bool
+
+    public init(library: KernelLibrary, tune: TuneTable?, maxN: Int, stream: GPUStream, wideHopper: Bool = false,
+                log: @escaping (String) -> Void) throws {
         guard let ctx = library.context else { throw KilnError("GEMM dispatch needs a GPU context") }
         self.library = library; self.tune = tune; self.log = log
         hopperOK = ctx.info.computeCapability.major == 9
+        self.wideHopper = wideHopper && hopperOK
         workspace = try DeviceBuffer<Float>(ctx, count: GemmSplitK.workspaceFloats(m: 16, n: maxN, split: GemmDispatch.maxSplit))
         counters = try DeviceBuffer<UInt32>(ctx, count: maxN / 16 + 64)
         try counters.fill(byte: 0, stream: stream)
@@ -64,6 +71,7 @@ public final class GemmDispatch {
             warnUntuned(op: op, format: format, m: m, n: n, k: k)
         }
         if m >= 64, hopperOK, !outF32 { return Choice(.hopper(GemmHopper.defaultConfig(m: m, n: n))) }
+        if m > 16, wideHopper { return Choice(.hopper(outF32 ? GemmHopper.defaultF32Config(m: m) : GemmHopper.defaultConfig(m: m, n: n))) }
         return Choice(.splitK(GemmSplitK.defaultConfig(m: min(m, 16))))
     }
 
@@ -166,7 +174,7 @@ public final class GemmDispatch {
         let cfg: GemmSplitK.Config
         switch ch.kernel {
         case .hopper(let h):
-            guard epi == .bf16 else { throw KilnError("gemm_hopper has no \(epi) epilogue") }
+            guard epi == (h.outF32 ? .f32 : .bf16) else { throw KilnError("\(h.name) has no \(epi) epilogue") }
             try hopperKernel(h)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
             return
         case .stream(let c) where m <= c.maxM:

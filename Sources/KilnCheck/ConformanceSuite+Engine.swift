@@ -235,6 +235,14 @@ extension ConformanceSuite {
                 }
             }
         }
+        // The fp32-output instances (the logits of the server's decode batches): odd N, one partial tile, many tiles.
+        for c in GemmHopper.f32Configs {
+            for (m, n, k) in [(17, 1001, 1832), (64, 2000, 256), (200, 384, 1024)] {
+                gemmCheck("gemm_hopper \(c.name) M=\(m) N=\(n) K=\(k)", m: m, n: n, k: k, outF32: true) { x, w, y in
+                    try GemmHopper(library, config: c)(x: x, w: w, y: y, m: m, n: n, k: k, stream: stream)
+                }
+            }
+        }
     }
 
     /// Attention reference: q rows [B·S, ldq] (head h at h·D), caches [B, Hkv, maxS, D]; causal over

@@ -9,7 +9,9 @@ public struct GemmHopper {
     /// One row of KILN_GEMM_HOPPER_INSTANCES: X(BM, BN, BK, STAGES, CONSUMERS, CLUSTER).
     public struct Config: Hashable, Sendable, CustomStringConvertible {
         public var bm, bn, bk, stages, consumers, cluster: Int
-        public var name: String { "kiln_gemm_hopper_bm\(bm)_bn\(bn)_bk\(bk)_s\(stages)_c\(consumers)_cl\(cluster)" }
+        /// fp32 output (KILN_GEMM_HOPPER_F32_INSTANCES: the logits at M > 16) instead of bf16.
+        public var outF32 = false
+        public var name: String { "kiln_gemm_hopper_\(outF32 ? "f32_" : "")bm\(bm)_bn\(bn)_bk\(bk)_s\(stages)_c\(consumers)_cl\(cluster)" }
         public var description: String { name }
         public var threads: Int { 128 * (consumers + 1) }
         public var sharedBytes: Int { stages * (bm + bn) * bk * 2 + 1024 }
@@ -19,8 +21,18 @@ public struct GemmHopper {
     public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_HOPPER_INSTANCES").compactMap { r in
         r.count == 6 ? Config(bm: r[0], bn: r[1], bk: r[2], stages: r[3], consumers: r[4], cluster: r[5]) : nil
     }
-    public static var instances: [KernelInstance] { configs.map { KernelInstance(file, $0.name, hot: false) } }
+    /// The fp32-output instances; not tuner candidates (the tuner's gemm_hopper shapes are bf16), chosen by
+    /// `defaultF32Config`.
+    public static let f32Configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_HOPPER_F32_INSTANCES").compactMap { r in
+        r.count == 6 ? Config(bm: r[0], bn: r[1], bk: r[2], stages: r[3], consumers: r[4], cluster: r[5], outF32: true) : nil
+    }
+    public static var instances: [KernelInstance] { (configs + f32Configs).map { KernelInstance(file, $0.name, hot: false) } }
     public static func config(named name: String) -> Config? { configs.first { $0.name == name } }
+
+    /// The fp32-output instance for M rows: 64-row tiles up to 128 rows (more tiles for the SMs), 128 beyond.
+    public static func defaultF32Config(m: Int) -> Config {
+        f32Configs.first { $0.bm == (m <= 128 ? 64 : 128) } ?? f32Configs[0]
+    }
 
     /// Default when no tuning entry exists, from the v2 table of docs/perf-notes-gemm-hopper.md:
     /// M ≤ 128 → 64×128 (the only tile that fills the SMs); M ≤ 512 → 128×128 (best on o/down, ≥ 80% elsewhere);
@@ -51,7 +63,7 @@ public struct GemmHopper {
     /// The persistent grid: CTAs resident at once (PersistentGrid.swift).
     let grid: PersistentGrid
 
-    /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] bf16. Tensor maps are encoded per call (a few µs of host
+    /// x: [m, k] bf16; w: [n, k] bf16; y: [m, n] bf16 (f32 for an `outF32` config). Tensor maps are encoded per call (a few µs of host
     /// time, overlapped with the GPU), since activation buffers are views whose row count changes.
     public func callAsFunction(x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int, stream: GPUStream) throws {
         guard m >= 1, n >= 1, k >= 8, k % 8 == 0 else { throw KilnError("gemm_hopper: need M, N ≥ 1 and K a multiple of 8 ≥ 8 (M \(m), N \(n), K \(k))") }

@@ -139,13 +139,15 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
     @Flag(name: .long, help: "FP8 prefill on gemm_fp8_hopper (Hopper) instead of dequantizing each layer to bf16; off until it has passed kiln check on a device.")
     var fp8PrefillKernel = false
+    @Flag(name: .long, help: "On Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows on gemm_hopper (one pass over the weights); off until run on a device.")
+    var hopperServeGemms = false
     func validate() throws {
         do { _ = try DummyLinearFormat(parsing: weights) } catch let e as KilnError { throw ValidationError(e.message) }
     }
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = fp8PrefillKernel
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = fp8PrefillKernel; o.hopperServeGEMMs = hopperServeGemms
         return o
     }
     var value: GPURun.Tuning {

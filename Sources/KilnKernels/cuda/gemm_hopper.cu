@@ -25,7 +25,7 @@
 //   kiln_gemm_hopper_bm{BM}_bn{BN}_bk{BK}_s{STAGES}_c{CONS}_cl{CLUSTER}(
 //       const __grid_constant__ KilnTensorMap tmap_x,  // X tensor map (below)
 //       const __grid_constant__ KilnTensorMap tmap_w,  // W tensor map (below)
-//       kiln::bf16* y,                                 // [M, N] bf16 row-major output
+//       kiln::bf16* y,                                 // [M, N] bf16 row-major output (f32 instances: float*)
 //       int M, int N, int K)
 //
 // Tensor maps (cuTensorMapEncodeTiled, built on the host once per buffer/shape):
@@ -70,7 +70,14 @@
     X(64, 256, 64, 5, 1, 1)           \
     X(64, 128, 64, 8, 1, 1)
 
+// The same kernel with fp32 output (Y float [M, N]): the logits GEMM at M > 16 (the server's decode batches), which
+// gemm_splitk would run 16 rows at a time, reading the output layer once per 16 rows.
+#define KILN_GEMM_HOPPER_F32_INSTANCES(X) \
+    X(64, 128, 64, 8, 1, 1)               \
+    X(128, 128, 64, 6, 2, 1)
+
 #define KILN_GEMM_HOPPER_NAME(BM, BN, BK, S, C, CL) kiln_gemm_hopper_bm##BM##_bn##BN##_bk##BK##_s##S##_c##C##_cl##CL
+#define KILN_GEMM_HOPPER_F32_NAME(BM, BN, BK, S, C, CL) kiln_gemm_hopper_f32_bm##BM##_bn##BN##_bk##BK##_s##S##_c##C##_cl##CL
 #define KILN_GEMM_HOPPER_SMEM(BM, BN, BK, S) ((S) * ((BM) + (BN)) * (BK) * 2 + 1024)
 #define KILN_GEMM_HOPPER_THREADS(C) (128 * ((C) + 1))
 
@@ -137,9 +144,10 @@ template <> __device__ __forceinline__ void wgmma_call<256>(float* d, u64 da, u6
 
 constexpr int GROUP_M = 8;   // M tiles per raster group of the persistent schedule (TileSchedule, hopper_gemm.cuh)
 
-template <int BM, int BN, int BK, int STAGES, int CONS, int CL>
+// OutT: bf16 (prefill) or float (the logits at M > 16).
+template <int BM, int BN, int BK, int STAGES, int CONS, int CL, class OutT = bf16>
 __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTensorMap* tmw,
-                                          bf16* __restrict__ y, int M, int N, int K) {
+                                          OutT* __restrict__ y, int M, int N, int K) {
     static_assert(BK == 64, "BK must be 64 (one 128-byte swizzle row)");
     static_assert(BM == 64 * CONS, "each consumer warp group owns 64 rows");
     static_assert(BN == 64 || BN == 128 || BN == 192 || BN == 256, "BN in {64,128,192,256}");
@@ -201,7 +209,8 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
 
             // Epilogue: fragment (j, r): row = warp*16 + lane/4 + 8*(r/2), col = 8j + 2*(lane%4) + r%2.
             const int row0 = tm * BM + cw * 64 + warp * 16 + lane / 4;
-            store_bf16<BN>(d, y, row0, tn * BN + 2 * (lane % 4), M, N);
+            if constexpr (sizeof(OutT) == 4) store_f32<BN>(d, y, row0, tn * BN + 2 * (lane % 4), M, N);
+            else store_bf16<BN>(d, y, row0, tn * BN + 2 * (lane % 4), M, N);
         }
     }
     // A CTA of a pair must not exit while its peer can still arrive on its barriers.
@@ -220,3 +229,12 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
         kiln_gemm_hopper::gemm_body<BM, BN, BK, S, C, CL>(&tmap_x, &tmap_w, y, M, N, K);                \
     }
 KILN_GEMM_HOPPER_INSTANCES(KILN_GEMM_HOPPER_DEFINE)
+
+#define KILN_GEMM_HOPPER_F32_DEFINE(BM, BN, BK, S, C, CL)                                              \
+    extern "C" __global__ void __launch_bounds__(KILN_GEMM_HOPPER_THREADS(C), 1) KILN_GEMM_HOPPER_CLUSTER_ATTR_##CL \
+        KILN_GEMM_HOPPER_F32_NAME(BM, BN, BK, S, C, CL)(const __grid_constant__ KilnTensorMap tmap_x,  \
+                                                        const __grid_constant__ KilnTensorMap tmap_w,  \
+                                                        float* y, int M, int N, int K) {               \
+        kiln_gemm_hopper::gemm_body<BM, BN, BK, S, C, CL, float>(&tmap_x, &tmap_w, y, M, N, K);       \
+    }
+KILN_GEMM_HOPPER_F32_INSTANCES(KILN_GEMM_HOPPER_F32_DEFINE)

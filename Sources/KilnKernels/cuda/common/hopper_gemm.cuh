@@ -162,4 +162,28 @@ __device__ __forceinline__ void store_bf16(const float (&v)[BN / 2], bf16* __res
     }
 }
 
+// The same fragments to Y f32 [M, N] (the logits GEMM's output): pairs as one 8-byte store when N is even.
+template <int BN>
+__device__ __forceinline__ void store_f32(const float (&v)[BN / 2], float* __restrict__ y, int row0, int col0, int M, int N) {
+    const bool even_n = (N & 1) == 0;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int row = row0 + 8 * h;
+        if (row < M) {
+            float* yr = y + (size_t)row * N;
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+                const int col = col0 + 8 * j;
+                const float v0 = v[4 * j + 2 * h], v1 = v[4 * j + 2 * h + 1];
+                if (even_n && col + 1 < N) {
+                    *reinterpret_cast<float2*>(yr + col) = make_float2(v0, v1);
+                } else {
+                    if (col < N) yr[col] = v0;
+                    if (col + 1 < N) yr[col + 1] = v1;
+                }
+            }
+        }
+    }
+}
+
 }  // namespace kiln_hopper_gemm
