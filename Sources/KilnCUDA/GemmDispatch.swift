@@ -101,18 +101,25 @@ public final class GemmDispatch {
     /// The FP8 decode GEMM for `op` on `[n, k]` at `m` ≤ 16 tokens: the table's entry for (op, fp8, M bucket, N, K) if
     /// it names a gemm_fp8 instance that serves m, else GemmFP8's default.
     public func chooseFP8(op: String, m: Int, n: Int, k: Int) -> (config: GemmFP8.Config, split: Int) {
-        if let e = tune?.lookup(op: op, format: GPUMatrix.fp8Format, n: n, k: k, m: m), let c = GemmFP8.config(named: e.config), c.maxM >= m {
-            return (c, min(max(1, e.split), GemmDispatch.maxSplit))
-        }
+        if let tuned = GemmDispatch.fp8Entry(tune, op: op, m: m, n: n, k: k) { return tuned }
         warnUntuned(op: op, format: GPUMatrix.fp8Format, m: m, n: n, k: k)
         return (GemmFP8.defaultConfig(m: m), 1)
     }
 
+    /// The table's gemm_fp8 entry for (op, fp8, M bucket, N, K) when it names an instance that serves m (the split
+    /// clamped to 1…maxSplit), else nil. Pure, so the table's meaning is tested without a GPU.
+    public static func fp8Entry(_ table: TuneTable?, op: String, m: Int, n: Int, k: Int) -> (config: GemmFP8.Config, split: Int)? {
+        guard let e = table?.lookup(op: op, format: GPUMatrix.fp8Format, n: n, k: k, m: m), let c = GemmFP8.config(named: e.config), c.maxM >= m
+        else { return nil }
+        return (c, min(max(1, e.split), maxSplit))
+    }
+
     /// y[m, n] = X · W^T over FP8 weights (gemm_fp8, m ≤ 16): `xq`/`xs` the activations quantized per 1×128 block
-    /// (FP8ActivationQuantizer), `w`/`scale8` the e4m3 codes and their expanded scales (GPUMatrix.fp8).
+    /// (FP8ActivationQuantizer), `w`/`scale8` the e4m3 codes and their expanded scales (GPUMatrix.fp8). `choice`
+    /// overrides the table (the tuner times each candidate through this launch path).
     public func fp8(_ op: String, xq: CUdeviceptr, xs: CUdeviceptr, w: CUdeviceptr, scale8: CUdeviceptr, y: CUdeviceptr, m: Int, n: Int, k: Int,
-                    epilogue: GemmSplitK.Epilogue, stream: GPUStream) throws {
-        let (c, split) = chooseFP8(op: op, m: m, n: n, k: k)
+                    epilogue: GemmSplitK.Epilogue, stream: GPUStream, choice: (config: GemmFP8.Config, split: Int)? = nil) throws {
+        let (c, split) = choice ?? chooseFP8(op: op, m: m, n: n, k: k)
         let kernel: GemmFP8
         if let cached = fp8Kernels[c] { kernel = cached } else { kernel = try GemmFP8(library, config: c); fp8Kernels[c] = kernel }
         try kernel(xq: xq, xs: xs, w: w, scale8: scale8, y: y, m: m, n: n, k: k, split: split, workspace: workspace.address,
@@ -125,16 +132,22 @@ public final class GemmDispatch {
     /// The FP8 prefill GEMM for `op` on `[n, k]` at `m` > 16 tokens: the table's entry for (op, fp8, M bucket, N, K) if it
     /// names a gemm_fp8_hopper instance, else GemmFP8Hopper's default for this shape.
     public func chooseFP8Prefill(op: String, m: Int, n: Int, k: Int) -> GemmFP8Hopper.Config {
-        if let e = tune?.lookup(op: op, format: GPUMatrix.fp8Format, n: n, k: k, m: m), let c = GemmFP8Hopper.config(named: e.config) { return c }
+        if let c = GemmDispatch.fp8PrefillEntry(tune, op: op, m: m, n: n, k: k) { return c }
         warnUntuned(op: op, format: GPUMatrix.fp8Format, m: m, n: n, k: k)
         return GemmFP8Hopper.defaultConfig(m: m, n: n, multiprocessors: library.context?.info.multiprocessors ?? 132)
     }
 
+    /// The table's gemm_fp8_hopper entry for (op, fp8, M bucket, N, K), else nil (pure, as `fp8Entry`).
+    public static func fp8PrefillEntry(_ table: TuneTable?, op: String, m: Int, n: Int, k: Int) -> GemmFP8Hopper.Config? {
+        guard let e = table?.lookup(op: op, format: GPUMatrix.fp8Format, n: n, k: k, m: m) else { return nil }
+        return GemmFP8Hopper.config(named: e.config)
+    }
+
     /// y[m, n] bf16 = X · W^T over FP8 weights on gemm_fp8_hopper (m > 16, a Hopper GPU): `xq`/`xs` the activations
-    /// quantized per 1×128 block, `w`/`scale8` as for `fp8`.
+    /// quantized per 1×128 block, `w`/`scale8` as for `fp8`; `choice` overrides the table (the tuner).
     public func fp8Prefill(_ op: String, xq: CUdeviceptr, xs: CUdeviceptr, w: CUdeviceptr, scale8: CUdeviceptr, y: CUdeviceptr,
-                           m: Int, n: Int, k: Int, stream: GPUStream) throws {
-        let c = chooseFP8Prefill(op: op, m: m, n: n, k: k)
+                           m: Int, n: Int, k: Int, stream: GPUStream, choice: GemmFP8Hopper.Config? = nil) throws {
+        let c = choice ?? chooseFP8Prefill(op: op, m: m, n: n, k: k)
         let kernel: GemmFP8Hopper
         if let cached = fp8HopperKernels[c] { kernel = cached } else { kernel = try GemmFP8Hopper(library, config: c); fp8HopperKernels[c] = kernel }
         try kernel(xq: xq, xs: xs, w: w, scale8: scale8, y: y, m: m, n: n, k: k, stream: stream)
@@ -144,20 +157,26 @@ public final class GemmDispatch {
     /// for (op, format, M bucket, N, K) if it names a gemm_lut instance that serves m with the matrix's offsets (or
     /// not), else GemmLUT's default with `GemmLUT.defaultSplit`.
     public func chooseLUT(op: String, format: WeightFormat.LUTFormat, m: Int, n: Int, k: Int) -> (config: GemmLUT.Config, split: Int) {
-        let f = WeightFormat.lut(format)
-        if let e = tune?.lookup(op: op, format: f, n: n, k: k, m: m), let c = GemmLUT.config(named: e.config), c.maxM >= m,
-           c.affine == format.hasOffsets, c.bits == format.bits {
-            return (c, min(max(1, e.split), GemmDispatch.maxSplit))
-        }
-        warnUntuned(op: op, format: f, m: m, n: n, k: k)
+        if let tuned = GemmDispatch.lutEntry(tune, op: op, format: format, m: m, n: n, k: k) { return tuned }
+        warnUntuned(op: op, format: .lut(format), m: m, n: n, k: k)
         let c = GemmLUT.defaultConfig(m: m, affine: format.hasOffsets, bits: format.bits)
         return (c, GemmLUT.defaultSplit(c, n: n, k: k, multiprocessors: library.context?.info.multiprocessors ?? 132, maxSplit: GemmDispatch.maxSplit))
     }
 
-    /// y[m, n] = X · W^T over a lookup-table matrix (gemm_lut, m ≤ 16), `w` in the kernel's device layout.
+    /// The table's gemm_lut entry for (op, format, M bucket, N, K) when it names an instance of the format's width and
+    /// offsets that serves m (the split clamped to 1…maxSplit), else nil (pure, as `fp8Entry`).
+    public static func lutEntry(_ table: TuneTable?, op: String, format: WeightFormat.LUTFormat, m: Int, n: Int, k: Int)
+        -> (config: GemmLUT.Config, split: Int)? {
+        guard let e = table?.lookup(op: op, format: .lut(format), n: n, k: k, m: m), let c = GemmLUT.config(named: e.config), c.maxM >= m,
+              c.affine == format.hasOffsets, c.bits == format.bits else { return nil }
+        return (c, min(max(1, e.split), maxSplit))
+    }
+
+    /// y[m, n] = X · W^T over a lookup-table matrix (gemm_lut, m ≤ 16), `w` in the kernel's device layout; `choice`
+    /// overrides the table (the tuner).
     public func lut(_ op: String, x: CUdeviceptr, w: GPUMatrix.LUTMatrix, y: CUdeviceptr, m: Int, epilogue: GemmSplitK.Epilogue,
-                    stream: GPUStream) throws {
-        let (c, split) = chooseLUT(op: op, format: w.format, m: m, n: w.rows, k: w.cols)
+                    stream: GPUStream, choice: (config: GemmLUT.Config, split: Int)? = nil) throws {
+        let (c, split) = choice ?? chooseLUT(op: op, format: w.format, m: m, n: w.rows, k: w.cols)
         let kernel: GemmLUT
         if let cached = lutKernels[c] { kernel = cached } else { kernel = try GemmLUT(library, config: c); lutKernels[c] = kernel }
         try kernel(x: x, codes: w.codes.address, scales: w.scales.address, offsets: w.offsets?.address ?? 0, table: w.table.address, y: y,
@@ -186,6 +205,7 @@ public final class GemmDispatch {
             return
         case .stream, .swapAB: cfg = GemmSplitK.defaultConfig(m: 16)
         case .splitK(let c): cfg = c
+        case .lut, .fp8, .fp8Hopper: throw KilnError("\(ch.name) does not read bf16 weights (GemmDispatch.lut / fp8 / fp8Prefill run it)")
         }
         let kernel = try splitKKernel(m <= cfg.maxM ? cfg : GemmSplitK.defaultConfig(m: 16))
         let rowBytes = epi.outputColumns(n: n) * epi.outputBytes

@@ -12,9 +12,11 @@ extension TuneKey {
                 kernelSourceHash: kernelSourceHash())
     }
 
-    /// The kernel families the GEMM tuner measures (GemmCandidate.Kernel): a table is stale when one of these
-    /// files, or a header one of them includes, changes, and only then.
-    public static let gemmFamilyFiles = [GemmSplitK.file, GemmStream.file, GemmSwapAB.file, GemmHopper.file]
+    /// The kernel families the GEMM tuner measures (GemmCandidate.Kernel): the bf16 GEMMs and those of the other
+    /// weight formats (gemm_lut, gemm_fp8, gemm_fp8_hopper), whose entries share the table. A table is stale when one
+    /// of these files, or a header one of them includes, changes, and only then.
+    public static let gemmFamilyFiles = [GemmSplitK.file, GemmStream.file, GemmSwapAB.file, GemmHopper.file,
+                                         GemmLUT.file, GemmFP8.file, GemmFP8Hopper.file]
 
     /// SHA-256 over the GEMM family's sources (`gemmFamilyFiles` and every header they include, transitively):
     /// editing another kernel (sampling.cu, or a header no GEMM includes) keeps a tuning table valid.

@@ -11,6 +11,13 @@ extension EngineBench {
     /// Dense FP8 tensor-core peak of an H100 SXM / H200 (TFLOP/s), the roofline of the prefill rows.
     public static let fp8PeakTFLOPs = 1979.0
 
+    /// Bytes one FP8 GEMM over [n, k] at m tokens moves at least: the e4m3 codes, the expanded f32 scales (one per 8 rows
+    /// and 128 columns, as the kernels read them), the e4m3 activations with their per-128 f32 scales and the bf16 output.
+    public static func fp8Bytes(n: Int, k: Int, m: Int) -> Int {
+        let kb = FP8ActivationQuantizer.scaleColumns(k: k), groups = (n + GemmFP8.scaleGroupRows - 1) / GemmFP8.scaleGroupRows
+        return n * k + 4 * groups * kb + m * (k + 4 * kb) + 2 * m * n
+    }
+
     /// FLOP-scaled graph batch: about 0.4 TFLOP per replay (≥ 3 calls, ≤ 20), so a 70B M = 4096 GEMM is not replayed
     /// 20 times per sample while a small one still amortizes the replay's launch.
     static func graphBatch(flops: Double) -> Int { max(3, min(20, Int(4e11 / max(1, flops)))) }
@@ -79,7 +86,7 @@ extension EngineBench {
                         try dispatch.fp8(op, xq: xq.address, xs: xs.address, w: codes[i % copies].address, scale8: scale8.address, y: y.address,
                                          m: m, n: n, k: k, epilogue: .bf16, stream: stream); i += 1
                     }
-                    let bytes = Double(n * k + 4 * groups * kb + m * (k + 4 * kb) + 2 * m * n)
+                    let bytes = Double(fp8Bytes(n: n, k: k, m: m))
                     let pct = String(format: "%.1f%%", 100 * bytes / (chosenMs * 1e-3) / 1e9 / copy.gbps)
                     log("| \(op) | \(n) | \(k) | \(m) | \(us(chosenMs)) | \(cfg.name)\(split > 1 ? " split \(split)" : "") | \(pct) | — | — | — | — | — | — "
                         + "| — | \(us(bf16Ms)) | " + String(format: "%.2f", bf16Ms / chosenMs) + " |")

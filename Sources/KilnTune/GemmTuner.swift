@@ -55,10 +55,13 @@ public enum GemmSearch {
         /// SMs and the shared memory of one SM: how many blocks can be resident at once (gemm_swapab's one-wave rule).
         public var multiprocessors: Int
         public var sharedPerSM: Int
+        /// Tensor cores that multiply e4m3 (gemm_fp8; sm_89 and newer); by default, whether the GPU is a Hopper.
+        public var e4m3: Bool
         public init(hopper: Bool, sharedOptIn: Int, maxThreads: Int = 1024, maxSplit: Int = 8, workspaceFloats: Int = .max,
-                    multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
+                    multiprocessors: Int = 132, sharedPerSM: Int = 233_472, e4m3: Bool? = nil) {
             self.hopper = hopper; self.sharedOptIn = sharedOptIn; self.maxThreads = maxThreads; self.maxSplit = maxSplit
             self.workspaceFloats = workspaceFloats; self.multiprocessors = multiprocessors; self.sharedPerSM = sharedPerSM
+            self.e4m3 = e4m3 ?? hopper
         }
         /// The H200/H100 SXM: sm_90, 132 SMs, 227 KB of opt-in shared memory per block, 228 KB per SM.
         public static let hopperGPU = Limits(hopper: true, sharedOptIn: 232_448)
@@ -113,7 +116,7 @@ public enum GemmSearch {
 
     /// Whether GemmDispatch.choose consults the table at this (shape, M) — only then is tuning it useful.
     public static func tunable(_ s: GemmShape, m: Int, limits l: Limits) -> Bool {
-        m <= 16 || (m >= 64 && l.hopper && !s.outF32)
+        formatTunable(s, m: m, limits: l) ?? (m <= 16 || (m >= 64 && l.hopper && !s.outF32))
     }
 
     /// Every valid candidate (the default first, so it is verified first and becomes the trusted output), and
@@ -122,6 +125,7 @@ public enum GemmSearch {
                                   splitK: [GemmSplitK.Config] = GemmSplitK.configs, stream: [GemmStream.Config] = GemmStream.configs,
                                   swapAB: [GemmSwapAB.Config] = GemmSwapAB.configs, hopper: [GemmHopper.Config] = GemmHopper.configs)
         -> (valid: [GemmCandidate], filtered: [(GemmCandidate, String)]) {
+        if let other = formatCandidates(s, m: m, limits: l) { return other }   // gemm_lut, gemm_fp8, gemm_fp8_hopper
         var valid: [GemmCandidate] = [], filtered: [(GemmCandidate, String)] = []
         for c in splitK {
             for sp in splits {
@@ -150,6 +154,7 @@ public enum GemmSearch {
 
     /// What GemmDispatch.choose runs without a table entry (its documented defaults).
     public static func defaultCandidate(_ s: GemmShape, m: Int, limits l: Limits) -> GemmCandidate {
+        if let other = formatDefault(s, m: m, limits: l) { return other }
         if m >= 64, l.hopper, !s.outF32 { return GemmCandidate(.hopper(GemmHopper.defaultConfig(m: m, n: s.n))) }
         return GemmCandidate(.splitK(GemmSplitK.defaultConfig(m: min(m, 16))))
     }
@@ -180,11 +185,19 @@ public struct GemmReference: Sendable {
 
     /// x: [maxM, k] bf16 bits; wRows: the sampled rows of W, [rows.count, k] bf16 bits.
     public init(x: [UInt16], wRows: [UInt16], k: Int, rows: [Int], tokens: [Int]) {
+        self.init(tokenValues: tokens.map { t in (0..<k).map { bf16ToFloat(x[t * k + $0]) } },
+                  weightRows: (0..<rows.count).map { r in (0..<k).map { bf16ToFloat(wRows[r * k + $0]) } }, rows: rows, tokens: tokens)
+    }
+
+    /// The values the kernel multiplies, whatever the formats: tokenValues[t] = row tokens[t] of x, weightRows[r] = row
+    /// rows[r] of W (each [k]; dequantized exactly as the kernel's numerics define them, e.g. FP8 code × scale).
+    public init(tokenValues xf: [[Float]], weightRows: [[Float]], rows: [Int], tokens: [Int]) {
+        precondition(xf.count == tokens.count && weightRows.count == rows.count)
         self.rows = rows; self.tokens = tokens
         var v = [Float](repeating: 0, count: rows.count * tokens.count)
-        let xf = tokens.map { t in (0..<k).map { bf16ToFloat(x[t * k + $0]) } }
+        let k = weightRows.first?.count ?? 0
         for r in 0..<rows.count {
-            let w = (0..<k).map { bf16ToFloat(wRows[r * k + $0]) }
+            let w = weightRows[r]
             for (ti, xr) in xf.enumerated() {
                 var acc = 0.0
                 for i in 0..<k { acc += Double(xr[i]) * Double(w[i]) }
@@ -254,8 +267,13 @@ public final class GemmTuner {
         public var defaultMicroseconds: Double?
         public var winner: GemmCandidate?
         public var winnerMicroseconds: Double?
-        /// Bytes one call moves at least: the weights once, x and y once.
-        public var bytes: Double { Double(shape.weightBytes + 2 * m * shape.k + m * shape.n * (shape.outF32 ? 4 : 2)) }
+        /// Bytes one call moves at least: the weights once, x and y once (as `kiln bench kernels` counts them for
+        /// lookup-table and FP8 weights: codes, scales as the kernel reads them, the activations in the kernel's format).
+        public var bytes: Double {
+            if let l = shape.lutFormat { return Double(EngineBench.lutBytes(n: shape.n, k: shape.k, m: m, format: l)) }
+            if shape.isFP8 { return Double(EngineBench.fp8Bytes(n: shape.n, k: shape.k, m: m)) }
+            return Double(shape.weightBytes + 2 * m * shape.k + m * shape.n * (shape.outF32 ? 4 : 2))
+        }
     }
 
     let library: KernelLibrary
@@ -285,7 +303,8 @@ public final class GemmTuner {
         limits = GemmSearch.Limits(hopper: c.info.computeCapability.major == 9, sharedOptIn: c.info.sharedMemoryPerBlockOptIn,
                                    maxThreads: c.info.maxThreadsPerBlock, maxSplit: GemmDispatch.maxSplit,
                                    workspaceFloats: GemmSplitK.workspaceFloats(m: 16, n: maxN, split: GemmDispatch.maxSplit),
-                                   multiprocessors: c.info.multiprocessors, sharedPerSM: c.info.sharedMemoryPerMultiprocessor)
+                                   multiprocessors: c.info.multiprocessors, sharedPerSM: c.info.sharedMemoryPerMultiprocessor,
+                                   e4m3: c.info.hasE4M3TensorCores)
     }
 
     /// The (shape, M) pairs worth tuning, and the candidate count of each (for the progress bar).
@@ -306,79 +325,122 @@ public final class GemmTuner {
     /// Tunes `ms` (bucket values) for every shape, recording winners in `table`. Returns one row per (shape, M).
     public func tune(_ shapes: [GemmShape], ms: [Int], into table: inout TuneTable, progress: ProgressBar?) throws -> [Row] {
         let plan = plan(shapes, ms: ms)
-        var rows: [Row] = []
-        for s in shapes where !GemmDispatch.kernelFormats.contains(s.format) {
-            throw KilnError("cannot tune \(s): no GEMM kernel reads \(s.format.name) weights yet (kernels exist for \(GemmDispatch.kernelFormats.map(\.name).sorted().joined(separator: ", ")))")
+        for s in shapes {
+            if let why = GemmTuner.unsupported(s) { throw KilnError("cannot tune \(s): \(why)") }
         }
+        var rows: [Row] = []
         for s in shapes {
             let mine = plan.filter { $0.0 == s }
             guard let maxM = mine.map(\.1).max() else { continue }
-            let copies = try weightCopies(s)
-            let ws = try (0..<copies).map { i -> DeviceBuffer<UInt16> in
-                let b = try DeviceBuffer<UInt16>(ctx, count: s.n * s.k)
-                try rand(y: b.address, count: s.n * s.k, seed: UInt64(1000 + i), center: 0, halfWidth: 0.035, minMag: 0.005, stream: stream)
-                return b
-            }
-            let x = try DeviceBuffer<UInt16>(ctx, count: maxM * s.k)
-            try rand(y: x.address, count: maxM * s.k, seed: 7, center: 0, halfWidth: 1, minMag: 0.01, stream: stream)
-            // The CPU reference: sampled rows of weight copy 0 (the copy every verification launch reads).
-            let (sr, st) = GemmReference.sample(n: s.n, maxM: maxM, ms: mine.map(\.1))
-            let gathered = try DeviceBuffer<UInt16>(ctx, count: sr.count * s.k)
-            for (i, r) in sr.enumerated() { try stream.copy(from: ws[0].address(at: r * s.k), to: gathered.address(at: i * s.k), bytes: 2 * s.k) }
-            try stream.synchronize()
-            let ref = GemmReference(x: try x.download(), wRows: try gathered.download(), k: s.k, rows: sr, tokens: st)
-
-            for (_, m, _) in mine {
-                let yBytes = m * s.n * (s.outF32 ? 4 : 2)
-                let y = try DeviceBuffer<UInt8>(ctx, count: yBytes)
-                let (valid, filtered) = GemmSearch.candidates(s, m: m, limits: limits)
-                let def = GemmSearch.defaultCandidate(s, m: m, limits: limits)
-                var trusted: [Float]? = nil
-                func output() throws -> [Float] {
-                    try stream.synchronize()
-                    let raw = try y.download()
-                    return raw.withUnsafeBytes { p -> [Float] in
-                        s.outF32 ? Array(p.bindMemory(to: Float.self)) : p.bindMemory(to: UInt16.self).map(bf16ToFloat)
-                    }
-                }
-                let base = done
-                let result = Autotuner.select(valid, verify: { c -> String? in
-                    try y.fill(byte: 0xFF, stream: self.stream)   // NaN everywhere: a kernel that skips outputs fails
-                    try self.dispatch(s.op, x: x.address, w: ws[0].address, y: y.address, m: m, n: s.n, k: s.k, outF32: s.outF32,
-                                      choice: c, stream: self.stream)
-                    let got = try output()
-                    if let bad = GemmCheck.check(got, m: m, n: s.n, reference: ref) { return bad }
-                    if let t = trusted { return GemmCheck.compare(got, trusted: t, count: m * s.n) }
-                    if c == def { trusted = got }
-                    return nil
-                }, time: { c -> Double in
-                    var i = 0
-                    // Timed as the decode step runs it: `batch` calls captured in one CUDA graph (launch cost ~0.6 µs per
-                    // call instead of ~2.7), so instances are ranked by what they cost inside the engine's graph.
-                    let ms = try GPUBench.graphMedian(self.stream, runs: max(20, self.runs), batch: self.batch) {
-                        try self.dispatch(s.op, x: x.address, w: ws[i % copies].address, y: y.address, m: m, n: s.n, k: s.k,
-                                          outF32: s.outF32, choice: c, stream: self.stream)
-                        i += 1
-                    }
-                    return ms * 1000
-                }, progress: { i, _ in progress?.update(done: base + i, note: "\(s.op) M=\(m)") })
-                done += valid.count
-                let defOutcome = result.all.first { $0.candidate == def }
-                if let w = result.winner {
-                    table.record(TuneEntry(op: s.op, format: s.format, n: s.n, k: s.k, mBucket: m, config: w.candidate.name, split: w.candidate.split,
-                                           microseconds: w.microseconds!, defaultMicroseconds: defOutcome?.microseconds ?? .nan))
-                } else {
-                    log("warning: no candidate verified for \(s) M=\(m); the default stays in use")
-                }
-                let rejected = result.all.filter { $0.rejection != nil }.map { ($0.candidate.description, $0.rejection!) }
-                for (c, why) in rejected { log("rejected \(c) for \(s) M=\(m): \(why)") }
-                _ = filtered
-                rows.append(Row(shape: s, m: m, candidates: valid.count, rejected: rejected, defaultName: def.description,
-                                defaultMicroseconds: defOutcome?.microseconds, winner: result.winner?.candidate,
-                                winnerMicroseconds: result.winner?.microseconds))
-            }
+            let work = try workload(s, maxM: maxM, ms: mine.map(\.1))
+            for (_, m, _) in mine { rows.append(try measure(s, m: m, work: work, into: &table, progress: progress)) }
         }
         return rows
+    }
+
+    /// Why no GEMM kernel family tunes `s`'s weight format, or nil: bf16, FP8 128×128 and the lookup-table formats gemm_lut reads.
+    public static func unsupported(_ s: GemmShape) -> String? {
+        if GemmDispatch.kernelFormats.contains(s.format) { return nil }
+        if case .lut = s.format { return GemmLUT.unsupported(s.format, rows: s.n, cols: s.k) }
+        return "no GEMM kernel reads \(s.format.name) weights yet (kernels exist for "
+            + GemmDispatch.kernelFormats.map(\.name).sorted().joined(separator: ", ") + " and the lookup-table formats)"
+    }
+
+    /// One shape's weights on the GPU, ready to run any of its candidates: `copies` weight copies rotated while timing,
+    /// the CPU reference on sampled outputs of copy 0 (the copy every verification launch reads), and the launch of a
+    /// candidate on copy `copy` at m tokens into y ([m, n], fp32 when the shape's output is, else bf16) through
+    /// GemmDispatch, the engine's own launch path. Buffers live as long as the closure.
+    struct Workload {
+        var copies: Int
+        var reference: GemmReference
+        var launch: (_ candidate: GemmCandidate, _ copy: Int, _ m: Int, _ y: CUdeviceptr) throws -> Void
+    }
+
+    func workload(_ s: GemmShape, maxM: Int, ms: [Int]) throws -> Workload {
+        if let l = s.lutFormat { return try lutWorkload(s, format: l, maxM: maxM, ms: ms) }
+        if s.isFP8 { return try fp8Workload(s, maxM: maxM, ms: ms) }
+        return try bf16Workload(s, maxM: maxM, ms: ms)
+    }
+
+    /// bf16 weights: random values on the GPU (±0.035), activations ±1.
+    func bf16Workload(_ s: GemmShape, maxM: Int, ms: [Int]) throws -> Workload {
+        let copies = try weightCopies(s)
+        let ws = try (0..<copies).map { i -> DeviceBuffer<UInt16> in
+            let b = try DeviceBuffer<UInt16>(ctx, count: s.n * s.k)
+            try rand(y: b.address, count: s.n * s.k, seed: UInt64(1000 + i), center: 0, halfWidth: 0.035, minMag: 0.005, stream: stream)
+            return b
+        }
+        let x = try activations(s, maxM: maxM)
+        // The CPU reference: sampled rows of weight copy 0.
+        let (sr, st) = GemmReference.sample(n: s.n, maxM: maxM, ms: ms)
+        let gathered = try gatherRows(ws[0].address, rows: sr, rowBytes: 2 * s.k)
+        let ref = GemmReference(x: try x.download(), wRows: gathered.withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) },
+                                k: s.k, rows: sr, tokens: st)
+        return Workload(copies: copies, reference: ref) { c, copy, m, y in
+            try self.dispatch(s.op, x: x.address, w: ws[copy].address, y: y, m: m, n: s.n, k: s.k, outF32: s.outF32, choice: c, stream: self.stream)
+        }
+    }
+
+    /// bf16 activations [maxM, k], random ±1 (never below 0.01 in magnitude).
+    func activations(_ s: GemmShape, maxM: Int) throws -> DeviceBuffer<UInt16> {
+        let x = try DeviceBuffer<UInt16>(ctx, count: maxM * s.k)
+        try rand(y: x.address, count: maxM * s.k, seed: 7, center: 0, halfWidth: 1, minMag: 0.01, stream: stream)
+        return x
+    }
+
+    /// The bytes of rows `rows` (each `rowBytes` long) of the row-major matrix at `base`, downloaded.
+    func gatherRows(_ base: CUdeviceptr, rows: [Int], rowBytes: Int) throws -> [UInt8] {
+        let gathered = try DeviceBuffer<UInt8>(ctx, count: rows.count * rowBytes)
+        for (i, r) in rows.enumerated() { try stream.copy(from: base + UInt64(r * rowBytes), to: gathered.address(at: i * rowBytes), bytes: rowBytes) }
+        try stream.synchronize()
+        return try gathered.download()
+    }
+
+    /// Verifies, then times, every valid candidate of (s, m) on `work`; records the winner in `table`.
+    func measure(_ s: GemmShape, m: Int, work: Workload, into table: inout TuneTable, progress: ProgressBar?) throws -> Row {
+        let yBytes = m * s.n * (s.outF32 ? 4 : 2)
+        let y = try DeviceBuffer<UInt8>(ctx, count: yBytes)
+        let (valid, _) = GemmSearch.candidates(s, m: m, limits: limits)
+        let def = GemmSearch.defaultCandidate(s, m: m, limits: limits)
+        var trusted: [Float]? = nil
+        func output() throws -> [Float] {
+            try stream.synchronize()
+            let raw = try y.download()
+            return raw.withUnsafeBytes { p -> [Float] in
+                s.outF32 ? Array(p.bindMemory(to: Float.self)) : p.bindMemory(to: UInt16.self).map(bf16ToFloat)
+            }
+        }
+        let base = done
+        let result = Autotuner.select(valid, verify: { c -> String? in
+            try y.fill(byte: 0xFF, stream: self.stream)   // NaN everywhere: a kernel that skips outputs fails
+            try work.launch(c, 0, m, y.address)
+            let got = try output()
+            if let bad = GemmCheck.check(got, m: m, n: s.n, reference: work.reference) { return bad }
+            if let t = trusted { return GemmCheck.compare(got, trusted: t, count: m * s.n) }
+            if c == def { trusted = got }
+            return nil
+        }, time: { c -> Double in
+            var i = 0
+            // Timed as the decode step runs it: `batch` calls captured in one CUDA graph (launch cost ~0.6 µs per
+            // call instead of ~2.7), so instances are ranked by what they cost inside the engine's graph.
+            let ms = try GPUBench.graphMedian(self.stream, runs: max(20, self.runs), batch: self.batch) {
+                try work.launch(c, i % work.copies, m, y.address)
+                i += 1
+            }
+            return ms * 1000
+        }, progress: { i, _ in progress?.update(done: base + i, note: "\(s.op) M=\(m)") })
+        done += valid.count
+        let defOutcome = result.all.first { $0.candidate == def }
+        if let w = result.winner {
+            table.record(TuneEntry(op: s.op, format: s.format, n: s.n, k: s.k, mBucket: m, config: w.candidate.name, split: w.candidate.split,
+                                   microseconds: w.microseconds!, defaultMicroseconds: defOutcome?.microseconds ?? .nan))
+        } else {
+            log("warning: no candidate verified for \(s) M=\(m); the default stays in use")
+        }
+        let rejected = result.all.filter { $0.rejection != nil }.map { ($0.candidate.description, $0.rejection!) }
+        for (c, why) in rejected { log("rejected \(c) for \(s) M=\(m): \(why)") }
+        return Row(shape: s, m: m, candidates: valid.count, rejected: rejected, defaultName: def.description,
+                   defaultMicroseconds: defOutcome?.microseconds, winner: result.winner?.candidate, winnerMicroseconds: result.winner?.microseconds)
     }
 
     /// The closing table: per shape and M the default's time, the winner's, the speed-up and % of copy bandwidth.
@@ -421,12 +483,14 @@ public enum TuneSession {
     }
 
     /// `kiln run --tune`: loads the table, tunes the shapes of `config` that have no entry at `ms`, saves, returns it.
-    public static func loadOrTune(config: ModelConfig, library: KernelLibrary, path: String?, ms: [Int] = [1, 2, 4, 8, 16],
-                                  tuneMissing: Bool, pdl: Bool = true, log: @escaping (String) -> Void) throws -> TuneTable {
+    /// `weights`: the linear layers' format (`--dummy-weights … --weights`): its GEMMs and the bf16 logits.
+    public static func loadOrTune(config: ModelConfig, weights: DummyLinearFormat = .bf16, library: KernelLibrary, path: String?,
+                                  ms: [Int] = [1, 2, 4, 8, 16], tuneMissing: Bool, pdl: Bool = true,
+                                  log: @escaping (String) -> Void) throws -> TuneTable {
         guard let ctx = library.context else { throw KilnError("tuning needs a GPU context") }
         var (table, p) = try load(context: ctx, path: path, log: log)
         guard tuneMissing else { return table }
-        let shapes = GemmShape.of(config)
+        let shapes = weights == .bf16 ? GemmShape.of(config) : GemmShape.of(config).filter(\.outF32) + GemmShape.of(config, weights: weights)
         let tuner = try GemmTuner(library: library, shapes: shapes, pdl: pdl, log: log)
         let todo = missing(table, shapes: shapes, ms: ms.map(MBucket.bucket(for:)), limits: tuner.limits)
         guard !todo.isEmpty else { return table }

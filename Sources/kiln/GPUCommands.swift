@@ -43,8 +43,9 @@ enum GPURun {
     /// The tuning table for `config` on this GPU, or nil for the defaults.
     static func table(for config: ModelConfig, library: KernelLibrary, tuning: Tuning) throws -> TuneTable? {
         if tuning.defaultsOnly { return nil }
-        return try TuneSession.loadOrTune(config: config, library: library, path: tuning.cachePath, tuneMissing: tuning.tuneMissing,
-                                          pdl: tuning.engine.programmaticDependentLaunch, log: log)
+        let weights: DummyLinearFormat = tuning.dummyLUT.map { .lut($0) } ?? (tuning.dummyFP8 ? .fp8 : .bf16)
+        return try TuneSession.loadOrTune(config: config, weights: weights, library: library, path: tuning.cachePath,
+                                          tuneMissing: tuning.tuneMissing, pdl: tuning.engine.programmaticDependentLaunch, log: log)
     }
 
     /// A GPU model from `--dummy-weights` or a checkpoint (an already opened one, or a path).

@@ -30,7 +30,7 @@ final class GemmTunerTests: XCTestCase {
     func testNT1InstancesAreFilteredAboveM8() {
         let (valid, filtered) = GemmSearch.candidates(qkv, m: 16, limits: h200)
         XCTAssertTrue(valid.allSatisfy {
-            switch $0.kernel { case .splitK(let c): return c.nt == 2; case .stream, .swapAB: return true; case .hopper: return false }
+            switch $0.kernel { case .splitK(let c): return c.nt == 2; case .stream, .swapAB: return true; case .hopper, .lut, .fp8, .fp8Hopper: return false }
         })
         XCTAssertTrue(filtered.contains { $0.1.contains("NT=1") })
         XCTAssertEqual(GemmSearch.defaultCandidate(qkv, m: 16, limits: h200).name, GemmSplitK.defaultConfig(m: 16).name)
@@ -205,8 +205,9 @@ final class GemmTunerTests: XCTestCase {
     func testTuneKeyHashesOnlyTheGemmFamily() {
         let files = KernelSources.files, headers = KernelSources.headers
         let family = TuneKey.familySources(TuneKey.gemmFamilyFiles, files: files, headers: headers)
-        XCTAssertEqual(family.keys.sorted(), ["attention_util.cuh", "gemm_hopper.cu", "gemm_splitk.cu", "gemm_stream.cu",
-                                              "gemm_swapab.cu", "gemm_util.cuh", "hopper_gemm.cuh", "hopper_util.cuh", "kiln.cuh",
+        XCTAssertEqual(family.keys.sorted(), ["attention_util.cuh", "gemm_fp8.cu", "gemm_fp8_hopper.cu", "gemm_hopper.cu", "gemm_lut.cu",
+                                              "gemm_splitk.cu", "gemm_stream.cu", "gemm_swapab.cu", "gemm_util.cuh", "hopper_gemm.cuh",
+                                              "hopper_util.cuh", "kiln.cuh",
                                               "wg_ring.cuh"])
         let base = TuneKey.kernelSourceHash(files: files, headers: headers)
         XCTAssertEqual(base, TuneKey.kernelSourceHash())
@@ -220,6 +221,10 @@ final class GemmTunerTests: XCTestCase {
         // A GEMM, or a header a GEMM includes (directly, or only through wg_ring.cuh's includes): stale.
         XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: edited(files, "gemm_splitk.cu"), headers: headers))
         XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: edited(files, "gemm_hopper.cu"), headers: headers))
+        // The weight-format GEMMs whose entries share the table (kiln tune --weights).
+        for name in ["gemm_lut.cu", "gemm_fp8.cu", "gemm_fp8_hopper.cu"] {
+            XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: edited(files, name), headers: headers), name)
+        }
         XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: files, headers: edited(headers, "attention_util.cuh")))
         XCTAssertNotEqual(base, TuneKey.kernelSourceHash(files: files, headers: edited(headers, "wg_ring.cuh")))
     }
