@@ -306,7 +306,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
             }
 
             // Epilogue (gemm_hopper.cu's): bf16 pairs stored as one 4-byte word when N is even.
-            store_bf16<BN>(total, args.y, row_a, tn * BN + 2 * (lane % 4), M, N);
+            store_tile<BN>(total, args.y, row_a, tn * BN + 2 * (lane % 4), M, N);
         }
     }
     // A CTA of a pair must not exit while its peer can still arrive on its barriers.

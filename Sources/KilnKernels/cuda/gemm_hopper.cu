@@ -209,8 +209,7 @@ __device__ __forceinline__ void gemm_body(const KilnTensorMap* tmx, const KilnTe
 
             // Epilogue: fragment (j, r): row = warp*16 + lane/4 + 8*(r/2), col = 8j + 2*(lane%4) + r%2.
             const int row0 = tm * BM + cw * 64 + warp * 16 + lane / 4;
-            if constexpr (sizeof(OutT) == 4) store_f32<BN>(d, y, row0, tn * BN + 2 * (lane % 4), M, N);
-            else store_bf16<BN>(d, y, row0, tn * BN + 2 * (lane % 4), M, N);
+            store_tile<BN>(d, y, row0, tn * BN + 2 * (lane % 4), M, N);
         }
     }
     // A CTA of a pair must not exit while its peer can still arrive on its barriers.

@@ -135,51 +135,33 @@ __device__ __forceinline__ void produce(const Schedule& sched, u32 rank, const K
 }
 
 // ---- the epilogue --------------------------------------------------------------------------------
-// Stores one consumer warp's m64nBN accumulator v to Y bf16 [M, N] (row stride N), rounded to nearest even. Fragment
-// (j, r) of the lane is row row0 + 8·(r/2), column col0 + 8j + r%2, where row0 = the warp's first row + lane/4 and
-// col0 = the tile's first column + 2·(lane%4). Rows ≥ M and columns ≥ N are skipped; bf16 pairs go out as one 4-byte
-// word when N is even (the row starts, and so every even column, 4-byte aligned), element by element otherwise.
-template <int BN>
-__device__ __forceinline__ void store_bf16(const float (&v)[BN / 2], bf16* __restrict__ y, int row0, int col0, int M, int N) {
-    const bool even_n = (N & 1) == 0;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int row = row0 + 8 * h;
-        if (row < M) {
-            bf16* yr = y + (size_t)row * N;
-#pragma unroll
-            for (int j = 0; j < BN / 8; ++j) {
-                const int col = col0 + 8 * j;
-                const float v0 = v[4 * j + 2 * h], v1 = v[4 * j + 2 * h + 1];
-                if (even_n && col + 1 < N) {
-                    *reinterpret_cast<u32*>(yr + col) = kiln_attn::pack_bf16x2(v0, v1);
-                } else {
-                    if (col < N) yr[col] = kiln::from_float<bf16>(v0);
-                    if (col + 1 < N) yr[col + 1] = kiln::from_float<bf16>(v1);
-                }
-            }
-        }
-    }
-}
+// One output pair of the epilogue: bf16 as one 4-byte word (rounded to nearest even), f32 as one 8-byte word.
+__device__ __forceinline__ void store_pair(bf16* p, float v0, float v1) { *reinterpret_cast<u32*>(p) = kiln_attn::pack_bf16x2(v0, v1); }
+__device__ __forceinline__ void store_pair(float* p, float v0, float v1) { *reinterpret_cast<float2*>(p) = make_float2(v0, v1); }
+__device__ __forceinline__ void store_one(bf16* p, float v) { *p = kiln::from_float<bf16>(v); }
+__device__ __forceinline__ void store_one(float* p, float v) { *p = v; }
 
-// The same fragments to Y f32 [M, N] (the logits GEMM's output): pairs as one 8-byte store when N is even.
-template <int BN>
-__device__ __forceinline__ void store_f32(const float (&v)[BN / 2], float* __restrict__ y, int row0, int col0, int M, int N) {
+// Stores one consumer warp's m64nBN accumulator v to Y [M, N] (row stride N) of bf16 (prefill) or f32 (the logits).
+// Fragment (j, r) of the lane is row row0 + 8·(r/2), column col0 + 8j + r%2, where row0 = the warp's first row +
+// lane/4 and col0 = the tile's first column + 2·(lane%4). Rows ≥ M and columns ≥ N are skipped; pairs go out as one
+// word when N is even (the row starts, and so every even column, aligned to the pair), element by element otherwise.
+template <int BN, class OutT>
+__device__ __forceinline__ void store_tile(const float (&v)[BN / 2], OutT* __restrict__ y, int row0, int col0, int M, int N) {
     const bool even_n = (N & 1) == 0;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const int row = row0 + 8 * h;
         if (row < M) {
-            float* yr = y + (size_t)row * N;
+            OutT* yr = y + (size_t)row * N;
 #pragma unroll
             for (int j = 0; j < BN / 8; ++j) {
                 const int col = col0 + 8 * j;
                 const float v0 = v[4 * j + 2 * h], v1 = v[4 * j + 2 * h + 1];
                 if (even_n && col + 1 < N) {
-                    *reinterpret_cast<float2*>(yr + col) = make_float2(v0, v1);
+                    store_pair(yr + col, v0, v1);
                 } else {
-                    if (col < N) yr[col] = v0;
-                    if (col + 1 < N) yr[col + 1] = v1;
+                    if (col < N) store_one(yr + col, v0);
+                    if (col + 1 < N) store_one(yr + col + 1, v1);
                 }
             }
         }
