@@ -248,6 +248,16 @@ __device__ __forceinline__ void load_x(U4 (&x)[UNROLL][NT][2], const kiln::bf16*
     }
 }
 
+// The group scales of a lane's two rows (g: low half of the packed word, g + 8: high half) each broadcast to a bf16x2
+// pair, and likewise the offsets when AFFINE (else −0, which leaves the fma's product unchanged).
+template <bool AFFINE, class Regs>
+__device__ __forceinline__ void row_pairs(const Regs& r, int u, int tt, unsigned& s_top, unsigned& s_bottom, unsigned& o_top,
+                                          unsigned& o_bottom) {
+    s_top = prmt(r.s[u][tt], 0x1010u); s_bottom = prmt(r.s[u][tt], 0x3232u);
+    o_top = kNegZero2; o_bottom = kNegZero2;
+    if constexpr (AFFINE) { o_top = prmt(r.o[u][tt], 0x1010u); o_bottom = prmt(r.o[u][tt], 0x3232u); }
+}
+
 // Dequantizes chunk u's fragments tile by tile (lookup + fma per code pair) and runs its 4·NT mmas per tile (4 and 3
 // bits: `lut` = this lane's copy of the shared pair table; 2 bits: mma_step2).
 template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE>
@@ -257,9 +267,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const Weigh
     for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
         for (int tt = 0; tt < TILES; ++tt) {
-            const unsigned s_top = prmt(r.s[u][tt], 0x1010u), s_bottom = prmt(r.s[u][tt], 0x3232u);
-            unsigned o_top = kNegZero2, o_bottom = kNegZero2;
-            if constexpr (AFFINE) { o_top = prmt(r.o[u][tt], 0x1010u); o_bottom = prmt(r.o[u][tt], 0x3232u); }
+            unsigned s_top, s_bottom, o_top, o_bottom;
+            row_pairs<AFFINE>(r, u, tt, s_top, s_bottom, o_top, o_bottom);
             unsigned words[4];
             pair_words<BITS>(r.q[u][tt], words);
 #pragma unroll
@@ -288,9 +297,8 @@ __device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const Weig
     for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
         for (int tt = 0; tt < TILES; ++tt) {
-            const unsigned s_top = prmt(r.s[u][tt], 0x1010u), s_bottom = prmt(r.s[u][tt], 0x3232u);
-            unsigned o_top = kNegZero2, o_bottom = kNegZero2;
-            if constexpr (AFFINE) { o_top = prmt(r.o[u][tt], 0x1010u); o_bottom = prmt(r.o[u][tt], 0x3232u); }
+            unsigned s_top, s_bottom, o_top, o_bottom;
+            row_pairs<AFFINE>(r, u, tt, s_top, s_bottom, o_top, o_bottom);
             unsigned top01, top23, bottom01, bottom23;
             scaled_table2(t01, t23, s_top, o_top, top01, top23);
             scaled_table2(t01, t23, s_bottom, o_bottom, bottom01, bottom23);
