@@ -52,6 +52,21 @@ public enum GPUBench {
     }
 
     /// Device-to-device copy of `bytes` with the float4 grid-stride kernel; counts read + write.
+    /// The start every kernel bench shares (`kiln bench kernels` for bf16, FP8 and LUT weights): a stream with
+    /// programmatic dependent launch as the engine runs it (unless `pdl` is off), the measured copy bandwidth the
+    /// "% copy BW" columns divide by, and the header: the GPU and that bandwidth, the weights, the kernel choice.
+    static func kernelBenchStart(library: KernelLibrary, weights: String, tune: TuneTable?, pdl: Bool,
+                                 log: (String) -> Void) throws -> (context: Context, stream: GPUStream, copy: Result) {
+        let ctx = library.context!
+        let stream = try GPUStream(ctx)
+        stream.pdl = pdl
+        let copy = try copyBandwidth(library: library)
+        log("\(ctx.info.name): \(copy)")
+        log("weights \(weights); kernel choice: " + (tune == nil ? "the defaults (no tuning table)" : "the tuning table")
+            + (pdl ? "; programmatic dependent launch on (--no-pdl turns it off)" : ""))
+        return (ctx, stream, copy)
+    }
+
     public static func copyBandwidth(library: KernelLibrary, bytes: Int = 1 << 30, runs: Int = 20) throws -> Result {
         let ctx = library.context!
         let stream = try GPUStream(ctx)

@@ -21,14 +21,8 @@ public enum EngineBench {
 
     public static func kernels(config c: ModelConfig, library: KernelLibrary, tune: TuneTable? = nil,
                                ms: [Int] = kernelMs, pdl: Bool = true, log: @escaping (String) -> Void) throws {
-        let ctx = library.context!
-        let stream = try GPUStream(ctx)
         // As in GPUModel: programmatic dependent launch (back-to-back GEMMs overlap tail and ramp-up) unless turned off.
-        stream.pdl = pdl
-        let copy = try GPUBench.copyBandwidth(library: library)
-        log("\(ctx.info.name): \(copy)")
-        log((tune == nil ? "kernel choice: the defaults (no tuning table)" : "kernel choice: the tuning table")
-            + (stream.pdl ? "; programmatic dependent launch on (--no-pdl turns it off)" : ""))
+        let (ctx, stream, copy) = try GPUBench.kernelBenchStart(library: library, weights: "bf16", tune: tune, pdl: pdl, log: log)
         let lt: CuBLASLt?
         do { lt = try CuBLASLt(context: ctx) } catch { lt = nil; log("\(error)") }
         let rand = try RandomInit(library)

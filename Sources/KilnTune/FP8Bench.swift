@@ -32,12 +32,7 @@ extension EngineBench {
     /// cuBLASLt FP8 is timed by scripts/gpu/cublaslt_fp8.py (PyTorch `_scaled_mm`) in the same device call.
     public static func fp8Kernels(config c: ModelConfig, library: KernelLibrary, tune: TuneTable? = nil, ms: [Int], pdl: Bool = true,
                                   log: @escaping (String) -> Void) throws {
-        let ctx = library.context!
-        let stream = try GPUStream(ctx)
-        stream.pdl = pdl
-        let copy = try GPUBench.copyBandwidth(library: library)
-        log("\(ctx.info.name): \(copy)")
-        log("weights fp8_e4m3_b128x128; kernel choice: " + (tune == nil ? "the defaults" : "the tuning table") + (pdl ? "; PDL on" : ""))
+        let (ctx, stream, copy) = try GPUBench.kernelBenchStart(library: library, weights: "fp8_e4m3_b128x128", tune: tune, pdl: pdl, log: log)
         let rand = try RandomInit(library), quantize = try FP8ActivationQuantizer(library), dequantize = try FP8Dequantizer(library)
         let shapes = gemmShapes(c).filter { $0.0 != "logits" }
         let maxN = shapes.map(\.1).max()!, maxM = max(1, ms.max() ?? 1)

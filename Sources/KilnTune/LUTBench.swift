@@ -20,12 +20,8 @@ extension EngineBench {
     /// the same shape; % of the measured copy bandwidth counts `lutBytes`.
     public static func lutKernels(config c: ModelConfig, format: WeightFormat.LUTFormat, library: KernelLibrary, tune: TuneTable? = nil,
                                   ms: [Int], pdl: Bool = true, log: @escaping (String) -> Void) throws {
-        let ctx = library.context!
-        let stream = try GPUStream(ctx)
-        stream.pdl = pdl
-        let copy = try GPUBench.copyBandwidth(library: library)
-        log("\(ctx.info.name): \(copy)")
-        log("weights \(WeightFormat.lut(format).name); kernel choice: " + (tune == nil ? "the defaults" : "the tuning table") + (pdl ? "; PDL on" : ""))
+        let (ctx, stream, copy) = try GPUBench.kernelBenchStart(library: library, weights: WeightFormat.lut(format).name, tune: tune, pdl: pdl,
+                                                                 log: log)
         let rand = try RandomInit(library)
         let shapes = gemmShapes(c).filter { $0.0 != "logits" }
         let maxN = shapes.map(\.1).max()!
