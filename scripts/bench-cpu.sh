@@ -12,10 +12,8 @@ threads="${2:-2}"
 home="${KILN_HOME:-$HOME/.cache/kiln}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="${MODEL:-$home/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-build="$home/llama.cpp-build"
-llama_bench="$build/cmake/bin/llama-bench"
 
-"$root/scripts/llama-cpp-tool.sh" llama-bench >/dev/null   # builds it once
+llama_bench=$("$root/scripts/llama-cpp-tool.sh" llama-bench)   # builds it once; prints its path
 
 kiln="${KILN:-}"
 if [ -z "$kiln" ]; then

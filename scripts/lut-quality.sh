@@ -22,11 +22,9 @@ home="${KILN_HOME:-$HOME/.cache/kiln}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="${MODEL:-$home/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 license=/usr/share/common-licenses/Apache-2.0
-build="$home/llama.cpp-build"
-llama_quantize="$build/cmake/bin/llama-quantize"
 threads="${THREADS:-$(nproc)}"
 
-"$root/scripts/llama-cpp-tool.sh" llama-quantize >/dev/null   # builds it once
+llama_quantize=$("$root/scripts/llama-cpp-tool.sh" llama-quantize)   # builds it once; prints its path
 
 kiln="${KILN:-}"
 if [ -z "$kiln" ]; then
