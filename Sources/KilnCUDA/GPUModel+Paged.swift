@@ -123,16 +123,7 @@ extension GPUModel {
     /// `step` draws, and the penalty state from `history` (prompt, then the `history.count − promptLength` generated).
     public func configureSlot(_ slot: Int, options: SamplingOptions, history: [Int32], promptLength: Int, step: Int) throws {
         guard let paged, slot >= 0, slot < paged.config.maxSequences else { throw KilnError("sampling slot \(slot) outside the paged cache's sequences") }
-        let row = Sampling.RowParams(options)
-        if row.hasPenalties, samplingState.counts == nil || samplingState.recentCapacity < max(0, options.repeatLastN) {
-            samplingState = try SamplingState(context: context, rows: maxBatch, vocab: config.vocabSize, penalties: true,
-                                              recentCapacity: max(64, options.repeatLastN))
-            pagedGraphs = pagedGraphs.filter { $0.key.selection == .argmax }
-        }
-        try stream.synchronize()
-        try [row].withUnsafeBytes { try samplingParams.upload(bytes: $0, atByte: slot * MemoryLayout<Sampling.RowParams>.stride) }
-        try samplingState.reset(row: slot, history: history, promptLength: promptLength,
-                                repeatLastN: row.hasPenalties ? options.repeatLastN : 0, step: UInt64(max(0, step)))
+        _ = try setSamplingRow(slot, options: options, history: history, promptLength: promptLength, step: step)
     }
 
     /// Runs one step over the paged cache and returns the chosen next token of each of the first `step.logitRows`

@@ -12,18 +12,26 @@ extension GPUModel {
     /// state from `history` (the tokens in its cache; presence/frequency count those after `promptLength`).
     public func configureSampling(sequence s: Int, options: SamplingOptions, history: [Int32] = [], promptLength: Int? = nil) throws {
         guard s >= 0, s < maxBatch else { throw KilnError("sequence \(s) outside 0…\(maxBatch - 1)") }
+        let row = try setSamplingRow(s, options: options, history: history, promptLength: promptLength, step: 0)
+        deviceSampled[s] = row.temperature > 0 || row.hasPenalties
+    }
+
+    /// Row (or, paged, slot) `r` of the settings on the device, and its state restarted at `step` draws with the penalties
+    /// of `history`. The penalty buffers are allocated on first use (≈ 1 MB per row at a 128k vocabulary); graphs that
+    /// captured the old state (those that sample) are dropped.
+    func setSamplingRow(_ r: Int, options: SamplingOptions, history: [Int32], promptLength: Int?, step: Int) throws -> Sampling.RowParams {
         let row = Sampling.RowParams(options)
         if row.hasPenalties, samplingState.counts == nil || samplingState.recentCapacity < max(0, options.repeatLastN) {
-            // The penalty buffers are allocated on first use (≈ 1 MB per sequence at a 128k vocabulary); graphs that
-            // captured the old state are dropped.
             samplingState = try SamplingState(context: context, rows: maxBatch, vocab: config.vocabSize, penalties: true,
                                               recentCapacity: max(64, options.repeatLastN))
             graphs = graphs.filter { !$0.key.sampled }
+            pagedGraphs = pagedGraphs.filter { $0.key.selection == .argmax }
         }
         try stream.synchronize()
-        try [row].withUnsafeBytes { try samplingParams.upload(bytes: $0, atByte: s * MemoryLayout<Sampling.RowParams>.stride) }
-        try samplingState.reset(row: s, history: history, promptLength: promptLength, repeatLastN: row.hasPenalties ? options.repeatLastN : 0)
-        deviceSampled[s] = row.temperature > 0 || row.hasPenalties
+        try [row].withUnsafeBytes { try samplingParams.upload(bytes: $0, atByte: r * MemoryLayout<Sampling.RowParams>.stride) }
+        try samplingState.reset(row: r, history: history, promptLength: promptLength,
+                                repeatLastN: row.hasPenalties ? options.repeatLastN : 0, step: UInt64(max(0, step)))
+        return row
     }
 
     /// The next id of sequences 0..<b from the logits rows 0..<b: the sampling kernel when any of them samples, else argmax.
