@@ -104,7 +104,7 @@ struct PagedState {
 }
 
 /// What the host writes for one step (filled by the serving engine, in `PagedStep` order).
-public struct PagedStepInputs {
+public struct PagedStepInputs: Equatable {
     /// [rows] token ids, and each row's sequence and position.
     public var ids: [Int32] = [], rowSequence: [Int32] = [], rowPosition: [Int32] = []
     /// [sequences] keys after this step's write (read for decode sequences).

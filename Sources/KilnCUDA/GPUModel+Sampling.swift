@@ -13,7 +13,7 @@ extension GPUModel {
     public func configureSampling(sequence s: Int, options: SamplingOptions, history: [Int32] = [], promptLength: Int? = nil) throws {
         guard s >= 0, s < maxBatch else { throw KilnError("sequence \(s) outside 0…\(maxBatch - 1)") }
         let row = try setSamplingRow(s, options: options, history: history, promptLength: promptLength, step: 0)
-        deviceSampled[s] = row.temperature > 0 || row.hasPenalties
+        deviceSampled[s] = row.needsSampleKernel
     }
 
     /// Row (or, paged, slot) `r` of the settings on the device, and its state restarted at `step` draws with the penalties

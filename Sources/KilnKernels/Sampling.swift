@@ -41,6 +41,8 @@ public struct Sampling {
 
         /// Whether the row needs the penalty buffers of a `SamplingState`.
         public var hasPenalties: Bool { (repeatPenalty != 1 && repeatLastN != 0) || presencePenalty != 0 || frequencyPenalty != 0 }
+        /// Whether its next token needs the `sample` kernel: a draw, or penalties; else argmax gives the same token.
+        public var needsSampleKernel: Bool { temperature > 0 || hasPenalties }
     }
 
     /// One row's progress: `SampleRowState` in sampling.cu (16 bytes). The kernel advances it every launch.

@@ -58,8 +58,7 @@ public final class GPUServingEngine: ServingEngine {
                 try model.configureSlot(slot, options: options, history: prompt + generated, promptLength: prompt.count, step: generated.count)
                 slotOwner[slot] = id
             }
-            let row = Sampling.RowParams(options)
-            samples = samples || row.temperature > 0 || row.hasPenalties
+            samples = samples || Sampling.RowParams(options).needsSampleKernel
             logprobs = logprobs || entry?.logprobs != nil
         }
         let selection: PagedSelection = logprobs ? .sampleWithLogprobs : samples ? .sample : .argmax

@@ -47,10 +47,3 @@ public struct PagedPlanLayout: Equatable {
         return batchIndex.filter { $0 >= 0 && $0 < step.logitRows }.map { chosen[$0] }
     }
 }
-
-extension PagedStepInputs: Equatable {
-    public static func == (a: PagedStepInputs, b: PagedStepInputs) -> Bool {
-        a.ids == b.ids && a.rowSequence == b.rowSequence && a.rowPosition == b.rowPosition && a.lengths == b.lengths
-            && a.slots == b.slots && a.tables == b.tables
-    }
-}
