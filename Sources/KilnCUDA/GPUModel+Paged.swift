@@ -166,20 +166,21 @@ extension GPUModel {
         try upload(paged.tableAt, n * stride, to: paged.table.address)
 
         let logits = step.logitRows + padding
-        let key = PagedGraphKey(bucket: bucket, selection: selection)
-        if step.chunks.isEmpty, pagedGraphs[key] != nil || pagedWarm.contains(key) {
-            let graph: GraphExec
-            if let g = pagedGraphs[key] { graph = g } else {
-                graph = try Graph.capture(on: stream) {
-                    try enqueuePaged(PagedStep(decodeRows: bucket, chunks: [], logitRows: bucket), selection: selection)
-                }.instantiate()
+        if step.chunks.isEmpty {
+            // The bucket's rows (padding included); its first step runs eagerly, so every kernel it needs is loaded (and
+            // configured) outside a capture, and the next one is captured.
+            let padded = PagedStep(decodeRows: bucket, chunks: [], logitRows: bucket)
+            let key = PagedGraphKey(bucket: bucket, selection: selection)
+            if let graph = pagedGraphs[key] {
+                try graph.launch(on: stream)
+            } else if pagedWarm.contains(key) {
+                let graph = try Graph.capture(on: stream) { try enqueuePaged(padded, selection: selection) }.instantiate()
                 pagedGraphs[key] = graph
+                try graph.launch(on: stream)
+            } else {
+                try enqueuePaged(padded, selection: selection)
+                pagedWarm.insert(key)
             }
-            try graph.launch(on: stream)
-        } else if step.chunks.isEmpty {
-            // A bucket's first step runs eagerly: every kernel it needs is loaded (and configured) outside a capture.
-            try enqueuePaged(PagedStep(decodeRows: bucket, chunks: [], logitRows: bucket), selection: selection)
-            pagedWarm.insert(key)
         } else {
             try enqueuePaged(step, selection: selection)
         }
