@@ -18,8 +18,6 @@ public final class GPUServingEngine: ServingEngine {
     private var slotOwner: [RequestID?]
     public private(set) var stepLogprobs: [RequestID: TokenLogprobs] = [:]
     public private(set) var computedRows = 0
-    /// Steps that replayed a decode graph, and steps that ran eagerly (with prompt chunks).
-    public private(set) var graphSteps = 0, eagerSteps = 0
 
     /// `model` must have been made with a paged cache (`GPUModel.paged`); its blocks, sequences and context become the
     /// scheduler's. `tokenBudget`: rows per step (default and maximum: the model's `maxRows`).
@@ -63,7 +61,6 @@ public final class GPUServingEngine: ServingEngine {
         }
         let selection: PagedSelection = logprobs ? .sampleWithLogprobs : samples ? .sample : .argmax
         let chosen = try model.runPaged(layout.step, inputs: layout.inputs, selection: selection)
-        if layout.step.chunks.isEmpty { graphSteps += 1 } else { eagerSteps += 1 }
         if logprobs {
             let rows = try model.pagedLogprobs(rows: layout.step.logitRows, top: TokenLogprobs.maxTop)
             for k in 0..<layout.step.logitRows {
