@@ -57,18 +57,24 @@ struct ServeBenchOptions: ParsableArguments {
         }
     }
 
-    /// The in-process engine: the GPU's (a checkpoint or --dummy-weights) or the CPU's.
+    /// The in-process engine: the GPU's (a checkpoint or --dummy-weights) or the CPU's, with the checkpoint's tokenizer
+    /// and chat template (none for --dummy-weights). The checkpoint is opened once for both.
     func engine(model: String?, threads: Int?, logger: Logger, gpu: Bool, dummy: String?, tuning: GPURun.Tuning) throws
-        -> (engine: any ServingEngine, loaded: LoadedModel?) {
+        -> (engine: any ServingEngine, tokenizer: Tokenizer?, template: String?) {
         let sequences = maxSequences ?? concurrency
         if gpu {
-            let e = try GPURun.servingEngine(path: model, dummy: dummy, shape: .init(sequences: sequences, context: context, tokenBudget: tokenBudget,
-                                                                                      kvBlocks: nil, maxWaiting: max(concurrency, 1)), tuning: tuning)
-            return (e, nil)
+            let shape = GPURun.ServingShape(sequences: sequences, context: context, tokenBudget: tokenBudget, kvBlocks: nil,
+                                            maxWaiting: max(concurrency, 1))
+            if let dummy { return (try GPURun.servingEngine(path: nil, dummy: dummy, shape: shape, tuning: tuning), nil, nil) }
+            let path = try model ?? ModelStore.defaultModelPath()
+            let source = try openModel(path: path)
+            let (tokenizer, template) = try loadTokenizer(weights: source, path: path)
+            return (try GPURun.servingEngine(path: nil, dummy: nil, weights: source, shape: shape, tuning: tuning), tokenizer, template)
         }
         let loaded = try LoadedModel.load(path: model, threads: threads, device: "cpu", logger: logger)
         let positions = EngineSession.contextSize(requested: context, model: loaded.model.config, logger: logger)
-        return (try CPUServingEngine(model: loaded.model, maxSequences: sequences, contextLength: positions, maxWaiting: concurrency), loaded)
+        return (try CPUServingEngine(model: loaded.model, maxSequences: sequences, contextLength: positions, maxWaiting: concurrency),
+                loaded.tokenizer, loaded.chatTemplate)
     }
 
     /// Runs the load (against `url`, or an in-process server of `model` with one sequence per client) and prints the
@@ -76,7 +82,7 @@ struct ServeBenchOptions: ParsableArguments {
     func run(json: Bool, model: String?, threads: Int?, verbose: Bool, gpu: Bool = false, dummy: String? = nil,
              tuning: GPURun.Tuning = GPURun.Tuning()) throws {
         if engineOnly {
-            let (engine, _) = try self.engine(model: model, threads: threads, logger: makeLogger(verbose: verbose), gpu: gpu, dummy: dummy, tuning: tuning)
+            let engine = try self.engine(model: model, threads: threads, logger: makeLogger(verbose: verbose), gpu: gpu, dummy: dummy, tuning: tuning).engine
             let options = try loadOptions
             return try report(try LoadGenerator(options: options).run(engine: engine), options: options, target: "engine (\(engine.deviceDescription))",
                               json: json)
@@ -84,12 +90,8 @@ struct ServeBenchOptions: ParsableArguments {
         guard let url else {
             guard dummy == nil else { throw ValidationError("--dummy-weights has no tokenizer for the HTTP server: add --engine-only") }
             let logger = makeLogger(verbose: verbose)
-            let (engine, loaded) = try self.engine(model: model, threads: threads, logger: logger, gpu: gpu, dummy: nil, tuning: tuning)
-            let tokenizer: Tokenizer, template: String?
-            if let loaded { (tokenizer, template) = (loaded.tokenizer, loaded.chatTemplate) } else {
-                let path = try model ?? ModelStore.defaultModelPath()
-                (tokenizer, template) = try loadTokenizer(weights: try openModel(path: path), path: path)
-            }
+            let (engine, tok, template) = try self.engine(model: model, threads: threads, logger: logger, gpu: gpu, dummy: nil, tuning: tuning)
+            guard let tokenizer = tok else { throw ValidationError("the in-process HTTP server needs a checkpoint with a tokenizer") }
             let positions = engine.scheduler.config.contextLength
             let served = try ServedModel(name: "bench", tokenizer: tokenizer, chatTemplate: template, contextLength: positions)
             let listening = DispatchSemaphore(value: 0), stopped = DispatchSemaphore(value: 0)
