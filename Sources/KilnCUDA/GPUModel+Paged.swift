@@ -299,18 +299,6 @@ extension GPUModel {
 // MARK: sizing the pool
 
 extension GPUModel {
-    /// Device bytes of everything `init` allocates besides the weights and the KV cache, for `maxRows` token rows and
-    /// `maxBatch` logits rows (an estimate within a few MB: the buffers' sizes, not the allocator's rounding).
-    static func activationBytes(weights w: GPUWeights, maxRows r: Int, maxBatch b: Int, context: Int) -> Int {
-        let c = w.config, h = c.hiddenSize, f = c.intermediateSize
-        let rows = r * (4 * h + 2 * h + 2 * h + 2 * c.qkvDim + 2 * c.qDim + 4 * f + 2 * f + 4 * 3)
-        let logits = 4 * max(16, b) * c.vocabSize + 2 * b * h
-        let dense = 2 * max(w.largestFP8Matrix, w.largestLUTMatrix)
-        let gather = 2 * 2 * c.numKVHeads * context * c.headDim
-        let workspace = 4 * max(b, 256) * c.numHeads * (c.headDim + 2) + 4 * 16 * max(h, c.intermediateSize) * 2
-        return rows + logits + dense + gather + workspace
-    }
-
     /// A model over the server's paged cache with the pool sized from the GPU's free memory after the weights: the
     /// activations for `maxRows` rows and `sequences` logits rows, then `headroom` bytes (the CUDA context's own use,
     /// graphs, the penalty buffers made on first use), then as many blocks as fit — at least one sequence's context, at
@@ -328,7 +316,9 @@ extension GPUModel {
             blocks = kvBlocks
         } else {
             let free = try ctx.memoryInfo().free
-            let budget = free - activationBytes(weights: weights, maxRows: maxRows, maxBatch: sequences + 1, context: context) - headroom
+            let activations = GPUMemoryPlan.activationBytes(c, denseScratch: max(weights.largestFP8Matrix, weights.largestLUTMatrix), maxRows: maxRows,
+                                                            maxBatch: sequences + 1, context: context)
+            let budget = free - activations - headroom
             blocks = min(sequences * stride, budget / perBlock)
             guard blocks >= stride else {
                 throw KilnError("the KV cache does not fit: \(free >> 20) MiB free after the weights leaves room for \(max(0, blocks)) blocks of \(blockSize) positions, one sequence of \(context) needs \(stride) (lower -c/--context or --token-budget)")

@@ -218,10 +218,13 @@ public final class GPUModel {
                             tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let library = try library ?? KernelLibrary(context: context)
-        let w = try GPUWeights.load(source, context: context, nativeFP8: options.fp8Kernels && context.info.hasE4M3TensorCores,
-                                    nativeLUT: options.lutKernels, log: log)
-        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq ?? 4096, source.config.contextLength), tune: tune,
-                            options: options, log: log)
+        let nativeFP8 = options.fp8Kernels && context.info.hasE4M3TensorCores, seq = min(maxSeq ?? 4096, source.config.contextLength)
+        let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: options.lutKernels)
+        try GPUMemoryPlan.staticEngine(source.config, linearFormat: formats, maxBatch: maxBatch, maxSeq: seq,
+                                       fp8PrefillKernel: options.fp8PrefillKernel && context.info.computeCapability.major == 9)
+            .ensureFits(on: context, model: source.sourcePath, remedy: "lower -c/--context or -b/--batch, or use a smaller format (kiln quantize)", log: log)
+        let w = try GPUWeights.load(source, context: context, nativeFP8: nativeFP8, nativeLUT: options.lutKernels, log: log)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, tune: tune, options: options, log: log)
     }
 
     /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json; `fp8`: FP8 linear layers
@@ -234,8 +237,12 @@ public final class GPUModel {
             throw KilnError("--weights fp8 needs e4m3 tensor cores (compute capability 8.9 or newer); this GPU is \(context.info.arch)")
         }
         let library = try library ?? KernelLibrary(context: context)
+        let seq = min(maxSeq, c.contextLength)
+        try GPUMemoryPlan.staticEngine(c, linearFormat: { _ in GPUMemoryPlan.dummyFormat(fp8: fp8, lut: lut) }, maxBatch: maxBatch, maxSeq: seq,
+                                       fp8PrefillKernel: options.fp8PrefillKernel && context.info.computeCapability.major == 9)
+            .ensureFits(on: context, model: "\(spec) (\(GPUMemoryPlan.dummyFormat(fp8: fp8, lut: lut).name) weights)",
+                        remedy: "lower -p/-n (the context) or -b/--batch, or pick a smaller --weights", log: log)
         let w = try GPUWeights.dummy(config: c, context: context, library: library, fp8: fp8, lut: lut)
-        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: min(maxSeq, c.contextLength), tune: tune,
-                            options: options, log: log)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, tune: tune, options: options, log: log)
     }
 }

@@ -24,24 +24,36 @@ extension GPURun {
                               tuning: Tuning = Tuning()) throws -> GPUServingEngine {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
+        let rows = shape.tokenBudget ?? 2048
+        /// The weights and activations, with the KV cache of one sequence (the least the pool takes), before any upload.
+        func ensureFits(_ c: ModelConfig, formats: (LinearLayer) -> WeightFormat, model: String) throws {
+            let context = min(shape.context ?? 4096, c.contextLength)
+            let dense = GPUMemoryPlan.denseScratch(c, linearFormat: formats, fp8PrefillKernel: false)
+            try GPUMemoryPlan(weights: GPUMemoryPlan.weightBytes(c, linearFormat: formats), kvCache: GPUMemoryPlan.kvCacheBytes(c, batch: 1, context: context),
+                              activations: GPUMemoryPlan.activationBytes(c, denseScratch: dense, maxRows: rows, maxBatch: shape.sequences + 1, context: context))
+                .ensureFits(on: ctx, model: model, remedy: "lower -c/--context or --token-budget, or use a smaller format", log: log)
+        }
         let weights: GPUWeights
         if let dummy {
             let c = try DummyModels.config(dummy)
             if tuning.dummyFP8, !ctx.info.hasE4M3TensorCores {
                 throw KilnError("--weights fp8 needs e4m3 tensor cores (compute capability 8.9 or newer); this GPU is \(ctx.info.arch)")
             }
+            let format = GPUMemoryPlan.dummyFormat(fp8: tuning.dummyFP8, lut: tuning.dummyLUT)
+            try ensureFits(c, formats: { _ in format }, model: "\(dummy) (\(format.name) weights)")
             weights = try GPUWeights.dummy(config: c, context: ctx, library: library, fp8: tuning.dummyFP8, lut: tuning.dummyLUT)
         } else {
             guard let source = try source ?? path.map({ try openModel(path: $0) }) else {
                 throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
             }
-            weights = try GPUWeights.load(source, context: ctx, nativeFP8: tuning.engine.fp8Kernels && ctx.info.hasE4M3TensorCores,
-                                          nativeLUT: tuning.engine.lutKernels, log: log)
+            let nativeFP8 = tuning.engine.fp8Kernels && ctx.info.hasE4M3TensorCores
+            try ensureFits(source.config, formats: try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: tuning.engine.lutKernels),
+                           model: source.sourcePath)
+            weights = try GPUWeights.load(source, context: ctx, nativeFP8: nativeFP8, nativeLUT: tuning.engine.lutKernels, log: log)
         }
         let c = weights.config
         let table = try self.table(for: c, library: library, tuning: tuning)
         let context = min(shape.context ?? 4096, c.contextLength)
-        let rows = shape.tokenBudget ?? 2048
         let model = try GPUModel.paged(weights: weights, library: library, sequences: shape.sequences, context: context, maxRows: rows,
                                        kvBlocks: shape.kvBlocks, tune: table, options: tuning.engine, log: log)
         return try GPUServingEngine(model: model, maxWaiting: shape.maxWaiting, tokenBudget: rows, prefixCaching: shape.prefixCaching)
