@@ -52,11 +52,26 @@ extension GPUModel: DecoderOperations {
         default: throw KilnError("rmsNorm: \(weight) is not a hidden-state norm")
         }
         let m = batch.rows, h = config.hiddenSize, eps = config.rmsNormEps
-        if addingBranch {
-            try resNorm(x: branch.address, residual: x.address, weight: w.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
-        } else {
-            try norm(x: x.address, weight: w.address, y: xn.address, rows: m, cols: h, eps: eps, stream: stream)
+        // The linear layer that reads xn next (qkv after the attention norm, gate_up after the FFN norm): when it is FP8
+        // and reads quantized activations, the norm writes them too (`normQuantizes`) and `project` skips the quantizer.
+        var fp8Out: RMSNorm.FP8Output? = nil
+        if case .norm(layer: let l, let which) = weight, let fp8,
+           normQuantizes(which == .attention ? weights.layers[l].qkv : weights.layers[l].gateUp, m: m) {
+            fp8Out = RMSNorm.FP8Output(codes: fp8.act.address, scales: fp8.scales.address)
         }
+        if addingBranch {
+            try resNorm(x: branch.address, residual: x.address, weight: w.address, y: xn.address, rows: m, cols: h, eps: eps, fp8: fp8Out,
+                        stream: stream)
+        } else {
+            try norm(x: x.address, weight: w.address, y: xn.address, rows: m, cols: h, eps: eps, fp8: fp8Out, stream: stream)
+        }
+    }
+
+    /// Whether the norm in front of linear layer `w` (which reads xn) quantizes for it: `w` is FP8 and takes the FP8
+    /// activation scratch at these rows (`project`: gemm_fp8 at m ≤ 16, gemm_fp8_hopper above with `fp8Prefill`).
+    func normQuantizes(_ w: GPUMatrix, m: Int) -> Bool {
+        guard case .fp8 = w, norm.fusesFP8, m <= 16 || fp8Prefill else { return false }
+        return true
     }
 
     public func linear(_ weight: WeightName, from input: Activation, to output: Activation, epilogue: LinearEpilogue, _ batch: StepBatch) throws {
@@ -98,12 +113,14 @@ extension GPUModel: DecoderOperations {
             try gemm(op, x: x, w: b.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
         case let .fp8(codes, scale8):
             guard let fp8 else { throw KilnError("linear \(op): FP8 weights without the FP8 scratch (GPUModel.init makes it)") }
+            // xn's quantized copy is already in the scratch when the norm wrote it (`normQuantizes`).
+            let quantized = x == xn.address && normQuantizes(w, m: m)
             if m <= 16 {
-                try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream)
+                if !quantized { try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream) }
                 try gemm.fp8(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y, m: m, n: n, k: k,
                              epilogue: epilogue, stream: stream)
             } else if fp8Prefill, epilogue == .bf16 {
-                try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream)
+                if !quantized { try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream) }
                 try gemm.fp8Prefill(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y,
                                     m: m, n: n, k: k, stream: stream)
             } else {

@@ -30,6 +30,10 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// in one pass over the weights instead of gemm_splitk's 16-row passes (GemmDispatch.wideHopper). Off until run on a
     /// device (`kiln check` covers the kernels: gemm_hopper at M = 17 and 32, the fp32 instances).
     public var hopperServeGEMMs = false
+    /// FP8 weights: the RMSNorm before qkv and gate_up also writes its output in the FP8 GEMM's activation format
+    /// (rmsnorm.cu's _fp8 kernels), so those GEMMs skip the separate quantizer launch (two of four per layer).
+    /// Bit-identical to the unfused path (`kiln check --only fp8`); off: the separate quantizer (A/B checks).
+    public var fusedFP8NormQuant = true
     public init() {}
 }
 
@@ -148,8 +152,9 @@ public final class GPUModel {
         // The residual stream x is f32 (rmsnorm.cu: a few huge dimensions in some models lose small updates in bf16);
         // everything the GEMMs read or write stays bf16.
         embed = try Embedding(library, table: .bf16, output: .f32)
-        norm = try RMSNorm(library, dtype: .bf16, input: .f32)
-        resNorm = try ResidualRMSNorm(library, dtype: .bf16, residual: .f32)
+        let normQuant = opts.fusedFP8NormQuant && weights.largestFP8Matrix > 0 && RMSNorm.fusesFP8(cols: c.hiddenSize)
+        norm = try RMSNorm(library, dtype: .bf16, input: .f32, fp8Output: normQuant)
+        resNorm = try ResidualRMSNorm(library, dtype: .bf16, residual: .f32, fp8Output: normQuant)
         rope = try RoPECache(library, pairing: c.ropeStyle == .interleaved ? .interleaved : .halves)
         swiglu = try SwiGLU(library)
         sampling = try Sampling(library)

@@ -142,6 +142,8 @@ struct TuningOptions: ParsableArguments {
     var fp8PrefillKernel = false
     @Flag(name: .long, help: "On Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows on gemm_hopper (one pass over the weights); off until run on a device.")
     var hopperServeGemms = false
+    @Flag(name: .long, help: "A/B: FP8 weights quantize the activations of qkv and gate_up in a separate kernel instead of in the RMSNorm before them.")
+    var noFusedFp8Quant = false
     func validate() throws {
         do { _ = try DummyLinearFormat(parsing: weights) } catch let e as KilnError { throw ValidationError(e.message) }
     }
@@ -149,6 +151,7 @@ struct TuningOptions: ParsableArguments {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
         o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = fp8PrefillKernel; o.hopperServeGEMMs = hopperServeGemms
+        o.fusedFP8NormQuant = !noFusedFp8Quant
         return o
     }
     var value: GPURun.Tuning {

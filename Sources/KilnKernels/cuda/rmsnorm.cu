@@ -18,6 +18,12 @@
 //   y = rmsnorm(residual) * weight
 // saving one full read and write of the residual stream compared with a separate add.
 //
+// rmsnorm_fp8 / residual_rmsnorm_fp8 (FP8 weights, issue 17) also write y in the activation format of the FP8 GEMMs
+// that read it (gemm_fp8.cu's kiln_fp8_quant_act, one launch per GEMM saved): per 1×128 block of a row, s = absmax / 448
+// and e4m3 codes round(y / s), computed from y as stored (rounded to T), so codes and scales are bit for bit those
+// the quantizer would compute from y. A 128-column block is 16 packs: 16 adjacent lanes, reduced by shuffles. Only
+// rows that fit the register cache (packs ≤ RMS_CACHE · blockDim, 16-byte aligned, cols % 8 == 0: the launcher checks).
+//
 // KILN_BREAK (only for `kiln check --self-test`): skips writing the last element of each row, a
 // deliberately wrong kernel that the conformance comparison must catch.
 #include "kiln.cuh"
@@ -37,6 +43,17 @@ struct ResidualRMSNormParams {
     float eps;
 };
 
+// The _fp8 kernels' parameters: the plain ones, then the quantized copy of y (appended, so the plain kernels' layout
+// and code are unchanged).
+struct RMSNormFP8Params {
+    RMSNormParams norm;
+    u64 xq, xs;   // [rows, cols] e4m3 codes; [rows, ceil(cols / 128)] f32 scales
+};
+struct ResidualRMSNormFP8Params {
+    ResidualRMSNormParams norm;
+    u64 xq, xs;
+};
+
 constexpr int RMS_THREADS = 256;   // the most threads a launch may use
 constexpr int RMS_CACHE = 4;
 
@@ -46,9 +63,35 @@ __device__ __forceinline__ bool kiln_skip(int col, int cols) { return col == col
 __device__ __forceinline__ bool kiln_skip(int, int) { return false; }
 #endif
 
+// Pack j of a row (8 values of y, already rounded to their stored type) into e4m3 codes at xq and, from the first
+// lane of its 128-column block, the block's scale at xs. Called by every lane of the warp (the shuffles); lanes with
+// !valid contribute 0 to the absmax and store nothing, as the quantizer's zero padding past K.
+__device__ __forceinline__ void quantize_pack8(const Pack8& v, bool valid, int j, u64 xq, u64 xs, int row, int cols) {
+    float amax = 0.f;
+    if (valid) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v.v[e]));
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (!valid) return;
+    const float s = amax / 448.f;
+    unsigned short c[4] = {0, 0, 0, 0};
+    if (s > 0.f) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)   // cvt …e4m3x2.f32 d, a, b puts a in the upper byte and b in the lower one
+            asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(c[e]) : "f"(v.v[2 * e + 1] / s), "f"(v.v[2 * e] / s));
+    }
+    const long long at = (long long)row * cols + 8LL * j;
+    *(uint2*)((unsigned char*)xq + at) = make_uint2((unsigned)c[0] | ((unsigned)c[1] << 16), (unsigned)c[2] | ((unsigned)c[3] << 16));
+    if ((j & 15) == 0) ((float*)xs)[(long long)row * ((cols + 127) >> 7) + (j >> 4)] = s;
+}
+
 // x is R for plain RMSNorm and T (the branch) with RESIDUAL; the residual is R; weight and y are T.
-template <typename T, typename R, bool RESIDUAL>
-__device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64 y, int row, int cols, float eps) {
+// FP8: also y's e4m3 codes and block scales at xq, xs (quantize_pack8; the caller guarantees the row fits the cache).
+template <typename T, typename R, bool RESIDUAL, bool FP8 = false>
+__device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64 y, int row, int cols, float eps, u64 xq = 0,
+                                            u64 xs = 0) {
     __shared__ float scratch[32];
     const long long base = (long long)row * cols;
     const bool vec = (cols % 8) == 0 && aligned16(x) && aligned16(y) && aligned16(weight) && (!RESIDUAL || aligned16(residual));
@@ -102,12 +145,17 @@ __device__ __forceinline__ void rmsnorm_row(u64 x, u64 residual, u64 weight, u64
 #pragma unroll
         for (int k = 0; k < RMS_CACHE; ++k) {
             const int j = threadIdx.x + k * (int)blockDim.x;
+            Pack8 o;
             if (j < packs) {
-                Pack8 h = unpack8<R>(cache[k]), w = unpack8<T>(wcache[k]), o;
+                Pack8 h = unpack8<R>(cache[k]), w = unpack8<T>(wcache[k]);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o.v[e] = h.v[e] * scale * w.v[e];
                 if (kiln_skip(8 * j + 7, cols)) o.v[7] = to_float(((const T*)y)[base + 8LL * j + 7]);
                 store8<T>(y, base + 8LL * j, o);
+            }
+            if (FP8) {
+                if (j < packs) o = unpack8<T>(pack8<T>(o));   // the values as stored
+                quantize_pack8(o, j < packs, j, xq, xs, row, cols);
             }
         }
         for (int j = threadIdx.x + RMS_CACHE * (int)blockDim.x; j < packs; j += (int)blockDim.x) {
@@ -226,6 +274,18 @@ template <typename T, typename R = T> __global__ void __launch_bounds__(RMS_THRE
     pdl_wait();
     pdl_trigger();
     rmsnorm_row<T, R, true>(p.x, p.residual, p.weight, p.y, blockIdx.x, p.cols, p.eps);
+}
+
+template <typename T, typename R = T> __global__ void __launch_bounds__(RMS_THREADS) rmsnorm_fp8(RMSNormFP8Params p) {
+    pdl_wait();
+    pdl_trigger();
+    rmsnorm_row<T, R, false, true>(p.norm.x, 0, p.norm.weight, p.norm.y, blockIdx.x, p.norm.cols, p.norm.eps, p.xq, p.xs);
+}
+
+template <typename T, typename R = T> __global__ void __launch_bounds__(RMS_THREADS) residual_rmsnorm_fp8(ResidualRMSNormFP8Params p) {
+    pdl_wait();
+    pdl_trigger();
+    rmsnorm_row<T, R, true, true>(p.norm.x, p.norm.residual, p.norm.weight, p.norm.y, blockIdx.x, p.norm.cols, p.norm.eps, p.xq, p.xs);
 }
 
 }  // namespace kiln
