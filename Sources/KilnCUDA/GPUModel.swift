@@ -27,9 +27,10 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// without one); `--fp8-prefill-kernel` turns it on, and `kiln check` runs the engine with it.
     public var fp8PrefillKernel = false
     /// On Hopper, GEMMs of 17–63 rows and the fp32 logits GEMM above 16 rows (the server's decode batches) on gemm_hopper
-    /// in one pass over the weights instead of gemm_splitk's 16-row passes (GemmDispatch.wideHopper). Off until run on a
-    /// device (`kiln check` covers the kernels: gemm_hopper at M = 17 and 32, the fp32 instances).
-    public var hopperServeGEMMs = false
+    /// in one pass over the weights instead of gemm_splitk's 16-row passes (GemmDispatch.wideHopper). H100, Llama-3-8B,
+    /// `kiln bench serve`: 2,273 → 3,390 output tokens/s at concurrency 32, 4,745 → 5,295 at 64, 6,840 → 8,166 at 256
+    /// (docs/perf-notes-serve.md); off: the 16-row passes (A/B checks).
+    public var hopperServeGEMMs = true
     /// FP8 weights: the RMSNorm before qkv and gate_up also writes its output in the FP8 GEMM's activation format
     /// (rmsnorm.cu's _fp8 kernels), so those GEMMs skip the separate quantizer launch (two of four per layer).
     /// Bit-identical to the unfused path (`kiln check --only fp8`); off: the separate quantizer (A/B checks).

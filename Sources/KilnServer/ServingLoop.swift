@@ -106,6 +106,7 @@ public final class ServingLoop: @unchecked Sendable {
     }
 
     private func run() {
+        do { try engine.attachToCurrentThread() } catch { fail("\(error)") }
         publish()  // the gauges hold the idle pool before the first request
         while true {
             condition.lock()

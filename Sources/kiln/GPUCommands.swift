@@ -140,8 +140,8 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
     @Flag(name: .long, help: "FP8 prefill on gemm_fp8_hopper (Hopper) instead of dequantizing each layer to bf16; off until it has passed kiln check on a device.")
     var fp8PrefillKernel = false
-    @Flag(name: .long, help: "On Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows on gemm_hopper (one pass over the weights); off until run on a device.")
-    var hopperServeGemms = false
+    @Flag(name: .long, help: "A/B: on Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows in gemm_splitk's 16-row passes instead of one gemm_hopper pass over the weights.")
+    var noHopperServeGemms = false
     @Flag(name: .long, help: "A/B: FP8 weights quantize the activations of qkv and gate_up in a separate kernel instead of in the RMSNorm before them.")
     var noFusedFp8Quant = false
     func validate() throws {
@@ -150,7 +150,7 @@ struct TuningOptions: ParsableArguments {
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = fp8PrefillKernel; o.hopperServeGEMMs = hopperServeGemms
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = fp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
         o.fusedFP8NormQuant = !noFusedFp8Quant
         return o
     }

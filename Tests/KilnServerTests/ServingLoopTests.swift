@@ -93,3 +93,42 @@ final class ServingLoopTests: XCTestCase {
         XCTAssertTrue(metrics.text().contains("kiln_kv_blocks_used 0"), metrics.text())
     }
 }
+
+/// The loop calls `attachToCurrentThread` once, on the thread that then runs every `step()` (a GPU engine's CUDA
+/// context is current per thread: a loop that stepped on another thread failed with CUDA_ERROR_INVALID_CONTEXT).
+final class ServingLoopThreadTests: XCTestCase {
+    final class ThreadRecordingEngine: ServingEngine, @unchecked Sendable {
+        let inner: CPUServingEngine
+        let lock = NSLock()
+        var attachedOn: [Thread] = [], steppedOn: [Thread] = []
+        init(_ inner: CPUServingEngine) { self.inner = inner }
+        var scheduler: Scheduler { inner.scheduler }
+        func submit(_ request: GenerationRequest, sampling: SamplingOptions, logprobs: Int?) -> EnqueueResult {
+            inner.submit(request, sampling: sampling, logprobs: logprobs)
+        }
+        func step() throws -> [SchedulerEvent] {
+            lock.lock(); steppedOn.append(Thread.current); lock.unlock()
+            return try inner.step()
+        }
+        var stepLogprobs: [RequestID: TokenLogprobs] { inner.stepLogprobs }
+        var computedRows: Int { inner.computedRows }
+        var deviceDescription: String { inner.deviceDescription }
+        func attachToCurrentThread() throws { lock.lock(); attachedOn.append(Thread.current); lock.unlock() }
+    }
+
+    func testStepsRunOnTheThreadTheEngineWasAttachedTo() async throws {
+        let engine = ThreadRecordingEngine(try CPUServingEngine(model: try ServingLoopTests.model(), maxSequences: 2, contextLength: 64, maxWaiting: 4))
+        let loop = ServingLoop(engine: engine, metrics: nil, logger: Logger(label: "test"))
+        loop.start()
+        let (_, events) = try await loop.submit(GenerationRequest(prompt: [1, 504, 3458], maxTokens: 3), sampling: .greedy, logprobs: nil).get()
+        var tokens = 0
+        for await e in events { if case .token = e { tokens += 1 } }
+        loop.stop()
+        XCTAssertEqual(tokens, 3)
+        engine.lock.lock(); defer { engine.lock.unlock() }
+        XCTAssertEqual(engine.attachedOn.count, 1)
+        XCTAssertFalse(engine.steppedOn.isEmpty)
+        XCTAssertTrue(engine.steppedOn.allSatisfy { $0 === engine.attachedOn[0] })
+        XCTAssertFalse(engine.attachedOn[0].isMainThread)
+    }
+}

@@ -33,6 +33,7 @@ public final class GPUServingEngine: ServingEngine {
     }
 
     public var deviceDescription: String { model.context.info.name }
+    public func attachToCurrentThread() throws { try model.context.makeCurrent() }
 
     public func submit(_ request: GenerationRequest, sampling: SamplingOptions = .greedy, logprobs: Int? = nil) -> EnqueueResult {
         book.submit(request, sampling: sampling, logprobs: logprobs, vocabularySize: model.config.vocabSize, to: scheduler)

@@ -19,9 +19,13 @@ public protocol ServingEngine: AnyObject {
     var computedRows: Int { get }
     /// Where it runs, for logs ("the CPU", "NVIDIA H200").
     var deviceDescription: String { get }
+    /// Called once on the thread that will call `step()` (the server's serving loop has one of its own), before the first
+    /// step: the GPU engine makes its CUDA context current there (a context is current per thread).
+    func attachToCurrentThread() throws
 }
 
 extension ServingEngine {
+    public func attachToCurrentThread() throws {}
     public func cancelAll() {
         for id in scheduler.waitingIDs + scheduler.runningIDs { scheduler.cancel(id) }
     }
