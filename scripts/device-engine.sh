@@ -17,7 +17,7 @@
 #              FP8 and saves it; kiln logits on that folder three ways (default: prefill dequantizes to bf16;
 #              --fp8-prefill-kernel: gemm_fp8_hopper; --rows 1: every row on gemm_fp8's decode kernels), each compared
 #              (compare_logits.py) with transformers' FP8 logits (fp8) and the bf16 model's (fp8-vs-bf16); the default
-#              path also with the exact W8A16 function (ref), which is what it computes
+#              path also with the exact W8A16 function (w8a16), which is what it computes
 #   attention  bench/attention/run.sh: attention kernels checked against an fp32 reference, timed, SDPA baseline
 #   serve      scripts/gpu/serve_gpu_test.py: `kiln serve --device cuda` over HTTP on a tiny checkpoint made here
 # The binary comes gzipped in .carry/kiln.gz (scripts/device-round.sh builds it).
@@ -81,7 +81,7 @@ for s in "${steps[@]}"; do
         step compare_fp8_$way 60 python3 scripts/gpu/compare_logits.py fp8 $fr/fp8/kiln_$way.f32 $fr/fp8/hf_fp8_logits.f32 $vocab
         step compare_fp8_bf16_$way 60 python3 scripts/gpu/compare_logits.py fp8-vs-bf16 $fr/fp8/kiln_$way.f32 $fr/bf16/ref_logits.f32 $vocab
       done
-      step compare_w8a16_default 60 python3 scripts/gpu/compare_logits.py ref $fr/fp8/kiln_default.f32 $fr/fp8/w8a16_ref_logits.f32 $vocab ;;
+      step compare_w8a16_default 60 python3 scripts/gpu/compare_logits.py w8a16 $fr/fp8/kiln_default.f32 $fr/fp8/w8a16_ref_logits.f32 $vocab ;;
     attention) OUT="$logs/attention" TAIL=60 step attention 300 bash bench/attention/run.sh ;;
     *) echo "unknown step: $s"; status=1 ;;
   esac

@@ -12,6 +12,13 @@ mode fp8:  GOT (Kiln, FP8 checkpoint) against transformers' FP8 logits of the sa
            issue's wording) is printed.
 mode fp8-vs-bf16: GOT (Kiln, FP8 checkpoint) against the bf16 model's fp32 reference: per-row relative L2 error within
            FP8 quantization error, mean < 0.25, max < 0.3 (top-1 agreement is printed, not required).
+mode w8a16: GOT (Kiln's prefill path that dequantizes FP8 layers to bf16) against the exact W8A16 function of the FP8
+           checkpoint (hf_fp8_reference.py's w8a16_ref_logits.f32, fp32): per-row relative L2 error mean < 4e-2, max
+           < 7e-2, top-1 wherever the gap > 0.1 and 4σ of the logit difference (as in fp8). Kiln's bf16 engine against
+           fp32 on the bf16 model of the same width is 2.0e-2 mean, 3.7e-2 max (docs/perf-notes.md); the dequantized
+           weights rounded to bf16 add one bf16 rounding of every weight, about as much again in quadrature (~2.8e-2).
+           Measured at full width on a CPU: that path emulated (transformers in bf16, the dequantized weights rounded to
+           bf16) 1.9e-2 mean, 2.5e-2 max; W8A8 numerics instead 0.12 (fails).
 Prints one PASS/FAIL line; exit 1 on FAIL. NaN anywhere fails.
 
 Why these FP8 bounds (measured with hf_fp8_reference.py's 2-layer random checkpoint at full Llama-3-8B width, run on a
@@ -31,7 +38,7 @@ CPU engine (W8A8, f32 activations) is 11.7% (max 13.3%) from transformers' numer
 < 0.2 mean, < 0.25 max. The logits of this random model have RMS ~1.3 and a median top-1/top-2 gap of 0.19, so that
 difference (~0.15 per logit) flips top-1 at gaps of 0.2-0.5: top-1 can only be required where the gap stands above it.
 The fine-grained agreement is W8A16's: Kiln's prefill path that dequantizes FP8 layers to bf16 computes the exact
-W8A16 function, which hf_fp8_reference.py writes as w8a16_ref_logits.f32, and is held to mode ref against it (Kiln's
+W8A16 function, which hf_fp8_reference.py writes as w8a16_ref_logits.f32, and is held to mode w8a16 against it (Kiln's
 CPU engine: 0.17% mean): it pins down that Kiln reads and applies the saved codes and scales exactly (loader, block
 layout, dequantization), which the FP8 bounds above cannot resolve."""
 import sys
@@ -53,11 +60,12 @@ if mode == "ref":
     need = gap > 0.1
     ok = bool(agree[need].all()) and rel.mean() < 2e-2 and rel.max() < 5e-2
     detail = f"top-1 {agree[need].sum()}/{need.sum()} (gap>0.1; {agree.sum()}/{len(agree)} overall), rel L2 err mean {rel.mean():.2e} max {rel.max():.2e}"
-elif mode == "fp8":
+elif mode in ("fp8", "w8a16"):
     noise = np.sqrt(((got - ref) ** 2).mean(axis=1))   # RMS logit difference per row
     need = gap > np.maximum(0.1, 4 * np.sqrt(2) * noise)
     literal = gap > 0.1
-    ok = bool(agree[need].all()) and rel.mean() < 0.2 and rel.max() < 0.25
+    mean_bound, max_bound = (0.2, 0.25) if mode == "fp8" else (4e-2, 7e-2)
+    ok = bool(agree[need].all()) and rel.mean() < mean_bound and rel.max() < max_bound
     detail = (f"top-1 {agree[need].sum()}/{need.sum()} (gap > 0.1 and 4σ of the logit difference; at gap > 0.1 alone "
               f"{agree[literal].sum()}/{literal.sum()}; {agree.sum()}/{len(agree)} overall), rel L2 err mean {rel.mean():.2e} max {rel.max():.2e}")
 elif mode == "fp8-vs-bf16":
@@ -70,6 +78,6 @@ elif mode == "cpu":
     ok = bool(agree[need].all()) and d5 <= 1.0
     detail = f"top-1 {agree[need].sum()}/{need.sum()} (gap>=0.5), max top-5 logit diff {d5:.3f}, rel L2 err mean {rel.mean():.2e}"
 else:
-    print(f"FAIL {name}: unknown mode (ref, cpu, fp8, fp8-vs-bf16)"); sys.exit(1)
+    print(f"FAIL {name}: unknown mode (ref, cpu, fp8, fp8-vs-bf16, w8a16)"); sys.exit(1)
 print(("PASS " if ok else "FAIL ") + name + ": " + detail)
 sys.exit(0 if ok else 1)

@@ -253,7 +253,7 @@ print(f"hf_fp8_logits.f32 computed by: {backend}", flush=True)
 
 # The W8A16 reference: the function the FP8 checkpoint defines with weights dequantized exactly (code × scale_inv) and
 # no activation quantization, computed in fp32 like ref_logits.f32. Kiln's prefill path that dequantizes each FP8
-# layer to bf16 computes this function, so it is held to the bf16 engine's bounds against it (compare_logits.py ref).
+# layer to bf16 computes this function, and compare_logits.py holds it to bf16-sized bounds against it (mode w8a16).
 w8a16 = LlamaForCausalLM.from_pretrained(bf16_dir, dtype=torch.float32, device_map=a.device, attn_implementation="eager").eval()
 with torch.no_grad():
     for name, module in fp8_linears.items():
