@@ -219,24 +219,24 @@ public final class GPUModel {
     }
 
     /// Loads a checkpoint (any WeightSource) onto the GPU. Pass the `library` the caller already has (the tuner's)
-    /// so its compiled kernels are reused.
+    /// so its compiled kernels are reused. `maxRows`: token rows per forward chunk (GPUModel.init).
     public static func load(_ source: WeightSource, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int? = nil,
-                            tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
+                            maxRows: Int = 1024, tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(),
                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let library = try library ?? KernelLibrary(context: context)
         let nativeFP8 = options.fp8Kernels && context.info.hasE4M3TensorCores, seq = min(maxSeq ?? 4096, source.config.contextLength)
         let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: options.lutKernels)
-        try GPUMemoryPlan.staticEngine(source.config, linearFormat: formats, maxBatch: maxBatch, maxSeq: seq,
+        try GPUMemoryPlan.staticEngine(source.config, linearFormat: formats, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows,
                                        fp8PrefillKernel: options.fp8PrefillKernel && context.info.computeCapability.major == 9)
             .ensureFits(on: context, model: source.sourcePath, remedy: "lower -c/--context or -b/--batch, or use a smaller format (kiln quantize)", log: log)
         let w = try GPUWeights.load(source, context: context, nativeFP8: nativeFP8, nativeLUT: options.lutKernels, log: log)
-        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, tune: tune, options: options, log: log)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, tune: tune, options: options, log: log)
     }
 
     /// `--dummy-weights`: random weights generated on the GPU for a preset or config.json; `fp8`: FP8 linear layers
     /// (`--weights fp8`); `lut`: lookup-table linear layers of that format (`--weights lut4-g64`, `lut3-g64`, host-made).
     public static func dummy(_ spec: String, context: Context, library: KernelLibrary? = nil, maxBatch: Int = 8, maxSeq: Int = 4096,
-                             tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(), fp8: Bool = false,
+                             maxRows: Int = 1024, tune: TuneTable? = nil, options: GPUEngineOptions = GPUEngineOptions(), fp8: Bool = false,
                              lut: WeightFormat.LUTFormat? = nil, log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let c = try DummyModels.config(spec)
         if fp8, !context.info.hasE4M3TensorCores {
@@ -245,10 +245,10 @@ public final class GPUModel {
         let library = try library ?? KernelLibrary(context: context)
         let seq = min(maxSeq, c.contextLength)
         try GPUMemoryPlan.staticEngine(c, linearFormat: { _ in GPUMemoryPlan.dummyFormat(fp8: fp8, lut: lut) }, maxBatch: maxBatch, maxSeq: seq,
-                                       fp8PrefillKernel: options.fp8PrefillKernel && context.info.computeCapability.major == 9)
+                                       maxRows: maxRows, fp8PrefillKernel: options.fp8PrefillKernel && context.info.computeCapability.major == 9)
             .ensureFits(on: context, model: "\(spec) (\(GPUMemoryPlan.dummyFormat(fp8: fp8, lut: lut).name) weights)",
                         remedy: "lower -p/-n (the context) or -b/--batch, or pick a smaller --weights", log: log)
         let w = try GPUWeights.dummy(config: c, context: context, library: library, fp8: fp8, lut: lut)
-        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, tune: tune, options: options, log: log)
+        return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, tune: tune, options: options, log: log)
     }
 }

@@ -48,21 +48,22 @@ enum GPURun {
                                           tuneMissing: tuning.tuneMissing, pdl: tuning.engine.programmaticDependentLaunch, log: log)
     }
 
-    /// A GPU model from `--dummy-weights` or a checkpoint (an already opened one, or a path).
-    static func model(path: String?, dummy: String?, weights: WeightSource? = nil, maxBatch: Int, maxSeq: Int,
+    /// A GPU model from `--dummy-weights` or a checkpoint (an already opened one, or a path). `maxRows`: token rows per
+    /// forward chunk (1 puts every row through the decode GEMMs; `kiln logits --rows`).
+    static func model(path: String?, dummy: String?, weights: WeightSource? = nil, maxBatch: Int, maxSeq: Int, maxRows: Int = 1024,
                       tuning: Tuning = Tuning()) throws -> GPUModel {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)   // one library: kernels compiled for tuning serve the model too
         if let dummy {
             let table = try self.table(for: try DummyModels.config(dummy), library: library, tuning: tuning)
-            return try GPUModel.dummy(dummy, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table,
+            return try GPUModel.dummy(dummy, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, maxRows: maxRows, tune: table,
                                       options: tuning.engine, fp8: tuning.dummyFP8, lut: tuning.dummyLUT, log: log)
         }
         guard let source = try weights ?? path.map({ try openModel(path: $0) }) else {
             throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
         }
         let table = try self.table(for: source.config, library: library, tuning: tuning)
-        return try GPUModel.load(source, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, tune: table,
+        return try GPUModel.load(source, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, maxRows: maxRows, tune: table,
                                  options: tuning.engine, log: log)
     }
 
@@ -184,7 +185,10 @@ enum BenchKernels {
 }
 
 /// `kiln logits` (hidden, for correctness scripts): teacher-forced logits of every position, raw
-/// little-endian fp32 [tokens, vocab].
+/// little-endian fp32 [tokens, vocab]. On cuda the kernel options apply (`--fp8-prefill-kernel`, `--no-fp8-kernels`, …), and
+/// `--rows` picks the GEMM path: the rows go through the model in chunks of at most that many, so `--rows 1` runs every
+/// linear layer at M = 1 (the decode GEMMs: gemm_fp8's split-K kernels for FP8 layers) and chunks above 16 rows the
+/// prefill path (gemm_fp8_hopper with --fp8-prefill-kernel, else each FP8 layer dequantized to bf16).
 struct LogitsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logits", abstract: "Dump teacher-forced logits (fp32) for a token file.",
                                                     shouldDisplay: false)
@@ -194,6 +198,28 @@ struct LogitsCommand: ParsableCommand {
     @Option(name: .long, help: "cpu or cuda.") var device: String = "cuda"
     @Flag(name: .long, help: "cpu only: dequantize quantized weights to f32 (float activations, no Q8 activation rounding).")
     var cpuFloat = false
+    @Option(name: .long, help: "cpu only: numerics of FP8 block-scaled layers, w8a16 (weights dequantized, the default) or w8a8 (activations quantized per 1×128 block as transformers does).")
+    var cpuFp8: String?
+    @Option(name: .long, parsing: .unconditional,
+            help: "cuda only: the most token rows per forward chunk (default 1024); 1 runs every row through the decode GEMMs (M = 1), more than 16 the prefill GEMMs.")
+    var rows: Int?
+    @OptionGroup var tuning: TuningOptions
+
+    /// The rows per chunk when --rows is left out: the engine's default (GPUModel.init).
+    static let defaultRows = 1024
+
+    func validate() throws {
+        try OptionCheck.oneOf(device, "--device", ["cpu", "cuda"])
+        if let rows {
+            try OptionCheck.atLeast(rows, "--rows", 1)
+            guard device == "cuda" else { throw ValidationError("--rows applies to --device cuda only (the CPU engine runs all rows at once)") }
+        }
+        if let cpuFp8 {
+            try OptionCheck.oneOf(cpuFp8, "--cpu-fp8", FP8Numerics.allCases.map(\.rawValue))
+            guard device == "cpu" else { throw ValidationError("--cpu-fp8 applies to --device cpu only") }
+        }
+    }
+
     func run() throws {
         guard let text = try? String(contentsOfFile: tokens, encoding: .utf8) else { throw KilnError("\(tokens): cannot read") }
         let ids = try text.split(whereSeparator: { $0.isWhitespace || $0 == "," }).map { s -> Int32 in
@@ -203,9 +229,11 @@ struct LogitsCommand: ParsableCommand {
         let logits: [Float]
         switch device {
         case "cuda":
-            logits = try GPURun.model(path: model, dummy: nil, maxBatch: 1, maxSeq: ids.count + 8).logits(tokens: ids)
+            logits = try GPURun.model(path: model, dummy: nil, maxBatch: 1, maxSeq: ids.count + 8, maxRows: rows ?? Self.defaultRows,
+                                      tuning: tuning.value).logits(tokens: ids)
         case "cpu":
-            let m = try CPUModel(weights: try openModel(path: model), floatWeights: cpuFloat)
+            let numerics = cpuFp8.flatMap(FP8Numerics.init(rawValue:)) ?? .default
+            let m = try CPUModel(weights: try openModel(path: model), floatWeights: cpuFloat, fp8: numerics)
             logits = try m.forward(ids, cache: try m.makeCache(capacity: ids.count + 8), logits: .all)
         default: throw KilnError("--device \(device): expected cpu or cuda")
         }
