@@ -114,6 +114,7 @@ final class ServingLoopThreadTests: XCTestCase {
         var computedRows: Int { inner.computedRows }
         var deviceDescription: String { inner.deviceDescription }
         func attachToCurrentThread() throws { lock.lock(); attachedOn.append(Thread.current); lock.unlock() }
+        func threads() -> (attached: [Thread], stepped: [Thread]) { lock.withLock { (attachedOn, steppedOn) } }
     }
 
     func testStepsRunOnTheThreadTheEngineWasAttachedTo() async throws {
@@ -125,10 +126,10 @@ final class ServingLoopThreadTests: XCTestCase {
         for await e in events { if case .token = e { tokens += 1 } }
         loop.stop()
         XCTAssertEqual(tokens, 3)
-        engine.lock.lock(); defer { engine.lock.unlock() }
-        XCTAssertEqual(engine.attachedOn.count, 1)
-        XCTAssertFalse(engine.steppedOn.isEmpty)
-        XCTAssertTrue(engine.steppedOn.allSatisfy { $0 === engine.attachedOn[0] })
-        XCTAssertFalse(engine.attachedOn[0].isMainThread)
+        let (attached, stepped) = engine.threads()
+        XCTAssertEqual(attached.count, 1)
+        XCTAssertFalse(stepped.isEmpty)
+        XCTAssertTrue(stepped.allSatisfy { $0 === attached.first })
+        XCTAssertFalse(attached.first?.isMainThread ?? true)
     }
 }

@@ -337,7 +337,7 @@ extern "C" __global__ void __launch_bounds__(256) kiln_fp8_dequant(const Fp8Dequ
 // per row as 64 bf16 columns): the H200 sweep of the next device session prunes it (docs/perf-notes-gemm.md).
 #define KILN_GEMM_FP8_INSTANCES(X) \
     X(1, 1, 4, 1, 2) X(1, 1, 8, 1, 1) X(1, 1, 8, 1, 2) X(1, 2, 4, 1, 2) X(1, 1, 4, 2, 1) X(1, 4, 2, 1, 2) \
-    X(2, 1, 4, 1, 2) X(2, 1, 8, 1, 2) X(2, 2, 4, 1, 2) X(2, 1, 4, 1, 1)
+    X(2, 1, 4, 1, 2) X(2, 1, 8, 1, 2) X(2, 2, 4, 1, 2) X(2, 1, 4, 1, 1) X(2, 1, 4, 2, 1) X(2, 1, 8, 2, 1) X(2, 1, 8, 1, 1)
 
 #define KILN_GEMM_FP8_NAME(NT, WN, WK, T, U) kiln_gemm_fp8_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U
 #define KILN_GEMM_FP8_DEFINE(NT, WN, WK, T, U)                                                                  \
