@@ -14,9 +14,9 @@
 #   logits     transformers reference checkpoints (llama, granite, qwen3) and Kiln's CUDA logits against them
 #   cpu        the same llama checkpoint on Kiln's CPU engine against its CUDA logits (minutes)
 #   fp8logits  scripts/gpu/hf_fp8_reference.py: transformers quantizes a random Llama-3-8B-width checkpoint to fine-grained
-#              FP8 and saves it; kiln logits on that folder three ways (default: prefill dequantizes to bf16;
-#              --fp8-prefill-kernel: gemm_fp8_hopper; --rows 1: every row on gemm_fp8's decode kernels), each compared
-#              (compare_logits.py) with transformers' FP8 logits (fp8) and the bf16 model's (fp8-vs-bf16); the default
+#              FP8 and saves it; kiln logits on that folder three ways (--no-fp8-prefill-kernel: prefill dequantizes to
+#              bf16; the default: gemm_fp8_hopper; --rows 1: every row on gemm_fp8's decode kernels), each compared
+#              (compare_logits.py) with transformers' FP8 logits (fp8) and the bf16 model's (fp8-vs-bf16); the dequantize
 #              path also with the exact W8A16 function (w8a16), which is what it computes
 #   attention  bench/attention/run.sh: attention kernels checked against an fp32 reference, timed, SDPA baseline
 #   serve      scripts/gpu/serve_gpu_test.py: `kiln serve --device cuda` over HTTP on a tiny checkpoint made here
@@ -75,13 +75,13 @@ for s in "${steps[@]}"; do
       TAIL=20 step hf_fp8_reference 400 python3 scripts/gpu/hf_fp8_reference.py --out $fr
       cat $fr/fp8/hf_fp8_backend.txt 2>/dev/null | sed 's/^/hf_fp8_logits.f32 computed by: /'
       vocab=$(python3 -c "import json;print(json.load(open('$fr/fp8/config.json'))['vocab_size'])")
-      for way in default prefill_kernel decode; do
-        case $way in default) flags=() ;; prefill_kernel) flags=(--fp8-prefill-kernel) ;; decode) flags=(--rows 1) ;; esac
+      for way in dequant prefill_kernel decode; do
+        case $way in dequant) flags=(--no-fp8-prefill-kernel) ;; prefill_kernel) flags=() ;; decode) flags=(--rows 1) ;; esac
         step logits_fp8_$way 180 $kiln logits -m $fr/fp8 --tokens $fr/tokens.txt --out $fr/fp8/kiln_$way.f32 --device cuda ${flags[@]+"${flags[@]}"}
         step compare_fp8_$way 60 python3 scripts/gpu/compare_logits.py fp8 $fr/fp8/kiln_$way.f32 $fr/fp8/hf_fp8_logits.f32 $vocab
         step compare_fp8_bf16_$way 60 python3 scripts/gpu/compare_logits.py fp8-vs-bf16 $fr/fp8/kiln_$way.f32 $fr/bf16/ref_logits.f32 $vocab
       done
-      step compare_w8a16_default 60 python3 scripts/gpu/compare_logits.py w8a16 $fr/fp8/kiln_default.f32 $fr/fp8/w8a16_ref_logits.f32 $vocab ;;
+      step compare_w8a16_dequant 60 python3 scripts/gpu/compare_logits.py w8a16 $fr/fp8/kiln_dequant.f32 $fr/fp8/w8a16_ref_logits.f32 $vocab ;;
     attention) OUT="$logs/attention" TAIL=60 step attention 300 bash bench/attention/run.sh ;;
     *) echo "unknown step: $s"; status=1 ;;
   esac

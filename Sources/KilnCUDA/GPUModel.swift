@@ -23,17 +23,18 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// to bf16 at load like other formats (A/B checks).
     public var lutKernels = true
     /// FP8 prefill (M > 16) on gemm_fp8_hopper (Hopper GPUs) instead of dequantizing each layer into a bf16 scratch for
-    /// the bf16 GEMMs. Off by default until the kernel has passed `kiln check --only fp8` on a device (it was written
-    /// without one); `--fp8-prefill-kernel` turns it on, and `kiln check` runs the engine with it.
-    public var fp8PrefillKernel = false
+    /// the bf16 GEMMs (H100, Llama-3-8B FP8, prefill 2 × 512: 24.4 ms against 32.8; `kiln check --only fp8` and the
+    /// transformers FP8 logits pass on it). Off: the dequantize path (A/B checks).
+    public var fp8PrefillKernel = true
     /// On Hopper, GEMMs of 17–63 rows and the fp32 logits GEMM above 16 rows (the server's decode batches) on gemm_hopper
     /// in one pass over the weights instead of gemm_splitk's 16-row passes (GemmDispatch.wideHopper). H100, Llama-3-8B,
     /// `kiln bench serve`: 2,273 → 3,390 output tokens/s at concurrency 32, 4,745 → 5,295 at 64, 6,840 → 8,166 at 256
     /// (docs/perf-notes-serve.md); off: the 16-row passes (A/B checks).
     public var hopperServeGEMMs = true
-    /// FP8 weights: the RMSNorm before qkv and gate_up also writes its output in the FP8 GEMM's activation format
-    /// (rmsnorm.cu's _fp8 kernels), so those GEMMs skip the separate quantizer launch (two of four per layer).
-    /// Bit-identical to the unfused path (`kiln check --only fp8`); off: the separate quantizer (A/B checks).
+    /// FP8 prefill on gemm_fp8_hopper: the RMSNorm before qkv and gate_up also writes its output in the FP8 GEMM's
+    /// activation format (rmsnorm.cu's _fp8 kernels), so those GEMMs skip the separate quantizer pass (two of four per
+    /// layer; decode keeps the separate launch, `normQuantizes` says why). Bit-identical to the unfused path
+    /// (`kiln check --only fp8`); off: the separate quantizer (A/B checks).
     public var fusedFP8NormQuant = true
     public init() {}
 }
@@ -153,7 +154,7 @@ public final class GPUModel {
         // The residual stream x is f32 (rmsnorm.cu: a few huge dimensions in some models lose small updates in bf16);
         // everything the GEMMs read or write stays bf16.
         embed = try Embedding(library, table: .bf16, output: .f32)
-        let normQuant = opts.fusedFP8NormQuant && weights.largestFP8Matrix > 0 && RMSNorm.fusesFP8(cols: c.hiddenSize)
+        let normQuant = opts.fusedFP8NormQuant && opts.fp8PrefillKernel && weights.largestFP8Matrix > 0 && RMSNorm.fusesFP8(cols: c.hiddenSize)
         norm = try RMSNorm(library, dtype: .bf16, input: .f32, fp8Output: normQuant)
         resNorm = try ResidualRMSNorm(library, dtype: .bf16, residual: .f32, fp8Output: normQuant)
         rope = try RoPECache(library, pairing: c.ropeStyle == .interleaved ? .interleaved : .halves)

@@ -139,11 +139,11 @@ struct TuningOptions: ParsableArguments {
     var weights: String = "bf16"
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
-    @Flag(name: .long, help: "FP8 prefill on gemm_fp8_hopper (Hopper) instead of dequantizing each layer to bf16; off until it has passed kiln check on a device.")
-    var fp8PrefillKernel = false
+    @Flag(name: .long, help: "A/B: FP8 prefill dequantizes each layer to bf16 for the bf16 GEMMs instead of running on gemm_fp8_hopper (Hopper).")
+    var noFp8PrefillKernel = false
     @Flag(name: .long, help: "A/B: on Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows in gemm_splitk's 16-row passes instead of one gemm_hopper pass over the weights.")
     var noHopperServeGemms = false
-    @Flag(name: .long, help: "A/B: FP8 weights quantize the activations of qkv and gate_up in a separate kernel instead of in the RMSNorm before them.")
+    @Flag(name: .long, help: "A/B: FP8 prefill quantizes the activations of qkv and gate_up in a separate kernel instead of in the RMSNorm before them.")
     var noFusedFp8Quant = false
     func validate() throws {
         do { _ = try DummyLinearFormat(parsing: weights) } catch let e as KilnError { throw ValidationError(e.message) }
@@ -151,7 +151,7 @@ struct TuningOptions: ParsableArguments {
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = fp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
         o.fusedFP8NormQuant = !noFusedFp8Quant
         return o
     }
@@ -185,10 +185,10 @@ enum BenchKernels {
 }
 
 /// `kiln logits` (hidden, for correctness scripts): teacher-forced logits of every position, raw
-/// little-endian fp32 [tokens, vocab]. On cuda the kernel options apply (`--fp8-prefill-kernel`, `--no-fp8-kernels`, …), and
+/// little-endian fp32 [tokens, vocab]. On cuda the kernel options apply (`--no-fp8-prefill-kernel`, `--no-fp8-kernels`, …), and
 /// `--rows` picks the GEMM path: the rows go through the model in chunks of at most that many, so `--rows 1` runs every
 /// linear layer at M = 1 (the decode GEMMs: gemm_fp8's split-K kernels for FP8 layers) and chunks above 16 rows the
-/// prefill path (gemm_fp8_hopper with --fp8-prefill-kernel, else each FP8 layer dequantized to bf16).
+/// prefill path (gemm_fp8_hopper on Hopper; with --no-fp8-prefill-kernel or elsewhere each FP8 layer dequantized to bf16).
 struct LogitsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logits", abstract: "Dump teacher-forced logits (fp32) for a token file.",
                                                     shouldDisplay: false)

@@ -4,7 +4,7 @@ import KilnCUDA
 @testable import kiln
 
 /// `kiln logits`: `--rows` (token rows per forward chunk on cuda) and `--cpu-fp8` are checked before any model or GPU is
-/// touched, with messages naming the option; the kernel options (`--fp8-prefill-kernel`, …) reach the engine options,
+/// touched, with messages naming the option; the kernel options (`--no-fp8-prefill-kernel`, …) reach the engine options,
 /// and without them the engine runs as before they existed (the GPU engine's defaults, the tuning table).
 final class CLILogitsOptionsTests: XCTestCase {
     let base = ["logits", "-m", "/nonexistent/model", "--tokens", "/nonexistent/tokens.txt", "--out", "/nonexistent/out.f32"]
@@ -39,9 +39,10 @@ final class CLILogitsOptionsTests: XCTestCase {
     func testRowsAndKernelOptionsReachTheEngine() throws {
         let decode = try parse(["--rows", "1"])
         XCTAssertEqual(decode.rows, 1)
-        let prefill = try parse(["--rows", "64", "--fp8-prefill-kernel", "--no-pdl"])
+        let prefill = try parse(["--rows", "64", "--no-fp8-prefill-kernel", "--no-pdl"])
         XCTAssertEqual(prefill.rows, 64)
-        XCTAssertTrue(prefill.tuning.value.engine.fp8PrefillKernel)
+        XCTAssertFalse(prefill.tuning.value.engine.fp8PrefillKernel)
+        XCTAssertTrue(try parse([]).tuning.value.engine.fp8PrefillKernel, "FP8 prefill on gemm_fp8_hopper by default")
         XCTAssertFalse(prefill.tuning.value.engine.programmaticDependentLaunch)
         XCTAssertFalse(try parse(["--no-fp8-kernels"]).tuning.value.engine.fp8Kernels)
         XCTAssertEqual(try parse(["--cpu-fp8", "w8a8", "--device", "cpu"]).cpuFp8, "w8a8")
