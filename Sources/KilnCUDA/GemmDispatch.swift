@@ -35,10 +35,11 @@ public final class GemmDispatch {
 
     /// On Hopper, M of 17…63 (bf16 out) and every M > 16 with fp32 out (the logits) run on gemm_hopper in one pass over
     /// the weights instead of gemm_splitk's passes of 16 rows (the server's decode batches: docs/perf-notes-serve.md).
-    /// Off: gemm_hopper from M = 64, fp32 always on gemm_splitk (as measured). `GPUEngineOptions.hopperServeGEMMs`.
+    /// Off: gemm_hopper from M = 64, fp32 always on gemm_splitk. `GPUEngineOptions.hopperServeGEMMs`, whose default the
+    /// benches and the tuner take too, so they time what the engine runs.
     public let wideHopper: Bool
 
-    public init(library: KernelLibrary, tune: TuneTable?, maxN: Int, stream: GPUStream, wideHopper: Bool = false,
+    public init(library: KernelLibrary, tune: TuneTable?, maxN: Int, stream: GPUStream, wideHopper: Bool = GPUEngineOptions().hopperServeGEMMs,
                 log: @escaping (String) -> Void) throws {
         guard let ctx = library.context else { throw KilnError("GEMM dispatch needs a GPU context") }
         self.library = library; self.tune = tune; self.log = log
