@@ -1,3 +1,4 @@
+import Foundation
 import KilnCore
 import KilnGPU
 
@@ -79,6 +80,27 @@ public final class KernelLibrary: @unchecked Sendable {
 
     public func kernel(_ file: String, _ nameExpression: String, defines: [String: String] = [:]) throws -> Kernel {
         try module(file, defines: defines).kernel(nameExpression)
+    }
+
+    /// Compiles `files` (default: every family) now, several at once, so that nothing compiles later on a request's
+    /// path: a server compiles before it listens (the first requests on a fresh machine otherwise waited seconds for
+    /// gemm_hopper's NVRTC compile). Cached: on a machine that has compiled them once this only reads the cubins.
+    /// Returns the seconds it took; the first error thrown, if any, after all have been tried.
+    @discardableResult
+    public func precompile(_ files: [String] = KernelCatalog.files) throws -> Double {
+        /// The first error of the concurrent compiles.
+        final class FirstError: @unchecked Sendable {
+            private let lock = NSLock()
+            private var error: Error?
+            func record(_ e: Error) { lock.withLock { if error == nil { error = e } } }
+            var value: Error? { lock.withLock { error } }
+        }
+        let start = Date(), failure = FirstError()
+        DispatchQueue.concurrentPerform(iterations: files.count) { i in
+            do { _ = try compile(files[i]) } catch { failure.record(error) }
+        }
+        if let e = failure.value { throw e }
+        return Date().timeIntervalSince(start)
     }
 }
 

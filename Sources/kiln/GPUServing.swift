@@ -24,6 +24,8 @@ extension GPURun {
                               tuning: Tuning = Tuning()) throws -> GPUServingEngine {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
+        // Every kernel family compiled (or read from the cache) before any request arrives.
+        log(String(format: "kernels ready in %.1f s (compiled once per GPU and Kiln version, cached in $KILN_HOME/kernels)", try library.precompile()))
         let rows = shape.tokenBudget ?? 2048
         /// The weights and activations, with the KV cache of one sequence (the least the pool takes), before any upload.
         func ensureFits(_ c: ModelConfig, formats: (LinearLayer) -> WeightFormat, model: String) throws {

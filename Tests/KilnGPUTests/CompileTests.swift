@@ -25,6 +25,22 @@ final class CompileTests: XCTestCase {
         XCTAssertEqual(out.passed, KernelCatalog.all.count)
     }
 
+    /// `precompile` (what `kiln serve` does before listening) compiles families concurrently into the disk cache, and
+    /// an unknown family is an error naming it rather than a crash in a worker thread.
+    func testPrecompileFillsTheCacheConcurrentlyAndReportsAFailure() throws {
+        _ = try nvrtcOrSkip()
+        let dir = NSTemporaryDirectory() + "kiln-precompile-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let library = try KernelLibrary(compileOnlyArch: "sm_90a", cacheDirectory: dir)
+        let files = ["rmsnorm.cu", "swiglu.cu", "embedding.cu"]
+        try library.precompile(files)
+        let cached = try FileManager.default.contentsOfDirectory(atPath: dir)
+        XCTAssertGreaterThanOrEqual(cached.count, files.count, "one cubin per family in the cache: \(cached)")
+        XCTAssertThrowsError(try library.precompile(["rmsnorm.cu", "no_such_family.cu"])) { error in
+            XCTAssertTrue("\(error)".contains("no_such_family.cu"), "\(error)")
+        }
+    }
+
     func testCompileErrorNamesFileAndLine() throws {
         _ = try nvrtcOrSkip()
         let compiler = try KernelCompiler(arch: "sm_90a", cacheDirectory: nil)
