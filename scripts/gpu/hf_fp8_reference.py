@@ -43,6 +43,7 @@ everything else runs as on the GPU.
 """
 import argparse, glob, json, math, os, struct, sys
 import numpy as np, torch
+from hf_common import randomize   # scripts/gpu/, beside this file: hf_reference.py's convention
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--out", required=True)
@@ -99,15 +100,6 @@ def safetensors_headers(folder):
             if name != "__metadata__":
                 out[name] = (info["dtype"], tuple(info["shape"]), os.path.basename(path))
     return out
-
-
-def randomize(model):   # hf_reference.py's convention
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:   # norms: 1 ± 0.1, so a wrong norm weight shows
-                p.copy_(1 + 0.1 * (2 * torch.rand_like(p, dtype=torch.float32) - 1))
-            else:
-                p.copy_(torch.randn_like(p, dtype=torch.float32) * 0.02)
 
 
 def teacher_forced(model, tokens):

@@ -12,6 +12,7 @@ defines), so Kiln's bf16 engine is judged against the truth, not against another
 import argparse, os, sys
 import numpy as np, torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from hf_common import randomize   # scripts/gpu/, beside this file
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
@@ -20,14 +21,6 @@ ap.add_argument("--tokens", type=int, default=64)
 a = ap.parse_args()
 os.makedirs(a.out, exist_ok=True)
 torch.manual_seed(0)
-
-def randomize(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:   # norms: 1 ± 0.1, so a wrong norm weight shows
-                p.copy_(1 + 0.1 * (2 * torch.rand_like(p, dtype=torch.float32) - 1))
-            else:
-                p.copy_(torch.randn_like(p, dtype=torch.float32) * 0.02)
 
 def build(kind):
     common = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=a.layers, num_attention_heads=32,
