@@ -127,14 +127,16 @@ extension SimulatedTensorParallel: DecoderOperations {
         for m in ranks { try m.attention(layer: layer, batch) }
     }
 
-    /// Each rank's logits over its vocabulary slice, gathered into `[rows × vocab]` (rank r's columns at r·V/N).
+    /// Each rank's logits over its vocabulary slice, gathered into `[rows × vocab]` (rank r's columns at r·⌈V/N⌉; the
+    /// padded columns of the last rank are dropped).
     public func logits(_ batch: StepBatch) throws {
         let vocab = plan.config.vocabSize, slice = plan.rankConfig.vocabSize
         logitRows = ranks[0].pass.logitRows
         for (r, m) in ranks.enumerated() {
             try m.logits(batch)
+            let mine = plan.vocabRange(rank: r)
             for row in 0..<logitRows {
-                (gathered + row * vocab + r * slice).update(from: m.buffers.logits + row * slice, count: slice)
+                (gathered + row * vocab + mine.lowerBound).update(from: m.buffers.logits + row * slice, count: mine.count)
             }
         }
     }

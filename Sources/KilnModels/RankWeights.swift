@@ -7,7 +7,8 @@ import KilnCore
 /// Slices are cut from the stored bytes (no dequantization): rows are whole, and a column cut of a block format
 /// (GGUF Q4_0 …, 32- or 256-element blocks) must fall on block boundaries, or the error names the tensor and the
 /// block size. FP8 block-scaled matrices (`weight` + `weight_scale_inv`) are not sliced yet; they are an error.
-/// Tensors the plan does not list (`rope_freqs`) pass through whole.
+/// Tensors the plan does not list (`rope_freqs`) pass through whole. Rows past a tensor's end (the last rank's padded
+/// vocabulary) are zeros, which every weight format reads as 0.
 public final class RankWeights: WeightSource {
     public let config: ModelConfig
     public let sourcePath: String
@@ -64,11 +65,12 @@ public final class RankWeights: WeightSource {
             throw KilnError("\(sourcePath): tensor \(t.name) (\(d.rawValue), blocks of \(d.blockSize)) cannot be cut at columns "
                             + "\(colRange.lowerBound)..<\(colRange.upperBound): the cut must fall on block boundaries")
         }
-        guard rowCount * rowBytes <= t.data.count, let src = t.data.baseAddress else {
+        guard rowRange.lowerBound <= rowCount, rowCount * rowBytes <= t.data.count, let src = t.data.baseAddress else {
             throw KilnError("\(sourcePath): tensor \(t.name) holds \(t.data.count) bytes, fewer than its shape \(t.shape) needs")
         }
         let out = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, rowRange.count * width), alignment: 64)
-        for (i, r) in rowRange.enumerated() {
+        out.initializeMemory(as: UInt8.self, repeating: 0)
+        for (i, r) in rowRange.enumerated() where r < rowCount {
             (out.baseAddress! + i * width).copyMemory(from: src + r * rowBytes + offset, byteCount: width)
         }
         return UnsafeMutableRawBufferPointer(rebasing: out[0..<(rowRange.count * width)])

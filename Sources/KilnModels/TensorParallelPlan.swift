@@ -16,7 +16,8 @@ import KilnCore
 /// - **o, down: row-parallel.** Input columns are split to match the column-parallel layer before them (rank r's
 ///   attention heads, rank r's FFN columns); each rank's product is a partial sum over its columns and an all-reduce
 ///   (sum over ranks) after the GEMM restores the full branch.
-/// - **embedding and output: vocabulary-parallel.** Rank r holds vocabulary rows `[r·V/N, (r+1)·V/N)`. The output
+/// - **embedding and output: vocabulary-parallel.** Rank r holds vocabulary rows `[r·V', (r+1)·V')` with V' = ⌈V/N⌉
+///   (a vocabulary N does not divide, such as Granite's 49155, is padded with zero rows at the end). The output
 ///   projection gives each rank its slice of the logits, gathered along the vocabulary; the embedding lookup writes
 ///   the rows of ids in the rank's range and zeros elsewhere, and an all-reduce of the residual joins them (with tied
 ///   embeddings the one slice serves both).
@@ -38,7 +39,7 @@ public struct TensorParallelPlan: Sendable {
     }
 
     /// The part of one full checkpoint tensor a rank holds: `rows` × `cols` of a row-major `[rows, cols]` matrix (vectors
-    /// as `[n]`: `rows` only, `cols` = 0..<1).
+    /// as `[n]`: `rows` only, `cols` = 0..<1). Rows past the tensor's end (the padded vocabulary) read as zeros.
     public struct Slice: Sendable, Equatable {
         public var name: String
         /// The full tensor's shape, as the checkpoint stores it.
@@ -58,15 +59,16 @@ public struct TensorParallelPlan: Sendable {
     public let config: ModelConfig
     /// Number of ranks (GPUs), N.
     public let ranks: Int
-    /// The model each rank runs: 1/N of the heads, KV heads, FFN width and vocabulary; the hidden size, head size and
-    /// everything else unchanged.
+    /// The model each rank runs: 1/N of the heads, KV heads, FFN width and (padded) vocabulary; the hidden size, head
+    /// size and everything else unchanged.
     public let rankConfig: ModelConfig
 
-    /// Checks that `ranks` divides the model; the error names the numbers, e.g. "--tp 3: 8 KV heads are not divisible by 3".
+    /// Checks that `ranks` divides the heads and the FFN width; the error names the numbers, e.g. "--tp 3: 8 KV heads are
+    /// not divisible by 3". The vocabulary need not divide: it is padded to N·⌈V/N⌉.
     public init(config c: ModelConfig, ranks n: Int) throws {
         guard n >= 1 else { throw KilnError("--tp \(n): the number of GPUs must be at least 1") }
         for (count, what) in [(c.numKVHeads, "KV heads"), (c.numHeads, "attention heads"),
-                              (c.intermediateSize, "FFN width (intermediate size)"), (c.vocabSize, "vocabulary size")] where count % n != 0 {
+                              (c.intermediateSize, "FFN width (intermediate size)")] where count % n != 0 {
             let noun = what.hasSuffix("heads") ? "\(count) \(what) are" : "the \(what) \(count) is"
             throw KilnError("--tp \(n): \(noun) not divisible by \(n)")
         }
@@ -77,7 +79,7 @@ public struct TensorParallelPlan: Sendable {
         r.numKVHeads = c.numKVHeads / n
         r.headDim = c.headDim               // explicit: hidden / (heads/N) would be N times too wide
         r.intermediateSize = c.intermediateSize / n
-        r.vocabSize = c.vocabSize / n
+        r.vocabSize = (c.vocabSize + n - 1) / n   // padded: the last rank's rows past the vocabulary are zeros
         rankConfig = r
     }
 
@@ -120,11 +122,15 @@ public struct TensorParallelPlan: Sendable {
         return Slice(name: f.name, fullShape: f.shape, rows: rowRange, cols: colRange)
     }
 
-    /// Rank `rank`'s range of the vocabulary: its rows of the embedding and output, its columns of the gathered logits.
+    /// Rank `rank`'s range of the real vocabulary: its rows of the embedding and output, its columns of the gathered
+    /// logits (the last rank's padded rows excluded).
     public func vocabRange(rank: Int) -> Range<Int> {
         let v = rankConfig.vocabSize
-        return (rank * v)..<((rank + 1) * v)
+        return min(config.vocabSize, rank * v)..<min(config.vocabSize, (rank + 1) * v)
     }
+
+    /// The vocabulary padded to a multiple of the ranks (N·⌈V/N⌉).
+    public var paddedVocabSize: Int { ranks * rankConfig.vocabSize }
 
     /// Every GEMM of a rank's decode step as (op, N, K): the shapes the tuner tunes for `--tp N` (each GPU runs these).
     public var gemmShapes: [(op: String, n: Int, k: Int)] { rankTransformer.gemmShapes }
@@ -135,7 +141,8 @@ public struct TensorParallelPlan: Sendable {
         let layers = LinearLayer.allCases.map { l in
             "\(l.rawValue) \(split(l).rawValue) \(t.outputs(l))×\(t.inputs(l))" + (allReducesAfter(l) ? " (+all-reduce)" : "")
         }
-        return "--tp \(ranks): per GPU " + (layers + ["logits vocab-parallel \(rankConfig.vocabSize)×\(config.hiddenSize) (+gather)"])
+        let padding = paddedVocabSize > config.vocabSize ? ", vocabulary padded to \(paddedVocabSize)" : ""
+        return "--tp \(ranks): per GPU " + (layers + ["logits vocab-parallel \(rankConfig.vocabSize)×\(config.hiddenSize) (+gather\(padding))"])
             .joined(separator: ", ")
     }
 }

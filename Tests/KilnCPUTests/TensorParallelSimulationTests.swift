@@ -19,8 +19,8 @@ final class TensorParallelSimulationTests: XCTestCase {
     static let tolerance: Float = 1e-3
 
     static func config(_ arch: Architecture = .llama, heads: Int, kvHeads: Int, headDim: Int = 16, tied: Bool = false,
-                       style: RopeStyle = .halves) -> ModelConfig {
-        ModelConfig(architecture: arch, vocabSize: 80, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: heads,
+                       style: RopeStyle = .halves, vocab: Int = 80) -> ModelConfig {
+        ModelConfig(architecture: arch, vocabSize: vocab, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: heads,
                     numKVHeads: kvHeads, headDim: headDim, contextLength: 64, rmsNormEps: 1e-5, ropeTheta: 10000,
                     ropeStyle: style, tieWordEmbeddings: tied, attentionBias: arch == .qwen2, qkNorm: arch == .qwen3,
                     embeddingMultiplier: arch == .granite ? 3 : 1, attentionMultiplier: arch == .granite ? 0.2 : nil,
@@ -29,17 +29,18 @@ final class TensorParallelSimulationTests: XCTestCase {
 
     /// Teacher-forced logits `[step][rows × vocab]`: a 5-token prompt (every row's logits), then 4 single-token steps.
     static let prompt: [Int32] = [3, 71, 12, 45, 60]
-    static let steps: [Int32] = [7, 79, 0, 41]
+    /// The decode steps; with a larger vocabulary its last token (80 of 81: the last real row before the padding).
+    static func steps(_ c: ModelConfig) -> [Int32] { [7, Int32(c.vocabSize - 1), 0, 41] }
 
     static func unsharded(_ w: WeightSource) throws -> [[Float]] {
         let m = try CPUModel(weights: w, threads: 1)
         let cache = try m.makeCache()
-        return try [m.forward(prompt, cache: cache, logits: .all)] + steps.map { try m.forward([$0], cache: cache, logits: .all) }
+        return try [m.forward(prompt, cache: cache, logits: .all)] + steps(m.config).map { try m.forward([$0], cache: cache, logits: .all) }
     }
 
     static func sharded(_ tp: SimulatedTensorParallel) throws -> [[Float]] {
         let caches = try tp.makeCaches()
-        return try [tp.forward(prompt, caches: caches, logits: .all)] + steps.map { try tp.forward([$0], caches: caches, logits: .all) }
+        return try [tp.forward(prompt, caches: caches, logits: .all)] + steps(tp.plan.config).map { try tp.forward([$0], caches: caches, logits: .all) }
     }
 
     /// Largest |a − b| over all steps; also checks the shapes agree.
@@ -55,7 +56,8 @@ final class TensorParallelSimulationTests: XCTestCase {
         let reference = try Self.unsharded(w)
         let tp = try SimulatedTensorParallel(weights: w, ranks: ranks)
         let got = try Self.sharded(tp)
-        XCTAssertEqual(got.map(\.count), [5 * 80, 80, 80, 80, 80], file: file, line: line)
+        let v = c.vocabSize
+        XCTAssertEqual(got.map(\.count), [5 * v, v, v, v, v], file: file, line: line)
         // Independent sanity: the logits are not degenerate (random non-zero weights give a spread of values).
         XCTAssertGreaterThan(reference.flatMap { $0 }.map(abs).max() ?? 0, 0.1, file: file, line: line)
         let d = maxDifference(reference, got)
@@ -72,6 +74,12 @@ final class TensorParallelSimulationTests: XCTestCase {
     /// 8 heads of 8 over 4 KV heads: four ranks of two q heads and one KV head each.
     func testFourRanksLlama() throws { try checkMatches(Self.config(heads: 8, kvHeads: 4, headDim: 8), ranks: 4, seed: 16) }
     func testFourRanksQwen2Tied() throws { try checkMatches(Self.config(.qwen2, heads: 8, kvHeads: 4, headDim: 8, tied: true), ranks: 4, seed: 17) }
+    /// A vocabulary of 81 over 2 and 4 ranks: padded to 82 and 84, the padded logits dropped at the gather; token 80
+    /// (the last, held by the last rank next to its padding) is one of the steps.
+    func testPaddedVocabularyTwoRanks() throws { try checkMatches(Self.config(heads: 4, kvHeads: 2, vocab: 81), ranks: 2, seed: 19) }
+    func testPaddedVocabularyFourRanksTied() throws {
+        try checkMatches(Self.config(heads: 8, kvHeads: 4, headDim: 8, tied: true, vocab: 81), ranks: 4, seed: 20)
+    }
     /// One rank goes through the same simulation (no all-reduce at all).
     func testOneRankIsTheModel() throws { try checkMatches(Self.config(heads: 4, kvHeads: 2), ranks: 1, seed: 18) }
 
