@@ -64,6 +64,35 @@ final class NCCLLoaderTests: XCTestCase {
         }
     }
 
+    /// The site-packages directories come from asking the Python interpreter (here a stand-in script that answers
+    /// with a temporary folder): its nvidia/nccl/lib is searched.
+    func testSitePackagesComeFromPython() throws {
+        let site = NSTemporaryDirectory() + "kiln-nccl-site-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: site) }
+        try FileManager.default.createDirectory(atPath: site, withIntermediateDirectories: true)
+        let fakePython = site + "/python"
+        try "#!/bin/sh\necho \(site)\n".write(toFile: fakePython, atomically: true, encoding: .utf8)
+        chmod(fakePython, 0o755)
+        let dirs = NCCL.pythonLibraryDirectories(python: fakePython)
+        XCTAssertEqual(dirs.first, site + "/nvidia/nccl/lib")
+        XCTAssertFalse(NCCL.pythonLibraryDirectories(python: "/nonexistent/python3").contains(site + "/nvidia/nccl/lib"))
+    }
+
+    /// With a real libnccl.so.2 named by KILN_TEST_NCCL (e.g. from `pip install --target DIR nvidia-nccl-cu13`): every
+    /// symbol resolves, the version is 2.x, and ncclCheck adds the library's own error text. Skipped otherwise.
+    func testRealLibraryNamedByPath() throws {
+        guard let path = ProcessInfo.processInfo.environment["KILN_TEST_NCCL"] else { throw XCTSkip("KILN_TEST_NCCL not set") }
+        let nccl = try NCCL.load(path: path)
+        XCTAssertEqual(nccl.location, path)
+        let version = try nccl.version()
+        XCTAssertTrue(version.hasPrefix("2."), version)
+        XCTAssertThrowsError(try ncclCheck("ncclAllReduce", 4)) {
+            let m = "\($0)"
+            XCTAssertTrue(m.hasPrefix("ncclAllReduce failed: ncclInvalidArgument ("), m)
+            XCTAssertTrue(m.hasSuffix(")") && m.count > "ncclAllReduce failed: ncclInvalidArgument ()".count, m)
+        }
+    }
+
     static func pythonSitePackages() -> String? {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
