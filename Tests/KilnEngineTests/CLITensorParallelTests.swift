@@ -20,6 +20,9 @@ extension CLITests {
             (["serve", "-m", folder, "--tp", "3"], ["--tp 3: 2 KV heads are not divisible by 3"]),
             (["run", "-m", folder, "-p", "Hi", "--tp", "0"], ["--tp must be at least 1, got 0"]),
             (["bench", "kernels", "--tp", "2"], ["--tp applies to `kiln bench [model]`"]),
+            // tune --tp N tunes the per-GPU shapes: the split is checked before any GPU is touched.
+            (["tune", "--dummy-weights", "llama3-70b", "--tp", "16"], ["--tp 16: 8 KV heads are not divisible by 16"]),
+            (["tune", "--dummy-weights", "llama3-8b", "--tp", "2", "--bench-batch", "1"], ["cannot be combined with --tp 2"]),
         ]
         for (args, expected) in cases {
             let r = try runKiln(args)
