@@ -58,16 +58,22 @@ public final class SimulatedTensorParallel {
     public func makeCaches(capacity: Int? = nil) throws -> [KVCache] { try ranks.map { try $0.makeCache(capacity: capacity) } }
 
     /// Runs `tokens` (at most `maxBatch`) at the caches' next positions, as `CPUModel.forward(_:cache:logits:)` does for
-    /// one model; returns the gathered logits (`[rows × vocab]`).
+    /// one model; `caches` holds the sequence's cache on each rank. Returns the gathered logits (`[rows × vocab]`).
     public func forward(_ tokens: [Int32], caches: [KVCache], logits request: LogitsRequest) throws -> [Float] {
-        guard caches.count == ranks.count else { throw KilnError("\(caches.count) KV caches for \(ranks.count) ranks") }
+        guard let first = caches.first else { throw KilnError("no KV caches given") }
+        return try forward(tokens, batch: .single(start: first.count, count: tokens.count, logits: request), caches: caches.map { [$0] })
+    }
+
+    /// Several sequences in one pass, as `CPUModel.forward(_:batch:caches:)`: `caches[r][i]` is sequence i's cache on rank
+    /// r. Returns the gathered logits of every sequence's requested rows.
+    public func forward(_ tokens: [Int32], batch: StepBatch, caches: [[KVCache]]) throws -> [Float] {
+        guard caches.count == ranks.count else { throw KilnError("KV caches for \(caches.count) ranks, but there are \(ranks.count) ranks") }
         for t in tokens where t < 0 || Int(t) >= plan.config.vocabSize {
             throw KilnError("token id \(t) is outside the vocabulary (\(plan.config.vocabSize) tokens)")
         }
-        let batch = StepBatch.single(start: caches[0].count, count: tokens.count, logits: request)
         return try tokens.withUnsafeBufferPointer { ids in
-            for (m, cache) in zip(ranks, caches) {
-                m.pass.caches = [cache]
+            for (m, rankCaches) in zip(ranks, caches) {
+                m.pass.caches = rankCaches
                 try m.beginPass(ids, batch: batch)
             }
             logitRows = 0

@@ -80,6 +80,25 @@ final class TensorParallelSimulationTests: XCTestCase {
     func testPaddedVocabularyFourRanksTied() throws {
         try checkMatches(Self.config(heads: 8, kvHeads: 4, headDim: 8, tied: true, vocab: 81), ranks: 4, seed: 20)
     }
+    /// Two sequences of different lengths in one pass (each with its cache on every rank), then a decode step of both:
+    /// the same logits as the unsharded model's batched passes.
+    func testBatchOfTwoSequences() throws {
+        let c = Self.config(heads: 8, kvHeads: 4, headDim: 8)
+        let w = TinyModelTests.weights(c, dtype: .f32, seed: 22)
+        let a: [Int32] = [5, 17, 33], b: [Int32] = [60, 2, 9, 71, 44]
+        let prefill = StepBatch(sequences: [.init(id: 0, start: 0, count: 3), .init(id: 1, start: 0, count: 5)], logits: .all)
+        let decode = StepBatch(sequences: [.init(id: 0, start: 3, count: 1), .init(id: 1, start: 5, count: 1)], logits: .all)
+        let full = try CPUModel(weights: w, threads: 1)
+        let fullCaches = [try full.makeCache(), try full.makeCache()]
+        let expected = [Array(try (a + b).withUnsafeBufferPointer { try full.forward($0, batch: prefill, caches: fullCaches) }),
+                        Array(try [Int32(8), 30].withUnsafeBufferPointer { try full.forward($0, batch: decode, caches: fullCaches) })]
+        let tp = try SimulatedTensorParallel(weights: w, ranks: 4)
+        let caches = try tp.ranks.map { [try $0.makeCache(), try $0.makeCache()] }
+        let got = [try tp.forward(a + b, batch: prefill, caches: caches), try tp.forward([8, 30], batch: decode, caches: caches)]
+        XCTAssertEqual(got.map(\.count), [8 * 80, 2 * 80])
+        XCTAssertLessThanOrEqual(maxDifference(expected, got), Self.tolerance)
+    }
+
     /// One rank goes through the same simulation (no all-reduce at all).
     func testOneRankIsTheModel() throws { try checkMatches(Self.config(heads: 4, kvHeads: 2), ranks: 1, seed: 18) }
 
