@@ -135,14 +135,15 @@ public struct TensorParallelPlan: Sendable {
     /// Every GEMM of a rank's decode step as (op, N, K): the shapes the tuner tunes for `--tp N` (each GPU runs these).
     public var gemmShapes: [(op: String, n: Int, k: Int)] { rankTransformer.gemmShapes }
 
-    /// One line per layer for logs: "qkv column-parallel 3072×4096, o row-parallel 4096×2048 (+all-reduce), …".
+    /// One line for logs: "--tp 2: per GPU qkv column-parallel 3072×4096, o row-parallel 4096×2048 (+all-reduce), …".
     public var summary: String {
         let t = rankTransformer
         let layers = LinearLayer.allCases.map { l in
             "\(l.rawValue) \(split(l).rawValue) \(t.outputs(l))×\(t.inputs(l))" + (allReducesAfter(l) ? " (+all-reduce)" : "")
         }
         let padding = paddedVocabSize > config.vocabSize ? ", vocabulary padded to \(paddedVocabSize)" : ""
-        return "--tp \(ranks): per GPU " + (layers + ["logits vocab-parallel \(rankConfig.vocabSize)×\(config.hiddenSize) (+gather\(padding))"])
-            .joined(separator: ", ")
+        let vocab = ["embedding vocab-parallel \(rankConfig.vocabSize)×\(config.hiddenSize) (+all-reduce)",
+                     "logits vocab-parallel \(rankConfig.vocabSize)×\(config.hiddenSize) (+gather\(padding))"]
+        return "--tp \(ranks): per GPU " + (layers + vocab).joined(separator: ", ")
     }
 }
