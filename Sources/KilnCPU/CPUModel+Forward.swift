@@ -25,6 +25,17 @@ extension CPUModel {
     }
 
     private func forward(_ tokens: UnsafeBufferPointer<Int32>, batch: StepBatch) throws -> UnsafeBufferPointer<Float> {
+        for t in tokens where t < 0 || Int(t) >= config.vocabSize {
+            throw KilnError("token id \(t) is outside the vocabulary (\(config.vocabSize) tokens)")
+        }
+        try beginPass(tokens, batch: batch)
+        try transformer.forward(self, batch)
+        return finishPass(batch)
+    }
+
+    /// Checks the batch against the caches and prepares the pass state (ids, RoPE angles); the ids are not checked
+    /// against the vocabulary here, because a tensor-parallel rank holds only a slice of it (`SimulatedTensorParallel`).
+    func beginPass(_ tokens: UnsafeBufferPointer<Int32>, batch: StepBatch) throws {
         let n = tokens.count, c = config
         guard n > 0 else { throw KilnError("forward pass needs at least one token") }
         guard n <= maxBatch else { throw KilnError("batch of \(n) tokens exceeds the maximum batch \(maxBatch)") }
@@ -38,15 +49,15 @@ extension CPUModel {
                 throw KilnError("context limit reached: \(cache.count) + \(s.count) tokens exceed the context of \(cache.capacity) tokens")
             }
         }
-        for t in tokens where t < 0 || Int(t) >= c.vocabSize {
-            throw KilnError("token id \(t) is outside the vocabulary (\(c.vocabSize) tokens)")
-        }
         pass.ids = tokens
         pass.logitRows = 0
         prepareRope(batch)
-        try transformer.forward(self, batch)
+    }
+
+    /// Advances the caches past the pass and returns its logits (the model's buffer).
+    func finishPass(_ batch: StepBatch) -> UnsafeBufferPointer<Float> {
         for s in batch.sequences { pass.caches[s.id].count += s.count }
-        return UnsafeBufferPointer(start: buffers.logits, count: pass.logitRows * c.vocabSize)
+        return UnsafeBufferPointer(start: buffers.logits, count: pass.logitRows * config.vocabSize)
     }
 
     /// Convenience for arrays (tests, perplexity): runs `tokens` in batches of `maxBatch`, returning copies of the logits.

@@ -41,6 +41,7 @@ struct BenchCommand: ParsableCommand {
     var file: String?
     @Flag(name: .shortAndLong, help: "Debug logs: load time per phase.") var verbose = false
     @OptionGroup(title: "kiln bench serve") var serve: ServeBenchOptions
+    @OptionGroup(title: "Tensor parallelism (kiln bench [model])") var tp: TensorParallelOptions
 
     func validate() throws {
         try OptionCheck.atLeast(p, "-p", 0, note: " (0 skips the pp test)")
@@ -56,6 +57,7 @@ struct BenchCommand: ParsableCommand {
         try InputFiles.requireModel(model)
         if let file { _ = try InputFiles.readText(file) }
         if target == .serve { try serve.check() }
+        if tp.ranks > 1 && target != .model { throw ValidationError("--tp applies to `kiln bench [model]`, not to bench \(target.rawValue)") }
     }
 
     func run() throws {
@@ -69,6 +71,7 @@ struct BenchCommand: ParsableCommand {
                                  gpu: dummyWeights != nil || (try DeviceChoice.resolve(device)) == "cuda", dummy: dummyWeights, tuning: tuning.value)
         case .model: break
         }
+        try tp.check { try TensorParallelOptions.config(path: model, dummyWeights: dummyWeights) }
         let backend = try DeviceChoice.resolve(device)
         if backend == "cuda" || dummyWeights != nil {
             try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",

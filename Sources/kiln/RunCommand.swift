@@ -94,6 +94,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Device: auto (the GPU when one is present), cpu, or cuda (Kiln's GPU kernels).") var device: String = "auto"
     @Flag(name: .shortAndLong, help: "Debug logs: load time per phase, tokens per phase, cache use, GPU kernel choices.") var verbose = false
     @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
+    @OptionGroup(title: "Tensor parallelism") var tp: TensorParallelOptions
 
     var isChat: Bool { chat || system != nil }
 
@@ -121,6 +122,7 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
+        try tp.check { try TensorParallelOptions.config(path: model) }
         let logger = makeLogger(verbose: verbose)
         var options = SamplingOptions()
         options.temperature = temp; options.topK = topK; options.topP = topP; options.minP = minP

@@ -44,6 +44,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Threads (default: all cores).") var threads: Int?
     @Flag(name: .shortAndLong, help: "Debug logs.") var verbose = false
     @OptionGroup(title: "GPU kernel choice (--device cuda)") var tuning: TuningOptions
+    @OptionGroup(title: "Tensor parallelism") var tp: TensorParallelOptions
 
     func validate() throws {
         try OptionCheck.oneOf(device, "--device", OptionCheck.devices)
@@ -61,6 +62,7 @@ struct ServeCommand: ParsableCommand {
     }
 
     func run() throws {
+        try tp.check { try TensorParallelOptions.config(path: model) }
         let logger = makeLogger(verbose: verbose)
         let where_ = try DeviceChoice.resolve(device)
         let engine: any ServingEngine

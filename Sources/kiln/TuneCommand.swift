@@ -29,12 +29,16 @@ struct TuneCommand: ParsableCommand {
     var weights: String = "bf16"
     @Flag(name: .long, help: "Print every rejected candidate and why.") var verbose = false
     @Flag(name: .long, help: "A/B: time without programmatic dependent launch (the engine's --no-pdl).") var noPdl = false
+    @Option(name: .customLong("tp"), parsing: .unconditional,
+            help: "Tune the per-GPU shapes of the model split over N GPUs (tensor parallelism; 1: the whole model).") var tp: Int = 1
 
     func validate() throws {
         guard (model == nil) != (dummyWeights == nil) else { throw ValidationError("give -m MODEL or --dummy-weights CFG") }
         try OptionCheck.range(runs, "--runs", 20...100_000)
         try OptionCheck.range(benchBatch, "--bench-batch", 0...8, note: " (0: skip)")
         try OptionCheck.atLeast(benchTokens, "--bench-tokens", 1)
+        try OptionCheck.atLeast(tp, "--tp", 1)
+        if tp > 1 && benchBatch > 0 { throw ValidationError("--bench-batch runs the whole model on one GPU: it cannot be combined with --tp \(tp)") }
         if let mList { _ = try TuneCommand.parseMs(mList) }
         _ = try TuneCommand.parseWeights(weights)
         try InputFiles.requireModel(model)
@@ -59,7 +63,10 @@ struct TuneCommand: ParsableCommand {
     func run() throws {
         let err: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let config = try model.map { try openModel(path: $0).config } ?? DummyModels.config(dummyWeights!)
+        let full = try model.map { try openModel(path: $0).config } ?? DummyModels.config(dummyWeights!)
+        // With --tp N each GPU runs the model of the plan's rank config; its GEMMs are the shapes to tune.
+        let config = tp > 1 ? try TensorParallelPlan(config: full, ranks: tp).rankConfig : full
+        if tp > 1 { print("tuning the per-GPU shapes of --tp \(tp)") }
         let ms = try TuneCommand.parseMs(mList)
         let format = try TuneCommand.parseWeights(weights)
         let ctx = try Context(ordinal: 0)
