@@ -24,8 +24,6 @@ extension GPURun {
                               tuning: Tuning = Tuning()) throws -> GPUServingEngine {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
-        // Every kernel family compiled (or read from the cache) before any request arrives.
-        log(String(format: "kernels ready in %.1f s (compiled once per GPU and Kiln version, cached in $KILN_HOME/kernels)", try library.precompile()))
         let rows = shape.tokenBudget ?? 2048
         /// The weights and activations, with the KV cache of one sequence (the least the pool takes), before any upload.
         func ensureFits(_ c: ModelConfig, formats: (LinearLayer) -> WeightFormat, model: String) throws {
@@ -53,6 +51,9 @@ extension GPURun {
                            model: source.sourcePath)
             weights = try GPUWeights.load(source, context: ctx, nativeFP8: nativeFP8, nativeLUT: tuning.engine.lutKernels, log: log)
         }
+        // Every kernel family compiled (or read from the cache) before any request arrives; after the checks above, so a
+        // bad model or a model that does not fit fails at once.
+        log(String(format: "kernels ready in %.1f s (compiled once per GPU and Kiln version, cached in $KILN_HOME/kernels)", try library.precompile()))
         let c = weights.config
         let table = try self.table(for: c, library: library, tuning: tuning)
         let context = min(shape.context ?? 4096, c.contextLength)
