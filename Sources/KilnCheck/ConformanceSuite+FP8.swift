@@ -67,26 +67,32 @@ extension ConformanceSuite {
                 try dq.fill(byte: 0xFF, stream: stream); try ds.fill(byte: 0xFF, stream: stream)
                 try stream.synchronize()
                 try FP8ActivationQuantizer(library)(x: dx.address, xq: dq.address, xs: ds.address, m: m, k: k, stream: stream)
-                var wantCodes = [UInt8](repeating: 0, count: m * k), wantScales = [Float](repeating: 0, count: m * kb)
-                x.withUnsafeBufferPointer { xp in
-                    wantCodes.withUnsafeMutableBufferPointer { cp in
-                        wantScales.withUnsafeMutableBufferPointer { sp in
-                            for t in 0..<m {
-                                FP8BlockQuantizer.quantizeActivations(xp.baseAddress! + t * k, count: k, block: 128,
-                                                                      codes: cp.baseAddress! + t * k, scales: sp.baseAddress! + t * kb)
-                            }
-                        }
-                    }
-                }
                 try stream.synchronize()
-                let gotCodes = try dq.download(), gotScales = try ds.download()
-                if let bad = zip(gotCodes, wantCodes).enumerated().first(where: { $0.element.0 != $0.element.1 }) {
-                    return Mismatch(badCount: zip(gotCodes, wantCodes).filter { $0 != $1 }.count, total: m * k, firstIndex: bad.offset,
-                                    got: Float(bad.element.0), want: Float(bad.element.1))
-                }
-                return Conformance.compare(gotScales, wantScales, tolerance: .exact)
+                return ConformanceSuite.fp8ActivationMismatch(x: x, rows: m, cols: k, codes: try dq.download(), scales: try ds.download())
             }
         }
+    }
+
+    /// Codes and scales from a GPU kernel (`codes` [rows, cols], `scales` [rows, ceil(cols / 128)]) against KilnCore's
+    /// `FP8BlockQuantizer` applied to each row of `x`, both bit for bit: the quantizer's check and the fused norm's.
+    static func fp8ActivationMismatch(x: [Float], rows: Int, cols: Int, codes: [UInt8], scales: [Float]) -> Mismatch? {
+        let kb = FP8ActivationQuantizer.scaleColumns(k: cols)
+        var wantCodes = [UInt8](repeating: 0, count: rows * cols), wantScales = [Float](repeating: 0, count: rows * kb)
+        x.withUnsafeBufferPointer { xp in
+            wantCodes.withUnsafeMutableBufferPointer { cp in
+                wantScales.withUnsafeMutableBufferPointer { sp in
+                    for t in 0..<rows {
+                        FP8BlockQuantizer.quantizeActivations(xp.baseAddress! + t * cols, count: cols, block: 128,
+                                                              codes: cp.baseAddress! + t * cols, scales: sp.baseAddress! + t * kb)
+                    }
+                }
+            }
+        }
+        if let bad = zip(codes, wantCodes).enumerated().first(where: { $0.element.0 != $0.element.1 }) {
+            return Mismatch(badCount: zip(codes, wantCodes).filter { $0 != $1 }.count, total: rows * cols, firstIndex: bad.offset,
+                            got: Float(bad.element.0), want: Float(bad.element.1))
+        }
+        return Conformance.compare(scales, wantScales, tolerance: .exact)
     }
 
     func checkFP8Dequantizer() {

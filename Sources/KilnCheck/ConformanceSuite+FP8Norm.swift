@@ -53,21 +53,6 @@ extension ConformanceSuite {
         let plain = try run(fp8: false), fused = try run(fp8: true)
         if let m = Conformance.compare(fused.y, plain.y, tolerance: .exact) { return m }
         if let m = Conformance.compare(fused.stream, plain.stream, tolerance: .exact) { return m }
-        var wantCodes = [UInt8](repeating: 0, count: rows * cols), wantScales = [Float](repeating: 0, count: rows * kb)
-        fused.y.withUnsafeBufferPointer { yp in
-            wantCodes.withUnsafeMutableBufferPointer { cp in
-                wantScales.withUnsafeMutableBufferPointer { sp in
-                    for t in 0..<rows {
-                        FP8BlockQuantizer.quantizeActivations(yp.baseAddress! + t * cols, count: cols, block: 128,
-                                                              codes: cp.baseAddress! + t * cols, scales: sp.baseAddress! + t * kb)
-                    }
-                }
-            }
-        }
-        if let bad = zip(fused.codes, wantCodes).enumerated().first(where: { $0.element.0 != $0.element.1 }) {
-            return Mismatch(badCount: zip(fused.codes, wantCodes).filter { $0 != $1 }.count, total: rows * cols, firstIndex: bad.offset,
-                            got: Float(bad.element.0), want: Float(bad.element.1))
-        }
-        return Conformance.compare(fused.scales, wantScales, tolerance: .exact)
+        return ConformanceSuite.fp8ActivationMismatch(x: fused.y, rows: rows, cols: cols, codes: fused.codes, scales: fused.scales)
     }
 }
