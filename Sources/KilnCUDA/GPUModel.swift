@@ -227,9 +227,8 @@ public final class GPUModel {
         let library = try library ?? KernelLibrary(context: context)
         let nativeFP8 = options.fp8Kernels && context.info.hasE4M3TensorCores, seq = min(maxSeq ?? 4096, source.config.contextLength)
         let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: options.lutKernels)
-        try GPUMemoryPlan.staticEngine(source.config, linearFormat: formats, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows,
-                                       fp8PrefillKernel: options.fp8PrefillKernel && context.info.computeCapability.major == 9)
-            .ensureFits(on: context, model: source.sourcePath, remedy: "lower -c/--context or -b/--batch, or use a smaller format (kiln quantize)", log: log)
+        try ensureFits(source.config, linearFormat: formats, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, options: options, context: context,
+                       model: source.sourcePath, remedy: "lower -c/--context or -b/--batch, or use a smaller format (kiln quantize)", log: log)
         let w = try GPUWeights.load(source, context: context, nativeFP8: nativeFP8, nativeLUT: options.lutKernels, log: log)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, tune: tune, options: options, log: log)
     }
@@ -245,11 +244,20 @@ public final class GPUModel {
         }
         let library = try library ?? KernelLibrary(context: context)
         let seq = min(maxSeq, c.contextLength)
-        try GPUMemoryPlan.staticEngine(c, linearFormat: { _ in GPUMemoryPlan.dummyFormat(fp8: fp8, lut: lut) }, maxBatch: maxBatch, maxSeq: seq,
-                                       maxRows: maxRows, fp8PrefillKernel: options.fp8PrefillKernel && context.info.computeCapability.major == 9)
-            .ensureFits(on: context, model: "\(spec) (\(GPUMemoryPlan.dummyFormat(fp8: fp8, lut: lut).name) weights)",
-                        remedy: "lower -p/-n (the context) or -b/--batch, or pick a smaller --weights", log: log)
+        let format = GPUMemoryPlan.dummyFormat(fp8: fp8, lut: lut)
+        try ensureFits(c, linearFormat: { _ in format }, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, options: options, context: context,
+                       model: "\(spec) (\(format.name) weights)", remedy: "lower -p/-n (the context) or -b/--batch, or pick a smaller --weights", log: log)
         let w = try GPUWeights.dummy(config: c, context: context, library: library, fp8: fp8, lut: lut)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, tune: tune, options: options, log: log)
+    }
+
+    /// `load`'s and `dummy`'s check before anything is allocated: the static engine's `GPUMemoryPlan` against the GPU's
+    /// free memory (logged; an error naming both when it does not fit). FP8 prefill reads no bf16 scratch where it runs
+    /// on gemm_fp8_hopper, as `init` decides (`fp8Prefill`).
+    private static func ensureFits(_ c: ModelConfig, linearFormat: (LinearLayer) -> WeightFormat, maxBatch: Int, maxSeq: Int, maxRows: Int,
+                                   options: GPUEngineOptions, context: Context, model: String, remedy: String, log: (String) -> Void) throws {
+        try GPUMemoryPlan.staticEngine(c, linearFormat: linearFormat, maxBatch: maxBatch, maxSeq: maxSeq, maxRows: maxRows,
+                                       fp8PrefillKernel: options.fp8PrefillKernel && GemmDispatch.hasHopperKernels(context.info))
+            .ensureFits(on: context, model: model, remedy: remedy, log: log)
     }
 }

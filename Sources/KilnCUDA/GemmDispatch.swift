@@ -43,7 +43,7 @@ public final class GemmDispatch {
                 log: @escaping (String) -> Void) throws {
         guard let ctx = library.context else { throw KilnError("GEMM dispatch needs a GPU context") }
         self.library = library; self.tune = tune; self.log = log
-        hopperOK = ctx.info.computeCapability.major == 9
+        hopperOK = GemmDispatch.hasHopperKernels(ctx.info)
         self.wideHopper = wideHopper && hopperOK
         workspace = try DeviceBuffer<Float>(ctx, count: GemmSplitK.workspaceFloats(m: 16, n: maxN, split: GemmDispatch.maxSplit))
         counters = try DeviceBuffer<UInt32>(ctx, count: maxN / 16 + 64)
@@ -129,6 +129,8 @@ public final class GemmDispatch {
 
     /// Whether FP8 matrices at m > 16 run on gemm_fp8_hopper (a Hopper GPU); else prefill dequantizes them to bf16.
     public var hasFP8Prefill: Bool { hopperOK }
+    /// Whether the Hopper-only families (gemm_hopper, gemm_stream, gemm_swapab, gemm_fp8_hopper) run on this GPU: sm_90.
+    public static func hasHopperKernels(_ info: DeviceInfo) -> Bool { info.computeCapability.major == 9 }
 
     /// The FP8 prefill GEMM for `op` on `[n, k]` at `m` > 16 tokens: the table's entry for (op, fp8, M bucket, N, K) if it
     /// names a gemm_fp8_hopper instance, else GemmFP8Hopper's default for this shape.
