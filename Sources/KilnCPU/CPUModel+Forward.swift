@@ -25,9 +25,7 @@ extension CPUModel {
     }
 
     private func forward(_ tokens: UnsafeBufferPointer<Int32>, batch: StepBatch) throws -> UnsafeBufferPointer<Float> {
-        for t in tokens where t < 0 || Int(t) >= config.vocabSize {
-            throw KilnError("token id \(t) is outside the vocabulary (\(config.vocabSize) tokens)")
-        }
+        try config.checkTokenIDs(tokens)
         try beginPass(tokens, batch: batch)
         try transformer.forward(self, batch)
         return finishPass(batch)

@@ -68,9 +68,7 @@ public final class SimulatedTensorParallel {
     /// r. Returns the gathered logits of every sequence's requested rows.
     public func forward(_ tokens: [Int32], batch: StepBatch, caches: [[KVCache]]) throws -> [Float] {
         guard caches.count == ranks.count else { throw KilnError("KV caches for \(caches.count) ranks, but there are \(ranks.count) ranks") }
-        for t in tokens where t < 0 || Int(t) >= plan.config.vocabSize {
-            throw KilnError("token id \(t) is outside the vocabulary (\(plan.config.vocabSize) tokens)")
-        }
+        try plan.config.checkTokenIDs(tokens)
         return try tokens.withUnsafeBufferPointer { ids in
             for (m, rankCaches) in zip(ranks, caches) {
                 m.pass.caches = rankCaches

@@ -72,6 +72,12 @@ public struct ModelConfig: Equatable, Sendable {
     /// The factor the logits carry (1 / Granite's logits scaling).
     public var logitsScale: Float { 1 / logitsScaling }
 
+    /// Throws, naming the first offender, when a token id is outside the vocabulary (the CPU engine's forward passes,
+    /// one model or the tensor-parallel ranks together).
+    public func checkTokenIDs<S: Sequence>(_ tokens: S) throws where S.Element == Int32 {
+        for t in tokens where t < 0 || Int(t) >= vocabSize { throw KilnError("token id \(t) is outside the vocabulary (\(vocabSize) tokens)") }
+    }
+
     /// Checks the numbers make sense together; `source` names the file in the error.
     public func validate(source: String) throws {
         func bad(_ what: String) -> KilnError { KilnError("\(source): invalid config: \(what)") }
