@@ -108,6 +108,16 @@ public struct GPUMemoryPlan: Sendable, Equatable {
                              activations: activationBytes(c, denseScratch: dense, maxRows: max(maxRows, maxBatch), maxBatch: maxBatch, context: maxSeq))
     }
 
+    /// The least `GPUModel.paged` takes: the weights, activations for `maxRows` token rows and `sequences` + 1 logits rows,
+    /// and one sequence's KV cache (the pool then takes what is left). The bf16 scratch is counted for every quantized
+    /// format, as `paged` sizes its activations.
+    public static func pagedEngineMinimum(_ c: ModelConfig, linearFormat: (LinearLayer) -> WeightFormat, sequences: Int, context: Int,
+                                          maxRows: Int) -> GPUMemoryPlan {
+        let dense = denseScratch(c, linearFormat: linearFormat, fp8PrefillKernel: false)
+        return GPUMemoryPlan(weights: weightBytes(c, linearFormat: linearFormat), kvCache: kvCacheBytes(c, batch: 1, context: context),
+                             activations: activationBytes(c, denseScratch: dense, maxRows: maxRows, maxBatch: sequences + 1, context: context))
+    }
+
     // MARK: the check
 
     /// Throws when the plan does not fit in `free` bytes: the error names the model, every part and what is free.

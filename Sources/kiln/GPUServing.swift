@@ -25,12 +25,10 @@ extension GPURun {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
         let rows = shape.tokenBudget ?? 2048
-        /// The weights and activations, with the KV cache of one sequence (the least the pool takes), before any upload.
+        /// The least the paged engine takes, checked before any upload.
         func ensureFits(_ c: ModelConfig, formats: (LinearLayer) -> WeightFormat, model: String) throws {
-            let context = min(shape.context ?? 4096, c.contextLength)
-            let dense = GPUMemoryPlan.denseScratch(c, linearFormat: formats, fp8PrefillKernel: false)
-            try GPUMemoryPlan(weights: GPUMemoryPlan.weightBytes(c, linearFormat: formats), kvCache: GPUMemoryPlan.kvCacheBytes(c, batch: 1, context: context),
-                              activations: GPUMemoryPlan.activationBytes(c, denseScratch: dense, maxRows: rows, maxBatch: shape.sequences + 1, context: context))
+            try GPUMemoryPlan.pagedEngineMinimum(c, linearFormat: formats, sequences: shape.sequences, context: min(shape.context ?? 4096, c.contextLength),
+                                                 maxRows: rows)
                 .ensureFits(on: ctx, model: model, remedy: "lower -c/--context or --token-budget, or use a smaller format", log: log)
         }
         let weights: GPUWeights

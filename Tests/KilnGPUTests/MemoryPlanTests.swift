@@ -51,6 +51,16 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertEqual(GPUMemoryPlan.kvCacheBytes(c, batch: 2, context: 4096), 2 * 4096 * 327_680)
     }
 
+    func testThePagedEngineNeedsAtLeastTheWeightsAndOneSequence() throws {
+        let c = try DummyModels.config("llama3-8b")
+        let plan = GPUMemoryPlan.pagedEngineMinimum(c, linearFormat: { _ in .bf16 }, sequences: 64, context: 1024, maxRows: 2048)
+        XCTAssertEqual(plan.weights, 2 * llama8BParameters)
+        // 32 layers × (K + V) × 8 KV heads × 128 × bf16 = 131,072 bytes per position, for one sequence of 1,024.
+        XCTAssertEqual(plan.kvCache, 1024 * 131_072)
+        // The logits of 65 rows in f32 alone: 65 × 128,256 × 4 bytes.
+        XCTAssertGreaterThan(plan.activations, 65 * 128_256 * 4)
+    }
+
     func testAModelThatDoesNotFitNamesWhatItNeedsAndWhatIsFree() throws {
         let c = try DummyModels.config("llama3-70b")
         let plan = GPUMemoryPlan.staticEngine(c, linearFormat: { _ in .bf16 }, maxBatch: 1, maxSeq: 1024, fp8PrefillKernel: false)
