@@ -97,13 +97,17 @@ extension CPUModel {
 
 extension CPUModel: DecoderOperations {
     public func embed(_ batch: StepBatch) throws {
-        let h = config.hiddenSize, x = buffers.x
-        let rowBytes = tokenEmbedding.rowBytes, base = tokenEmbedding.data.baseAddress!
-        for (t, id) in pass.ids.enumerated() {
-            QuantBlocks.dequantize(tokenEmbedding.dtype, base + Int(id) * rowBytes, x + t * h, count: h)
-            if config.embeddingMultiplier != 1 {
-                for i in 0..<h { x[t * h + i] *= config.embeddingMultiplier }
-            }
+        let h = config.hiddenSize
+        for (t, id) in pass.ids.enumerated() { embedRow(Int(id), into: buffers.x + t * h) }
+    }
+
+    /// Row `row` of this model's embedding table times the embedding multiplier, into `out` [hidden]. (A tensor-parallel
+    /// rank's table holds a slice of the vocabulary: `row` is then the id less the slice's start.)
+    func embedRow(_ row: Int, into out: UnsafeMutablePointer<Float>) {
+        let h = config.hiddenSize
+        QuantBlocks.dequantize(tokenEmbedding.dtype, tokenEmbedding.data.baseAddress! + row * tokenEmbedding.rowBytes, out, count: h)
+        if config.embeddingMultiplier != 1 {
+            for i in 0..<h { out[i] *= config.embeddingMultiplier }
         }
     }
 

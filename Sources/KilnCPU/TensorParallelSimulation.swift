@@ -96,14 +96,12 @@ extension SimulatedTensorParallel: DecoderOperations {
     /// Vocabulary-parallel lookup: each rank writes the rows of the ids in its range (zeros elsewhere), then the
     /// residual is all-reduced (exact: each element is one rank's value plus zeros).
     public func embed(_ batch: StepBatch) throws {
-        let h = plan.config.hiddenSize, scale = plan.config.embeddingMultiplier
+        let h = plan.config.hiddenSize
         for (r, m) in ranks.enumerated() {
-            let vocab = plan.vocabRange(rank: r), table = m.tokenEmbedding, x = m.buffers.x
+            let vocab = plan.vocabRange(rank: r)
             for (t, id) in m.pass.ids.enumerated() {
-                let row = x + t * h
-                guard vocab.contains(Int(id)) else { row.update(repeating: 0, count: h); continue }
-                QuantBlocks.dequantize(table.dtype, table.data.baseAddress! + (Int(id) - vocab.lowerBound) * table.rowBytes, row, count: h)
-                if scale != 1 { for i in 0..<h { row[i] *= scale } }
+                let row = m.buffers.x + t * h
+                if vocab.contains(Int(id)) { m.embedRow(Int(id) - vocab.lowerBound, into: row) } else { row.update(repeating: 0, count: h) }
             }
         }
         allReduce(\.x, count: batch.rows * h)
