@@ -25,6 +25,8 @@
 //    4-byte load per lane and chunk, applied in registers by fma.rn.bf16x2: a = lut · {s, s} + {o, o} (−0 without
 //    offsets), one rounding to bf16, as the mma needs bf16 anyway. The weight the mma sees is
 //    bf16(bf16(table[c]) · bf16(scale) + bf16(offset)) — the CPU reference's f32 value up to three bf16 roundings.
+//    Symmetric formats with g ≥ 64 (one scale per row and chunk) skip the fma: the mmas take bf16(table[c]) and the
+//    fragment is scaled in f32 after them (POST, chosen per launch; mma_step says why).
 //  * Split-K over whole chunks, WARPS_K warps interleaved over a split's super-steps of UNROLL chunks; the codes and
 //    scales of step s+1 are loaded before the mmas of step s (two register sets); activations per step.
 //
@@ -260,29 +262,51 @@ __device__ __forceinline__ void row_pairs(const Regs& r, int u, int tt, unsigned
 
 // Dequantizes chunk u's fragments tile by tile (lookup + fma per code pair) and runs its 4·NT mmas per tile (4 and 3
 // bits: `lut` = this lane's copy of the shared pair table; 2 bits: mma_step2).
-template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE>
+// POST (symmetric formats with g ≥ 64, so each row's 64 columns of a chunk share one scale): the mmas take the table
+// values as looked up, into a fragment of their own, and the scales multiply the fragment in f32 afterwards — 4·NT
+// fmas per tile and chunk in place of 16 fma.bf16x2 (the kernel is instruction-bound, docs/perf-notes-lut.md), and one
+// bf16 rounding fewer: the weight the mma sees is bf16(table[c]), the product then · scale in f32.
+template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE, bool POST>
 __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
                                          const U4 (&x)[UNROLL][NT][2], unsigned lut) {
+    static_assert(!(POST && AFFINE), "POST: symmetric formats only (an offset adds o·Σx, not a scale of the sum)");
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
         for (int tt = 0; tt < TILES; ++tt) {
             unsigned s_top, s_bottom, o_top, o_bottom;
-            row_pairs<AFFINE>(r, u, tt, s_top, s_bottom, o_top, o_bottom);
+            if constexpr (!POST) row_pairs<AFFINE>(r, u, tt, s_top, s_bottom, o_top, o_bottom);
             unsigned words[4];
             pair_words<BITS>(r.q[u][tt], words);
+            float c[NT][4];
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) c[n][i] = 0.f;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const unsigned w = words[j];
-                const unsigned a0 = fma_bf16x2(lookup<0>(lut, w), s_top, o_top);
-                const unsigned a1 = fma_bf16x2(lookup<1>(lut, w), s_bottom, o_bottom);
-                const unsigned a2 = fma_bf16x2(lookup<2>(lut, w), s_top, o_top);
-                const unsigned a3 = fma_bf16x2(lookup<3>(lut, w), s_bottom, o_bottom);
+                unsigned a0 = lookup<0>(lut, w), a1 = lookup<1>(lut, w), a2 = lookup<2>(lut, w), a3 = lookup<3>(lut, w);
+                if constexpr (!POST) {
+                    a0 = fma_bf16x2(a0, s_top, o_top); a1 = fma_bf16x2(a1, s_bottom, o_bottom);
+                    a2 = fma_bf16x2(a2, s_top, o_top); a3 = fma_bf16x2(a3, s_bottom, o_bottom);
+                }
 #pragma unroll
                 for (int n = 0; n < NT; ++n) {
                     const U4& xx = x[u][n][j >> 1];
                     const unsigned b0 = (j & 1) ? xx.z : xx.x, b1 = (j & 1) ? xx.w : xx.y;
-                    mma16816(acc[tt][n], a0, a1, a2, a3, b0, b1);
+                    mma16816(POST ? c[n] : acc[tt][n], a0, a1, a2, a3, b0, b1);
+                }
+            }
+            if constexpr (POST) {
+                // The packed pair's low half is row g's scale, the high half row g+8's (bf16 → f32: a shift).
+                const float sf_top = __uint_as_float(r.s[u][tt] << 16), sf_bottom = __uint_as_float(r.s[u][tt] & 0xffff0000u);
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    acc[tt][n][0] = fmaf(c[n][0], sf_top, acc[tt][n][0]);
+                    acc[tt][n][1] = fmaf(c[n][1], sf_top, acc[tt][n][1]);
+                    acc[tt][n][2] = fmaf(c[n][2], sf_bottom, acc[tt][n][2]);
+                    acc[tt][n][3] = fmaf(c[n][3], sf_bottom, acc[tt][n][3]);
                 }
             }
         }
@@ -324,23 +348,39 @@ __device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const Weig
 }
 
 // One super-step's dequantization and mmas at any width.
-template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE>
+template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE, bool POST>
 __device__ __forceinline__ void mma_any(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
                                         const U4 (&x)[UNROLL][NT][2], unsigned lut, unsigned t01, unsigned t23) {
     if constexpr (BITS == 2) mma_step2<NT, TILES, UNROLL, AFFINE>(acc, r, x, t01, t23);
-    else mma_step<BITS, NT, TILES, UNROLL, AFFINE>(acc, r, x, lut);
+    else mma_step<BITS, NT, TILES, UNROLL, AFFINE, POST>(acc, r, x, lut);
 }
 
-template <int BITS, int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, bool AFFINE>
-__device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
+// The shared pair table (4 and 3 bits), 32 copies: entry b of lane l at word 32·b + l, so a warp's 32 lookups hit 32
+// different banks. Declared by the kernel entry (once for both POST instantiations of gemm_lut) and filled here with
+// 16-byte stores of one entry's value four times: 2048 stores per block, each thread 2048 / threads of them — a tenth
+// of the instructions of filling it word by word (for a small matrix the fill was a fifth of the kernel's work).
+template <int BITS, int WARPS>
+__device__ __forceinline__ void fill_table(unsigned* lut_smem, const float* table) {
+    static_assert(BITS == 4 || BITS == 3, "fill_table: 4 or 3 bits");
+    const int lane = threadIdx.x & 31;
+    const float v = __ldg(table + (lane & (BITS == 4 ? 15 : 7)));   // lane l holds table[l mod 2^BITS]
+#pragma unroll 1
+    for (int q = threadIdx.x; q < 256 * 8; q += 32 * WARPS) {
+        const unsigned b = q >> 3;   // entry; q & 7 = which 4 of its 32 copies
+        const int lo_src = BITS == 4 ? (b & 15) : lut3_even(b), hi_src = BITS == 4 ? (b >> 4) : lut3_odd(b);
+        const float lo = __shfl_sync(0xffffffffu, v, lo_src), hi = __shfl_sync(0xffffffffu, v, hi_src);
+        const unsigned e = kiln_attn::pack_bf16x2(lo, hi);
+        *reinterpret_cast<U4*>(lut_smem + 4 * q) = U4{e, e, e, e};
+    }
+}
+
+template <int BITS, int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, bool AFFINE, bool POST>
+__device__ __forceinline__ void gemm_lut(const LutGemmParams& p, unsigned* lut_smem) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
     static_assert(TILES <= 4, "at most 4 tiles per warp");
     static_assert(BITS >= 2 && BITS <= 4, "2-, 3- or 4-bit codes");
     static_assert(2 * UNROLL * TILES * BITS + UNROLL * NT * 8 <= 96, "two code sets plus one activation set: at most 96 registers (more spills)");
-    // The table, 32 copies: entry b of lane l at word 32·b + l, so a warp's 32 lookups hit 32 different banks (2 bits:
-    // none, the table lives in registers).
-    __shared__ unsigned lut_smem[BITS == 2 ? 1 : 256 * 32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WARPS_N, wk = warp / WARPS_N, g = lane >> 2, t = lane & 3;
@@ -388,20 +428,10 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     // previous kernel).
     if (mine > 0) load_weights<BITS, TILES, UNROLL, AFFINE>(ra, a, first_chunk(0), t, gshift);
     unsigned lut = 0, t01 = 0, t23 = 0;
-    if constexpr (BITS == 4) {
-        // Lane l of every warp holds table[l & 15]; entry b = {table[b & 15], table[b >> 4]} by two broadcasts.
-        const float v = __ldg(p.table + (lane & 15));
-        for (int b = warp; b < 256; b += blockDim.x >> 5) {
-            const float lo = __shfl_sync(0xffffffffu, v, b & 15), hi = __shfl_sync(0xffffffffu, v, b >> 4);
-            lut_smem[b * 32 + lane] = kiln_attn::pack_bf16x2(lo, hi);
-        }
-    } else if constexpr (BITS == 3) {
-        // Lane l holds table[l & 7]; entry b = {table[lut3_even(b)], table[lut3_odd(b)]} (bits 6-7 of b ignored).
-        const float v = __ldg(p.table + (lane & 7));
-        for (int b = warp; b < 256; b += blockDim.x >> 5) {
-            const float lo = __shfl_sync(0xffffffffu, v, lut3_even(b)), hi = __shfl_sync(0xffffffffu, v, lut3_odd(b));
-            lut_smem[b * 32 + lane] = kiln_attn::pack_bf16x2(lo, hi);
-        }
+    if constexpr (BITS != 2) {
+        // Entry b = {table[b & 15], table[b >> 4]} (4 bits); {table[lut3_even(b)], table[lut3_odd(b)]} (3 bits, bits 6-7
+        // of b ignored).
+        fill_table<BITS, WARPS_N * WARPS_K>(lut_smem, p.table);
     } else {
         t01 = kiln_attn::pack_bf16x2(__ldg(p.table + 0), __ldg(p.table + 1));
         t23 = kiln_attn::pack_bf16x2(__ldg(p.table + 2), __ldg(p.table + 3));
@@ -417,11 +447,11 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     for (int s = 0; s < mine; s += 2) {
         if (s + 1 < mine) load_weights<BITS, TILES, UNROLL, AFFINE>(rb, a, first_chunk(s + 1), t, gshift);
         load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s), t, K);
-        mma_any<BITS, NT, TILES, UNROLL, AFFINE>(acc, ra, xr, lut, t01, t23);
+        mma_any<BITS, NT, TILES, UNROLL, AFFINE, POST>(acc, ra, xr, lut, t01, t23);
         if (s + 1 >= mine) break;
         if (s + 2 < mine) load_weights<BITS, TILES, UNROLL, AFFINE>(ra, a, first_chunk(s + 2), t, gshift);
         load_x<NT, UNROLL, false>(xr, xrow, first_chunk(s + 1), t, K);
-        mma_any<BITS, NT, TILES, UNROLL, AFFINE>(acc, rb, xr, lut, t01, t23);
+        mma_any<BITS, NT, TILES, UNROLL, AFFINE, POST>(acc, rb, xr, lut, t01, t23);
     }
     // The rest, one chunk at a time: full chunks that did not fill a super-step, and the partial chunk (K % 64 == 32),
     // whose upper lanes read zero activations against the zero padding codes.
@@ -431,7 +461,7 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
         U4 x1[1][NT][2];
         load_weights<BITS, TILES, 1, AFFINE>(r1, a, c, t, gshift);
         load_x<NT, 1, true>(x1, xrow, c, t, K);
-        mma_any<BITS, NT, TILES, 1, AFFINE>(acc, r1, x1, lut, t01, t23);
+        mma_any<BITS, NT, TILES, 1, AFFINE, POST>(acc, r1, x1, lut, t01, t23);
     }
 
     void* y = p.y;
@@ -442,7 +472,7 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
 }
 
 // Prefill over lookup-table weights (until a LUT prefill GEMM exists): W dequantized to bf16 [N, K] for the Hopper
-// GEMM, with the decode kernel's numbers (the same lookup and fma, so prefill and decode see the same weights). One
+// GEMM, with the decode kernel's lookup and fma (decode's POST path rounds once fewer: bf16(table[c]) · scale in f32). One
 // thread per lane block (16 code bytes = 16 columns of two rows), reading the restructured layout as a lane of
 // gemm_lut does and writing each bf16 pair where the fragment map says it belongs.
 // One dequantizing thread's place, shared by every width: its lane block (tile, chunk, lane of the restructured layout),
@@ -577,8 +607,14 @@ extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDeq
     X(2, 2, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 1, 4, 1) X(2, 1, 1, 8, 1, 2, 1) X(2, 2, 1, 4, 1, 4, 1) X(2, 2, 1, 8, 1, 2, 1)
 
 #define KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A) kiln_gemm_lut##B##_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_a##A
+// POST (gemm_lut's scales after the mmas) where the format allows it — symmetric, 4 or 3 bits, g ≥ 64 — chosen per
+// launch from the group size; the table is declared here so that both instantiations share it.
 #define KILN_GEMM_LUT_DEFINE(B, NT, WN, WK, T, U, A)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A)(const LutGemmParams p) { \
-        kiln_lut::gemm_lut<B, NT, WN, WK, T, U, (A) != 0>(p);                                                      \
+        __shared__ __align__(16) unsigned lut_smem[B == 2 ? 4 : 256 * 32];                                          \
+        if ((A) == 0 && B != 2 && p.group_shift >= 6)                                                              \
+            kiln_lut::gemm_lut<B, NT, WN, WK, T, U, (A) != 0, (A) == 0 && B != 2>(p, lut_smem);                    \
+        else                                                                                                       \
+            kiln_lut::gemm_lut<B, NT, WN, WK, T, U, (A) != 0, false>(p, lut_smem);                                 \
     }
 KILN_GEMM_LUT_INSTANCES(KILN_GEMM_LUT_DEFINE)
