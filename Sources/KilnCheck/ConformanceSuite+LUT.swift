@@ -14,7 +14,8 @@ import KilnModels
 /// weight is bf16(bf16(table)·bf16(scale) + bf16(offset)): within 2⁻⁹·(3|table·scale| + 2|offset|) of the f32 value,
 /// errors of random sign, so 6× their root-sum-square over K, plus f32 summation and the output's rounding); and
 /// against those rounded weights themselves (`LUTFixture.kernelValue`), where only the summation order and the output
-/// rounding may differ — that one catches a single misplaced code. NaN never passes either.
+/// rounding may differ — that one catches a single misplaced code (formats whose scales the kernel applies after the
+/// mmas, `GemmLUT.scalesAfterMMA`: bf16(table)·bf16(scale) unrounded). NaN never passes either.
 extension ConformanceSuite {
     public func runLUTChecks() {
         checkLUTDequantizer(); checkGemmLUT(); checkGemmLUTFused(); checkGemmLUTGGUF()
@@ -35,7 +36,7 @@ extension ConformanceSuite {
     /// The two references of y = x·Wᵀ for `fixture` rows `rowOf(0..<n)` (the kernel's row r holds fixture row rowOf(r)),
     /// each with its bound for an output of type `out`: (format f32 values, bound) and (kernel-rounded values, bound).
     static func lutReferences(x: [Float], m: Int, fixture f: LUTFixture, n: Int, scale: Float = 1, rowOf: (Int) -> Int = { $0 },
-                              out: DType) throws -> (exact: [Float], exactBound: [Float], rounded: [Float], roundedBound: [Float]) {
+                              out: DType, scalesAfterMMA: Bool = false) throws -> (exact: [Float], exactBound: [Float], rounded: [Float], roundedBound: [Float]) {
         let k = f.cols, g = f.format.groupSize, groups = k / g
         let values = try f.dequantized()
         var exact = [Float](repeating: 0, count: m * n), rounded = exact, exactBound = exact, roundedBound = exact
@@ -48,7 +49,7 @@ extension ConformanceSuite {
                 let ts = Double(f.table[f.code(src, c)]) * Double(halfToFloat(f.scales[gi]) * scale)
                 let o = f.offsets.map { Double(halfToFloat($0[gi]) * scale) } ?? 0
                 w[c] = Double(values[src * k + c]) * Double(scale)
-                wr[c] = Double(f.kernelValue(src, c, scale: scale))
+                wr[c] = Double(f.kernelValue(src, c, scale: scale, scalesAfterMMA: scalesAfterMMA))
                 dev[c] = (3 * abs(ts) + 2 * abs(o)) / 512
             }
             for i in 0..<m {
@@ -93,7 +94,8 @@ extension ConformanceSuite {
             let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
             let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: f32 ? .f32 : .bf16, scratch: scratch)
             let out: DType = f32 ? .f32 : .bf16
-            let ref = try ConformanceSuite.lutReferences(x: x, m: m, fixture: f, n: n, out: out)
+            let ref = try ConformanceSuite.lutReferences(x: x, m: m, fixture: f, n: n, out: out,
+                                                         scalesAfterMMA: GemmLUT.scalesAfterMMA(f.format))
             if let bad = ConformanceSuite.compareBounded(got, roundTo(ref.exact, out), bound: ref.exactBound) { return bad }
             return ConformanceSuite.compareBounded(got, roundTo(ref.rounded, out), bound: ref.roundedBound)
         }

@@ -65,10 +65,13 @@ public final class LUTFixture {
     /// The value gemm_lut's mma sees for (r, k): bf16(bf16(table[code]) · bf16(scale) + bf16(offset)) with one final
     /// rounding (fma.rn.bf16x2; the product of two bf16 values is exact in f32, the sum is rounded once to f32 here
     /// and then to bf16 — a double rounding the hardware does not do, far below any tolerance that uses this).
-    public func kernelValue(_ r: Int, _ k: Int, scale: Float = 1) -> Float {
+    /// `scalesAfterMMA` (`GemmLUT.scalesAfterMMA`): the decode kernel multiplies by the scale after the mmas, in f32, so
+    /// its weight is bf16(table[code]) · bf16(scale) unrounded (exact in f32).
+    public func kernelValue(_ r: Int, _ k: Int, scale: Float = 1, scalesAfterMMA: Bool = false) -> Float {
         let gi = r * (cols / format.groupSize) + k / format.groupSize
         let t = LUTFixture.bf16(table[code(r, k)])
         let s = LUTFixture.bf16(halfToFloat(scales[gi]) * scale)
+        if scalesAfterMMA { return t * s }
         let o = offsets.map { LUTFixture.bf16(halfToFloat($0[gi]) * scale) } ?? 0
         return LUTFixture.bf16(t * s + o)
     }

@@ -56,6 +56,13 @@ public struct GemmLUT {
     }
 
     /// Why gemm_lut cannot read a `[rows, cols]` matrix of `format`, or nil when it can.
+    /// Whether the decode kernels apply this format's group scales after the mmas, in f32 (gemm_lut.cu's POST path,
+    /// chosen per launch by KILN_GEMM_LUT_DEFINE): symmetric, 4 or 3 bits, groups of 64 or more (one scale per row and
+    /// 64-column chunk). The others dequantize each pair with fma.rn.bf16x2 before the mma.
+    public static func scalesAfterMMA(_ f: WeightFormat.LUTFormat) -> Bool {
+        !f.hasOffsets && (f.bits == 4 || f.bits == 3) && f.groupSize >= 64
+    }
+
     public static func unsupported(_ format: WeightFormat, rows: Int, cols: Int) -> String? {
         guard case .lut(let l) = format else { return "\(format.name) is not a lookup-table format" }
         if !bitWidths.contains(l.bits) { return "\(l.bits)-bit codes (gemm_lut reads 2-, 3- and 4-bit codes)" }

@@ -15,8 +15,9 @@ enum GemmLUTWarpModel {
     static func lo(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w & 0xffff)) }
     static func hi(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w >> 16)) }
 
-    /// y [m, n] (f64 sums) of x [m, k] (bf16 values) and the device planes.
-    static func run(_ p: LUTDevicePlanes, x: [Float], m: Int, epilogueRows n: Int) -> [Double] {
+    /// y [m, n] (f64 sums) of x [m, k] (bf16 values) and the device planes. `scalesAfterMMA`: the kernel's POST path —
+    /// the A registers are the bf16 table values, and each mma's sum is multiplied by its row's scale afterwards.
+    static func run(_ p: LUTDevicePlanes, x: [Float], m: Int, epilogueRows n: Int, scalesAfterMMA: Bool = false) -> [Double] {
         let k = p.cols, group = p.format.groupSize
         let chunks = (k + 63) / 64, tiles = (n + 15) / 16, paddedGroups = (chunks * 64 + group - 1) / group
         var y = [Double](repeating: 0, count: m * n)
@@ -25,6 +26,7 @@ enum GemmLUTWarpModel {
                 for j in 0..<4 {
                     var a = [[Float]](repeating: [Float](repeating: .nan, count: 16), count: 16)            // [row][k-slot]
                     var b = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: .nan, count: 8), count: 16), count: 2)   // [n][k-slot][col]
+                    var rowScale = [Float](repeating: .nan, count: 16)   // POST: the row's scale as the lane reads it
                     for lane in 0..<32 {
                         let g = lane / 4, t = lane % 4
                         let base = ((tile * chunks + chunk) * 32 + lane) * 16 + 4 * j
@@ -32,9 +34,11 @@ enum GemmLUTWarpModel {
                         let sw = p.scales[sIndex], ow = p.offsets?[sIndex] ?? 0x8000_8000
                         func reg(_ i: Int) -> (Float, Float) {
                             let byte = Int(p.codes[base + i]), bottom = i % 2 == 1
+                            if scalesAfterMMA { return (bf16(p.table[byte & 15]), bf16(p.table[byte >> 4])) }
                             let s = bottom ? hi(sw) : lo(sw), o = bottom ? hi(ow) : lo(ow)
                             return (bf16(bf16(p.table[byte & 15]) * s + o), bf16(bf16(p.table[byte >> 4]) * s + o))
                         }
+                        (rowScale[g], rowScale[g + 8]) = (lo(sw), hi(sw))
                         (a[g][2 * t], a[g][2 * t + 1]) = reg(0)
                         (a[g + 8][2 * t], a[g + 8][2 * t + 1]) = reg(1)
                         (a[g][2 * t + 8], a[g][2 * t + 9]) = reg(2)
@@ -52,7 +56,7 @@ enum GemmLUTWarpModel {
                             for col in 0..<8 where 8 * nn + col < m {
                                 var s = 0.0
                                 for slot in 0..<16 { s += Double(a[row][slot]) * Double(b[nn][slot][col]) }
-                                y[(8 * nn + col) * n + tile * 16 + row] += s
+                                y[(8 * nn + col) * n + tile * 16 + row] += scalesAfterMMA ? s * Double(rowScale[row]) : s
                             }
                         }
                     }
@@ -183,6 +187,37 @@ final class GemmLUTLayoutTests: XCTestCase {
         y[7] = .nan
         XCTAssertNotNil(ConformanceSuite.compareBounded(y, roundTo(ref.rounded, .bf16), bound: ref.roundedBound))
         XCTAssertNotNil(ConformanceSuite.compareBounded(roundTo(ref.rounded, .bf16), y, bound: ref.roundedBound))
+    }
+
+    /// Formats whose scales the decode kernel applies after the mmas (gemm_lut.cu's POST path): which ones, and that the
+    /// model of that kernel passes both conformance comparisons against references built for it while one changed code
+    /// pair still fails the rounded one (and the references of the fma path do not describe it).
+    func testScalesAfterMMAConformance() throws {
+        XCTAssertTrue(GemmLUT.scalesAfterMMA(format(64, affine: false)))
+        XCTAssertTrue(GemmLUT.scalesAfterMMA(format(128, affine: false)))
+        XCTAssertTrue(GemmLUT.scalesAfterMMA(.init(bits: 3, groupSize: 64, table: .nf, hasOffsets: false)))
+        XCTAssertFalse(GemmLUT.scalesAfterMMA(format(32, affine: false)), "g = 32: two groups in a 64-column chunk")
+        XCTAssertFalse(GemmLUT.scalesAfterMMA(format(64, affine: true)), "offsets add o·Σx")
+        XCTAssertFalse(GemmLUT.scalesAfterMMA(.init(bits: 2, groupSize: 64, table: .nf, hasOffsets: false)), "2 bits: scaled tables in registers")
+        var rng = SplitMix64(seed: 12)
+        let n = 40, k = 1024, m = 5
+        let f = try LUTFixture(rows: n, cols: k, format: format(64, affine: false), rng: &rng)
+        let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+        let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
+        let post = try ConformanceSuite.lutReferences(x: x, m: m, fixture: f, n: n, out: .bf16, scalesAfterMMA: true)
+        func verdicts(_ p: LUTDevicePlanes) -> (exact: Bool, rounded: Bool) {
+            let y = roundTo(GemmLUTWarpModel.run(p, x: x, m: m, epilogueRows: n, scalesAfterMMA: true).map { Float($0) }, .bf16)
+            return (ConformanceSuite.compareBounded(y, roundTo(post.exact, .bf16), bound: post.exactBound) == nil,
+                    ConformanceSuite.compareBounded(y, roundTo(post.rounded, .bf16), bound: post.roundedBound) == nil)
+        }
+        XCTAssertTrue(verdicts(planes) == (true, true))
+        var changed = planes
+        let o = planes.layout.byteOffset(row: 9, col: 300)
+        changed.codes[o] = changed.codes[o] ^ 0x55
+        XCTAssertFalse(verdicts(changed).rounded, "a changed code pair must fail the rounded-weights comparison")
+        let fma = try ConformanceSuite.lutReferences(x: x, m: m, fixture: f, n: n, out: .bf16)
+        let y = roundTo(GemmLUTWarpModel.run(planes, x: x, m: m, epilogueRows: n, scalesAfterMMA: true).map { Float($0) }, .bf16)
+        XCTAssertNotEqual(y, roundTo(fma.rounded, .bf16), "the two paths round differently")
     }
 
     /// Scales as the kernel reads them: bf16 of row g in the low half, row g+8 in the high half, per tile and group.
