@@ -11,29 +11,19 @@ public struct GemmFP8 {
     /// Rows per weight-scale group of the layout the kernels read (`expandScales`).
     public static let scaleGroupRows = 8
 
-    /// One row of KILN_GEMM_FP8_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL) (`stages` 0: two register sets),
-    /// or of KILN_GEMM_FP8_RING_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, STAGES) (a cp.async ring of `stages` blocks
-    /// per warp in shared memory; `unroll` 1).
+    /// One row of KILN_GEMM_FP8_INSTANCES: X(NT, WARPS_N, WARPS_K, TILES, UNROLL).
     public struct Config: Hashable, Sendable, CustomStringConvertible {
         public var nt, wn, wk, tiles, unroll: Int
-        public var stages = 0
-        public var name: String {
-            stages > 0 ? "kiln_gemm_fp8_ring_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_s\(stages)"
-                : "kiln_gemm_fp8_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)"
-        }
+        public var name: String { "kiln_gemm_fp8_nt\(nt)_wn\(wn)_wk\(wk)_t\(tiles)_u\(unroll)" }
         public var description: String { name }
         public var maxM: Int { 8 * nt }
         public var threads: Int { 32 * wn * wk }
-        /// Dynamic shared memory of a launch: the ring kernels' per-warp slots (gemm_fp8.cu's RingSlot), none otherwise.
-        public var sharedBytes: Int { stages > 0 ? wn * wk * stages * (512 * (4 * tiles + 2 * nt) + 128 * (2 * tiles + 2 * nt)) : 0 }
         public var rowsPerBlock: Int { 16 * tiles * wn }
         public func gridX(n: Int) -> Int { (n + rowsPerBlock - 1) / rowsPerBlock }
     }
 
     public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_FP8_INSTANCES").compactMap { r in
         r.count == 5 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: r[4]) : nil
-    } + InstanceTable.rows(file: file, macro: "KILN_GEMM_FP8_RING_INSTANCES").compactMap { r in
-        r.count == 5 ? Config(nt: r[0], wn: r[1], wk: r[2], tiles: r[3], unroll: 1, stages: r[4]) : nil
     }
     public static var instances: [KernelInstance] {
         configs.map { KernelInstance(file, $0.name, hot: true) }
@@ -45,8 +35,7 @@ public struct GemmFP8 {
     /// 128 columns per step), NT by M.
     public static func defaultConfig(m: Int) -> Config {
         let nt = m <= 8 ? 1 : 2
-        return configs.first { $0.nt == nt && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 2 && $0.stages == 0 }
-            ?? configs.first { $0.nt == nt }!
+        return configs.first { $0.nt == nt && $0.wn == 1 && $0.wk == 4 && $0.tiles == 1 && $0.unroll == 2 } ?? configs.first { $0.nt == nt }!
     }
 
     /// The weight scales as the kernels read them: `[ceil(rows/8), ceil(cols/128)]`, each 8-row group with the
@@ -85,7 +74,6 @@ public struct GemmFP8 {
         }
         self.config = config
         kernel = try library.kernel(GemmFP8.file, config.name)
-        if config.sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(config.sharedBytes) }
     }
 
     /// fp32 workspace elements a call with `split` > 1 needs (none for split 1).
@@ -101,8 +89,7 @@ public struct GemmFP8 {
         guard m >= 1, m <= config.maxM else { throw KilnError("gemm_fp8 \(config.name): M = \(m) outside 1…\(config.maxM)") }
         guard k % 16 == 0, k > 0, n > 0 else { throw KilnError("gemm_fp8: K = \(k) must be a positive multiple of 16 (N = \(n))") }
         guard split >= 1, split == 1 || (workspace != 0 && counters != 0) else { throw KilnError("gemm_fp8: split \(split) needs workspace and counters") }
-        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), sharedBytes: config.sharedBytes,
-                          stream: stream, pdl: stream.pdl,
+        try kernel.launch(grid: (config.gridX(n: n), split, 1), block: (config.threads, 1, 1), stream: stream, pdl: stream.pdl,
                           Params(xq: xq, xs: xs, w: w, scale8: scale8, y: y, ws: workspace, cnt: counters,
                                  m: Int32(m), n: Int32(n), k: Int32(k), epi: epilogue.rawValue))
     }

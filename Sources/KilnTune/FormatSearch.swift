@@ -51,7 +51,6 @@ extension GemmSearch {
         if m > c.maxM { return "M \(m) > \(c.maxM) (NT=\(c.nt))" }
         if s.k <= 0 || s.k % 16 != 0 { return "K \(s.k) not a positive multiple of 16" }
         if c.threads > l.maxThreads { return "\(c.threads) threads > \(l.maxThreads)" }
-        if c.sharedBytes > l.sharedOptIn { return "\(c.sharedBytes) B of shared memory > \(l.sharedOptIn)" }
         return splitRule(split, chunks: (s.k + GemmFP8.block - 1) / GemmFP8.block, chunkName: "128-column blocks",
                          workspace: GemmFP8.workspaceFloats(m: m, n: s.n, split: split), limits: l)
     }

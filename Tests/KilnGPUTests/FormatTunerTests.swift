@@ -89,27 +89,6 @@ final class FormatTunerTests: XCTestCase {
         XCTAssertNotNil(GemmSearch.rule(GemmFP8.configs[0], split: 1, shape: GemmShape(op: "t", format: fp8, n: 64, k: 40), m: 1, limits: h200), "K % 16")
     }
 
-    /// gemm_fp8's ring instances (a cp.async ring per warp in shared memory) are tuner candidates like the register
-    /// ones: parsed from KILN_GEMM_FP8_RING_INSTANCES, launched with the shared memory of their slots, filtered on a GPU
-    /// whose opt-in shared memory is smaller, never the untuned default.
-    func testFP8RingInstances() {
-        let ring = GemmFP8.configs.filter { $0.stages > 0 }
-        XCTAssertGreaterThanOrEqual(ring.count, 4)
-        XCTAssertTrue(ring.contains { $0.nt == 2 } && ring.contains { $0.nt == 1 })
-        XCTAssertTrue(ring.allSatisfy { $0.unroll == 1 && $0.name.hasPrefix("kiln_gemm_fp8_ring_") })
-        XCTAssertTrue(GemmFP8.configs.filter { $0.stages == 0 }.allSatisfy { $0.sharedBytes == 0 })
-        guard let c = GemmFP8.config(named: "kiln_gemm_fp8_ring_nt2_wn1_wk4_t1_s4") else { return XCTFail("ring nt2 wk4 s4 instance") }
-        XCTAssertEqual([c.nt, c.wn, c.wk, c.tiles, c.unroll, c.stages], [2, 1, 4, 1, 1, 4])
-        // Per lane and stage: 4 weight and 4 activation items of 16 bytes, 2 + 4 scales of 4; 32 lanes, 4 warps, 4 stages.
-        let perLane = 8 * 16 + 6 * 4
-        XCTAssertEqual(c.sharedBytes, 4 * 4 * 32 * perLane)
-        for m in [1, 9, 16] { XCTAssertEqual(GemmFP8.defaultConfig(m: m).stages, 0) }
-        let qkv = GemmShape(op: "qkv", format: fp8, n: 6144, k: 4096)
-        XCTAssertNil(GemmSearch.rule(c, split: 1, shape: qkv, m: 16, limits: h200))
-        var small = h200; small.sharedOptIn = 48 * 1024
-        XCTAssertNotNil(GemmSearch.rule(c, split: 1, shape: qkv, m: 16, limits: small), "77,824 B of slots > 48 KiB")
-    }
-
     func testShapesOfAFormat() throws {
         let c = try DummyModels.config("llama3-8b")
         let bf16 = GemmShape.of(c), lut = GemmShape.of(c, weights: .lut(lut4)), f8 = GemmShape.of(c, weights: .fp8)

@@ -20,15 +20,9 @@
 //    128-row blocks): a 16-row tile's rows g and g+8 may then come from different checkpoint matrices — gate and up
 //    interleaved per tile for the SwiGLU epilogue — at 1/32 of the weight bytes read (0.4% more traffic).
 //  * Split-K, the WARPS_K sum and the epilogues are gemm_util.cuh's (the bf16 kernel's code).
-//  * Two ways to keep loads in flight: the register kernel (two register sets of UNROLL blocks, loads of step s+1
-//    before the mmas of step s) and the ring kernel (gemm_fp8_ring: a per-warp ring of STAGES blocks in shared memory
-//    filled by cp.async, one block in registers), which keeps more bytes in flight at NT = 2 where the register
-//    kernel runs out of registers. Same fragments and block sums; warps take blocks one at a time (UNROLL = 1's order).
 //
 // Entry points, all with the parameters of `Fp8GemmParams` (one struct; GemmFP8.swift mirrors it):
 //   kiln_gemm_fp8_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}   block = 32·WN·WK threads, grid = (ceil(N / (16·T·WN)), splitK)
-//   kiln_gemm_fp8_ring_nt{NT}_wn{WN}_wk{WK}_t{T}_s{S}   the same grid and block; dynamic shared memory
-//                                                     32·WN·WK·S·(16·(4T + 2NT) + 4·(2T + 2NT)) bytes
 //   kiln_fp8_quant_act                                block = 128 threads (4 warps), grid = (ceil(KB / 4), M)
 //   kiln_fp8_dequant                                  block = 256 threads, grid = ceil(N·K/16 / 256): W → bf16 (prefill)
 // Requirements (checked by the launcher): K % 16 == 0 (16-byte rows), x/w 16-byte aligned, 1 ≤ M ≤ 8·NT; the SwiGLU
@@ -133,13 +127,20 @@ __device__ __forceinline__ void load_block_x(BlockRegs<NT, TILES>& r, const unsi
 }
 
 // The four mmas of one block per (tile, token group), then acc += fragment · s_w(row half) · s_x(token).
-// sw[tt][half]: the tile's two 8-row groups' scales of this block; sx[n][j]: token 8n + 2t + j's (zero for tokens ≥ M,
-// whose codes are zero too).
-template <int NT, int TILES>
-__device__ __forceinline__ void mma_scaled(float (&acc)[TILES][NT][4], const BlockRegs<NT, TILES>& r, const float (&sw)[TILES][2],
-                                           const float (&sx)[NT][2]) {
+// sw[tt][half]: the tile's two 8-row groups' scale rows; xsr[n][j]: token 8n + 2t + j's scale row (zero scale for
+// tokens ≥ M, whose codes are zero too). A block past `bend` (PRED) adds nothing: its scales are not read.
+template <int NT, int TILES, bool PRED>
+__device__ __forceinline__ void mma_block(float (&acc)[TILES][NT][4], const BlockRegs<NT, TILES>& r, const float* const (&sw)[TILES][2],
+                                          const float* const (&xsr)[NT][2], const bool (&xsok)[NT][2], int blk, int bend) {
+    if (PRED && blk >= bend) return;
+    float sx[NT][2];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) sx[n][j] = xsok[n][j] ? __ldg(xsr[n][j] + blk) : 0.f;
 #pragma unroll
     for (int tt = 0; tt < TILES; ++tt) {
+        const float s_top = __ldg(sw[tt][0] + blk), s_bottom = __ldg(sw[tt][1] + blk);
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
             float c[4] = {0.f, 0.f, 0.f, 0.f};
@@ -152,68 +153,10 @@ __device__ __forceinline__ void mma_scaled(float (&acc)[TILES][NT][4], const Blo
                 mma_e4m3(c, a.z, b.z, a.w, b.w, xx.z, xx.w);
             }
             // c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g+8, same tokens.
-            acc[tt][n][0] = fmaf(c[0], sw[tt][0] * sx[n][0], acc[tt][n][0]);
-            acc[tt][n][1] = fmaf(c[1], sw[tt][0] * sx[n][1], acc[tt][n][1]);
-            acc[tt][n][2] = fmaf(c[2], sw[tt][1] * sx[n][0], acc[tt][n][2]);
-            acc[tt][n][3] = fmaf(c[3], sw[tt][1] * sx[n][1], acc[tt][n][3]);
-        }
-    }
-}
-
-// mma_scaled with the block's scales read from global memory: swr[tt][half] = the tile's two 8-row groups' scale rows,
-// xsr[n][j] = token 8n + 2t + j's scale row. A block past `bend` (PRED) adds nothing: its scales are not read.
-template <int NT, int TILES, bool PRED>
-__device__ __forceinline__ void mma_block(float (&acc)[TILES][NT][4], const BlockRegs<NT, TILES>& r, const float* const (&swr)[TILES][2],
-                                          const float* const (&xsr)[NT][2], const bool (&xsok)[NT][2], int blk, int bend) {
-    if (PRED && blk >= bend) return;
-    float sx[NT][2], sw[TILES][2];
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) sx[n][j] = xsok[n][j] ? __ldg(xsr[n][j] + blk) : 0.f;
-#pragma unroll
-    for (int tt = 0; tt < TILES; ++tt) { sw[tt][0] = __ldg(swr[tt][0] + blk); sw[tt][1] = __ldg(swr[tt][1] + blk); }
-    mma_scaled<NT, TILES>(acc, r, sw, sx);
-}
-
-// A lane's pointers into the weights, activations and both scale arrays, and this block's split of the K blocks.
-template <int NT, int TILES>
-struct LaneSetup {
-    const unsigned char* wrow[TILES][2];   // weight rows g / g+8 of each tile (rows past N clamped to N-1, never stored)
-    const float* sw[TILES][2];             // their 8-row groups' scale rows
-    const unsigned char* xrow[NT];         // token 8n + g's codes (clamped to M-1; xok false past M)
-    bool xok[NT];
-    const float* xsr[NT][2];               // token 8n + 2t + j's scale row (xsok false past M)
-    bool xsok[NT][2];
-    int b0, b1, bfull;                     // this split's blocks [b0, b1), the full ones ending at bfull
-};
-
-template <int NT, int TILES>
-__device__ __forceinline__ void lane_setup(LaneSetup<NT, TILES>& ls, const Fp8GemmParams& p, int row0, int g, int t) {
-    const int M = p.M, N = p.N, K = p.K;
-    const int KB = (K + 127) >> 7, groups = (N + 7) >> 3;
-    const int splitK = gridDim.y, split = blockIdx.y;
-    const int per = (KB + splitK - 1) / splitK;
-    ls.b0 = min(KB, split * per);
-    ls.b1 = min(KB, ls.b0 + per);
-    ls.bfull = min(ls.b1, max(ls.b0, K >> 7));
-#pragma unroll
-    for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int r = min(row0 + 16 * tt + 8 * half + g, N - 1);
-            ls.wrow[tt][half] = p.w + (long long)r * K;
-            ls.sw[tt][half] = p.scale8 + (long long)min((row0 + 16 * tt + 8 * half) >> 3, groups - 1) * KB;
-        }
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-        ls.xok[n] = 8 * n + g < M;
-        ls.xrow[n] = p.xq + (long long)min(8 * n + g, M - 1) * K;
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            const int m = KILN_ACC_TOKEN(n, t, j);
-            ls.xsok[n][j] = m < M;
-            ls.xsr[n][j] = p.xs + (long long)min(m, M - 1) * KB;
+            acc[tt][n][0] = fmaf(c[0], s_top * sx[n][0], acc[tt][n][0]);
+            acc[tt][n][1] = fmaf(c[1], s_top * sx[n][1], acc[tt][n][1]);
+            acc[tt][n][2] = fmaf(c[2], s_bottom * sx[n][0], acc[tt][n][2]);
+            acc[tt][n][3] = fmaf(c[3], s_bottom * sx[n][1], acc[tt][n][3]);
         }
     }
 }
@@ -227,11 +170,41 @@ __device__ __forceinline__ void gemm_fp8(const Fp8GemmParams& p) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WARPS_N, wk = warp / WARPS_N, g = lane >> 2, t = lane & 3;
     const int M = p.M, N = p.N, K = p.K;
+    const int KB = (K + 127) >> 7, groups = (N + 7) >> 3;
+
+    // This block's split: whole 128-column blocks [b0, b1); the full ones end at bfull.
     const int splitK = gridDim.y, split = blockIdx.y;
+    const int per = (KB + splitK - 1) / splitK;
+    const int b0 = min(KB, split * per), b1 = min(KB, b0 + per);
+    const int bfull = min(b1, max(b0, K >> 7));
     const int row0 = blockIdx.x * ROWS_BLOCK + wn * ROWS_WARP;
-    LaneSetup<NT, TILES> ls;
-    lane_setup<NT, TILES>(ls, p, row0, g, t);
-    const int b0 = ls.b0, b1 = ls.b1, bfull = ls.bfull;
+
+    // Rows past N read row N-1 (valid memory) and are never stored; their scale group is clamped the same way.
+    const unsigned char* wrow[TILES][2];
+    const float* sw[TILES][2];
+#pragma unroll
+    for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int r = min(row0 + 16 * tt + 8 * half + g, N - 1);
+            wrow[tt][half] = p.w + (long long)r * K;
+            sw[tt][half] = p.scale8 + (long long)min((row0 + 16 * tt + 8 * half) >> 3, groups - 1) * KB;
+        }
+    const unsigned char* xrow[NT];
+    bool xok[NT];
+    const float* xsr[NT][2];
+    bool xsok[NT][2];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+        xok[n] = 8 * n + g < M;
+        xrow[n] = p.xq + (long long)min(8 * n + g, M - 1) * K;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int m = KILN_ACC_TOKEN(n, t, j);
+            xsok[n][j] = m < M;
+            xsr[n][j] = p.xs + (long long)min(m, M - 1) * KB;
+        }
+    }
 
     float acc[TILES][NT][4];
 #pragma unroll
@@ -250,15 +223,15 @@ __device__ __forceinline__ void gemm_fp8(const Fp8GemmParams& p) {
     auto first_block = [&](int s) { return b0 + (wk + s * WARPS_K) * UNROLL; };
     auto load_w = [&](BlockRegs<NT, TILES> (&r)[UNROLL], int s) {
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) load_block_w<NT, TILES, false>(r[u], ls.wrow, first_block(s) + u, 0, t, K);
+        for (int u = 0; u < UNROLL; ++u) load_block_w<NT, TILES, false>(r[u], wrow, first_block(s) + u, 0, t, K);
     };
     auto load_x = [&](BlockRegs<NT, TILES> (&r)[UNROLL], int s) {
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) load_block_x<NT, TILES, false>(r[u], ls.xrow, ls.xok, first_block(s) + u, 0, t, K);
+        for (int u = 0; u < UNROLL; ++u) load_block_x<NT, TILES, false>(r[u], xrow, xok, first_block(s) + u, 0, t, K);
     };
     auto mmas = [&](const BlockRegs<NT, TILES> (&r)[UNROLL], int s) {
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) mma_block<NT, TILES, false>(acc, r[u], ls.sw, ls.xsr, ls.xsok, first_block(s) + u, 0);
+        for (int u = 0; u < UNROLL; ++u) mma_block<NT, TILES, false>(acc, r[u], sw, xsr, xsok, first_block(s) + u, 0);
     };
     if (mine > 0) load_w(ra, 0);
     pdl_wait_then_trigger();
@@ -275,161 +248,9 @@ __device__ __forceinline__ void gemm_fp8(const Fp8GemmParams& p) {
 #pragma unroll 1
     for (int blk = b0 + steps * UNROLL + wk; blk < b1; blk += WARPS_K) {
         BlockRegs<NT, TILES> r;
-        load_block_w<NT, TILES, true>(r, ls.wrow, blk, b1, t, K);
-        load_block_x<NT, TILES, true>(r, ls.xrow, ls.xok, blk, b1, t, K);
-        mma_block<NT, TILES, true>(acc, r, ls.sw, ls.xsr, ls.xsok, blk, b1);
-    }
-
-    void* y = p.y;
-    float* ws = p.ws;
-    unsigned* cnt = p.cnt;
-    const Epilogue epi = p.epi;
-    KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
-}
-
-// cp.async of 16 bytes (weights: L1 bypassed, the L2 asked for the 256-byte span; activations: L1-cached) and of 4
-// (scales), zero-filled when !ok (src-size 0: nothing is read, the pointer stays a valid one).
-__device__ __forceinline__ void cp_async_w16(unsigned dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" :: "r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_x16(unsigned dst, const void* src, bool ok) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_s4(unsigned dst, const void* src, bool ok) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(ok ? 4 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int PENDING>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory"); }
-__device__ __forceinline__ U4 lds16(unsigned a) {
-    U4 r;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(a));
-    return r;
-}
-__device__ __forceinline__ float lds4(unsigned a) {
-    float r;
-    asm volatile("ld.shared.f32 %0, [%1];" : "=f"(r) : "r"(a));
-    return r;
-}
-
-// The ring variant's shared memory: per warp STAGES slots, each one 128-column block of everything the lane reads —
-// weight items [tile][row half][k half], activation items [token group][k half] (16 bytes per lane), then the scales
-// [tile][row half] and [token group][j] (4 bytes per lane); item i of lane l at slot + 512·i + 16·l (scales: + 4·l), so
-// a warp's access to an item is 512 (128) contiguous bytes and never conflicts.
-template <int NT, int TILES>
-struct RingSlot {
-    static constexpr int W_ITEMS = 4 * TILES, X_ITEMS = 2 * NT, S_ITEMS = 2 * TILES + 2 * NT;
-    static constexpr int SCALES = (W_ITEMS + X_ITEMS) * 512;   // byte offset of the scale items
-    static constexpr int BYTES = SCALES + S_ITEMS * 128;
-};
-
-// gemm_fp8's plan with the loads moved from registers into a per-warp ring of STAGES blocks in shared memory, filled by
-// cp.async STAGES − 1 blocks ahead. The register kernel holds at most two blocks in flight per warp in registers, which
-// at NT = 2 costs 167–255 registers and so occupancy (docs/perf-notes-fp8.md); here the registers hold one block and the
-// ring holds the rest. Each lane reads back exactly the bytes its own cp.async wrote, so cp.async.wait_group is the
-// only synchronisation: no barrier, no mbarrier. A slot is refilled only after the mmas that read it were issued.
-template <int NT, int WARPS_N, int WARPS_K, int TILES, int STAGES>
-__device__ __forceinline__ void gemm_fp8_ring(const Fp8GemmParams& p) {
-    static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
-    static_assert(STAGES >= 2 && STAGES <= 8, "2…8 stages");
-    static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
-    using Slot = RingSlot<NT, TILES>;
-    constexpr int ROWS_WARP = 16 * TILES, ROWS_BLOCK = ROWS_WARP * WARPS_N;
-    extern __shared__ __align__(16) unsigned char ring_smem[];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int wn = warp % WARPS_N, wk = warp / WARPS_N, g = lane >> 2, t = lane & 3;
-    const int M = p.M, N = p.N, K = p.K;
-    const int splitK = gridDim.y, split = blockIdx.y;
-    const int row0 = blockIdx.x * ROWS_BLOCK + wn * ROWS_WARP;
-    LaneSetup<NT, TILES> ls;
-    lane_setup<NT, TILES>(ls, p, row0, g, t);
-    const int b0 = ls.b0, b1 = ls.b1, bfull = ls.bfull;
-    const unsigned ring = kiln_attn::smem_addr(ring_smem) + warp * (STAGES * Slot::BYTES);
-
-    float acc[TILES][NT][4];
-#pragma unroll
-    for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[tt][n][i] = 0.f;
-
-    // Full blocks b0 + wk, + WARPS_K, … (step s = the s-th of them), through the ring; the partial block after.
-    const int steps = bfull - b0;
-    const int mine = steps > wk ? (steps - wk + WARPS_K - 1) / WARPS_K : 0;
-    auto block_of = [&](int s) { return b0 + wk + s * WARPS_K; };
-    auto slot_of = [&](int s) { return ring + (s % STAGES) * Slot::BYTES; };
-    auto issue_w = [&](int s) {
-        const unsigned slot = slot_of(s) + 16 * lane;
-        const int k = block_of(s) * 128 + 16 * t;
-#pragma unroll
-        for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-            for (int half = 0; half < 2; ++half)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) cp_async_w16(slot + 512 * ((tt * 2 + half) * 2 + h), ls.wrow[tt][half] + k + 64 * h);
-    };
-    auto issue_rest = [&](int s) {
-        const unsigned slot = slot_of(s);
-        const int blk = block_of(s), k = blk * 128 + 16 * t;
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) cp_async_x16(slot + 512 * (Slot::W_ITEMS + 2 * n + h) + 16 * lane, ls.xrow[n] + k + 64 * h, ls.xok[n]);
-        const unsigned sslot = slot + Slot::SCALES + 4 * lane;
-#pragma unroll
-        for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-            for (int half = 0; half < 2; ++half) cp_async_s4(sslot + 128 * (2 * tt + half), ls.sw[tt][half] + blk, true);
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-            for (int j = 0; j < 2; ++j) cp_async_s4(sslot + 128 * (2 * TILES + 2 * n + j), ls.xsr[n][j] + blk, ls.xsok[n][j]);
-    };
-    // Prologue: the weights of the first STAGES − 1 steps before the PDL wait (weights never depend on the previous
-    // kernel), their activations and scales after; one commit group per step (group i holds at least step i).
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s)
-        if (s < mine) issue_w(s);
-    pdl_wait_then_trigger();
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < mine) issue_rest(s);
-        cp_async_commit();
-    }
-#pragma unroll 1
-    for (int s = 0; s < mine; ++s) {
-        if (s + STAGES - 1 < mine) { issue_w(s + STAGES - 1); issue_rest(s + STAGES - 1); }
-        cp_async_commit();
-        cp_async_wait<STAGES - 1>();   // step s's group is complete
-        const unsigned slot = slot_of(s) + 16 * lane, sslot = slot_of(s) + Slot::SCALES + 4 * lane;
-        BlockRegs<NT, TILES> r;
-        float sw[TILES][2], sx[NT][2];
-#pragma unroll
-        for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-#pragma unroll
-                for (int h = 0; h < 2; ++h) r.w[tt][half][h] = lds16(slot + 512 * ((tt * 2 + half) * 2 + h));
-                sw[tt][half] = lds4(sslot + 128 * (2 * tt + half));
-            }
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                r.x[n][h] = lds16(slot + 512 * (Slot::W_ITEMS + 2 * n + h));
-                sx[n][h] = lds4(sslot + 128 * (2 * TILES + 2 * n + h));
-            }
-        mma_scaled<NT, TILES>(acc, r, sw, sx);
-    }
-    cp_async_wait<0>();
-    // The partial block (K % 128 != 0), if this split holds it, with predicates as the register kernel.
-    const int tail = bfull + wk;   // at most one partial block: warp 0's
-    if (tail < b1) {
-        BlockRegs<NT, TILES> r;
-        load_block_w<NT, TILES, true>(r, ls.wrow, tail, b1, t, K);
-        load_block_x<NT, TILES, true>(r, ls.xrow, ls.xok, tail, b1, t, K);
-        mma_block<NT, TILES, true>(acc, r, ls.sw, ls.xsr, ls.xsok, tail, b1);
+        load_block_w<NT, TILES, true>(r, wrow, blk, b1, t, K);
+        load_block_x<NT, TILES, true>(r, xrow, xok, blk, b1, t, K);
+        mma_block<NT, TILES, true>(acc, r, sw, xsr, xsok, blk, b1);
     }
 
     void* y = p.y;
@@ -524,15 +345,3 @@ extern "C" __global__ void __launch_bounds__(256) kiln_fp8_dequant(const Fp8Dequ
         kiln_fp8::gemm_fp8<NT, WN, WK, T, U>(p);                                                                \
     }
 KILN_GEMM_FP8_INSTANCES(KILN_GEMM_FP8_DEFINE)
-
-// X(NT, WARPS_N, WARPS_K, TILES, STAGES) — the ring instances (gemm_fp8_ring), tuner candidates beside the register ones.
-// Dynamic shared memory: WARPS_N · WARPS_K · STAGES · RingSlot<NT, TILES>::BYTES (GemmFP8.Config.sharedBytes).
-#define KILN_GEMM_FP8_RING_INSTANCES(X) \
-    X(2, 1, 4, 1, 4) X(2, 1, 8, 1, 2) X(2, 1, 2, 1, 6) X(2, 1, 4, 2, 3) X(1, 1, 4, 1, 4) X(1, 1, 8, 1, 3)
-
-#define KILN_GEMM_FP8_RING_NAME(NT, WN, WK, T, S) kiln_gemm_fp8_ring_nt##NT##_wn##WN##_wk##WK##_t##T##_s##S
-#define KILN_GEMM_FP8_RING_DEFINE(NT, WN, WK, T, S)                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_FP8_RING_NAME(NT, WN, WK, T, S)(const Fp8GemmParams p) { \
-        kiln_fp8::gemm_fp8_ring<NT, WN, WK, T, S>(p);                                                           \
-    }
-KILN_GEMM_FP8_RING_INSTANCES(KILN_GEMM_FP8_RING_DEFINE)
