@@ -1,5 +1,6 @@
-// gemm_lut.cu — decode GEMMs over 4-, 3- and 2-bit lookup-table weights (WeightFormat.lut): Y[M,N] = X[M,K] · W[N,K]^T
-// for 1 ≤ M ≤ 16, X bf16, W[n, k] = table[code[n, k]] · scale[n, k/g] (+ offset[n, k/g] when affine), g ∈ {32, 64, 128}.
+// gemm_lut.cu — decode GEMMs over 4-, 3- and 2-bit lookup-table weights (WeightFormat.lut), and 8-bit integer codes
+// (GGUF Q8_0's member): Y[M,N] = X[M,K] · W[N,K]^T for 1 ≤ M ≤ 16, X bf16,
+// W[n, k] = table[code[n, k]] · scale[n, k/g] (+ offset[n, k/g] when affine), g ∈ {32, 64, 128}.
 //
 // Decode reads the weights once per step, so the floor is N·K/2 code bytes + N·K/g·2 scale bytes (·2 affine) ÷
 // bandwidth, a quarter of bf16's. At 4 bits the dequantization itself is work the kernel must keep small (at 4 TB/s an
@@ -48,10 +49,25 @@
 //    prmt selectors {2c, 2c+1} per code (bytes 2c, 2c+1 of the register pair = table entry c): the low half of
 //    x·0x22 for the top row's slot, the high half (__umulhi(x, 0x220000)) for the bottom row's (`select2`).
 //
+// 8 bits (GGUF Q8_0 repacked at load: code c = q + 128 for the signed int8 q, the symmetric `int` table c − 128, one
+// f16 scale d per group; symmetric only). The same fragment map, chunks, split-K and main loop, no table:
+//  * Per chunk 1024 bytes = two halves of [32 lanes × 16 bytes]; lane l's first 16 bytes (mmas 0, 1) at 16·l, its
+//    second (mmas 2, 3) at 512 + 16·l, so each of its two 16-byte loads is 512 contiguous bytes per warp. Word 2j of a
+//    lane's 8 words = [row g cols 4j, 4j+1 | row g+8 cols 4j, 4j+1], word 2j+1 the same at cols 4j+2, 4j+3 (columns
+//    relative to 16t): each byte pair is one bf16x2 register a_i of mma j, even column in the low byte.
+//  * Scales: the same 8 words per tile and group, each {f16 d of row g (low half), f16 d of row g+8} — f16, not bf16,
+//    so the scale is the stored d exactly (GemmLUT.restructureScales, .f16) — turned into two f32 by two cvt per chunk.
+//  * Per code: one prmt puts the byte into the low mantissa byte of 2^23 (0x4B0000cc = 2^23 + c, exact), one FADD of
+//    −(2^23 + 128) gives q exactly, one FMUL by d gives q·d exactly (8 × 11 significant bits fit f32's 24); per code
+//    pair one cvt.rn.bf16x2.f32 rounds both to the mma's bf16 pair — one rounding: the weight the mma sees is
+//    bf16(q·d), the CPU's bf16 rounding of the exact value. 7 instructions per code pair (2 prmt, 2 FADD, 2 FMUL,
+//    1 F2FP), no shared memory (docs/perf-notes-lut.md, "Q8_0 on gemm_lut").
+//
 // Entry points, all with the parameters of `LutGemmParams` (one struct; GemmLUT.swift mirrors it):
 //   kiln_gemm_lut{BITS}_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_a{AFFINE}   block = 32·WN·WK threads,
 //                                                             grid = (ceil(ceil(N/16) / (T·WN)), splitK)
 //   kiln_lut{BITS}_dequant (LutDequantParams)                 block = 256, grid = ceil(ceil(N/16)·KC·32 / 256): W → bf16
+//   (BITS ∈ {2, 3, 4, 8}; AFFINE = 0 only at 8 bits)
 // Requirements (checked by the launcher): K % g == 0 and g ∈ {32, 64, 128} (so K % 32 == 0), x 16-byte aligned,
 // 1 ≤ M ≤ 8·NT; the SwiGLU epilogue needs N % 16 == 0 (gate/up interleaved per 16-row tile by the restructure).
 
@@ -62,7 +78,7 @@
 struct LutGemmParams {
     const kiln::bf16* x;           // [M, K] bf16 activations
     const unsigned char* codes;    // [ceil(N/16), KC, 128·BITS bytes] restructured codes (KC = ceil(K/64)); 4 bits: [32 lanes, 16 bytes]
-    const unsigned* scales;        // [ceil(N/16), GP, 8] bf16x2 {scale row g, scale row g+8} (GP = ceil(64·KC / g))
+    const unsigned* scales;        // [ceil(N/16), GP, 8] bf16x2 {scale row g, scale row g+8} (GP = ceil(64·KC / g)); 8 bits: f16x2
     const unsigned* offsets;       // same layout, affine instances only (else unused)
     const float* table;            // [2^BITS] f32 table values
     void* y;                       // [M, N] bf16 / fp32, or [M, N/2] bf16 (SwiGLU)
@@ -192,17 +208,18 @@ __device__ __forceinline__ void scaled_table2(unsigned t01, unsigned t23, unsign
 constexpr unsigned kNegZero2 = 0x80008000u;   // {−0, −0}: a·b + (−0) = a·b exactly, sign of zero included
 
 // The registers of one super-step's weights: per chunk u and tile tt, the lane's 16 code bytes (3 bits: A0, A1, B in
-// x, y, z; 2 bits: W0, W1 in x, y — the unused words are never assigned, so they take no registers) and its scale pair
-// (and offset pair).
-template <int TILES, int UNROLL, bool AFFINE>
+// x, y, z; 2 bits: W0, W1 in x, y — the unused words are never assigned, so they take no registers; 8 bits: its first
+// 16 bytes, the second in q_hi) and its scale pair (and offset pair).
+template <int TILES, int UNROLL, bool AFFINE, int BITS = 4>
 struct WeightRegs {
     U4 q[UNROLL][TILES];
+    U4 q_hi[BITS == 8 ? UNROLL : 1][BITS == 8 ? TILES : 1];   // 8 bits: words 4-7 (mmas 2, 3); never assigned otherwise
     unsigned s[UNROLL][TILES];
     unsigned o[AFFINE ? UNROLL : 1][AFFINE ? TILES : 1];
 };
 
 // Where lane (g, t)'s data of tile `tile` sits: codes at chunk c are qbase + 128·BITS·c (3 bits: A there, B at
-// + bofs); its scale word of group G at sbase + 8·G.
+// + bofs; 8 bits: the second half at + 512); its scale word of group G at sbase + 8·G.
 struct LaneAddr {
     const unsigned char* qbase[4];
     const unsigned* sbase[4];
@@ -211,13 +228,17 @@ struct LaneAddr {
 };
 
 template <int BITS, int TILES, int UNROLL, bool AFFINE>
-__device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE>& r, const LaneAddr& a, int c, int t, int gshift) {
+__device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE, BITS>& r, const LaneAddr& a, int c, int t, int gshift) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int group = ((c + u) * 64 + 16 * t) >> gshift;
 #pragma unroll
         for (int tt = 0; tt < TILES; ++tt) {
-            if constexpr (BITS == 4) {
+            if constexpr (BITS == 8) {
+                const unsigned char* chunk = a.qbase[tt] + (long long)(c + u) * 1024;
+                r.q[u][tt] = ld_codes(chunk);
+                r.q_hi[u][tt] = ld_codes(chunk + 512);
+            } else if constexpr (BITS == 4) {
                 r.q[u][tt] = ld_codes(a.qbase[tt] + (long long)(c + u) * 512);
             } else {
                 const unsigned char* chunk = a.qbase[tt] + (long long)(c + u) * (128 * BITS);
@@ -261,7 +282,7 @@ __device__ __forceinline__ void row_pairs(const Regs& r, int u, int tt, unsigned
 // Dequantizes chunk u's fragments tile by tile (lookup + fma per code pair) and runs its 4·NT mmas per tile (4 and 3
 // bits: `lut` = this lane's copy of the shared pair table; 2 bits: mma_step2).
 template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE>
-__device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+__device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE, BITS>& r,
                                          const U4 (&x)[UNROLL][NT][2], unsigned lut) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u)
@@ -291,7 +312,7 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const Weigh
 // 2 bits: per chunk and tile the row's scaled 4-entry tables (4 fma.rn.bf16x2), then one prmt per code pair (select2).
 // t01 / t23 = {table[0], table[1]} / {table[2], table[3]} in bf16.
 template <int NT, int TILES, int UNROLL, bool AFFINE>
-__device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+__device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE, 2>& r,
                                           const U4 (&x)[UNROLL][NT][2], unsigned t01, unsigned t23) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u)
@@ -323,12 +344,102 @@ __device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const Weig
         }
 }
 
+// 8 bits: the two f16 halves of a scale word (row g low, row g+8 high) as f32, exactly.
+__device__ __forceinline__ void half2_to_f32(unsigned w, float& lo, float& hi) {
+    asm("{\n\t.reg .f16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}" : "=f"(lo), "=f"(hi) : "r"(w));
+}
+// 8 bits: byte I of `w` (code c = q + 128) times the scale, exactly: prmt puts c into the low mantissa byte of 2^23
+// (0x4B0000cc = 2^23 + c), the FADD of −(2^23 + 128) leaves q, the FMUL gives q·d (≤ 19 significant bits). _rn: never
+// contracted into an fma (that would round (2^23 + c)·d).
+template <int I>
+__device__ __forceinline__ float int8_times(unsigned w, float d) {
+    const float magic = __uint_as_float(prmt2(w, 0x4B000000u, 0x7650u | I));
+    return __fmul_rn(__fadd_rn(magic, -8388736.0f), d);
+}
+// Bytes I (even column) and I+1 of `w` as the mma's bf16x2 register: bf16(q·d) each, one rounding (cvt.rn.bf16x2.f32).
+template <int I>
+__device__ __forceinline__ unsigned int8_pair(unsigned w, float d) {
+    return kiln_attn::pack_bf16x2(int8_times<I>(w, d), int8_times<I + 1>(w, d));
+}
+// The lane's 8 code words of chunk u, tile tt (words 0-3 = mmas 0, 1; 4-7 = mmas 2, 3), and its rows' scales, as the
+// 16 registers a[j][i] of mmas j = 0…3 (the header's "8 bits").
+template <class Regs>
+__device__ __forceinline__ void int8_fragments(const Regs& r, int u, int tt, unsigned (&a)[4][4]) {
+    float d_top, d_bottom;
+    half2_to_f32(r.s[u][tt], d_top, d_bottom);
+    const unsigned words[8] = {r.q[u][tt].x, r.q[u][tt].y, r.q[u][tt].z, r.q[u][tt].w,
+                               r.q_hi[u][tt].x, r.q_hi[u][tt].y, r.q_hi[u][tt].z, r.q_hi[u][tt].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        a[j][0] = int8_pair<0>(words[2 * j], d_top);
+        a[j][1] = int8_pair<2>(words[2 * j], d_bottom);
+        a[j][2] = int8_pair<0>(words[2 * j + 1], d_top);
+        a[j][3] = int8_pair<2>(words[2 * j + 1], d_bottom);
+    }
+}
+
+// 8 bits: per chunk and tile the 16 registers (int8_fragments), then 4·NT mmas.
+template <int NT, int TILES, int UNROLL>
+__device__ __forceinline__ void mma_step8(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, false, 8>& r,
+                                          const U4 (&x)[UNROLL][NT][2]) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt) {
+            unsigned a[4][4];
+            int8_fragments(r, u, tt, a);
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    const U4& xx = x[u][n][j >> 1];
+                    const unsigned b0 = (j & 1) ? xx.z : xx.x, b1 = (j & 1) ? xx.w : xx.y;
+                    mma16816(acc[tt][n], a[j][0], a[j][1], a[j][2], a[j][3], b0, b1);
+                }
+        }
+}
+
 // One super-step's dequantization and mmas at any width.
 template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE>
-__device__ __forceinline__ void mma_any(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+__device__ __forceinline__ void mma_any(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE, BITS>& r,
                                         const U4 (&x)[UNROLL][NT][2], unsigned lut, unsigned t01, unsigned t23) {
-    if constexpr (BITS == 2) mma_step2<NT, TILES, UNROLL, AFFINE>(acc, r, x, t01, t23);
+    if constexpr (BITS == 8) mma_step8<NT, TILES, UNROLL>(acc, r, x);
+    else if constexpr (BITS == 2) mma_step2<NT, TILES, UNROLL, AFFINE>(acc, r, x, t01, t23);
     else mma_step<BITS, NT, TILES, UNROLL, AFFINE>(acc, r, x, lut);
+}
+
+// 8 bits' own copy of kiln_gemm::sum_warps_k (the same fixed-order sum, line for line). A function-scope __shared__
+// array is one variable per template instantiation, shared by every kernel that calls it: the 8-bit wn2_wk4 instance
+// calling sum_warps_k<2, 4, 1, 1> moved the 4-bit wn2_wk4 kernel's shared-memory layout and changed its machine code
+// (scripts/cubin-diff.py); with its own `red` no existing kernel changes.
+template <int WARPS_N, int WARPS_K, int TILES, int NT>
+__device__ __forceinline__ void sum_warps_k8(float (&acc)[TILES][NT][4], int wn, int wk, int lane) {
+    if constexpr (WARPS_K > 1) {
+        constexpr int NACC = TILES * NT * 4;
+        __shared__ float red[(WARPS_K - 1) * WARPS_N * NACC * 32];
+        if (wk > 0) {
+            float* dst = red + ((wk - 1) * WARPS_N + wn) * NACC * 32 + lane;
+#pragma unroll
+            for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) dst[((tt * NT + n) * 4 + i) * 32] = acc[tt][n][i];
+        }
+        __syncthreads();
+        if (wk == 0) {
+#pragma unroll 1
+            for (int j = 1; j < WARPS_K; ++j) {
+                const float* src = red + ((j - 1) * WARPS_N + wn) * NACC * 32 + lane;
+#pragma unroll
+                for (int tt = 0; tt < TILES; ++tt)
+#pragma unroll
+                    for (int n = 0; n < NT; ++n)
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) acc[tt][n][i] += src[((tt * NT + n) * 4 + i) * 32];
+            }
+        }
+    }
 }
 
 template <int BITS, int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, bool AFFINE>
@@ -336,11 +447,12 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
     static_assert(TILES <= 4, "at most 4 tiles per warp");
-    static_assert(BITS >= 2 && BITS <= 4, "2-, 3- or 4-bit codes");
+    static_assert((BITS >= 2 && BITS <= 4) || BITS == 8, "2-, 3-, 4- or 8-bit codes");
+    static_assert(BITS != 8 || !AFFINE, "8-bit codes are symmetric (GGUF Q8_0)");
     static_assert(2 * UNROLL * TILES * BITS + UNROLL * NT * 8 <= 96, "two code sets plus one activation set: at most 96 registers (more spills)");
     // The table, 32 copies: entry b of lane l at word 32·b + l, so a warp's 32 lookups hit 32 different banks (2 bits:
-    // none, the table lives in registers).
-    __shared__ unsigned lut_smem[BITS == 2 ? 1 : 256 * 32];
+    // none, the table lives in registers; 8 bits: none, the codes are converted arithmetically).
+    __shared__ unsigned lut_smem[(BITS == 2 || BITS == 8) ? 1 : 256 * 32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WARPS_N, wk = warp / WARPS_N, g = lane >> 2, t = lane & 3;
@@ -363,7 +475,8 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
 #pragma unroll
     for (int tt = 0; tt < TILES; ++tt) {
         const int tile = min(tile0 + tt, tiles - 1);
-        if constexpr (BITS == 4) a.qbase[tt] = p.codes + ((long long)tile * KC * 32 + lane) * 16;
+        if constexpr (BITS == 8) a.qbase[tt] = p.codes + (long long)tile * KC * 1024 + 16 * lane;
+        else if constexpr (BITS == 4) a.qbase[tt] = p.codes + ((long long)tile * KC * 32 + lane) * 16;
         else a.qbase[tt] = p.codes + (long long)tile * KC * (128 * BITS) + 8 * lane;
         a.sbase[tt] = p.scales + (long long)tile * GP * 8 + g;
         a.obase[tt] = AFFINE ? p.offsets + (long long)tile * GP * 8 + g : nullptr;
@@ -383,7 +496,7 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     const int steps = (cfull - c0) / UNROLL;
     const int mine = steps > wk ? (steps - wk + WARPS_K - 1) / WARPS_K : 0;
     auto first_chunk = [&](int s) { return c0 + (wk + s * WARPS_K) * UNROLL; };
-    WeightRegs<TILES, UNROLL, AFFINE> ra, rb;
+    WeightRegs<TILES, UNROLL, AFFINE, BITS> ra, rb;
     // The first codes are requested before the table is built and before the PDL wait (weights never depend on the
     // previous kernel).
     if (mine > 0) load_weights<BITS, TILES, UNROLL, AFFINE>(ra, a, first_chunk(0), t, gshift);
@@ -402,11 +515,11 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
             const float lo = __shfl_sync(0xffffffffu, v, lut3_even(b)), hi = __shfl_sync(0xffffffffu, v, lut3_odd(b));
             lut_smem[b * 32 + lane] = kiln_attn::pack_bf16x2(lo, hi);
         }
-    } else {
+    } else if constexpr (BITS == 2) {
         t01 = kiln_attn::pack_bf16x2(__ldg(p.table + 0), __ldg(p.table + 1));
         t23 = kiln_attn::pack_bf16x2(__ldg(p.table + 2), __ldg(p.table + 3));
     }
-    if constexpr (BITS != 2) {
+    if constexpr (BITS == 4 || BITS == 3) {
         __syncthreads();
         lut = kiln_attn::smem_addr(lut_smem + lane);
     }
@@ -427,7 +540,7 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     // whose upper lanes read zero activations against the zero padding codes.
 #pragma unroll 1
     for (int c = c0 + steps * UNROLL + wk; c < c1; c += WARPS_K) {
-        WeightRegs<TILES, 1, AFFINE> r1;
+        WeightRegs<TILES, 1, AFFINE, BITS> r1;
         U4 x1[1][NT][2];
         load_weights<BITS, TILES, 1, AFFINE>(r1, a, c, t, gshift);
         load_x<NT, 1, true>(x1, xrow, c, t, K);
@@ -438,7 +551,16 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     float* ws = p.ws;
     unsigned* cnt = p.cnt;
     const Epilogue epi = p.epi;
-    KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
+    if constexpr (BITS == 8) {   // KILN_GEMM_FINISH with sum_warps_k8
+        sum_warps_k8<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
+        if (splitK == 1) {
+            if (wk == 0) store_out<TILES, NT>(acc, y, row0, g, t, M, N, epi);
+            return;
+        }
+        KILN_SPLITK_REDUCE(TILES, NT);
+    } else {
+        KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
+    }
 }
 
 // Prefill over lookup-table weights (until a LUT prefill GEMM exists): W dequantized to bf16 [N, K] for the Hopper
@@ -554,8 +676,38 @@ __device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
     }
 }
 
+// The same for 8 bits, through the decode kernel's own conversion (int8_fragments), so `kiln check` on this kernel
+// checks decode's q·d bit for bit. dequant_lane's scale pairs hold each row's f16 twice: the low halves are d.
+__device__ __forceinline__ void dequant8(const LutDequantParams& p) {
+    DequantLane d;
+    if (!dequant_lane(p, d)) return;
+    const int N = p.N, K = p.K, KC = (K + 63) >> 6, k = d.k;
+    const unsigned char* rec = p.codes + ((long long)d.tile * KC + d.chunk) * 1024 + 16 * d.lane;
+    WeightRegs<1, 1, false, 8> r;
+    r.q[0][0] = ld_codes(rec);
+    r.q_hi[0][0] = ld_codes(rec + 512);
+    r.s[0][0] = (d.s_top & 0xffffu) | (d.s_bottom << 16);
+    unsigned a[4][4];   // [mma j][register i]
+    int8_fragments(r, 0, 0, a);
+    // Register i of mma j: row g + 8·(i & 1), columns k + 4j + 2·(i >> 1), +1.
+    const int top = d.top, bottom = d.bottom;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int col = k + 4 * j;
+        if (top < N) {
+            *(unsigned*)(p.y + (long long)top * K + col) = a[j][0];
+            *(unsigned*)(p.y + (long long)top * K + col + 2) = a[j][2];
+        }
+        if (bottom < N) {
+            *(unsigned*)(p.y + (long long)bottom * K + col) = a[j][1];
+            *(unsigned*)(p.y + (long long)bottom * K + col + 2) = a[j][3];
+        }
+    }
+}
+
 }  // namespace kiln_lut
 
+extern "C" __global__ void __launch_bounds__(256) kiln_lut8_dequant(const LutDequantParams p) { kiln_lut::dequant8(p); }
 extern "C" __global__ void __launch_bounds__(256) kiln_lut4_dequant(const LutDequantParams p) { kiln_lut::dequant(p); }
 extern "C" __global__ void __launch_bounds__(256) kiln_lut3_dequant(const LutDequantParams p) { kiln_lut::dequant_low<3>(p); }
 extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDequantParams p) { kiln_lut::dequant_low<2>(p); }
@@ -567,6 +719,8 @@ extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDeq
 // 3 and 2 bits: fewer bytes per chunk (12, 8 per lane), so also UNROLL 8 (2 bits, M ≤ 8) and four tiles per warp at
 // UNROLL 2 for more bytes in flight per lane (not two tiles with one token group: those would share NVVM's
 // instantiations of the TILES = 2, NT = 1 epilogue with the 4-bit t2 instance and change its machine code).
+// 8 bits (GGUF Q8_0, symmetric only): the 4-bit winners of the first device run (docs/perf-notes-lut.md, session 12),
+// whose UNROLL 2 keeps 64 code bytes per lane in flight per register set at 8 bits, as the 4-bit UNROLL 4 default.
 #define KILN_GEMM_LUT_INSTANCES(X) \
     X(4, 1, 1, 4, 1, 4, 0) X(4, 1, 1, 4, 1, 2, 0) X(4, 1, 1, 8, 1, 2, 0) X(4, 1, 2, 4, 1, 2, 0) X(4, 1, 1, 4, 2, 2, 0) \
     X(4, 2, 1, 4, 1, 4, 0) X(4, 2, 1, 4, 1, 2, 0) X(4, 2, 1, 8, 1, 2, 0) \
@@ -574,7 +728,8 @@ extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDeq
     X(3, 1, 1, 4, 1, 4, 0) X(3, 1, 1, 8, 1, 2, 0) X(3, 1, 1, 4, 4, 2, 0) X(3, 2, 1, 4, 1, 4, 0) X(3, 2, 1, 8, 1, 2, 0) \
     X(3, 1, 1, 4, 1, 4, 1) X(3, 1, 1, 8, 1, 2, 1) X(3, 2, 1, 4, 1, 4, 1) X(3, 2, 1, 8, 1, 2, 1) \
     X(2, 1, 1, 4, 1, 4, 0) X(2, 1, 1, 4, 1, 8, 0) X(2, 1, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 4, 2, 0) X(2, 2, 1, 4, 1, 4, 0) \
-    X(2, 2, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 1, 4, 1) X(2, 1, 1, 8, 1, 2, 1) X(2, 2, 1, 4, 1, 4, 1) X(2, 2, 1, 8, 1, 2, 1)
+    X(2, 2, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 1, 4, 1) X(2, 1, 1, 8, 1, 2, 1) X(2, 2, 1, 4, 1, 4, 1) X(2, 2, 1, 8, 1, 2, 1) \
+    X(8, 1, 1, 8, 1, 2, 0) X(8, 1, 2, 4, 1, 2, 0) X(8, 2, 1, 8, 1, 2, 0)
 
 #define KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A) kiln_gemm_lut##B##_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_a##A
 #define KILN_GEMM_LUT_DEFINE(B, NT, WN, WK, T, U, A)                                                               \
