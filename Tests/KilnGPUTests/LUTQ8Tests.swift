@@ -168,6 +168,29 @@ final class LUTQ8Tests: XCTestCase {
         }
     }
 
+    /// `kiln check`'s oracle for the 8-bit kernel (`ConformanceSuite.lut8References` and its bounds) accepts the lane
+    /// model's product rounded to the output type, rejects it with one code byte moved, and never passes a NaN.
+    func testConformanceReferencesAcceptTheLaneModelAndRejectAMisplacedCode() throws {
+        var rng = SplitMix64(seed: 31)
+        for (n, k, m) in [(77, 96, 1), (40, 1088, 16)] {
+            let f = try Q8Fixture(rows: n, cols: k, scales: .moderate, rng: &rng)
+            var planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
+            let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+            let ref = try ConformanceSuite.lut8References(x: x, m: m, fixture: f, n: n, out: .bf16)
+            let got = roundTo(GemmLUT8WarpModel.run(planes, x: x, m: m).y.map { Float($0) }, .bf16)
+            XCTAssertNil(ConformanceSuite.compareBounded(got, roundTo(ref.exact, .bf16), bound: ref.exactBound), "N=\(n) K=\(k)")
+            XCTAssertNil(ConformanceSuite.compareBounded(got, roundTo(ref.rounded, .bf16), bound: ref.roundedBound), "N=\(n) K=\(k)")
+            var nan = got; nan[n / 2] = .nan
+            XCTAssertNotNil(ConformanceSuite.compareBounded(nan, roundTo(ref.rounded, .bf16), bound: ref.roundedBound))
+            // Row 0's first two codes swapped (a misplaced byte pair half): the rounded comparison must see it.
+            let a = planes.layout.int8Offset(row: 0, col: 0), b = planes.layout.int8Offset(row: 0, col: 1)
+            XCTAssertNotEqual(planes.codes[a], planes.codes[b], "fixture codes differ here (−128 at element 0)")
+            planes.codes.swapAt(a, b)
+            let bad = roundTo(GemmLUT8WarpModel.run(planes, x: x, m: m).y.map { Float($0) }, .bf16)
+            XCTAssertNotNil(ConformanceSuite.compareBounded(bad, roundTo(ref.rounded, .bf16), bound: ref.roundedBound), "N=\(n) K=\(k)")
+        }
+    }
+
     func testAScaleThatOverflowsF16IsAnErrorNamingTheTensor() throws {
         let bytes = block(d: 0x7BFF, q: [Int8](repeating: 1, count: 32))   // d = 65504, the largest f16
         try bytes.withUnsafeBytes { raw in
