@@ -191,6 +191,37 @@ final class LUTQ8Tests: XCTestCase {
         }
     }
 
+    /// The loader's host half on a real GGUF file whose matrices are all Q8_0 (TinyCheckpoint, read back by the GGUF
+    /// reader): every linear layer planned as stored q8_0, and each fused layer's parts → `LUTDevicePlanes` → the lane
+    /// model's weights are bf16 of the CPU engine's dequantization (down has K = 96: a partial chunk).
+    func testTinyQ8_0GGUFLoadsIntoTheKernelLayout() throws {
+        let dir = NSTemporaryDirectory() + "kiln-q8gpu-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var o = TinyCheckpoint.Options()
+        o.ggufMatrixFormats = [.gguf(.q8_0)]
+        try TinyCheckpoint.writeGGUF(path: dir + "/tiny.gguf", options: o)
+        let source = try GGUFModel(path: dir + "/tiny.gguf")
+        let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: false, nativeLUT: true)
+        let t = Transformer(config: source.config)
+        for (layer, interleave) in [(LinearLayer.qkv, false), (.o, false), (.gateUp, true), (.down, false)] {
+            XCTAssertEqual(formats(layer), .gguf(.q8_0), layer.rawValue)
+            let parts = try t.parts(layer, layer: 1).map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
+            XCTAssertNil(GPUWeights.lutUnsupported(parts, interleaveHalves: interleave), layer.rawValue)
+            let planes = try LUTDevicePlanes(parts: parts, interleaveHalves: interleave, scale: 1)
+            let k = parts[0].cols, n = parts.reduce(0) { $0 + $1.rows }
+            let values = try parts.map { try $0.dequantized() }
+            let (w, _) = GemmLUT8WarpModel.run(planes, x: [Float](repeating: 0, count: k), m: 1)
+            for r in 0..<n {
+                var p = 0, row = r
+                if interleave { (p, row) = (r % 16 < 8 ? 0 : 1, 8 * (r / 16) + r % 8) } else {
+                    while row >= parts[p].rows { row -= parts[p].rows; p += 1 }
+                }
+                for c in 0..<k { XCTAssertEqual(w[r * k + c], bf16ToFloat(floatToBF16(values[p][row * k + c])), "\(layer.rawValue) (\(r), \(c))") }
+            }
+        }
+    }
+
     func testAScaleThatOverflowsF16IsAnErrorNamingTheTensor() throws {
         let bytes = block(d: 0x7BFF, q: [Int8](repeating: 1, count: 32))   // d = 65504, the largest f16
         try bytes.withUnsafeBytes { raw in
