@@ -3,13 +3,14 @@ import KilnGPU
 import KilnKernels
 import KilnModels
 
-/// 4-, 3- and 2-bit lookup-table linear layers as gemm_lut.cu reads them (`GPUMatrix.lut`): the checkpoint's canonical planes
-/// (codes packed little-endian along K, f16 scales/offsets per group, one f32 table per matrix) restructured on the
-/// host into the kernel's device layout (`GemmLUT.restructure`), times the layer's output scale (Granite's multiplier
-/// folded into the scales and offsets in f32 before their rounding to bf16).
+/// 4-, 3- and 2-bit lookup-table linear layers (and GGUF Q8_0 as 8-bit codes) as gemm_lut.cu reads them (`GPUMatrix.lut`):
+/// the checkpoint's canonical planes (codes packed little-endian along K, f16 scales/offsets per group, one f32 table
+/// per matrix) restructured on the host into the kernel's device layout (`GemmLUT.restructure`), times the layer's
+/// output scale (Granite's multiplier folded into the scales and offsets in f32 before their rounding to bf16, or to
+/// f16 at 8 bits).
 extension GPUWeights {
     /// Why the parts of a (fused) layer cannot run on gemm_lut, or nil when they can: all parts of one format (2, 3 or
-    /// 4 bits) gemm_lut reads, one K, and one table (the kernel holds one table per launch: parts with different tables —
+    /// 4 bits, or 8 as Q8_0's member) gemm_lut reads, one K, and one table (the kernel holds one table per launch: parts with different tables —
     /// `learned` or file tables of q/k/v or gate/up — are converted to bf16 instead). `interleaveHalves`: [gate, up]
     /// of equal rows, a multiple of 8.
     static func lutUnsupported(_ parts: [QuantizedMatrix], interleaveHalves: Bool) -> String? {
@@ -60,7 +61,8 @@ public struct LUTDevicePlanes {
 
     /// The planes of a (fused) layer's checkpoint matrices: rows stacked part after part, or (`interleaveHalves`) the
     /// [gate, up] pair interleaved per 16-row tile (`GemmFP8.gateUpSourceRow`, the SwiGLU epilogue's layout); scales and
-    /// offsets times `scale` in f32 before their rounding to bf16. The parts must pass `GPUWeights.lutUnsupported`.
+    /// offsets times `scale` in f32 before their rounding to bf16 (8 bits: to f16, `GemmLUT.ScaleEncoding`; a scale
+    /// that overflows f16 is an error naming its tensor). The parts must pass `GPUWeights.lutUnsupported`.
     public init(parts: [QuantizedMatrix], interleaveHalves: Bool, scale: Float) throws {
         if let why = GPUWeights.lutUnsupported(parts, interleaveHalves: interleaveHalves) {
             throw KilnError("\(parts.first?.name ?? "?"): gemm_lut cannot read this layer: \(why)")
@@ -74,21 +76,28 @@ public struct LUTDevicePlanes {
         let stackedCodes = canon.flatMap(\.codes), stackedScales = canon.flatMap(\.scales)
         let stackedOffsets = l.hasOffsets ? canon.flatMap { $0.offsets! } : []
         let stacked: [Int] = (0..<rows).map { interleaveHalves ? GemmFP8.gateUpSourceRow($0, ffn: parts[0].rows) : $0 }
+        let encoding = GemmLUT.ScaleEncoding.of(bits: l.bits)
+        if encoding == .f16, let bad = stackedScales.firstIndex(where: { !halfToFloat(floatToHalf($0 * scale)).isFinite }) {
+            var row = bad / groups, part = 0
+            while row >= parts[part].rows { row -= parts[part].rows; part += 1 }
+            throw KilnError("tensor \(parts[part].name): row \(row) group \(bad % groups): scale \(stackedScales[bad]) × \(scale) overflows the f16 scale gemm_lut reads")
+        }
         format = l; self.rows = rows; cols = k
         codes = stackedCodes.withUnsafeBufferPointer { p in
             GemmLUT.restructure(rows: rows, cols: k, group: l.groupSize, bits: l.bits) { r in p.baseAddress! + stacked[r] * rowBytes }
         }
-        scales = GemmLUT.restructureScales(rows: rows, cols: k, group: l.groupSize) { r, gi in stackedScales[stacked[r] * groups + gi] * scale }
+        scales = GemmLUT.restructureScales(rows: rows, cols: k, group: l.groupSize, encoding: encoding) { r, gi in stackedScales[stacked[r] * groups + gi] * scale }
         offsets = l.hasOffsets
             ? GemmLUT.restructureScales(rows: rows, cols: k, group: l.groupSize) { r, gi in stackedOffsets[stacked[r] * groups + gi] * scale } : nil
         table = canon[0].table
     }
 
-    /// Random planes of a `[rows, cols]` matrix for `--dummy-weights … --weights lut4-g64` (or lut3-…, lut2-…),
+    /// Random planes of a `[rows, cols]` matrix for `--dummy-weights … --weights lut4-g64` (or lut3-…, lut2-…, q8_0),
     /// reproducible from `seed`:
     /// uniformly random codes (padding included: it meets zero scales and zero activations), scales of random sign
-    /// with magnitude in [0.02, 0.05) (values within ±0.05, like the bf16 dummies' ±0.035; never zero), offsets in
-    /// ±[0.001, 0.01) when affine, and the format's fixed table (nf for `learned`/`custom`, which have none).
+    /// with magnitude in [0.02, 0.05) (values within ±0.05, like the bf16 dummies' ±0.035; never zero; 8 bits: that
+    /// ÷ 128, as its table spans ±128), offsets in ±[0.001, 0.01) when affine, and the format's fixed table (nf for
+    /// `learned`/`custom`, which have none).
     public init(dummyRows rows: Int, cols: Int, format l: WeightFormat.LUTFormat, seed: UInt64) throws {
         if let why = GemmLUT.unsupported(.lut(l), rows: rows, cols: cols) {
             throw KilnError("dummy \(WeightFormat.lut(l).name) [\(rows), \(cols)]: \(why)")
@@ -101,14 +110,15 @@ public struct LUTDevicePlanes {
             for i in 0..<words.count { words[i] = rng.next() }
         }
         func randomValues(_ lo: Float, _ hi: Float) -> [UInt32] {
-            GemmLUT.restructureScales(rows: rows, cols: cols, group: l.groupSize) { _, _ in
+            GemmLUT.restructureScales(rows: rows, cols: cols, group: l.groupSize, encoding: .of(bits: l.bits)) { _, _ in
                 let bits = rng.next()
                 let magnitude = lo + (hi - lo) * Float(bits >> 40) / Float(1 << 24)
                 return (bits & 1) == 0 ? magnitude : -magnitude
             }
         }
         format = l; self.rows = rows; self.cols = cols; self.codes = codes
-        scales = randomValues(0.02, 0.05)
+        let tableSpan: Float = l.bits == GemmLUT.int8Bits ? 128 : 1
+        scales = randomValues(0.02 / tableSpan, 0.05 / tableSpan)
         offsets = l.hasOffsets ? randomValues(0.001, 0.01) : nil
         table = try LUTTables.fixed(l) ?? LUTTables.normalFloat(bits: l.bits)
     }
@@ -123,21 +133,22 @@ public struct LUTDevicePlanes {
 
 /// The linear layers' format of `--dummy-weights … --weights NAME`: `bf16`, `fp8`, or `lut{4,3,2}-g{32,64,128}` with an
 /// optional table (`-nf`, the default; `-int`; `-fp4`, 4 bits only) and `-affine` for offsets, e.g. `lut4-g64`,
-/// `lut3-g64`, `lut2-g32-int-affine`; `q4_0` and `q4_1` are the GGUF members as the GPU holds them after the repack
-/// (`lut4-g32-int`, `lut4-g32-int-affine`).
+/// `lut3-g64`, `lut2-g32-int-affine`; `q4_0`, `q4_1` and `q8_0` are the GGUF members as the GPU holds them after the
+/// repack (`lut4-g32-int`, `lut4-g32-int-affine`, `lut8-g32-int`; 8-bit codes exist only as Q8_0's member, so there is
+/// no `lut8-…` spelling).
 public enum DummyLinearFormat: Equatable, Sendable {
     case bf16, fp8
     case lut(WeightFormat.LUTFormat)
 
     public static let examples = ["bf16", "fp8", "lut4-g32", "lut4-g64", "lut4-g128", "lut4-g64-int", "lut4-g64-int-affine", "lut4-g64-fp4",
-                                  "lut3-g64", "lut3-g128-int", "lut2-g64", "lut2-g32-int-affine", "q4_0", "q4_1"]
+                                  "lut3-g64", "lut3-g128-int", "lut2-g64", "lut2-g32-int-affine", "q4_0", "q4_1", "q8_0"]
 
     public init(parsing text: String) throws {
-        let bad = KilnError("--weights \(text.prefix(40)): expected bf16, fp8, q4_0, q4_1 or lut{4,3,2}-g{32,64,128}[-nf|-int|-fp4][-affine] (e.g. lut4-g64, lut3-g64; fp4 is 4-bit)")
+        let bad = KilnError("--weights \(text.prefix(40)): expected bf16, fp8, q4_0, q4_1, q8_0 or lut{4,3,2}-g{32,64,128}[-nf|-int|-fp4][-affine] (e.g. lut4-g64, lut3-g64; fp4 is 4-bit)")
         switch text {
         case "bf16": self = .bf16; return
         case "fp8": self = .fp8; return
-        case "q4_0", "q4_1": self = .lut(LUTDevicePlanes.ggufMember(.gguf(text == "q4_0" ? .q4_0 : .q4_1))!.format); return
+        case "q4_0", "q4_1", "q8_0": self = .lut(LUTDevicePlanes.ggufMember(.gguf(WeightFormat.GGUFBlock(rawValue: text)!))!.format); return
         default: break
         }
         var parts = text.split(separator: "-", omittingEmptySubsequences: false).map(String.init)

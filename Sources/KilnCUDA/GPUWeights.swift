@@ -118,7 +118,7 @@ public final class GPUWeights {
             }
             if nativeLUT {
                 let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
-                if LUTDevicePlanes.lutView(ms[0].format) != nil {   // LUT, or a GGUF member (Q4_0, Q4_1, IQ4_NL)
+                if LUTDevicePlanes.lutView(ms[0].format) != nil {   // LUT, or a GGUF member (Q4_0, Q4_1, IQ4_NL, Q8_0)
                     if let m = try GPUWeights.lutMatrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
                         for (p, q) in zip(parts, ms) { record(p.name, q.format, native: true) }
                         return m
@@ -218,7 +218,7 @@ public final class GPUWeights {
     /// to bf16 at load until kernels for it exist (the lookup-table issue).
     /// `nativeLUT`: 4-, 3- and 2-bit lookup tables with groups of 32, 64 or 128 are native (gemm_lut; a fused layer whose parts
     /// have different tables is still converted, logged per layer at load), and so are the GGUF members of the family,
-    /// Q4_0, Q4_1 and IQ4_NL (repacked at load, `LUTDevicePlanes+GGUF.swift`); linear layers only.
+    /// Q4_0, Q4_1, IQ4_NL and Q8_0 (8-bit codes; repacked at load, `LUTDevicePlanes+GGUF.swift`); linear layers only.
     public static func plan(_ format: WeightFormat, nativeFP8: Bool = false, nativeLUT: Bool = false) -> Plan {
         switch format {
         case .dense(.bf16): return .native

@@ -5,7 +5,7 @@ import KilnKernels
 import KilnCUDA
 import KilnModels
 
-/// Conformance of gemm_lut.cu (4-, 3- and 2-bit lookup-table weights): every decode GEMM instance and the prefill dequantizers
+/// Conformance of gemm_lut.cu (4-, 3- and 2-bit lookup-table weights; 8 bits in ConformanceSuite+LUT8.swift): every decode GEMM instance and the prefill dequantizers
 /// against the format's CPU reference (`QuantizedMatrix.dequantize`, then the product in f64), on random codes,
 /// scales, offsets and tables (never zero), through the loader's own host restructuring (`LUTDevicePlanes`), with odd
 /// N, K a multiple of the group but not of the 64-column chunk or of a warp's super-step, M = 1…16, split 1 and 3.
@@ -18,7 +18,7 @@ import KilnModels
 /// mmas, `GemmLUT.scalesAfterMMA`: bf16(table)·bf16(scale) unrounded). NaN never passes either.
 extension ConformanceSuite {
     public func runLUTChecks() {
-        checkLUTDequantizer(); checkGemmLUT(); checkGemmLUTFused(); checkGemmLUTGGUF()
+        checkLUTDequantizer(); checkGemmLUT(); checkGemmLUTFused(); checkGemmLUTGGUF(); runLUT8Checks()
     }
 
     /// got vs want elementwise with a bound per element; NaN or infinity in either fails.
@@ -95,7 +95,7 @@ extension ConformanceSuite {
             let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: f32 ? .f32 : .bf16, scratch: scratch)
             let out: DType = f32 ? .f32 : .bf16
             let ref = try ConformanceSuite.lutReferences(x: x, m: m, fixture: f, n: n, out: out,
-                                                         scalesAfterMMA: GemmLUT.scalesAfterMMA(f.format))
+                                                         scalesAfterMMA: c.scalesAfterMMA(group: group))
             if let bad = ConformanceSuite.compareBounded(got, roundTo(ref.exact, out), bound: ref.exactBound) { return bad }
             return ConformanceSuite.compareBounded(got, roundTo(ref.rounded, out), bound: ref.roundedBound)
         }
@@ -113,7 +113,7 @@ extension ConformanceSuite {
         // Every instance: smallest and largest M; N odd, below one tile, not a multiple of 16; K a multiple of the group
         // but not of the 64-column chunk (96, 160), chunks that do not fill a super-step (1088 = 17 chunks, 1792 = 28),
         // a long K (4096); split 1 and 3 (3 does not divide the chunks).
-        for c in GemmLUT.configs {
+        for c in GemmLUT.configs where GemmLUT.bitWidths.contains(c.bits) {   // 8 bits: ConformanceSuite+LUT8.swift
             for (n, k, group) in [(77, 96, 32), (1000, 1088, 64), (130, 160, 32), (48, 1792, 128), (264, 4096, 64)] {
                 for m in [1, c.maxM] {
                     for split in [1, 3] {

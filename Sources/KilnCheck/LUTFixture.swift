@@ -78,3 +78,60 @@ public final class LUTFixture {
 
     public static func bf16(_ v: Float) -> Float { bf16ToFloat(floatToBF16(v)) }
 }
+
+/// A random GGUF Q8_0 matrix (per block of 32: f16 d, then 32 signed bytes q; value q·d) owning its memory, as the
+/// 8-bit gemm_lut checks and the host tests need one: codes over the whole int8 range, with −128 and 127 in every
+/// block (elements b % 32 and (b + 7) % 32 of block b), and scales of random sign, never zero — `moderate`:
+/// |d| ∈ [2⁻¹⁰, 2⁻⁶) (products of a tame size for GEMMs), `anyFinite`: any finite non-zero f16, subnormals included.
+public final class Q8Fixture {
+    public enum Scales { case moderate, anyFinite }
+    public let rows: Int, cols: Int
+    public let blocks: [UInt8]   // [rows · cols/32 blocks, 34 bytes]
+    private let buffer: UnsafeMutableRawBufferPointer
+    /// The Q8_0 matrix over this fixture's memory (valid while the fixture lives).
+    public let matrix: QuantizedMatrix
+
+    public init(rows: Int, cols: Int, scales: Scales, rng: inout SplitMix64, name: String = "fixture.q8_0.weight") throws {
+        self.rows = rows; self.cols = cols
+        let count = rows * cols / 32
+        var bytes = [UInt8](repeating: 0, count: count * 34)
+        for b in 0..<count {
+            var d: UInt16
+            repeat {
+                let bits = rng.next()
+                switch scales {
+                case .moderate: d = UInt16(truncatingIfNeeded: (bits & 0x3ff) | UInt64(5 + (bits >> 10) % 4) << 10)   // exponent field 5…8
+                case .anyFinite: d = UInt16(truncatingIfNeeded: bits) & 0x7fff
+                }
+                if bits >> 63 == 1 { d |= 0x8000 }
+            } while d & 0x7c00 == 0x7c00 || d & 0x7fff == 0
+            bytes[b * 34] = UInt8(d & 0xff); bytes[b * 34 + 1] = UInt8(d >> 8)
+            for e in 0..<32 { bytes[b * 34 + 2 + e] = UInt8(truncatingIfNeeded: rng.next()) }
+            bytes[b * 34 + 2 + b % 32] = 0x80            // −128
+            bytes[b * 34 + 2 + (b + 7) % 32] = 0x7f      // 127
+        }
+        blocks = bytes
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
+        buffer.copyBytes(from: bytes)
+        do {
+            matrix = try QuantizedMatrix(name: name, rows: rows, cols: cols, format: .gguf(.q8_0), data: UnsafeRawBufferPointer(buffer))
+        } catch {
+            buffer.deallocate()
+            throw error
+        }
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// The signed code of (r, k), decoded here from the block bytes.
+    public func q(_ r: Int, _ k: Int) -> Int { Int(Int8(bitPattern: blocks[(r * (cols / 32) + k / 32) * 34 + 2 + k % 32])) }
+    /// The f16 scale of (r, k)'s block, as f32.
+    public func d(_ r: Int, _ k: Int) -> Float {
+        let base = (r * (cols / 32) + k / 32) * 34
+        return halfToFloat(UInt16(blocks[base]) | UInt16(blocks[base + 1]) << 8)
+    }
+    /// The weight 8-bit gemm_lut's mma sees: bf16(q · f16(d · scale)), one rounding of a product that is exact in f32.
+    public func kernelValue(_ r: Int, _ k: Int, scale: Float = 1) -> Float {
+        LUTFixture.bf16(Float(q(r, k)) * halfToFloat(floatToHalf(d(r, k) * scale)))
+    }
+}

@@ -38,7 +38,9 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
         public var blockBytes: Int { dtype.blockBytes }
     }
 
-    /// The lookup-table family of the LUT issue: `bits` ∈ {2, 3, 4}, `groupSize` ∈ {32, 64, 128} input elements.
+    /// The lookup-table family of the LUT issue: `bits` ∈ {2, 3, 4}, `groupSize` ∈ {32, 64, 128} input elements; and
+    /// `bits` = 8 with the symmetric `int` table (code − 128) only: GGUF Q8_0 as the GPU holds it (its member of the
+    /// family). No checkpoint or `kiln quantize` target has 8-bit codes.
     public struct LUTFormat: Hashable, Sendable {
         public enum Table: String, Hashable, Sendable, CaseIterable { case int, nf, fp4, learned, custom }
         public var bits: Int
@@ -132,7 +134,9 @@ public enum WeightFormat: Hashable, Sendable, CustomStringConvertible {
             return [PlaneLayout(.codes, shape: [rows, cols], dtype: .u8),
                     PlaneLayout(.scales, shape: [ceilDiv(rows, br), ceilDiv(cols, bc)], dtype: .f32)]
         case .lut(let l):
-            guard [2, 3, 4].contains(l.bits) else { throw KilnError("\(what): \(name): lookup-table codes of \(l.bits) bits (2, 3 or 4 supported)") }
+            guard [2, 3, 4].contains(l.bits) || (l.bits == 8 && l.table == .int && !l.hasOffsets) else {
+                throw KilnError("\(what): \(name): lookup-table codes of \(l.bits) bits with the \(l.table.rawValue) table\(l.hasOffsets ? " and offsets" : "") (2, 3 or 4 bits supported; 8 bits only as GGUF Q8_0's symmetric int table)")
+            }
             guard l.groupSize > 0, cols % l.groupSize == 0 else {
                 throw KilnError("\(what): \(name): K = \(cols) is not a multiple of the group size \(l.groupSize)")
             }

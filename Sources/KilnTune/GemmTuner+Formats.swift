@@ -78,20 +78,23 @@ extension GemmTuner {
 
 extension LUTDevicePlanes {
     /// Row r of the matrix as gemm_lut's mma sees it, read back from the device layout on the host: code (r, k) from
-    /// its place in the chunk record (`GemmLUT.DeviceLayout.byteOffset` at 4 bits, `GemmLUT.lowBitPlace` at 3 and 2),
-    /// the group's bf16 scale (and offset) from the scale words, and bf16(bf16(table[code])·scale + offset) — the
-    /// weight value `kiln check` bounds the kernel by (LUTFixture.kernelValue). [cols] values.
+    /// its place in the chunk record (`GemmLUT.DeviceLayout.byteOffset` at 4 bits, `GemmLUT.lowBitPlace` at 3 and 2,
+    /// `int8Offset` at 8), the group's scale (and offset) from the scale words (bf16; f16 at 8 bits), and
+    /// bf16(bf16(table[code])·scale + offset) — the weight value `kiln check` bounds the kernel by
+    /// (LUTFixture.kernelValue); at 8 bits bf16((code − 128)·d), exact before its one rounding. [cols] values.
     public func kernelRow(_ r: Int) -> [Float] {
-        let layout = self.layout, tile = r / 16, rr = r % 16
+        let layout = self.layout, tile = r / 16, rr = r % 16, encoding = GemmLUT.ScaleEncoding.of(bits: format.bits)
         func half(_ words: [UInt32], _ gi: Int) -> Float {
             let word = words[(tile * layout.paddedGroups + gi) * 8 + rr % 8]
-            return bf16ToFloat(UInt16(truncatingIfNeeded: rr < 8 ? word : word >> 16))
+            return encoding.decode(UInt16(truncatingIfNeeded: rr < 8 ? word : word >> 16))
         }
         func bf16(_ v: Float) -> Float { bf16ToFloat(floatToBF16(v)) }
         let entries = table.map(bf16)
         return (0..<cols).map { k in
             let code: Int
-            if format.bits == 4 {
+            if format.bits == GemmLUT.int8Bits {
+                code = Int(codes[layout.int8Offset(row: r, col: k)])
+            } else if format.bits == 4 {
                 let byte = codes[layout.byteOffset(row: r, col: k & ~1)]
                 code = Int(k % 2 == 0 ? byte & 0xF : byte >> 4)
             } else {

@@ -135,7 +135,7 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "A/B: prefill attention on the mma.sync kernel instead of wgmma on Hopper.") var mmaAttention = false
     @Flag(name: .long, help: "A/B: SwiGLU as its own kernel instead of in the gate_up GEMM's epilogue on the decode path.")
     var noFusedSwiglu = false
-    @Option(name: .long, help: "With --dummy-weights: the linear layers' format, bf16, fp8 (e4m3 with 128×128 block scales, on gemm_fp8), lut4|lut3|lut2-g32|g64|g128[-nf|-int|-fp4][-affine] (4-, 3- or 2-bit lookup table, nf by default, fp4 4-bit only, on gemm_lut; e.g. lut3-g64), or q4_0 / q4_1 (GGUF's, as gemm_lut holds them).")
+    @Option(name: .long, help: "With --dummy-weights: the linear layers' format, bf16, fp8 (e4m3 with 128×128 block scales, on gemm_fp8), lut4|lut3|lut2-g32|g64|g128[-nf|-int|-fp4][-affine] (4-, 3- or 2-bit lookup table, nf by default, fp4 4-bit only, on gemm_lut; e.g. lut3-g64), or q4_0 / q4_1 / q8_0 (GGUF's, as gemm_lut holds them).")
     var weights: String = "bf16"
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false

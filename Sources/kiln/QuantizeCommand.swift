@@ -29,6 +29,9 @@ struct QuantizeCommand: ParsableCommand {
     static func lutTarget(_ to: String, group: Int, table: String, offsets: Bool) throws -> (format: WeightFormat.LUTFormat, table: [Float]?)? {
         guard to.hasPrefix("lut") else { return nil }
         guard let bits = Int(to.dropFirst(3)), [2, 3, 4].contains(bits) else {
+            if to == "lut8" {   // 8-bit codes exist on the GPU only as GGUF Q8_0's member, not as a Kiln checkpoint
+                throw KilnError("--to lut8: Kiln writes no 8-bit lookup-table checkpoints (lookup-table targets are lut4, lut3 and lut2); a GGUF Q8_0 model already runs in 8 bits on the GPU, and --to fp8 writes 8-bit weights")
+            }
             throw KilnError("--to \(to.prefix(40)): lookup-table targets are lut4, lut3 and lut2")
         }
         guard HFQuantizationConfig.lutGroupSizes.contains(group) else { throw KilnError("--group \(group): supported 32, 64, 128") }

@@ -25,7 +25,7 @@ struct TuneCommand: ParsableCommand {
             help: "After tuning, compare decode ms/token with the defaults and the tuned table at this batch size (0: skip; at most 8).")
     var benchBatch: Int = 0
     @Option(name: .long, parsing: .unconditional, help: "Generated tokens for --bench-batch (at least 1).") var benchTokens: Int = 64
-    @Option(name: .long, help: "The weights' format whose GEMMs to tune: bf16 (every shape, the default), fp8 (gemm_fp8 at M ≤ 16, gemm_fp8_hopper at M ≥ 64), lut4|lut3|lut2-g32|g64|g128[-nf|-int|-fp4][-affine] or q4_0 / q4_1 (gemm_lut, M ≤ 16), as --dummy-weights … --weights takes them; the logits stay bf16.")
+    @Option(name: .long, help: "The weights' format whose GEMMs to tune: bf16 (every shape, the default), fp8 (gemm_fp8 at M ≤ 16, gemm_fp8_hopper at M ≥ 64), lut4|lut3|lut2-g32|g64|g128[-nf|-int|-fp4][-affine] or q4_0 / q4_1 / q8_0 (gemm_lut, M ≤ 16), as --dummy-weights … --weights takes them; the logits stay bf16.")
     var weights: String = "bf16"
     @Flag(name: .long, help: "Print every rejected candidate and why.") var verbose = false
     @Flag(name: .long, help: "A/B: time without programmatic dependent launch (the engine's --no-pdl).") var noPdl = false

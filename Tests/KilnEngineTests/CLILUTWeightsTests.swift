@@ -27,5 +27,15 @@ final class CLILUTWeightsTests: XCTestCase {
         for bad in ["lut4-g16", "lut5-g64", "lut3-g64-fp4", "q4", "lut4-g64-learned"] {
             XCTAssertThrowsError(try Kiln.parseAsRoot(["bench-gpu", "--dummy-weights", "llama3-8b", "--weights", bad]), bad)
         }
+        let q8 = try XCTUnwrap(try Kiln.parseAsRoot(["bench-gpu", "--dummy-weights", "llama3-8b", "--weights", "q8_0"]) as? GPUBenchCommand)
+        XCTAssertEqual(q8.tuning.value.dummyLUT, WeightFormat.LUTFormat(bits: 8, groupSize: 32, table: .int, hasOffsets: false))
+    }
+
+    /// 8-bit codes are GGUF Q8_0's member on the GPU only: `kiln quantize --to lut8` is refused, saying so.
+    func testQuantizeToLUT8IsRefusedWithItsReason() {
+        XCTAssertThrowsError(try QuantizeCommand.lutTarget("lut8", group: 32, table: "int", offsets: false)) { e in
+            let message = "\(e)"
+            XCTAssertTrue(message.contains("--to lut8") && message.contains("Q8_0"), message)
+        }
     }
 }

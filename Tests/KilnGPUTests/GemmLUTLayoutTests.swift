@@ -199,6 +199,16 @@ final class GemmLUTLayoutTests: XCTestCase {
         XCTAssertFalse(GemmLUT.scalesAfterMMA(format(32, affine: false)), "g = 32: two groups in a 64-column chunk")
         XCTAssertFalse(GemmLUT.scalesAfterMMA(format(64, affine: true)), "offsets add o·Σx")
         XCTAssertFalse(GemmLUT.scalesAfterMMA(.init(bits: 2, groupSize: 64, table: .nf, hasOffsets: false)), "2 bits: scaled tables in registers")
+        // The POST twins: every symmetric 4/3-bit instance but two token groups × 4 chunks per step; the launcher runs
+        // one exactly for groups of 64 and 128.
+        for c in GemmLUT.configs {
+            let twin = !c.affine && (c.bits == 4 || c.bits == 3) && !(c.nt == 2 && c.unroll >= 4)
+            XCTAssertEqual(c.postName, twin ? c.name + "_post" : nil, c.name)
+            XCTAssertEqual(c.scalesAfterMMA(group: 32), false, c.name)
+            XCTAssertEqual(c.scalesAfterMMA(group: 64), twin, c.name)
+            XCTAssertEqual(GemmLUT.instances.contains { $0.nameExpression == c.name + "_post" }, twin, c.name)
+        }
+        XCTAssertGreaterThanOrEqual(GemmLUT.configs.filter { $0.postName != nil }.count, 10)
         var rng = SplitMix64(seed: 12)
         let n = 40, k = 1024, m = 5
         let f = try LUTFixture(rows: n, cols: k, format: format(64, affine: false), rng: &rng)

@@ -207,7 +207,7 @@ final class GemmTunerTests: XCTestCase {
         let family = TuneKey.familySources(TuneKey.gemmFamilyFiles, files: files, headers: headers)
         XCTAssertEqual(family.keys.sorted(), ["attention_util.cuh", "gemm_fp8.cu", "gemm_fp8_hopper.cu", "gemm_hopper.cu", "gemm_lut.cu",
                                               "gemm_splitk.cu", "gemm_stream.cu", "gemm_swapab.cu", "gemm_util.cuh", "hopper_gemm.cuh",
-                                              "hopper_util.cuh", "kiln.cuh",
+                                              "hopper_util.cuh", "kiln.cuh", "lut_util.cuh",
                                               "wg_ring.cuh"])
         let base = TuneKey.kernelSourceHash(files: files, headers: headers)
         XCTAssertEqual(base, TuneKey.kernelSourceHash())

@@ -19,7 +19,7 @@ final class LUTDummyWeightsTests: XCTestCase {
         XCTAssertEqual(try DummyLinearFormat(parsing: "lut2-g32-int-affine"), .lut(.init(bits: 2, groupSize: 32, table: .int, hasOffsets: true)))
         XCTAssertEqual(try DummyLinearFormat(parsing: "lut3-g128-affine"), .lut(.init(bits: 3, groupSize: 128, table: .nf, hasOffsets: true)))
         for bad in ["lut4", "lut4-g16", "lut4-g96", "lut5-g64", "lut1-g64", "lut3-g64-fp4", "lut2-g64-fp4", "lut03-g64", "lut+3-g64", "lut4-g64-learned",
-                    "lut4-g64-nf-affine-x", "lut4-64", "LUT4-g64", "lut4-g64-", "q8_0", "iq4_nl", ""] {
+                    "lut4-g64-nf-affine-x", "lut4-64", "LUT4-g64", "lut4-g64-", "q8_1", "lut8-g32-int", "iq4_nl", ""] {
             XCTAssertThrowsError(try DummyLinearFormat(parsing: bad), bad)
         }
         for name in DummyLinearFormat.examples { XCTAssertNoThrow(try DummyLinearFormat(parsing: name), name) }
@@ -107,8 +107,9 @@ final class LUTDummyWeightsTests: XCTestCase {
         XCTAssertEqual(GemmLUT.configs.filter { $0.bits == 4 }.count, 12)
         XCTAssertEqual(GemmLUT.configs.filter { $0.bits == 3 }.count, 9)
         XCTAssertEqual(GemmLUT.configs.filter { $0.bits == 2 }.count, 10)
-        XCTAssertEqual(GemmLUT.configs.count, 31)
-        XCTAssertEqual(Set(GemmLUT.configs.map(\.name)).count, 31)
+        XCTAssertEqual(GemmLUT.configs.filter { $0.bits == 8 }.count, 3)
+        XCTAssertEqual(GemmLUT.configs.count, 34)
+        XCTAssertEqual(Set(GemmLUT.configs.map(\.name)).count, 34)
         for bits in GemmLUT.bitWidths {
             XCTAssertTrue(GemmLUT.configs.contains { $0.bits == bits && $0.affine } && GemmLUT.configs.contains { $0.bits == bits && !$0.affine })
             for m in 1...16 {
@@ -121,8 +122,11 @@ final class LUTDummyWeightsTests: XCTestCase {
         XCTAssertEqual(GemmLUT.configs.first?.name, "kiln_gemm_lut4_nt1_wn1_wk4_t1_u4_a0")
         XCTAssertEqual(GemmLUT.defaultConfig(m: 1, affine: false, bits: 3).name, "kiln_gemm_lut3_nt1_wn1_wk4_t1_u4_a0")
         XCTAssertEqual(GemmLUT.defaultConfig(m: 16, affine: true, bits: 2).name, "kiln_gemm_lut2_nt2_wn1_wk4_t1_u4_a1")
-        // Every instance and the three dequantizers are compiled and checked for spills.
-        XCTAssertEqual(GemmLUT.instances.count, 34)
+        // Every instance, the POST twins of the symmetric 4/3-bit ones (but NT 2 × UNROLL 4) and the four dequantizers
+        // (2, 3, 4 and 8 bits) are compiled and checked for spills: 34 + 11 + 4.
+        XCTAssertEqual(GemmLUT.configs.count, 34)
+        XCTAssertEqual(GemmLUT.instances.count, 34 + 11 + 4)
+        XCTAssertFalse(GemmLUT.configs.contains { $0.bits == 8 && $0.affine }, "Q8_0 is symmetric: no affine 8-bit instance")
     }
 }
 

@@ -55,11 +55,11 @@ final class LUTGGUFMemberTests: XCTestCase {
     }
 
     func testPlanAndRefusals() {
-        for t in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.iq4_nl)] {
+        for t in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.iq4_nl), .gguf(.q8_0)] {
             XCTAssertEqual(GPUWeights.plan(t, nativeLUT: true), .native, t.name)
             XCTAssertEqual(GPUWeights.plan(t), .convert(to: .bf16), t.name)
         }
-        for t in [WeightFormat.gguf(.q8_0), .gguf(.q5_0), .gguf(.q4_k), .gguf(.iq4_xs)] {
+        for t in [WeightFormat.gguf(.q5_0), .gguf(.q4_k), .gguf(.iq4_xs)] {   // Q8_0: LUTQ8Tests
             XCTAssertEqual(GPUWeights.plan(t, nativeLUT: true), .convert(to: .bf16), t.name)
             XCTAssertNil(LUTDevicePlanes.ggufMember(t))
         }

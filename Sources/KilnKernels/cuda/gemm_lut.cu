@@ -1,5 +1,6 @@
-// gemm_lut.cu — decode GEMMs over 4-, 3- and 2-bit lookup-table weights (WeightFormat.lut): Y[M,N] = X[M,K] · W[N,K]^T
-// for 1 ≤ M ≤ 16, X bf16, W[n, k] = table[code[n, k]] · scale[n, k/g] (+ offset[n, k/g] when affine), g ∈ {32, 64, 128}.
+// gemm_lut.cu — decode GEMMs over 4-, 3- and 2-bit lookup-table weights (WeightFormat.lut), and 8-bit integer codes
+// (GGUF Q8_0's member): Y[M,N] = X[M,K] · W[N,K]^T for 1 ≤ M ≤ 16, X bf16,
+// W[n, k] = table[code[n, k]] · scale[n, k/g] (+ offset[n, k/g] when affine), g ∈ {32, 64, 128}.
 //
 // Decode reads the weights once per step, so the floor is N·K/2 code bytes + N·K/g·2 scale bytes (·2 affine) ÷
 // bandwidth, a quarter of bf16's. At 4 bits the dequantization itself is work the kernel must keep small (at 4 TB/s an
@@ -26,7 +27,7 @@
 //    offsets), one rounding to bf16, as the mma needs bf16 anyway. The weight the mma sees is
 //    bf16(bf16(table[c]) · bf16(scale) + bf16(offset)) — the CPU reference's f32 value up to three bf16 roundings.
 //    Symmetric formats with g ≥ 64 (one scale per row and chunk) skip the fma: the mmas take bf16(table[c]) and the
-//    fragment is scaled in f32 after them (POST, chosen per launch; mma_step says why).
+//    fragment is scaled in f32 after them (POST: the `_post` twin kernels; mma_step says why).
 //  * Split-K over whole chunks, WARPS_K warps interleaved over a split's super-steps of UNROLL chunks; the codes and
 //    scales of step s+1 are loaded before the mmas of step s (two register sets); activations per step.
 //
@@ -50,21 +51,39 @@
 //    prmt selectors {2c, 2c+1} per code (bytes 2c, 2c+1 of the register pair = table entry c): the low half of
 //    x·0x22 for the top row's slot, the high half (__umulhi(x, 0x220000)) for the bottom row's (`select2`).
 //
+// 8 bits (GGUF Q8_0 repacked at load: code c = q + 128 for the signed int8 q, the symmetric `int` table c − 128, one
+// f16 scale d per group; symmetric only). The same fragment map, chunks, split-K and main loop, no table:
+//  * Per chunk 1024 bytes = two halves of [32 lanes × 16 bytes]; lane l's first 16 bytes (mmas 0, 1) at 16·l, its
+//    second (mmas 2, 3) at 512 + 16·l, so each of its two 16-byte loads is 512 contiguous bytes per warp. Word 2j of a
+//    lane's 8 words = [row g cols 4j, 4j+1 | row g+8 cols 4j, 4j+1], word 2j+1 the same at cols 4j+2, 4j+3 (columns
+//    relative to 16t): each byte pair is one bf16x2 register a_i of mma j, even column in the low byte.
+//  * Scales: the same 8 words per tile and group, each {f16 d of row g (low half), f16 d of row g+8} — f16, not bf16,
+//    so the scale is the stored d exactly (GemmLUT.restructureScales, .f16) — turned into two f32 by two cvt per chunk.
+//  * Per code: one prmt puts the byte into the low mantissa byte of 2^23 (0x4B0000cc = 2^23 + c, exact), one FADD of
+//    −(2^23 + 128) gives q exactly, one FMUL by d gives q·d exactly (8 × 11 significant bits fit f32's 24); per code
+//    pair one cvt.rn.bf16x2.f32 rounds both to the mma's bf16 pair — one rounding: the weight the mma sees is
+//    bf16(q·d), the CPU's bf16 rounding of the exact value. 7 instructions per code pair (2 prmt, 2 FADD, 2 FMUL,
+//    1 F2FP), no shared memory (docs/perf-notes-lut.md, "Q8_0 on gemm_lut").
+//
 // Entry points, all with the parameters of `LutGemmParams` (one struct; GemmLUT.swift mirrors it):
 //   kiln_gemm_lut{BITS}_nt{NT}_wn{WN}_wk{WK}_t{T}_u{U}_a{AFFINE}   block = 32·WN·WK threads,
 //                                                             grid = (ceil(ceil(N/16) / (T·WN)), splitK)
+//   kiln_gemm_lut{3,4}_…_a0_post                               the same; the scales after the mmas (g ≥ 64); both
+//                                                             4/3-bit kinds: 32 KB of dynamic shared memory (the table)
 //   kiln_lut{BITS}_dequant (LutDequantParams)                 block = 256, grid = ceil(ceil(N/16)·KC·32 / 256): W → bf16
+//   (BITS ∈ {2, 3, 4, 8}; AFFINE = 0 only at 8 bits)
 // Requirements (checked by the launcher): K % g == 0 and g ∈ {32, 64, 128} (so K % 32 == 0), x 16-byte aligned,
 // 1 ≤ M ≤ 8·NT; the SwiGLU epilogue needs N % 16 == 0 (gate/up interleaved per 16-row tile by the restructure).
 
 #include "kiln.cuh"
 #include "attention_util.cuh"   // U4, ld_nc, ld_cg, mma16816, pack_bf16x2, pdl_wait_then_trigger
 #include "gemm_util.cuh"        // accumulator layout, store_out, sum_warps_k, KILN_SPLITK_REDUCE
+#include "lut_util.cuh"         // code loads, each width's unpacking (8 bits: int8_fragments), sum_warps_k8
 
 struct LutGemmParams {
     const kiln::bf16* x;           // [M, K] bf16 activations
     const unsigned char* codes;    // [ceil(N/16), KC, 128·BITS bytes] restructured codes (KC = ceil(K/64)); 4 bits: [32 lanes, 16 bytes]
-    const unsigned* scales;        // [ceil(N/16), GP, 8] bf16x2 {scale row g, scale row g+8} (GP = ceil(64·KC / g))
+    const unsigned* scales;        // [ceil(N/16), GP, 8] bf16x2 {scale row g, scale row g+8} (GP = ceil(64·KC / g)); 8 bits: f16x2
     const unsigned* offsets;       // same layout, affine instances only (else unused)
     const float* table;            // [2^BITS] f32 table values
     void* y;                       // [M, N] bf16 / fp32, or [M, N/2] bf16 (SwiGLU)
@@ -94,117 +113,19 @@ using kiln_attn::mma16816;
 using kiln_attn::pdl_wait_then_trigger;
 using kiln_gemm::store_out;
 
-// Codes are streamed once: skip L1, ask L2 for the whole 256-byte span (as gemm_splitk's ld_weight). `volatile` keeps
-// the loads where the source puts them (ahead of the previous step's mmas).
-__device__ __forceinline__ U4 ld_codes(const unsigned char* p) {
-    U4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
-// The 3- and 2-bit records: 8 bytes (A, or W0/W1) and 4 bytes (B) per lane, with ld_codes' hints.
-__device__ __forceinline__ void ld_codes8(const unsigned char* p, unsigned& a, unsigned& b) {
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(a), "=r"(b) : "l"(p));
-}
-__device__ __forceinline__ unsigned ld_codes4(const unsigned char* p) {
-    unsigned r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.u32 %0, [%1];" : "=r"(r) : "l"(p));
-    return r;
-}
-__device__ __forceinline__ unsigned ld_scale(const unsigned* p) {
-    unsigned r;
-    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
-    return r;
-}
-// Activations are small and shared by every row tile: L1-cached.
-__device__ __forceinline__ U4 ld_act(const kiln::bf16* p) { return kiln_attn::ld_nc(p); }
-
-// Table lookup of byte I of `w`: `base` = the shared-memory address of this lane's copy of entry 0 (32-bit, so the
-// address arithmetic stays 32-bit), entry b at base + 128·b. The byte is extracted by one prmt (byte I to the bottom,
-// zeros above), so the address costs prmt + one shift-add. volatile: never hoisted above the barrier after the fill.
-template <int I>
-__device__ __forceinline__ unsigned lookup(unsigned base, unsigned w) {
-    unsigned b, r;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(b) : "r"(w), "r"(0u), "n"(0x4440 | I));
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(r) : "r"(base + (b << 7)));
-    return r;
-}
-
-__device__ __forceinline__ unsigned prmt(unsigned a, unsigned sel) {
-    unsigned r;
-    asm("prmt.b32 %0, %1, %1, %2;" : "=r"(r) : "r"(a), "r"(sel));
-    return r;
-}
-// d = a·b + c on bf16 pairs, one rounding (round to nearest even).
-__device__ __forceinline__ unsigned fma_bf16x2(unsigned a, unsigned b, unsigned c) {
-    unsigned d;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
-// Table entry b as the shared-memory table holds it (the dequantizer reads the 16 f32 values directly).
-__device__ __forceinline__ unsigned lut_value(const float* table, unsigned b) {
-    return kiln_attn::pack_bf16x2(__ldg(table + (b & 15u)), __ldg(table + (b >> 4)));
-}
-
-// The codes of 3-bit pair-table entry b (bits 0-1 / 2-3: low bits of the even / odd code, 4 / 5: their high bits).
-__device__ __forceinline__ unsigned lut3_even(unsigned b) { return (b & 3u) | ((b >> 2) & 4u); }
-__device__ __forceinline__ unsigned lut3_odd(unsigned b) { return ((b >> 2) & 3u) | ((b >> 3) & 4u); }
-__device__ __forceinline__ unsigned lut3_value(const float* table, unsigned b) {
-    return kiln_attn::pack_bf16x2(__ldg(table + lut3_even(b)), __ldg(table + lut3_odd(b)));
-}
-
-// The four pair-index words a lane looks up per chunk (byte i of word j = register a_i of mma j): the 4-bit codes as
-// loaded; 3 bits: A0 = q.x, A1 = q.y, B = q.z combined as the header says (bits 6-7 of each byte are left as junk,
-// which the 3-bit table ignores).
-template <int BITS>
-__device__ __forceinline__ void pair_words(const U4& q, unsigned (&w)[4]) {
-    if constexpr (BITS == 4) {
-        w[0] = q.x; w[1] = q.y; w[2] = q.z; w[3] = q.w;
-    } else {
-        static_assert(BITS == 3, "pair_words: 4 or 3 bits");
-        constexpr unsigned lo = 0x0F0F0F0Fu;
-        w[0] = (q.x & lo) | (q.z & ~lo);                 // high bits: B bits 4-5 of each byte
-        w[1] = ((q.x >> 4) & lo) | ((q.z >> 2) & ~lo);   // B bits 6-7
-        w[2] = (q.y & lo) | ((q.z << 4) & ~lo);          // B bits 0-1
-        w[3] = ((q.y >> 4) & lo) | ((q.z << 2) & ~lo);   // B bits 2-3
-    }
-}
-
-// prmt over the byte pool {a (bytes 0-3), b (bytes 4-7)}, selector bits 0-15.
-__device__ __forceinline__ unsigned prmt2(unsigned a, unsigned b, unsigned sel) {
-    unsigned r;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-    return r;
-}
-// 2 bits: the pairs of selector group S of word w — slot (2w' + (S >> 1), 2·(S & 1)) of the top row from {top01, top23}
-// and the next slot (bottom row) from {bottom01, bottom23}, each register pair = the row's 4 scaled table entries.
-template <int S>
-__device__ __forceinline__ void select2(unsigned w, unsigned top01, unsigned top23, unsigned bottom01, unsigned bottom23,
-                                        unsigned& top, unsigned& bottom) {
-    const unsigned x = (w >> (2 * S)) & 0x03030303u;                      // 4 codes, one per byte
-    top = prmt2(top01, top23, x * 0x22u + 0x10101010u);                   // bytes 0, 1: {2c, 2c+1} per code
-    bottom = prmt2(bottom01, bottom23, __umulhi(x, 0x220000u) + 0x1010u);  // bytes 2, 3, moved to bits 0-15
-}
-// The row's 4 entries times its group scale (+ offset), as two bf16 pairs: {entry 0, 1}, {entry 2, 3}.
-__device__ __forceinline__ void scaled_table2(unsigned t01, unsigned t23, unsigned s, unsigned o, unsigned& e01, unsigned& e23) {
-    e01 = fma_bf16x2(t01, s, o); e23 = fma_bf16x2(t23, s, o);
-}
-
-constexpr unsigned kNegZero2 = 0x80008000u;   // {−0, −0}: a·b + (−0) = a·b exactly, sign of zero included
-
 // The registers of one super-step's weights: per chunk u and tile tt, the lane's 16 code bytes (3 bits: A0, A1, B in
-// x, y, z; 2 bits: W0, W1 in x, y — the unused words are never assigned, so they take no registers) and its scale pair
-// (and offset pair).
-template <int TILES, int UNROLL, bool AFFINE>
+// x, y, z; 2 bits: W0, W1 in x, y — the unused words are never assigned, so they take no registers; 8 bits: its first
+// 16 bytes, the second in q_hi) and its scale pair (and offset pair).
+template <int TILES, int UNROLL, bool AFFINE, int BITS = 4>
 struct WeightRegs {
     U4 q[UNROLL][TILES];
+    U4 q_hi[BITS == 8 ? UNROLL : 1][BITS == 8 ? TILES : 1];   // 8 bits: words 4-7 (mmas 2, 3); never assigned otherwise
     unsigned s[UNROLL][TILES];
     unsigned o[AFFINE ? UNROLL : 1][AFFINE ? TILES : 1];
 };
 
 // Where lane (g, t)'s data of tile `tile` sits: codes at chunk c are qbase + 128·BITS·c (3 bits: A there, B at
-// + bofs); its scale word of group G at sbase + 8·G.
+// + bofs; 8 bits: the second half at + 512); its scale word of group G at sbase + 8·G.
 struct LaneAddr {
     const unsigned char* qbase[4];
     const unsigned* sbase[4];
@@ -213,13 +134,17 @@ struct LaneAddr {
 };
 
 template <int BITS, int TILES, int UNROLL, bool AFFINE>
-__device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE>& r, const LaneAddr& a, int c, int t, int gshift) {
+__device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE, BITS>& r, const LaneAddr& a, int c, int t, int gshift) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int group = ((c + u) * 64 + 16 * t) >> gshift;
 #pragma unroll
         for (int tt = 0; tt < TILES; ++tt) {
-            if constexpr (BITS == 4) {
+            if constexpr (BITS == 8) {
+                const unsigned char* chunk = a.qbase[tt] + (long long)(c + u) * 1024;
+                r.q[u][tt] = ld_codes(chunk);
+                r.q_hi[u][tt] = ld_codes(chunk + 512);
+            } else if constexpr (BITS == 4) {
                 r.q[u][tt] = ld_codes(a.qbase[tt] + (long long)(c + u) * 512);
             } else {
                 const unsigned char* chunk = a.qbase[tt] + (long long)(c + u) * (128 * BITS);
@@ -267,7 +192,7 @@ __device__ __forceinline__ void row_pairs(const Regs& r, int u, int tt, unsigned
 // fmas per tile and chunk in place of 16 fma.bf16x2 (the kernel is instruction-bound, docs/perf-notes-lut.md), and one
 // bf16 rounding fewer: the weight the mma sees is bf16(table[c]), the product then · scale in f32.
 template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE, bool POST>
-__device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+__device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE, BITS>& r,
                                          const U4 (&x)[UNROLL][NT][2], unsigned lut) {
     static_assert(!(POST && AFFINE), "POST: symmetric formats only (an offset adds o·Σx, not a scale of the sum)");
 #pragma unroll
@@ -295,7 +220,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const Weigh
                 for (int n = 0; n < NT; ++n) {
                     const U4& xx = x[u][n][j >> 1];
                     const unsigned b0 = (j & 1) ? xx.z : xx.x, b1 = (j & 1) ? xx.w : xx.y;
-                    mma16816(POST ? c[n] : acc[tt][n], a0, a1, a2, a3, b0, b1);
+                    if constexpr (POST) mma16816(c[n], a0, a1, a2, a3, b0, b1);
+                    else mma16816(acc[tt][n], a0, a1, a2, a3, b0, b1);
                 }
             }
             if constexpr (POST) {
@@ -315,7 +241,7 @@ __device__ __forceinline__ void mma_step(float (&acc)[TILES][NT][4], const Weigh
 // 2 bits: per chunk and tile the row's scaled 4-entry tables (4 fma.rn.bf16x2), then one prmt per code pair (select2).
 // t01 / t23 = {table[0], table[1]} / {table[2], table[3]} in bf16.
 template <int NT, int TILES, int UNROLL, bool AFFINE>
-__device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+__device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE, 2>& r,
                                           const U4 (&x)[UNROLL][NT][2], unsigned t01, unsigned t23) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u)
@@ -347,40 +273,47 @@ __device__ __forceinline__ void mma_step2(float (&acc)[TILES][NT][4], const Weig
         }
 }
 
+// 8 bits: per chunk and tile the 16 registers (int8_fragments), then 4·NT mmas.
+template <int NT, int TILES, int UNROLL>
+__device__ __forceinline__ void mma_step8(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, false, 8>& r,
+                                          const U4 (&x)[UNROLL][NT][2]) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+        for (int tt = 0; tt < TILES; ++tt) {
+            unsigned a[4][4];
+            int8_fragments(r, u, tt, a);
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    const U4& xx = x[u][n][j >> 1];
+                    const unsigned b0 = (j & 1) ? xx.z : xx.x, b1 = (j & 1) ? xx.w : xx.y;
+                    mma16816(acc[tt][n], a[j][0], a[j][1], a[j][2], a[j][3], b0, b1);
+                }
+        }
+}
+
 // One super-step's dequantization and mmas at any width.
 template <int BITS, int NT, int TILES, int UNROLL, bool AFFINE, bool POST>
-__device__ __forceinline__ void mma_any(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE>& r,
+__device__ __forceinline__ void mma_any(float (&acc)[TILES][NT][4], const WeightRegs<TILES, UNROLL, AFFINE, BITS>& r,
                                         const U4 (&x)[UNROLL][NT][2], unsigned lut, unsigned t01, unsigned t23) {
-    if constexpr (BITS == 2) mma_step2<NT, TILES, UNROLL, AFFINE>(acc, r, x, t01, t23);
+    if constexpr (BITS == 8) mma_step8<NT, TILES, UNROLL>(acc, r, x);
+    else if constexpr (BITS == 2) mma_step2<NT, TILES, UNROLL, AFFINE>(acc, r, x, t01, t23);
     else mma_step<BITS, NT, TILES, UNROLL, AFFINE, POST>(acc, r, x, lut);
 }
 
-// The shared pair table (4 and 3 bits), 32 copies: entry b of lane l at word 32·b + l, so a warp's 32 lookups hit 32
-// different banks. Declared by the kernel entry (once for both POST instantiations of gemm_lut) and filled here with
-// 16-byte stores of one entry's value four times: 2048 stores per block, each thread 2048 / threads of them — a tenth
-// of the instructions of filling it word by word (for a small matrix the fill was a fifth of the kernel's work).
-template <int BITS, int WARPS>
-__device__ __forceinline__ void fill_table(unsigned* lut_smem, const float* table) {
-    static_assert(BITS == 4 || BITS == 3, "fill_table: 4 or 3 bits");
-    const int lane = threadIdx.x & 31;
-    const float v = __ldg(table + (lane & (BITS == 4 ? 15 : 7)));   // lane l holds table[l mod 2^BITS]
-#pragma unroll 1
-    for (int q = threadIdx.x; q < 256 * 8; q += 32 * WARPS) {
-        const unsigned b = q >> 3;   // entry; q & 7 = which 4 of its 32 copies
-        const int lo_src = BITS == 4 ? (b & 15) : lut3_even(b), hi_src = BITS == 4 ? (b >> 4) : lut3_odd(b);
-        const float lo = __shfl_sync(0xffffffffu, v, lo_src), hi = __shfl_sync(0xffffffffu, v, hi_src);
-        const unsigned e = kiln_attn::pack_bf16x2(lo, hi);
-        *reinterpret_cast<U4*>(lut_smem + 4 * q) = U4{e, e, e, e};
-    }
-}
-
 template <int BITS, int NT, int WARPS_N, int WARPS_K, int TILES, int UNROLL, bool AFFINE, bool POST>
-__device__ __forceinline__ void gemm_lut(const LutGemmParams& p, unsigned* lut_smem) {
+__device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     static_assert(NT == 1 || NT == 2, "NT: 1 (M <= 8) or 2 (M <= 16)");
     static_assert(WARPS_N * WARPS_K <= 8, "at most 8 warps per block");
     static_assert(TILES <= 4, "at most 4 tiles per warp");
-    static_assert(BITS >= 2 && BITS <= 4, "2-, 3- or 4-bit codes");
+    static_assert((BITS >= 2 && BITS <= 4) || BITS == 8, "2-, 3-, 4- or 8-bit codes");
+    static_assert(BITS != 8 || !AFFINE, "8-bit codes are symmetric (GGUF Q8_0)");
     static_assert(2 * UNROLL * TILES * BITS + UNROLL * NT * 8 <= 96, "two code sets plus one activation set: at most 96 registers (more spills)");
+    // The pair table in dynamic shared memory (GemmLUT.Config.sharedBytes: 32 KB at 4 and 3 bits, fill_table's layout),
+    // none at 2 bits (the table lives in registers) and 8 bits (the codes are converted arithmetically).
+    extern __shared__ __align__(16) unsigned lut_smem[];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wn = warp % WARPS_N, wk = warp / WARPS_N, g = lane >> 2, t = lane & 3;
@@ -403,7 +336,8 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p, unsigned* lut_s
 #pragma unroll
     for (int tt = 0; tt < TILES; ++tt) {
         const int tile = min(tile0 + tt, tiles - 1);
-        if constexpr (BITS == 4) a.qbase[tt] = p.codes + ((long long)tile * KC * 32 + lane) * 16;
+        if constexpr (BITS == 8) a.qbase[tt] = p.codes + (long long)tile * KC * 1024 + 16 * lane;
+        else if constexpr (BITS == 4) a.qbase[tt] = p.codes + ((long long)tile * KC * 32 + lane) * 16;
         else a.qbase[tt] = p.codes + (long long)tile * KC * (128 * BITS) + 8 * lane;
         a.sbase[tt] = p.scales + (long long)tile * GP * 8 + g;
         a.obase[tt] = AFFINE ? p.offsets + (long long)tile * GP * 8 + g : nullptr;
@@ -423,20 +357,20 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p, unsigned* lut_s
     const int steps = (cfull - c0) / UNROLL;
     const int mine = steps > wk ? (steps - wk + WARPS_K - 1) / WARPS_K : 0;
     auto first_chunk = [&](int s) { return c0 + (wk + s * WARPS_K) * UNROLL; };
-    WeightRegs<TILES, UNROLL, AFFINE> ra, rb;
+    WeightRegs<TILES, UNROLL, AFFINE, BITS> ra, rb;
     // The first codes are requested before the table is built and before the PDL wait (weights never depend on the
     // previous kernel).
     if (mine > 0) load_weights<BITS, TILES, UNROLL, AFFINE>(ra, a, first_chunk(0), t, gshift);
     unsigned lut = 0, t01 = 0, t23 = 0;
-    if constexpr (BITS != 2) {
+    if constexpr (BITS == 4 || BITS == 3) {
         // Entry b = {table[b & 15], table[b >> 4]} (4 bits); {table[lut3_even(b)], table[lut3_odd(b)]} (3 bits, bits 6-7
         // of b ignored).
         fill_table<BITS, WARPS_N * WARPS_K>(lut_smem, p.table);
-    } else {
+    } else if constexpr (BITS == 2) {
         t01 = kiln_attn::pack_bf16x2(__ldg(p.table + 0), __ldg(p.table + 1));
         t23 = kiln_attn::pack_bf16x2(__ldg(p.table + 2), __ldg(p.table + 3));
     }
-    if constexpr (BITS != 2) {
+    if constexpr (BITS == 4 || BITS == 3) {
         __syncthreads();
         lut = kiln_attn::smem_addr(lut_smem + lane);
     }
@@ -457,7 +391,7 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p, unsigned* lut_s
     // whose upper lanes read zero activations against the zero padding codes.
 #pragma unroll 1
     for (int c = c0 + steps * UNROLL + wk; c < c1; c += WARPS_K) {
-        WeightRegs<TILES, 1, AFFINE> r1;
+        WeightRegs<TILES, 1, AFFINE, BITS> r1;
         U4 x1[1][NT][2];
         load_weights<BITS, TILES, 1, AFFINE>(r1, a, c, t, gshift);
         load_x<NT, 1, true>(x1, xrow, c, t, K);
@@ -468,7 +402,16 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p, unsigned* lut_s
     float* ws = p.ws;
     unsigned* cnt = p.cnt;
     const Epilogue epi = p.epi;
-    KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
+    if constexpr (BITS == 8) {   // KILN_GEMM_FINISH with sum_warps_k8
+        sum_warps_k8<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
+        if (splitK == 1) {
+            if (wk == 0) store_out<TILES, NT>(acc, y, row0, g, t, M, N, epi);
+            return;
+        }
+        KILN_SPLITK_REDUCE(TILES, NT);
+    } else {
+        KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
+    }
 }
 
 // Prefill over lookup-table weights (until a LUT prefill GEMM exists): W dequantized to bf16 [N, K] for the Hopper
@@ -584,8 +527,38 @@ __device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
     }
 }
 
+// The same for 8 bits, through the decode kernel's own conversion (int8_fragments), so `kiln check` on this kernel
+// checks decode's q·d bit for bit. dequant_lane's scale pairs hold each row's f16 twice: the low halves are d.
+__device__ __forceinline__ void dequant8(const LutDequantParams& p) {
+    DequantLane d;
+    if (!dequant_lane(p, d)) return;
+    const int N = p.N, K = p.K, KC = (K + 63) >> 6, k = d.k;
+    const unsigned char* rec = p.codes + ((long long)d.tile * KC + d.chunk) * 1024 + 16 * d.lane;
+    WeightRegs<1, 1, false, 8> r;
+    r.q[0][0] = ld_codes(rec);
+    r.q_hi[0][0] = ld_codes(rec + 512);
+    r.s[0][0] = (d.s_top & 0xffffu) | (d.s_bottom << 16);
+    unsigned a[4][4];   // [mma j][register i]
+    int8_fragments(r, 0, 0, a);
+    // Register i of mma j: row g + 8·(i & 1), columns k + 4j + 2·(i >> 1), +1.
+    const int top = d.top, bottom = d.bottom;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int col = k + 4 * j;
+        if (top < N) {
+            *(unsigned*)(p.y + (long long)top * K + col) = a[j][0];
+            *(unsigned*)(p.y + (long long)top * K + col + 2) = a[j][2];
+        }
+        if (bottom < N) {
+            *(unsigned*)(p.y + (long long)bottom * K + col) = a[j][1];
+            *(unsigned*)(p.y + (long long)bottom * K + col + 2) = a[j][3];
+        }
+    }
+}
+
 }  // namespace kiln_lut
 
+extern "C" __global__ void __launch_bounds__(256) kiln_lut8_dequant(const LutDequantParams p) { kiln_lut::dequant8(p); }
 extern "C" __global__ void __launch_bounds__(256) kiln_lut4_dequant(const LutDequantParams p) { kiln_lut::dequant(p); }
 extern "C" __global__ void __launch_bounds__(256) kiln_lut3_dequant(const LutDequantParams p) { kiln_lut::dequant_low<3>(p); }
 extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDequantParams p) { kiln_lut::dequant_low<2>(p); }
@@ -597,6 +570,8 @@ extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDeq
 // 3 and 2 bits: fewer bytes per chunk (12, 8 per lane), so also UNROLL 8 (2 bits, M ≤ 8) and four tiles per warp at
 // UNROLL 2 for more bytes in flight per lane (not two tiles with one token group: those would share NVVM's
 // instantiations of the TILES = 2, NT = 1 epilogue with the 4-bit t2 instance and change its machine code).
+// 8 bits (GGUF Q8_0, symmetric only): the 4-bit winners of the first device run (docs/perf-notes-lut.md, session 12),
+// whose UNROLL 2 keeps 64 code bytes per lane in flight per register set at 8 bits, as the 4-bit UNROLL 4 default.
 #define KILN_GEMM_LUT_INSTANCES(X) \
     X(4, 1, 1, 4, 1, 4, 0) X(4, 1, 1, 4, 1, 2, 0) X(4, 1, 1, 8, 1, 2, 0) X(4, 1, 2, 4, 1, 2, 0) X(4, 1, 1, 4, 2, 2, 0) \
     X(4, 2, 1, 4, 1, 4, 0) X(4, 2, 1, 4, 1, 2, 0) X(4, 2, 1, 8, 1, 2, 0) \
@@ -604,17 +579,37 @@ extern "C" __global__ void __launch_bounds__(256) kiln_lut2_dequant(const LutDeq
     X(3, 1, 1, 4, 1, 4, 0) X(3, 1, 1, 8, 1, 2, 0) X(3, 1, 1, 4, 4, 2, 0) X(3, 2, 1, 4, 1, 4, 0) X(3, 2, 1, 8, 1, 2, 0) \
     X(3, 1, 1, 4, 1, 4, 1) X(3, 1, 1, 8, 1, 2, 1) X(3, 2, 1, 4, 1, 4, 1) X(3, 2, 1, 8, 1, 2, 1) \
     X(2, 1, 1, 4, 1, 4, 0) X(2, 1, 1, 4, 1, 8, 0) X(2, 1, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 4, 2, 0) X(2, 2, 1, 4, 1, 4, 0) \
-    X(2, 2, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 1, 4, 1) X(2, 1, 1, 8, 1, 2, 1) X(2, 2, 1, 4, 1, 4, 1) X(2, 2, 1, 8, 1, 2, 1)
+    X(2, 2, 1, 8, 1, 2, 0) X(2, 1, 1, 4, 1, 4, 1) X(2, 1, 1, 8, 1, 2, 1) X(2, 2, 1, 4, 1, 4, 1) X(2, 2, 1, 8, 1, 2, 1) \
+    X(8, 1, 1, 8, 1, 2, 0) X(8, 1, 2, 4, 1, 2, 0) X(8, 2, 1, 8, 1, 2, 0)
 
 #define KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A) kiln_gemm_lut##B##_nt##NT##_wn##WN##_wk##WK##_t##T##_u##U##_a##A
-// POST (gemm_lut's scales after the mmas) where the format allows it — symmetric, 4 or 3 bits, g ≥ 64 — chosen per
-// launch from the group size; the table is declared here so that both instantiations share it.
 #define KILN_GEMM_LUT_DEFINE(B, NT, WN, WK, T, U, A)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A)(const LutGemmParams p) { \
-        __shared__ __align__(16) unsigned lut_smem[B == 2 ? 4 : 256 * 32];                                          \
-        if ((A) == 0 && B != 2 && p.group_shift >= 6)                                                              \
-            kiln_lut::gemm_lut<B, NT, WN, WK, T, U, (A) != 0, (A) == 0 && B != 2>(p, lut_smem);                    \
-        else                                                                                                       \
-            kiln_lut::gemm_lut<B, NT, WN, WK, T, U, (A) != 0, false>(p, lut_smem);                                 \
+        kiln_lut::gemm_lut<B, NT, WN, WK, T, U, (A) != 0, false>(p);                                                \
     }
+// POST twins (`…_a0_post`): the 4- and 3-bit symmetric instances with the scales after the mmas, for groups of 64 or more
+// (GemmLUT launches them for those formats). Separate kernels, not a branch in one: with both paths in one kernel ptxas
+// spilled two instances. The twin exists only where POST applies (KILN_LUT_TWIN_<bits>_<affine>), and not for two
+// token groups × 4 chunks per step, whose POST fragment (8 more live registers) spills (GemmLUT.Config.postName).
+#define KILN_LUT_TWIN_KERNEL(B, NT, WN, WK, T, U, A)                                                                \
+    extern "C" __global__ void __launch_bounds__(32 * WN * WK) KILN_GEMM_LUT_NAME(B, NT, WN, WK, T, U, A##_post)(const LutGemmParams p) { \
+        kiln_lut::gemm_lut<B, NT, WN, WK, T, U, false, true>(p);                                                    \
+    }
+#define KILN_LUT_NO_TWIN(B, NT, WN, WK, T, U, A)
+#define KILN_LUT_TWIN_NT1_U2 KILN_LUT_TWIN_KERNEL
+#define KILN_LUT_TWIN_NT1_U4 KILN_LUT_TWIN_KERNEL
+#define KILN_LUT_TWIN_NT1_U8 KILN_LUT_TWIN_KERNEL
+#define KILN_LUT_TWIN_NT2_U2 KILN_LUT_TWIN_KERNEL
+#define KILN_LUT_TWIN_NT2_U4 KILN_LUT_NO_TWIN
+#define KILN_LUT_TWIN_NT2_U8 KILN_LUT_NO_TWIN
+#define KILN_LUT_TWIN(B, NT, WN, WK, T, U, A) KILN_LUT_TWIN_NT##NT##_U##U(B, NT, WN, WK, T, U, A)
+#define KILN_LUT_TWIN_4_0 KILN_LUT_TWIN
+#define KILN_LUT_TWIN_3_0 KILN_LUT_TWIN
+#define KILN_LUT_TWIN_4_1 KILN_LUT_NO_TWIN
+#define KILN_LUT_TWIN_3_1 KILN_LUT_NO_TWIN
+#define KILN_LUT_TWIN_2_0 KILN_LUT_NO_TWIN
+#define KILN_LUT_TWIN_2_1 KILN_LUT_NO_TWIN
+#define KILN_LUT_TWIN_8_0 KILN_LUT_NO_TWIN
+#define KILN_GEMM_LUT_DEFINE_POST(B, NT, WN, WK, T, U, A) KILN_LUT_TWIN_##B##_##A(B, NT, WN, WK, T, U, A)
 KILN_GEMM_LUT_INSTANCES(KILN_GEMM_LUT_DEFINE)
+KILN_GEMM_LUT_INSTANCES(KILN_GEMM_LUT_DEFINE_POST)
