@@ -54,13 +54,14 @@ public struct GPUMemoryPlan: Sendable, Equatable {
     /// The GPU-side format of a checkpoint's linear layers, from layer 0's first matrix (checkpoints quantize every
     /// decoder layer alike; a mixed one is estimated from its first layer): native where `GPUWeights.plan` says so,
     /// else bf16.
-    public static func checkpointFormats(_ source: WeightSource, nativeFP8: Bool, nativeLUT: Bool) throws -> (LinearLayer) -> WeightFormat {
+    public static func checkpointFormats(_ source: WeightSource, nativeFP8: Bool, nativeLUT: Bool, nativeQ8: Bool = false) throws
+        -> (LinearLayer) -> WeightFormat {
         let model = Transformer(config: source.config)
         var formats: [LinearLayer: WeightFormat] = [:]
         for layer in LinearLayer.allCases {
             let p = model.parts(layer, layer: 0)[0]
             let stored = try source.matrix(p.name, rows: p.shape[0], cols: p.shape[1]).format
-            formats[layer] = GPUWeights.plan(stored, nativeFP8: nativeFP8, nativeLUT: nativeLUT) == .native ? stored : .bf16
+            formats[layer] = GPUWeights.plan(stored, nativeFP8: nativeFP8, nativeLUT: nativeLUT, nativeQ8: nativeQ8) == .native ? stored : .bf16
         }
         return { formats[$0] ?? .bf16 }
     }

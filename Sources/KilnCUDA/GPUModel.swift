@@ -22,6 +22,9 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// 4-, 3- and 2-bit lookup-table linear layers run on gemm_lut.cu (decode) where their parts share one table; off: converted
     /// to bf16 at load like other formats (A/B checks).
     public var lutKernels = true
+    /// GGUF Q8_0 linear layers on gemm_lut's 8-bit member (with `lutKernels`) instead of converted to bf16 at load. Off
+    /// until `kiln check --only lut` has run the 8-bit kernels on a device (written in session 14 without one).
+    public var q8Kernels = false
     /// FP8 prefill (M > 16) on gemm_fp8_hopper (Hopper GPUs) instead of dequantizing each layer into a bf16 scratch for
     /// the bf16 GEMMs (H100, Llama-3-8B FP8, prefill 2 × 512: 24.4 ms against 32.8; `kiln check --only fp8` and the
     /// transformers FP8 logits pass on it). Off: the dequantize path (A/B checks).
@@ -226,10 +229,11 @@ public final class GPUModel {
                             log: @escaping (String) -> Void = { _ in }) throws -> GPUModel {
         let library = try library ?? KernelLibrary(context: context)
         let nativeFP8 = options.fp8Kernels && context.info.hasE4M3TensorCores, seq = min(maxSeq ?? 4096, source.config.contextLength)
-        let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: options.lutKernels)
+        let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: options.lutKernels, nativeQ8: options.q8Kernels)
         try ensureFits(source.config, linearFormat: formats, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, options: options, context: context,
                        model: source.sourcePath, remedy: "lower -c/--context or -b/--batch, or use a smaller format (kiln quantize)", log: log)
-        let w = try GPUWeights.load(source, context: context, nativeFP8: nativeFP8, nativeLUT: options.lutKernels, log: log)
+        let w = try GPUWeights.load(source, context: context, nativeFP8: nativeFP8, nativeLUT: options.lutKernels, nativeQ8: options.q8Kernels,
+                                    log: log)
         return try GPUModel(weights: w, library: library, maxBatch: maxBatch, maxSeq: seq, maxRows: maxRows, tune: tune, options: options, log: log)
     }
 

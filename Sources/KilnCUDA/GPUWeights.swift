@@ -74,8 +74,10 @@ public final class GPUWeights {
     /// otherwise they are converted to bf16 like every other format.
     /// `nativeLUT`: 4-, 3- and 2-bit lookup-table linear layers whose parts share one table stay in their format for gemm_lut.cu
     /// (GPUWeights+LUT.swift); other LUT layers are converted to bf16, each such layer logged with the reason.
+    /// `nativeQ8`: GGUF Q8_0 layers too (gemm_lut's 8-bit member; off by default until `kiln check` has run those
+    /// kernels on a device — GPUEngineOptions.q8Kernels).
     public static func load(_ source: WeightSource, context: Context, nativeFP8: Bool = false, nativeLUT: Bool = false,
-                            log: (String) -> Void = { _ in }) throws -> GPUWeights {
+                            nativeQ8: Bool = false, log: (String) -> Void = { _ in }) throws -> GPUWeights {
         let c = source.config
         let h = c.hiddenSize, qkvRows = c.qkvDim
         let emb = c.embeddingMultiplier
@@ -118,7 +120,7 @@ public final class GPUWeights {
             }
             if nativeLUT {
                 let ms = try parts.map { try source.matrix($0.name, rows: $0.shape[0], cols: $0.shape[1]) }
-                if LUTDevicePlanes.lutView(ms[0].format) != nil {   // LUT, or a GGUF member (Q4_0, Q4_1, IQ4_NL, Q8_0)
+                if LUTDevicePlanes.lutView(ms[0].format) != nil, nativeQ8 || ms[0].format != .gguf(.q8_0) {   // LUT, or a GGUF member (Q4_0, Q4_1, IQ4_NL, Q8_0)
                     if let m = try GPUWeights.lutMatrix(ms, interleaveHalves: layer == .gateUp, scale: c.outputScale(layer), context: context) {
                         for (p, q) in zip(parts, ms) { record(p.name, q.format, native: true) }
                         return m
@@ -219,12 +221,13 @@ public final class GPUWeights {
     /// `nativeLUT`: 4-, 3- and 2-bit lookup tables with groups of 32, 64 or 128 are native (gemm_lut; a fused layer whose parts
     /// have different tables is still converted, logged per layer at load), and so are the GGUF members of the family,
     /// Q4_0, Q4_1, IQ4_NL and Q8_0 (8-bit codes; repacked at load, `LUTDevicePlanes+GGUF.swift`); linear layers only.
-    public static func plan(_ format: WeightFormat, nativeFP8: Bool = false, nativeLUT: Bool = false) -> Plan {
+    /// Q8_0 only with `nativeQ8` as well (GPUEngineOptions.q8Kernels: its kernels have not run on a device yet).
+    public static func plan(_ format: WeightFormat, nativeFP8: Bool = false, nativeLUT: Bool = false, nativeQ8: Bool = false) -> Plan {
         switch format {
         case .dense(.bf16): return .native
         case .fp8E4M3 where nativeFP8 && format == GPUMatrix.fp8Format: return .native
         case .lut(let l) where nativeLUT && GemmLUT.bitWidths.contains(l.bits) && GemmLUT.groupSizes.contains(l.groupSize): return .native
-        case .gguf where nativeLUT && LUTDevicePlanes.ggufMember(format) != nil: return .native
+        case .gguf where nativeLUT && LUTDevicePlanes.ggufMember(format) != nil && (nativeQ8 || format != .gguf(.q8_0)): return .native
         case .dense(.f32), .dense(.f16), .gguf, .fp8E4M3, .lut: return .convert(to: .bf16)
         }
     }

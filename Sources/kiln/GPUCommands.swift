@@ -139,6 +139,7 @@ struct TuningOptions: ParsableArguments {
     var weights: String = "bf16"
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
+    @Flag(name: .long, help: "GGUF Q8_0 layers on gemm_lut's 8-bit kernels instead of converted to bf16 at load (off until those kernels have been checked on a device).") var q8Kernels = false
     @Flag(name: .long, help: "A/B: FP8 prefill dequantizes each layer to bf16 for the bf16 GEMMs instead of running on gemm_fp8_hopper (Hopper).")
     var noFp8PrefillKernel = false
     @Flag(name: .long, help: "A/B: on Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows in gemm_splitk's 16-row passes instead of one gemm_hopper pass over the weights.")
@@ -151,7 +152,7 @@ struct TuningOptions: ParsableArguments {
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.q8Kernels = q8Kernels; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
         o.fusedFP8NormQuant = !noFusedFp8Quant
         return o
     }

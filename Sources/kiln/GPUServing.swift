@@ -45,9 +45,11 @@ extension GPURun {
                 throw KilnError("--device cuda needs -m PATH or --dummy-weights NAME")
             }
             let nativeFP8 = tuning.engine.fp8Kernels && ctx.info.hasE4M3TensorCores
-            try ensureFits(source.config, formats: try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: tuning.engine.lutKernels),
+            try ensureFits(source.config, formats: try GPUMemoryPlan.checkpointFormats(source, nativeFP8: nativeFP8, nativeLUT: tuning.engine.lutKernels,
+                                                                                      nativeQ8: tuning.engine.q8Kernels),
                            model: source.sourcePath)
-            weights = try GPUWeights.load(source, context: ctx, nativeFP8: nativeFP8, nativeLUT: tuning.engine.lutKernels, log: log)
+            weights = try GPUWeights.load(source, context: ctx, nativeFP8: nativeFP8, nativeLUT: tuning.engine.lutKernels,
+                                          nativeQ8: tuning.engine.q8Kernels, log: log)
         }
         // Every kernel family compiled (or read from the cache) before any request arrives; after the checks above, so a
         // bad model or a model that does not fit fails at once.

@@ -56,7 +56,7 @@ final class LUTGGUFMemberTests: XCTestCase {
 
     func testPlanAndRefusals() {
         for t in [WeightFormat.gguf(.q4_0), .gguf(.q4_1), .gguf(.iq4_nl), .gguf(.q8_0)] {
-            XCTAssertEqual(GPUWeights.plan(t, nativeLUT: true), .native, t.name)
+            XCTAssertEqual(GPUWeights.plan(t, nativeLUT: true, nativeQ8: true), .native, t.name)
             XCTAssertEqual(GPUWeights.plan(t), .convert(to: .bf16), t.name)
         }
         for t in [WeightFormat.gguf(.q5_0), .gguf(.q4_k), .gguf(.iq4_xs)] {   // Q8_0: LUTQ8Tests

@@ -202,7 +202,9 @@ final class LUTQ8Tests: XCTestCase {
         o.ggufMatrixFormats = [.gguf(.q8_0)]
         try TinyCheckpoint.writeGGUF(path: dir + "/tiny.gguf", options: o)
         let source = try GGUFModel(path: dir + "/tiny.gguf")
-        let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: false, nativeLUT: true)
+        XCTAssertEqual(try GPUMemoryPlan.checkpointFormats(source, nativeFP8: false, nativeLUT: true)(.qkv), .bf16,
+                       "Q8_0 stays bf16 on the GPU unless q8Kernels is on")
+        let formats = try GPUMemoryPlan.checkpointFormats(source, nativeFP8: false, nativeLUT: true, nativeQ8: true)
         let t = Transformer(config: source.config)
         for (layer, interleave) in [(LinearLayer.qkv, false), (.o, false), (.gateUp, true), (.down, false)] {
             XCTAssertEqual(formats(layer), .gguf(.q8_0), layer.rawValue)
@@ -243,7 +245,9 @@ final class LUTQ8Tests: XCTestCase {
         XCTAssertEqual(LUTDevicePlanes.ggufMember(.gguf(.q8_0))?.format, q8)
         XCTAssertEqual(LUTDevicePlanes.ggufMember(.gguf(.q8_0))?.table, (0..<256).map { Float($0 - 128) })
         XCTAssertEqual(LUTDevicePlanes.lutView(.gguf(.q8_0)), q8)
-        XCTAssertEqual(GPUWeights.plan(.gguf(.q8_0), nativeLUT: true), .native)
+        XCTAssertEqual(GPUWeights.plan(.gguf(.q8_0), nativeLUT: true, nativeQ8: true), .native)
+        XCTAssertEqual(GPUWeights.plan(.gguf(.q8_0), nativeLUT: true), .convert(to: .bf16), "off by default until checked on a device")
+        XCTAssertEqual(GPUWeights.plan(.gguf(.q4_0), nativeLUT: true), .native, "the 4-bit members do not wait for it")
         XCTAssertEqual(GPUWeights.plan(.gguf(.q8_0)), .convert(to: .bf16))
         XCTAssertEqual(WeightFormat(name: "lut8_g32_int"), .lut(q8))
         // gemm_lut reads 8-bit codes only as the symmetric int table.
