@@ -78,7 +78,7 @@
 #include "kiln.cuh"
 #include "attention_util.cuh"   // U4, ld_nc, ld_cg, mma16816, pack_bf16x2, pdl_wait_then_trigger
 #include "gemm_util.cuh"        // accumulator layout, store_out, sum_warps_k, KILN_SPLITK_REDUCE
-#include "lut_util.cuh"         // code loads, each width's unpacking (8 bits: int8_fragments), sum_warps_k8
+#include "lut_util.cuh"         // code loads, each width's unpacking (8 bits: int8_fragments), the table fill
 
 struct LutGemmParams {
     const kiln::bf16* x;           // [M, K] bf16 activations
@@ -402,16 +402,7 @@ __device__ __forceinline__ void gemm_lut(const LutGemmParams& p) {
     float* ws = p.ws;
     unsigned* cnt = p.cnt;
     const Epilogue epi = p.epi;
-    if constexpr (BITS == 8) {   // KILN_GEMM_FINISH with sum_warps_k8
-        sum_warps_k8<WARPS_N, WARPS_K, TILES, NT>(acc, wn, wk, lane);
-        if (splitK == 1) {
-            if (wk == 0) store_out<TILES, NT>(acc, y, row0, g, t, M, N, epi);
-            return;
-        }
-        KILN_SPLITK_REDUCE(TILES, NT);
-    } else {
-        KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
-    }
+    KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
 }
 
 // Prefill over lookup-table weights (until a LUT prefill GEMM exists): W dequantized to bf16 [N, K] for the Hopper
@@ -445,6 +436,24 @@ __device__ __forceinline__ bool dequant_lane(const LutDequantParams& p, DequantL
     if (p.offsets) { const unsigned o = p.offsets[sidx]; d.o_top = prmt(o, 0x1010u); d.o_bottom = prmt(o, 0x3232u); }
     d.top = d.tile * 16 + g; d.bottom = d.top + 8;
     return true;
+}
+
+// Writes a lane's dequantized mma registers to y [N, K]: register i of mma j = row g + 8·(i & 1), columns
+// k + 4j + 2·(i >> 1), +1 (rows past N skipped).
+__device__ __forceinline__ void store_fragments(const LutDequantParams& p, const DequantLane& d, const unsigned (&a)[4][4]) {
+    const int N = p.N, K = p.K, k = d.k, top = d.top, bottom = d.bottom;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int col = k + 4 * j;
+        if (top < N) {
+            *(unsigned*)(p.y + (long long)top * K + col) = a[j][0];
+            *(unsigned*)(p.y + (long long)top * K + col + 2) = a[j][2];
+        }
+        if (bottom < N) {
+            *(unsigned*)(p.y + (long long)bottom * K + col) = a[j][1];
+            *(unsigned*)(p.y + (long long)bottom * K + col + 2) = a[j][3];
+        }
+    }
 }
 
 __device__ __forceinline__ void dequant(const LutDequantParams& p) {
@@ -481,7 +490,7 @@ template <int BITS>
 __device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
     DequantLane d;
     if (!dequant_lane(p, d)) return;
-    const int N = p.N, K = p.K, KC = (K + 63) >> 6, k = d.k, lane = d.lane;
+    const int KC = (p.K + 63) >> 6, lane = d.lane;
     const unsigned s_top = d.s_top, s_bottom = d.s_bottom, o_top = d.o_top, o_bottom = d.o_bottom;
     const unsigned char* rec = p.codes + ((long long)d.tile * KC + d.chunk) * (128 * BITS);
     U4 q{0u, 0u, 0u, 0u};
@@ -511,20 +520,7 @@ __device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
             select2<3>(word, top01, top23, bottom01, bottom23, a[2 * w + 1][2], a[2 * w + 1][3]);
         }
     }
-    // Register i of mma j: row g + 8·(i & 1), columns k + 4j + 2·(i >> 1), +1.
-    const int top = d.top, bottom = d.bottom;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const int col = k + 4 * j;
-        if (top < N) {
-            *(unsigned*)(p.y + (long long)top * K + col) = a[j][0];
-            *(unsigned*)(p.y + (long long)top * K + col + 2) = a[j][2];
-        }
-        if (bottom < N) {
-            *(unsigned*)(p.y + (long long)bottom * K + col) = a[j][1];
-            *(unsigned*)(p.y + (long long)bottom * K + col + 2) = a[j][3];
-        }
-    }
+    store_fragments(p, d, a);
 }
 
 // The same for 8 bits, through the decode kernel's own conversion (int8_fragments), so `kiln check` on this kernel
@@ -532,7 +528,7 @@ __device__ __forceinline__ void dequant_low(const LutDequantParams& p) {
 __device__ __forceinline__ void dequant8(const LutDequantParams& p) {
     DequantLane d;
     if (!dequant_lane(p, d)) return;
-    const int N = p.N, K = p.K, KC = (K + 63) >> 6, k = d.k;
+    const int KC = (p.K + 63) >> 6;
     const unsigned char* rec = p.codes + ((long long)d.tile * KC + d.chunk) * 1024 + 16 * d.lane;
     WeightRegs<1, 1, false, 8> r;
     r.q[0][0] = ld_codes(rec);
@@ -540,20 +536,7 @@ __device__ __forceinline__ void dequant8(const LutDequantParams& p) {
     r.s[0][0] = (d.s_top & 0xffffu) | (d.s_bottom << 16);
     unsigned a[4][4];   // [mma j][register i]
     int8_fragments(r, 0, 0, a);
-    // Register i of mma j: row g + 8·(i & 1), columns k + 4j + 2·(i >> 1), +1.
-    const int top = d.top, bottom = d.bottom;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const int col = k + 4 * j;
-        if (top < N) {
-            *(unsigned*)(p.y + (long long)top * K + col) = a[j][0];
-            *(unsigned*)(p.y + (long long)top * K + col + 2) = a[j][2];
-        }
-        if (bottom < N) {
-            *(unsigned*)(p.y + (long long)bottom * K + col) = a[j][1];
-            *(unsigned*)(p.y + (long long)bottom * K + col + 2) = a[j][3];
-        }
-    }
+    store_fragments(p, d, a);
 }
 
 }  // namespace kiln_lut

@@ -1,7 +1,7 @@
 // lut_util.cuh — gemm_lut.cu's register-level helpers: the code, scale and activation loads with their cache hints;
 // each width's conversion of code bytes into the mma's bf16 pairs (4 and 3 bits: the shared pair-table lookup and the
-// 3-bit word shuffle, and the fill of the shared pair table; 2 bits: prmt selects from scaled register tables; 8 bits: the exact integer conversion); and the
-// 8-bit kernels' own WARPS_K sum. gemm_lut.cu's header explains the layouts they serve. Needs kiln.cuh and
+// 3-bit word shuffle, and the fill of the shared pair table; 2 bits: prmt selects from scaled register tables; 8 bits:
+// the exact integer conversion). gemm_lut.cu's header explains the layouts they serve. Needs kiln.cuh and
 // attention_util.cuh first.
 #pragma once
 
@@ -158,40 +158,6 @@ __device__ __forceinline__ void int8_fragments(const Regs& r, int u, int tt, uns
         a[j][1] = int8_pair<2>(words[2 * j], d_bottom);
         a[j][2] = int8_pair<0>(words[2 * j + 1], d_top);
         a[j][3] = int8_pair<2>(words[2 * j + 1], d_bottom);
-    }
-}
-
-// 8 bits' own copy of kiln_gemm::sum_warps_k (the same fixed-order sum, line for line). A function-scope __shared__
-// array is one variable per template instantiation, shared by every kernel that calls it: the 8-bit wn2_wk4 instance
-// calling sum_warps_k<2, 4, 1, 1> moved the 4-bit wn2_wk4 kernel's shared-memory layout and changed its machine code
-// (scripts/cubin-diff.py); with its own `red` no existing kernel changes.
-template <int WARPS_N, int WARPS_K, int TILES, int NT>
-__device__ __forceinline__ void sum_warps_k8(float (&acc)[TILES][NT][4], int wn, int wk, int lane) {
-    if constexpr (WARPS_K > 1) {
-        constexpr int NACC = TILES * NT * 4;
-        __shared__ float red[(WARPS_K - 1) * WARPS_N * NACC * 32];
-        if (wk > 0) {
-            float* dst = red + ((wk - 1) * WARPS_N + wn) * NACC * 32 + lane;
-#pragma unroll
-            for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) dst[((tt * NT + n) * 4 + i) * 32] = acc[tt][n][i];
-        }
-        __syncthreads();
-        if (wk == 0) {
-#pragma unroll 1
-            for (int j = 1; j < WARPS_K; ++j) {
-                const float* src = red + ((j - 1) * WARPS_N + wn) * NACC * 32 + lane;
-#pragma unroll
-                for (int tt = 0; tt < TILES; ++tt)
-#pragma unroll
-                    for (int n = 0; n < NT; ++n)
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) acc[tt][n][i] += src[((tt * NT + n) * 4 + i) * 32];
-            }
-        }
     }
 }
 
