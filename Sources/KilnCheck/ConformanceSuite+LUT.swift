@@ -157,40 +157,54 @@ extension ConformanceSuite {
         for (m, affine, split, bits) in [(1, false, 1, 4), (9, true, 2, 4), (1, true, 1, 3), (9, false, 2, 3), (1, false, 2, 2), (9, true, 1, 2)] {
             let c = GemmLUT.defaultConfig(m: m, affine: affine, bits: bits)
             let nf = LUTTables.normalFloat(bits: bits)
-            check("gemm_lut stacked q/k/v \(c.name) M=\(m) split=\(split) (scale 0.5 folded)") {
-                let k = 576, heights = [192, 64, 64]
-                let parts = try heights.map { try lutFixture(n: $0, k: k, group: 64, affine: affine, bits: bits, table: nf) }
-                let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-                let planes = try LUTDevicePlanes(parts: parts.map(\.matrix), interleaveHalves: false, scale: 0.5)
-                let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .bf16, scratch: scratch)
-                let n = heights.reduce(0, +)
-                var want = [Float](repeating: 0, count: m * n), bound = want
-                var row0 = 0
-                for (p, h) in zip(parts, heights) {
-                    let ref = try ConformanceSuite.lutReferences(x: x, m: m, fixture: p, n: h, scale: 0.5, out: .bf16)
-                    for i in 0..<m { for r in 0..<h { want[i * n + row0 + r] = ref.exact[i * h + r]; bound[i * n + row0 + r] = ref.exactBound[i * h + r] } }
-                    row0 += h
-                }
-                return ConformanceSuite.compareBounded(got, roundTo(want, .bf16), bound: bound)
+            checkFusedLUTLayers("gemm_lut", c: c, m: m, split: split, scratch: scratch,
+                                part: { rows, cols in try self.lutFixture(n: rows, k: cols, group: 64, affine: affine, bits: bits, table: nf) },
+                                matrix: \.matrix,
+                                reference: { x, m, part, n, scale in
+                                    let r = try ConformanceSuite.lutReferences(x: x, m: m, fixture: part, n: n, scale: scale, out: .bf16)
+                                    return (r.exact, r.exactBound)
+                                })
+        }
+    }
+
+    /// The fused-layer checks of instance `c`, shared by every width (the table widths here, 8 bits in +LUT8): q/k/v
+    /// stacked (parts of 192, 64 and 64 rows over K = 576, an output scale of 0.5 folded) and gate/up interleaved per
+    /// 16-row tile under the SwiGLU epilogue (F = 264, K = 1024), each against its parts' exact references.
+    /// `part(rows, cols)` makes a random part, `reference(x, m, part, n, scale)` its (exact, bound) for bf16 out.
+    func checkFusedLUTLayers<Part>(_ family: String, c: GemmLUT.Config, m: Int, split: Int, scratch: (ws: CUdeviceptr, cnt: CUdeviceptr),
+                                   part: (Int, Int) throws -> Part, matrix: (Part) -> QuantizedMatrix,
+                                   reference: ([Float], Int, Part, Int, Float) throws -> (exact: [Float], bound: [Float])) {
+        check("\(family) stacked q/k/v \(c.name) M=\(m) split=\(split) (scale 0.5 folded)") {
+            let k = 576, heights = [192, 64, 64]
+            let parts = try heights.map { try part($0, k) }
+            let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+            let planes = try LUTDevicePlanes(parts: parts.map(matrix), interleaveHalves: false, scale: 0.5)
+            let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .bf16, scratch: scratch)
+            let n = heights.reduce(0, +)
+            var want = [Float](repeating: 0, count: m * n), bound = want
+            var row0 = 0
+            for (p, h) in zip(parts, heights) {
+                let ref = try reference(x, m, p, h, 0.5)
+                for i in 0..<m { for r in 0..<h { want[i * n + row0 + r] = ref.exact[i * h + r]; bound[i * n + row0 + r] = ref.bound[i * h + r] } }
+                row0 += h
             }
-            check("gemm_lut swiglu \(c.name) M=\(m) F=264 K=1024 split=\(split)") {
-                let f = 264, k = 1024
-                let gate = try lutFixture(n: f, k: k, group: 64, affine: affine, bits: bits, table: nf)
-                let up = try lutFixture(n: f, k: k, group: 64, affine: affine, bits: bits, table: nf)
-                let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-                let planes = try LUTDevicePlanes(parts: [gate.matrix, up.matrix], interleaveHalves: true, scale: 1)
-                let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .swiglu, scratch: scratch)
-                let g = try ConformanceSuite.lutReferences(x: x, m: m, fixture: gate, n: f, out: .bf16)
-                let u = try ConformanceSuite.lutReferences(x: x, m: m, fixture: up, n: f, out: .bf16)
-                let want = roundTo(Reference.siluMul(gate: roundTo(g.exact, .bf16), up: roundTo(u.exact, .bf16)), .bf16)
-                // silu(g)·u moves by at most about |u|·δg + |silu(g)|·δu (|silu'| ≤ 1.1), plus the roundings of g, u and y.
-                var bound = [Float](repeating: 0, count: want.count)
-                for i in 0..<want.count {
-                    let gv = g.exact[i], uv = u.exact[i], silu = gv / (1 + exp(-gv))
-                    bound[i] = 1.1 * abs(uv) * (g.exactBound[i]) + abs(silu) * u.exactBound[i] + abs(want[i]) / 64 + 1e-5
-                }
-                return ConformanceSuite.compareBounded(got, want, bound: bound)
+            return ConformanceSuite.compareBounded(got, roundTo(want, .bf16), bound: bound)
+        }
+        check("\(family) swiglu \(c.name) M=\(m) F=264 K=1024 split=\(split)") {
+            let f = 264, k = 1024
+            let gate = try part(f, k), up = try part(f, k)
+            let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+            let planes = try LUTDevicePlanes(parts: [matrix(gate), matrix(up)], interleaveHalves: true, scale: 1)
+            let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .swiglu, scratch: scratch)
+            let g = try reference(x, m, gate, f, 1), u = try reference(x, m, up, f, 1)
+            let want = roundTo(Reference.siluMul(gate: roundTo(g.exact, .bf16), up: roundTo(u.exact, .bf16)), .bf16)
+            // silu(g)·u moves by at most about |u|·δg + |silu(g)|·δu (|silu'| ≤ 1.1), plus the roundings of g, u and y.
+            var bound = [Float](repeating: 0, count: want.count)
+            for i in 0..<want.count {
+                let gv = g.exact[i], uv = u.exact[i], silu = gv / (1 + exp(-gv))
+                bound[i] = 1.1 * abs(uv) * g.bound[i] + abs(silu) * u.bound[i] + abs(want[i]) / 64 + 1e-5
             }
+            return ConformanceSuite.compareBounded(got, want, bound: bound)
         }
     }
 

@@ -92,39 +92,13 @@ extension ConformanceSuite {
         let scratch = (ws: s.ws.address, cnt: s.cnt.address)
         for (m, split) in [(1, 1), (9, 2)] {
             let c = GemmLUT.defaultConfig(m: m, affine: false, bits: GemmLUT.int8Bits)
-            check("gemm_lut8 stacked q/k/v \(c.name) M=\(m) split=\(split) (scale 0.5 folded)") {
-                let k = 576, heights = [192, 64, 64]
-                let parts = try heights.map { try Q8Fixture(rows: $0, cols: k, scales: .moderate, rng: &rng) }
-                let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-                let planes = try LUTDevicePlanes(parts: parts.map(\.matrix), interleaveHalves: false, scale: 0.5)
-                let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .bf16, scratch: scratch)
-                let n = heights.reduce(0, +)
-                var want = [Float](repeating: 0, count: m * n), bound = want
-                var row0 = 0
-                for (p, h) in zip(parts, heights) {
-                    let ref = try ConformanceSuite.lut8References(x: x, m: m, fixture: p, n: h, scale: 0.5, out: .bf16)
-                    for i in 0..<m { for r in 0..<h { want[i * n + row0 + r] = ref.exact[i * h + r]; bound[i * n + row0 + r] = ref.exactBound[i * h + r] } }
-                    row0 += h
-                }
-                return ConformanceSuite.compareBounded(got, roundTo(want, .bf16), bound: bound)
-            }
-            check("gemm_lut8 swiglu \(c.name) M=\(m) F=264 K=1024 split=\(split)") {
-                let f = 264, k = 1024
-                let gate = try Q8Fixture(rows: f, cols: k, scales: .moderate, rng: &rng), up = try Q8Fixture(rows: f, cols: k, scales: .moderate, rng: &rng)
-                let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-                let planes = try LUTDevicePlanes(parts: [gate.matrix, up.matrix], interleaveHalves: true, scale: 1)
-                let got = try runGemmLUT(c, planes: planes, x: x, m: m, split: split, epilogue: .swiglu, scratch: scratch)
-                let g = try ConformanceSuite.lut8References(x: x, m: m, fixture: gate, n: f, out: .bf16)
-                let u = try ConformanceSuite.lut8References(x: x, m: m, fixture: up, n: f, out: .bf16)
-                let want = roundTo(Reference.siluMul(gate: roundTo(g.exact, .bf16), up: roundTo(u.exact, .bf16)), .bf16)
-                // As the table widths' SwiGLU check: |u|·δg·1.1 + |silu(g)|·δu, plus the roundings of g, u and y.
-                var bound = [Float](repeating: 0, count: want.count)
-                for i in 0..<want.count {
-                    let gv = g.exact[i], uv = u.exact[i], silu = gv / (1 + exp(-gv))
-                    bound[i] = 1.1 * abs(uv) * g.exactBound[i] + abs(silu) * u.exactBound[i] + abs(want[i]) / 64 + 1e-5
-                }
-                return ConformanceSuite.compareBounded(got, want, bound: bound)
-            }
+            checkFusedLUTLayers("gemm_lut8", c: c, m: m, split: split, scratch: scratch,
+                                part: { rows, cols in try Q8Fixture(rows: rows, cols: cols, scales: .moderate, rng: &self.rng) },
+                                matrix: \.matrix,
+                                reference: { x, m, part, n, scale in
+                                    let r = try ConformanceSuite.lut8References(x: x, m: m, fixture: part, n: n, scale: scale, out: .bf16)
+                                    return (r.exact, r.exactBound)
+                                })
         }
     }
 
