@@ -36,11 +36,15 @@ public struct GemmLUT {
         /// Dynamic shared memory of a launch: the 4- and 3-bit pair table, 256 entries × 32 copies × 4 bytes (gemm_lut.cu's
         /// fill_table); none at 2 and 8 bits.
         public var sharedBytes: Int { bits == 4 || bits == 3 ? 256 * 32 * 4 : 0 }
-        /// The kernel this instance launches for formats whose scales go after the mmas (`scalesAfterMMA`), or nil: the
-        /// symmetric 4/3-bit instances but two token groups × 4 chunks per step (its twin spills; gemm_lut.cu's macros).
-        public var postName: String? { !affine && (bits == 4 || bits == 3) && !(nt == 2 && unroll >= 4) ? name + "_post" : nil }
+        /// The kernel this instance launches for formats whose scales go after the mmas (`GemmLUT.scalesAfterMMA`), or nil:
+        /// every instance of such a width and kind but two token groups × 4 chunks per step (its twin spills; gemm_lut.cu's
+        /// macros).
+        public var postName: String? { formatAllowsPOST(group: 64) && !(nt == 2 && unroll >= 4) ? name + "_post" : nil }
         /// Whether a launch of this instance over groups of `group` columns runs the POST twin (the launcher's choice).
-        public func scalesAfterMMA(group: Int) -> Bool { postName != nil && group >= 64 }
+        public func scalesAfterMMA(group: Int) -> Bool { postName != nil && formatAllowsPOST(group: group) }
+        private func formatAllowsPOST(group: Int) -> Bool {
+            GemmLUT.scalesAfterMMA(.init(bits: bits, groupSize: group, table: .int, hasOffsets: affine))
+        }
     }
 
     public static let configs: [Config] = InstanceTable.rows(file: file, macro: "KILN_GEMM_LUT_INSTANCES").compactMap { r in
@@ -74,13 +78,14 @@ public struct GemmLUT {
         return split
     }
 
-    /// Why gemm_lut cannot read a `[rows, cols]` matrix of `format`, or nil when it can.
-    /// Whether the decode kernels apply this format's group scales after the mmas, in f32 (gemm_lut.cu's POST path,
-    /// chosen per launch by KILN_GEMM_LUT_DEFINE): symmetric, 4 or 3 bits, groups of 64 or more (one scale per row and
-    /// 64-column chunk). The others dequantize each pair with fma.rn.bf16x2 before the mma.
+    /// Whether the decode kernels can apply this format's group scales after the mmas, in f32 (gemm_lut.cu's POST path,
+    /// the `_post` twin kernels): symmetric, 4 or 3 bits, groups of 64 or more (one scale per row and 64-column chunk).
+    /// The others dequantize each pair with fma.rn.bf16x2 before the mma. `Config.scalesAfterMMA` is this rule per instance.
     public static func scalesAfterMMA(_ f: WeightFormat.LUTFormat) -> Bool {
         !f.hasOffsets && (f.bits == 4 || f.bits == 3) && f.groupSize >= 64
     }
+
+    /// Why gemm_lut cannot read a `[rows, cols]` matrix of `format`, or nil when it can.
 
     public static func unsupported(_ format: WeightFormat, rows: Int, cols: Int) -> String? {
         guard case .lut(let l) = format else { return "\(format.name) is not a lookup-table format" }
