@@ -90,21 +90,28 @@ public struct GPUMemoryPlan: Sendable, Equatable {
         return rows + logits + 2 * denseScratch + gather + workspace
     }
 
-    /// The bf16 scratch a model with these linear formats dequantizes into at prefill: the largest quantized layer,
-    /// unless FP8 prefill runs on its own kernel (`fp8PrefillKernel`), which reads the codes as stored.
-    public static func denseScratch(_ c: ModelConfig, linearFormat: (LinearLayer) -> WeightFormat, fp8PrefillKernel: Bool) -> Int {
+    /// The bf16 scratch a model with these linear formats needs at prefill: the largest quantized layer, dequantized into
+    /// it, unless FP8 prefill runs on its own kernel (`fp8PrefillKernel`), which reads the codes as stored; lookup-table
+    /// layers on gemm_lut_hopper (`lutPrefillRows`: the engine's row count) need only the permuted activations X'
+    /// (`lutPrefillRows` × 64·⌈K/64⌉ of the widest input).
+    public static func denseScratch(_ c: ModelConfig, linearFormat: (LinearLayer) -> WeightFormat, fp8PrefillKernel: Bool,
+                                    lutPrefillRows: Int? = nil) -> Int {
         let model = Transformer(config: c)
         return LinearLayer.allCases.map { layer -> Int in
             let format = linearFormat(layer)
             if format == .bf16 || (format == GPUMatrix.fp8Format && fp8PrefillKernel) { return 0 }
+            if case .lut = format, let rows = lutPrefillRows {
+                return max(16, rows) * LUTPermute.paddedCols(max(c.hiddenSize, c.qDim, c.intermediateSize))
+            }
             return model.outputs(layer) * model.inputs(layer)
         }.max() ?? 0
     }
 
     /// The plan of `GPUModel.init`'s static engine: `maxBatch` sequences of `maxSeq` positions, `maxRows` token rows.
     public static func staticEngine(_ c: ModelConfig, linearFormat: (LinearLayer) -> WeightFormat, maxBatch: Int, maxSeq: Int,
-                                    maxRows: Int = 1024, fp8PrefillKernel: Bool) -> GPUMemoryPlan {
-        let dense = denseScratch(c, linearFormat: linearFormat, fp8PrefillKernel: fp8PrefillKernel)
+                                    maxRows: Int = 1024, fp8PrefillKernel: Bool, lutPrefillKernel: Bool = false) -> GPUMemoryPlan {
+        let dense = denseScratch(c, linearFormat: linearFormat, fp8PrefillKernel: fp8PrefillKernel,
+                                 lutPrefillRows: lutPrefillKernel ? max(maxRows, maxBatch) : nil)
         return GPUMemoryPlan(weights: weightBytes(c, linearFormat: linearFormat), kvCache: kvCacheBytes(c, batch: maxBatch, context: maxSeq),
                              activations: activationBytes(c, denseScratch: dense, maxRows: max(maxRows, maxBatch), maxBatch: maxBatch, context: maxSeq))
     }

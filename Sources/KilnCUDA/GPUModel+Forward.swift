@@ -107,8 +107,8 @@ extension GPUModel: DecoderOperations {
 
     /// y = x · Wᵀ for a linear layer in its format: bf16 through the tuned GEMMs; FP8 through the activation quantizer
     /// and then gemm_fp8 at m ≤ 16 (decode) or, with `fp8PrefillKernel`, gemm_fp8_hopper (prefill, chunks included; else
-    /// prefill dequantizes the layer into the bf16 scratch for the bf16 GEMMs); 4-bit lookup tables through gemm_lut at m ≤ 16,
-    /// else dequantized (kiln_lut4_dequant) likewise.
+    /// prefill dequantizes the layer into the bf16 scratch for the bf16 GEMMs); lookup tables through gemm_lut at m ≤ 16,
+    /// else gemm_lut_hopper on the permuted activations (`lutPrefillKernel`) or dequantized (kiln_lut{B}_dequant) likewise.
     func project(_ op: String, x: CUdeviceptr, w: GPUMatrix, y: CUdeviceptr, m: Int, n: Int, k: Int, epilogue: GemmSplitK.Epilogue = .bf16) throws {
         switch w {
         case .bf16(let b):
@@ -134,10 +134,15 @@ extension GPUModel: DecoderOperations {
             guard let lut else { throw KilnError("linear \(op): lookup-table weights without the LUT scratch (GPUModel.init makes it)") }
             if m <= 16 {
                 try gemm.lut(op, x: x, w: l, y: y, m: m, epilogue: epilogue, stream: stream)
+            } else if let permute = lut.permute, let permuted = lut.permuted {
+                guard epilogue == .bf16 else { throw KilnError("linear \(op): gemm_lut_hopper has no \(epilogue) epilogue") }
+                try permute(x: x, xPermuted: permuted.address, m: m, k: k, stream: stream)
+                try gemm.lutPrefill(op, xPermuted: permuted.address, w: l, y: y, m: m, stream: stream)
             } else {
+                guard let dense = lut.dense else { throw KilnError("linear \(op): no bf16 scratch for the lookup-table prefill") }
                 try lut.dequantize(codes: l.codes.address, scales: l.scales.address, offsets: l.offsets?.address ?? 0, table: l.table.address,
-                                   y: lut.dense.address, n: n, k: k, group: l.format.groupSize, bits: l.format.bits, stream: stream)
-                try gemm(op, x: x, w: lut.dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
+                                   y: dense.address, n: n, k: k, group: l.format.groupSize, bits: l.format.bits, stream: stream)
+                try gemm(op, x: x, w: dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
             }
         }
     }

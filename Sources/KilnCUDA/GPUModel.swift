@@ -25,6 +25,10 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// GGUF Q8_0 linear layers on gemm_lut's 8-bit member (with `lutKernels`) instead of converted to bf16 at load. Off
     /// until `kiln check --only lut` has run the 8-bit kernels on a device (written in session 14 without one).
     public var q8Kernels = false
+    /// Lookup-table prefill (M > 16) on gemm_lut_hopper (Hopper GPUs: codes dequantized in registers into wgmma) instead
+    /// of dequantizing each layer into a bf16 scratch for the bf16 GEMMs. Off until `kiln check --only lut` has run the
+    /// kernel on a device (written in session 15 without one).
+    public var lutPrefillKernel = false
     /// FP8 prefill (M > 16) on gemm_fp8_hopper (Hopper GPUs) instead of dequantizing each layer into a bf16 scratch for
     /// the bf16 GEMMs (H100, Llama-3-8B FP8, prefill 2 × 512: 24.4 ms against 32.8; `kiln check --only fp8` and the
     /// transformers FP8 logits pass on it). Off: the dequantize path (A/B checks).
@@ -82,11 +86,14 @@ public final class GPUModel {
     let fp8: FP8Scratch?
     /// FP8 prefill runs on gemm_fp8_hopper (`GPUEngineOptions.fp8PrefillKernel` on a Hopper GPU).
     let fp8Prefill: Bool
-    /// Lookup-table linear layers: prefill dequantizes the layer into `dense` (bf16, the largest LUT matrix) for the
-    /// bf16 GEMMs (no LUT prefill GEMM yet); decode reads them natively. nil without LUT layers.
+    /// Lookup-table linear layers: decode reads them natively (gemm_lut). Prefill either permutes the activations into
+    /// `permuted` for gemm_lut_hopper (`GPUEngineOptions.lutPrefillKernel` on Hopper: `permute` set) or dequantizes the
+    /// layer into `dense` (bf16, the largest LUT matrix) for the bf16 GEMMs. nil without LUT layers.
     struct LUTScratch {
         let dequantize: LUTDequantizer
-        let dense: DeviceBuffer<UInt16>
+        let dense: DeviceBuffer<UInt16>?
+        let permute: LUTPermute?
+        let permuted: DeviceBuffer<UInt16>?   // [maxRows, 64·⌈maxK/64⌉] bf16 X'
     }
     let lut: LUTScratch?
 
@@ -180,8 +187,16 @@ public final class GPUModel {
         } else {
             fp8 = nil
         }
-        lut = weights.largestLUTMatrix > 0
-            ? LUTScratch(dequantize: try LUTDequantizer(library), dense: try DeviceBuffer<UInt16>(ctx, count: weights.largestLUTMatrix)) : nil
+        if weights.largestLUTMatrix > 0 {
+            let native = opts.lutPrefillKernel && weights.lutFormats.allSatisfy(gemm.hasLUTPrefill)
+            let maxK = LUTPermute.paddedCols(max(c.hiddenSize, c.qDim, c.intermediateSize))
+            lut = LUTScratch(dequantize: try LUTDequantizer(library),
+                             dense: native ? nil : try DeviceBuffer<UInt16>(ctx, count: weights.largestLUTMatrix),
+                             permute: native ? try LUTPermute(library) : nil,
+                             permuted: native ? try DeviceBuffer<UInt16>(ctx, count: max(16, self.maxRows) * maxK) : nil)
+        } else {
+            lut = nil
+        }
 
         func buf(_ n: Int) throws -> DeviceBuffer<UInt16> { try DeviceBuffer<UInt16>(ctx, count: n) }
         layerCacheElements = pagedConfig.map { ($0.blocks + 1) * c.numKVHeads * $0.blockSize * c.headDim }
@@ -261,7 +276,8 @@ public final class GPUModel {
     private static func ensureFits(_ c: ModelConfig, linearFormat: (LinearLayer) -> WeightFormat, maxBatch: Int, maxSeq: Int, maxRows: Int,
                                    options: GPUEngineOptions, context: Context, model: String, remedy: String, log: (String) -> Void) throws {
         try GPUMemoryPlan.staticEngine(c, linearFormat: linearFormat, maxBatch: maxBatch, maxSeq: maxSeq, maxRows: maxRows,
-                                       fp8PrefillKernel: options.fp8PrefillKernel && GemmDispatch.hasHopperKernels(context.info))
+                                       fp8PrefillKernel: options.fp8PrefillKernel && GemmDispatch.hasHopperKernels(context.info),
+                                       lutPrefillKernel: options.lutPrefillKernel && GemmDispatch.hasHopperKernels(context.info))
             .ensureFits(on: context, model: model, remedy: remedy, log: log)
     }
 }

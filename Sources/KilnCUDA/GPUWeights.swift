@@ -45,6 +45,14 @@ public final class GPUWeights {
     public var hasLUTGateUp: Bool { layers.contains { $0.gateUp.lutElements > 0 } }
     /// The largest lookup-table matrix in elements: the bf16 scratch prefill dequantizes into (0 without LUT weights).
     public var largestLUTMatrix: Int { layers.map { max($0.qkv.lutElements, $0.o.lutElements, $0.gateUp.lutElements, $0.down.lutElements) }.max() ?? 0 }
+    /// The lookup-table formats of the linear layers (every distinct one).
+    public var lutFormats: [WeightFormat.LUTFormat] {
+        var seen: [WeightFormat.LUTFormat] = []
+        for l in layers {
+            for m in [l.qkv, l.o, l.gateUp, l.down] { if case .lut(let x) = m, !seen.contains(x.format) { seen.append(x.format) } }
+        }
+        return seen
+    }
 
     init(config: ModelConfig, embedding: DeviceBuffer<UInt16>, layers: [Layer], outputNorm: DeviceBuffer<UInt16>,
          untiedOutput: DeviceBuffer<UInt16>?, invFreq: DeviceBuffer<Float>) {

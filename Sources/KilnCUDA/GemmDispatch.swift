@@ -26,6 +26,7 @@ public final class GemmDispatch {
     private var fp8Kernels: [GemmFP8.Config: GemmFP8] = [:]
     private var fp8HopperKernels: [GemmFP8Hopper.Config: GemmFP8Hopper] = [:]
     private var lutKernels: [GemmLUT.Config: GemmLUT] = [:]
+    private var lutHopperKernels: [GemmLUTHopper.Config: GemmLUTHopper] = [:]
     private var warned: Set<String> = []
     /// Split-K scratch (gemm_splitk, gemm_swapab), shared by all calls: they run one after another on one stream,
     /// each touches it only after its griddepcontrol.wait, and the counters are left zero by every launch.
@@ -53,8 +54,8 @@ public final class GemmDispatch {
     /// The weight formats this dispatch has kernels for: bf16 (every family) and FP8 128×128 (gemm_fp8 at M ≤ 16,
     /// gemm_fp8_hopper above on Hopper; elsewhere prefill dequantizes FP8 to bf16). GPUWeights.plan converts the rest at load.
     public static let kernelFormats: Set<WeightFormat> = [.bf16, GPUMatrix.fp8Format]
-    // (4-bit lookup-table formats run on gemm_lut at M ≤ 16 — a family of formats, see GPUWeights.plan — and prefill
-    // dequantizes them to bf16.)
+    // (Lookup-table formats run on gemm_lut at M ≤ 16 — a family of formats, see GPUWeights.plan — and prefill on
+    // gemm_lut_hopper with `GPUEngineOptions.lutPrefillKernel` on Hopper, else dequantized to bf16.)
 
     /// The kernel for `op` on `format` weights `[n, k]` at `m` tokens: the table's entry for exactly this
     /// (op, format, M bucket, N, K) if it names an instance that can run it, else the documented default.
@@ -185,6 +186,23 @@ public final class GemmDispatch {
         try kernel(x: x, codes: w.codes.address, scales: w.scales.address, offsets: w.offsets?.address ?? 0, table: w.table.address, y: y,
                    m: m, n: w.rows, k: w.cols, group: w.format.groupSize, split: split, workspace: workspace.address,
                    counters: counters.address, epilogue: epilogue, stream: stream)
+    }
+
+    /// Whether lookup-table matrices of `format` at m > 16 can run on gemm_lut_hopper (a Hopper GPU and an instance of
+    /// that width and kind); else prefill dequantizes them to bf16.
+    public func hasLUTPrefill(_ format: WeightFormat.LUTFormat) -> Bool { hopperOK && GemmLUTHopper.supports(format) }
+
+    /// y[m, n] = X · W^T over a lookup-table matrix on gemm_lut_hopper (prefill, m > 16): `xPermuted` is X' of
+    /// `LUTPermute` (the caller ran it); bf16 out. `choice` overrides the default instance (the benches' sweep).
+    public func lutPrefill(_ op: String, xPermuted: CUdeviceptr, w: GPUMatrix.LUTMatrix, y: CUdeviceptr, m: Int, stream: GPUStream,
+                           choice: GemmLUTHopper.Config? = nil) throws {
+        guard let c = choice ?? GemmLUTHopper.defaultConfig(m: m, bits: w.format.bits, affine: w.format.hasOffsets) else {
+            throw KilnError("linear \(op): no gemm_lut_hopper instance reads \(w.format.bits)-bit codes\(w.format.hasOffsets ? " with offsets" : "")")
+        }
+        let kernel: GemmLUTHopper
+        if let cached = lutHopperKernels[c] { kernel = cached } else { kernel = try GemmLUTHopper(library, config: c); lutHopperKernels[c] = kernel }
+        try kernel(xPermuted: xPermuted, codes: w.codes.address, scales: w.scales.address, offsets: w.offsets?.address ?? 0,
+                   table: w.table.address, y: y, m: m, n: w.rows, k: w.cols, group: w.format.groupSize, stream: stream)
     }
 
     /// y[m, n] = x[m, k] · w[n, k]^T; y is fp32 when `outF32`, else bf16. `epilogue` .swiglu (the decode GEMMs;

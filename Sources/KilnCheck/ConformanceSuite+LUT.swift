@@ -18,7 +18,7 @@ import KilnModels
 /// mmas, `GemmLUT.scalesAfterMMA`: bf16(table)·bf16(scale) unrounded). NaN never passes either.
 extension ConformanceSuite {
     public func runLUTChecks() {
-        checkLUTDequantizer(); checkGemmLUT(); checkGemmLUTFused(); checkGemmLUTGGUF(); runLUT8Checks()
+        checkLUTDequantizer(); checkGemmLUT(); checkGemmLUTFused(); checkGemmLUTGGUF(); runLUT8Checks(); runLUTPrefillChecks()
     }
 
     /// got vs want elementwise with a bound per element; NaN or infinity in either fails.

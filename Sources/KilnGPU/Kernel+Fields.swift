@@ -63,20 +63,35 @@ public struct TensorMap: Sendable {
                                 box: [64, UInt32(boxRows), UInt32(boxChunks)])
     }
 
+    /// A 3-D array of 32-bit words (innermost dimension first, `strides` in bytes for dims 1…) read in boxes of `box`
+    /// words, unswizzled, zero fill out of bounds: gemm_lut_hopper.cu's code records and scale words.
+    public static func words32(_ context: Context, address: CUdeviceptr, dims: [UInt64], strides: [UInt64], box: [UInt32]) throws -> TensorMap {
+        guard address % 16 == 0, strides.allSatisfy({ $0 % 16 == 0 }), box[0] * 4 % 16 == 0 else {
+            throw KilnError("TMA needs a 16-byte aligned array with strides and inner box multiples of 16 bytes (strides \(strides), box \(box))")
+        }
+        return try encode(context, dataType: 2, address: address, dims: dims, strides: strides, box: box, swizzle: 0)
+    }
+
     private static func bf16Swizzled(_ context: Context, address: CUdeviceptr, dims: [UInt64], strides: [UInt64], box: [UInt32]) throws -> TensorMap {
         try swizzled(context, dataType: 9, address: address, dims: dims, strides: strides, box: box)
     }
 
-    /// The one cuTensorMapEncodeTiled call: `dataType` a CUtensorMapDataType (0 = UINT8, 9 = BFLOAT16), dims innermost
-    /// first (strides of dims 1…), element strides 1.
+    /// 128-byte swizzle (the wgmma operand tiles).
     private static func swizzled(_ context: Context, dataType: Int32, address: CUdeviceptr, dims: [UInt64], strides: [UInt64], box: [UInt32]) throws -> TensorMap {
+        try encode(context, dataType: dataType, address: address, dims: dims, strides: strides, box: box, swizzle: 3)
+    }
+
+    /// The one cuTensorMapEncodeTiled call: `dataType` a CUtensorMapDataType (0 = UINT8, 2 = UINT32, 9 = BFLOAT16), dims
+    /// innermost first (strides of dims 1…), element strides 1, `swizzle` a CUtensorMapSwizzle (0 = none, 3 = 128B).
+    private static func encode(_ context: Context, dataType: Int32, address: CUdeviceptr, dims: [UInt64], strides: [UInt64], box: [UInt32],
+                               swizzle: Int32) throws -> TensorMap {
         guard let encode = context.driver.cuTensorMapEncodeTiled else {
             throw KilnError("this NVIDIA driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the Hopper GEMMs)")
         }
         let elem = [UInt32](repeating: 1, count: dims.count)
-        // interleave 0 = NONE, swizzle 3 = 128B, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
+        // interleave 0 = NONE, L2 promotion 3 = 256B, oob fill 0 = NONE (zeros).
         return try encoded { map in
-            try cuCheck("cuTensorMapEncodeTiled", encode(map, dataType, UInt32(dims.count), address, dims, strides, box, elem, 0, 3, 3, 0))
+            try cuCheck("cuTensorMapEncodeTiled", encode(map, dataType, UInt32(dims.count), address, dims, strides, box, elem, 0, swizzle, 3, 0))
         }
     }
 

@@ -31,7 +31,7 @@ public enum KernelCatalog {
     public static var all: [KernelInstance] {
         Copy.instances + Embedding.instances + RMSNorm.instances + RoPE.instances + SiLUMul.instances
             + Softmax.instances + Sampling.instances + Convert.instances
-            + GemmSplitK.instances + GemmFP8.instances + GemmFP8Hopper.instances + GemmLUT.instances + GemmStream.instances + GemmSwapAB.instances + GemmHopper.instances + Attention.instances + AttentionHopper.instances
+            + GemmSplitK.instances + GemmFP8.instances + GemmFP8Hopper.instances + GemmLUT.instances + GemmLUTHopper.instances + GemmStream.instances + GemmSwapAB.instances + GemmHopper.instances + Attention.instances + AttentionHopper.instances
             + RoPECache.instances + SwiGLU.instances + RandomInit.instances + KVPages.instances
     }
     public static var files: [String] { Array(Set(all.map(\.file))).sorted() }

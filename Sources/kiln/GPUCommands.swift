@@ -140,6 +140,8 @@ struct TuningOptions: ParsableArguments {
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
     @Flag(name: .long, help: "GGUF Q8_0 layers on gemm_lut's 8-bit kernels instead of converted to bf16 at load (off until those kernels have been checked on a device).") var q8Kernels = false
+    @Flag(name: .long, help: "Lookup-table prefill (more than 16 rows) on gemm_lut_hopper, the codes dequantized in registers into wgmma, instead of each layer dequantized to bf16 for the bf16 GEMMs (Hopper; off until checked on a device).")
+    var lutPrefillKernel = false
     @Flag(name: .long, help: "A/B: FP8 prefill dequantizes each layer to bf16 for the bf16 GEMMs instead of running on gemm_fp8_hopper (Hopper).")
     var noFp8PrefillKernel = false
     @Flag(name: .long, help: "A/B: on Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows in gemm_splitk's 16-row passes instead of one gemm_hopper pass over the weights.")
@@ -152,7 +154,7 @@ struct TuningOptions: ParsableArguments {
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.q8Kernels = q8Kernels; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.q8Kernels = q8Kernels; o.lutPrefillKernel = lutPrefillKernel; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
         o.fusedFP8NormQuant = !noFusedFp8Quant
         return o
     }
@@ -172,9 +174,11 @@ enum BenchKernels {
         let ctx = try Context(ordinal: 0)
         let library = try KernelLibrary(context: ctx)
         let table = try GPURun.table(for: c, library: library, tuning: tuning)
-        if let lut = tuning.dummyLUT {   // --weights lut4-… / lut3-… / lut2-…: the LUT decode GEMMs (M ≤ 16) against Kiln's bf16 GEMM
-            return try EngineBench.lutKernels(config: c, format: lut, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
-                                              pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
+        if let lut = tuning.dummyLUT {   // --weights lut4-… / lut3-… / lut2-…: the LUT GEMMs (decode, then prefill) against Kiln's bf16 GEMM
+            try EngineBench.lutKernels(config: c, format: lut, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
+                                       pdl: tuning.engine.programmaticDependentLaunch, log: { print($0) })
+            return try EngineBench.lutPrefillKernels(config: c, format: lut, library: library, tune: table, ms: ms ?? EngineBench.kernelMs,
+                                                     log: { print($0) })
         }
         if tuning.dummyFP8 {   // --weights fp8: gemm_fp8 (decode) and gemm_fp8_hopper (prefill, TFLOP/s) against Kiln's bf16 GEMMs
             return try EngineBench.fp8Kernels(config: c, library: library, tune: table, ms: ms ?? EngineBench.fp8KernelMs,

@@ -1,0 +1,132 @@
+import XCTest
+import KilnCore
+@testable import KilnKernels
+@testable import KilnCUDA
+@testable import KilnCheck
+
+/// gemm_lut_hopper.cu without a GPU: a model of its consumer warps over the restructured planes (A registers read as
+/// gemm_lut's lanes read them, B from X' = the permuted activations, the product by wgmma's k-slot rule: A slot s of step
+/// j meets X' column 16j + s), checked against x·Wᵀ with W from (row, column) directly. If the permutation and the
+/// restructuring disagree on a single column, the model's product is wrong.
+final class GemmLUTHopperTests: XCTestCase {
+    static func bf16(_ v: Float) -> Float { bf16ToFloat(floatToBF16(v)) }
+    static func lo(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w & 0xffff)) }
+    static func hi(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w >> 16)) }
+
+    /// y [m, n] (f64) of the model: per 16-row tile, chunk and k step j, the tile's A [16 rows × 16 slots] from the lanes'
+    /// registers (4 bits, non-POST: bf16(bf16(table)·scale + offset)), times X' columns 64·chunk + 16j … + 15.
+    /// `source(c)`: the column of x that X' column c holds (the kernel's permutation unless a test swaps it).
+    static func model(_ p: LUTDevicePlanes, x: [Float], m: Int, n: Int, source: (Int) -> Int = LUTPermute.sourceColumn) -> [Double] {
+        let k = p.cols, group = p.format.groupSize, kp = LUTPermute.paddedCols(k)
+        let chunks = kp / 64, tiles = (n + 15) / 16, paddedGroups = (chunks * 64 + group - 1) / group
+        var xp = [Float](repeating: 0, count: m * kp)
+        for i in 0..<m { for c in 0..<kp { let s = source(c); if s < k { xp[i * kp + c] = x[i * k + s] } } }
+        var y = [Double](repeating: 0, count: m * n)
+        for tile in 0..<tiles {
+            for chunk in 0..<chunks {
+                for j in 0..<4 {
+                    var a = [[Float]](repeating: [Float](repeating: .nan, count: 16), count: 16)   // [row][slot]
+                    for lane in 0..<32 {
+                        let g = lane / 4, t = lane % 4
+                        let base = ((tile * chunks + chunk) * 32 + lane) * 16 + 4 * j
+                        let sIndex = (tile * paddedGroups + (chunk * 64 + 16 * t) / group) * 8 + g
+                        let sw = p.scales[sIndex], ow = p.offsets?[sIndex] ?? 0x8000_8000
+                        func reg(_ i: Int) -> (Float, Float) {
+                            let byte = Int(p.codes[base + i]), bottom = i % 2 == 1
+                            let s = bottom ? hi(sw) : lo(sw), o = bottom ? hi(ow) : lo(ow)
+                            return (bf16(bf16(p.table[byte & 15]) * s + o), bf16(bf16(p.table[byte >> 4]) * s + o))
+                        }
+                        // wgmma's A fragment (mma.m16n8k16's): r0 = (g, 2t…), r1 = (g+8, 2t…), r2 = (g, 2t+8…), r3 = (g+8, 2t+8…).
+                        (a[g][2 * t], a[g][2 * t + 1]) = reg(0)
+                        (a[g + 8][2 * t], a[g + 8][2 * t + 1]) = reg(1)
+                        (a[g][2 * t + 8], a[g][2 * t + 9]) = reg(2)
+                        (a[g + 8][2 * t + 8], a[g + 8][2 * t + 9]) = reg(3)
+                    }
+                    for row in 0..<16 where tile * 16 + row < n {
+                        for tok in 0..<m {
+                            var s = 0.0
+                            for slot in 0..<16 { s += Double(a[row][slot]) * Double(xp[tok * kp + chunk * 64 + 16 * j + slot]) }
+                            y[tok * n + tile * 16 + row] += s
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    func testModelOverPermutedActivationsIsTheProduct() throws {
+        var rng = SplitMix64(seed: 23)
+        for (n, k, group, affine) in [(37, 96, 32, false), (40, 192, 64, true), (20, 384, 128, false), (3, 160, 32, true)] {
+            let f = try LUTFixture(rows: n, cols: k, format: .init(bits: 4, groupSize: group, table: .learned, hasOffsets: affine), rng: &rng)
+            let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
+            let m = 19
+            let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+            let got = GemmLUTHopperTests.model(planes, x: x, m: m, n: n)
+            for i in 0..<m {
+                for r in 0..<n {
+                    var want = 0.0, mag = 0.0
+                    for c in 0..<k { let p = Double(x[i * k + c]) * Double(f.kernelValue(r, c)); want += p; mag += abs(p) }
+                    XCTAssertEqual(got[i * n + r], want, accuracy: 1e-9 * max(1, mag), "N=\(n) K=\(k) g=\(group) token \(i) row \(r)")
+                }
+            }
+        }
+    }
+
+    /// The same model with X' in plain column order (no permutation) misses the product: the test above can fail.
+    func testUnpermutedActivationsGiveAnotherProduct() throws {
+        var rng = SplitMix64(seed: 5)
+        let (n, k) = (16, 64)
+        let f = try LUTFixture(rows: n, cols: k, format: .init(bits: 4, groupSize: 64, table: .learned, hasOffsets: false), rng: &rng)
+        let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
+        let x = roundTo(rng.uniform(k, -1, 1), .bf16)
+        let got = GemmLUTHopperTests.model(planes, x: x, m: 1, n: n, source: { $0 })
+        var wrong = 0
+        for r in 0..<n {
+            var want = 0.0
+            for c in 0..<k { want += Double(x[c]) * Double(f.kernelValue(r, c)) }
+            if abs(got[r] - want) > 1e-6 * max(1, abs(want)) { wrong += 1 }
+        }
+        XCTAssertGreaterThan(wrong, n / 2)
+    }
+
+    func testPermutationIsABijectionPerChunk() {
+        for chunk in 0..<3 {
+            let cols = (0..<64).map { LUTPermute.sourceColumn(64 * chunk + $0) }
+            XCTAssertEqual(Set(cols), Set((64 * chunk)..<(64 * chunk + 64)))
+            // Pairs stay pairs (the kernel moves 4-byte words): even columns map to even sources, the next to the next.
+            for c in stride(from: 0, to: 64, by: 2) { XCTAssertEqual(cols[c] % 2, 0); XCTAssertEqual(cols[c + 1], cols[c] + 1) }
+        }
+        XCTAssertEqual(LUTPermute.paddedCols(96), 128)
+        XCTAssertEqual(LUTPermute.paddedCols(4096), 4096)
+    }
+
+    func testInstancesFitAndCoverEveryFormat() {
+        XCTAssertFalse(GemmLUTHopper.configs.isEmpty)
+        for c in GemmLUTHopper.configs {
+            XCTAssertLessThanOrEqual(c.sharedBytes, 227 * 1024, "\(c.name): shared memory above Hopper's 227 KB opt-in")
+            XCTAssertTrue(c.tokens == 128 || c.tokens == 256, c.name)
+        }
+        for bits in GemmLUT.bitWidths {
+            for affine in [false, true] {
+                for m in [17, 512, 513, 4096] {
+                    let c = GemmLUTHopper.defaultConfig(m: m, bits: bits, affine: affine)
+                    XCTAssertEqual(c?.bits, bits); XCTAssertEqual(c?.affine, affine)
+                }
+                XCTAssertTrue(GemmLUTHopper.supports(.init(bits: bits, groupSize: 64, table: .nf, hasOffsets: affine)))
+            }
+        }
+        XCTAssertNotNil(GemmLUTHopper.defaultConfig(m: 100, bits: 8, affine: false))
+        XCTAssertFalse(GemmLUTHopper.supports(.init(bits: 8, groupSize: 32, table: .int, hasOffsets: true)))
+    }
+
+    /// With the prefill kernel the LUT scratch is the permuted activations (rows × padded K), not the largest matrix.
+    func testMemoryPlanCountsThePermutedActivations() {
+        let c = try! DummyModels.config("llama3-8b")
+        let lut = WeightFormat.lut(.init(bits: 4, groupSize: 64, table: .nf, hasOffsets: false))
+        let dense = GPUMemoryPlan.denseScratch(c, linearFormat: { _ in lut }, fp8PrefillKernel: true)
+        XCTAssertEqual(dense, 2 * c.intermediateSize * c.hiddenSize)   // gate_up, the largest
+        let permuted = GPUMemoryPlan.denseScratch(c, linearFormat: { _ in lut }, fp8PrefillKernel: true, lutPrefillRows: 1024)
+        XCTAssertEqual(permuted, 1024 * c.intermediateSize)            // 14336 is a multiple of 64
+    }
+}
