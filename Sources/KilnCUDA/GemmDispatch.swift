@@ -192,11 +192,21 @@ public final class GemmDispatch {
     /// that width and kind); else prefill dequantizes them to bf16.
     public func hasLUTPrefill(_ format: WeightFormat.LUTFormat) -> Bool { hopperOK && GemmLUTHopper.supports(format) }
 
+    /// The table's gemm_lut_hopper entry for (op, format, M bucket, N, K) when it names an instance of the format's width
+    /// and kind, else nil (pure, as `lutEntry`).
+    public static func lutPrefillEntry(_ table: TuneTable?, op: String, format: WeightFormat.LUTFormat, m: Int, n: Int, k: Int) -> GemmLUTHopper.Config? {
+        guard m > 16, let e = table?.lookup(op: op, format: .lut(format), n: n, k: k, m: m), let c = GemmLUTHopper.config(named: e.config),
+              c.bits == format.bits, c.affine == format.hasOffsets else { return nil }
+        return c
+    }
+
     /// y[m, n] = X · W^T over a lookup-table matrix on gemm_lut_hopper (prefill, m > 16): `xPermuted` is X' of
-    /// `LUTPermute` (the caller ran it); bf16 out. `choice` overrides the default instance (the benches' sweep).
+    /// `LUTPermute` (the caller ran it); bf16 out. The instance: `choice` (the tuner, the benches' sweep), else the
+    /// table's entry, else GemmLUTHopper's default.
     public func lutPrefill(_ op: String, xPermuted: CUdeviceptr, w: GPUMatrix.LUTMatrix, y: CUdeviceptr, m: Int, stream: GPUStream,
                            choice: GemmLUTHopper.Config? = nil) throws {
-        guard let c = choice ?? GemmLUTHopper.defaultConfig(m: m, bits: w.format.bits, affine: w.format.hasOffsets) else {
+        let tuned = choice ?? GemmDispatch.lutPrefillEntry(tune, op: op, format: w.format, m: m, n: w.rows, k: w.cols)
+        guard let c = tuned ?? GemmLUTHopper.defaultConfig(m: m, bits: w.format.bits, affine: w.format.hasOffsets) else {
             throw KilnError("linear \(op): no gemm_lut_hopper instance reads \(w.format.bits)-bit codes\(w.format.hasOffsets ? " with offsets" : "")")
         }
         let kernel: GemmLUTHopper
@@ -226,7 +236,7 @@ public final class GemmDispatch {
             return
         case .stream, .swapAB: cfg = GemmSplitK.defaultConfig(m: 16)
         case .splitK(let c): cfg = c
-        case .lut, .fp8, .fp8Hopper: throw KilnError("\(ch.name) does not read bf16 weights (GemmDispatch.lut / fp8 / fp8Prefill run it)")
+        case .lut, .lutHopper, .fp8, .fp8Hopper: throw KilnError("\(ch.name) does not read bf16 weights (GemmDispatch.lut / lutPrefill / fp8 / fp8Prefill run it)")
         }
         let kernel = try splitKKernel(m <= cfg.maxM ? cfg : GemmSplitK.defaultConfig(m: 16))
         let rowBytes = epi.outputColumns(n: n) * epi.outputBytes

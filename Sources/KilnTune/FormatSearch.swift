@@ -31,6 +31,8 @@ extension GemmShape {
 ///                    limit; split 1…8, no more splits than 128-column blocks of K, split·M·N ≤ the workspace.
 ///   gemm_fp8_hopper: a Hopper GPU; M ≥ 64 (as gemm_hopper: the prefill buckets the tuner fills); K a multiple of 16;
 ///                    shared memory ≤ the opt-in limit; threads ≤ the block limit; split 1.
+///   gemm_lut_hopper: a Hopper GPU; M ≥ 64; the instance's code width and offsets are the format's; the format's group
+///                    and K (GemmLUT.unsupported); shared memory ≤ the opt-in limit; split 1.
 extension GemmSearch {
     public static func rule(_ c: GemmLUT.Config, split: Int, shape s: GemmShape, m: Int, limits l: Limits) -> String? {
         guard let f = s.lutFormat else { return "\(s.format.name) is not a lookup-table format" }
@@ -65,6 +67,18 @@ extension GemmSearch {
         return nil
     }
 
+    public static func rule(_ c: GemmLUTHopper.Config, shape s: GemmShape, m: Int, limits l: Limits) -> String? {
+        guard let f = s.lutFormat else { return "\(s.format.name) is not a lookup-table format" }
+        if c.bits != f.bits { return "\(c.bits)-bit instance for \(f.bits)-bit codes" }
+        if c.affine != f.hasOffsets { return c.affine ? "affine instance for codes without offsets" : "symmetric instance for codes with offsets" }
+        if !l.hopper { return "gemm_lut_hopper needs sm_90a" }
+        if m < 64 { return "gemm_lut_hopper is tuned for M ≥ 64" }
+        if let why = GemmLUT.unsupported(s.format, rows: s.n, cols: s.k) { return why }
+        if c.sharedBytes > l.sharedOptIn { return "shared memory \(c.sharedBytes) B > \(l.sharedOptIn) B" }
+        if c.threads > l.maxThreads { return "\(c.threads) threads > \(l.maxThreads)" }
+        return nil
+    }
+
     /// The split-K rules the decode families share: 1…maxSplit, at most one split per K chunk, the workspace.
     static func splitRule(_ split: Int, chunks: Int, chunkName: String, workspace: Int, limits l: Limits) -> String? {
         if split < 1 || split > l.maxSplit { return "split \(split) outside 1…\(l.maxSplit)" }
@@ -76,7 +90,7 @@ extension GemmSearch {
     /// Whether the dispatch consults the table for a weight-format shape at M: gemm_lut at M ≤ 16; FP8 at M ≤ 16
     /// (gemm_fp8, e4m3 tensor cores) and M ≥ 64 on Hopper (gemm_fp8_hopper). Nil for bf16 shapes.
     static func formatTunable(_ s: GemmShape, m: Int, limits l: Limits) -> Bool? {
-        if s.lutFormat != nil { return m <= 16 }
+        if s.lutFormat != nil { return m <= 16 || (m >= 64 && l.hopper) }
         if s.isFP8 { return (m <= 16 && l.e4m3) || (m >= 64 && l.hopper) }
         return nil
     }
@@ -85,6 +99,7 @@ extension GemmSearch {
     /// chooseFP8Prefill's defaults), nil for bf16 shapes.
     static func formatDefault(_ s: GemmShape, m: Int, limits l: Limits) -> GemmCandidate? {
         if let f = s.lutFormat {
+            if m > 16, let c = GemmLUTHopper.defaultConfig(m: m, bits: f.bits, affine: f.hasOffsets) { return GemmCandidate(.lutHopper(c)) }
             let c = GemmLUT.defaultConfig(m: min(m, 16), affine: f.hasOffsets, bits: f.bits)
             return GemmCandidate(.lut(c), split: GemmLUT.defaultSplit(c, n: s.n, k: s.k, multiprocessors: l.multiprocessors, maxSplit: l.maxSplit))
         }
@@ -94,15 +109,18 @@ extension GemmSearch {
     }
 
     /// Every candidate of a weight-format shape (valid ones, the default first, and the filtered ones with their
-    /// reasons), nil for bf16 shapes. gemm_lut: every instance × splits (those of another width or offsets filtered);
+    /// reasons), nil for bf16 shapes. gemm_lut: every instance × splits (those of another width or offsets filtered) and
+    /// gemm_lut_hopper's instances (M ≥ 64);
     /// FP8: gemm_fp8 × splits and gemm_fp8_hopper (each filtered outside its M range).
     static func formatCandidates(_ s: GemmShape, m: Int, limits l: Limits, lut: [GemmLUT.Config] = GemmLUT.configs,
+                                 lutHopper: [GemmLUTHopper.Config] = GemmLUTHopper.configs,
                                  fp8: [GemmFP8.Config] = GemmFP8.configs, fp8Hopper: [GemmFP8Hopper.Config] = GemmFP8Hopper.configs)
         -> (valid: [GemmCandidate], filtered: [(GemmCandidate, String)])? {
         guard let d = formatDefault(s, m: m, limits: l) else { return nil }
         var all: [(GemmCandidate, String?)] = []
         if s.lutFormat != nil {
             for c in lut { for sp in splits { all.append((GemmCandidate(.lut(c), split: sp), rule(c, split: sp, shape: s, m: m, limits: l))) } }
+            for c in lutHopper { all.append((GemmCandidate(.lutHopper(c)), rule(c, shape: s, m: m, limits: l))) }
         } else {
             for c in fp8 { for sp in splits { all.append((GemmCandidate(.fp8(c), split: sp), rule(c, split: sp, shape: s, m: m, limits: l))) } }
             for c in fp8Hopper { all.append((GemmCandidate(.fp8Hopper(c)), rule(c, shape: s, m: m, limits: l))) }

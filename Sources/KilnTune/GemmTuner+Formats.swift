@@ -26,9 +26,21 @@ extension GemmTuner {
         let xBits = try x.download()
         let ref = GemmReference(tokenValues: sampledTokens.map { t in (0..<s.k).map { bf16ToFloat(xBits[t * s.k + $0]) } },
                                 weightRows: weightRows, rows: sampledRows, tokens: sampledTokens)
+        // gemm_lut_hopper reads the activations permuted (LUTPermute), as the engine runs it: the permute is part of each
+        // timed launch. Only made when a prefill M is tuned.
+        let prefill = maxM > 16 && limits.hopper
+        let permute = prefill ? try LUTPermute(library) : nil
+        let xp = prefill ? try DeviceBuffer<UInt16>(ctx, count: maxM * LUTPermute.paddedCols(s.k)) : nil
         return Workload(copies: copies, reference: ref) { c, copy, m, y in
-            guard case .lut(let config) = c.kernel else { throw KilnError("\(c) is not a gemm_lut instance (\(s))") }
-            try self.dispatch.lut(s.op, x: x.address, w: mats[copy], y: y, m: m, epilogue: .bf16, stream: self.stream, choice: (config, c.split))
+            switch c.kernel {
+            case .lut(let config):
+                try self.dispatch.lut(s.op, x: x.address, w: mats[copy], y: y, m: m, epilogue: .bf16, stream: self.stream, choice: (config, c.split))
+            case .lutHopper(let config):
+                guard let permute, let xp else { throw KilnError("\(c): no permuted activations for \(s) (prefill M on a Hopper GPU only)") }
+                try permute(x: x.address, xPermuted: xp.address, m: m, k: s.k, stream: self.stream)
+                try self.dispatch.lutPrefill(s.op, xPermuted: xp.address, w: mats[copy], y: y, m: m, stream: self.stream, choice: config)
+            default: throw KilnError("\(c) is not a gemm_lut / gemm_lut_hopper instance (\(s))")
+            }
         }
     }
 

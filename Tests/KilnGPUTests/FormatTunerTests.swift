@@ -29,7 +29,8 @@ final class FormatTunerTests: XCTestCase {
             XCTAssertFalse(valid.isEmpty, "\(f) M=\(m)")
             XCTAssertEqual(keys(valid), expectedLUT(f, m: m), "\(f) M=\(m)")
             XCTAssertEqual(valid.count, Set(valid).count)
-            XCTAssertEqual(valid.count + filtered.count, GemmLUT.configs.count * 4, "every instance × split is listed or filtered")
+            XCTAssertEqual(valid.count + filtered.count, GemmLUT.configs.count * 4 + GemmLUTHopper.configs.count,
+                           "every instance × split (and every prefill instance) is listed or filtered")
             for c in valid {
                 guard case .lut(let cfg) = c.kernel else { return XCTFail("\(c) is not a gemm_lut candidate") }
                 XCTAssertEqual(cfg.bits, f.bits, "nothing of another width")
@@ -56,8 +57,14 @@ final class FormatTunerTests: XCTestCase {
         XCTAssertNotNil(GemmTuner.unsupported(bad))
         let down = GemmShape(op: "down", format: .lut(lut4), n: 4096, k: 14336)
         XCTAssertFalse(GemmSearch.tunable(down, m: 17, limits: h200))
-        XCTAssertFalse(GemmSearch.tunable(down, m: 64, limits: h200), "prefill dequantizes LUT weights: no entry is read there")
-        XCTAssertTrue(GemmSearch.candidates(down, m: 64, limits: h200).valid.isEmpty)
+        // Prefill (M ≥ 64, Hopper): gemm_lut_hopper's instances of the format's width and kind, the default first.
+        XCTAssertTrue(GemmSearch.tunable(down, m: 64, limits: h200))
+        let prefill = GemmSearch.candidates(down, m: 64, limits: h200)
+        XCTAssertEqual(Set(prefill.valid.map(\.name)), Set(GemmLUTHopper.configs.filter { $0.bits == 4 && !$0.affine }.map(\.name)))
+        XCTAssertEqual(prefill.valid.first, GemmCandidate(.lutHopper(GemmLUTHopper.defaultConfig(m: 64, bits: 4, affine: false)!)))
+        XCTAssertTrue(prefill.filtered.contains { $0.1.contains("serves M ≤ 16") })
+        var ampere = h200; ampere.hopper = false
+        XCTAssertFalse(GemmSearch.tunable(down, m: 64, limits: ampere), "no LUT prefill kernel off Hopper: prefill dequantizes")
         var tight = h200; tight.workspaceFloats = 4096 * 2
         XCTAssertEqual(Set(GemmSearch.candidates(down, m: 1, limits: tight).valid.map(\.split)), [1, 2], "split·M·N within the workspace")
         XCTAssertNil(GemmTuner.unsupported(down))

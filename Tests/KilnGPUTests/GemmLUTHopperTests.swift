@@ -120,6 +120,27 @@ final class GemmLUTHopperTests: XCTestCase {
         XCTAssertFalse(GemmLUTHopper.supports(.init(bits: 8, groupSize: 32, table: .int, hasOffsets: true)))
     }
 
+    /// The dispatch's reading of a tuned table (its pure part): a gemm_lut_hopper entry of the format's width and kind at
+    /// a prefill bucket; an instance of another width, a decode bucket or a gemm_lut name is never chosen.
+    func testTunedPrefillEntry() {
+        let key = TuneKey(gpuName: "NVIDIA H200", multiprocessors: 132, driverVersion: 13000, nvrtcVersion: "13.0",
+                          kernelSourceHash: TuneKey.kernelSourceHash())
+        let lut4 = WeightFormat.LUTFormat(bits: 4, groupSize: 64, table: .nf, hasOffsets: false)
+        let wide = GemmLUTHopper.configs.first { $0.bits == 4 && !$0.affine && $0.tokens == 256 }!
+        let other = GemmLUTHopper.configs.first { $0.bits == 3 && !$0.affine }!
+        var t = TuneTable(key: key)
+        func entry(_ m: Int, _ config: String) -> TuneEntry {
+            TuneEntry(op: "down", format: .lut(lut4), n: 4096, k: 14336, mBucket: m, config: config, split: 1, microseconds: 100, defaultMicroseconds: 120)
+        }
+        t.record(entry(512, wide.name))
+        t.record(entry(1024, other.name))
+        t.record(entry(2, GemmLUT.defaultConfig(m: 2, affine: false, bits: 4).name))
+        XCTAssertEqual(GemmDispatch.lutPrefillEntry(t, op: "down", format: lut4, m: 512, n: 4096, k: 14336), wide)
+        XCTAssertNil(GemmDispatch.lutPrefillEntry(t, op: "down", format: lut4, m: 1024, n: 4096, k: 14336), "3-bit instance for 4-bit codes")
+        XCTAssertNil(GemmDispatch.lutPrefillEntry(t, op: "down", format: lut4, m: 2, n: 4096, k: 14336), "decode rows are gemm_lut's")
+        XCTAssertNil(GemmDispatch.lutPrefillEntry(nil, op: "down", format: lut4, m: 512, n: 4096, k: 14336))
+    }
+
     /// With the prefill kernel the LUT scratch is the permuted activations (rows × padded K), not the largest matrix.
     func testMemoryPlanCountsThePermutedActivations() {
         let c = try! DummyModels.config("llama3-8b")

@@ -30,7 +30,7 @@ final class GemmTunerTests: XCTestCase {
     func testNT1InstancesAreFilteredAboveM8() {
         let (valid, filtered) = GemmSearch.candidates(qkv, m: 16, limits: h200)
         XCTAssertTrue(valid.allSatisfy {
-            switch $0.kernel { case .splitK(let c): return c.nt == 2; case .stream, .swapAB: return true; case .hopper, .lut, .fp8, .fp8Hopper: return false }
+            switch $0.kernel { case .splitK(let c): return c.nt == 2; case .stream, .swapAB: return true; case .hopper, .lut, .lutHopper, .fp8, .fp8Hopper: return false }
         })
         XCTAssertTrue(filtered.contains { $0.1.contains("NT=1") })
         XCTAssertEqual(GemmSearch.defaultCandidate(qkv, m: 16, limits: h200).name, GemmSplitK.defaultConfig(m: 16).name)
