@@ -39,16 +39,38 @@ public final class NCCLCollectives: TensorParallelCollectives {
 
     public func gatherVocabulary(_ slice: GPUCollectiveBuffer, rows: Int, into full: GPUCollectiveBuffer) throws {
         guard rows >= 1, rows <= maxRows else { throw KilnError("logits gather of \(rows) rows outside 1…\(maxRows)") }
-        let width = plan.rankConfig.vocabSize, vocab = plan.config.vocabSize
-        if rows == 1 {
-            // Rank-major [ranks × V/N] is the padded vocabulary row: columns past V (the last rank's padding) are never read.
-            return try nccl.allGather(slice.address, into: full.address, count: width, .float32, comm: comm, stream: stream.handle)
+        let layout = VocabularyGather(plan: plan, rows: rows)
+        let gathered = layout.direct ? full.address : staging.address
+        try nccl.allGather(slice.address, into: gathered, count: layout.countPerRank, .float32, comm: comm, stream: stream.handle)
+        for c in layout.copies {
+            try stream.copy2D(from: staging.address + UInt64(c.srcByte), srcPitch: c.srcPitch, to: full.address + UInt64(c.dstByte),
+                              dstPitch: c.dstPitch, widthBytes: c.widthBytes, rows: c.rows)
         }
-        try nccl.allGather(slice.address, into: staging.address, count: rows * width, .float32, comm: comm, stream: stream.handle)
-        for r in 0..<plan.ranks {
+    }
+}
+
+/// How `NCCLCollectives.gatherVocabulary` turns the ranks' `[rows × V/N]` f32 slices into `[rows × V]` rows: the
+/// all-gather puts them rank-major (rank r's block at r·rows·V/N); one row is then already the padded vocabulary row and
+/// is gathered straight into the full buffer (`direct`), more rows land in the staging buffer and one 2-D copy per rank
+/// moves its block to its columns. Plain data, so the layout is tested on the CPU.
+struct VocabularyGather: Equatable {
+    /// A 2-D copy in bytes: `rows` rows of `widthBytes`, from staging + srcByte (rows srcPitch apart) to full + dstByte.
+    struct Copy: Equatable { var srcByte, srcPitch, dstByte, dstPitch, widthBytes, rows: Int }
+    /// Floats each rank contributes to the all-gather.
+    let countPerRank: Int
+    /// The all-gather writes the full buffer itself (one row); else the staging buffer, then `copies`.
+    let direct: Bool
+    let copies: [Copy]
+
+    init(plan: TensorParallelPlan, rows: Int) {
+        let width = plan.rankConfig.vocabSize, vocab = plan.config.vocabSize
+        countPerRank = rows * width
+        // Rank-major [ranks × V/N] is the padded vocabulary row: the columns past V (the last rank's padding) are never read.
+        direct = rows == 1
+        copies = direct ? [] : (0..<plan.ranks).compactMap { r in
             let cols = plan.vocabRange(rank: r)
-            try stream.copy2D(from: staging.address + UInt64(4 * r * rows * width), srcPitch: 4 * width,
-                              to: full.address + UInt64(4 * cols.lowerBound), dstPitch: 4 * vocab, widthBytes: 4 * cols.count, rows: rows)
+            return cols.isEmpty ? nil : Copy(srcByte: 4 * r * rows * width, srcPitch: 4 * width, dstByte: 4 * cols.lowerBound,
+                                             dstPitch: 4 * vocab, widthBytes: 4 * cols.count, rows: rows)
         }
     }
 }
