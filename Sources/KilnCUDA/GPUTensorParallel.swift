@@ -36,7 +36,7 @@ public final class GPUTensorParallel {
 
     /// How each rank gets its weights, on its own thread with its context current.
     public enum Weights {
-        /// The full checkpoint; each rank loads `RankWeights` of it (one rank at a time: the source is not thread-safe).
+        /// The full checkpoint; each rank loads `RankWeights` of it.
         case checkpoint(WeightSource)
         /// Random weights of the rank's shape made on its GPU (benchmarks); `fp8`/`lut` as GPUModel.dummy.
         case dummy(config: ModelConfig, fp8: Bool, lut: WeightFormat.LUTFormat?)
@@ -62,14 +62,25 @@ public final class GPUTensorParallel {
             let c = try Context(ordinal: Int32(r))   // made current on this thread
             contextLock.lock(); contexts[r] = c; contextLock.unlock()
         }
-        let libraries = try threads.run { r in try KernelLibrary(context: contexts[r]!) }
+        // Ranks are built one at a time, each on its own thread: the weight source, NVRTC and the kernel cache (its
+        // temporary file names are per process) are not shared between threads safely.
+        let buildLock = NSLock()
+        let libraries = try threads.run { r in
+            buildLock.lock(); defer { buildLock.unlock() }
+            return try KernelLibrary(context: contexts[r]!)
+        }
+        if n > 1 {
+            // The GEMM kernels compile on first use, which the ranks reach together: every kernel goes into the on-disk
+            // cache now (one compile per file), so the ranks' first passes only read it.
+            let seconds = try libraries[0].precompile()
+            log(String(format: "--tp \(n): kernels compiled or read from the cache in %.1f s", seconds))
+        }
         let table = try threads.run { r in r == 0 ? try tune(libraries[0], p.rankConfig) : nil }[0]
-        let loadLock = NSLock()
         ranks = try threads.run { r -> GPUModel in
             let ctx = contexts[r]!, library = libraries[r]
+            buildLock.lock(); defer { buildLock.unlock() }
             switch weights {
             case .checkpoint(let source):
-                loadLock.lock(); defer { loadLock.unlock() }
                 let rankSource = try RankWeights(source, plan: p, rank: r)
                 let m = try GPUModel.load(rankSource, context: ctx, library: library, maxBatch: maxBatch, maxSeq: maxSeq, maxRows: maxRows,
                                           tune: table, options: options, log: log)
