@@ -96,6 +96,8 @@ public final class GPUTensorParallel {
                                     options: options, log: log)
             }
         }
+        // Every tensor of the checkpoint went to some rank (each rank checked its own slices).
+        if case .checkpoint(let source) = weights { try source.checkAllUsed() }
         nccl = lib
         if let lib {
             log("--tp \(n): NCCL \(try lib.version()) from \(lib.location)")
