@@ -20,6 +20,12 @@
 #              path also with the exact W8A16 function (w8a16), which is what it computes
 #   attention  bench/attention/run.sh: attention kernels checked against an fp32 reference, timed, SDPA baseline
 #   serve      scripts/gpu/serve_gpu_test.py: `kiln serve --device cuda` over HTTP on a tiny checkpoint made here
+#   tp1        tensor parallelism on one GPU (docs/tensor-parallel.md): bs=1 decode without --tp, then --tp 1 (the same
+#              wrapper, no NCCL; within 1%), greedy ids of both (must be identical), and after `logits` the llama
+#              checkpoint's teacher-forced logits with --tp 1 (must equal the plain path's bit for bit)
+#   tp         on a multi-GPU machine, for N = 2 and 4 (as many as there are GPUs): after `logits`, each reference
+#              checkpoint's logits with --tp N against transformers' and against the single-GPU engine's (compare_logits
+#              ref: top-1 where the gap > 0.1, bf16-level relative error), then bs=1 decode of llama3-8b and llama3-70b
 # The binary comes gzipped in .carry/kiln.gz (scripts/device-round.sh builds it).
 set -uo pipefail
 out="${OUT:-device-logs}"; mkdir -p "$out"
@@ -83,6 +89,30 @@ for s in "${steps[@]}"; do
       done
       step compare_w8a16_dequant 60 python3 scripts/gpu/compare_logits.py w8a16 $fr/fp8/kiln_dequant.f32 $fr/fp8/w8a16_ref_logits.f32 $vocab ;;
     attention) OUT="$logs/attention" TAIL=60 step attention 300 bash bench/attention/run.sh ;;
+    tp1)
+      step decode_bs1 150 $kiln bench-gpu $dummy --batch 1 -p 512 -n 256 -r 3
+      step decode_bs1_tp1 150 $kiln bench-gpu $dummy --batch 1 -p 512 -n 256 -r 3 --tp 1
+      step ids_plain 120 $kiln bench --device cuda $dummy -p 64 -n 48 -r 1 --print-ids 48
+      step ids_tp1 120 $kiln bench --device cuda $dummy -p 64 -n 48 -r 1 --print-ids 48 --tp 1
+      step ids_equal 5 diff <(grep '^ids' "$logs/ids_plain.log") <(grep '^ids' "$logs/ids_tp1.log")
+      if [ -f $ref/llama/kiln_cuda.f32 ]; then
+        step logits_llama_tp1 120 $kiln logits -m $ref/llama --tokens $ref/tokens.txt --out $ref/llama/kiln_tp1.f32 --device cuda --tp 1
+        step logits_tp1_equal 5 cmp $ref/llama/kiln_cuda.f32 $ref/llama/kiln_tp1.f32
+      else echo "tp1: run the logits step first for the teacher-forced comparison"; fi ;;
+    tp)
+      gpus=$(nvidia-smi -L | wc -l)
+      for n in 2 4; do
+        [ "$gpus" -ge $n ] || { echo "tp: $gpus GPU(s), skipping --tp $n"; continue; }
+        for kind in llama granite qwen3; do
+          [ -f $ref/$kind/kiln_cuda.f32 ] || { echo "tp: run the logits step first"; break; }
+          vocab=$(python3 -c "import json;print(json.load(open('$ref/$kind/config.json'))['vocab_size'])")
+          step logits_${kind}_tp$n 180 $kiln logits -m $ref/$kind --tokens $ref/tokens.txt --out $ref/$kind/kiln_tp$n.f32 --device cuda --tp $n
+          step compare_${kind}_tp${n}_ref 60 python3 scripts/gpu/compare_logits.py ref $ref/$kind/kiln_tp$n.f32 $ref/$kind/ref_logits.f32 $vocab
+          step compare_${kind}_tp${n}_1gpu 60 python3 scripts/gpu/compare_logits.py ref $ref/$kind/kiln_tp$n.f32 $ref/$kind/kiln_cuda.f32 $vocab
+        done
+        step decode_8b_tp$n 200 $kiln bench-gpu $dummy --batch 1 -p 512 -n 256 -r 3 --tp $n
+        step decode_70b_tp$n 400 $kiln bench-gpu --dummy-weights llama3-70b --batch 1 -p 128 -n 128 -r 2 --tp $n
+      done ;;
     *) echo "unknown step: $s"; status=1 ;;
   esac
 done

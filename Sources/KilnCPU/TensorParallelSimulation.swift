@@ -2,44 +2,48 @@ import Foundation
 import KilnCore
 import KilnModels
 
-/// Tensor parallelism simulated in one process: N CPU models, each holding one rank's shard of the weights
-/// (`RankWeights`: the `TensorParallelPlan`'s slices of the full checkpoint), driven in lockstep through the one
-/// `Transformer` definition, with the collectives as plain loops: an all-reduce is a sum over the ranks in rank order,
-/// the gather of logits a copy of each rank's vocabulary columns. It exists to test the sharding against the
-/// unsharded model on the CPU (issue 23, "without the machines").
+/// Tensor parallelism on the CPU: N CPU models in one process, each holding one rank's shard of the weights
+/// (`RankWeights`: the `TensorParallelPlan`'s slices of the full checkpoint), each driven by its own thread through the
+/// one `Transformer` definition over a `TensorParallelRank` — the same wrapper the GPU engine (`GPUTensorParallel`) runs,
+/// with `CPUCollectives` (a thread barrier; the all-reduce a sum in rank order) where the GPUs have NCCL. It exists to
+/// test the sharding and the wrapper against the unsharded model on the CPU (issue 23, "without the machines").
 ///
-/// The same object is the pattern for the GPU engine (not built yet). `SimulatedTensorParallel` implements
-/// `DecoderOperations` by calling every rank's operation, so `Transformer.forward(self, batch)` is the whole
-/// multi-rank step and the model is not written a second time. On N GPUs each rank is a `GPUModel` on its own GPU
-/// (own context, stream and CUDA graph, loaded from `RankWeights` and tuned for `plan.gemmShapes`), driven by one
-/// thread per GPU that runs the same `Transformer.forward` over a wrapper like this one:
-/// - qkv and gate_up are column-parallel GEMMs on each GPU's shard: no communication; attention runs over the GPU's
-///   own heads and its own KV cache (kvDim / N wide).
-/// - after o and down (`plan.allReducesAfter`), an `ncclAllReduce` (sum, in place on the bf16 `branch` buffer, on
-///   the rank's stream, so CUDA graph capture records it). The residual add stays in the next RMSNorm kernel, which
-///   already reads `branch` and adds it to the residual: the all-reduce adds no pass of its own over the hidden state.
-/// - the embedding lookup writes the ids in the rank's vocabulary range and zeros elsewhere; an all-reduce of the
-///   residual joins them (one per step, not per layer).
-/// - the logits GEMM gives each GPU `[rows × V/N]`; `ncclAllGather` joins them on every GPU, whose sampler then
-///   sees the whole vocabulary (rank-major columns = vocabulary order, because rank r holds rows r·V/N ..< (r+1)·V/N).
-/// Here, the ranks run one after another on the caller's thread; the all-reduce overwrites every rank's buffer with
-/// the one sum, as NCCL leaves the same result on every GPU.
+/// Per pass, every rank thread runs `Transformer.forward(rank, batch)` concurrently; the ranks meet in the collectives:
+/// an all-reduce of the residual after the vocabulary-parallel embedding, of the branch after o and down, and a gather
+/// of the vocabulary slices after the logits. Every rank ends with the same full-vocabulary logits.
 public final class SimulatedTensorParallel {
     public let plan: TensorParallelPlan
     /// Rank r's model, on `RankWeights` rank r.
     public let ranks: [CPUModel]
     /// The full model's definition; each rank's CPUModel carries the rank's.
     public let transformer: Transformer
+    public let group: CPUCollectiveGroup
     /// Called with each rank's copy of a row-parallel layer's output just before the all-reduce sums them (tests
     /// check that the ranks really hold partial sums): `[rank][rows × hidden]`.
-    public var observePartials: ((WeightName, [[Float]]) -> Void)?
-    private let gathered: UnsafeMutablePointer<Float>   // [maxBatch × vocab] logits joined over the ranks
-    private var logitRows = 0
+    public var observePartials: ((WeightName, [[Float]]) -> Void)? {
+        didSet {
+            let observer = observePartials
+            group.observe = observer.map { f in { reason, partials in if case .branch(let w) = reason { f(w, partials) } } }
+        }
+    }
+    /// Each rank's `TensorParallelRank`, as the operations its thread runs.
+    private var rankOps: [any DecoderOperations] = []
+    private let threads: RankThreads
+    /// Rank r's full-vocabulary logits, `[maxBatch × vocab]` (with one rank: the model's own logits buffer).
+    private var gathered: [UnsafeMutablePointer<Float>] = []
 
     /// Loads the N ranks from the full checkpoint `weights`. `slices`, if given, replaces the plan's slices of each
-    /// rank (tests use it to load a deliberately wrong split). `threads` per rank.
-    public init(weights: WeightSource, ranks n: Int, threads: Int = 1, maxBatch: Int = 64,
-                slices: [[TensorParallelPlan.Slice]]? = nil) throws {
+    /// rank (tests use it to load a deliberately wrong split). `threads` per rank (each rank's own pool).
+    public convenience init(weights: WeightSource, ranks n: Int, threads: Int = 1, maxBatch: Int = 64,
+                            slices: [[TensorParallelPlan.Slice]]? = nil) throws {
+        try self.init(weights: weights, ranks: n, threads: threads, maxBatch: maxBatch, slices: slices) { $0 }
+    }
+
+    /// As above, with each rank's collectives made by `collectives` from its barrier collectives (tests wrap them to
+    /// drop a call and see the comparison fail).
+    public init<C: TensorParallelCollectives>(weights: WeightSource, ranks n: Int, threads: Int = 1, maxBatch: Int = 64,
+                                              slices: [[TensorParallelPlan.Slice]]? = nil,
+                                              collectives: (CPUCollectives) -> C) throws where C.Handle == UnsafeMutablePointer<Float> {
         let p = try TensorParallelPlan(config: weights.config, ranks: n)
         plan = p
         transformer = Transformer(config: p.config)
@@ -48,11 +52,24 @@ public final class SimulatedTensorParallel {
                          maxBatch: maxBatch, floatWeights: false)
         }
         try weights.checkAllUsed()
-        gathered = .allocate(capacity: max(1, ranks[0].maxBatch * p.config.vocabSize))
-        gathered.initialize(repeating: 0, count: max(1, ranks[0].maxBatch * p.config.vocabSize))
+        group = CPUCollectiveGroup(plan: p, maxRows: ranks[0].maxBatch)
+        self.threads = try RankThreads(count: n, name: "cpu rank")
+        let g = group
+        self.threads.onFailure = { g.abort() }
+        let rows = ranks[0].maxBatch, v = p.config.vocabSize
+        for (r, m) in ranks.enumerated() {
+            let full: UnsafeMutablePointer<Float>
+            if n == 1 { full = m.buffers.logits } else {
+                full = .allocate(capacity: rows * v)
+                full.initialize(repeating: 0, count: rows * v)
+            }
+            gathered.append(full)
+            rankOps.append(try TensorParallelRank(plan: p, rank: r, backend: m, collectives: n > 1 ? collectives(CPUCollectives(group: g, rank: r)) : nil,
+                                                  fullLogits: full))
+        }
     }
 
-    deinit { gathered.deallocate() }
+    deinit { if plan.ranks > 1 { for g in gathered { g.deallocate() } } }
 
     /// One KV cache per rank (each holds the rank's KV heads), for one sequence.
     public func makeCaches(capacity: Int? = nil) throws -> [KVCache] { try ranks.map { try $0.makeCache(capacity: capacity) } }
@@ -67,6 +84,12 @@ public final class SimulatedTensorParallel {
     /// Several sequences in one pass, as `CPUModel.forward(_:batch:caches:)`: `caches[r][i]` is sequence i's cache on rank
     /// r. Returns the gathered logits of every sequence's requested rows.
     public func forward(_ tokens: [Int32], batch: StepBatch, caches: [[KVCache]]) throws -> [Float] {
+        try forwardEveryRank(tokens, batch: batch, caches: caches)[0]
+    }
+
+    /// `forward`, returning every rank's copy of the gathered logits (`[rank][rows × vocab]`): the collectives leave the
+    /// same result on every rank.
+    public func forwardEveryRank(_ tokens: [Int32], batch: StepBatch, caches: [[KVCache]]) throws -> [[Float]] {
         guard caches.count == ranks.count else { throw KilnError("KV caches for \(caches.count) ranks, but there are \(ranks.count) ranks") }
         try plan.config.checkTokenIDs(tokens)
         return try tokens.withUnsafeBufferPointer { ids in
@@ -74,72 +97,34 @@ public final class SimulatedTensorParallel {
                 m.pass.caches = rankCaches
                 try m.beginPass(ids, batch: batch)
             }
-            logitRows = 0
-            try transformer.forward(self, batch)
+            let (transformer, ops) = (self.transformer, rankOps)
+            do {
+                _ = try threads.run { r in try transformer.forward(ops[r], batch) }
+            } catch {
+                group.reset()
+                throw error
+            }
+            let rows = ranks[0].pass.logitRows, v = plan.config.vocabSize
             for m in ranks { _ = m.finishPass(batch) }
-            return Array(UnsafeBufferPointer(start: gathered, count: logitRows * plan.config.vocabSize))
+            return gathered.map { Array(UnsafeBufferPointer(start: $0, count: rows * v)) }
         }
-    }
-
-    /// The all-reduce: every rank's `buffer` (first `count` floats) becomes the sum over the ranks, added in rank order.
-    private func allReduce(_ buffer: KeyPath<ForwardBuffers, UnsafeMutablePointer<Float>>, count: Int) {
-        let sum = ranks[0].buffers[keyPath: buffer]
-        for m in ranks.dropFirst() {
-            let part = m.buffers[keyPath: buffer]
-            for i in 0..<count { sum[i] += part[i] }
-        }
-        for m in ranks.dropFirst() { m.buffers[keyPath: buffer].update(from: sum, count: count) }
     }
 }
 
-extension SimulatedTensorParallel: DecoderOperations {
-    /// Vocabulary-parallel lookup: each rank writes the rows of the ids in its range (zeros elsewhere), then the
-    /// residual is all-reduced (exact: each element is one rank's value plus zeros).
-    public func embed(_ batch: StepBatch) throws {
-        let h = plan.config.hiddenSize
-        for (r, m) in ranks.enumerated() {
-            let vocab = plan.vocabRange(rank: r)
-            for (t, id) in m.pass.ids.enumerated() {
-                let row = m.buffers.x + t * h
-                if vocab.contains(Int(id)) { m.embedRow(Int(id) - vocab.lowerBound, into: row) } else { row.update(repeating: 0, count: h) }
-            }
-        }
-        allReduce(\.x, count: batch.rows * h)
-    }
+// MARK: the CPU backend of a tensor-parallel rank
 
-    public func rmsNorm(_ weight: WeightName, addingBranch: Bool, _ batch: StepBatch) throws {
-        for m in ranks { try m.rmsNorm(weight, addingBranch: addingBranch, batch) }
-    }
-
-    public func linear(_ weight: WeightName, from input: Activation, to output: Activation, epilogue: LinearEpilogue, _ batch: StepBatch) throws {
-        for m in ranks { try m.linear(weight, from: input, to: output, epilogue: epilogue, batch) }
-        guard case .linear(_, let layer) = weight, plan.allReducesAfter(layer) else { return }
-        let count = batch.rows * plan.config.hiddenSize
-        if let observePartials {
-            observePartials(weight, ranks.map { Array(UnsafeBufferPointer(start: $0.buffers.branch, count: count)) })
-        }
-        allReduce(\.branch, count: count)
-    }
-
-    public func positionalEncoding(layer: Int, _ batch: StepBatch) throws {
-        for m in ranks { try m.positionalEncoding(layer: layer, batch) }
-    }
-
-    public func attention(layer: Int, _ batch: StepBatch) throws {
-        for m in ranks { try m.attention(layer: layer, batch) }
-    }
-
-    /// Each rank's logits over its vocabulary slice, gathered into `[rows × vocab]` (rank r's columns at r·⌈V/N⌉; the
-    /// padded columns of the last rank are dropped).
-    public func logits(_ batch: StepBatch) throws {
-        let vocab = plan.config.vocabSize, slice = plan.rankConfig.vocabSize
-        logitRows = ranks[0].pass.logitRows
-        for (r, m) in ranks.enumerated() {
-            try m.logits(batch)
-            let mine = plan.vocabRange(rank: r)
-            for row in 0..<logitRows {
-                (gathered + row * vocab + mine.lowerBound).update(from: m.buffers.logits + row * slice, count: mine.count)
-            }
+extension CPUModel: TensorParallelBackend {
+    /// Vocabulary-parallel lookup: the rows of the ids in `vocabulary` (this model's table holds those rows), zeros elsewhere.
+    public func embed(_ batch: StepBatch, vocabulary: Range<Int>) throws {
+        let h = config.hiddenSize
+        for (t, id) in pass.ids.enumerated() {
+            let row = buffers.x + t * h
+            if vocabulary.contains(Int(id)) { embedRow(Int(id) - vocabulary.lowerBound, into: row) } else { row.update(repeating: 0, count: h) }
         }
     }
+
+    public var residualHandle: UnsafeMutablePointer<Float> { buffers.x }
+    public var branchHandle: UnsafeMutablePointer<Float> { buffers.branch }
+    public var logitsHandle: UnsafeMutablePointer<Float> { buffers.logits }
+    public func logitRowsToGather(_ batch: StepBatch) -> Int { pass.logitRows }
 }

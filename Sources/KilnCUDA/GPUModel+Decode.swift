@@ -12,7 +12,7 @@ extension GPUModel {
     func enqueueDecodeStep(batch b: Int, sampled: Bool) throws {
         pass.mode = .decode(batch: b)
         // Positions are read from the device at replay time; `start` here is the host's view when captured.
-        try transformer.forward(self, StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: $0, start: sequenceLengths[$0], count: 1) }))
+        try runForward(StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: $0, start: sequenceLengths[$0], count: 1) }))
         try chooseNext(batch: b, sampled: sampled)
         try rope.advance(positions: positions.address, lens: lens.address, batch: b, stream: stream)
     }

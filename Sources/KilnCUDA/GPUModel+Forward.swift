@@ -235,7 +235,7 @@ extension GPUModel {
         let b = prompts.count
         guard b >= 1, b <= maxBatch else { throw KilnError("batch of \(b) sequences outside 1…\(maxBatch)") }
         guard prompts.allSatisfy({ !$0.isEmpty && $0.count < maxSeq }) else { throw KilnError("each prompt needs 1…\(maxSeq - 1) tokens (the cache holds \(maxSeq))") }
-        guard prompts.joined().allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary (0…\(config.vocabSize - 1))") }
+        guard prompts.joined().allSatisfy({ $0 >= 0 && Int($0) < vocabularySize }) else { throw KilnError("token id outside the vocabulary (0…\(vocabularySize - 1))") }
         let groups: [Range<Int>] = Set(prompts.map(\.count)).count == 1 ? [0..<b] : (0..<b).map { $0..<($0 + 1) }
         for g in groups { try forwardRows(prompts: Array(prompts[g]), seqOffset: g.lowerBound, from: 0) }
         try chooseNext(batch: b, sampled: deviceSampled[0..<b].contains(true))
@@ -265,7 +265,7 @@ extension GPUModel {
             let batch = StepBatch(sequences: (0..<b).map { StepBatch.Sequence(id: seqOffset + $0, start: start, count: t) },
                                   logits: pass.hostLogits != nil ? .all : final ? .last : .none)
             precondition(batch.rows == rows)
-            try transformer.forward(self, batch)
+            try runForward(batch)
             done += t
         }
     }
@@ -279,16 +279,16 @@ extension GPUModel {
         guard !tokens.isEmpty, first + tokens.count < maxSeq else {
             throw KilnError("context limit reached: \(first) + \(tokens.count) tokens exceed the context of \(maxSeq - 1) tokens")
         }
-        guard tokens.allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary (0…\(config.vocabSize - 1))") }
+        guard tokens.allSatisfy({ $0 >= 0 && Int($0) < vocabularySize }) else { throw KilnError("token id outside the vocabulary (0…\(vocabularySize - 1))") }
         try forwardRows(prompts: [tokens], seqOffset: s, from: first)
-        let v = UInt64(4 * config.vocabSize)
+        let v = UInt64(4 * vocabularySize)
         if deviceSampled[s] {
             // The sampling kernel indexes its settings and state by launch row, so it runs rows 0…s; the rows before s
             // would draw again (advancing their streams), which only sequence 0 avoids.
             guard s == 0 else { throw KilnError("device sampling after a prefill is supported for sequence 0 only (asked for \(s))") }
             try chooseNext(batch: 1, sampled: true)
         } else {
-            try sampling.argmax(logits: logits.address + UInt64(s) * v, out: ids.address + UInt64(4 * s), rows: 1, cols: config.vocabSize, stream: stream)
+            try sampling.argmax(logits: samplingLogits + UInt64(s) * v, out: ids.address + UInt64(4 * s), rows: 1, cols: vocabularySize, stream: stream)
         }
         try setLength(sequence: s, first + tokens.count)
         try stream.copy(from: ids.address + UInt64(4 * s), to: UnsafeMutableRawPointer(hostInts.pointer), bytes: 4)
@@ -313,7 +313,7 @@ extension GPUModel {
     /// checks against other implementations. Uses cache slot 0.
     public func logits(tokens: [Int32]) throws -> [Float] {
         guard !tokens.isEmpty, tokens.count < maxSeq else { throw KilnError("need 1…\(maxSeq - 1) tokens") }
-        guard tokens.allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary") }
+        guard tokens.allSatisfy({ $0 >= 0 && Int($0) < vocabularySize }) else { throw KilnError("token id outside the vocabulary") }
         var out = [Float](repeating: .nan, count: tokens.count * config.vocabSize)
         try out.withUnsafeMutableBufferPointer { o in
             pass.hostLogits = o.baseAddress; pass.hostRow = 0

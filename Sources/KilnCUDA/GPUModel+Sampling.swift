@@ -22,7 +22,7 @@ extension GPUModel {
     func setSamplingRow(_ r: Int, options: SamplingOptions, history: [Int32], promptLength: Int?, step: Int) throws -> Sampling.RowParams {
         let row = Sampling.RowParams(options)
         if row.hasPenalties, samplingState.counts == nil || samplingState.recentCapacity < max(0, options.repeatLastN) {
-            samplingState = try SamplingState(context: context, rows: maxBatch, vocab: config.vocabSize, penalties: true,
+            samplingState = try SamplingState(context: context, rows: maxBatch, vocab: vocabularySize, penalties: true,
                                               recentCapacity: max(64, options.repeatLastN))
             graphs = graphs.filter { !$0.key.sampled }
             pagedGraphs = pagedGraphs.filter { $0.key.selection == .argmax }
@@ -37,10 +37,10 @@ extension GPUModel {
     /// The next id of sequences 0..<b from the logits rows 0..<b: the sampling kernel when any of them samples, else argmax.
     func chooseNext(batch b: Int, sampled: Bool) throws {
         if sampled {
-            try sampling.sample(logits: logits.address, rows: b, vocab: config.vocabSize, params: samplingParams.address, state: samplingState,
+            try sampling.sample(logits: samplingLogits, rows: b, vocab: vocabularySize, params: samplingParams.address, state: samplingState,
                                 out: ids.address, stream: stream)
         } else {
-            try sampling.argmax(logits: logits.address, out: ids.address, rows: b, cols: config.vocabSize, stream: stream)
+            try sampling.argmax(logits: samplingLogits, out: ids.address, rows: b, cols: vocabularySize, stream: stream)
         }
     }
 
@@ -48,11 +48,11 @@ extension GPUModel {
     /// not for sampling (which stays on the device).
     public func lastLogits(batch b: Int) throws -> [Float] {
         guard b >= 1, b <= maxBatch else { throw KilnError("batch of \(b) sequences outside 1…\(maxBatch)") }
-        let v = config.vocabSize
+        let v = vocabularySize
         var out = [Float](repeating: .nan, count: b * v)
         try stream.synchronize()
         try out.withUnsafeMutableBytes { dst in
-            try stream.copy(from: logits.address, to: dst.baseAddress!, bytes: 4 * b * v)
+            try stream.copy(from: samplingLogits, to: dst.baseAddress!, bytes: 4 * b * v)
         }
         try stream.synchronize()
         return out
@@ -61,7 +61,7 @@ extension GPUModel {
     /// Replaces the ids the next decode step feeds for sequences 0..<ids.count (a token chosen elsewhere).
     public func setNextIds(_ next: [Int32]) throws {
         guard !next.isEmpty, next.count <= maxBatch else { throw KilnError("batch of \(next.count) sequences outside 1…\(maxBatch)") }
-        guard next.allSatisfy({ $0 >= 0 && Int($0) < config.vocabSize }) else { throw KilnError("token id outside the vocabulary") }
+        guard next.allSatisfy({ $0 >= 0 && Int($0) < vocabularySize }) else { throw KilnError("token id outside the vocabulary") }
         try stage(next, to: ids.address, hostOffset: 0)
         try stream.synchronize()
     }

@@ -139,6 +139,8 @@ public final class GPUModel {
     var pass = Pass()
     /// Tokens in the cache per sequence (host mirror of `positions`).
     public internal(set) var sequenceLengths: [Int]
+    /// Set when this model is one rank of `GPUTensorParallel` (GPUModel+TensorParallel.swift); nil on one GPU.
+    var tensorParallel: TensorParallelHook?
 
     public var qkvDim: Int { config.qkvDim }
 

@@ -93,6 +93,21 @@ public final class ConformanceSuite {
                     return Conformance.compare(try read(dy, out), roundTo(Reference.embedding(table: t, ids: ids, dim: dim), out), tolerance: .exact)
                 }
             }
+            // A tensor-parallel rank's slice of the vocabulary (rows 250..<500 of 1000): ids in it read the slice's rows,
+            // the others zero rows.
+            check("embedding \(table)->\(out) vocabulary slice 250..<500") {
+                let vocab = 1000, dim = 64, slice = 250..<500
+                let t = roundTo(rng.uniform(slice.count * dim, -2, 2), table)
+                let ids: [Int32] = [0, 249, 250, 251, 499, 500, 999, 377]
+                let k = try Embedding(library, table: table, output: out)
+                let (dt, di, dy) = (try upload(t, table), try upload(ids), try output(ids.count * dim, out))
+                try k(table: dt.address, ids: di.address, out: dy.address, tokens: ids.count, dim: dim, vocab: vocab, slice: slice, stream: stream)
+                let expected = ids.flatMap { id -> [Float] in
+                    slice.contains(Int(id)) ? Array(t[((Int(id) - slice.lowerBound) * dim)..<((Int(id) - slice.lowerBound + 1) * dim)])
+                        : [Float](repeating: 0, count: dim)
+                }
+                return Conformance.compare(try read(dy, out), roundTo(expected, out), tolerance: .exact)
+            }
         }
     }
 

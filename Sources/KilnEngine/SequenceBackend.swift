@@ -73,22 +73,22 @@ public final class CPUSequence: SequenceBackend {
     public func lastLogits() throws -> [Float] { logits }
 }
 
-/// The GPU engine's sequence: slot 0 of a `GPUModel`. A prompt (or a chat's next turn) is a chunked prefill after the
+/// The GPU engine's sequence: slot 0 of a `GPUModel` (or of `GPUTensorParallel`'s ranks, `--tp N`). A prompt (or a chat's next turn) is a chunked prefill after the
 /// tokens already cached; one token is a decode step replayed from a CUDA graph. The next token is chosen on the device
 /// in the same step (argmax when greedy, else the sampling kernel with the CPU `Sampler`'s semantics and its own
 /// (seed, step) random stream), so only the id crosses to the host.
-public final class GPUSequence: SequenceBackend {
-    public let model: GPUModel
+public final class GPUSequence<Model: GPUDecoding>: SequenceBackend {
+    public let model: Model
     /// The id the last step's argmax wrote into the decode graph's input (nil before any feed).
     private var deviceNext: Int32?
 
-    public init(model: GPUModel) { self.model = model }
+    public init(model: Model) { self.model = model }
 
     public var config: ModelConfig { model.config }
     /// The decode step needs one position past the last token.
     public var capacity: Int { model.maxSeq - 1 }
     public var count: Int { model.sequenceLengths[0] }
-    public var deviceDescription: String { model.context.info.name }
+    public var deviceDescription: String { model.deviceDescription }
 
     public func truncate(to n: Int) throws {
         try model.truncate(sequence: 0, to: n)
@@ -103,7 +103,7 @@ public final class GPUSequence: SequenceBackend {
         if tokens.count == 1, count > 0, let next = deviceNext {
             // The decode graph feeds ids[0]: the device's own argmax unless the host chose another token.
             if next != tokens[0] { try model.setNextIds(tokens) }
-            deviceNext = try model.decodeStep(batch: 1)[0]
+            deviceNext = try model.decodeStep(batch: 1, graph: true)[0]
         } else {
             deviceNext = try model.extend(sequence: 0, with: tokens)
         }

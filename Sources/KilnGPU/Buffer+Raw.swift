@@ -25,4 +25,36 @@ extension GPUStream {
     public func copy(from host: UnsafeRawPointer, to dst: CUdeviceptr, bytes: Int) throws {
         try cuCheck("cuMemcpyHtoDAsync_v2", context.driver.cuMemcpyHtoDAsync(dst, host, bytes, handle))
     }
+
+    /// Device-to-device copy of `rows` rows of `widthBytes` each, from rows `srcPitch` bytes apart to rows `dstPitch`
+    /// bytes apart (cuMemcpy2DAsync; one graph node however many rows): the tensor-parallel gather of vocabulary slices.
+    public func copy2D(from src: CUdeviceptr, srcPitch: Int, to dst: CUdeviceptr, dstPitch: Int, widthBytes: Int, rows: Int) throws {
+        guard rows > 0, widthBytes > 0 else { return }
+        var m = Memcpy2D(srcDevice: src, srcPitch: UInt64(srcPitch), dstDevice: dst, dstPitch: UInt64(dstPitch),
+                         widthInBytes: UInt64(widthBytes), height: UInt64(rows))
+        try withUnsafePointer(to: &m) { try cuCheck("cuMemcpy2DAsync_v2", context.driver.cuMemcpy2DAsync(UnsafeRawPointer($0), handle)) }
+    }
+}
+
+/// cuda.h's CUDA_MEMCPY2D (128 bytes), for device-to-device copies only.
+struct Memcpy2D {
+    var srcXInBytes: UInt64 = 0, srcY: UInt64 = 0
+    var srcMemoryType: UInt32 = 2 /* CU_MEMORYTYPE_DEVICE */, srcPad: UInt32 = 0
+    var srcHost: UInt64 = 0
+    var srcDevice: CUdeviceptr
+    var srcArray: UInt64 = 0
+    var srcPitch: UInt64
+    var dstXInBytes: UInt64 = 0, dstY: UInt64 = 0
+    var dstMemoryType: UInt32 = 2 /* CU_MEMORYTYPE_DEVICE */, dstPad: UInt32 = 0
+    var dstHost: UInt64 = 0
+    var dstDevice: CUdeviceptr
+    var dstArray: UInt64 = 0
+    var dstPitch: UInt64
+    var widthInBytes: UInt64
+    var height: UInt64
+
+    init(srcDevice: CUdeviceptr, srcPitch: UInt64, dstDevice: CUdeviceptr, dstPitch: UInt64, widthInBytes: UInt64, height: UInt64) {
+        self.srcDevice = srcDevice; self.srcPitch = srcPitch; self.dstDevice = dstDevice; self.dstPitch = dstPitch
+        self.widthInBytes = widthInBytes; self.height = height
+    }
 }

@@ -45,6 +45,7 @@ public final class CUDADriver: @unchecked Sendable {
     typealias FnHtoDAsync = @convention(c) (CUdeviceptr, UnsafeRawPointer?, Int, CUhandle?) -> CUresult
     typealias FnDtoHAsync = @convention(c) (UnsafeMutableRawPointer?, CUdeviceptr, Int, CUhandle?) -> CUresult
     typealias FnDtoDAsync = @convention(c) (CUdeviceptr, CUdeviceptr, Int, CUhandle?) -> CUresult
+    typealias FnMemcpy2DAsync = @convention(c) (UnsafeRawPointer?, CUhandle?) -> CUresult
     typealias FnMemsetAsync = @convention(c) (CUdeviceptr, UInt8, Int, CUhandle?) -> CUresult
     typealias FnCreateFlags = @convention(c) (UnsafeMutablePointer<CUhandle?>?, UInt32) -> CUresult
     typealias FnEventRecord = @convention(c) (CUhandle?, CUhandle?) -> CUresult
@@ -91,6 +92,7 @@ public final class CUDADriver: @unchecked Sendable {
     let cuMemcpyHtoDAsync: FnHtoDAsync
     let cuMemcpyDtoHAsync: FnDtoHAsync
     let cuMemcpyDtoDAsync: FnDtoDAsync
+    let cuMemcpy2DAsync: FnMemcpy2DAsync
     let cuMemsetD8Async: FnMemsetAsync
     let cuStreamCreate: FnCreateFlags
     let cuStreamDestroy: FnHandle
@@ -162,6 +164,7 @@ public final class CUDADriver: @unchecked Sendable {
         cuMemcpyHtoDAsync = try sym("cuMemcpyHtoDAsync_v2")
         cuMemcpyDtoHAsync = try sym("cuMemcpyDtoHAsync_v2")
         cuMemcpyDtoDAsync = try sym("cuMemcpyDtoDAsync_v2")
+        cuMemcpy2DAsync = try sym("cuMemcpy2DAsync_v2")
         cuMemsetD8Async = try sym("cuMemsetD8Async")
         cuStreamCreate = try sym("cuStreamCreate")
         cuStreamDestroy = try sym("cuStreamDestroy_v2")

@@ -85,7 +85,7 @@ public enum EngineBench {
     /// each wait for the sampled ids, as real generation does). One warm-up run, then `repetitions`.
     /// `printIds`: print the first N greedy ids of each sequence of the warm-up run (decode-path A/B checks).
     /// `sampling`: every sequence samples on the device with these options (seed + sequence index) instead of argmax.
-    public static func model(_ model: GPUModel, batch: Int, prompt: Int, generate: Int, repetitions: Int, printIds: Int? = nil,
+    public static func model(_ model: some GPUDecoding, batch: Int, prompt: Int, generate: Int, repetitions: Int, printIds: Int? = nil,
                              sampling: SamplingOptions? = nil) throws -> ModelResult {
         var rng = SplitMix64(seed: 42)
         let vocab = UInt64(model.config.vocabSize)
@@ -93,13 +93,13 @@ public enum EngineBench {
         var r = ModelResult(batch: batch, prompt: prompt, generated: generate, prefillMs: [], decodeMsPerStep: [])
         for rep in 0...repetitions {
             if let sampling {
-                for s in 0..<batch { var o = sampling; o.seed &+= UInt64(s); try model.configureSampling(sequence: s, options: o) }
+                for s in 0..<batch { var o = sampling; o.seed &+= UInt64(s); try model.configureSampling(sequence: s, options: o, history: [], promptLength: nil) }
             }
             let t0 = DispatchTime.now().uptimeNanoseconds
             let first = try model.prefill(prompts)
             let t1 = DispatchTime.now().uptimeNanoseconds
             var steps: [[Int32]] = []
-            for _ in 0..<max(0, generate - 1) { steps.append(try model.decodeStep(batch: batch)) }
+            for _ in 0..<max(0, generate - 1) { steps.append(try model.decodeStep(batch: batch, graph: true)) }
             let t2 = DispatchTime.now().uptimeNanoseconds
             if rep == 0, let want = printIds {
                 // Greedy ids of the warm-up run (decode-path A/B checks), 16 per line.
@@ -112,8 +112,8 @@ public enum EngineBench {
             }
             _ = try model.prefill(prompts)
             let t3 = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<max(0, generate - 1) { try model.launchDecodeStep(batch: batch) }
-            try model.stream.synchronize()
+            for _ in 0..<max(0, generate - 1) { try model.launchDecodeStep(batch: batch, graph: true) }
+            try model.synchronize()
             let t4 = DispatchTime.now().uptimeNanoseconds
             if rep > 0 {
                 r.prefillMs.append(Double(t1 - t0) / 1e6)

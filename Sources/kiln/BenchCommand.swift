@@ -57,7 +57,7 @@ struct BenchCommand: ParsableCommand {
         try InputFiles.requireModel(model)
         if let file { _ = try InputFiles.readText(file) }
         if target == .serve { try serve.check() }
-        if tp.ranks > 1 && target != .model { throw ValidationError("--tp applies to `kiln bench [model]`, not to bench \(target.rawValue)") }
+        if tp.requested != nil && target != .model { throw ValidationError("--tp applies to `kiln bench [model]`, not to bench \(target.rawValue)") }
     }
 
     func run() throws {
@@ -71,8 +71,12 @@ struct BenchCommand: ParsableCommand {
                                  gpu: dummyWeights != nil || (try DeviceChoice.resolve(device)) == "cuda", dummy: dummyWeights, tuning: tuning.value)
         case .model: break
         }
-        try tp.check { try TensorParallelOptions.config(path: model, dummyWeights: dummyWeights) }
         let backend = try DeviceChoice.resolve(device)
+        if let ranks = try tp.engineRanks(config: { try TensorParallelOptions.config(path: model, dummyWeights: dummyWeights) },
+                                          requestedDevice: device, device: dummyWeights != nil ? "cuda" : backend) {
+            return try GPUTensorParallelRun.bench(ranks: ranks, path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r,
+                                                  batch: batch, json: o == "json", tuning: tuning.value, printIds: printIds)
+        }
         if backend == "cuda" || dummyWeights != nil {
             try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
                              tuning: tuning.value, printIds: printIds)

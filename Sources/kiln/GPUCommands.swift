@@ -109,6 +109,7 @@ struct GPUBenchCommand: ParsableCommand {
             help: "Sample on the device at this temperature (top-k 40, top-p 0.95, min-p 0.05, as kiln run) instead of greedy argmax.")
     var temp: Float?
     @OptionGroup var tuning: TuningOptions
+    @OptionGroup(title: "Tensor parallelism") var tp: TensorParallelOptions
     func validate() throws {
         if let temp { guard temp.isFinite, temp > 0 else { throw ValidationError("--temp must be a positive number (leave it out for greedy), got \(temp)") } }
         guard (model == nil) != (dummyWeights == nil) else { throw ValidationError("give -m MODEL or --dummy-weights CFG") }
@@ -120,8 +121,14 @@ struct GPUBenchCommand: ParsableCommand {
         try InputFiles.requireModel(model)
     }
     func run() throws {
+        let sampling = temp.map { t in var s = SamplingOptions(); s.temperature = t; s.seed = 1; return s }
+        if let ranks = try tp.engineRanks(config: { try TensorParallelOptions.config(path: model, dummyWeights: dummyWeights) },
+                                          requestedDevice: "cuda", device: "cuda") {
+            return try GPUTensorParallelRun.bench(ranks: ranks, path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r,
+                                                  batch: batch, json: o == "json", tuning: tuning.value, sampling: sampling)
+        }
         try GPURun.bench(path: model, dummy: dummyWeights, prompt: p, generate: n, repetitions: r, batch: batch, json: o == "json",
-                         tuning: tuning.value, sampling: temp.map { t in var s = SamplingOptions(); s.temperature = t; s.seed = 1; return s })
+                         tuning: tuning.value, sampling: sampling)
     }
 }
 
@@ -209,6 +216,7 @@ struct LogitsCommand: ParsableCommand {
             help: "cuda only: the most token rows per forward chunk (default 1024); 1 runs every row through the decode GEMMs (M = 1), more than 16 the prefill GEMMs.")
     var rows: Int?
     @OptionGroup var tuning: TuningOptions
+    @OptionGroup(title: "Tensor parallelism (--device cuda)") var tp: TensorParallelOptions
 
     /// The rows per chunk when --rows is left out: the engine's default (GPUModel.init).
     static let defaultRows = 1024
@@ -234,9 +242,15 @@ struct LogitsCommand: ParsableCommand {
         let logits: [Float]
         switch device {
         case "cuda":
+            if let ranks = try tp.engineRanks(config: { try openModel(path: model).config }, requestedDevice: device, device: device) {
+                logits = try GPUTensorParallelRun.engine(ranks: ranks, path: model, dummy: nil, maxBatch: 1, maxSeq: ids.count + 8,
+                                                         maxRows: rows ?? Self.defaultRows, tuning: tuning.value).logits(tokens: ids)
+                break
+            }
             logits = try GPURun.model(path: model, dummy: nil, maxBatch: 1, maxSeq: ids.count + 8, maxRows: rows ?? Self.defaultRows,
                                       tuning: tuning.value).logits(tokens: ids)
         case "cpu":
+            _ = try tp.engineRanks(config: { try openModel(path: model).config }, requestedDevice: device, device: device)
             let numerics = cpuFp8.flatMap(FP8Numerics.init(rawValue:)) ?? .default
             let m = try CPUModel(weights: try openModel(path: model), floatWeights: cpuFloat, fp8: numerics)
             logits = try m.forward(ids, cache: try m.makeCache(capacity: ids.count + 8), logits: .all)

@@ -122,7 +122,8 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        try tp.check { try TensorParallelOptions.config(path: model) }
+        let resolved = try DeviceChoice.resolve(device)
+        let ranks = try tp.engineRanks(config: { try TensorParallelOptions.config(path: model) }, requestedDevice: device, device: resolved)
         let logger = makeLogger(verbose: verbose)
         var options = SamplingOptions()
         options.temperature = temp; options.topK = topK; options.topP = topP; options.minP = minP
@@ -130,8 +131,8 @@ struct RunCommand: ParsableCommand {
         options.presencePenalty = presencePenalty; options.frequencyPenalty = frequencyPenalty
         options.seed = seed ?? UInt64.random(in: 0...UInt64.max)
         let promptText = try prompt ?? file.map { try InputFiles.readText($0) }
-        let session = try EngineSession.load(path: model, device: try DeviceChoice.resolve(device), threads: threads, contextSize: ctxSize,
-                                             tuning: tuning.value, sampling: options, logger: logger)
+        let session = try EngineSession.load(path: model, device: resolved, threads: threads, contextSize: ctxSize,
+                                             tuning: tuning.value, sampling: options, logger: logger, tensorParallel: ranks)
         let text = session.text
         text.onNotice = { logger.notice("\($0)") }
         if let chunk = session.promptChunk {
@@ -183,8 +184,9 @@ struct EngineSession {
         return requested
     }
 
+    /// `tensorParallel`: the GPU engine over that many GPUs (`--tp N`, N = 1 included); nil: one GPU as always.
     static func load(path: String?, device: String, threads: Int?, contextSize: Int?, tuning: GPURun.Tuning, sampling: SamplingOptions,
-                     logger: Logger) throws -> EngineSession {
+                     logger: Logger, tensorParallel: Int? = nil) throws -> EngineSession {
         if device == "cpu" {
             let loaded = try LoadedModel.load(path: path, threads: threads, device: device, logger: logger)
             let positions = Self.contextSize(requested: contextSize, model: loaded.model.config, logger: logger)
@@ -202,6 +204,15 @@ struct EngineSession {
         logger.debug("opened \(modelPath) and its tokenizer: \(secondsSince(phase))")
         let positions = Self.contextSize(requested: contextSize, model: weights.config, logger: logger)
         phase = Date()
+        if let ranks = tensorParallel {
+            // The decode step needs one position past the last token.
+            let tp = try GPUTensorParallelRun.engine(ranks: ranks, path: modelPath, dummy: nil, weights: weights, maxBatch: 1, maxSeq: positions + 1,
+                                                     tuning: tuning)
+            let backend = GPUSequence(model: tp)
+            logger.info("loaded \(modelPath) on \(backend.deviceDescription) (--tp \(ranks)) in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
+            return EngineSession(path: modelPath, text: try TextGenerator(backend: backend, tokenizer: tokenizer, chatTemplate: template,
+                                                                          templateName: modelPath, sampling: sampling), promptChunk: nil)
+        }
         // The decode step needs one position past the last token.
         let gpu = try GPURun.model(path: modelPath, dummy: nil, weights: weights, maxBatch: 1, maxSeq: positions + 1, tuning: tuning)
         logger.debug("GPU model: weights uploaded, kernels compiled, decode graph ready: \(secondsSince(phase))")

@@ -62,7 +62,7 @@ struct ServeCommand: ParsableCommand {
     }
 
     func run() throws {
-        try tp.check { try TensorParallelOptions.config(path: model) }
+        try tp.refuseForServe { try TensorParallelOptions.config(path: model) }
         let logger = makeLogger(verbose: verbose)
         let where_ = try DeviceChoice.resolve(device)
         let engine: any ServingEngine

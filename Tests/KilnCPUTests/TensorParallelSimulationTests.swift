@@ -102,6 +102,45 @@ final class TensorParallelSimulationTests: XCTestCase {
     /// One rank goes through the same simulation (no all-reduce at all).
     func testOneRankIsTheModel() throws { try checkMatches(Self.config(heads: 4, kvHeads: 2), ranks: 1, seed: 18) }
 
+    /// The collectives leave the same bits on every rank: each rank's thread ends with the same full-vocabulary logits.
+    func testEveryRankGathersTheSameLogits() throws {
+        let c = Self.config(heads: 8, kvHeads: 4, headDim: 8, vocab: 81)
+        let tp = try SimulatedTensorParallel(weights: TinyModelTests.weights(c, dtype: .f32, seed: 23), ranks: 4)
+        let caches = try tp.ranks.map { [try $0.makeCache()] }
+        let perRank = try tp.forwardEveryRank(Self.prompt, batch: .single(start: 0, count: Self.prompt.count, logits: .all), caches: caches)
+        XCTAssertEqual(perRank.count, 4)
+        XCTAssertEqual(perRank[0].count, Self.prompt.count * 81)
+        for r in 1..<4 { XCTAssertEqual(perRank[r], perRank[0], "rank \(r)'s logits differ from rank 0's") }
+    }
+
+    /// Each collective the wrapper calls is needed: the same rank wrapper with one call skipped (on every rank, so no
+    /// rank waits for the others) must fail the comparison with the unsharded model. Calls of the first pass, in order:
+    /// 0 the embedding's all-reduce, 1-4 after o and down of layers 0 and 1, 5 the logits' gather.
+    func testSkippingAnyCollectiveBreaksEquality() throws {
+        let c = Self.config(heads: 4, kvHeads: 2, vocab: 81)
+        let w = TinyModelTests.weights(c, dtype: .f32, seed: 24)
+        let reference = try Self.unsharded(w)
+        // The same wrapper without a skip matches (so the failures below come from the skip alone).
+        let intact = try SimulatedTensorParallel(weights: w, ranks: 2) { SkippingCollectives(base: $0, skip: -1) }
+        XCTAssertLessThanOrEqual(maxDifference(reference, try Self.sharded(intact)), Self.tolerance)
+        for skip in 0..<6 {
+            let tp = try SimulatedTensorParallel(weights: w, ranks: 2) { SkippingCollectives(base: $0, skip: skip) }
+            let d = maxDifference(reference, try Self.sharded(tp))
+            XCTAssertGreaterThan(d, 100 * Self.tolerance, "collective call \(skip) skipped, yet the logits match (difference \(d))")
+        }
+    }
+
+    /// A rank that throws releases the others from the barrier (no hang), and its own error, not the others'
+    /// "another rank failed", reaches the caller; a second pass fails the same way instead of hanging.
+    func testFailingRankReleasesTheOthers() throws {
+        let c = Self.config(heads: 4, kvHeads: 2)
+        let w = TinyModelTests.weights(c, dtype: .f32, seed: 25)
+        let tp = try SimulatedTensorParallel(weights: w, ranks: 2) { FailingCollectives(base: $0, failOnRank: 1) }
+        for _ in 0..<2 {
+            XCTAssertThrowsError(try Self.sharded(tp)) { XCTAssertTrue("\($0)".contains("rank 1 fails"), "\($0)") }
+        }
+    }
+
     /// The ranks' outputs of a row-parallel layer are partial sums: none alone is the unsharded layer's output, and
     /// their sum (taken here) is. Checked on the last layer's down projection, whose output the unsharded model
     /// leaves in its `branch` buffer.
@@ -202,5 +241,32 @@ final class TensorParallelSimulationTests: XCTestCase {
         let w = TinyModelTests.weights(c, dtype: .q8_0, seed: 61)
         let d = maxDifference(try Self.unsharded(w), try Self.sharded(try SimulatedTensorParallel(weights: w, ranks: 2)))
         XCTAssertLessThanOrEqual(d, Self.tolerance)
+    }
+}
+
+/// Barrier collectives that skip the call numbered `skip` (counting every all-reduce and gather of this rank), on every
+/// rank alike.
+final class SkippingCollectives: TensorParallelCollectives {
+    let base: CPUCollectives, skip: Int
+    private var calls = 0
+    init(base: CPUCollectives, skip: Int) { self.base = base; self.skip = skip }
+    private func next() -> Bool { defer { calls += 1 }; return calls != skip }
+    func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, _ reason: TensorParallelReduction) throws {
+        if next() { try base.allReduceSum(buffer, count: count, reason) }
+    }
+    func gatherVocabulary(_ slice: UnsafeMutablePointer<Float>, rows: Int, into full: UnsafeMutablePointer<Float>) throws {
+        if next() { try base.gatherVocabulary(slice, rows: rows, into: full) }
+    }
+}
+
+/// Barrier collectives of which rank `failOnRank` throws at its first branch all-reduce while the others wait in it.
+struct FailingCollectives: TensorParallelCollectives {
+    let base: CPUCollectives, failOnRank: Int
+    func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, _ reason: TensorParallelReduction) throws {
+        if base.rank == failOnRank, reason != .embedding { throw KilnError("rank \(failOnRank) fails") }
+        try base.allReduceSum(buffer, count: count, reason)
+    }
+    func gatherVocabulary(_ slice: UnsafeMutablePointer<Float>, rows: Int, into full: UnsafeMutablePointer<Float>) throws {
+        try base.gatherVocabulary(slice, rows: rows, into: full)
     }
 }
