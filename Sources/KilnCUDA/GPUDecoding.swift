@@ -33,3 +33,15 @@ extension GPUModel: GPUDecoding {
 extension GPUTensorParallel: GPUDecoding {
     public var deviceDescription: String { "\(plan.ranks) × \(ranks[0].context.info.name)" }
 }
+
+extension GPUDecoding {
+    /// Greedy generation: prefill then `steps` decode steps; returns the generated ids per sequence.
+    public func generate(prompts: [[Int32]], steps: Int) throws -> [[Int32]] {
+        var out = try prefill(prompts).map { [$0] }
+        for _ in 0..<max(0, steps - 1) {
+            let next = try decodeStep(batch: prompts.count, graph: true)
+            for s in out.indices { out[s].append(next[s]) }
+        }
+        return out
+    }
+}

@@ -47,13 +47,4 @@ extension GPUModel {
         return (0..<b).map { hostInts[$0] }
     }
 
-    /// Greedy generation: prefill then `steps` decode steps; returns the generated ids per sequence.
-    public func generate(prompts: [[Int32]], steps: Int) throws -> [[Int32]] {
-        var out = try prefill(prompts).map { [$0] }
-        for _ in 0..<max(0, steps - 1) {
-            let next = try decodeStep(batch: prompts.count)
-            for s in out.indices { out[s].append(next[s]) }
-        }
-        return out
-    }
 }

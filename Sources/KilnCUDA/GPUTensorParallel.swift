@@ -170,15 +170,6 @@ public final class GPUTensorParallel {
         return next
     }
 
-    /// As GPUModel.generate.
-    public func generate(prompts: [[Int32]], steps: Int) throws -> [[Int32]] {
-        var out = try prefill(prompts).map { [$0] }
-        for _ in 0..<max(0, steps - 1) {
-            let next = try decodeStep(batch: prompts.count)
-            for s in out.indices { out[s].append(next[s]) }
-        }
-        return out
-    }
 
     /// Waits for every rank's stream.
     public func synchronize() throws { _ = try threads.run { r in try ranks[r].stream.synchronize() } }
