@@ -76,6 +76,15 @@ extension GPUModel: DecoderOperations {
         return true
     }
 
+    /// Whether the SwiGLU kernel in front of the down projection `w` writes its output as FP8 activations for it
+    /// (swiglu_rows_fp8), as the norms do for qkv and gate_up (`normQuantizes`): `w` is FP8 and these rows go to
+    /// gemm_fp8_hopper (m > 16). Decode's SwiGLU is the gate_up GEMM's epilogue, whose CTAs each hold a slice of a row's
+    /// 128-feature blocks, so its down projection keeps the separate quantizer.
+    func swigluQuantizes(_ w: GPUMatrix, m: Int) -> Bool {
+        guard case .fp8 = w, options.fusedFP8SwiGLUQuant, m > 16, fp8Prefill, SwiGLU.quantizes(ffn: config.intermediateSize) else { return false }
+        return true
+    }
+
     public func linear(_ weight: WeightName, from input: Activation, to output: Activation, epilogue: LinearEpilogue, _ batch: StepBatch) throws {
         guard case .linear(layer: let l, let layer) = weight else { throw KilnError("linear: \(weight) is not a linear layer") }
         let lw = weights.layers[l], m = batch.rows, c = config, op = layer.rawValue
@@ -97,7 +106,13 @@ extension GPUModel: DecoderOperations {
                 try project(op, x: xn.address, w: lw.gateUp, y: act.address, m: m, n: n, k: c.hiddenSize, epilogue: .swiglu)
             } else {
                 try project(op, x: xn.address, w: lw.gateUp, y: gateUp.address, m: m, n: n, k: c.hiddenSize)
-                try swiglu(gateUp: gateUp.address, out: act.address, rows: m, ffn: f, interleaved: weights.gateUpInterleaved, stream: stream)
+                if swigluQuantizes(lw.down, m: m), let fp8 {
+                    // down reads the FP8 activations this writes (`project` skips its quantizer); `act` is not written.
+                    try swiglu.quantized(gateUp: gateUp.address, codes: fp8.act.address, scales: fp8.scales.address, rows: m, ffn: f,
+                                         interleaved: weights.gateUpInterleaved, stream: stream)
+                } else {
+                    try swiglu(gateUp: gateUp.address, out: act.address, rows: m, ffn: f, interleaved: weights.gateUpInterleaved, stream: stream)
+                }
             }
         case (.down, .none):
             try project(op, x: act.address, w: lw.down, y: branch.address, m: m, n: c.hiddenSize, k: c.intermediateSize)
@@ -115,8 +130,8 @@ extension GPUModel: DecoderOperations {
             try gemm(op, x: x, w: b.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
         case let .fp8(codes, scale8):
             guard let fp8 else { throw KilnError("linear \(op): FP8 weights without the FP8 scratch (GPUModel.init makes it)") }
-            // xn's quantized copy is already in the scratch when the norm wrote it (`normQuantizes`).
-            let quantized = x == xn.address && normQuantizes(w, m: m)
+            // xn's (act's) quantized copy is already in the scratch when the norm (SwiGLU) wrote it (`normQuantizes`, `swigluQuantizes`).
+            let quantized = (x == xn.address && normQuantizes(w, m: m)) || (x == act.address && swigluQuantizes(w, m: m))
             if m <= 16 {
                 if !quantized { try fp8.quantize(x: x, xq: fp8.act.address, xs: fp8.scales.address, m: m, k: k, stream: stream) }
                 try gemm.fp8(op, xq: fp8.act.address, xs: fp8.scales.address, w: codes.address, scale8: scale8.address, y: y, m: m, n: n, k: k,

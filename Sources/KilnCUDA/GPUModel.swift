@@ -43,6 +43,10 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// layer; decode keeps the separate launch, `normQuantizes` says why). Bit-identical to the unfused path
     /// (`kiln check --only fp8`); off: the separate quantizer (A/B checks).
     public var fusedFP8NormQuant = true
+    /// FP8 prefill on gemm_fp8_hopper: the SwiGLU kernel before the down projection writes its output as FP8 activations
+    /// (swiglu_rows_fp8), so down skips the quantizer's pass too (the third of four per layer). Bit-identical to SwiGLU
+    /// followed by the quantizer by construction; off until `kiln check --only fp8` has run it on a device (session 15).
+    public var fusedFP8SwiGLUQuant = false
     public init() {}
 }
 

@@ -14,7 +14,7 @@ extension ConformanceSuite {
             log("skipped: gemm_fp8.cu (e4m3 tensor cores need compute capability 8.9; this GPU is \(context.info.arch))")
             return
         }
-        checkFP8Quantizer(); checkFP8NormQuant(); checkFP8Dequantizer(); checkGemmFP8(); checkGemmFP8SwiGLU()
+        checkFP8Quantizer(); checkFP8NormQuant(); checkFP8SwiGLUQuant(); checkFP8Dequantizer(); checkGemmFP8(); checkGemmFP8SwiGLU()
         runFP8PrefillChecks()   // gemm_fp8_hopper and the engine's FP8 prefill (ConformanceSuite+FP8Prefill.swift)
     }
 

@@ -5,7 +5,8 @@ import KilnKernels
 
 /// rmsnorm.cu's _fp8 kernels (the norm that also quantizes its output for the FP8 GEMM behind it): y bit for bit that
 /// of the plain kernel (and the residual it writes back), and the codes and scales bit for bit KilnCore's
-/// `FP8BlockQuantizer` applied to that y, as the separate quantizer's check demands of kiln_fp8_quant_act.
+/// `FP8BlockQuantizer` applied to that y, as the separate quantizer's check demands of kiln_fp8_quant_act. Likewise
+/// swiglu.cu's swiglu_rows_fp8: codes and scales bit for bit the CPU quantizer applied to the plain kernel's output.
 extension ConformanceSuite {
     /// Widths: Llama-3-8B and -70B, a partial last 128-block (1040 = 8·128 + 16), a row shorter than a block, a width
     /// that is no multiple of 128 at 256 threads (8184), and rows 1…16 and 33 (decode and a prefill chunk).
@@ -17,6 +18,35 @@ extension ConformanceSuite {
             for residual in [false, true] {
                 check("\(residual ? "residual_" : "")rmsnorm_fp8 rows=\(rows) cols=\(cols) (y, codes and scales exact)") {
                     try fp8NormMismatch(rows: rows, cols: cols, residual: residual)
+                }
+            }
+        }
+    }
+
+    /// (rows, F): Llama-3-8B's FFN, a partial last block (1032 = 8·128 + 8), a width under one block, a prefill chunk.
+    static let fp8SwiGLUShapes: [(Int, Int)] = [(17, 14336), (3, 1032), (2, 56), (40, 2048)]
+
+    func checkFP8SwiGLUQuant() {
+        for (rows, ffn) in ConformanceSuite.fp8SwiGLUShapes {
+            for interleaved in [false, true] {
+                check("swiglu_rows_fp8 rows=\(rows) F=\(ffn) interleaved=\(interleaved) (codes and scales exact)") {
+                    // gate in ±4 (silu's curved part), up in ±2; one row's up scaled by 1e-30 (tiny scales); one block of
+                    // row 0 zero (up = 0 there: scale 0, codes 0).
+                    var gu = roundTo(rng.uniform(rows * 2 * ffn, -2, 2), .bf16)
+                    for i in 0..<rows { for c in 0..<ffn { gu[i * 2 * ffn + c] *= 2 } }
+                    let up = { (f: Int) -> Int in interleaved ? 16 * (f / 8) + f % 8 + 8 : ffn + f }
+                    if rows > 1 { for f in 0..<ffn { gu[2 * ffn + up(f)] = roundTo([gu[2 * ffn + up(f)] * 1e-30], .bf16)[0] } }
+                    if ffn >= 256 { for f in 128..<256 { gu[up(f)] = 0 } }
+                    let dgu = try upload(gu, .bf16), dy = try output(rows * ffn, .bf16)
+                    let kb = FP8ActivationQuantizer.scaleColumns(k: ffn)
+                    let dq = try DeviceBuffer<UInt8>(context, count: rows * ffn), ds = try DeviceBuffer<Float>(context, count: rows * kb)
+                    try dq.fill(byte: 0xFF, stream: stream); try ds.fill(byte: 0xFF, stream: stream)
+                    let k = try SwiGLU(library)
+                    try k(gateUp: dgu.address, out: dy.address, rows: rows, ffn: ffn, interleaved: interleaved, stream: stream)
+                    try k.quantized(gateUp: dgu.address, codes: dq.address, scales: ds.address, rows: rows, ffn: ffn, interleaved: interleaved,
+                                    stream: stream)
+                    return ConformanceSuite.fp8ActivationMismatch(x: try read(dy, .bf16), rows: rows, cols: ffn, codes: try dq.download(),
+                                                                  scales: try ds.download())
                 }
             }
         }

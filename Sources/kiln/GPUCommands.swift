@@ -155,6 +155,8 @@ struct TuningOptions: ParsableArguments {
     var noHopperServeGemms = false
     @Flag(name: .long, help: "A/B: FP8 prefill quantizes the activations of qkv and gate_up in a separate kernel instead of in the RMSNorm before them.")
     var noFusedFp8Quant = false
+    @Flag(name: .long, help: "FP8 prefill: the SwiGLU kernel writes the down projection's FP8 activations itself instead of a separate quantizer pass (off until checked on a device).")
+    var fp8SwigluQuant = false
     func validate() throws {
         do { _ = try DummyLinearFormat(parsing: weights) } catch let e as KilnError { throw ValidationError(e.message) }
     }
@@ -162,7 +164,7 @@ struct TuningOptions: ParsableArguments {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
         o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.q8Kernels = q8Kernels; o.lutPrefillKernel = lutPrefillKernel; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
-        o.fusedFP8NormQuant = !noFusedFp8Quant
+        o.fusedFP8NormQuant = !noFusedFp8Quant; o.fusedFP8SwiGLUQuant = fp8SwigluQuant
         return o
     }
     var value: GPURun.Tuning {

@@ -40,6 +40,53 @@ __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
     }
 }
 
+// FP8 prefill: SwiGLU that writes its output directly in the FP8 GEMM's activation format (gemm_fp8.cu's
+// kiln_fp8_quant_act applied to the bf16 SwiGLU output), so the down projection skips the quantizer's pass over it.
+// One warp per (row, 128-feature block), 4 features per lane; each value is the plain kernel's bf16 output (f32 math,
+// one rounding), then s = absmax / 448 over the block and codes e4m3(x / s) (IEEE division, cvt.rn.satfinite; an
+// all-zero block: s = 0, codes 0) — bit for bit the plain kernel followed by the quantizer. Features past F are not
+// written. Needs ffn % 8 == 0 (4-feature loads; the interleaved layout's 8-feature groups).
+struct SwiGLUFP8Params {
+    u64 gate_up;        // bf16 [rows, 2·F]
+    u64 codes;          // [rows, F] e4m3
+    u64 scales;         // f32 [rows, ceil(F / 128)]
+    int rows, ffn;
+    int interleaved;    // as SwiGLUParams
+};
+
+__global__ void __launch_bounds__(128) swiglu_rows_fp8(SwiGLUFP8Params p) {
+    pdl_wait();
+    pdl_trigger();
+    const int lane = threadIdx.x & 31, kb = (p.ffn + 127) / 128;
+    const long long item = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);   // (row, block)
+    if (item >= (long long)p.rows * kb) return;
+    const long long r = item / kb;
+    const int blk = (int)(item % kb), f = blk * 128 + 4 * lane;
+    const bool in = f < p.ffn;   // ffn % 4 == 0: the lane's 4 features are all in or all out
+    float v[4] = {0.f, 0.f, 0.f, 0.f};
+    if (in) {
+        const long long gc = p.interleaved ? 16 * (f / 8) + f % 8 : f, uc = p.interleaved ? gc + 8 : p.ffn + f;
+        const long long row = r * 2 * p.ffn;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float g = load<bf16>(p.gate_up, row + gc + e), u = load<bf16>(p.gate_up, row + uc + e);
+            v[e] = to_float(from_float<bf16>(swiglu_silu(g) * u));   // the value the plain kernel stores
+        }
+    }
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float s = amax / 448.f;
+    unsigned short lo = 0, hi = 0;
+    if (s > 0.f) {
+        // cvt …e4m3x2.f32 d, a, b puts a in the upper byte and b in the lower one.
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
+    }
+    if (in) *reinterpret_cast<u32*>(p.codes + r * p.ffn + f) = (u32)lo | ((u32)hi << 16);   // f % 4 == 0: aligned
+    if (lane == 0) reinterpret_cast<float*>(p.scales)[r * kb + blk] = s;
+}
+
 // Weight-load permutation for gemm_splitk's SwiGLU epilogue: dst row 16j + e (e < 8) = src gate row 8j + e,
 // dst row 16j + 8 + e = src up row F + 8j + e, for src = [gate (F rows) | up (F rows)] × hidden bf16.
 struct InterleaveParams {
