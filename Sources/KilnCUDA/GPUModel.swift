@@ -22,13 +22,15 @@ public struct GPUEngineOptions: Sendable, Equatable {
     /// 4-, 3- and 2-bit lookup-table linear layers run on gemm_lut.cu (decode) where their parts share one table; off: converted
     /// to bf16 at load like other formats (A/B checks).
     public var lutKernels = true
-    /// GGUF Q8_0 linear layers on gemm_lut's 8-bit member (with `lutKernels`) instead of converted to bf16 at load. Off
-    /// until `kiln check --only lut` has run the 8-bit kernels on a device (written in session 14 without one).
+    /// GGUF Q8_0 linear layers on gemm_lut's 8-bit member (with `lutKernels`) instead of converted to bf16 at load. Its
+    /// kernels pass `kiln check --only lut` on a device (session 15, H100); off until a Q8_0 checkpoint has also run
+    /// end to end against the CPU engine (scripts/gpu/smollm2_q8_gpu_vs_cpu.sh).
     public var q8Kernels = false
     /// Lookup-table prefill (M > 16) on gemm_lut_hopper (Hopper GPUs: codes dequantized in registers into wgmma) instead
-    /// of dequantizing each layer into a bf16 scratch for the bf16 GEMMs. Off until `kiln check --only lut` has run the
-    /// kernel on a device (written in session 15 without one).
-    public var lutPrefillKernel = false
+    /// of dequantizing each layer into a bf16 scratch for the bf16 GEMMs. H100, Llama-3-8B 2 × 512 prefill: 25.6 ms at
+    /// lut4-g64 against 51.9 dequantized (bf16: 24.7); `kiln check --only lut` and SmolLM2 lut3 GPU-vs-CPU pass on it
+    /// (docs/perf-notes-lut.md). Off: the dequantize path (A/B checks).
+    public var lutPrefillKernel = true
     /// FP8 prefill (M > 16) on gemm_fp8_hopper (Hopper GPUs) instead of dequantizing each layer into a bf16 scratch for
     /// the bf16 GEMMs (H100, Llama-3-8B FP8, prefill 2 × 512: 24.4 ms against 32.8; `kiln check --only fp8` and the
     /// transformers FP8 logits pass on it). Off: the dequantize path (A/B checks).
@@ -45,8 +47,9 @@ public struct GPUEngineOptions: Sendable, Equatable {
     public var fusedFP8NormQuant = true
     /// FP8 prefill on gemm_fp8_hopper: the SwiGLU kernel before the down projection writes its output as FP8 activations
     /// (swiglu_rows_fp8), so down skips the quantizer's pass too (the third of four per layer). Bit-identical to SwiGLU
-    /// followed by the quantizer by construction; off until `kiln check --only fp8` has run it on a device (session 15).
-    public var fusedFP8SwiGLUQuant = false
+    /// followed by the quantizer (`kiln check --only fp8`); H100, Llama-3-8B FP8 prefill 2 × 512: 24.2 ms against 25.1.
+    /// Off: the separate quantizer (A/B checks).
+    public var fusedFP8SwiGLUQuant = true
     public init() {}
 }
 

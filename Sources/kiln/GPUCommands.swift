@@ -146,25 +146,25 @@ struct TuningOptions: ParsableArguments {
     var weights: String = "bf16"
     @Flag(name: .long, help: "A/B: FP8 checkpoints converted to bf16 at load instead of running on the FP8 kernels.") var noFp8Kernels = false
     @Flag(name: .long, help: "A/B: 4-bit lookup-table checkpoints converted to bf16 at load instead of running on gemm_lut.") var noLutKernels = false
-    @Flag(name: .long, help: "GGUF Q8_0 layers on gemm_lut's 8-bit kernels instead of converted to bf16 at load (off until those kernels have been checked on a device).") var q8Kernels = false
-    @Flag(name: .long, help: "Lookup-table prefill (more than 16 rows) on gemm_lut_hopper, the codes dequantized in registers into wgmma, instead of each layer dequantized to bf16 for the bf16 GEMMs (Hopper; off until checked on a device).")
-    var lutPrefillKernel = false
+    @Flag(name: .long, help: "GGUF Q8_0 layers on gemm_lut's 8-bit kernels instead of converted to bf16 at load (off until a Q8_0 checkpoint has run end to end against the CPU engine on a device).") var q8Kernels = false
+    @Flag(name: .long, help: "A/B: lookup-table prefill (more than 16 rows) dequantizes each layer to bf16 for the bf16 GEMMs instead of running on gemm_lut_hopper (Hopper).")
+    var noLutPrefillKernel = false
     @Flag(name: .long, help: "A/B: FP8 prefill dequantizes each layer to bf16 for the bf16 GEMMs instead of running on gemm_fp8_hopper (Hopper).")
     var noFp8PrefillKernel = false
     @Flag(name: .long, help: "A/B: on Hopper, GEMMs of 17-63 rows and the fp32 logits above 16 rows in gemm_splitk's 16-row passes instead of one gemm_hopper pass over the weights.")
     var noHopperServeGemms = false
     @Flag(name: .long, help: "A/B: FP8 prefill quantizes the activations of qkv and gate_up in a separate kernel instead of in the RMSNorm before them.")
     var noFusedFp8Quant = false
-    @Flag(name: .long, help: "FP8 prefill: the SwiGLU kernel writes the down projection's FP8 activations itself instead of a separate quantizer pass (off until checked on a device).")
-    var fp8SwigluQuant = false
+    @Flag(name: .long, help: "A/B: FP8 prefill quantizes the down projection's activations in a separate kernel instead of in the SwiGLU kernel before it.")
+    var noFp8SwigluQuant = false
     func validate() throws {
         do { _ = try DummyLinearFormat(parsing: weights) } catch let e as KilnError { throw ValidationError(e.message) }
     }
     var engine: GPUEngineOptions {
         var o = GPUEngineOptions()
         o.programmaticDependentLaunch = !noPdl; o.mmaPrefillAttention = mmaAttention; o.fusedSwiGLUEpilogue = !noFusedSwiglu
-        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.q8Kernels = q8Kernels; o.lutPrefillKernel = lutPrefillKernel; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
-        o.fusedFP8NormQuant = !noFusedFp8Quant; o.fusedFP8SwiGLUQuant = fp8SwigluQuant
+        o.fp8Kernels = !noFp8Kernels; o.lutKernels = !noLutKernels; o.q8Kernels = q8Kernels; o.lutPrefillKernel = !noLutPrefillKernel; o.fp8PrefillKernel = !noFp8PrefillKernel; o.hopperServeGEMMs = !noHopperServeGemms
+        o.fusedFP8NormQuant = !noFusedFp8Quant; o.fusedFP8SwiGLUQuant = !noFp8SwigluQuant
         return o
     }
     var value: GPURun.Tuning {
