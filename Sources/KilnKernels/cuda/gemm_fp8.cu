@@ -260,9 +260,8 @@ __device__ __forceinline__ void gemm_fp8(const Fp8GemmParams& p) {
     KILN_GEMM_FINISH(WARPS_N, WARPS_K, TILES, NT);
 }
 
-// One warp per (token, 128-column block): 4 values per lane, absmax over the warp, s = absmax / 448, codes e4m3(x / s)
-// rounded to nearest even with saturation (cvt.rn.satfinite, as the CPU E4M3.encode). The division is IEEE (x / s,
-// as act_quant and the CPU reference divide; not x · (1/s)). Columns past K are not written.
+// One warp per (token, 128-column block): 4 values per lane, quantized by kiln::e4m3_block_codes (s = absmax / 448, codes
+// e4m3(x / s), IEEE division, round to nearest even with saturation as the CPU E4M3.encode). Columns past K are not written.
 __device__ __forceinline__ void quant_act(const Fp8QuantParams& p) {
     const int lane = threadIdx.x & 31;
     const int blk = blockIdx.x * 4 + (threadIdx.x >> 5), m = blockIdx.y;
@@ -273,21 +272,12 @@ __device__ __forceinline__ void quant_act(const Fp8QuantParams& p) {
     float v[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = k + j < p.K ? kiln::to_float(p.x[(long long)m * p.K + k + j]) : 0.f;
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float s = amax / 448.f;
-    unsigned short lo = 0, hi = 0;
-    if (s > 0.f) {
-        // cvt …e4m3x2.f32 d, a, b puts a in the upper byte and b in the lower one.
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
-    }
+    float s;
+    const unsigned packed = kiln::e4m3_block_codes(v, s);
     unsigned char* out = p.xq + (long long)m * p.K + k;
     if (k + 3 < p.K) {
-        *(unsigned*)out = (unsigned)lo | ((unsigned)hi << 16);   // k % 4 == 0 and K % 16 == 0: aligned
+        *(unsigned*)out = packed;   // k % 4 == 0 and K % 16 == 0: aligned
     } else {
-        const unsigned packed = (unsigned)lo | ((unsigned)hi << 16);
         for (int j = 0; j < 4 && k + j < p.K; ++j) out[j] = (unsigned char)(packed >> (8 * j));
     }
     if (lane == 0) p.xs[(long long)m * KB + blk] = s;

@@ -43,8 +43,7 @@ __global__ void __launch_bounds__(256) swiglu_rows(SwiGLUParams p) {
 // FP8 prefill: SwiGLU that writes its output directly in the FP8 GEMM's activation format (gemm_fp8.cu's
 // kiln_fp8_quant_act applied to the bf16 SwiGLU output), so the down projection skips the quantizer's pass over it.
 // One warp per (row, 128-feature block), 4 features per lane; each value is the plain kernel's bf16 output (f32 math,
-// one rounding), then s = absmax / 448 over the block and codes e4m3(x / s) (IEEE division, cvt.rn.satfinite; an
-// all-zero block: s = 0, codes 0) — bit for bit the plain kernel followed by the quantizer. Features past F are not
+// one rounding), then the quantizer's own e4m3_block_codes (kiln.cuh) — bit for bit the plain kernel followed by it. Features past F are not
 // written. Needs ffn % 8 == 0 (4-feature loads; the interleaved layout's 8-feature groups).
 struct SwiGLUFP8Params {
     u64 gate_up;        // bf16 [rows, 2·F]
@@ -73,17 +72,9 @@ __global__ void __launch_bounds__(128) swiglu_rows_fp8(SwiGLUFP8Params p) {
             v[e] = to_float(from_float<bf16>(swiglu_silu(g) * u));   // the value the plain kernel stores
         }
     }
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float s = amax / 448.f;
-    unsigned short lo = 0, hi = 0;
-    if (s > 0.f) {
-        // cvt …e4m3x2.f32 d, a, b puts a in the upper byte and b in the lower one.
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
-    }
-    if (in) *reinterpret_cast<u32*>(p.codes + r * p.ffn + f) = (u32)lo | ((u32)hi << 16);   // f % 4 == 0: aligned
+    float s;
+    const u32 packed = e4m3_block_codes(v, s);
+    if (in) *reinterpret_cast<u32*>(p.codes + r * p.ffn + f) = packed;   // f % 4 == 0: aligned
     if (lane == 0) reinterpret_cast<float*>(p.scales)[r * kb + blk] = s;
 }
 

@@ -175,4 +175,19 @@ template <bool IS_MAX> __device__ __forceinline__ float block_reduce(float v, fl
 __device__ __forceinline__ float block_sum(float v, float* s) { return block_reduce<false>(v, s); }
 __device__ __forceinline__ float block_max(float v, float* s) { return block_reduce<true>(v, s); }
 
+// FP8 activation quantization of one 128-column block held by a warp, 4 values per lane (lane l: columns 4l…4l+3; zeros
+// past the row): s = absmax / 448 over the warp, and the lane's codes e4m3(v / s) — IEEE division, as transformers'
+// act_quant and the CPU reference divide; round to nearest even with saturation — packed little-endian (0 when s = 0,
+// an all-zero block). Shared by gemm_fp8.cu's quantizer and swiglu.cu's fused one, so they agree bit for bit.
+__device__ __forceinline__ u32 e4m3_block_codes(const float (&v)[4], float& s) {
+    s = warp_max(fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])))) / 448.f;
+    unsigned short lo = 0, hi = 0;
+    if (s > 0.f) {
+        // cvt …e4m3x2.f32 d, a, b puts a in the upper byte and b in the lower one.
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(v[1] / s), "f"(v[0] / s));
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(v[3] / s), "f"(v[2] / s));
+    }
+    return (u32)lo | ((u32)hi << 16);
+}
+
 }  // namespace kiln
