@@ -66,13 +66,7 @@ using kiln_attn::ld_cg;
 using kiln_attn::pdl_wait_then_trigger;
 using kiln_gemm::store_out;
 
-// Weights are streamed once: skip L1, ask L2 for the whole 256-byte span (as gemm_splitk's ld_weight).
-__device__ __forceinline__ U4 ld_weight(const unsigned char* p) {
-    U4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
+using kiln_attn::ld_weight;   // weights: streamed once, L2 asked for the 256-byte span
 // Activations are small and shared by every row tile: L1-cached.
 __device__ __forceinline__ U4 ld_act(const unsigned char* p) { return kiln_attn::ld_nc((const kiln::bf16*)p); }
 

@@ -142,10 +142,10 @@ __device__ __forceinline__ void load_weights(WeightRegs<TILES, UNROLL, AFFINE, B
         for (int tt = 0; tt < TILES; ++tt) {
             if constexpr (BITS == 8) {
                 const unsigned char* chunk = a.qbase[tt] + (long long)(c + u) * 1024;
-                r.q[u][tt] = ld_codes(chunk);
-                r.q_hi[u][tt] = ld_codes(chunk + 512);
+                r.q[u][tt] = ld_weight(chunk);
+                r.q_hi[u][tt] = ld_weight(chunk + 512);
             } else if constexpr (BITS == 4) {
-                r.q[u][tt] = ld_codes(a.qbase[tt] + (long long)(c + u) * 512);
+                r.q[u][tt] = ld_weight(a.qbase[tt] + (long long)(c + u) * 512);
             } else {
                 const unsigned char* chunk = a.qbase[tt] + (long long)(c + u) * (128 * BITS);
                 ld_codes8(chunk, r.q[u][tt].x, r.q[u][tt].y);
@@ -461,7 +461,7 @@ __device__ __forceinline__ void dequant(const LutDequantParams& p) {
     if (!dequant_lane(p, d)) return;
     const int N = p.N, K = p.K, k = d.k, top = d.top, bottom = d.bottom;
     const unsigned s_top = d.s_top, s_bottom = d.s_bottom, o_top = d.o_top, o_bottom = d.o_bottom;
-    const U4 q = ld_codes(p.codes + d.i * 16);
+    const U4 q = ld_weight(p.codes + d.i * 16);
     const unsigned words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -531,8 +531,8 @@ __device__ __forceinline__ void dequant8(const LutDequantParams& p) {
     const int KC = (p.K + 63) >> 6;
     const unsigned char* rec = p.codes + ((long long)d.tile * KC + d.chunk) * 1024 + 16 * d.lane;
     WeightRegs<1, 1, false, 8> r;
-    r.q[0][0] = ld_codes(rec);
-    r.q_hi[0][0] = ld_codes(rec + 512);
+    r.q[0][0] = ld_weight(rec);
+    r.q_hi[0][0] = ld_weight(rec + 512);
     r.s[0][0] = (d.s_top & 0xffffu) | (d.s_bottom << 16);
     unsigned a[4][4];   // [mma j][register i]
     int8_fragments(r, 0, 0, a);

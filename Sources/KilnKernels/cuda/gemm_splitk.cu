@@ -94,15 +94,7 @@ using kiln_attn::ld_cg;
 using kiln_attn::mma16816;
 using kiln_attn::pdl_wait_then_trigger;
 
-// Weights: streamed once — skip L1, ask L2 to fetch the whole 256-byte span. `volatile` keeps the
-// loads in source order before the mmas: without it the compiler sinks each load next to its mma
-// and only ~3 loads are in flight per warp (seen in SASS).
-__device__ __forceinline__ U4 ld_weight(const kiln::bf16* p) {
-    U4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
+using kiln_attn::ld_weight;   // weights: streamed once, L2 asked for the 256-byte span
 
 // One super-step of one warp, loads: UNROLL × (TILES × 2 weight uint4 + NT activation uint4), the weights
 // (load_step_w) and the activations (load_step_x) separately, so that a kernel launched early (PDL) can

@@ -73,6 +73,16 @@ __device__ __forceinline__ U4 ld_stream(const kiln::bf16* p) {
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
     return r;
 }
+// The decode GEMMs' weights (gemm_splitk, gemm_fp8, gemm_lut): streamed once — skip L1, ask L2 for the whole 256-byte
+// span. `volatile` keeps the loads where the source puts them, ahead of the previous step's mmas: without it the
+// compiler sinks each load next to its mma and only ~3 loads are in flight per warp (seen in SASS). A template on the
+// element type, not `const void*`: with void* the bf16 kernels' SASS moved (same instructions, other scheduling).
+template <class T> __device__ __forceinline__ U4 ld_weight(const T* p) {
+    U4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
 __device__ __forceinline__ U4 ld_nc(const kiln::bf16* p) {
     U4 r;
     asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"

@@ -9,15 +9,10 @@ namespace kiln_lut {
 
 using kiln_attn::U4;
 
-// Codes are streamed once: skip L1, ask L2 for the whole 256-byte span (as gemm_splitk's ld_weight). `volatile` keeps
-// the loads where the source puts them (ahead of the previous step's mmas).
-__device__ __forceinline__ U4 ld_codes(const unsigned char* p) {
-    U4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
-// The 3- and 2-bit records: 8 bytes (A, or W0/W1) and 4 bytes (B) per lane, with ld_codes' hints.
+// Codes are streamed once, as every decode GEMM's weights: kiln_attn::ld_weight (16 bytes, L1 skipped, the 256-byte span
+// asked of L2); the 3- and 2-bit records' narrower loads below carry the same hints.
+using kiln_attn::ld_weight;
+// The 3- and 2-bit records: 8 bytes (A, or W0/W1) and 4 bytes (B) per lane, with ld_weight's hints.
 __device__ __forceinline__ void ld_codes8(const unsigned char* p, unsigned& a, unsigned& b) {
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(a), "=r"(b) : "l"(p));
 }
