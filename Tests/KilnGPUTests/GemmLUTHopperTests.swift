@@ -9,39 +9,19 @@ import KilnCore
 /// j meets X' column 16j + s), checked against x·Wᵀ with W from (row, column) directly. If the permutation and the
 /// restructuring disagree on a single column, the model's product is wrong.
 final class GemmLUTHopperTests: XCTestCase {
-    static func bf16(_ v: Float) -> Float { bf16ToFloat(floatToBF16(v)) }
-    static func lo(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w & 0xffff)) }
-    static func hi(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w >> 16)) }
-
-    /// y [m, n] (f64) of the model: per 16-row tile, chunk and k step j, the tile's A [16 rows × 16 slots] from the lanes'
-    /// registers (4 bits, non-POST: bf16(bf16(table)·scale + offset)), times X' columns 64·chunk + 16j … + 15.
-    /// `source(c)`: the column of x that X' column c holds (the kernel's permutation unless a test swaps it).
+    /// y [m, n] (f64) of the model: per 16-row tile, chunk and k step j, the tile's A [16 rows × 16 slots] as the lanes
+    /// hold it (`GemmLUTWarpModel.aTile`: 4 bits, non-POST, bf16(bf16(table)·scale + offset)), times X' columns
+    /// 64·chunk + 16j … + 15. `source(c)`: the column of x that X' column c holds (the kernel's permutation unless a test
+    /// swaps it).
     static func model(_ p: LUTDevicePlanes, x: [Float], m: Int, n: Int, source: (Int) -> Int = LUTPermute.sourceColumn) -> [Double] {
-        let k = p.cols, group = p.format.groupSize, kp = LUTPermute.paddedCols(k)
-        let chunks = kp / 64, tiles = (n + 15) / 16, paddedGroups = (chunks * 64 + group - 1) / group
+        let k = p.cols, kp = LUTPermute.paddedCols(k), chunks = kp / 64, tiles = (n + 15) / 16
         var xp = [Float](repeating: 0, count: m * kp)
         for i in 0..<m { for c in 0..<kp { let s = source(c); if s < k { xp[i * kp + c] = x[i * k + s] } } }
         var y = [Double](repeating: 0, count: m * n)
         for tile in 0..<tiles {
             for chunk in 0..<chunks {
                 for j in 0..<4 {
-                    var a = [[Float]](repeating: [Float](repeating: .nan, count: 16), count: 16)   // [row][slot]
-                    for lane in 0..<32 {
-                        let g = lane / 4, t = lane % 4
-                        let base = ((tile * chunks + chunk) * 32 + lane) * 16 + 4 * j
-                        let sIndex = (tile * paddedGroups + (chunk * 64 + 16 * t) / group) * 8 + g
-                        let sw = p.scales[sIndex], ow = p.offsets?[sIndex] ?? 0x8000_8000
-                        func reg(_ i: Int) -> (Float, Float) {
-                            let byte = Int(p.codes[base + i]), bottom = i % 2 == 1
-                            let s = bottom ? hi(sw) : lo(sw), o = bottom ? hi(ow) : lo(ow)
-                            return (bf16(bf16(p.table[byte & 15]) * s + o), bf16(bf16(p.table[byte >> 4]) * s + o))
-                        }
-                        // wgmma's A fragment (mma.m16n8k16's): r0 = (g, 2t…), r1 = (g+8, 2t…), r2 = (g, 2t+8…), r3 = (g+8, 2t+8…).
-                        (a[g][2 * t], a[g][2 * t + 1]) = reg(0)
-                        (a[g + 8][2 * t], a[g + 8][2 * t + 1]) = reg(1)
-                        (a[g][2 * t + 8], a[g][2 * t + 9]) = reg(2)
-                        (a[g + 8][2 * t + 8], a[g + 8][2 * t + 9]) = reg(3)
-                    }
+                    let a = GemmLUTWarpModel.aTile(p, tile: tile, chunk: chunk, j: j).a   // [row][slot]
                     for row in 0..<16 where tile * 16 + row < n {
                         for tok in 0..<m {
                             var s = 0.0
@@ -62,14 +42,8 @@ final class GemmLUTHopperTests: XCTestCase {
             let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
             let m = 19
             let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-            let got = GemmLUTHopperTests.model(planes, x: x, m: m, n: n)
-            for i in 0..<m {
-                for r in 0..<n {
-                    var want = 0.0, mag = 0.0
-                    for c in 0..<k { let p = Double(x[i * k + c]) * Double(f.kernelValue(r, c)); want += p; mag += abs(p) }
-                    XCTAssertEqual(got[i * n + r], want, accuracy: 1e-9 * max(1, mag), "N=\(n) K=\(k) g=\(group) token \(i) row \(r)")
-                }
-            }
+            GemmLUTWarpModel.assertIsProduct(GemmLUTHopperTests.model(planes, x: x, m: m, n: n), x: x, m: m, fixture: f, n: n,
+                                             "N=\(n) K=\(k) g=\(group)")
         }
     }
 

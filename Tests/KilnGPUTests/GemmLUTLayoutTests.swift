@@ -15,34 +15,46 @@ enum GemmLUTWarpModel {
     static func lo(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w & 0xffff)) }
     static func hi(_ w: UInt32) -> Float { bf16ToFloat(UInt16(w >> 16)) }
 
+    /// One 16-row tile's A operand for k step j of `chunk` as the 32 lanes hold it (4 bits): [row][k-slot], 16 × 16, from
+    /// mma.m16n8k16's A fragment (a0 = (g, 2t…), a1 = (g+8, 2t…), a2 = (g, 2t+8…), a3 = (g+8, 2t+8…)); lane (g, t)'s byte i
+    /// of word j is register a_i. With `scalesAfterMMA` the registers are the bf16 table values (the POST path), else
+    /// bf16(bf16(table)·scale + offset). Also each row's scale as its lane reads it.
+    static func aTile(_ p: LUTDevicePlanes, tile: Int, chunk: Int, j: Int, scalesAfterMMA: Bool = false) -> (a: [[Float]], rowScale: [Float]) {
+        let group = p.format.groupSize, chunks = (p.cols + 63) / 64, paddedGroups = (chunks * 64 + group - 1) / group
+        var a = [[Float]](repeating: [Float](repeating: .nan, count: 16), count: 16)
+        var rowScale = [Float](repeating: .nan, count: 16)
+        for lane in 0..<32 {
+            let g = lane / 4, t = lane % 4
+            let base = ((tile * chunks + chunk) * 32 + lane) * 16 + 4 * j
+            let sIndex = (tile * paddedGroups + (chunk * 64 + 16 * t) / group) * 8 + g
+            let sw = p.scales[sIndex], ow = p.offsets?[sIndex] ?? 0x8000_8000
+            func reg(_ i: Int) -> (Float, Float) {
+                let byte = Int(p.codes[base + i]), bottom = i % 2 == 1
+                if scalesAfterMMA { return (bf16(p.table[byte & 15]), bf16(p.table[byte >> 4])) }
+                let s = bottom ? hi(sw) : lo(sw), o = bottom ? hi(ow) : lo(ow)
+                return (bf16(bf16(p.table[byte & 15]) * s + o), bf16(bf16(p.table[byte >> 4]) * s + o))
+            }
+            (rowScale[g], rowScale[g + 8]) = (lo(sw), hi(sw))
+            (a[g][2 * t], a[g][2 * t + 1]) = reg(0)
+            (a[g + 8][2 * t], a[g + 8][2 * t + 1]) = reg(1)
+            (a[g][2 * t + 8], a[g][2 * t + 9]) = reg(2)
+            (a[g + 8][2 * t + 8], a[g + 8][2 * t + 9]) = reg(3)
+        }
+        return (a, rowScale)
+    }
+
     /// y [m, n] (f64 sums) of x [m, k] (bf16 values) and the device planes. `scalesAfterMMA`: the kernel's POST path —
     /// the A registers are the bf16 table values, and each mma's sum is multiplied by its row's scale afterwards.
     static func run(_ p: LUTDevicePlanes, x: [Float], m: Int, epilogueRows n: Int, scalesAfterMMA: Bool = false) -> [Double] {
-        let k = p.cols, group = p.format.groupSize
-        let chunks = (k + 63) / 64, tiles = (n + 15) / 16, paddedGroups = (chunks * 64 + group - 1) / group
+        let k = p.cols, chunks = (k + 63) / 64, tiles = (n + 15) / 16
         var y = [Double](repeating: 0, count: m * n)
         for tile in 0..<tiles {
             for chunk in 0..<chunks {
                 for j in 0..<4 {
-                    var a = [[Float]](repeating: [Float](repeating: .nan, count: 16), count: 16)            // [row][k-slot]
+                    let (a, rowScale) = aTile(p, tile: tile, chunk: chunk, j: j, scalesAfterMMA: scalesAfterMMA)   // [row][k-slot]
                     var b = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: .nan, count: 8), count: 16), count: 2)   // [n][k-slot][col]
-                    var rowScale = [Float](repeating: .nan, count: 16)   // POST: the row's scale as the lane reads it
                     for lane in 0..<32 {
                         let g = lane / 4, t = lane % 4
-                        let base = ((tile * chunks + chunk) * 32 + lane) * 16 + 4 * j
-                        let sIndex = (tile * paddedGroups + (chunk * 64 + 16 * t) / group) * 8 + g
-                        let sw = p.scales[sIndex], ow = p.offsets?[sIndex] ?? 0x8000_8000
-                        func reg(_ i: Int) -> (Float, Float) {
-                            let byte = Int(p.codes[base + i]), bottom = i % 2 == 1
-                            if scalesAfterMMA { return (bf16(p.table[byte & 15]), bf16(p.table[byte >> 4])) }
-                            let s = bottom ? hi(sw) : lo(sw), o = bottom ? hi(ow) : lo(ow)
-                            return (bf16(bf16(p.table[byte & 15]) * s + o), bf16(bf16(p.table[byte >> 4]) * s + o))
-                        }
-                        (rowScale[g], rowScale[g + 8]) = (lo(sw), hi(sw))
-                        (a[g][2 * t], a[g][2 * t + 1]) = reg(0)
-                        (a[g + 8][2 * t], a[g + 8][2 * t + 1]) = reg(1)
-                        (a[g][2 * t + 8], a[g][2 * t + 9]) = reg(2)
-                        (a[g + 8][2 * t + 8], a[g + 8][2 * t + 9]) = reg(3)
                         // The kernel's activations: token 8n + g, columns chunk·64 + 16t + 4j + {0, 1} (b0) and + {2, 3} (b1).
                         for nn in 0..<2 {
                             let token = 8 * nn + g, col = chunk * 64 + 16 * t + 4 * j
@@ -65,6 +77,20 @@ enum GemmLUTWarpModel {
         }
         return y
     }
+
+    /// Asserts y [m, n] (a model's f64 sums) equals x·Wᵀ with W the fixture's rounded values (`kernelValue`, from (row,
+    /// column) directly), to f64 summation order.
+    static func assertIsProduct(_ y: [Double], x: [Float], m: Int, fixture f: LUTFixture, n: Int, _ what: String,
+                                file: StaticString = #filePath, line: UInt = #line) {
+        let k = f.cols
+        for i in 0..<m {
+            for r in 0..<n {
+                var want = 0.0, mag = 0.0
+                for c in 0..<k { let p = Double(x[i * k + c]) * Double(f.kernelValue(r, c)); want += p; mag += abs(p) }
+                XCTAssertEqual(y[i * n + r], want, accuracy: 1e-9 * max(1, mag), "\(what) token \(i) row \(r)", file: file, line: line)
+            }
+        }
+    }
 }
 
 final class GemmLUTLayoutTests: XCTestCase {
@@ -80,14 +106,8 @@ final class GemmLUTLayoutTests: XCTestCase {
             let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
             for m in [1, 5, 16] {
                 let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-                let got = GemmLUTWarpModel.run(planes, x: x, m: m, epilogueRows: n)
-                for i in 0..<m {
-                    for r in 0..<n {
-                        var want = 0.0, mag = 0.0
-                        for c in 0..<k { let p = Double(x[i * k + c]) * Double(f.kernelValue(r, c)); want += p; mag += abs(p) }
-                        XCTAssertEqual(got[i * n + r], want, accuracy: 1e-9 * max(1, mag), "N=\(n) K=\(k) g=\(group) affine=\(affine) m=\(i) row \(r)")
-                    }
-                }
+                GemmLUTWarpModel.assertIsProduct(GemmLUTWarpModel.run(planes, x: x, m: m, epilogueRows: n), x: x, m: m, fixture: f, n: n,
+                                                 "N=\(n) K=\(k) g=\(group) affine=\(affine) M=\(m)")
             }
         }
     }
