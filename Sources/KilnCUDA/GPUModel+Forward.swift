@@ -149,14 +149,16 @@ extension GPUModel: DecoderOperations {
             guard let lut else { throw KilnError("linear \(op): lookup-table weights without the LUT scratch (GPUModel.init makes it)") }
             if m <= 16 {
                 try gemm.lut(op, x: x, w: l, y: y, m: m, epilogue: epilogue, stream: stream)
-            } else if let permute = lut.permute, let permuted = lut.permuted {
+                return
+            }
+            switch lut {
+            case let .kernel(permute, permuted):
                 guard epilogue == .bf16 else { throw KilnError("linear \(op): gemm_lut_hopper has no \(epilogue) epilogue") }
                 try permute(x: x, xPermuted: permuted.address, m: m, k: k, stream: stream)
                 try gemm.lutPrefill(op, xPermuted: permuted.address, w: l, y: y, m: m, stream: stream)
-            } else {
-                guard let dense = lut.dense else { throw KilnError("linear \(op): no bf16 scratch for the lookup-table prefill") }
-                try lut.dequantize(codes: l.codes.address, scales: l.scales.address, offsets: l.offsets?.address ?? 0, table: l.table.address,
-                                   y: dense.address, n: n, k: k, group: l.format.groupSize, bits: l.format.bits, stream: stream)
+            case let .dequantize(dequantize, dense):
+                try dequantize(codes: l.codes.address, scales: l.scales.address, offsets: l.offsets?.address ?? 0, table: l.table.address,
+                               y: dense.address, n: n, k: k, group: l.format.groupSize, bits: l.format.bits, stream: stream)
                 try gemm(op, x: x, w: dense.address, y: y, m: m, n: n, k: k, epilogue: epilogue, stream: stream)
             }
         }

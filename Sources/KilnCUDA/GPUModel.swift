@@ -93,16 +93,16 @@ public final class GPUModel {
     let fp8: FP8Scratch?
     /// FP8 prefill runs on gemm_fp8_hopper (`GPUEngineOptions.fp8PrefillKernel` on a Hopper GPU).
     let fp8Prefill: Bool
-    /// Lookup-table linear layers: decode reads them natively (gemm_lut). Prefill either permutes the activations into
-    /// `permuted` for gemm_lut_hopper (`GPUEngineOptions.lutPrefillKernel` on Hopper: `permute` set) or dequantizes the
-    /// layer into `dense` (bf16, the largest LUT matrix) for the bf16 GEMMs. nil without LUT layers.
-    struct LUTScratch {
-        let dequantize: LUTDequantizer
-        let dense: DeviceBuffer<UInt16>?
-        let permute: LUTPermute?
-        let permuted: DeviceBuffer<UInt16>?   // [maxRows, 64·⌈maxK/64⌉] bf16 X'
+    /// Lookup-table linear layers: decode reads them natively (gemm_lut); prefill (m > 16) one of two ways. nil without
+    /// LUT layers.
+    enum LUTPrefill {
+        /// gemm_lut_hopper (`GPUEngineOptions.lutPrefillKernel` on Hopper): the activations permuted into `permuted`
+        /// ([maxRows, 64·⌈maxK/64⌉] bf16 X') for it.
+        case kernel(permute: LUTPermute, permuted: DeviceBuffer<UInt16>)
+        /// Each layer dequantized into `dense` (bf16, the largest LUT matrix) for the bf16 GEMMs.
+        case dequantize(LUTDequantizer, dense: DeviceBuffer<UInt16>)
     }
-    let lut: LUTScratch?
+    let lut: LUTPrefill?
 
     // KV cache: [layers][maxBatch, kvHeads, maxSeq, headDim] bf16, one allocation each; with `paged`, the server's pool
     // [layers][blocks + 1, kvHeads, blockSize, headDim] (the extra block takes the padding rows' writes).
@@ -199,10 +199,8 @@ public final class GPUModel {
         if weights.largestLUTMatrix > 0 {
             let native = opts.lutPrefillKernel && weights.lutFormats.allSatisfy(gemm.hasLUTPrefill)
             let maxK = LUTPermute.paddedCols(max(c.hiddenSize, c.qDim, c.intermediateSize))
-            lut = LUTScratch(dequantize: try LUTDequantizer(library),
-                             dense: native ? nil : try DeviceBuffer<UInt16>(ctx, count: weights.largestLUTMatrix),
-                             permute: native ? try LUTPermute(library) : nil,
-                             permuted: native ? try DeviceBuffer<UInt16>(ctx, count: max(16, self.maxRows) * maxK) : nil)
+            lut = native ? .kernel(permute: try LUTPermute(library), permuted: try DeviceBuffer<UInt16>(ctx, count: max(16, self.maxRows) * maxK))
+                : .dequantize(try LUTDequantizer(library), dense: try DeviceBuffer<UInt16>(ctx, count: weights.largestLUTMatrix))
         } else {
             lut = nil
         }
