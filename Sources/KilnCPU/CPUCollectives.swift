@@ -91,13 +91,10 @@ public struct CPUCollectives: TensorParallelCollectives {
     }
 
     public func gatherVocabulary(_ slice: UnsafeMutablePointer<Float>, rows: Int, into full: UnsafeMutablePointer<Float>) throws {
-        let g = group, plan = g.plan, width = plan.rankConfig.vocabSize, v = plan.config.vocabSize
+        let g = group, plan = g.plan
         g.posted[rank] = slice
         try g.barrier.wait()                        // every rank's slice is complete
-        for r in 0..<plan.ranks {
-            let cols = plan.vocabRange(rank: r), src = g.posted[r]!
-            for row in 0..<rows { (full + row * v + cols.lowerBound).update(from: src + row * width, count: cols.count) }
-        }
+        for r in 0..<plan.ranks { plan.placeLogitsSlice(g.posted[r]!, rank: r, rows: rows, into: full) }
         try g.barrier.wait()                        // no rank overwrites its slice while another still reads it
     }
 

@@ -170,7 +170,6 @@ public final class GPUTensorParallel {
         return next
     }
 
-
     /// Waits for every rank's stream.
     public func synchronize() throws { _ = try threads.run { r in try ranks[r].stream.synchronize() } }
 
@@ -191,12 +190,10 @@ public final class GPUTensorParallel {
     /// vocabulary slice of each chunk to the host, joined here (no device gather on this check path).
     public func logits(tokens: [Int32]) throws -> [Float] {
         let slices = try threads.run { r in try ranks[r].logits(tokens: tokens) }
-        let v = plan.config.vocabSize, width = plan.rankConfig.vocabSize
-        var out = [Float](repeating: .nan, count: tokens.count * v)
-        for (r, slice) in slices.enumerated() {
-            let cols = plan.vocabRange(rank: r)
-            for t in 0..<tokens.count {
-                for (i, c) in cols.enumerated() { out[t * v + c] = slice[t * width + i] }
+        var out = [Float](repeating: .nan, count: tokens.count * plan.config.vocabSize)
+        out.withUnsafeMutableBufferPointer { o in
+            for (r, slice) in slices.enumerated() {
+                slice.withUnsafeBufferPointer { plan.placeLogitsSlice($0.baseAddress!, rank: r, rows: tokens.count, into: o.baseAddress!) }
             }
         }
         return out

@@ -129,6 +129,13 @@ public struct TensorParallelPlan: Sendable {
         return min(config.vocabSize, rank * v)..<min(config.vocabSize, (rank + 1) * v)
     }
 
+    /// The gather of the logits on host memory: rank `rank`'s `[rows × V/N]` slice written into `[rows × V]` rows at its
+    /// vocabulary columns (`vocabRange`; the last rank's padded columns dropped).
+    public func placeLogitsSlice(_ slice: UnsafePointer<Float>, rank: Int, rows: Int, into full: UnsafeMutablePointer<Float>) {
+        let cols = vocabRange(rank: rank), width = rankConfig.vocabSize, v = config.vocabSize
+        for row in 0..<rows { (full + row * v + cols.lowerBound).update(from: slice + row * width, count: cols.count) }
+    }
+
     /// The vocabulary padded to a multiple of the ranks (N·⌈V/N⌉).
     public var paddedVocabSize: Int { ranks * rankConfig.vocabSize }
 
