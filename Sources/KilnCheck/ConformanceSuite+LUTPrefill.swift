@@ -16,7 +16,7 @@ extension ConformanceSuite {
             log("skipped: gemm_lut_hopper.cu (needs a Hopper GPU, sm_90a; this GPU is \(context.info.arch))")
             return
         }
-        checkLUTPermute(); checkGemmLUTHopper(); checkGemmLUTHopper8()
+        checkLUTPermute(); checkGemmLUTHopper()
     }
 
     /// The permuted activations X' of x [m, k] on the device (through the engine's launcher), as f32.
@@ -52,31 +52,26 @@ extension ConformanceSuite {
     /// The shapes: (M, N, K, g). 77 and 264 rows: partial 16-row and 128-row tiles; K = 96 and 1120: a partial chunk.
     static let lutPrefillShapes = [(17, 77, 96, 32), (130, 264, 1152, 128), (300, 136, 1120, 32), (257, 40, 4096, 64), (4096, 24, 128, 64)]
 
+    /// Every instance on every shape: 4/3/2 bits on `lutFixture` (random codes, scales, offsets, tables) against
+    /// `lutReferences`, 8 bits on random Q8_0 blocks against `lut8References`; both references' two comparisons.
     func checkGemmLUTHopper() {
-        for c in GemmLUTHopper.configs where c.bits != GemmLUT.int8Bits {
+        for c in GemmLUTHopper.configs {
+            let q8 = c.bits == GemmLUT.int8Bits
             for (m, n, k, g) in ConformanceSuite.lutPrefillShapes {
-                check("\(c.name) M=\(m) N=\(n) K=\(k) g=\(g)") {
-                    let f = try lutFixture(n: n, k: k, group: g, affine: c.affine, bits: c.bits)
-                    let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-                    let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
-                    let got = try runGemmLUTHopper(c, planes: planes, x: x, m: m)
-                    let ref = try ConformanceSuite.lutReferences(x: x, m: m, fixture: f, n: n, out: .bf16, scalesAfterMMA: false)
-                    if let bad = ConformanceSuite.compareBounded(got, roundTo(ref.exact, .bf16), bound: ref.exactBound) { return bad }
-                    return ConformanceSuite.compareBounded(got, roundTo(ref.rounded, .bf16), bound: ref.roundedBound)
-                }
-            }
-        }
-    }
-
-    func checkGemmLUTHopper8() {
-        for c in GemmLUTHopper.configs where c.bits == GemmLUT.int8Bits {
-            for (m, n, k, _) in ConformanceSuite.lutPrefillShapes {
-                check("\(c.name) M=\(m) N=\(n) K=\(k) (Q8_0)") {
-                    let f = try Q8Fixture(rows: n, cols: k, scales: .moderate, rng: &rng)
-                    let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
-                    let planes = try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1)
-                    let got = try runGemmLUTHopper(c, planes: planes, x: x, m: m)
-                    let ref = try ConformanceSuite.lut8References(x: x, m: m, fixture: f, n: n, out: .bf16)
+                check("\(c.name) M=\(m) N=\(n) K=\(k) " + (q8 ? "(Q8_0)" : "g=\(g)")) {
+                    let ref: (exact: [Float], exactBound: [Float], rounded: [Float], roundedBound: [Float])
+                    let got: [Float]
+                    if q8 {
+                        let f = try Q8Fixture(rows: n, cols: k, scales: .moderate, rng: &rng)
+                        let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+                        got = try runGemmLUTHopper(c, planes: try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1), x: x, m: m)
+                        ref = try ConformanceSuite.lut8References(x: x, m: m, fixture: f, n: n, out: .bf16)
+                    } else {
+                        let f = try lutFixture(n: n, k: k, group: g, affine: c.affine, bits: c.bits)
+                        let x = roundTo(rng.uniform(m * k, -1, 1), .bf16)
+                        got = try runGemmLUTHopper(c, planes: try LUTDevicePlanes(parts: [f.matrix], interleaveHalves: false, scale: 1), x: x, m: m)
+                        ref = try ConformanceSuite.lutReferences(x: x, m: m, fixture: f, n: n, out: .bf16, scalesAfterMMA: false)
+                    }
                     if let bad = ConformanceSuite.compareBounded(got, roundTo(ref.exact, .bf16), bound: ref.exactBound) { return bad }
                     return ConformanceSuite.compareBounded(got, roundTo(ref.rounded, .bf16), bound: ref.roundedBound)
                 }
