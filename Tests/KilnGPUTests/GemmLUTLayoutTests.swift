@@ -46,16 +46,26 @@ enum GemmLUTWarpModel {
     /// y [m, n] (f64 sums) of x [m, k] (bf16 values) and the device planes. `scalesAfterMMA`: the kernel's POST path —
     /// the A registers are the bf16 table values, and each mma's sum is multiplied by its row's scale afterwards.
     static func run(_ p: LUTDevicePlanes, x: [Float], m: Int, epilogueRows n: Int, scalesAfterMMA: Bool = false) -> [Double] {
-        let k = p.cols, chunks = (k + 63) / 64, tiles = (n + 15) / 16
+        product(x: x, m: m, n: n, k: p.cols) { tile, chunk, j in
+            let t = aTile(p, tile: tile, chunk: chunk, j: j, scalesAfterMMA: scalesAfterMMA)
+            return (t.a, scalesAfterMMA ? t.rowScale : nil)
+        }
+    }
+
+    /// The decode kernels' product, y [m, n] (f64 sums), over the A operands a width's lane model gives: per 16-row tile,
+    /// 64-column chunk and k step j, `aTile` returns the tile's [row][k-slot] registers (and, for the POST path, each row's
+    /// scale applied to the mma's sum); the B side is the lanes' activations — token 8n + g, columns chunk·64 + 16t + 4j
+    /// + {0, 1} (b0) and + {2, 3} (b1) — evaluated by the m16n8k16 fragment layouts (b0 = (2t…2t+1, g), b1 = (2t+8…, g)).
+    static func product(x: [Float], m: Int, n: Int, k: Int, aTile: (_ tile: Int, _ chunk: Int, _ j: Int) -> (a: [[Float]], rowScale: [Float]?)) -> [Double] {
+        let chunks = (k + 63) / 64, tiles = (n + 15) / 16
         var y = [Double](repeating: 0, count: m * n)
         for tile in 0..<tiles {
             for chunk in 0..<chunks {
                 for j in 0..<4 {
-                    let (a, rowScale) = aTile(p, tile: tile, chunk: chunk, j: j, scalesAfterMMA: scalesAfterMMA)   // [row][k-slot]
+                    let (a, rowScale) = aTile(tile, chunk, j)   // [row][k-slot]
                     var b = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: .nan, count: 8), count: 16), count: 2)   // [n][k-slot][col]
                     for lane in 0..<32 {
                         let g = lane / 4, t = lane % 4
-                        // The kernel's activations: token 8n + g, columns chunk·64 + 16t + 4j + {0, 1} (b0) and + {2, 3} (b1).
                         for nn in 0..<2 {
                             let token = 8 * nn + g, col = chunk * 64 + 16 * t + 4 * j
                             func xv(_ c: Int) -> Float { token < m && c < k ? x[token * k + c] : 0 }
@@ -68,7 +78,7 @@ enum GemmLUTWarpModel {
                             for col in 0..<8 where 8 * nn + col < m {
                                 var s = 0.0
                                 for slot in 0..<16 { s += Double(a[row][slot]) * Double(b[nn][slot][col]) }
-                                y[(8 * nn + col) * n + tile * 16 + row] += scalesAfterMMA ? s * Double(rowScale[row]) : s
+                                y[(8 * nn + col) * n + tile * 16 + row] += rowScale.map { s * Double($0[row]) } ?? s
                             }
                         }
                     }

@@ -14,52 +14,42 @@ import KilnModels
 enum GemmLUT8WarpModel {
     static func bf16(_ v: Float) -> Float { bf16ToFloat(floatToBF16(v)) }
 
-    /// The weights the mma sees, [n, k] (rows and columns past the matrix dropped), and y [m, n] (f64 sums).
+    /// One 16-row tile's A operand for k step j of `chunk` as the 32 lanes hold it: [row][k-slot], 16 × 16.
+    static func aTile(_ p: LUTDevicePlanes, tile: Int, chunk: Int, j: Int) -> [[Float]] {
+        let group = p.format.groupSize, chunks = (p.cols + 63) / 64, paddedGroups = (chunks * 64 + group - 1) / group
+        let record = (tile * chunks + chunk) * 1024
+        var a = [[Float]](repeating: [Float](repeating: .nan, count: 16), count: 16)
+        for lane in 0..<32 {
+            let g = lane / 4, t = lane % 4
+            let sw = p.scales[(tile * paddedGroups + (chunk * 64 + 16 * t) / group) * 8 + g]
+            func word(_ index: Int) -> Int { record + (index / 4) * 512 + 16 * lane + 4 * (index % 4) }
+            func reg(_ index: Int, bottom: Bool) -> (Float, Float) {
+                let at = word(index) + (bottom ? 2 : 0)
+                let d = halfToFloat(UInt16(truncatingIfNeeded: bottom ? sw >> 16 : sw))
+                return (bf16(Float(Int(p.codes[at]) - 128) * d), bf16(Float(Int(p.codes[at + 1]) - 128) * d))
+            }
+            (a[g][2 * t], a[g][2 * t + 1]) = reg(2 * j, bottom: false)
+            (a[g + 8][2 * t], a[g + 8][2 * t + 1]) = reg(2 * j, bottom: true)
+            (a[g][2 * t + 8], a[g][2 * t + 9]) = reg(2 * j + 1, bottom: false)
+            (a[g + 8][2 * t + 8], a[g + 8][2 * t + 9]) = reg(2 * j + 1, bottom: true)
+        }
+        return a
+    }
+
+    /// The weights the mma sees, [n, k] (rows and columns past the matrix dropped: k-slot 2t + e of step j is column
+    /// chunk·64 + 16t + 4j + e, slot 2t + 8 + e column + 2 + e), and y [m, n] (f64 sums, the 4-bit model's product).
     static func run(_ p: LUTDevicePlanes, x: [Float], m: Int) -> (weights: [Float], y: [Double]) {
-        let n = p.rows, k = p.cols, group = p.format.groupSize
-        let chunks = (k + 63) / 64, tiles = (n + 15) / 16, paddedGroups = (chunks * 64 + group - 1) / group
-        var w = [Float](repeating: .nan, count: n * k), y = [Double](repeating: 0, count: m * n)
-        for tile in 0..<tiles {
-            for chunk in 0..<chunks {
-                let record = (tile * chunks + chunk) * 1024
-                for j in 0..<4 {
-                    var a = [[Float]](repeating: [Float](repeating: .nan, count: 16), count: 16)   // [row][k-slot]
-                    var b = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: .nan, count: 8), count: 16), count: 2)
-                    for lane in 0..<32 {
-                        let g = lane / 4, t = lane % 4
-                        let sw = p.scales[(tile * paddedGroups + (chunk * 64 + 16 * t) / group) * 8 + g]
-                        func word(_ index: Int) -> Int { record + (index / 4) * 512 + 16 * lane + 4 * (index % 4) }
-                        func reg(_ index: Int, bottom: Bool) -> (Float, Float) {
-                            let at = word(index) + (bottom ? 2 : 0)
-                            let d = halfToFloat(UInt16(truncatingIfNeeded: bottom ? sw >> 16 : sw))
-                            return (bf16(Float(Int(p.codes[at]) - 128) * d), bf16(Float(Int(p.codes[at + 1]) - 128) * d))
-                        }
-                        (a[g][2 * t], a[g][2 * t + 1]) = reg(2 * j, bottom: false)
-                        (a[g + 8][2 * t], a[g + 8][2 * t + 1]) = reg(2 * j, bottom: true)
-                        (a[g][2 * t + 8], a[g][2 * t + 9]) = reg(2 * j + 1, bottom: false)
-                        (a[g + 8][2 * t + 8], a[g + 8][2 * t + 9]) = reg(2 * j + 1, bottom: true)
-                        let col = chunk * 64 + 16 * t + 4 * j
-                        for (slot, c) in [(2 * t, col), (2 * t + 1, col + 1), (2 * t + 8, col + 2), (2 * t + 9, col + 3)] {
-                            for (row, r) in [(g, tile * 16 + g), (g + 8, tile * 16 + g + 8)] where r < n && c < k { w[r * k + c] = a[row][slot] }
-                        }
-                        for nn in 0..<2 {
-                            let token = 8 * nn + g
-                            func xv(_ c: Int) -> Float { token < m && c < k ? x[token * k + c] : 0 }
-                            (b[nn][2 * t][g], b[nn][2 * t + 1][g]) = (xv(col), xv(col + 1))
-                            (b[nn][2 * t + 8][g], b[nn][2 * t + 9][g]) = (xv(col + 2), xv(col + 3))
-                        }
-                    }
-                    for row in 0..<16 where tile * 16 + row < n {
-                        for nn in 0..<2 {
-                            for col in 0..<8 where 8 * nn + col < m {
-                                var s = 0.0
-                                for slot in 0..<16 { s += Double(a[row][slot]) * Double(b[nn][slot][col]) }
-                                y[(8 * nn + col) * n + tile * 16 + row] += s
-                            }
-                        }
-                    }
+        let n = p.rows, k = p.cols
+        var w = [Float](repeating: .nan, count: n * k)
+        let y = GemmLUTWarpModel.product(x: x, m: m, n: n, k: k) { tile, chunk, j in
+            let a = aTile(p, tile: tile, chunk: chunk, j: j)
+            for rr in 0..<16 where tile * 16 + rr < n {
+                for slot in 0..<16 {
+                    let t = (slot % 8) / 2, c = chunk * 64 + 16 * t + 4 * j + 2 * (slot / 8) + slot % 2
+                    if c < k { w[(tile * 16 + rr) * k + c] = a[rr][slot] }
                 }
             }
+            return (a, nil)
         }
         return (w, y)
     }
